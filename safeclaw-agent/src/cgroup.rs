@@ -1,0 +1,1 @@
+//! cgroup v2: finding the mount, creating the agent cgroup, and naming cgroups by id.

@@ -1,0 +1,44 @@
+//! Command-line surface: one subcommand per responsibility, each parsed here and run by its module.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "safeclaw-agent", version, about = "Kernel-enforced policy and a tamper-evident audit trail for AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the BPF LSM programs, enforce the policy on the agent cgroup and write the audit log.
+    Run(crate::daemon::RunArgs),
+    /// Check each prerequisite for enforcement and say how to fix what fails.
+    Doctor,
+    /// Check, test and explain policies.
+    #[command(subcommand)]
+    Policy(crate::policy::cli::PolicyCommand),
+    /// Verify, follow and export the audit trail.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => crate::daemon::run(args),
+        Command::Doctor => crate::doctor::run(),
+        Command::Policy(cmd) => crate::policy::cli::run(cmd),
+        Command::Audit(cmd) => crate::audit::cli::run(cmd),
+    }
+}
+
+/// Default policy file when `--policy` is not given.
+pub const DEFAULT_POLICY: &str = "/etc/safeclaw/policy.yaml";
+/// Default config file when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/safeclaw/config.yaml";
+
+pub fn default_policy() -> PathBuf {
+    PathBuf::from(DEFAULT_POLICY)
+}

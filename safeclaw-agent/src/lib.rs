@@ -1,0 +1,9 @@
+//! SafeClaw agent library: policy, kernel programs, audit trail and the daemon that joins them.
+//! The `safeclaw-agent` binary is a thin shell over `cli`.
+pub mod audit;
+pub mod cgroup;
+pub mod cli;
+pub mod daemon;
+pub mod doctor;
+pub mod kernel;
+pub mod policy;

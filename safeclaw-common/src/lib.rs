@@ -1,0 +1,246 @@
+//! Wire types shared by the eBPF programs and the daemon: ring-buffer events and the policy map layout.
+//!
+//! Everything here is `#[repr(C)]` plain data with explicit sizes; no logic lives here. Values the
+//! kernel writes are plain integers (not Rust enums) so that userspace can reject unknown values
+//! instead of trusting them.
+#![no_std]
+
+/// Bytes reserved for a path: the kernel's PATH_MAX, so `bpf_d_path` never truncates a real path.
+pub const PATH_MAX: usize = 4096;
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Rule id meaning "no rule matched: the policy default decided".
+pub const NO_RULE: u32 = u32::MAX;
+
+/// What the task attempted (`EventHeader::action`).
+pub mod action {
+    pub const FILE_READ: u8 = 1;
+    pub const FILE_WRITE: u8 = 2;
+    /// An open for both reading and writing: decided by both the read and the write tables.
+    pub const FILE_READ_WRITE: u8 = 3;
+    pub const PROCESS_EXEC: u8 = 4;
+    pub const NETWORK_CONNECT: u8 = 5;
+}
+
+/// Outcome of a decision (`EventHeader::effect`, `RuleEntry::effect`, `PolicyHeader::default_effect`).
+pub mod effect {
+    pub const ALLOW: u8 = 0;
+    pub const DENY: u8 = 1;
+    /// Allowed, but the audit entry is marked for review.
+    pub const AUDIT: u8 = 2;
+}
+
+/// Why the kernel decided as it did beyond the policy (`EventHeader::flags`). Each one denies.
+pub mod flag {
+    /// `bpf_d_path` failed (path longer than PATH_MAX, or unresolvable): denied, never matched on a prefix.
+    pub const PATH_UNRESOLVED: u16 = 1 << 0;
+    /// No policy was loaded, or a map lookup failed: denied.
+    pub const NO_POLICY: u16 = 1 << 1;
+    /// The daemon put the scope in lockdown (audit log unwritable, fail-closed mode): denied.
+    pub const LOCKDOWN: u16 = 1 << 2;
+    /// A DFA walk or port search hit its bound or an out-of-range table index: denied.
+    pub const TABLE_BOUND: u16 = 1 << 3;
+    /// An LSM before us already denied; our verdict is theirs.
+    pub const PREVIOUS_LSM_DENIED: u16 = 1 << 4;
+    /// The socket address could not be read or has a family we do not decide on (allowed, recorded).
+    pub const UNDECIDED_FAMILY: u16 = 1 << 5;
+}
+
+/// Action classes, each with its own path DFA in the policy maps.
+pub mod dfa_class {
+    pub const FILE_READ: u32 = 0;
+    pub const FILE_WRITE: u32 = 1;
+    pub const PROCESS_EXEC: u32 = 2;
+    /// Unix-domain socket paths of `network.connect`.
+    pub const UNIX_CONNECT: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Indices into the `COUNTERS` array map.
+pub mod counter {
+    /// Next kernel sequence number (fetch-and-add per event, recorded or not).
+    pub const NEXT_SEQ: u32 = 0;
+    /// Events the ring buffer had no room for; each of those attempts was denied.
+    pub const RINGBUF_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
+pub const POLICY_SLOTS: u32 = 2;
+/// Rules per policy slot.
+pub const MAX_RULES: u32 = 16_384;
+/// DFA transition entries per slot (all classes together); 8 MiB of kernel memory per slot.
+pub const MAX_DFA_TRANSITIONS: u32 = 1 << 21;
+/// DFA states per slot (all classes together).
+pub const MAX_DFA_STATES: u32 = 1 << 18;
+/// Port intervals per slot.
+pub const MAX_PORT_INTERVALS: u32 = 1 << 16;
+/// LPM entries (all slots).
+pub const MAX_NET_PREFIXES: u32 = 1 << 16;
+/// Binary-search steps over one prefix's port intervals: 2^17 > MAX_PORT_INTERVALS.
+pub const PORT_SEARCH_STEPS: u32 = 17;
+
+/// Which tasks are in scope, and the daemon's switches. Single entry of the `SCOPE` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// cgroup id (inode number) of the tagged agent cgroup.
+    pub cgroup_id: u64,
+    /// Its depth below the cgroup2 root (root = 0), for `bpf_get_current_ancestor_cgroup_id`.
+    pub level: u32,
+    /// Policy slot the programs read (0 or 1).
+    pub active_slot: u32,
+    /// Non-zero: deny every in-scope action (set while the audit log cannot be written).
+    pub lockdown: u32,
+    /// Non-zero once a scope is configured; zero means every task is out of scope.
+    pub enabled: u32,
+}
+
+/// Where one class's DFA sits in the slot's tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DfaDesc {
+    /// Index of this DFA's state 0 row in the slot's transition region.
+    pub trans_base: u32,
+    /// Index of this DFA's state 0 in the slot's accept region.
+    pub accept_base: u32,
+    /// Number of byte classes (row width), 1..=256.
+    pub class_count: u32,
+    pub state_count: u32,
+    pub start_state: u32,
+    /// A state from which no accept is reachable; the walk stops there. `u32::MAX` if none.
+    pub dead_state: u32,
+}
+
+/// Per-slot policy header (entry `slot` of the `POLICY` array map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyHeader {
+    pub dfa: [DfaDesc; dfa_class::COUNT as usize],
+    /// Effect when no rule matches.
+    pub default_effect: u8,
+    pub _pad: [u8; 3],
+    /// Increments with every load; copied into events.
+    pub generation: u32,
+    /// Non-zero when the slot holds a complete policy.
+    pub loaded: u32,
+    pub _pad2: u32,
+}
+
+/// Per-rule data the kernel needs (entry `slot * MAX_RULES + rule` of `RULES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub effect: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Byte → byte-class table of one DFA (entry `slot * dfa_class::COUNT + class` of `DFA_CLASSES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteClasses(pub [u8; 256]);
+
+/// LPM trie key for network rules: slot and protocol are the first 16 bits of the prefix, then the
+/// IPv6 address (IPv4 as IPv4-mapped, `::ffff:a.b.c.d`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetKeyData {
+    pub slot: u8,
+    /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
+    pub protocol: u8,
+    pub addr: [u8; 16],
+}
+/// Prefix bits taken by `slot` and `protocol` in `NetKeyData`.
+pub const NET_KEY_HEADER_BITS: u32 = 16;
+
+/// The port intervals that apply to one prefix (value of the `NET_PREFIXES` trie).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetPrefixValue {
+    /// First interval in the slot's `PORT_INTERVALS` region.
+    pub first: u32,
+    /// Number of intervals, sorted by `lo`, disjoint; ports in none of them fall to the default.
+    pub count: u32,
+}
+
+/// A port range and the first rule that matches it for the prefix (entry of `PORT_INTERVALS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortInterval {
+    pub lo: u16,
+    pub hi: u16,
+    pub rule: u32,
+}
+
+/// Socket address details of a connect.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetDetail {
+    /// `AF_INET`, `AF_INET6` or `AF_UNIX`; 0 for non-network events.
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// `IPPROTO_TCP` / `IPPROTO_UDP` derived from the socket type; 0 if neither.
+    pub protocol: u16,
+    pub _pad: u16,
+    /// IPv6 address, or IPv4-mapped IPv6 for `AF_INET` (as the policy tables see it).
+    pub addr: [u8; 16],
+}
+
+/// Fixed part of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// Global sequence number; a gap means events the ring buffer could not take (all denied).
+    pub kernel_seq: u64,
+    /// `bpf_ktime_get_boot_ns` at the hook.
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    /// Nanoseconds spent deciding (scope check to verdict).
+    pub decide_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Matched rule index, or `NO_RULE` when the default decided.
+    pub rule_id: u32,
+    /// `PolicyHeader::generation` of the slot that decided.
+    pub policy_generation: u32,
+    /// `f_mode` for file opens, 0 otherwise.
+    pub file_mode: u32,
+    pub action: u8,
+    pub effect: u8,
+    pub flags: u16,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A whole event as built in the per-CPU scratch map. Only the first
+/// `EVENT_FIXED_LEN + path_len` bytes go onto the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub header: EventHeader,
+    pub net: NetDetail,
+    /// Bytes of `path` in use, without the trailing NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// File or executable path, or Unix socket path.
+    pub path: [u8; PATH_MAX],
+}
+
+/// Size of an event before its path bytes.
+pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - PATH_MAX;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all plain-data #[repr(C)] types with no padding the kernel could leave uninitialised
+    // that we would read as anything but bytes.
+    unsafe impl aya::Pod for Scope {}
+    unsafe impl aya::Pod for PolicyHeader {}
+    unsafe impl aya::Pod for RuleEntry {}
+    unsafe impl aya::Pod for ByteClasses {}
+    unsafe impl aya::Pod for NetKeyData {}
+    unsafe impl aya::Pod for NetPrefixValue {}
+    unsafe impl aya::Pod for PortInterval {}
+}

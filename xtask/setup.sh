@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian (bookworm) machine of this kind lacks to build SafeClaw and run its VM
+# tests: apt packages, nightly rust-src, bpf-linker built against LLVM 22, and the two Debian cloud
+# kernels the VM boots. Idempotent: each step checks first and skips what is present.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (try: sudo $0)"; exit 1; }; }
+
+APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool)
+# The kernels the VM boots. Pinned so runs are comparable; the newest of each line is the fallback when the
+# pinned build has left the archive.
+KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12-cloud-amd64")
+VM_CACHE="${SAFECLAW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/safeclaw/vm}"
+BPF_LINKER_VERSION=0.13.0
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root "${missing[*]}"
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "rustup toolchain install nightly"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  log "rustup component add rust-src --toolchain nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "cargo install bpf-linker $BPF_LINKER_VERSION (llvm-22)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
+    --no-default-features --features llvm-22
+fi
+
+mkdir -p "$VM_CACHE"
+for entry in "${KERNELS[@]}"; do
+  line=${entry%%:*}; pkg=${entry#*:}
+  dir="$VM_CACHE/$line"
+  if [ -f "$dir/vmlinuz" ] && [ -f "$dir/.complete" ]; then continue; fi
+  if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+    apt-get update -qq || true
+  fi
+  if ! apt-cache show "$pkg" >/dev/null 2>&1; then
+    newest=$(apt-cache search --names-only "^linux-image-${line}[.0-9+a-z-]*-cloud-amd64\$" | awk '{print $1}' | sort -V | tail -n 1)
+    [ -n "$newest" ] || { log "no Debian cloud kernel package for the $line line in the apt lists"; exit 1; }
+    log "$pkg is gone from the archive; using $newest"
+    pkg=$newest
+  fi
+  log "fetching kernel $pkg"
+  rm -rf "$dir" "$dir.tmp"; mkdir -p "$dir.tmp"
+  (cd "$dir.tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" && dpkg -x ./*.deb root)
+  cp "$dir.tmp"/root/boot/vmlinuz-* "$dir.tmp/vmlinuz"
+  cp -a "$dir.tmp"/root/lib/modules "$dir.tmp/modules"
+  rm -rf "$dir.tmp/root" "$dir.tmp"/*.deb
+  echo "$pkg" >"$dir.tmp/package"
+  touch "$dir.tmp/.complete"
+  mv "$dir.tmp" "$dir"
+done
+log "ok (kernels in $VM_CACHE)"
