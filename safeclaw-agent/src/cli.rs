@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "safeclaw-agent", version, about = "Kernel-enforced policy and a tamper-evident audit trail for AI agents")]
+#[command(
+    name = "safeclaw-agent",
+    version,
+    about = "Kernel-enforced policy and a tamper-evident audit trail for AI agents"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

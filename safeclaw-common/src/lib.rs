@@ -42,7 +42,8 @@ pub mod flag {
     pub const TABLE_BOUND: u16 = 1 << 3;
     /// An LSM before us already denied; our verdict is theirs.
     pub const PREVIOUS_LSM_DENIED: u16 = 1 << 4;
-    /// The socket address could not be read or has a family we do not decide on (allowed, recorded).
+    /// The socket address could not be read or has a family the policy does not describe: the
+    /// policy default decided.
     pub const UNDECIDED_FAMILY: u16 = 1 << 5;
 }
 
@@ -69,8 +70,9 @@ pub mod counter {
 pub const POLICY_SLOTS: u32 = 2;
 /// Rules per policy slot.
 pub const MAX_RULES: u32 = 16_384;
-/// DFA transition entries per slot (all classes together); 8 MiB of kernel memory per slot.
-pub const MAX_DFA_TRANSITIONS: u32 = 1 << 21;
+/// DFA transition entries per slot (all classes together). Array maps round values up to 8 bytes,
+/// so this costs 8 MiB of kernel memory per slot.
+pub const MAX_DFA_TRANSITIONS: u32 = 1 << 20;
 /// DFA states per slot (all classes together).
 pub const MAX_DFA_STATES: u32 = 1 << 18;
 /// Port intervals per slot.

@@ -9,6 +9,8 @@ pub enum PolicyCommand {
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { file } => anyhow::bail!("policy check {}: not implemented yet", file.display()),
+        PolicyCommand::Check { file } => {
+            anyhow::bail!("policy check {}: not implemented yet", file.display())
+        }
     }
 }

@@ -1,0 +1,92 @@
+//! Loading the embedded eBPF object with this kernel's struct offsets, and attaching its programs.
+use aya::{programs::Lsm, Btf, Ebpf, EbpfLoader};
+
+use super::btf::KernelBtf;
+use super::KernelError;
+
+/// The object built from safeclaw-ebpf by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
+
+/// Each program is named after the LSM hook it attaches to.
+pub const PROGRAMS: [&str; 3] = ["file_open", "bprm_check_security", "socket_connect"];
+
+/// Struct member offsets of the running kernel that the programs need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub file_f_path: u64,
+    pub file_f_mode: u64,
+    pub bprm_file: u64,
+    pub socket_type: u64,
+}
+
+impl Offsets {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Self, KernelError> {
+        Ok(Offsets {
+            file_f_path: btf.member_offset("file", "f_path")?,
+            file_f_mode: btf.member_offset("file", "f_mode")?,
+            bprm_file: btf.member_offset("linux_binprm", "file")?,
+            socket_type: btf.member_offset("socket", "type")?,
+        })
+    }
+}
+
+/// The object loaded into the kernel (maps created), programs not yet loaded.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    btf: Btf,
+}
+
+/// Creates the maps and prepares the programs for this kernel.
+pub fn open() -> Result<Loaded, KernelError> {
+    let offsets = Offsets::from_btf(&KernelBtf::from_sys_fs()?)?;
+    let btf = Btf::from_sys_fs()?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("F_PATH_OFFSET", &offsets.file_f_path, true)
+        .override_global("F_MODE_OFFSET", &offsets.file_f_mode, true)
+        .override_global("BPRM_FILE_OFFSET", &offsets.bprm_file, true)
+        .override_global("SOCKET_TYPE_OFFSET", &offsets.socket_type, true)
+        .load(OBJECT)
+        .map_err(KernelError::Object)?;
+    Ok(Loaded { ebpf, btf })
+}
+
+impl Loaded {
+    /// Loads (verifies) every program without attaching any.
+    pub fn load_programs(&mut self) -> Result<(), KernelError> {
+        for name in PROGRAMS {
+            lsm(&mut self.ebpf, name)?
+                .load(name, &self.btf)
+                .map_err(|source| KernelError::LoadProgram {
+                    program: name,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches every loaded program. Enforcement starts with the first one; the maps must be filled
+    /// before. Dropping `Loaded` detaches them all.
+    pub fn attach(&mut self) -> Result<(), KernelError> {
+        for name in PROGRAMS {
+            lsm(&mut self.ebpf, name)?
+                .attach()
+                .map_err(|source| KernelError::AttachProgram {
+                    program: name,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, KernelError> {
+    let program = ebpf.program_mut(name).ok_or(KernelError::Missing {
+        what: "program",
+        name,
+    })?;
+    program.try_into().map_err(|_| KernelError::Missing {
+        what: "LSM program",
+        name,
+    })
+}
