@@ -20,7 +20,7 @@ pub enum Command {
     /// Load the BPF LSM programs, enforce the policy on the agent cgroup and write the audit log.
     Run(crate::daemon::RunArgs),
     /// Check each prerequisite for enforcement and say how to fix what fails.
-    Doctor,
+    Doctor(crate::doctor::DoctorArgs),
     /// Check, test and explain policies.
     #[command(subcommand)]
     Policy(crate::policy::cli::PolicyCommand),
@@ -32,7 +32,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => crate::daemon::run(args),
-        Command::Doctor => crate::doctor::run(),
+        Command::Doctor(args) => crate::doctor::run(args),
         Command::Policy(cmd) => crate::policy::cli::run(cmd),
         Command::Audit(cmd) => crate::audit::cli::run(cmd),
     }

@@ -2,6 +2,7 @@
 //! attaches the programs, and turns every kernel event into an audit entry until SIGINT or SIGTERM.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -56,12 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(enforce(
-        &agents,
-        &policy,
-        &mut sink,
-        args.ready_file.as_deref(),
-    ));
+    let outcome = runtime.block_on(enforce(&agents, &args, policy, &mut sink));
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
     }
@@ -92,26 +88,85 @@ impl Drop for CreatedCgroup {
     }
 }
 
-async fn enforce(
-    agents: &Cgroup,
-    policy: &ActivePolicy,
-    sink: &mut AuditSink,
-    ready: Option<&Path>,
-) -> anyhow::Result<()> {
-    let mut kernel = loader::open()?;
-    kernel.load_programs()?;
-    maps::write_policy(&mut kernel.ebpf, 0, 1, &policy.compiled)?;
-    maps::set_scope(
-        &mut kernel.ebpf,
-        Scope {
+/// Which policy each kernel slot holds, with the generation the kernel stamps on its events.
+#[derive(Default)]
+struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
+
+impl Slots {
+    /// The policy that decided an event, by the generation stamped on it.
+    fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
+        self.0
+            .iter()
+            .flatten()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, p)| p.as_ref())
+    }
+}
+
+/// The kernel programs and the policies in their slots.
+struct Enforcer {
+    kernel: loader::Loaded,
+    scope: Scope,
+    slots: Slots,
+    next_generation: u32,
+}
+
+impl Enforcer {
+    /// Loads the programs and the first policy; attaches nothing yet.
+    fn start(agents: &Cgroup, policy: ActivePolicy) -> anyhow::Result<Self> {
+        let mut kernel = loader::open()?;
+        kernel.load_programs()?;
+        let scope = Scope {
             cgroup_id: agents.id,
             level: agents.level,
             active_slot: 0,
             lockdown: 0,
             enabled: 1,
-        },
-    )?;
-    let ring = kernel
+        };
+        let mut enforcer = Enforcer {
+            kernel,
+            scope,
+            slots: Slots::default(),
+            next_generation: 1,
+        };
+        enforcer.install(policy)?;
+        Ok(enforcer)
+    }
+
+    /// Writes `policy` into the inactive slot, then switches to it in one scope update.
+    fn install(&mut self, policy: ActivePolicy) -> anyhow::Result<()> {
+        // The first policy goes into the active slot (nothing is attached yet); later ones into the other.
+        let active = self.scope.active_slot;
+        let slot = if self.slots.0[active as usize].is_none() {
+            active
+        } else {
+            1 - active
+        };
+        let generation = self.next_generation;
+        maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.compiled)?;
+        self.scope.active_slot = slot;
+        maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
+        self.slots.0[slot as usize] = Some((generation, Arc::new(policy)));
+        self.next_generation += 1;
+        Ok(())
+    }
+
+    fn active(&self) -> Option<&ActivePolicy> {
+        self.slots.0[self.scope.active_slot as usize]
+            .as_ref()
+            .map(|(_, p)| p.as_ref())
+    }
+}
+
+async fn enforce(
+    agents: &Cgroup,
+    args: &RunArgs,
+    policy: ActivePolicy,
+    sink: &mut AuditSink,
+) -> anyhow::Result<()> {
+    let mut enforcer = Enforcer::start(agents, policy)?;
+    let ring = enforcer
+        .kernel
         .ebpf
         .take_map("EVENTS")
         .context("the eBPF object has no EVENTS map")?;
@@ -119,47 +174,69 @@ async fn enforce(
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    kernel.attach()?;
-    tracing::info!(
-        "enforcing {} on cgroup {} (id {}), audit log {}",
-        policy.hash,
-        agents.path.display(),
-        agents.id,
-        sink.path.display()
-    );
-    if let Some(ready) = ready {
+    enforcer.kernel.attach()?;
+    if let Some(active) = enforcer.active() {
+        tracing::info!(
+            "enforcing {} ({}) on cgroup {} (id {}), audit log {}",
+            args.policy.display(),
+            active.hash,
+            agents.path.display(),
+            agents.id,
+            sink.path.display()
+        );
+    }
+    if let Some(ready) = &args.ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write ready file {}", ready.display()))?;
     }
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain(guard.get_inner_mut(), policy, sink)?;
+                drain(guard.get_inner_mut(), &enforcer.slots, sink)?;
                 guard.clear_ready();
             }
             _ = flush.tick() => sink.flush()?,
+            _ = hangup.recv() => reload(&mut enforcer, &args.policy),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
+    let Enforcer { kernel, slots, .. } = enforcer;
     drop(kernel);
-    drain(ring.get_mut(), policy, sink)
+    drain(ring.get_mut(), &slots, sink)
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    policy: &ActivePolicy,
-    sink: &mut AuditSink,
-) -> anyhow::Result<()> {
+/// Reloads the policy file; an invalid policy is refused and the old one keeps enforcing.
+fn reload(enforcer: &mut Enforcer, path: &Path) {
+    match crate::policy::load_active(path) {
+        Ok(policy) => {
+            let hash = policy.hash.clone();
+            match enforcer.install(policy) {
+                Ok(()) => tracing::info!("reloaded {} ({hash})", path.display()),
+                Err(e) => tracing::error!(
+                    "reload of {} refused, previous policy still enforcing: {e:#}",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => tracing::error!(
+            "reload of {} refused, previous policy still enforcing: {e:#}",
+            path.display()
+        ),
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, slots: &Slots, sink: &mut AuditSink) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         match events::decode(&item) {
-            Ok(event) => sink.append(&event, policy)?,
+            Ok(event) => sink.append(&event, slots.by_generation(event.policy_generation))?,
             Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", item.len()),
         }
     }
@@ -189,9 +266,13 @@ impl AuditSink {
         })
     }
 
-    fn append(&mut self, event: &events::KernelEvent, policy: &ActivePolicy) -> anyhow::Result<()> {
+    fn append(
+        &mut self,
+        event: &events::KernelEvent,
+        policy: Option<&ActivePolicy>,
+    ) -> anyhow::Result<()> {
         use std::io::Write as _;
-        let rule = event.rule.and_then(|r| policy.rule_names.get(r as usize));
+        let rule = event.rule.and_then(|r| policy?.rule_names.get(r as usize));
         let details = match &event.detail {
             events::Detail::File { access, path, .. } => {
                 serde_json::json!({"path": String::from_utf8_lossy(path), "mode": access.as_str()})
@@ -221,7 +302,7 @@ impl AuditSink {
             "pid": event.pid, "tgid": event.tgid, "uid": event.uid, "comm": event.comm,
             "cgroup": event.cgroup_id,
             "evaluationDurationNs": event.decide_ns,
-            "policyHash": policy.hash,
+            "policyHash": policy.map(|p| p.hash.as_str()),
         });
         writeln!(self.out, "{line}")
             .with_context(|| format!("cannot write {}", self.path.display()))
