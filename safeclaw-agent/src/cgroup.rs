@@ -11,25 +11,14 @@ pub enum CgroupError {
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(std::io::Error),
     #[error("cannot create cgroup {path}: {source}")]
-    Create {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Create { path: PathBuf, source: std::io::Error },
     #[error("cannot stat cgroup {path}: {source}")]
-    Stat {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Stat { path: PathBuf, source: std::io::Error },
 }
 
 /// Checks one cgroup path component (an agent or cgroup name given by a user).
 pub fn validate_name(name: &str) -> Result<(), CgroupError> {
-    let bad = |why| {
-        Err(CgroupError::BadName {
-            name: name.to_string(),
-            why,
-        })
-    };
+    let bad = |why| Err(CgroupError::BadName { name: name.to_string(), why });
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -39,13 +28,8 @@ pub fn validate_name(name: &str) -> Result<(), CgroupError> {
     if name.starts_with('.') {
         return bad("it starts with '.' (this includes '..')");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad(
-            "it contains a character other than letters, digits, '.', '_' or '-' (such as '/')",
-        );
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return bad("it contains a character other than letters, digits, '.', '_' or '-' (such as '/')");
     }
     Ok(())
 }
@@ -68,10 +52,7 @@ pub fn find_mount_in(mountinfo: &str) -> Option<Mount> {
         let root = fields.nth(3)?;
         let mount_point = fields.next()?;
         let root_depth = root.split('/').filter(|c| !c.is_empty()).count() as u32;
-        (fstype == "cgroup2").then(|| Mount {
-            path: PathBuf::from(unescape_octal(mount_point)),
-            root_depth,
-        })
+        (fstype == "cgroup2").then(|| Mount { path: PathBuf::from(unescape_octal(mount_point)), root_depth })
     })
 }
 
@@ -83,12 +64,9 @@ fn unescape_octal(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -123,18 +101,8 @@ pub fn ensure(mount: &Mount, name: &str) -> Result<(Cgroup, bool), CgroupError> 
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(source) => return Err(CgroupError::Create { path, source }),
     };
-    let meta = std::fs::metadata(&path).map_err(|source| CgroupError::Stat {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((
-        Cgroup {
-            path,
-            id: meta.ino(),
-            level: mount.root_depth + 1,
-        },
-        created,
-    ))
+    let meta = std::fs::metadata(&path).map_err(|source| CgroupError::Stat { path: path.clone(), source })?;
+    Ok((Cgroup { path, id: meta.ino(), level: mount.root_depth + 1 }, created))
 }
 
 #[cfg(test)]
@@ -156,12 +124,7 @@ mod tests {
         let hybrid = "25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n\
                       27 25 0:25 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        let mount = |path: &str, root_depth| {
-            Some(Mount {
-                path: PathBuf::from(path),
-                root_depth,
-            })
-        };
+        let mount = |path: &str, root_depth| Some(Mount { path: PathBuf::from(path), root_depth });
         assert_eq!(find_mount_in(hybrid), mount("/sys/fs/cgroup/unified", 0));
         let unified = "30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev shared:9 - cgroup2 cgroup2 rw\n";
         assert_eq!(find_mount_in(unified), mount("/sys/fs/cgroup", 0));
@@ -169,9 +132,6 @@ mod tests {
         assert_eq!(find_mount_in(escaped), mount("/mnt/my cg", 0));
         let namespaced = "30 1 0:26 /system.slice/x /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         assert_eq!(find_mount_in(namespaced), mount("/sys/fs/cgroup", 2));
-        assert_eq!(
-            find_mount_in("30 1 0:26 / /sys rw - sysfs sysfs rw\n"),
-            None
-        );
+        assert_eq!(find_mount_in("30 1 0:26 / /sys rw - sysfs sysfs rw\n"), None);
     }
 }

@@ -48,10 +48,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let policy = crate::policy::load_active(&args.policy)?;
     let mount = cgroup::find_mount()?;
     let (agents, created) = cgroup::ensure(&mount, &args.cgroup)?;
-    let _cgroup_guard = CreatedCgroup {
-        cgroup: agents.clone(),
-        created,
-    };
+    let _cgroup_guard = CreatedCgroup { cgroup: agents.clone(), created };
     let mut sink = AuditSink::open(&args.audit_log)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,11 +92,7 @@ struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
 impl Slots {
     /// The policy that decided an event, by the generation stamped on it.
     fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
-        self.0
-            .iter()
-            .flatten()
-            .find(|(g, _)| *g == generation)
-            .map(|(_, p)| p.as_ref())
+        self.0.iter().flatten().find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
     }
 }
 
@@ -116,19 +109,9 @@ impl Enforcer {
     fn start(agents: &Cgroup, policy: ActivePolicy) -> anyhow::Result<Self> {
         let mut kernel = loader::open()?;
         kernel.load_programs()?;
-        let scope = Scope {
-            cgroup_id: agents.id,
-            level: agents.level,
-            active_slot: 0,
-            lockdown: 0,
-            enabled: 1,
-        };
-        let mut enforcer = Enforcer {
-            kernel,
-            scope,
-            slots: Slots::default(),
-            next_generation: 1,
-        };
+        let scope =
+            Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 };
+        let mut enforcer = Enforcer { kernel, scope, slots: Slots::default(), next_generation: 1 };
         enforcer.install(policy)?;
         Ok(enforcer)
     }
@@ -137,11 +120,7 @@ impl Enforcer {
     fn install(&mut self, policy: ActivePolicy) -> anyhow::Result<()> {
         // The first policy goes into the active slot (nothing is attached yet); later ones into the other.
         let active = self.scope.active_slot;
-        let slot = if self.slots.0[active as usize].is_none() {
-            active
-        } else {
-            1 - active
-        };
+        let slot = if self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.compiled)?;
         self.scope.active_slot = slot;
@@ -152,9 +131,7 @@ impl Enforcer {
     }
 
     fn active(&self) -> Option<&ActivePolicy> {
-        self.slots.0[self.scope.active_slot as usize]
-            .as_ref()
-            .map(|(_, p)| p.as_ref())
+        self.slots.0[self.scope.active_slot as usize].as_ref().map(|(_, p)| p.as_ref())
     }
 }
 
@@ -165,11 +142,7 @@ async fn enforce(
     sink: &mut AuditSink,
 ) -> anyhow::Result<()> {
     let mut enforcer = Enforcer::start(agents, policy)?;
-    let ring = enforcer
-        .kernel
-        .ebpf
-        .take_map("EVENTS")
-        .context("the eBPF object has no EVENTS map")?;
+    let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -226,10 +199,9 @@ fn reload(enforcer: &mut Enforcer, path: &Path) {
                 ),
             }
         }
-        Err(e) => tracing::error!(
-            "reload of {} refused, previous policy still enforcing: {e:#}",
-            path.display()
-        ),
+        Err(e) => {
+            tracing::error!("reload of {} refused, previous policy still enforcing: {e:#}", path.display())
+        }
     }
 }
 
@@ -252,25 +224,17 @@ struct AuditSink {
 impl AuditSink {
     fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open audit log {}", path.display()))?;
-        Ok(AuditSink {
-            path: path.to_path_buf(),
-            out: std::io::BufWriter::new(file),
-        })
+        Ok(AuditSink { path: path.to_path_buf(), out: std::io::BufWriter::new(file) })
     }
 
-    fn append(
-        &mut self,
-        event: &events::KernelEvent,
-        policy: Option<&ActivePolicy>,
-    ) -> anyhow::Result<()> {
+    fn append(&mut self, event: &events::KernelEvent, policy: Option<&ActivePolicy>) -> anyhow::Result<()> {
         use std::io::Write as _;
         let rule = event.rule.and_then(|r| policy?.rule_names.get(r as usize));
         let details = match &event.detail {
@@ -280,11 +244,7 @@ impl AuditSink {
             events::Detail::Exec { path } => {
                 serde_json::json!({"path": String::from_utf8_lossy(path)})
             }
-            events::Detail::Connect(events::ConnectTarget::Inet {
-                protocol,
-                addr,
-                port,
-            }) => {
+            events::Detail::Connect(events::ConnectTarget::Inet { protocol, addr, port }) => {
                 serde_json::json!({"address": addr.to_string(), "port": port, "protocol": protocol})
             }
             events::Detail::Connect(events::ConnectTarget::Unix { path }) => {
@@ -304,18 +264,12 @@ impl AuditSink {
             "evaluationDurationNs": event.decide_ns,
             "policyHash": policy.map(|p| p.hash.as_str()),
         });
-        writeln!(self.out, "{line}")
-            .with_context(|| format!("cannot write {}", self.path.display()))
+        writeln!(self.out, "{line}").with_context(|| format!("cannot write {}", self.path.display()))
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         use std::io::Write as _;
-        self.out
-            .flush()
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .with_context(|| format!("cannot sync {}", self.path.display()))
+        self.out.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out.get_ref().sync_data().with_context(|| format!("cannot sync {}", self.path.display()))
     }
 }

@@ -38,16 +38,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if failed == 0 {
-        println!(
-            "all {} checks passed: `safeclaw-agent run` can enforce on this host",
-            checks.len()
-        );
+        println!("all {} checks passed: `safeclaw-agent run` can enforce on this host", checks.len());
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
-            "{failed} of {} checks failed: enforcement cannot start on this host",
-            checks.len()
-        );
+        println!("{failed} of {} checks failed: enforcement cannot start on this host", checks.len());
         Ok(ExitCode::from(1))
     }
 }
@@ -56,10 +50,7 @@ fn check_root() -> Check {
     if nix::unistd::geteuid().is_root() {
         Ok("running as root".into())
     } else {
-        Err((
-            "not running as root".into(),
-            "run as root: `sudo safeclaw-agent doctor`".into(),
-        ))
+        Err(("not running as root".into(), "run as root: `sudo safeclaw-agent doctor`".into()))
     }
 }
 
@@ -67,38 +58,23 @@ fn check_kernel() -> Check {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| (format!("uname failed: {e}"), "none".to_string()))?;
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     // bpf_loop (5.17) and BPF LSM with ring buffers; 6.1 and 6.12 are what the tests run on.
     if version >= (5, 17) {
         Ok(format!("{release} (needs >= 5.17; tested on 6.1 and 6.12)"))
     } else {
-        Err((
-            format!("{release} is older than 5.17"),
-            "boot a kernel >= 5.17 (Debian 12 ships 6.1)".into(),
-        ))
+        Err((format!("{release} is older than 5.17"), "boot a kernel >= 5.17 (Debian 12 ships 6.1)".into()))
     }
 }
 
 fn check_btf() -> Check {
     let btf = KernelBtf::from_sys_fs().map_err(|e| {
-        (
-            e.to_string(),
-            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's kernels are)".to_string(),
-        )
+        (e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's kernels are)".to_string())
     })?;
-    let offsets = loader::Offsets::from_btf(&btf).map_err(|e| {
-        (
-            e.to_string(),
-            "this kernel's structures are not supported; report it".to_string(),
-        )
-    })?;
-    Ok(format!(
-        "/sys/kernel/btf/vmlinux has the needed layouts (file.f_path at {})",
-        offsets.file_f_path
-    ))
+    let offsets = loader::Offsets::from_btf(&btf)
+        .map_err(|e| (e.to_string(), "this kernel's structures are not supported; report it".to_string()))?;
+    Ok(format!("/sys/kernel/btf/vmlinux has the needed layouts (file.f_path at {})", offsets.file_f_path))
 }
 
 fn check_lsm_list() -> Check {
@@ -124,9 +100,7 @@ fn check_lsm_load() -> Check {
     let fix = "the kernel refuses BPF LSM programs: boot with `bpf` in lsm= and CONFIG_BPF_LSM=y, \
                or use `cargo xtask run`, which runs SafeClaw in a VM with such a kernel";
     let mut loaded = loader::open().map_err(|e| (e.to_string(), fix.to_string()))?;
-    loaded
-        .load_programs()
-        .map_err(|e| (e.to_string(), fix.to_string()))?;
+    loaded.load_programs().map_err(|e| (e.to_string(), fix.to_string()))?;
     Ok(format!(
         "the kernel verified and loaded {} (not attached); ring buffer created",
         loader::PROGRAMS.join(", ")
@@ -135,10 +109,7 @@ fn check_lsm_load() -> Check {
 
 fn check_cgroup() -> Check {
     let mount = crate::cgroup::find_mount().map_err(|e| {
-        (
-            e.to_string(),
-            "mount cgroup v2: `mount -t cgroup2 none /sys/fs/cgroup`".to_string(),
-        )
+        (e.to_string(), "mount cgroup v2: `mount -t cgroup2 none /sys/fs/cgroup`".to_string())
     })?;
     Ok(format!("cgroup v2 mounted at {}", mount.path.display()))
 }

@@ -5,9 +5,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use safeclaw_common::{
-    dfa_class, effect, flag, ByteClasses, NetKeyData, PolicyHeader, MAX_DFA_STATES,
-    MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_RULES, NET_KEY_HEADER_BITS, NO_RULE, PATH_MAX,
-    PORT_SEARCH_STEPS,
+    dfa_class, effect, flag, ByteClasses, NetKeyData, PolicyHeader, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    MAX_PORT_INTERVALS, MAX_RULES, NET_KEY_HEADER_BITS, NO_RULE, PATH_MAX, PORT_SEARCH_STEPS,
 };
 
 use crate::maps::{DFA_ACCEPT, DFA_CLASSES, DFA_TRANS, NET_PREFIXES, PORT_INTERVALS, RULES};
@@ -30,31 +29,19 @@ impl Verdict {
     /// Denied for a reason outside the policy.
     #[inline(always)]
     pub fn flagged(flags: u16) -> Self {
-        Verdict {
-            effect: effect::DENY,
-            rule: NO_RULE,
-            flags,
-        }
+        Verdict { effect: effect::DENY, rule: NO_RULE, flags }
     }
 
     #[inline(always)]
     pub fn allow_unconditionally() -> Self {
-        Verdict {
-            effect: effect::ALLOW,
-            rule: NO_RULE,
-            flags: 0,
-        }
+        Verdict { effect: effect::ALLOW, rule: NO_RULE, flags: 0 }
     }
 
     /// The policy default, with `flags` recorded.
     #[inline(always)]
     pub fn by_default(slot: Slot, flags: u16) -> Self {
         match slot.header {
-            Some(header) => Verdict {
-                effect: header.default_effect,
-                rule: NO_RULE,
-                flags,
-            },
+            Some(header) => Verdict { effect: header.default_effect, rule: NO_RULE, flags },
             None => Verdict::flagged(flags | flag::NO_POLICY),
         }
     }
@@ -68,11 +55,7 @@ impl Verdict {
             return Verdict::flagged(flag::TABLE_BOUND);
         }
         match RULES.get(slot.index * MAX_RULES + rule) {
-            Some(entry) => Verdict {
-                effect: entry.effect,
-                rule,
-                flags: 0,
-            },
+            Some(entry) => Verdict { effect: entry.effect, rule, flags: 0 },
             None => Verdict::flagged(flag::TABLE_BOUND),
         }
     }
@@ -156,10 +139,7 @@ pub fn by_path(slot: Slot, class: u32, path: &[u8; PATH_MAX], len: u32) -> Verdi
     let Some(classes) = DFA_CLASSES.get(slot.index * dfa_class::COUNT + class) else {
         return Verdict::flagged(flag::NO_POLICY);
     };
-    if desc.start_state >= desc.state_count
-        || desc.state_count > MAX_DFA_STATES
-        || desc.class_count > 256
-    {
+    if desc.start_state >= desc.state_count || desc.state_count > MAX_DFA_STATES || desc.class_count > 256 {
         return Verdict::flagged(flag::TABLE_BOUND);
     }
     let mut walk = DfaWalk {
@@ -175,14 +155,8 @@ pub fn by_path(slot: Slot, class: u32, path: &[u8; PATH_MAX], len: u32) -> Verdi
         bound_hit: 0,
     };
     // SAFETY: `dfa_step` matches bpf_loop's callback signature and `walk` outlives the call.
-    let walked = unsafe {
-        bpf_loop(
-            walk.len,
-            dfa_step as *mut c_void,
-            &mut walk as *mut DfaWalk as *mut c_void,
-            0,
-        )
-    };
+    let walked =
+        unsafe { bpf_loop(walk.len, dfa_step as *mut c_void, &mut walk as *mut DfaWalk as *mut c_void, 0) };
     if walked < 0 || walk.bound_hit != 0 {
         return Verdict::flagged(flag::TABLE_BOUND);
     }
@@ -207,14 +181,8 @@ pub fn by_address(slot: Slot, protocol: u8, addr: &[u8; 16], port: u16) -> Verdi
     if slot.header.is_none() {
         return Verdict::flagged(flag::NO_POLICY);
     }
-    let key = Key::new(
-        NET_KEY_HEADER_BITS + 128,
-        NetKeyData {
-            slot: slot.index as u8,
-            protocol,
-            addr: *addr,
-        },
-    );
+    let key =
+        Key::new(NET_KEY_HEADER_BITS + 128, NetKeyData { slot: slot.index as u8, protocol, addr: *addr });
     let Some(prefix) = NET_PREFIXES.get(&key) else {
         return Verdict::by_default(slot, 0);
     };

@@ -7,9 +7,7 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
     },
 };
-use safeclaw_common::{
-    action, counter, effect, flag, Event, NetDetail, Scope, EVENT_FIXED_LEN, PATH_MAX,
-};
+use safeclaw_common::{action, counter, effect, flag, Event, NetDetail, Scope, EVENT_FIXED_LEN, PATH_MAX};
 
 use crate::decide::{Slot, Verdict};
 use crate::kernel;
@@ -75,18 +73,9 @@ impl Pending {
         event.net = NetDetail::default();
         event.path_len = 0;
         let index = scope.active_slot & 1;
-        let slot = Slot {
-            index,
-            header: POLICY.get(index).filter(|h| h.loaded != 0),
-        };
+        let slot = Slot { index, header: POLICY.get(index).filter(|h| h.loaded != 0) };
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending {
-            event,
-            scope,
-            slot,
-            previous,
-            started_ns,
-        })
+        Some(Pending { event, scope, slot, previous, started_ns })
     }
 
     #[inline(always)]
@@ -121,13 +110,8 @@ impl Pending {
     pub fn resolve_file_path(&mut self, file: *const u8) -> Option<u32> {
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: `file` is the hook's trusted pointer; buf is PATH_MAX bytes of map memory.
-        let written = unsafe {
-            bpf_d_path(
-                kernel::file_path(file) as *mut path,
-                buf as *mut _,
-                PATH_MAX as u32,
-            )
-        };
+        let written =
+            unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
         if written <= 0 {
             return None;
         }
@@ -144,12 +128,7 @@ impl Pending {
 
     /// Reads the connect's address into the event.
     #[inline(always)]
-    pub fn read_sockaddr(
-        &mut self,
-        sock: *const u8,
-        address: *const u8,
-        addrlen: i32,
-    ) -> Destination {
+    pub fn read_sockaddr(&mut self, sock: *const u8, address: *const u8, addrlen: i32) -> Destination {
         self.event.header.action = action::NETWORK_CONNECT;
         // SAFETY: `address` is the kernel's copy of the user's sockaddr (a sockaddr_storage).
         let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
@@ -171,9 +150,7 @@ impl Pending {
                     return Destination::Undecided;
                 };
                 net.port = u16::from_be(port);
-                net.addr = [
-                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
-                ];
+                net.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
                 Destination::Inet
             }
             AF_INET6 if addrlen >= 24 => {
@@ -197,11 +174,7 @@ impl Pending {
     #[inline(always)]
     fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
         // The kernel copied exactly `addrlen` bytes of the user's address; read no further.
-        let given = if given > SUN_PATH_LEN as u32 {
-            SUN_PATH_LEN as u32
-        } else {
-            given
-        };
+        let given = if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given };
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
         // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
@@ -210,11 +183,7 @@ impl Pending {
             Err(_) => return Destination::Undecided,
             Ok(0u8) => {
                 let copied = unsafe {
-                    generated::bpf_probe_read_kernel(
-                        buf as *mut _,
-                        given & 127,
-                        address.add(2) as *const _,
-                    )
+                    generated::bpf_probe_read_kernel(buf as *mut _, given & 127, address.add(2) as *const _)
                 };
                 if copied < 0 {
                     return Destination::Undecided;
@@ -244,13 +213,7 @@ impl Pending {
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
-        let Pending {
-            event,
-            scope,
-            previous,
-            started_ns,
-            ..
-        } = self;
+        let Pending { event, scope, previous, started_ns, .. } = self;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -269,8 +232,7 @@ impl Pending {
         let denied = header.effect == effect::DENY;
         let size = EVENT_FIXED_LEN + (event.path_len as usize & (PATH_MAX - 1));
         // SAFETY: `size` <= size_of::<Event>() and the scratch value is that large.
-        let bytes =
-            unsafe { core::slice::from_raw_parts(event as *const Event as *const u8, size) };
+        let bytes = unsafe { core::slice::from_raw_parts(event as *const Event as *const u8, size) };
         if EVENTS.output::<[u8]>(bytes, 0).is_err() {
             next(counter::RINGBUF_FULL);
             return DENIED;

@@ -46,9 +46,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         (Some(len), action::FILE_WRITE) => {
             decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len)
         }
-        (Some(len), _) => {
-            decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len)
-        }
+        (Some(len), _) => decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
     };
     pending.finish(verdict)
 }

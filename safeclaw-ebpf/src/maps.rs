@@ -5,8 +5,8 @@ use aya_ebpf::{
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RuleEntry, Scope, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS,
-    MAX_RULES, POLICY_SLOTS,
+    RuleEntry, Scope, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_RULES,
+    POLICY_SLOTS,
 };
 
 /// Ring buffer size: 16 MiB holds about 190,000 short-path events while the daemon catches up.
@@ -22,8 +22,7 @@ pub static POLICY: Array<PolicyHeader> = Array::with_max_entries(POLICY_SLOTS, 0
 pub static RULES: Array<RuleEntry> = Array::with_max_entries(POLICY_SLOTS * MAX_RULES, 0);
 
 #[map(name = "DFA_CLASSES")]
-pub static DFA_CLASSES: Array<ByteClasses> =
-    Array::with_max_entries(POLICY_SLOTS * dfa_class::COUNT, 0);
+pub static DFA_CLASSES: Array<ByteClasses> = Array::with_max_entries(POLICY_SLOTS * dfa_class::COUNT, 0);
 
 #[map(name = "DFA_TRANS")]
 pub static DFA_TRANS: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_TRANSITIONS, 0);
@@ -32,8 +31,7 @@ pub static DFA_TRANS: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DF
 pub static DFA_ACCEPT: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_STATES, 0);
 
 #[map(name = "NET_PREFIXES")]
-pub static NET_PREFIXES: LpmTrie<NetKeyData, NetPrefixValue> =
-    LpmTrie::with_max_entries(MAX_NET_PREFIXES, 0);
+pub static NET_PREFIXES: LpmTrie<NetKeyData, NetPrefixValue> = LpmTrie::with_max_entries(MAX_NET_PREFIXES, 0);
 
 #[map(name = "PORT_INTERVALS")]
 pub static PORT_INTERVALS: Array<PortInterval> =

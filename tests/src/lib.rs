@@ -10,9 +10,7 @@ pub fn require_bpf_lsm() {
         panic!("these tests need a kernel with BPF LSM; run them with `cargo xtask test` (inside the VM)");
     }
     if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "these tests need root (to load BPF LSM programs); run them with `cargo xtask test`"
-        );
+        panic!("these tests need root (to load BPF LSM programs); run them with `cargo xtask test`");
     }
 }
 
@@ -41,14 +39,7 @@ pub fn exact_paths_dfa(paths: &[(&[u8], u32)]) -> CompiledDfa {
     for (i, c) in classes.iter_mut().enumerate() {
         *c = i as u8;
     }
-    CompiledDfa {
-        classes,
-        class_count: 256,
-        start: 1,
-        dead: Some(0),
-        transitions,
-        accept,
-    }
+    CompiledDfa { classes, class_count: 256, start: 1, dead: Some(0), transitions, accept }
 }
 
 /// A policy that allows everything except what `deny_read` and `deny_exec` name (rule ids 0 and 1).
@@ -62,6 +53,17 @@ pub fn deny_paths_policy(deny_read: &[u8], deny_exec: &[u8]) -> CompiledPolicy {
             exact_paths_dfa(&[(deny_exec, 1)]),
             CompiledDfa::empty(),
         ],
+        net: CompiledNet::default(),
+    }
+}
+
+/// A deny-by-default policy that allows reading exactly `paths` (rule `i` for `paths[i]`).
+pub fn allow_paths_policy(paths: &[&[u8]]) -> CompiledPolicy {
+    let rules: Vec<(&[u8], u32)> = paths.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+    CompiledPolicy {
+        default_effect: Effect::Deny,
+        rule_effects: vec![Effect::Allow; paths.len()],
+        dfas: [exact_paths_dfa(&rules), CompiledDfa::empty(), CompiledDfa::empty(), CompiledDfa::empty()],
         net: CompiledNet::default(),
     }
 }

@@ -23,41 +23,21 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     maps::write_policy(&mut kernel.ebpf, 0, 1, &policy).unwrap();
     maps::set_scope(
         &mut kernel.ebpf,
-        Scope {
-            cgroup_id: agents.id,
-            level: agents.level,
-            active_slot: 0,
-            lockdown: 0,
-            enabled: 1,
-        },
+        Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 },
     )
     .unwrap();
     let mut ring = RingBuf::try_from(kernel.ebpf.take_map("EVENTS").unwrap()).unwrap();
     kernel.attach().unwrap();
 
-    assert_eq!(
-        std::fs::read_to_string(&secret).unwrap(),
-        "s3cret",
-        "outside the scope nothing changes"
-    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "s3cret", "outside the scope nothing changes");
     let inside = Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec cat {}",
-            agents.path.display(),
-            secret.display()
-        ))
+        .arg(format!("echo $$ > {}/cgroup.procs && exec cat {}", agents.path.display(), secret.display()))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&inside.stderr);
-    assert!(
-        !inside.status.success(),
-        "cat inside the scope succeeded: {stderr}"
-    );
-    assert!(
-        stderr.contains("Operation not permitted"),
-        "unexpected error: {stderr}"
-    );
+    assert!(!inside.status.success(), "cat inside the scope succeeded: {stderr}");
+    assert!(stderr.contains("Operation not permitted"), "unexpected error: {stderr}");
 
     let mut denied = Vec::new();
     while let Some(item) = ring.next() {
@@ -70,15 +50,8 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     }
     drop(kernel);
     std::fs::remove_dir(&agents.path).unwrap();
-    assert_eq!(
-        denied.len(),
-        1,
-        "exactly one event for the denied open: {denied:?}"
-    );
-    assert_eq!(
-        denied[0].effect,
-        safeclaw_agent::policy::compiled::Effect::Deny
-    );
+    assert_eq!(denied.len(), 1, "exactly one event for the denied open: {denied:?}");
+    assert_eq!(denied[0].effect, safeclaw_agent::policy::compiled::Effect::Deny);
     assert_eq!(denied[0].rule, Some(0));
     assert_eq!(denied[0].comm, "cat");
 }

@@ -6,10 +6,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
     #[error("kernel BTF has no struct `{0}`")]
@@ -53,10 +50,8 @@ impl KernelBtf {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let data = std::fs::read(path)
+            .map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
         Self::parse(&data)
     }
 
@@ -77,22 +72,11 @@ impl KernelBtf {
         let hdr_len = u32_at(4)? as usize;
         let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
         let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
-        let types_start = hdr_len
-            .checked_add(type_off)
-            .ok_or(BtfError::Malformed("type offset"))?;
-        let types_end = types_start
-            .checked_add(type_len)
-            .ok_or(BtfError::Malformed("type length"))?;
-        let str_start = hdr_len
-            .checked_add(str_off)
-            .ok_or(BtfError::Malformed("string offset"))?;
-        let str_end = str_start
-            .checked_add(str_len)
-            .ok_or(BtfError::Malformed("string length"))?;
-        let strings = data
-            .get(str_start..str_end)
-            .ok_or(BtfError::Malformed("string section"))?
-            .to_vec();
+        let types_start = hdr_len.checked_add(type_off).ok_or(BtfError::Malformed("type offset"))?;
+        let types_end = types_start.checked_add(type_len).ok_or(BtfError::Malformed("type length"))?;
+        let str_start = hdr_len.checked_add(str_off).ok_or(BtfError::Malformed("string offset"))?;
+        let str_end = str_start.checked_add(str_len).ok_or(BtfError::Malformed("string length"))?;
+        let strings = data.get(str_start..str_end).ok_or(BtfError::Malformed("string section"))?.to_vec();
         if types_end > data.len() {
             return Err(BtfError::Malformed("type section past end"));
         }
@@ -117,11 +101,7 @@ impl KernelBtf {
                         members.push(Member {
                             name_off: u32_at(m)?,
                             type_id: u32_at(m + 4)?,
-                            bit_offset: if kind_flag {
-                                offset & 0x00ff_ffff
-                            } else {
-                                offset
-                            },
+                            bit_offset: if kind_flag { offset & 0x00ff_ffff } else { offset },
                             bitfield: kind_flag && offset >> 24 != 0,
                         });
                     }
@@ -133,12 +113,7 @@ impl KernelBtf {
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type {
-                kind,
-                name_off,
-                size_or_type,
-                members,
-            });
+            types.push(Type { kind, name_off, size_or_type, members });
         }
         Ok(KernelBtf { strings, types })
     }
@@ -155,23 +130,15 @@ impl KernelBtf {
             .types
             .iter()
             .find(|t| {
-                t.kind == KIND_STRUCT
-                    && !t.members.is_empty()
-                    && self.name(t.name_off) == strukt.as_bytes()
+                t.kind == KIND_STRUCT && !t.members.is_empty() && self.name(t.name_off) == strukt.as_bytes()
             })
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
-        let bits =
-            self.find_member(ty, member.as_bytes(), 0)
-                .ok_or_else(|| BtfError::NoMember {
-                    strukt: strukt.to_string(),
-                    member: member.to_string(),
-                })?;
+        let bits = self
+            .find_member(ty, member.as_bytes(), 0)
+            .ok_or_else(|| BtfError::NoMember { strukt: strukt.to_string(), member: member.to_string() })?;
         match bits {
             Some(bits) if bits % 8 == 0 => Ok(u64::from(bits / 8)),
-            _ => Err(BtfError::Bitfield {
-                strukt: strukt.to_string(),
-                member: member.to_string(),
-            }),
+            _ => Err(BtfError::Bitfield { strukt: strukt.to_string(), member: member.to_string() }),
         }
     }
 
@@ -216,31 +183,21 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(
-            KernelBtf::parse(b"not btf at all, definitely"),
-            Err(BtfError::Malformed(_))
-        ));
+        assert!(matches!(KernelBtf::parse(b"not btf at all, definitely"), Err(BtfError::Malformed(_))));
         assert!(matches!(KernelBtf::parse(&[]), Err(BtfError::Malformed(_))));
     }
 
     /// The host kernel's BTF (present on this machine and CI) has the members the loader needs.
     #[test]
     fn finds_loader_offsets_in_running_kernel() {
-        let btf =
-            KernelBtf::from_sys_fs().expect("/sys/kernel/btf/vmlinux must exist on build hosts");
+        let btf = KernelBtf::from_sys_fs().expect("/sys/kernel/btf/vmlinux must exist on build hosts");
         let f_path = btf.member_offset("file", "f_path").unwrap();
         let f_mode = btf.member_offset("file", "f_mode").unwrap();
         assert!(f_path > 0 && f_path < 512, "f_path at {f_path}");
         assert!(f_mode < 512 && f_mode != f_path);
         btf.member_offset("linux_binprm", "file").unwrap();
         assert_eq!(btf.member_offset("socket", "type").unwrap(), 4);
-        assert!(matches!(
-            btf.member_offset("file", "no_such_member"),
-            Err(BtfError::NoMember { .. })
-        ));
-        assert!(matches!(
-            btf.member_offset("no_such_struct_x", "a"),
-            Err(BtfError::NoStruct(_))
-        ));
+        assert!(matches!(btf.member_offset("file", "no_such_member"), Err(BtfError::NoMember { .. })));
+        assert!(matches!(btf.member_offset("no_such_struct_x", "a"), Err(BtfError::NoStruct(_))));
     }
 }

@@ -58,14 +58,8 @@ pub enum ConnectTarget {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
-    File {
-        access: FileAccess,
-        f_mode: u32,
-        path: Vec<u8>,
-    },
-    Exec {
-        path: Vec<u8>,
-    },
+    File { access: FileAccess, f_mode: u32, path: Vec<u8> },
+    Exec { path: Vec<u8> },
     Connect(ConnectTarget),
 }
 
@@ -117,10 +111,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     }
     let header: EventHeader = read(bytes, 0);
     let net: NetDetail = read(bytes, std::mem::size_of::<EventHeader>());
-    let path_len: u32 = read(
-        bytes,
-        std::mem::size_of::<EventHeader>() + std::mem::size_of::<NetDetail>(),
-    );
+    let path_len: u32 = read(bytes, std::mem::size_of::<EventHeader>() + std::mem::size_of::<NetDetail>());
     let carried = bytes.len() - EVENT_FIXED_LEN;
     let claimed = path_len as usize;
     if claimed > carried || claimed >= PATH_MAX {
@@ -129,30 +120,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let path = bytes[EVENT_FIXED_LEN..EVENT_FIXED_LEN + claimed].to_vec();
     let effect = Effect::from_wire(header.effect).ok_or(DecodeError::Effect(header.effect))?;
     let detail = match header.action {
-        action::FILE_READ => Detail::File {
-            access: FileAccess::Read,
-            f_mode: header.file_mode,
-            path,
-        },
-        action::FILE_WRITE => Detail::File {
-            access: FileAccess::Write,
-            f_mode: header.file_mode,
-            path,
-        },
-        action::FILE_READ_WRITE => Detail::File {
-            access: FileAccess::ReadWrite,
-            f_mode: header.file_mode,
-            path,
-        },
+        action::FILE_READ => Detail::File { access: FileAccess::Read, f_mode: header.file_mode, path },
+        action::FILE_WRITE => Detail::File { access: FileAccess::Write, f_mode: header.file_mode, path },
+        action::FILE_READ_WRITE => {
+            Detail::File { access: FileAccess::ReadWrite, f_mode: header.file_mode, path }
+        }
         action::PROCESS_EXEC => Detail::Exec { path },
         action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
         other => return Err(DecodeError::Action(other)),
     };
-    let comm_len = header
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(header.comm.len());
+    let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
     Ok(KernelEvent {
         kernel_seq: header.kernel_seq,
         boot_ns: header.boot_ns,
@@ -184,11 +161,7 @@ fn connect_target(net: &NetDetail, path: Vec<u8>) -> ConnectTarget {
                 (AF_INET, Some(v4)) => IpAddr::V4(v4),
                 _ => IpAddr::V6(v6),
             };
-            ConnectTarget::Inet {
-                protocol: net.protocol as u8,
-                addr,
-                port: net.port,
-            }
+            ConnectTarget::Inet { protocol: net.protocol as u8, addr, port: net.port }
         }
         AF_UNIX => ConnectTarget::Unix { path },
         AF_UNSPEC => ConnectTarget::Disconnect,
@@ -206,11 +179,7 @@ impl KernelEvent {
                 write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
             },
             Detail::Exec { path } => Request::Exec { path },
-            Detail::Connect(ConnectTarget::Inet {
-                protocol,
-                addr,
-                port,
-            }) => Request::ConnectInet {
+            Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
                 protocol: *protocol,
                 addr: match addr {
                     IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -227,10 +196,7 @@ impl KernelEvent {
     /// The policy action name (`file.read`, `file.write`, `process.exec`, `network.connect`).
     pub fn action_name(&self) -> &'static str {
         match &self.detail {
-            Detail::File {
-                access: FileAccess::Read,
-                ..
-            } => "file.read",
+            Detail::File { access: FileAccess::Read, .. } => "file.read",
             Detail::File { .. } => "file.write",
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
@@ -244,20 +210,11 @@ mod tests {
     use safeclaw_common::{effect, Event};
 
     fn encode(header: EventHeader, net: NetDetail, path: &[u8]) -> Vec<u8> {
-        let mut event = Event {
-            header,
-            net,
-            path_len: path.len() as u32,
-            _pad: 0,
-            path: [0; PATH_MAX],
-        };
+        let mut event = Event { header, net, path_len: path.len() as u32, _pad: 0, path: [0; PATH_MAX] };
         event.path[..path.len()].copy_from_slice(path);
         // SAFETY: Event is plain data.
         let all = unsafe {
-            std::slice::from_raw_parts(
-                &event as *const Event as *const u8,
-                std::mem::size_of::<Event>(),
-            )
+            std::slice::from_raw_parts(&event as *const Event as *const u8, std::mem::size_of::<Event>())
         };
         all[..EVENT_FIXED_LEN + path.len()].to_vec()
     }
@@ -272,12 +229,7 @@ mod tests {
             comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
             ..EventHeader::default()
         };
-        let event = decode(&encode(
-            header,
-            NetDetail::default(),
-            b"/home/u/.ssh/id_rsa",
-        ))
-        .unwrap();
+        let event = decode(&encode(header, NetDetail::default(), b"/home/u/.ssh/id_rsa")).unwrap();
         assert_eq!(event.kernel_seq, 7);
         assert_eq!(event.effect, Effect::Deny);
         assert_eq!(event.rule, Some(3));
@@ -285,32 +237,19 @@ mod tests {
         assert_eq!(event.action_name(), "file.read");
         assert_eq!(
             event.detail,
-            Detail::File {
-                access: FileAccess::Read,
-                f_mode: 0,
-                path: b"/home/u/.ssh/id_rsa".to_vec()
-            }
+            Detail::File { access: FileAccess::Read, f_mode: 0, path: b"/home/u/.ssh/id_rsa".to_vec() }
         );
     }
 
     #[test]
     fn ipv4_connect_is_shown_as_ipv4_and_decided_as_mapped() {
-        let header = EventHeader {
-            action: action::NETWORK_CONNECT,
-            rule_id: NO_RULE,
-            ..EventHeader::default()
-        };
+        let header =
+            EventHeader { action: action::NETWORK_CONNECT, rule_id: NO_RULE, ..EventHeader::default() };
         let mut addr = [0u8; 16];
         addr[10] = 0xff;
         addr[11] = 0xff;
         addr[12..].copy_from_slice(&[169, 254, 169, 254]);
-        let net = NetDetail {
-            family: AF_INET,
-            port: 80,
-            protocol: 6,
-            _pad: 0,
-            addr,
-        };
+        let net = NetDetail { family: AF_INET, port: 80, protocol: 6, _pad: 0, addr };
         let event = decode(&encode(header, net, b"")).unwrap();
         assert_eq!(event.rule, None);
         assert_eq!(
@@ -321,48 +260,19 @@ mod tests {
                 port: 80
             })
         );
-        assert_eq!(
-            event.request(),
-            Some(Request::ConnectInet {
-                protocol: 6,
-                addr,
-                port: 80
-            })
-        );
+        assert_eq!(event.request(), Some(Request::ConnectInet { protocol: 6, addr, port: 80 }));
     }
 
     #[test]
     fn rejects_bad_records() {
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
-        let header = EventHeader {
-            action: 99,
-            ..EventHeader::default()
-        };
-        assert_eq!(
-            decode(&encode(header, NetDetail::default(), b"/x")),
-            Err(DecodeError::Action(99))
-        );
-        let header = EventHeader {
-            action: action::FILE_READ,
-            effect: 9,
-            ..EventHeader::default()
-        };
-        assert_eq!(
-            decode(&encode(header, NetDetail::default(), b"/x")),
-            Err(DecodeError::Effect(9))
-        );
-        let header = EventHeader {
-            action: action::FILE_READ,
-            ..EventHeader::default()
-        };
+        let header = EventHeader { action: 99, ..EventHeader::default() };
+        assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")), Err(DecodeError::Action(99)));
+        let header = EventHeader { action: action::FILE_READ, effect: 9, ..EventHeader::default() };
+        assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")), Err(DecodeError::Effect(9)));
+        let header = EventHeader { action: action::FILE_READ, ..EventHeader::default() };
         let mut bytes = encode(header, NetDetail::default(), b"/abc");
         bytes.truncate(bytes.len() - 2);
-        assert_eq!(
-            decode(&bytes),
-            Err(DecodeError::PathLength {
-                claimed: 4,
-                carried: 2
-            })
-        );
+        assert_eq!(decode(&bytes), Err(DecodeError::PathLength { claimed: 4, carried: 2 }));
     }
 }

@@ -1,5 +1,8 @@
 //! Loading the embedded eBPF object with this kernel's struct offsets, and attaching its programs.
-use aya::{programs::Lsm, Btf, Ebpf, EbpfLoader};
+use aya::{
+    programs::{lsm::LsmLinkId, Lsm},
+    Btf, Ebpf, EbpfLoader,
+};
 
 use super::btf::KernelBtf;
 use super::KernelError;
@@ -34,6 +37,15 @@ impl Offsets {
 pub struct Loaded {
     pub ebpf: Ebpf,
     btf: Btf,
+    links: Vec<(&'static str, LsmLinkId)>,
+}
+
+/// Kernel run-time statistics of one program (collected while `kernel.bpf_stats_enabled` is on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
 }
 
 /// Creates the maps and prepares the programs for this kernel.
@@ -48,7 +60,7 @@ pub fn open() -> Result<Loaded, KernelError> {
         .override_global("SOCKET_TYPE_OFFSET", &offsets.socket_type, true)
         .load(OBJECT)
         .map_err(KernelError::Object)?;
-    Ok(Loaded { ebpf, btf })
+    Ok(Loaded { ebpf, btf, links: Vec::new() })
 }
 
 impl Loaded {
@@ -57,10 +69,7 @@ impl Loaded {
         for name in PROGRAMS {
             lsm(&mut self.ebpf, name)?
                 .load(name, &self.btf)
-                .map_err(|source| KernelError::LoadProgram {
-                    program: name,
-                    source,
-                })?;
+                .map_err(|source| KernelError::LoadProgram { program: name, source })?;
         }
         Ok(())
     }
@@ -69,24 +78,43 @@ impl Loaded {
     /// before. Dropping `Loaded` detaches them all.
     pub fn attach(&mut self) -> Result<(), KernelError> {
         for name in PROGRAMS {
-            lsm(&mut self.ebpf, name)?
+            let link = lsm(&mut self.ebpf, name)?
                 .attach()
-                .map_err(|source| KernelError::AttachProgram {
-                    program: name,
-                    source,
-                })?;
+                .map_err(|source| KernelError::AttachProgram { program: name, source })?;
+            self.links.push((name, link));
         }
         Ok(())
+    }
+
+    /// Detaches every attached program (they stay loaded and can be attached again).
+    pub fn detach(&mut self) -> Result<(), KernelError> {
+        while let Some((name, link)) = self.links.pop() {
+            lsm(&mut self.ebpf, name)?
+                .detach(link)
+                .map_err(|source| KernelError::AttachProgram { program: name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Run counts and times of each program, as the kernel accounts them.
+    pub fn stats(&mut self) -> Result<Vec<ProgramStats>, KernelError> {
+        PROGRAMS
+            .into_iter()
+            .map(|name| {
+                let info = lsm(&mut self.ebpf, name)?
+                    .info()
+                    .map_err(|source| KernelError::LoadProgram { program: name, source })?;
+                Ok(ProgramStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
     }
 }
 
 fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, KernelError> {
-    let program = ebpf.program_mut(name).ok_or(KernelError::Missing {
-        what: "program",
-        name,
-    })?;
-    program.try_into().map_err(|_| KernelError::Missing {
-        what: "LSM program",
-        name,
-    })
+    let program = ebpf.program_mut(name).ok_or(KernelError::Missing { what: "program", name })?;
+    program.try_into().map_err(|_| KernelError::Missing { what: "LSM program", name })
 }

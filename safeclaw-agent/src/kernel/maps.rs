@@ -5,8 +5,8 @@
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RuleEntry,
-    Scope, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_RULES,
+    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RuleEntry, Scope,
+    MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_RULES,
     NET_KEY_HEADER_BITS, POLICY_SLOTS,
 };
 
@@ -17,10 +17,7 @@ fn array<'a, V: aya::Pod>(
     ebpf: &'a mut Ebpf,
     map: &'static str,
 ) -> Result<Array<&'a mut MapData, V>, KernelError> {
-    let data = ebpf.map_mut(map).ok_or(KernelError::Missing {
-        what: "map",
-        name: map,
-    })?;
+    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     Array::try_from(data).map_err(|source| KernelError::Map { map, source })
 }
 
@@ -30,18 +27,14 @@ fn set<V: aya::Pod>(
     index: u32,
     value: V,
 ) -> Result<(), KernelError> {
-    array
-        .set(index, value, 0)
-        .map_err(|source| KernelError::Map { map, source })
+    array.set(index, value, 0).map_err(|source| KernelError::Map { map, source })
 }
 
 /// Checks that `policy` fits one slot; the message names the limit.
 pub fn check_limits(policy: &CompiledPolicy) -> Result<(), KernelError> {
     let rules = policy.rule_effects.len();
     if rules > MAX_RULES as usize {
-        return Err(KernelError::Limit(format!(
-            "{rules} rules, the kernel table holds {MAX_RULES}"
-        )));
+        return Err(KernelError::Limit(format!("{rules} rules, the kernel table holds {MAX_RULES}")));
     }
     let transitions: usize = policy.dfas.iter().map(|d| d.transitions.len()).sum();
     if transitions > MAX_DFA_TRANSITIONS as usize {
@@ -76,9 +69,7 @@ pub fn check_limits(policy: &CompiledPolicy) -> Result<(), KernelError> {
             && dfa.classes.iter().all(|&c| u32::from(c) < dfa.class_count)
             && dfa.start < dfa.state_count();
         if !well_formed {
-            return Err(KernelError::Limit(
-                "malformed automaton (compiler bug)".into(),
-            ));
+            return Err(KernelError::Limit("malformed automaton (compiler bug)".into()));
         }
     }
     Ok(())
@@ -104,10 +95,7 @@ pub fn write_policy(
     {
         let mut rules = array::<RuleEntry>(ebpf, "RULES")?;
         for (i, effect) in policy.rule_effects.iter().enumerate() {
-            let entry = RuleEntry {
-                effect: effect.to_wire(),
-                _pad: [0; 3],
-            };
+            let entry = RuleEntry { effect: effect.to_wire(), _pad: [0; 3] };
             set(&mut rules, "RULES", slot * MAX_RULES + i as u32, entry)?;
         }
     }
@@ -161,48 +149,28 @@ fn write_network(ebpf: &mut Ebpf, slot: u32, policy: &CompiledPolicy) -> Result<
         let mut next = 0u32;
         for prefix in &policy.net.prefixes {
             for interval in &prefix.intervals {
-                set(
-                    &mut intervals,
-                    "PORT_INTERVALS",
-                    slot * MAX_PORT_INTERVALS + next,
-                    *interval,
-                )?;
+                set(&mut intervals, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + next, *interval)?;
                 next += 1;
             }
         }
     }
     let map = "NET_PREFIXES";
-    let data = ebpf.map_mut(map).ok_or(KernelError::Missing {
-        what: "map",
-        name: map,
-    })?;
+    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     let mut trie: LpmTrie<&mut MapData, NetKeyData, NetPrefixValue> =
         LpmTrie::try_from(data).map_err(|source| KernelError::Map { map, source })?;
-    let stale: Vec<Key<NetKeyData>> = trie
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|key| key.data().slot as u32 == slot)
-        .collect();
+    let stale: Vec<Key<NetKeyData>> =
+        trie.keys().filter_map(Result::ok).filter(|key| key.data().slot as u32 == slot).collect();
     for key in &stale {
-        trie.remove(key)
-            .map_err(|source| KernelError::Map { map, source })?;
+        trie.remove(key).map_err(|source| KernelError::Map { map, source })?;
     }
     let mut first = 0u32;
     for prefix in &policy.net.prefixes {
         let key = Key::new(
             NET_KEY_HEADER_BITS + u32::from(prefix.prefix_len.min(128)),
-            NetKeyData {
-                slot: slot as u8,
-                protocol: prefix.protocol,
-                addr: prefix.addr,
-            },
+            NetKeyData { slot: slot as u8, protocol: prefix.protocol, addr: prefix.addr },
         );
-        let value = NetPrefixValue {
-            first,
-            count: prefix.intervals.len() as u32,
-        };
-        trie.insert(&key, value, 0)
-            .map_err(|source| KernelError::Map { map, source })?;
+        let value = NetPrefixValue { first, count: prefix.intervals.len() as u32 };
+        trie.insert(&key, value, 0).map_err(|source| KernelError::Map { map, source })?;
         first += prefix.intervals.len() as u32;
     }
     Ok(())
@@ -210,12 +178,7 @@ fn write_network(ebpf: &mut Ebpf, slot: u32, policy: &CompiledPolicy) -> Result<
 
 /// Reads the current scope (all zero before the first `set_scope`).
 pub fn scope(ebpf: &mut Ebpf) -> Result<Scope, KernelError> {
-    array::<Scope>(ebpf, "SCOPE")?
-        .get(&0, 0)
-        .map_err(|source| KernelError::Map {
-            map: "SCOPE",
-            source,
-        })
+    array::<Scope>(ebpf, "SCOPE")?.get(&0, 0).map_err(|source| KernelError::Map { map: "SCOPE", source })
 }
 
 /// Replaces the scope in one map update (the atomic switch of slot, lockdown or cgroup).
@@ -228,8 +191,5 @@ pub fn set_scope(ebpf: &mut Ebpf, scope: Scope) -> Result<(), KernelError> {
 pub fn ringbuf_full_count(ebpf: &mut Ebpf) -> Result<u64, KernelError> {
     array::<u64>(ebpf, "COUNTERS")?
         .get(&counter::RINGBUF_FULL, 0)
-        .map_err(|source| KernelError::Map {
-            map: "COUNTERS",
-            source,
-        })
+        .map_err(|source| KernelError::Map { map: "COUNTERS", source })
 }

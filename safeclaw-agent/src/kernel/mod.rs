@@ -13,25 +13,13 @@ pub enum KernelError {
     #[error("the kernel refused the SafeClaw eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
     #[error("the kernel refused to load the BPF LSM program `{program}`: {source}. BPF LSM is not usable on this kernel: it needs CONFIG_BPF_LSM=y and `bpf` in the `lsm=` boot parameter (e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf); run `safeclaw-agent doctor` for each check")]
-    LoadProgram {
-        program: &'static str,
-        source: aya::programs::ProgramError,
-    },
+    LoadProgram { program: &'static str, source: aya::programs::ProgramError },
     #[error("the kernel refused to attach the BPF LSM program `{program}`: {source}")]
-    AttachProgram {
-        program: &'static str,
-        source: aya::programs::ProgramError,
-    },
+    AttachProgram { program: &'static str, source: aya::programs::ProgramError },
     #[error("the eBPF object has no {what} `{name}` (build mismatch)")]
-    Missing {
-        what: &'static str,
-        name: &'static str,
-    },
+    Missing { what: &'static str, name: &'static str },
     #[error("map `{map}`: {source}")]
-    Map {
-        map: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { map: &'static str, source: aya::maps::MapError },
     #[error("policy does not fit the kernel tables: {0}")]
     Limit(String),
 }

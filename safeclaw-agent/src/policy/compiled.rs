@@ -141,12 +141,7 @@ pub struct CompiledNet {
 impl CompiledNet {
     /// Longest-prefix match on (protocol, addr), then a bounded binary search on the port, as the
     /// kernel does.
-    pub fn lookup(
-        &self,
-        protocol: u8,
-        addr: &[u8; 16],
-        port: u16,
-    ) -> Result<Option<u32>, TableBound> {
+    pub fn lookup(&self, protocol: u8, addr: &[u8; 16], port: u16) -> Result<Option<u32>, TableBound> {
         let best = self
             .prefixes
             .iter()
@@ -250,11 +245,9 @@ impl CompiledPolicy {
             }
             Request::Exec { path } => self.by_dfa(dfa_class::PROCESS_EXEC, path),
             Request::ConnectUnix { path } => self.by_dfa(dfa_class::UNIX_CONNECT, path),
-            Request::ConnectInet {
-                protocol,
-                addr,
-                port,
-            } => self.by_rule(self.net.lookup(*protocol, addr, *port)),
+            Request::ConnectInet { protocol, addr, port } => {
+                self.by_rule(self.net.lookup(*protocol, addr, *port))
+            }
             Request::ConnectOther => self.by_rule(Ok(None)),
         }
     }
@@ -265,27 +258,11 @@ impl CompiledPolicy {
 
     fn by_rule(&self, found: Result<Option<u32>, TableBound>) -> Decision {
         match found {
-            Err(TableBound) => Decision {
-                effect: Effect::Deny,
-                rule: None,
-                bound_hit: true,
-            },
-            Ok(None) => Decision {
-                effect: self.default_effect,
-                rule: None,
-                bound_hit: false,
-            },
+            Err(TableBound) => Decision { effect: Effect::Deny, rule: None, bound_hit: true },
+            Ok(None) => Decision { effect: self.default_effect, rule: None, bound_hit: false },
             Ok(Some(rule)) => match self.rule_effects.get(rule as usize) {
-                Some(&effect) => Decision {
-                    effect,
-                    rule: Some(rule),
-                    bound_hit: false,
-                },
-                None => Decision {
-                    effect: Effect::Deny,
-                    rule: None,
-                    bound_hit: true,
-                },
+                Some(&effect) => Decision { effect, rule: Some(rule), bound_hit: false },
+                None => Decision { effect: Effect::Deny, rule: None, bound_hit: true },
             },
         }
     }
@@ -333,16 +310,8 @@ mod tests {
 
     #[test]
     fn read_write_open_denied_when_either_side_denies() {
-        let allow = Decision {
-            effect: Effect::Allow,
-            rule: Some(1),
-            bound_hit: false,
-        };
-        let deny = Decision {
-            effect: Effect::Deny,
-            rule: Some(2),
-            bound_hit: false,
-        };
+        let allow = Decision { effect: Effect::Allow, rule: Some(1), bound_hit: false };
+        let deny = Decision { effect: Effect::Deny, rule: Some(2), bound_hit: false };
         assert_eq!(combine_read_write(allow, deny), deny);
         assert_eq!(combine_read_write(deny, allow), deny);
         assert_eq!(combine_read_write(allow, allow), allow);
