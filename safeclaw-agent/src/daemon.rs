@@ -251,6 +251,7 @@ impl AuditSink {
                 serde_json::json!({"unixPath": String::from_utf8_lossy(path)})
             }
             events::Detail::Connect(other) => serde_json::json!({"target": format!("{other:?}")}),
+            events::Detail::Guarded(guarded) => serde_json::json!({"guard": format!("{guarded:?}")}),
         };
         let line = serde_json::json!({
             "kernelSeq": event.kernel_seq,

@@ -72,7 +72,7 @@ fn check_btf() -> Check {
     let btf = KernelBtf::from_sys_fs().map_err(|e| {
         (e.to_string(), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's kernels are)".to_string())
     })?;
-    let offsets = loader::Offsets::from_btf(&btf)
+    let offsets = loader::offsets_from_btf(&btf)
         .map_err(|e| (e.to_string(), "this kernel's structures are not supported; report it".to_string()))?;
     Ok(format!("/sys/kernel/btf/vmlinux has the needed layouts (file.f_path at {})", offsets.file_f_path))
 }

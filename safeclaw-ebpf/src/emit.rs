@@ -69,6 +69,8 @@ impl Pending {
         header.gid = (uid_gid >> 32) as u32;
         header.comm = bpf_get_current_comm().unwrap_or_default();
         header.file_mode = 0;
+        header.target_pid = 0;
+        header.detail_arg = 0;
         header.flags = 0;
         event.net = NetDetail::default();
         event.path_len = 0;
@@ -102,6 +104,20 @@ impl Pending {
     #[inline(always)]
     pub fn set_exec(&mut self) {
         self.event.header.action = action::PROCESS_EXEC;
+    }
+
+    /// A self-protection action (`safeclaw_common::action::SIGNAL` and after).
+    #[inline(always)]
+    pub fn set_guarded(&mut self, act: u8, target_pid: u32, detail_arg: u32) {
+        let header = &mut self.event.header;
+        header.action = act;
+        header.target_pid = target_pid;
+        header.detail_arg = detail_arg;
+    }
+
+    #[inline(always)]
+    pub fn add_flags(&mut self, flags: u16) {
+        self.event.header.flags |= flags;
     }
 
     /// Resolves `file`'s full path into the event. `None` if it does not fit PATH_MAX or cannot be
@@ -173,8 +189,9 @@ impl Pending {
     /// Copies `sun_path` into the event; an abstract name (leading NUL) is shown as `@name`.
     #[inline(always)]
     fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
-        // The kernel copied exactly `addrlen` bytes of the user's address; read no further.
-        let given = if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given };
+        // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
+        // is applied in asm so that LLVM cannot drop it: it is what the verifier bounds the read by.
+        let given = masked_127(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
         // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
@@ -183,7 +200,7 @@ impl Pending {
             Err(_) => return Destination::Undecided,
             Ok(0u8) => {
                 let copied = unsafe {
-                    generated::bpf_probe_read_kernel(buf as *mut _, given & 127, address.add(2) as *const _)
+                    generated::bpf_probe_read_kernel(buf as *mut _, given, address.add(2) as *const _)
                 };
                 if copied < 0 {
                     return Destination::Undecided;
@@ -193,11 +210,7 @@ impl Pending {
             }
             Ok(_) => {
                 let copied = unsafe {
-                    generated::bpf_probe_read_kernel_str(
-                        buf as *mut _,
-                        (given & 127) + 1,
-                        address.add(2) as *const _,
-                    )
+                    generated::bpf_probe_read_kernel_str(buf as *mut _, given + 1, address.add(2) as *const _)
                 };
                 if copied <= 0 {
                     return Destination::Undecided;
@@ -245,6 +258,15 @@ impl Pending {
             DENIED
         }
     }
+}
+
+/// `value & 127`, computed so that the verifier sees the bound.
+#[inline(always)]
+fn masked_127(value: u32) -> u32 {
+    let mut value = value as u64;
+    // SAFETY: register arithmetic only.
+    unsafe { core::arch::asm!("{v} &= 127", v = inout(reg) value) };
+    value as u32
 }
 
 /// Atomically increments `COUNTERS[index]`, returning the old value (0 if the map is unreadable).

@@ -2,7 +2,7 @@
 //! blindly: unknown actions or effects and impossible lengths are errors, not guesses.
 use std::net::{IpAddr, Ipv6Addr};
 
-use safeclaw_common::{action, flag, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
+use safeclaw_common::{action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
 
 use crate::policy::compiled::{Effect, Request};
 
@@ -56,11 +56,64 @@ pub enum ConnectTarget {
     },
 }
 
+/// A self-protection action: always denied inside the scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    Signal {
+        target_pid: u32,
+        signal: u32,
+    },
+    Ptrace {
+        target_pid: u32,
+        mode: u32,
+    },
+    Bpf {
+        command: u32,
+    },
+    /// A write on cgroupfs or bpffs, by filesystem magic.
+    ProtectedFsWrite {
+        fs_magic: u32,
+    },
+    /// A kernel module (or other kernel-read file) load, by the kernel's read id.
+    ModuleLoad {
+        id: u32,
+    },
+    Mount {
+        op: MountOp,
+    },
+    UsernsCreate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountOp {
+    Mount,
+    Umount,
+    PivotRoot,
+    MoveMount,
+    Unknown(u32),
+}
+
+impl Guarded {
+    /// Audit action name.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            Guarded::Signal { .. } => "guard.signal",
+            Guarded::Ptrace { .. } => "guard.ptrace",
+            Guarded::Bpf { .. } => "guard.bpf",
+            Guarded::ProtectedFsWrite { .. } => "guard.protected_fs_write",
+            Guarded::ModuleLoad { .. } => "guard.module_load",
+            Guarded::Mount { .. } => "guard.mount",
+            Guarded::UsernsCreate => "guard.userns_create",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
     File { access: FileAccess, f_mode: u32, path: Vec<u8> },
     Exec { path: Vec<u8> },
     Connect(ConnectTarget),
+    Guarded(Guarded),
 }
 
 /// One decision the kernel made.
@@ -92,6 +145,7 @@ pub fn flag_names(flags: u16) -> Vec<&'static str> {
         (flag::TABLE_BOUND, "table_bound"),
         (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
         (flag::UNDECIDED_FAMILY, "undecided_family"),
+        (flag::SENDTO, "sendto"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)
@@ -127,6 +181,27 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         }
         action::PROCESS_EXEC => Detail::Exec { path },
         action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
+        action::SIGNAL => {
+            Detail::Guarded(Guarded::Signal { target_pid: header.target_pid, signal: header.detail_arg })
+        }
+        action::PTRACE => {
+            Detail::Guarded(Guarded::Ptrace { target_pid: header.target_pid, mode: header.detail_arg })
+        }
+        action::BPF => Detail::Guarded(Guarded::Bpf { command: header.detail_arg }),
+        action::PROTECTED_FS_WRITE => {
+            Detail::Guarded(Guarded::ProtectedFsWrite { fs_magic: header.detail_arg })
+        }
+        action::MODULE_LOAD => Detail::Guarded(Guarded::ModuleLoad { id: header.detail_arg }),
+        action::MOUNT => Detail::Guarded(Guarded::Mount {
+            op: match header.detail_arg {
+                mount_op::MOUNT => MountOp::Mount,
+                mount_op::UMOUNT => MountOp::Umount,
+                mount_op::PIVOT_ROOT => MountOp::PivotRoot,
+                mount_op::MOVE_MOUNT => MountOp::MoveMount,
+                other => MountOp::Unknown(other),
+            },
+        }),
+        action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
         other => return Err(DecodeError::Action(other)),
     };
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
@@ -170,7 +245,8 @@ fn connect_target(net: &NetDetail, path: Vec<u8>) -> ConnectTarget {
 }
 
 impl KernelEvent {
-    /// The attempt as the policy evaluator sees it (`None` for a disconnect, which no policy decides).
+    /// The attempt as the policy evaluator sees it (`None` for a disconnect or a self-protection
+    /// action, which no policy decides).
     pub fn request(&self) -> Option<Request<'_>> {
         Some(match &self.detail {
             Detail::File { access, path, .. } => Request::FileOpen {
@@ -189,7 +265,7 @@ impl KernelEvent {
             },
             Detail::Connect(ConnectTarget::Unix { path }) => Request::ConnectUnix { path },
             Detail::Connect(ConnectTarget::Other { .. }) => Request::ConnectOther,
-            Detail::Connect(ConnectTarget::Disconnect) => return None,
+            Detail::Connect(ConnectTarget::Disconnect) | Detail::Guarded(_) => return None,
         })
     }
 
@@ -200,6 +276,7 @@ impl KernelEvent {
             Detail::File { .. } => "file.write",
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
+            Detail::Guarded(guarded) => guarded.action_name(),
         }
     }
 }

@@ -4,6 +4,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 
+use safeclaw_common::KernelOffsets;
+
 use super::btf::KernelBtf;
 use super::KernelError;
 
@@ -11,26 +13,43 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 3] = ["file_open", "bprm_check_security", "socket_connect"];
+pub const PROGRAMS: [&str; 15] = [
+    "file_open",
+    "bprm_check_security",
+    "socket_connect",
+    "socket_sendmsg",
+    "task_kill",
+    "ptrace_access_check",
+    "bpf",
+    "inode_permission",
+    "kernel_read_file",
+    "kernel_load_data",
+    "sb_mount",
+    "sb_umount",
+    "sb_pivotroot",
+    "move_mount",
+    "userns_create",
+];
 
-/// Struct member offsets of the running kernel that the programs need.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    pub file_f_path: u64,
-    pub file_f_mode: u64,
-    pub bprm_file: u64,
-    pub socket_type: u64,
-}
-
-impl Offsets {
-    pub fn from_btf(btf: &KernelBtf) -> Result<Self, KernelError> {
-        Ok(Offsets {
-            file_f_path: btf.member_offset("file", "f_path")?,
-            file_f_mode: btf.member_offset("file", "f_mode")?,
-            bprm_file: btf.member_offset("linux_binprm", "file")?,
-            socket_type: btf.member_offset("socket", "type")?,
-        })
-    }
+/// Reads the struct member offsets the programs need from the running kernel's BTF.
+pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
+    Ok(KernelOffsets {
+        file_f_path: btf.member_offset("file", "f_path")?,
+        file_f_mode: btf.member_offset("file", "f_mode")?,
+        linux_binprm_file: btf.member_offset("linux_binprm", "file")?,
+        socket_type: btf.member_offset("socket", "type")?,
+        task_struct_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_struct_cgroups: btf.member_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
+        cgroup_level: btf.member_offset("cgroup", "level")?,
+        cgroup_ancestors: btf.member_offset("cgroup", "ancestors")?,
+        cgroup_kn: btf.member_offset("cgroup", "kn")?,
+        kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+        inode_i_sb: btf.member_offset("inode", "i_sb")?,
+        super_block_s_magic: btf.member_offset("super_block", "s_magic")?,
+        msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
+        msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,
+    })
 }
 
 /// The object loaded into the kernel (maps created), programs not yet loaded.
@@ -50,14 +69,11 @@ pub struct ProgramStats {
 
 /// Creates the maps and prepares the programs for this kernel.
 pub fn open() -> Result<Loaded, KernelError> {
-    let offsets = Offsets::from_btf(&KernelBtf::from_sys_fs()?)?;
+    let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
     let btf = Btf::from_sys_fs()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
-        .override_global("F_PATH_OFFSET", &offsets.file_f_path, true)
-        .override_global("F_MODE_OFFSET", &offsets.file_f_mode, true)
-        .override_global("BPRM_FILE_OFFSET", &offsets.bprm_file, true)
-        .override_global("SOCKET_TYPE_OFFSET", &offsets.socket_type, true)
+        .override_global("OFFSETS", &offsets, true)
         .load(OBJECT)
         .map_err(KernelError::Object)?;
     Ok(Loaded { ebpf, btf, links: Vec::new() })
