@@ -13,6 +13,7 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::{self, Cgroup};
+use crate::kernel::pins::PinDir;
 use crate::kernel::{events, loader, maps};
 use crate::policy::compiled::CompiledPolicy;
 
@@ -31,6 +32,10 @@ pub struct RunArgs {
     /// Created once the programs are attached and enforcing; removed on exit.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// bpffs directory where programs and maps are pinned so that enforcement survives the daemon
+    /// being killed; a restarted daemon adopts what it finds there.
+    #[arg(long, default_value = crate::kernel::pins::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
 }
 
 /// The policy the kernel is enforcing, as the daemon needs it to write audit entries.
@@ -106,8 +111,12 @@ struct Enforcer {
 
 impl Enforcer {
     /// Loads the programs and the first policy; attaches nothing yet.
-    fn start(agents: &Cgroup, policy: ActivePolicy) -> anyhow::Result<Self> {
-        let mut kernel = loader::open()?;
+    fn start(agents: &Cgroup, policy: ActivePolicy, pins: PinDir) -> anyhow::Result<Self> {
+        let adopting = pins.has_links();
+        let mut kernel = loader::open(Some(pins))?;
+        if adopting {
+            tracing::warn!("adopting enforcement left pinned by a previous daemon");
+        }
         kernel.load_programs()?;
         let scope =
             Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 };
@@ -141,7 +150,7 @@ async fn enforce(
     policy: ActivePolicy,
     sink: &mut AuditSink,
 ) -> anyhow::Result<()> {
-    let mut enforcer = Enforcer::start(agents, policy)?;
+    let mut enforcer = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir))?;
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
@@ -181,7 +190,8 @@ async fn enforce(
     }
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
-    let Enforcer { kernel, slots, .. } = enforcer;
+    let Enforcer { mut kernel, slots, .. } = enforcer;
+    kernel.detach()?;
     drop(kernel);
     drain(ring.get_mut(), &slots, sink)
 }

@@ -113,6 +113,9 @@ pub struct KernelOffsets {
     pub msghdr_msg_namelen: u64,
 }
 
+/// Ring buffer size: 16 MiB holds about 100,000 events with short paths while the daemon catches up.
+pub const EVENTS_RING_BYTES: u32 = 16 << 20;
+
 /// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
 pub const POLICY_SLOTS: u32 = 2;
 /// Rules per policy slot.

@@ -5,12 +5,9 @@ use aya_ebpf::{
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RuleEntry, Scope, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_RULES,
-    POLICY_SLOTS,
+    RuleEntry, Scope, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES,
+    MAX_PORT_INTERVALS, MAX_RULES, POLICY_SLOTS,
 };
-
-/// Ring buffer size: 16 MiB holds about 190,000 short-path events while the daemon catches up.
-pub const EVENTS_BYTES: u32 = 16 << 20;
 
 #[map(name = "SCOPE")]
 pub static SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
@@ -45,4 +42,4 @@ pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

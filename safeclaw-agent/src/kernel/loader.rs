@@ -1,12 +1,16 @@
 //! Loading the embedded eBPF object with this kernel's struct offsets, and attaching its programs.
 use aya::{
-    programs::{lsm::LsmLinkId, Lsm},
+    programs::{
+        links::{FdLink, PinnedLink},
+        lsm::LsmLinkId,
+        Lsm,
+    },
     Btf, Ebpf, EbpfLoader,
 };
-
 use safeclaw_common::KernelOffsets;
 
 use super::btf::KernelBtf;
+use super::pins::{PinDir, PERSISTENT_MAPS};
 use super::KernelError;
 
 /// The object built from safeclaw-ebpf by build.rs.
@@ -56,7 +60,14 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
 pub struct Loaded {
     pub ebpf: Ebpf,
     btf: Btf,
-    links: Vec<(&'static str, LsmLinkId)>,
+    pins: Option<PinDir>,
+    links: Vec<(&'static str, Link)>,
+}
+
+/// An attached program's link: held by this process, or pinned so it outlives it.
+enum Link {
+    Held(LsmLinkId),
+    Pinned(PinnedLink),
 }
 
 /// Kernel run-time statistics of one program (collected while `kernel.bpf_stats_enabled` is on).
@@ -67,16 +78,22 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
 }
 
-/// Creates the maps and prepares the programs for this kernel.
-pub fn open() -> Result<Loaded, KernelError> {
+/// Creates the maps and prepares the programs for this kernel. With `pins`, the persistent maps are
+/// pinned there, or reused if a previous daemon left them (after checking their layout).
+pub fn open(pins: Option<PinDir>) -> Result<Loaded, KernelError> {
     let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
     let btf = Btf::from_sys_fs()?;
-    let ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global("OFFSETS", &offsets, true)
-        .load(OBJECT)
-        .map_err(KernelError::Object)?;
-    Ok(Loaded { ebpf, btf, links: Vec::new() })
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf)).override_global("OFFSETS", &offsets, true);
+    if let Some(pins) = &pins {
+        pins.check_compatible()?;
+        pins.create()?;
+        for map in &PERSISTENT_MAPS {
+            loader.map_pin_path(map.name, pins.map(map.name));
+        }
+    }
+    let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
+    Ok(Loaded { ebpf, btf, pins, links: Vec::new() })
 }
 
 impl Loaded {
@@ -91,23 +108,49 @@ impl Loaded {
     }
 
     /// Attaches every loaded program. Enforcement starts with the first one; the maps must be filled
-    /// before. Dropping `Loaded` detaches them all.
+    /// before. Without pins, dropping `Loaded` detaches them all. With pins, each new link replaces the
+    /// pinned link of a previous daemon only once it is attached itself, so enforcement never lapses.
     pub fn attach(&mut self) -> Result<(), KernelError> {
         for name in PROGRAMS {
-            let link = lsm(&mut self.ebpf, name)?
+            let id = lsm(&mut self.ebpf, name)?
                 .attach()
                 .map_err(|source| KernelError::AttachProgram { program: name, source })?;
-            self.links.push((name, link));
+            let Some(pins) = &self.pins else {
+                self.links.push((name, Link::Held(id)));
+                continue;
+            };
+            let link: FdLink = lsm(&mut self.ebpf, name)?
+                .take_link(id)
+                .map_err(|source| KernelError::AttachProgram { program: name, source })?
+                .try_into()
+                .map_err(|e| KernelError::Pins(format!("link of {name}: {e}")))?;
+            let path = pins.link(name);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .map_err(|e| KernelError::Pins(format!("cannot replace {}: {e}", path.display())))?;
+            }
+            let pinned = link
+                .pin(&path)
+                .map_err(|e| KernelError::Pins(format!("cannot pin {}: {e}", path.display())))?;
+            self.links.push((name, Link::Pinned(pinned)));
         }
         Ok(())
     }
 
-    /// Detaches every attached program (they stay loaded and can be attached again).
+    /// Detaches every attached program and removes every pin: the deliberate end of enforcement.
     pub fn detach(&mut self) -> Result<(), KernelError> {
         while let Some((name, link)) = self.links.pop() {
-            lsm(&mut self.ebpf, name)?
-                .detach(link)
-                .map_err(|source| KernelError::AttachProgram { program: name, source })?;
+            match link {
+                Link::Held(id) => lsm(&mut self.ebpf, name)?
+                    .detach(id)
+                    .map_err(|source| KernelError::AttachProgram { program: name, source })?,
+                Link::Pinned(pinned) => {
+                    drop(pinned.unpin().map_err(|e| KernelError::Pins(format!("cannot unpin {name}: {e}")))?)
+                }
+            }
+        }
+        if let Some(pins) = &self.pins {
+            pins.remove_all()?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@ pub mod btf;
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod pins;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -20,6 +21,8 @@ pub enum KernelError {
     Missing { what: &'static str, name: &'static str },
     #[error("map `{map}`: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
+    #[error("bpffs pins: {0}")]
+    Pins(String),
     #[error("policy does not fit the kernel tables: {0}")]
     Limit(String),
 }

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&target, "x")?;
     let mount = cgroup::find_mount()?;
     let (agents, _) = cgroup::ensure(&mount, "bench-agents")?;
-    let mut kernel = loader::open()?;
+    let mut kernel = loader::open(None)?;
     kernel.load_programs()?;
     let policy = allow_paths_policy(&[target.to_str().context("non-UTF-8 temp dir")?.as_bytes()]);
     maps::write_policy(&mut kernel.ebpf, 0, 1, &policy)?;
