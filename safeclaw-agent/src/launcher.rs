@@ -156,7 +156,8 @@ pub fn identities(
         (None, false) => Err(LaunchError::NoUser),
         (Some((user, _)), false) if user.uid.is_root() => Err(LaunchError::RootWithoutAsRoot(user.name)),
         (Some((user, gid)), false) => {
-            let name = CString::new(user.name.clone()).map_err(|_| LaunchError::UnknownUser(user.name.clone()))?;
+            let name =
+                CString::new(user.name.clone()).map_err(|_| LaunchError::UnknownUser(user.name.clone()))?;
             let groups = nix::unistd::getgrouplist(&name, gid).map_err(LaunchError::UserLookup)?;
             let credentials = Credentials { uid: user.uid, gid, groups, home: user.dir, name: user.name };
             Ok((user_id(&credentials.name)?, Some(credentials)))
@@ -277,12 +278,15 @@ async fn launch(plan: Plan) -> anyhow::Result<ExitCode> {
         gid: plan.run_as.as_ref().map_or(0, |c| c.gid.as_raw()),
         cgroup_id: cgroup.id,
         cgroup_path: cgroup.path.clone(),
-        argv: std::iter::once(&plan.argv0).chain(&plan.args).map(|a| a.to_string_lossy().into_owned()).collect(),
+        argv: std::iter::once(&plan.argv0)
+            .chain(&plan.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         started_at: Timestamp::now(),
         launcher_pid: std::process::id(),
     };
     daemon.start(&info).await.map_err(refused)?;
-    let mut child = match spawn(&plan, &cgroup) {
+    let mut child = match spawn(&plan, &cgroup, signals.original_mask) {
         Ok(child) => child,
         Err(e) => {
             guard.remove()?;
@@ -337,21 +341,30 @@ impl Drop for CgroupGuard {
     }
 }
 
-fn watch_signals() -> anyhow::Result<AsyncFd<SignalFd>> {
+/// The forwarded signals and SIGCHLD, blocked and readable from a signalfd.
+struct Signals {
+    fd: AsyncFd<SignalFd>,
+    /// The mask before blocking; the agent gets it back (the child inherits the launcher's mask).
+    original_mask: SigSet,
+}
+
+fn watch_signals() -> anyhow::Result<Signals> {
     let mut set = SigSet::empty();
     for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
         set.add(signal);
     }
-    set.thread_block().context("cannot block signals")?;
+    let original_mask =
+        set.thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK).context("cannot block signals")?;
     let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("cannot create a signalfd")?;
     // SAFETY: the SignalFd owns its descriptor and keeps it open, unchanged, for as long as it lives.
-    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the signalfd: {e}"))
+    let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the signalfd: {e}"))?;
+    Ok(Signals { fd, original_mask })
 }
 
 /// Forks the agent: it joins the session cgroup, drops to the user unless `--as-root`, and execs.
-fn spawn(plan: &Plan, cgroup: &Cgroup) -> std::io::Result<Child> {
+fn spawn(plan: &Plan, cgroup: &Cgroup, mask: SigSet) -> std::io::Result<Child> {
     let procs = CString::new(cgroup.path.join("cgroup.procs").into_os_string().into_vec())?;
     let mut command = std::process::Command::new(&plan.program);
     command.arg0(&plan.argv0).args(&plan.args);
@@ -362,7 +375,10 @@ fn spawn(plan: &Plan, cgroup: &Cgroup) -> std::io::Result<Child> {
     // SAFETY: the closure runs in the forked child before exec and only makes system calls on data
     // prepared here: no allocation and no locks, so it is async-signal-safe.
     unsafe {
-        command.pre_exec(move || enter_session(&procs, run_as.as_ref()));
+        command.pre_exec(move || {
+            mask.thread_set_mask()?;
+            enter_session(&procs, run_as.as_ref())
+        });
     }
     command.spawn()
 }
@@ -391,13 +407,13 @@ enum Supervised {
 /// process group, so only signals sent by a process are passed on.
 async fn supervise(
     child: &mut Child,
-    signals: &mut AsyncFd<SignalFd>,
+    signals: &mut Signals,
     daemon: &mut DaemonConnection,
 ) -> anyhow::Result<Supervised> {
     let pid = Pid::from_raw(i32::try_from(child.id()).context("child pid out of range")?);
     loop {
         tokio::select! {
-            ready = signals.readable() => {
+            ready = signals.fd.readable() => {
                 let mut ready = ready.context("cannot poll the signalfd")?;
                 while let Some(info) = ready.get_inner().read_signal().context("cannot read the signalfd")? {
                     let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else { continue };
@@ -490,7 +506,10 @@ mod tests {
         assert_eq!((user.as_str(), run_as), ("nobody", None), "--as-root names the human, keeps root");
         let sudo = Env { sudo_uid: Some("65534".into()), ..env() };
         assert_eq!(identities(None, true, &sudo).unwrap().0.as_str(), "nobody");
-        assert_eq!(identities(None, true, &env()).unwrap(), (UserId::try_from("root".to_string()).unwrap(), None));
+        assert_eq!(
+            identities(None, true, &env()).unwrap(),
+            (UserId::try_from("root".to_string()).unwrap(), None)
+        );
     }
 
     #[test]
@@ -508,7 +527,10 @@ mod tests {
         assert_eq!(resolve_command(OsStr::new("/bin/sh"), None, None).unwrap(), PathBuf::from("/bin/sh"));
         for missing in ["no-such-command-xyz", "/no/such/file", ""] {
             assert!(
-                matches!(resolve_command(OsStr::new(missing), path, None), Err(LaunchError::CommandNotFound(_))),
+                matches!(
+                    resolve_command(OsStr::new(missing), path, None),
+                    Err(LaunchError::CommandNotFound(_))
+                ),
                 "{missing:?}"
             );
         }
@@ -523,10 +545,19 @@ mod tests {
         assert!(resolve_command(owner_only.as_os_str(), None, None).is_ok(), "root may run it");
         let e = resolve_command(owner_only.as_os_str(), None, Some(&nobody)).unwrap_err();
         assert!(matches!(e, LaunchError::NotExecutable { .. }), "{e}");
-        assert!(matches!(resolve_command(not_exec.as_os_str(), None, None), Err(LaunchError::NotExecutable { .. })));
-        assert!(matches!(resolve_command(dir.path().as_os_str(), None, None), Err(LaunchError::NotExecutable { .. })));
+        assert!(matches!(
+            resolve_command(not_exec.as_os_str(), None, None),
+            Err(LaunchError::NotExecutable { .. })
+        ));
+        assert!(matches!(
+            resolve_command(dir.path().as_os_str(), None, None),
+            Err(LaunchError::NotExecutable { .. })
+        ));
         // A relative PATH entry is never searched.
         let cwd_path = Some(OsStr::new("."));
-        assert!(matches!(resolve_command(OsStr::new("sh"), cwd_path, None), Err(LaunchError::CommandNotFound(_))));
+        assert!(matches!(
+            resolve_command(OsStr::new("sh"), cwd_path, None),
+            Err(LaunchError::CommandNotFound(_))
+        ));
     }
 }

@@ -7,9 +7,11 @@ use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdError {
-    #[error("agent name {0}")]
+    #[error(transparent)]
     Agent(#[from] crate::cgroup::CgroupError),
-    #[error("session id {id:?} is not allowed: expected `sess_` followed by 1 to 64 letters, digits, '_' or '-'")]
+    #[error(
+        "session id {id:?} is not allowed: expected `sess_` followed by 1 to 64 letters, digits, '_' or '-'"
+    )]
     Session { id: String },
     #[error("user id {id:?} is not allowed: expected 1 to 256 printable characters")]
     User { id: String },

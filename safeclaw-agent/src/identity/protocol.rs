@@ -79,9 +79,7 @@ pub fn decode<T: DeserializeOwned>(line: &[u8]) -> Result<T, ProtocolError> {
 
 /// Reads the next line, without its newline; `None` at a clean end of stream. A line over [`MAX_LINE`]
 /// is an error and leaves the stream unusable (the rest of that line is not consumed).
-pub async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-) -> Result<Option<Vec<u8>>, ProtocolError> {
+pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, ProtocolError> {
     let mut line = Vec::new();
     let limit = MAX_LINE as u64 + 1;
     reader.take(limit).read_until(b'\n', &mut line).await?;
@@ -131,7 +129,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_input_with_a_reason() {
-        let start = |session: serde_json::Value| serde_json::json!({"version": 1, "body": {"start": session}});
+        let start =
+            |session: serde_json::Value| serde_json::json!({"version": 1, "body": {"start": session}});
         let mut extra = session_json();
         extra["shell"] = "/bin/sh".into();
         let mut bad_agent = session_json();
@@ -152,7 +151,10 @@ mod tests {
             (serde_json::json!({"body": "list"}), "missing field `version`"),
             (serde_json::json!({"version": 1, "body": "list", "x": 1}), "unknown field `x`"),
             (serde_json::json!({"version": 1, "body": "reboot"}), "unknown variant `reboot`"),
-            (serde_json::json!({"version": 1, "body": {"end": {"sessionId": "sess_a"}}}), "missing field `exit`"),
+            (
+                serde_json::json!({"version": 1, "body": {"end": {"sessionId": "sess_a"}}}),
+                "missing field `exit`",
+            ),
         ];
         for (value, expected) in cases {
             let err = decode_json(value.clone()).unwrap_err().to_string();

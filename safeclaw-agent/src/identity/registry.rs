@@ -98,8 +98,12 @@ impl Registry {
     /// Live sessions, oldest first.
     pub fn live(&self) -> Vec<Arc<SessionInfo>> {
         let inner = self.lock();
-        let mut live: Vec<_> = inner.by_cgroup.values().filter(|e| e.live).map(|e| Arc::clone(&e.info)).collect();
-        live.sort_by(|a, b| (a.started_at.as_str(), a.session_id.as_str()).cmp(&(b.started_at.as_str(), b.session_id.as_str())));
+        let mut live: Vec<_> =
+            inner.by_cgroup.values().filter(|e| e.live).map(|e| Arc::clone(&e.info)).collect();
+        live.sort_by(|a, b| {
+            (a.started_at.as_str(), a.session_id.as_str())
+                .cmp(&(b.started_at.as_str(), b.session_id.as_str()))
+        });
         live
     }
 }

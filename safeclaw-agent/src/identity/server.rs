@@ -50,7 +50,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ServerError::InUse(path.to_path_buf()));
             }
-            std::fs::remove_file(path).map_err(|source| ServerError::Bind { path: path.to_path_buf(), source })?;
+            std::fs::remove_file(path)
+                .map_err(|source| ServerError::Bind { path: path.to_path_buf(), source })?;
         }
         Err(_) => {}
     }
@@ -93,10 +94,13 @@ pub async fn serve(
 async fn handle(stream: UnixStream, shared: Arc<Shared>) {
     let peer = stream.peer_cred();
     let (read, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(read);
     let peer = match peer {
         Ok(peer) if peer.uid() == 0 => peer,
         Ok(peer) => {
             tracing::warn!("launcher socket: refused uid {} (pid {:?})", peer.uid(), peer.pid());
+            // Take the request before refusing, so the client reads the refusal instead of a broken pipe.
+            let _ = tokio::time::timeout(IDLE_TIMEOUT, protocol::read_line(&mut reader)).await;
             let _ = reply(&mut writer, Response::Error("only root may use this socket".into())).await;
             return;
         }
@@ -105,7 +109,6 @@ async fn handle(stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
     };
-    let mut reader = BufReader::new(read);
     let mut session: Option<Arc<SessionInfo>> = None;
     loop {
         let next = protocol::read_line(&mut reader);
@@ -148,9 +151,16 @@ async fn reply(writer: &mut OwnedWriteHalf, response: Response) -> Result<(), Pr
 }
 
 impl Shared {
-    async fn answer(&self, request: Request, session: &mut Option<Arc<SessionInfo>>, peer: &UCred) -> Response {
+    async fn answer(
+        &self,
+        request: Request,
+        session: &mut Option<Arc<SessionInfo>>,
+        peer: &UCred,
+    ) -> Response {
         match (request, session.as_ref()) {
-            (Request::List, _) => Response::Sessions(self.registry.live().iter().map(|s| (**s).clone()).collect()),
+            (Request::List, _) => {
+                Response::Sessions(self.registry.live().iter().map(|s| (**s).clone()).collect())
+            }
             (Request::Start(_), Some(current)) => {
                 Response::Error(format!("this connection already carries session {}", current.session_id))
             }

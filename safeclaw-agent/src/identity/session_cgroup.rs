@@ -105,14 +105,17 @@ pub fn remove(session: &Path) -> Result<(), SessionCgroupError> {
                 Err(e) if e.kind() == ErrorKind::NotFound => return finish(session),
                 // Exited processes can keep the cgroup busy for a moment after leaving cgroup.procs.
                 Err(e) if e.kind() == ErrorKind::ResourceBusy && Instant::now() < deadline => {}
-                Err(source) => return Err(SessionCgroupError::Remove { path: session.to_path_buf(), source }),
+                Err(source) => {
+                    return Err(SessionCgroupError::Remove { path: session.to_path_buf(), source })
+                }
             }
         } else if Instant::now() >= deadline {
             return Err(SessionCgroupError::StillPopulated { path: session.to_path_buf(), pids });
         } else if !has_kill_file {
             for pid in &pids {
                 if let Ok(pid) = i32::try_from(*pid) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
                 }
             }
         }
@@ -131,7 +134,11 @@ fn finish(session: &Path) -> Result<(), SessionCgroupError> {
 fn remove_if_empty(agent_dir: &Path) {
     match std::fs::remove_dir(agent_dir) {
         Ok(()) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty | ErrorKind::ResourceBusy) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty | ErrorKind::ResourceBusy
+            ) => {}
         Err(e) => tracing::warn!("left agent cgroup {} in place: {e}", agent_dir.display()),
     }
 }
