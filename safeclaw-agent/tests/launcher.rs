@@ -145,6 +145,11 @@ fn exec_command(cgroup: &TestCgroup, socket: &Path, flags: &[&str], command: &[&
     cmd
 }
 
+/// `exec --agent AGENT --user nobody -- COMMAND` against `socket`.
+fn exec_as_nobody(cgroup: &TestCgroup, socket: &Path, agent: &str, command: &[&str]) -> Command {
+    exec_command(cgroup, socket, &["--agent", agent, "--user", "nobody"], command)
+}
+
 fn run(mut cmd: Command) -> (Option<i32>, String, String) {
     let Output { status, stdout, stderr } = cmd.output().unwrap();
     (
@@ -161,8 +166,7 @@ fn start_waiting_agent(
     agent: &str,
     script: &str,
 ) -> (Child, BufReader<std::process::ChildStdout>) {
-    let mut cmd =
-        exec_command(cgroup, &daemon.socket, &["--agent", agent, "--user", "nobody"], &["sh", "-c", script]);
+    let mut cmd = exec_as_nobody(cgroup, &daemon.socket, agent, &["sh", "-c", script]);
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -254,27 +258,38 @@ fn runs_in_its_session_cgroup_as_the_user_and_reports_the_exit() {
 fn the_agent_does_not_inherit_the_launchers_blocked_signals() {
     let cgroup = TestCgroup::new();
     let daemon = TestDaemon::start(&cgroup.path);
-    let cmd = exec_command(
-        &cgroup,
-        &daemon.socket,
-        &["--agent", "mask", "--user", "nobody"],
-        &["grep", "SigBlk", "/proc/self/status"],
-    );
+    let cmd = exec_as_nobody(&cgroup, &daemon.socket, "mask", &["grep", "SigBlk", "/proc/self/status"]);
     let (code, stdout, stderr) = run(cmd);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "SigBlk:\t0000000000000000\n");
 }
 
 #[test]
+fn a_failed_exec_is_reported_and_leaves_nothing() {
+    let cgroup = TestCgroup::new();
+    let daemon = TestDaemon::start(&cgroup.path);
+    // Executable by mode, so validation passes; the kernel refuses it (no such interpreter).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.path().join("agent");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script.to_str().unwrap();
+    let cmd = exec_as_nobody(&cgroup, &daemon.socket, "broken", &[script]);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains(&format!("cannot start {script}: No such file or directory")), "{stderr}");
+    started(daemon.next_event());
+    let (_, exit) = ended(daemon.next_event());
+    assert!(matches!(&exit, SessionExit::NotStarted(reason) if reason.contains("No such file")), "{exit:?}");
+    assert_eq!(cgroup.children(), Vec::<String>::new());
+}
+
+#[test]
 fn leftover_processes_are_killed_and_the_cgroup_removed() {
     let cgroup = TestCgroup::new();
     let daemon = TestDaemon::start(&cgroup.path);
-    let cmd = exec_command(
-        &cgroup,
-        &daemon.socket,
-        &["--agent", "bg", "--user", "nobody"],
-        &["sh", "-c", "sleep 60 & echo $!"],
-    );
+    let cmd = exec_as_nobody(&cgroup, &daemon.socket, "bg", &["sh", "-c", "sleep 60 & echo $!"]);
     let (code, stdout, stderr) = run(cmd);
     assert_eq!(code, Some(0), "{stderr}");
     let pid = stdout.trim();
@@ -323,12 +338,7 @@ fn signals_to_the_launcher_reach_the_agent() {
 fn refuses_to_launch_without_a_daemon() {
     let cgroup = TestCgroup::new();
     let missing = tempfile::tempdir().unwrap();
-    let cmd = exec_command(
-        &cgroup,
-        &missing.path().join("agent.sock"),
-        &["--agent", "a", "--user", "nobody"],
-        &["sh", "-c", "echo RAN"],
-    );
+    let cmd = exec_as_nobody(&cgroup, &missing.path().join("agent.sock"), "a", &["sh", "-c", "echo RAN"]);
     let (code, stdout, stderr) = run(cmd);
     assert_eq!(code, Some(2));
     assert!(
@@ -352,12 +362,7 @@ fn a_daemon_enforcing_elsewhere_refuses_and_nothing_is_left() {
     let cgroup = TestCgroup::new();
     let elsewhere = TestCgroup::new();
     let daemon = TestDaemon::start(&elsewhere.path);
-    let cmd = exec_command(
-        &cgroup,
-        &daemon.socket,
-        &["--agent", "a", "--user", "nobody"],
-        &["sh", "-c", "echo RAN"],
-    );
+    let cmd = exec_as_nobody(&cgroup, &daemon.socket, "a", &["sh", "-c", "echo RAN"]);
     let (code, stdout, stderr) = run(cmd);
     assert_eq!(code, Some(2));
     assert!(
@@ -579,6 +584,15 @@ fn non_root_peers_are_refused() {
     let (code, _, stderr) = run(cmd);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("the daemon refused: only root may use this socket"), "{stderr}");
+
+    // With the directory locked down as `bind` leaves it, a non-root user is told to use sudo.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sessions", "--socket"]).arg(&daemon.socket);
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("is root-only: run this with sudo"), "{stderr}");
 }
 
 #[tokio::test]

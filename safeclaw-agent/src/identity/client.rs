@@ -16,6 +16,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ClientError {
     #[error("no SafeClaw daemon is listening on {path} ({source}); start `safeclaw-agent run` first (it needs root)")]
     Connect { path: PathBuf, source: std::io::Error },
+    #[error("the daemon socket {0} is root-only: run this with sudo")]
+    NotPermitted(PathBuf),
     #[error("the daemon at {0} did not answer within {REPLY_TIMEOUT:?}")]
     Timeout(PathBuf),
     #[error("the daemon at {0} closed the connection")]
@@ -39,7 +41,10 @@ impl DaemonConnection {
         let stream = tokio::time::timeout(REPLY_TIMEOUT, UnixStream::connect(path))
             .await
             .map_err(|_| ClientError::Timeout(path.to_path_buf()))?
-            .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied => ClientError::NotPermitted(path.to_path_buf()),
+                _ => ClientError::Connect { path: path.to_path_buf(), source },
+            })?;
         let (read, writer) = stream.into_split();
         Ok(DaemonConnection { path: path.to_path_buf(), reader: BufReader::new(read), writer })
     }

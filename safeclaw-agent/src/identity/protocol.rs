@@ -143,7 +143,7 @@ mod tests {
         missing.as_object_mut().unwrap().remove("cgroupId");
         let cases = [
             (start(extra), "unknown field `shell`"),
-            (start(bad_agent), "agent name"),
+            (start(bad_agent), "cgroup name \"../etc\" is not allowed"),
             (start(bad_session), "session id"),
             (start(wrong_type), "invalid type"),
             (start(missing), "missing field `cgroupId`"),
