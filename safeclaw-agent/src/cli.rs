@@ -27,6 +27,10 @@ pub enum Command {
     /// Verify, follow and export the audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cli::AuditCommand),
+    /// Run an agent command in its own session cgroup, as its user, registered with the daemon.
+    Exec(crate::launcher::ExecArgs),
+    /// List the live agent sessions.
+    Sessions(crate::sessions::SessionsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -35,6 +39,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Policy(cmd) => crate::policy::cli::run(cmd),
         Command::Audit(cmd) => crate::audit::cli::run(cmd),
+        Command::Exec(args) => crate::launcher::run(args),
+        Command::Sessions(args) => crate::sessions::run(args),
     }
 }
 

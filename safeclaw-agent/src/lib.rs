@@ -5,5 +5,8 @@ pub mod cgroup;
 pub mod cli;
 pub mod daemon;
 pub mod doctor;
+pub mod identity;
 pub mod kernel;
+pub mod launcher;
 pub mod policy;
+pub mod sessions;
