@@ -13,6 +13,7 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::{self, Cgroup};
+use crate::identity::{self, Registry, SessionEvent, SessionInfo};
 use crate::kernel::pins::PinDir;
 use crate::kernel::{events, loader, maps};
 use crate::policy::compiled::CompiledPolicy;
@@ -36,6 +37,10 @@ pub struct RunArgs {
     /// being killed; a restarted daemon adopts what it finds there.
     #[arg(long, default_value = crate::kernel::pins::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Unix socket where launchers register sessions (default: $SAFECLAW_SOCKET, else
+    /// /run/safeclaw/agent.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 }
 
 /// The policy the kernel is enforcing, as the daemon needs it to write audit entries.
@@ -167,6 +172,13 @@ async fn enforce(
             sink.path.display()
         );
     }
+    // Launchers are acknowledged only now that the programs enforce.
+    let socket = identity::socket_path(args.socket.as_deref());
+    let listener = identity::server::bind(&socket)?;
+    let _socket_guard = RemoveOnDrop(socket.clone());
+    let registry = Arc::new(Registry::new());
+    let (session_tx, mut session_rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(identity::server::serve(listener, agents.path.clone(), Arc::clone(&registry), session_tx));
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write ready file {}", ready.display()))?;
@@ -179,8 +191,13 @@ async fn enforce(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain(guard.get_inner_mut(), &enforcer.slots, sink)?;
+                drain(guard.get_inner_mut(), &enforcer.slots, &registry, sink)?;
                 guard.clear_ready();
+            }
+            Some(session) = session_rx.recv() => {
+                // Entries stay in order: what the kernel recorded before the report goes first.
+                drain(ring.get_mut(), &enforcer.slots, &registry, sink)?;
+                sink.session(&session)?;
             }
             _ = flush.tick() => sink.flush()?,
             _ = hangup.recv() => reload(&mut enforcer, &args.policy),
@@ -193,7 +210,16 @@ async fn enforce(
     let Enforcer { mut kernel, slots, .. } = enforcer;
     kernel.detach()?;
     drop(kernel);
-    drain(ring.get_mut(), &slots, sink)
+    drain(ring.get_mut(), &slots, &registry, sink)
+}
+
+/// Removes a file (the launcher socket) on every exit path.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Reloads the policy file; an invalid policy is refused and the old one keeps enforcing.
@@ -215,10 +241,18 @@ fn reload(enforcer: &mut Enforcer, path: &Path) {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, slots: &Slots, sink: &mut AuditSink) -> anyhow::Result<()> {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    slots: &Slots,
+    registry: &Registry,
+    sink: &mut AuditSink,
+) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         match events::decode(&item) {
-            Ok(event) => sink.append(&event, slots.by_generation(event.policy_generation))?,
+            Ok(event) => {
+                let session = registry.get(event.session_cgroup_id);
+                sink.append(&event, slots.by_generation(event.policy_generation), session.as_deref())?
+            }
             Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", item.len()),
         }
     }
@@ -244,7 +278,23 @@ impl AuditSink {
         Ok(AuditSink { path: path.to_path_buf(), out: std::io::BufWriter::new(file) })
     }
 
-    fn append(&mut self, event: &events::KernelEvent, policy: Option<&ActivePolicy>) -> anyhow::Result<()> {
+    fn session(&mut self, event: &SessionEvent) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let line = match event {
+            SessionEvent::Started(s) => serde_json::json!({"action": "session.start", "session": s.as_ref()}),
+            SessionEvent::Ended { session, exit } => {
+                serde_json::json!({"action": "session.end", "session": session.as_ref(), "exit": exit})
+            }
+        };
+        writeln!(self.out, "{line}").with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn append(
+        &mut self,
+        event: &events::KernelEvent,
+        policy: Option<&ActivePolicy>,
+        session: Option<&SessionInfo>,
+    ) -> anyhow::Result<()> {
         use std::io::Write as _;
         let rule = event.rule.and_then(|r| policy?.rule_names.get(r as usize));
         let details = match &event.detail {
@@ -265,6 +315,9 @@ impl AuditSink {
         };
         let line = serde_json::json!({
             "kernelSeq": event.kernel_seq,
+            "agentId": session.map(|s| s.agent_id.to_string()),
+            "sessionId": session.map(|s| s.session_id.to_string()),
+            "userId": session.map(|s| s.user_id.to_string()),
             "action": event.action_name(),
             "effect": event.effect.as_str(),
             "matchedRule": rule,

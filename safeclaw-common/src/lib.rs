@@ -248,6 +248,9 @@ pub struct EventHeader {
     /// `bpf_ktime_get_boot_ns` at the hook.
     pub boot_ns: u64,
     pub cgroup_id: u64,
+    /// The task's ancestor cgroup two levels below the agent cgroup (`agents/NAME/SESSION`): the
+    /// session the launcher registered, even from a sub-cgroup. 0 when the task sits higher up.
+    pub session_cgroup_id: u64,
     /// Nanoseconds spent deciding (scope check to verdict).
     pub decide_ns: u64,
     pub pid: u32,

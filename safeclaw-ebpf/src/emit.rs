@@ -3,8 +3,9 @@
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_d_path, bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        generated,
     },
 };
 use safeclaw_common::{action, counter, effect, flag, Event, NetDetail, Scope, EVENT_FIXED_LEN, PATH_MAX};
@@ -63,6 +64,8 @@ impl Pending {
         header.boot_ns = started_ns;
         // SAFETY: plain helper.
         header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: plain helper; a level below the task's own depth yields 0.
+        header.session_cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(scope.level as i32 + 2) };
         header.pid = pid_tgid as u32;
         header.tgid = (pid_tgid >> 32) as u32;
         header.uid = uid_gid as u32;

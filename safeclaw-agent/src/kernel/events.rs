@@ -122,6 +122,8 @@ pub struct KernelEvent {
     pub kernel_seq: u64,
     pub boot_ns: u64,
     pub cgroup_id: u64,
+    /// The launcher's session cgroup the task is in (0: none).
+    pub session_cgroup_id: u64,
     pub decide_ns: u64,
     pub pid: u32,
     pub tgid: u32,
@@ -209,6 +211,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         kernel_seq: header.kernel_seq,
         boot_ns: header.boot_ns,
         cgroup_id: header.cgroup_id,
+        session_cgroup_id: header.session_cgroup_id,
         decide_ns: header.decide_ns,
         pid: header.pid,
         tgid: header.tgid,
