@@ -57,8 +57,8 @@ fn probe_lsm(agent: &Path) -> Result<(), String> {
     }
     let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     let said = if said.is_empty() { String::from_utf8_lossy(&output.stdout).trim().to_owned() } else { said };
-    let last_line = said.lines().last().unwrap_or("no explanation given");
-    Err(format!("`safeclaw-agent doctor --probe-lsm` failed ({}): {last_line}", output.status))
+    let first_line = said.lines().find(|line| !line.trim().is_empty()).unwrap_or("no explanation given");
+    Err(format!("`safeclaw-agent doctor --probe-lsm` failed ({}): {first_line}", output.status))
 }
 
 fn run_on_host(agent: &Path, demo_dir: &Path) -> anyhow::Result<i32> {
