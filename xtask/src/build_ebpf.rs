@@ -11,16 +11,31 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // `rustup run` rather than `cargo +nightly`: xtask's CARGO is the stable toolchain's own binary.
     let mut command = Command::new("rustup");
     command
-        .args(["run", "nightly", "cargo", "build", "--release", "--package", "safeclaw-ebpf", "--bins"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--release",
+            "--package",
+            "safeclaw-ebpf",
+            "--bins",
+        ])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(project::target_dir().join("ebpf"))
         // The flags aya-build passes, so this object matches the one embedded in the agent.
-        .env("CARGO_ENCODED_RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .current_dir(project::root());
-    let object = cargo::find_executable(cargo::build_executables(command, "the eBPF object")?, EBPF_OBJECT)?;
+    let object = cargo::find_executable(
+        cargo::build_executables(command, "the eBPF object")?,
+        EBPF_OBJECT,
+    )?;
     println!("{}", object.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -25,9 +25,16 @@ pub struct Executable {
 /// Runs a cargo build with `--message-format=json-render-diagnostics` and returns the executables it
 /// reports; diagnostics and progress go to the terminal as usual.
 pub fn build_executables(mut command: Command, what: &str) -> anyhow::Result<Vec<Executable>> {
-    command.arg("--message-format=json-render-diagnostics").stdout(Stdio::piped());
-    let mut child = command.spawn().with_context(|| format!("cannot start cargo to build {what}"))?;
-    let stdout = child.stdout.take().context("cargo's stdout was not captured")?;
+    command
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start cargo to build {what}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("cargo's stdout was not captured")?;
     let mut executables = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.with_context(|| format!("reading cargo's output while building {what}"))?;
@@ -35,7 +42,9 @@ pub fn build_executables(mut command: Command, what: &str) -> anyhow::Result<Vec
             executables.push(executable);
         }
     }
-    let status = child.wait().with_context(|| format!("waiting for cargo to build {what}"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for cargo to build {what}"))?;
     if !status.success() {
         bail!("building {what} failed ({status}); cargo's messages above say why");
     }
@@ -58,8 +67,18 @@ fn parse_artifact(line: &str) -> Option<Executable> {
 /// Builds the agent with the release profile (its build script builds the eBPF object) and returns its path.
 pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.args(["build", "--release", "--package", "safeclaw-agent", "--bin", "safeclaw-agent"]);
-    find_executable(build_executables(command, "the release safeclaw-agent")?, "safeclaw-agent")
+    command.args([
+        "build",
+        "--release",
+        "--package",
+        "safeclaw-agent",
+        "--bin",
+        "safeclaw-agent",
+    ]);
+    find_executable(
+        build_executables(command, "the release safeclaw-agent")?,
+        "safeclaw-agent",
+    )
 }
 
 /// The one executable named `target` among `executables`.
@@ -82,21 +101,39 @@ mod tests {
         let lib = r#"{"reason":"compiler-artifact","target":{"name":"anyhow","kind":["lib"]},"profile":{"test":false},"executable":null}"#;
         assert_eq!(
             parse_artifact(test),
-            Some(Executable { target: "vm_smoke".into(), is_test: true, path: "/t/release/deps/vm_smoke-1".into() })
+            Some(Executable {
+                target: "vm_smoke".into(),
+                is_test: true,
+                path: "/t/release/deps/vm_smoke-1".into()
+            })
         );
         assert_eq!(parse_artifact(bin).map(|e| e.is_test), Some(false));
         assert_eq!(parse_artifact(lib), None);
-        assert_eq!(parse_artifact(r#"{"reason":"build-finished","success":true}"#), None);
+        assert_eq!(
+            parse_artifact(r#"{"reason":"build-finished","success":true}"#),
+            None
+        );
         assert_eq!(parse_artifact("not json"), None);
     }
 
     #[test]
     fn finds_the_named_binary_not_a_test_of_the_same_name() {
         let built = vec![
-            Executable { target: "safeclaw-agent".into(), is_test: true, path: "/t/deps/agent-test".into() },
-            Executable { target: "safeclaw-agent".into(), is_test: false, path: "/t/safeclaw-agent".into() },
+            Executable {
+                target: "safeclaw-agent".into(),
+                is_test: true,
+                path: "/t/deps/agent-test".into(),
+            },
+            Executable {
+                target: "safeclaw-agent".into(),
+                is_test: false,
+                path: "/t/safeclaw-agent".into(),
+            },
         ];
-        assert_eq!(find_executable(built, "safeclaw-agent").ok(), Some(PathBuf::from("/t/safeclaw-agent")));
+        assert_eq!(
+            find_executable(built, "safeclaw-agent").ok(),
+            Some(PathBuf::from("/t/safeclaw-agent"))
+        );
         assert!(find_executable(Vec::new(), "safeclaw-agent").is_err());
     }
 }

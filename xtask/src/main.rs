@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("xtask: error: {err:#}");
-            ExitCode::from(if process::interrupted() { INTERRUPTED } else { HARNESS_FAILURE })
+            ExitCode::from(if process::interrupted() {
+                INTERRUPTED
+            } else {
+                HARNESS_FAILURE
+            })
         }
     }
 }

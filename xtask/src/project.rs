@@ -39,7 +39,10 @@ pub fn setup() -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("cannot run bash {}", script.display()))?;
     if !status.success() {
-        bail!("{} failed ({status}); its messages above say which step", script.display());
+        bail!(
+            "{} failed ({status}); its messages above say which step",
+            script.display()
+        );
     }
     Ok(())
 }

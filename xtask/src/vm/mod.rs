@@ -89,7 +89,11 @@ impl FromStr for MemSize {
             .and_then(|n| n.checked_mul(factor))
             .ok_or_else(|| format!("`{text}` is not a size like 512M or 2G"))?;
         if !(Self::MIN_MIB..=Self::MAX_MIB).contains(&mib) {
-            return Err(format!("{mib} MiB is outside {}M..={}M", Self::MIN_MIB, Self::MAX_MIB));
+            return Err(format!(
+                "{mib} MiB is outside {}M..={}M",
+                Self::MIN_MIB,
+                Self::MAX_MIB
+            ));
         }
         Ok(Self(mib))
     }
@@ -230,7 +234,13 @@ impl Vm {
         let out = self.out.as_deref().map(shared_directory).transpose()?;
         let run_dir = RunDir::create()?;
         run_dir.write("config", &self.config(out.as_deref(), &run_dir.nonce))?;
-        run_dir.write("home-binds", &home_binds().iter().map(|dir| format!("{dir}\n")).collect::<String>())?;
+        run_dir.write(
+            "home-binds",
+            &home_binds()
+                .iter()
+                .map(|dir| format!("{dir}\n"))
+                .collect::<String>(),
+        )?;
         run_dir.write("command.sh", &self.command_script()?)?;
         run_dir.snapshot_etc()?;
 
@@ -238,9 +248,16 @@ impl Vm {
         if let Some(out) = &out {
             shares.push(("safeclaw-out", virtiofsd(&run_dir, "out", out)?));
         }
-        let mut qemu = Tethered::spawn("QEMU", &mut self.qemu_command(&kernel_dir, &initramfs, &run_dir)?)
-            .context("run `cargo xtask setup` to install QEMU")?;
-        let stdout = qemu.child().stdout.take().context("QEMU's stdout was not captured")?;
+        let mut qemu = Tethered::spawn(
+            "QEMU",
+            &mut self.qemu_command(&kernel_dir, &initramfs, &run_dir)?,
+        )
+        .context("run `cargo xtask setup` to install QEMU")?;
+        let stdout = qemu
+            .child()
+            .stdout
+            .take()
+            .context("QEMU's stdout was not captured")?;
         let (events, received) = mpsc::channel();
         let console = Console::new(&run_dir.nonce, self.verbose);
         let reader = std::thread::spawn(move || read_console(stdout, console, &events));
@@ -274,7 +291,9 @@ impl Vm {
         for (_, daemon) in &mut shares {
             daemon.kill();
         }
-        let console = reader.join().map_err(|_| anyhow!("the console reader thread panicked"))?;
+        let console = reader
+            .join()
+            .map_err(|_| anyhow!("the console reader thread panicked"))?;
         let elapsed = started.elapsed();
 
         if matches!(stop, Stop::Interrupted) {
@@ -282,24 +301,42 @@ impl Vm {
         }
         if !console.started() {
             let why = if matches!(stop, Stop::TimedOut) {
-                format!("did not reach the command within {} s", self.timeout.as_secs())
+                format!(
+                    "did not reach the command within {} s",
+                    self.timeout.as_secs()
+                )
             } else {
                 "did not boot to the command".to_owned()
             };
-            bail!("the {} guest {why}.\n{}", self.kernel, boot_failure_details(&console, &run_dir, self.verbose));
+            bail!(
+                "the {} guest {why}.\n{}",
+                self.kernel,
+                boot_failure_details(&console, &run_dir, self.verbose)
+            );
         }
         let ending = match (status, stop) {
             (Some(status), _) => Ending::Exited(status),
             (None, Stop::TimedOut) => Ending::TimedOut(self.timeout),
             (None, _) => Ending::Crashed,
         };
-        Ok(Finished { ending, transcript: console.transcript, boot_time: boot_time.unwrap_or(elapsed), elapsed })
+        Ok(Finished {
+            ending,
+            transcript: console.transcript,
+            boot_time: boot_time.unwrap_or(elapsed),
+            elapsed,
+        })
     }
 
     /// Shell variables init.sh reads.
     fn config(&self, out: Option<&Path>, nonce: &str) -> String {
-        let out = out.map(|dir| dir.to_string_lossy().into_owned()).unwrap_or_default();
-        format!("NONCE={}\nOUT_DIR={}\n", shell_quote(nonce), shell_quote(&out))
+        let out = out
+            .map(|dir| dir.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!(
+            "NONCE={}\nOUT_DIR={}\n",
+            shell_quote(nonce),
+            shell_quote(&out)
+        )
     }
 
     /// The script init runs in the chroot: the environment, the project directory, then the command.
@@ -312,29 +349,56 @@ impl Vm {
             ("SAFECLAW_IN_VM", "1".to_owned()),
             ("SAFECLAW_VM_KERNEL", self.kernel.name().to_owned()),
         ];
-        let mut script = String::from("# Written by cargo xtask vm; the guest's init runs it in the chroot.\n");
-        for (name, value) in harness_env.iter().map(|(name, value)| (*name, value.as_str())).chain(
-            self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())),
-        ) {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let mut script =
+            String::from("# Written by cargo xtask vm; the guest's init runs it in the chroot.\n");
+        for (name, value) in harness_env
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .chain(
+                self.env
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str())),
+            )
+        {
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 bail!("`{name}` is not a valid environment variable name");
             }
             script.push_str(&format!("export {name}={}\n", shell_quote(value)));
         }
-        script.push_str(&format!("cd {} || exit 125\n", shell_quote(&project::root().to_string_lossy())));
+        script.push_str(&format!(
+            "cd {} || exit 125\n",
+            shell_quote(&project::root().to_string_lossy())
+        ));
         let words: Vec<String> = self.command.iter().map(|word| shell_quote(word)).collect();
         script.push_str(&format!("exec {}\n", words.join(" ")));
         Ok(script)
     }
 
-    fn qemu_command(&self, kernel_dir: &Path, initramfs: &Path, run_dir: &RunDir) -> anyhow::Result<Command> {
+    fn qemu_command(
+        &self,
+        kernel_dir: &Path,
+        initramfs: &Path,
+        run_dir: &RunDir,
+    ) -> anyhow::Result<Command> {
         let mem = format!("{}M", self.mem.0);
         let log = run_dir.create_log("qemu")?;
         let mut command = Command::new(QEMU);
         command
-            .args(["-accel", "tcg", "-cpu", "max", "-m", &mem, "-smp", &self.cpus.to_string()])
+            .args([
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+                "-m",
+                &mem,
+                "-smp",
+                &self.cpus.to_string(),
+            ])
             .arg("-kernel")
             .arg(kernel_dir.join("vmlinuz"))
             .arg("-initrd")
@@ -345,9 +409,21 @@ impl Vm {
                 if self.verbose { "" } else { "quiet" },
                 run_dir.path.display()
             ))
-            .args(["-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
+            .args([
+                "-display",
+                "none",
+                "-nodefaults",
+                "-no-reboot",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
+            ])
             // vhost-user needs guest memory that virtiofsd can map.
-            .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")])
+            .args([
+                "-object",
+                &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            ])
             .args(["-numa", "node,memdev=mem"]);
         let mut tags = vec![("hostroot", run_dir.socket("root"))];
         if self.out.is_some() {
@@ -360,7 +436,10 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("vhost-user-fs-pci,chardev=fs{index},tag={tag}"));
         }
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
         Ok(command)
     }
 }
@@ -368,15 +447,21 @@ impl Vm {
 fn installed_kernel(kernel: Kernel) -> anyhow::Result<PathBuf> {
     let dir = project::vm_cache().join(kernel.name());
     if !dir.join(".complete").is_file() || !dir.join("vmlinuz").is_file() {
-        bail!("the {kernel} kernel is not installed in {}: run `cargo xtask setup`", dir.display());
+        bail!(
+            "the {kernel} kernel is not installed in {}: run `cargo xtask setup`",
+            dir.display()
+        );
     }
     Ok(dir)
 }
 
 /// The `--out` directory, created if missing and resolved, so that the guest sees it at its real path.
 fn shared_directory(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create it", dir.display()))?;
-    let resolved = dir.canonicalize().with_context(|| format!("--out {}: cannot resolve it", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--out {}: cannot create it", dir.display()))?;
+    let resolved = dir
+        .canonicalize()
+        .with_context(|| format!("--out {}: cannot resolve it", dir.display()))?;
     if resolved == Path::new("/") {
         bail!("--out / would share the host's whole root writable; give a directory of its own");
     }
@@ -387,7 +472,10 @@ fn shared_directory(dir: &Path) -> anyhow::Result<PathBuf> {
 /// QEMU's and virtiofsd's option syntax splits on commas, the kernel command line on spaces.
 fn require_plain_path(path: &Path, what: &str) -> anyhow::Result<()> {
     let text = path.to_string_lossy();
-    if text.chars().any(|c| c == ',' || c.is_whitespace() || c.is_control()) {
+    if text
+        .chars()
+        .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+    {
         bail!("{what} {text}: the VM harness cannot pass a path with commas, spaces or control characters");
     }
     Ok(())
@@ -404,11 +492,22 @@ fn virtiofsd(run_dir: &RunDir, name: &'static str, source: &Path) -> anyhow::Res
         .arg("-o")
         .arg(format!("source={}", source.display()))
         // chroot: the default namespace sandbox fails here with `pivot_root ... busy`.
-        .args(["-o", "cache=none", "-o", "sandbox=chroot", "-o", "log_level=warn"])
+        .args([
+            "-o",
+            "cache=none",
+            "-o",
+            "sandbox=chroot",
+            "-o",
+            "log_level=warn",
+        ])
         .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot duplicate the virtiofsd log handle")?)
+        .stdout(
+            log.try_clone()
+                .context("cannot duplicate the virtiofsd log handle")?,
+        )
         .stderr(log);
-    let mut daemon = Tethered::spawn("virtiofsd", &mut command).context("run `cargo xtask setup` to install it")?;
+    let mut daemon = Tethered::spawn("virtiofsd", &mut command)
+        .context("run `cargo xtask setup` to install it")?;
     let waited = Instant::now();
     while !socket.exists() {
         if daemon.has_exited() || waited.elapsed() > SOCKET_WAIT {
@@ -424,7 +523,11 @@ fn virtiofsd(run_dir: &RunDir, name: &'static str, source: &Path) -> anyhow::Res
     Ok(daemon)
 }
 
-fn read_console(stdout: ChildStdout, mut console: Console, events: &mpsc::Sender<Event>) -> Console {
+fn read_console(
+    stdout: ChildStdout,
+    mut console: Console,
+    events: &mpsc::Sender<Event>,
+) -> Console {
     let mut reader = BufReader::new(stdout);
     let mut bytes = Vec::new();
     loop {
@@ -450,21 +553,33 @@ fn read_console(stdout: ChildStdout, mut console: Console, events: &mpsc::Sender
 
 fn boot_failure_details(console: &Console, run_dir: &RunDir, already_shown: bool) -> String {
     let mut details = String::new();
-    if !already_shown {
+    if !already_shown && !console.boot_log.is_empty() {
         let tail = console.boot_log.len().saturating_sub(30);
         details.push_str("Last console lines:\n");
         for line in &console.boot_log[tail..] {
             details.push_str(&format!("  {line}\n"));
         }
     }
-    // init names the failed step itself; otherwise QEMU's or virtiofsd's own messages may say why.
-    if console.boot_log.iter().any(|line| line.starts_with(console::INIT_ERROR)) {
+    // init names the failed step itself; otherwise QEMU (or, when QEMU is silent, virtiofsd) may say why.
+    if console
+        .boot_log
+        .iter()
+        .any(|line| line.starts_with(console::INIT_ERROR))
+    {
         return details;
     }
-    for log in ["qemu", "virtiofsd-root", "virtiofsd-out"] {
-        let tail = run_dir.log_tail(log);
+    let qemu = run_dir.log_tail("qemu");
+    let logs = if qemu.is_empty() {
+        vec![
+            ("virtiofsd (host root)", run_dir.log_tail("virtiofsd-root")),
+            ("virtiofsd (--out)", run_dir.log_tail("virtiofsd-out")),
+        ]
+    } else {
+        vec![("QEMU", qemu)]
+    };
+    for (name, tail) in logs {
         if !tail.is_empty() {
-            details.push_str(&format!("{log}:\n{tail}"));
+            details.push_str(&format!("{name} said:\n{tail}"));
         }
     }
     details.push_str("Re-run with --verbose to see the whole boot.");
@@ -474,7 +589,10 @@ fn boot_failure_details(console: &Console, run_dir: &RunDir, already_shown: bool
 /// The guest's PATH: cargo's bin directory, then Debian's standard PATH. (Not the host's PATH: shims such
 /// as pyenv's make every python3 start cost seconds under emulation.)
 fn guest_path() -> String {
-    format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", cargo_home().join("bin").display())
+    format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        cargo_home().join("bin").display()
+    )
 }
 
 fn cargo_home() -> PathBuf {
@@ -517,7 +635,10 @@ impl RunDir {
         let path = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{nonce}"));
         require_plain_path(&path, "the temporary directory (TMPDIR)")?;
         if path.join("virtiofsd-root.sock").as_os_str().len() > MAX_SOCKET_PATH {
-            bail!("{} is too long for a socket path; set TMPDIR=/tmp", path.display());
+            bail!(
+                "{} is too long for a socket path; set TMPDIR=/tmp",
+                path.display()
+            );
         }
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -558,15 +679,21 @@ impl RunDir {
 
     /// The last lines of a daemon's log, indented, or nothing.
     fn log_tail(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.path.join(format!("{name}.log"))).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.path.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].iter().map(|line| format!("  {line}\n")).collect()
+        lines[lines.len().saturating_sub(20)..]
+            .iter()
+            .map(|line| format!("  {line}\n"))
+            .collect()
     }
 }
 
 /// Removes the run directories of xtask processes that died without cleaning up (SIGKILL).
 fn remove_stale_run_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -600,7 +727,11 @@ mod tests {
     fn memory_sizes_parse_like_qemu() {
         assert_eq!("1G".parse(), Ok(MemSize(1024)));
         assert_eq!("512M".parse(), Ok(MemSize(512)));
-        assert_eq!("2048".parse(), Ok(MemSize(2048)), "a plain number is MiB, as for qemu -m");
+        assert_eq!(
+            "2048".parse(),
+            Ok(MemSize(2048)),
+            "a plain number is MiB, as for qemu -m"
+        );
         assert!("1T".parse::<MemSize>().is_err());
         assert!("64M".parse::<MemSize>().is_err(), "too small to boot");
         assert!("99999999999G".parse::<MemSize>().is_err());
@@ -615,7 +746,10 @@ mod tests {
 
     #[test]
     fn command_script_sets_the_environment_then_runs_the_exact_words() -> anyhow::Result<()> {
-        let mut vm = Vm::new(Kernel::V6_1, vec!["sh".into(), "-c".into(), "echo \"$1\"".into()]);
+        let mut vm = Vm::new(
+            Kernel::V6_1,
+            vec!["sh".into(), "-c".into(), "echo \"$1\"".into()],
+        );
         vm.env.push(("SAFECLAW_TEST_OUT".into(), "/x y".into()));
         let script = vm.command_script()?;
         assert!(script.contains("export SAFECLAW_VM_KERNEL='6.1'\n"));
