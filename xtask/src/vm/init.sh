@@ -48,10 +48,11 @@ mount -t tmpfs -o mode=1777 tmpfs $N/tmp && mount -t tmpfs -o mode=755 tmpfs $N/
     tar -xf "/hostview$RUN/etc.tar" -C $N/etc ||
     fail "mounting the guest's tmpfs directories failed"
 
-# cargo and rustup, when they live under /root on the host, stay visible (read-only) in the tmpfs HOME.
+# The checkout and the toolchains stay visible (read-only) even where they lie under a tmpfs above,
+# say a checkout in /root or /tmp, or ~/.cargo.
 while IFS= read -r dir; do
     mkdir -p "$N$dir" && mount --bind "/hostview$dir" "$N$dir" || fail "binding $dir into the guest failed"
-done <"/hostview$RUN/home-binds"
+done <"/hostview$RUN/binds"
 
 # mkdir: the directory may lie in one of the tmpfs mounts above, e.g. under /tmp.
 if [ -n "$OUT_DIR" ]; then

@@ -22,7 +22,7 @@ use console::{Console, Event};
 const QEMU: &str = "qemu-system-x86_64";
 /// The C virtiofsd that Debian bookworm's QEMU 7.2 ships (qemu-system-common).
 const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
-/// The guest's HOME: an empty tmpfs, apart from the toolchains bound into it.
+/// The guest's HOME: a tmpfs (init.sh mounts it).
 const GUEST_HOME: &str = "/root";
 /// How long a guest that has reported its exit status gets to power off before it is killed.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(15);
@@ -235,8 +235,8 @@ impl Vm {
         let run_dir = RunDir::create()?;
         run_dir.write("config", &self.config(out.as_deref(), &run_dir.nonce))?;
         run_dir.write(
-            "home-binds",
-            &home_binds()
+            "binds",
+            &host_binds()
                 .iter()
                 .map(|dir| format!("{dir}\n"))
                 .collect::<String>(),
@@ -603,12 +603,12 @@ fn rustup_home() -> PathBuf {
     std::env::var_os("RUSTUP_HOME").map_or_else(|| project::home().join(".rustup"), PathBuf::from)
 }
 
-/// Toolchain directories (cargo's, rustup's) that live under the guest's HOME on the host, so its tmpfs
-/// would hide them; init binds them back, read-only.
-fn home_binds() -> Vec<String> {
-    [cargo_home(), rustup_home()]
+/// Host directories the command needs, which a guest tmpfs (/root, /tmp, ...) may cover: the checkout and
+/// the toolchains. init binds each back at its own path, read-only (a no-op for those not covered).
+fn host_binds() -> Vec<String> {
+    [project::root().to_path_buf(), cargo_home(), rustup_home()]
         .into_iter()
-        .filter(|dir| dir.starts_with(GUEST_HOME) && dir.is_dir())
+        .filter(|dir| dir.is_dir())
         .map(|dir| dir.to_string_lossy().into_owned())
         .filter(|dir| !dir.contains('\n'))
         .collect()
