@@ -22,6 +22,9 @@ use console::{Console, Event};
 const QEMU: &str = "qemu-system-x86_64";
 /// The C virtiofsd that Debian bookworm's QEMU 7.2 ships (qemu-system-common).
 const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+/// virtiofs tags, as init.sh mounts them.
+const ROOT_TAG: &str = "hostroot";
+const OUT_TAG: &str = "safeclaw-out";
 /// The guest's HOME: a tmpfs (init.sh mounts it).
 const GUEST_HOME: &str = "/root";
 /// How long a guest that has reported its exit status gets to power off before it is killed.
@@ -201,7 +204,19 @@ impl fmt::Display for Ending {
     }
 }
 
+/// What `supervise` saw.
+struct Watched {
+    stop: Stop,
+    /// From init's exit marker.
+    status: Option<i32>,
+    /// Until init's start marker.
+    boot_time: Option<Duration>,
+    console: Console,
+}
+
+/// Why `supervise` stopped waiting.
 enum Stop {
+    /// QEMU exited (the guest powered off or crashed).
     ConsoleClosed,
     TimedOut,
     PowerOffHung,
@@ -244,56 +259,21 @@ impl Vm {
         run_dir.write("command.sh", &self.command_script()?)?;
         run_dir.snapshot_etc()?;
 
-        let mut shares = vec![("hostroot", virtiofsd(&run_dir, "root", Path::new("/"))?)];
+        let mut daemons = vec![virtiofsd(&run_dir, "root", Path::new("/"))?];
         if let Some(out) = &out {
-            shares.push(("safeclaw-out", virtiofsd(&run_dir, "out", out)?));
+            daemons.push(virtiofsd(&run_dir, "out", out)?);
         }
-        let mut qemu = Tethered::spawn(
+        let qemu = Tethered::spawn(
             "QEMU",
             &mut self.qemu_command(&kernel_dir, &initramfs, &run_dir)?,
         )
         .context("run `cargo xtask setup` to install QEMU")?;
-        let stdout = qemu
-            .child()
-            .stdout
-            .take()
-            .context("QEMU's stdout was not captured")?;
-        let (events, received) = mpsc::channel();
-        let console = Console::new(&run_dir.nonce, self.verbose);
-        let reader = std::thread::spawn(move || read_console(stdout, console, &events));
-
-        let deadline = started + self.timeout;
-        let mut status = None;
-        let mut boot_time = None;
-        let mut power_off_deadline = None;
-        let stop = loop {
-            let now = Instant::now();
-            if process::interrupted() {
-                break Stop::Interrupted;
-            }
-            if now >= deadline {
-                break Stop::TimedOut;
-            }
-            if power_off_deadline.is_some_and(|limit| now >= limit) {
-                break Stop::PowerOffHung;
-            }
-            match received.recv_timeout(Duration::from_millis(100)) {
-                Ok(Event::Started) => boot_time = Some(started.elapsed()),
-                Ok(Event::Exited(code)) => {
-                    status = Some(code);
-                    power_off_deadline = Some(now + POWER_OFF_GRACE);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break Stop::ConsoleClosed,
-            }
-        };
-        qemu.kill();
-        for (_, daemon) in &mut shares {
-            daemon.kill();
-        }
-        let console = reader
-            .join()
-            .map_err(|_| anyhow!("the console reader thread panicked"))?;
+        let Watched {
+            stop,
+            status,
+            boot_time,
+            console,
+        } = self.supervise(started, qemu, daemons, &run_dir.nonce)?;
         let elapsed = started.elapsed();
 
         if matches!(stop, Stop::Interrupted) {
@@ -324,6 +304,64 @@ impl Vm {
             transcript: console.transcript,
             boot_time: boot_time.unwrap_or(elapsed),
             elapsed,
+        })
+    }
+
+    /// Streams the console until the guest powers off, the timeout passes or xtask is interrupted; then
+    /// kills QEMU and virtiofsd (already gone on a clean power-off).
+    fn supervise(
+        &self,
+        started: Instant,
+        mut qemu: Tethered,
+        mut daemons: Vec<Tethered>,
+        nonce: &str,
+    ) -> anyhow::Result<Watched> {
+        let stdout = qemu
+            .child()
+            .stdout
+            .take()
+            .context("QEMU's stdout was not captured")?;
+        let (events, received) = mpsc::channel();
+        let console = Console::new(nonce, self.verbose);
+        let reader = std::thread::spawn(move || read_console(stdout, console, &events));
+
+        let deadline = started + self.timeout;
+        let mut status = None;
+        let mut boot_time = None;
+        let mut power_off_deadline = None;
+        let stop = loop {
+            let now = Instant::now();
+            if process::interrupted() {
+                break Stop::Interrupted;
+            }
+            if now >= deadline {
+                break Stop::TimedOut;
+            }
+            if power_off_deadline.is_some_and(|limit| now >= limit) {
+                break Stop::PowerOffHung;
+            }
+            match received.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Started) => boot_time = Some(started.elapsed()),
+                Ok(Event::Exited(code)) => {
+                    status = Some(code);
+                    power_off_deadline = Some(now + POWER_OFF_GRACE);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break Stop::ConsoleClosed,
+            }
+        };
+        qemu.kill();
+        for daemon in &mut daemons {
+            daemon.kill();
+        }
+        let console = reader
+            .join()
+            .map_err(|_| anyhow!("the console reader thread panicked"))?;
+        Ok(Watched {
+            stop,
+            status,
+            boot_time,
+            console,
         })
     }
 
@@ -425,9 +463,9 @@ impl Vm {
                 &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
             ])
             .args(["-numa", "node,memdev=mem"]);
-        let mut tags = vec![("hostroot", run_dir.socket("root"))];
+        let mut tags = vec![(ROOT_TAG, run_dir.socket("root"))];
         if self.out.is_some() {
-            tags.push(("safeclaw-out", run_dir.socket("out")));
+            tags.push((OUT_TAG, run_dir.socket("out")));
         }
         for (index, (tag, socket)) in tags.iter().enumerate() {
             command
