@@ -1,7 +1,7 @@
 //! Running cargo from xtask: the cargo to call and the executables a build reports.
 use std::io::BufRead as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context as _};
 
@@ -25,30 +25,35 @@ pub struct Executable {
 /// Runs a cargo build with `--message-format=json-render-diagnostics` and returns the executables it
 /// reports; diagnostics and progress go to the terminal as usual.
 pub fn build_executables(mut command: Command, what: &str) -> anyhow::Result<Vec<Executable>> {
-    command
-        .arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start cargo to build {what}"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("cargo's stdout was not captured")?;
+    command.arg("--message-format=json-render-diagnostics");
     let mut executables = Vec::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.with_context(|| format!("reading cargo's output while building {what}"))?;
-        if let Some(executable) = parse_artifact(&line) {
-            executables.push(executable);
-        }
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for cargo to build {what}"))?;
+    let status = read_stdout_lines(command, what, |line| {
+        executables.extend(parse_artifact(line))
+    })?;
     if !status.success() {
         bail!("building {what} failed ({status}); cargo's messages above say why");
     }
     Ok(executables)
+}
+
+/// Runs `command` with its stdout piped, hands each line of it to `on_line`, and returns the exit status.
+pub fn read_stdout_lines(
+    mut command: Command,
+    what: &str,
+    mut on_line: impl FnMut(&str),
+) -> anyhow::Result<ExitStatus> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("the stdout of {what} was not captured"))?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        on_line(&line.with_context(|| format!("reading the output of {what}"))?);
+    }
+    child.wait().with_context(|| format!("waiting for {what}"))
 }
 
 /// The executable in one line of cargo's JSON messages, if it is a compiler artifact that has one.

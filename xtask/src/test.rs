@@ -1,8 +1,7 @@
 //! `cargo xtask test`: unit and property tests natively, then every integration test binary in one VM per
 //! kernel, ending with the line `N passed, M failed` summed over all of them.
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -120,22 +119,12 @@ fn native_tests() -> anyhow::Result<Suite> {
             "--exclude",
             "safeclaw-integration",
         ])
-        .arg("--no-fail-fast")
-        .stdout(Stdio::piped());
-    let mut child = command.spawn().context("cannot start cargo test")?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("cargo test's stdout was not captured")?;
+        .arg("--no-fail-fast");
     let mut tally = Tally::default();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo test's output")?;
+    let status = cargo::read_stdout_lines(command, "cargo test", |line| {
         println!("{line}");
-        if let Some(result) = libtest_result(&line) {
-            tally.add(result);
-        }
-    }
-    let status = child.wait().context("waiting for cargo test")?;
+        tally.add(libtest_result(line).unwrap_or_default());
+    })?;
     let mut notes = Vec::new();
     if !status.success() && tally.failed == 0 {
         tally.failed += 1;
