@@ -28,7 +28,7 @@ if [ "${1:-}" = --as-agent ]; then
         fi
         mark=ok
         [ "$outcome" = "$expected" ] || { mark="UNEXPECTED (expected $expected)"; mismatches=$((mismatches + 1)); }
-        printf 'demo: %-7s %-44s %s %s\n' "$outcome" "$description" "$mark" "${error:+| $error}"
+        printf 'demo: %-7s %-50s %s %s\n' "$outcome" "$description" "$mark" "${error:+| $error}"
         sleep 0.5 # lets the audit line for this step arrive before the next step prints
     }
     attempt allowed "read a project file (Cargo.toml)" cat Cargo.toml
@@ -99,6 +99,7 @@ sleep 1 # the last audit lines
 kill -TERM "$agent"
 wait "$agent"
 agent_status=$?
+sleep 1 # the agent's own closing lines
 kill "$tail" "$metadata" 2>/dev/null
 echo "demo: safeclaw-agent stopped (status $agent_status); $mismatches unexpected outcome(s)"
 [ "$mismatches" -eq 0 ] && [ "$agent_status" -eq 0 ]
