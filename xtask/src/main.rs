@@ -17,7 +17,11 @@ const HARNESS_FAILURE: u8 = 125;
 const INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "SafeClaw development tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "SafeClaw development tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,

@@ -140,16 +140,18 @@ pub fn run(args: VmArgs) -> anyhow::Result<ExitCode> {
         command: args.command,
     };
     let finished = vm.boot()?;
-    eprintln!(
-        "xtask: {} guest booted in {:.1} s; {} after {:.1} s in all",
+    let timing = format!(
+        "the {} guest booted in {:.1} s, {:.1} s in all",
         vm.kernel,
         finished.boot_time.as_secs_f64(),
-        finished.ending,
         finished.elapsed.as_secs_f64()
     );
     match finished.ending {
-        Ending::Exited(status) => Ok(ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))),
-        ending => bail!("{ending}"),
+        Ending::Exited(status) => {
+            eprintln!("xtask: {}; {timing}", finished.ending);
+            Ok(ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX)))
+        }
+        ending => bail!("{ending}; {timing}"),
     }
 }
 
