@@ -132,7 +132,12 @@ fn measure_in_child(
     iterations: u32,
     cgroup_procs: Option<&std::path::Path>,
 ) -> anyhow::Result<f64> {
-    let path = CString::new(target.as_os_str().as_encoded_bytes())?;
+    // Opened relative to its directory: in the VM `/` is virtiofs without caching, and resolving
+    // from it would measure FUSE round trips instead of the open path.
+    let dir = target.parent().context("target has no directory")?;
+    let name = target.file_name().context("target has no file name")?;
+    std::env::set_current_dir(dir)?;
+    let path = CString::new(name.as_encoded_bytes())?;
     let mut fds = [0i32; 2];
     // SAFETY: plain pipe(2) into a 2-element array.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
