@@ -200,12 +200,6 @@ impl Glob {
             })
             .collect()
     }
-
-    /// A glob that matches every path (`**`).
-    pub fn everything(syntax: Syntax) -> Glob {
-        let tokens = if syntax.is_path() { vec![Token::Subtree] } else { vec![Token::Star] };
-        Glob { source: "**".to_owned(), syntax, alternatives: vec![tokens] }
-    }
 }
 
 impl fmt::Display for Glob {

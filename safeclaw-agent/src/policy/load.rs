@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::compiled::Effect;
 use super::diag::{Diagnostic, Level, Location, PolicyError};
 use super::glob::Glob;
-use super::model::{Action, Agent, InetMatch, Matcher, Policy, PolicyHash, Rule};
+use super::model::{Action, Agent, InetMatch, Matcher, Paths, Policy, PolicyHash, Rule};
 use super::positions::Positions;
 use super::schema::{AgentSpec, Pattern, PolicyFile, RuleSpec};
 
@@ -241,19 +241,22 @@ impl Loader {
         fn globs<S>(list: Option<Vec<Pattern<S>>>) -> Option<Vec<Glob>> {
             list.map(|list| list.into_iter().map(Pattern::into_glob).collect())
         }
+        fn paths<S>(list: Option<Vec<Pattern<S>>>) -> Paths {
+            globs(list).map_or(Paths::Every, Paths::Globs)
+        }
         let matcher = match action {
-            Action::FileRead | Action::FileWrite | Action::FileAny => Matcher::File { paths: globs(spec.paths) },
-            Action::ProcessExec => Matcher::Exec { binaries: globs(spec.binary), args: globs(spec.args) },
+            Action::FileRead | Action::FileWrite | Action::FileAny => Matcher::File { paths: paths(spec.paths) },
+            Action::ProcessExec => Matcher::Exec { binaries: paths(spec.binary), args: globs(spec.args) },
             Action::NetworkConnect => {
                 let has_inet = spec.cidrs.is_some() || spec.hosts.is_some() || spec.ports.is_some() || spec.protocol.is_some();
-                let unix = globs(spec.unix);
+                let unix = globs(spec.unix).map(Paths::Globs);
                 let inet = (has_inet || unix.is_none()).then(|| InetMatch {
                     cidrs: spec.cidrs.unwrap_or_default(),
                     hosts: spec.hosts.unwrap_or_default(),
                     ports: spec.ports.unwrap_or_default(),
                     protocol: spec.protocol.unwrap_or_default(),
                 });
-                let unix = if has_inet || unix.is_some() { unix } else { Some(vec![Glob::everything(super::glob::Syntax::UnixSocket)]) };
+                let unix = if has_inet || unix.is_some() { unix } else { Some(Paths::Every) };
                 Matcher::Connect { inet, unix }
             }
             Action::Any => Matcher::Any,

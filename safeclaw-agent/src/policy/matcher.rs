@@ -196,10 +196,6 @@ impl<'a> SplitPath<'a> {
         SplitPath { bytes, slashes }
     }
 
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-
     fn first(&self) -> &'a [u8] {
         &self.bytes[..self.slashes.first().copied().unwrap_or(self.bytes.len())]
     }

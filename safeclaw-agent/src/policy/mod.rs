@@ -1,11 +1,31 @@
 //! Policy: the YAML model, its validation, the reference evaluator and the compiler to kernel tables.
+//!
+//! Entry points: `load_file` (validated `Policy` or `PolicyError` with file:line:column),
+//! `compile_all` / `load_and_compile` (one `CompiledPolicy` per profile, with the policy hash and
+//! warnings), `Evaluator` (the reference decision and its explanation), `cli`.
 pub mod cli;
+mod compile;
 pub mod compiled;
-pub mod diag;
-pub mod glob;
-pub mod load;
-pub mod matcher;
-pub mod model;
-pub mod net;
+mod context;
+mod dfa;
+mod diag;
+mod eval;
+mod glob;
+mod hosts;
+mod load;
+mod matcher;
+mod model;
+mod net;
+mod netcompile;
 mod positions;
 mod schema;
+
+pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, RuleInfo, TableStats};
+pub use context::{launching_user_home, CompileContext};
+pub use diag::{Diagnostic, Level, Location, PolicyError};
+pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
+pub use glob::{Glob, GlobError, Syntax};
+pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
+pub use load::{load_file, load_str};
+pub use model::{Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, Severity};
+pub use net::{Cidr, HostName, PortRange, Protocol};

@@ -103,12 +103,15 @@ impl PathClass {
     }
 }
 
-/// Which paths of a class a rule matches.
-#[derive(Clone, Copy, Debug)]
-pub enum PathMatch<'a> {
+/// Which paths a rule matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Paths {
+    /// Every path the kernel presents, pseudo-files and abstract socket names included.
     Every,
-    Globs(&'a [Glob]),
+    Globs(Vec<Glob>),
 }
+
+static EVERY_PATH: Paths = Paths::Every;
 
 /// The IP side of a `network.connect` rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,12 +138,11 @@ impl InetMatch {
 /// What a rule matches, by action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Matcher {
-    /// `None`: every path.
-    File { paths: Option<Vec<Glob>> },
+    File { paths: Paths },
     /// `args`: argument patterns, matched against `argv[1..]` in order (audit rules only).
-    Exec { binaries: Option<Vec<Glob>>, args: Option<Vec<Glob>> },
+    Exec { binaries: Paths, args: Option<Vec<Glob>> },
     /// At least one of the two is set.
-    Connect { inet: Option<InetMatch>, unix: Option<Vec<Glob>> },
+    Connect { inet: Option<InetMatch>, unix: Option<Paths> },
     Any,
 }
 
@@ -159,19 +161,13 @@ pub struct Rule {
 
 impl Rule {
     /// The paths this rule matches for `class`, or `None` if it does not apply to `class`.
-    pub fn path_match(&self, class: PathClass) -> Option<PathMatch<'_>> {
-        fn globs(list: &Option<Vec<Glob>>) -> PathMatch<'_> {
-            match list {
-                Some(globs) => PathMatch::Globs(globs.as_slice()),
-                None => PathMatch::Every,
-            }
-        }
+    pub fn paths(&self, class: PathClass) -> Option<&Paths> {
         match (&self.matcher, class) {
-            (Matcher::Any, _) => Some(PathMatch::Every),
-            (Matcher::File { paths }, PathClass::FileRead) if self.action != Action::FileWrite => Some(globs(paths)),
-            (Matcher::File { paths }, PathClass::FileWrite) if self.action != Action::FileRead => Some(globs(paths)),
-            (Matcher::Exec { binaries, .. }, PathClass::Exec) => Some(globs(binaries)),
-            (Matcher::Connect { unix: Some(globs), .. }, PathClass::UnixConnect) => Some(PathMatch::Globs(globs)),
+            (Matcher::Any, _) => Some(&EVERY_PATH),
+            (Matcher::File { paths }, PathClass::FileRead) if self.action != Action::FileWrite => Some(paths),
+            (Matcher::File { paths }, PathClass::FileWrite) if self.action != Action::FileRead => Some(paths),
+            (Matcher::Exec { binaries, .. }, PathClass::Exec) => Some(binaries),
+            (Matcher::Connect { unix: Some(paths), .. }, PathClass::UnixConnect) => Some(paths),
             _ => None,
         }
     }
