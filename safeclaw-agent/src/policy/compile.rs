@@ -198,13 +198,21 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
         }
     };
     let states: usize = stats.dfa_states.iter().sum();
+    let sizes = || {
+        PathClass::ALL
+            .iter()
+            .map(|c| format!("{}: {} states x {} byte classes", c.as_str(), stats.dfa_states[c.dfa_index()], stats.dfa_byte_classes[c.dfa_index()]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     if states > MAX_DFA_STATES as usize {
-        errors.push(format!("the path DFAs have {states} states; the kernel tables hold MAX_DFA_STATES = {MAX_DFA_STATES}"));
+        errors.push(format!("the path DFAs have {states} states ({}); the kernel tables hold MAX_DFA_STATES = {MAX_DFA_STATES}", sizes()));
     }
     if stats.dfa_transitions() > MAX_DFA_TRANSITIONS as usize {
         errors.push(format!(
-            "the path DFAs have {} transitions; the kernel tables hold MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS}",
-            stats.dfa_transitions()
+            "the path DFAs have {} transitions ({}); the kernel tables hold MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS}",
+            stats.dfa_transitions(),
+            sizes()
         ));
     }
     if !errors.is_empty() {

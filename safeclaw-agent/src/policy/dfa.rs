@@ -146,43 +146,87 @@ impl Walk {
         Some(Walk { classes, class_count, states, transitions })
     }
 
-    /// The kernel table: states that cannot reach an accepting state collapse into one dead state.
+    /// The kernel table: minimized for the lowest-rule accept, numbered from the start in
+    /// breadth-first order, with the states that cannot reach an accepting state as the dead state.
     fn into_table(self, accept: Vec<u32>) -> CompiledDfa {
-        let n = self.states.len();
         let k = self.class_count;
-        let live = co_reachable(&self.transitions, &accept, n, k);
+        let (block, blocks) = minimize(&self.transitions, &accept, k);
+        // One representative per block, renumbered breadth-first from the start's block.
+        let mut representative = vec![u32::MAX; blocks];
+        for (state, &b) in block.iter().enumerate() {
+            if representative[b as usize] == u32::MAX {
+                representative[b as usize] = state as u32;
+            }
+        }
+        let mut number = vec![u32::MAX; blocks];
+        let mut order = vec![block[0]];
+        number[block[0] as usize] = 0;
+        let mut next = 0;
+        while let Some(&b) = order.get(next) {
+            next += 1;
+            let state = representative[b as usize] as usize;
+            for class in 0..k {
+                let target = block[self.transitions[state * k + class] as usize];
+                if number[target as usize] == u32::MAX {
+                    number[target as usize] = order.len() as u32;
+                    order.push(target);
+                }
+            }
+        }
+        let n = order.len();
+        let mut transitions = Vec::with_capacity(n * k);
+        let mut table_accept = Vec::with_capacity(n);
+        for &b in &order {
+            let state = representative[b as usize] as usize;
+            table_accept.push(accept[state]);
+            transitions.extend((0..k).map(|class| number[block[self.transitions[state * k + class] as usize] as usize]));
+        }
+        let live = co_reachable(&transitions, &table_accept, n, k);
         if !live[0] {
             return CompiledDfa::empty();
         }
-        let mut renumber = vec![0u32; n];
-        let mut kept = 0u32;
-        for (state, &is_live) in live.iter().enumerate() {
-            if is_live {
-                renumber[state] = kept;
-                kept += 1;
-            }
-        }
-        let dead = (kept as usize != n).then_some(kept);
-        for (state, &is_live) in live.iter().enumerate() {
-            if !is_live {
-                renumber[state] = kept;
-            }
-        }
-        let total = kept as usize + usize::from(dead.is_some());
-        let mut transitions = vec![0u32; total * k];
-        let mut table_accept = vec![NO_RULE; total];
-        for state in (0..n).filter(|&s| live[s]) {
-            let row = renumber[state] as usize;
-            table_accept[row] = accept[state];
-            for class in 0..k {
-                transitions[row * k + class] = renumber[self.transitions[state * k + class] as usize];
-            }
-        }
-        if let Some(dead) = dead {
-            let row = dead as usize;
-            transitions[row * k..(row + 1) * k].fill(dead);
-        }
+        // Minimization leaves at most one state that cannot reach an accept.
+        let dead = live.iter().position(|&l| !l).map(|d| d as u32);
         CompiledDfa { classes: self.classes, class_count: k as u32, start: 0, dead, transitions, accept: table_accept }
+    }
+}
+
+/// Moore partition refinement: states are equivalent when they accept the same rule and their
+/// successors on every class are equivalent. Returns each state's block and the block count.
+fn minimize(transitions: &[u32], accept: &[u32], k: usize) -> (Vec<u32>, usize) {
+    let n = accept.len();
+    let mut ids: HashMap<u32, u32> = HashMap::new();
+    let mut block: Vec<u32> = accept
+        .iter()
+        .map(|a| {
+            let next = ids.len() as u32;
+            *ids.entry(*a).or_insert(next)
+        })
+        .collect();
+    let mut count = ids.len();
+    let mut signature = vec![0u32; n * (k + 1)];
+    loop {
+        for state in 0..n {
+            let row = &mut signature[state * (k + 1)..(state + 1) * (k + 1)];
+            row[0] = block[state];
+            for class in 0..k {
+                row[class + 1] = block[transitions[state * k + class] as usize];
+            }
+        }
+        let mut refined: HashMap<&[u32], u32> = HashMap::with_capacity(count * 2);
+        let next_block: Vec<u32> = signature
+            .chunks_exact(k + 1)
+            .map(|row| {
+                let next = refined.len() as u32;
+                *refined.entry(row).or_insert(next)
+            })
+            .collect();
+        let refined_count = refined.len();
+        block = next_block;
+        if refined_count == count {
+            return (block, count);
+        }
+        count = refined_count;
     }
 }
 

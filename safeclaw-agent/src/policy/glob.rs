@@ -246,23 +246,22 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn parse_top(&mut self) -> Result<Vec<Raw>, GlobError> {
-        let mut out = Vec::new();
-        if self.syntax.is_path() && self.bytes.first() == Some(&b'~') {
-            match self.bytes.get(1) {
-                None | Some(b'/') => {
-                    out.push(Raw::Item(Item::Home));
-                    self.pos = 1;
-                }
-                Some(_) => return Err(GlobError::TildeUser),
-            }
-        }
-        out.extend(self.parse_sequence(0)?);
-        Ok(out)
+        self.parse_sequence(0, true)
     }
 
     /// Parses until the end, or (inside braces) an unescaped `,` or `}`, which is left unread.
-    fn parse_sequence(&mut self, depth: usize) -> Result<Vec<Raw>, GlobError> {
+    /// `at_start`: the sequence starts the glob (a leading `~` is the home).
+    fn parse_sequence(&mut self, depth: usize, at_start: bool) -> Result<Vec<Raw>, GlobError> {
         let mut out = Vec::new();
+        if at_start && self.syntax.is_path() && self.bytes.get(self.pos) == Some(&b'~') {
+            match self.bytes.get(self.pos + 1) {
+                None | Some(b'/') => {}
+                Some(b',' | b'}') if depth > 0 => {}
+                Some(_) => return Err(GlobError::TildeUser),
+            }
+            out.push(Raw::Item(Item::Home));
+            self.pos += 1;
+        }
         while let Some(&byte) = self.bytes.get(self.pos) {
             match byte {
                 b',' | b'}' if depth > 0 => break,
@@ -288,7 +287,10 @@ impl Parser<'_> {
                     }
                 }
                 b'[' => out.push(self.parse_class()?),
-                b'{' => out.push(self.parse_braces(depth)?),
+                b'{' => {
+                    let group_at_start = at_start && out.is_empty();
+                    out.push(self.parse_braces(depth, group_at_start)?);
+                }
                 _ => {
                     out.push(Raw::Item(Item::Byte(byte)));
                     self.pos += 1;
@@ -298,7 +300,7 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn parse_braces(&mut self, depth: usize) -> Result<Raw, GlobError> {
+    fn parse_braces(&mut self, depth: usize, at_start: bool) -> Result<Raw, GlobError> {
         let open = self.pos;
         if depth >= MAX_BRACE_DEPTH {
             return Err(GlobError::BracesTooDeep);
@@ -306,7 +308,7 @@ impl Parser<'_> {
         self.pos += 1;
         let mut alternatives = Vec::new();
         loop {
-            alternatives.push(self.parse_sequence(depth + 1)?);
+            alternatives.push(self.parse_sequence(depth + 1, at_start)?);
             match self.bytes.get(self.pos) {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
@@ -573,6 +575,11 @@ mod tests {
         let glob = Glob::parse("~/p/*", Syntax::Path).unwrap();
         assert_eq!(glob.expand_home(b"/home/a*b"), vec![vec![lit("/home/a*b/p/"), Token::Star]]);
         assert_eq!(Glob::parse("~bob/x", Syntax::Path), Err(GlobError::TildeUser));
+        assert_eq!(
+            alts("{~,/root}/.ssh", Syntax::Path),
+            vec![vec![Token::Home, lit("/.ssh")], vec![lit("/root/.ssh")]]
+        );
+        assert_eq!(alts("/a/~", Syntax::Path), vec![vec![lit("/a/~")]]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `compile_all` / `load_and_compile` (one `CompiledPolicy` per profile, with the policy hash and
 //! warnings), `Evaluator` (the reference decision and its explanation), `cli`.
 pub mod cli;
+mod attempt;
 mod compile;
 pub mod compiled;
 mod context;
