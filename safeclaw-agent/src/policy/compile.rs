@@ -10,7 +10,6 @@ use super::compiled::{CompiledDfa, CompiledPolicy, Effect};
 use super::context::{Alternatives, CompileContext, Expander};
 use super::dfa::{self, ClassAnalysis};
 use super::diag::{Diagnostic, Location, PolicyError};
-use super::glob::display_tokens;
 use super::load::load_file;
 use super::model::{Action, PathClass, Policy, PolicyHash, Profile, Rule, Severity};
 use super::netcompile::{self, InetRule, NetAnalysis};
@@ -163,10 +162,10 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
     let mut dfas: [CompiledDfa; 4] = std::array::from_fn(|_| CompiledDfa::empty());
     let mut stats = TableStats { rules: rules.len(), ..TableStats::default() };
     for class in PathClass::ALL {
-        let (patterns, sources) = class_patterns(rules, class, expander);
+        let patterns = class_patterns(rules, class, expander);
         match dfa::build(&patterns) {
             Ok((table, analysis)) => {
-                path_findings(rules, class, &analysis, &patterns, &sources, &mut findings);
+                path_findings(rules, class, &analysis, &mut findings);
                 let index = class.dfa_index();
                 stats.dfa_states[index] = table.state_count() as usize;
                 stats.dfa_byte_classes[index] = table.class_count as usize;
@@ -235,32 +234,18 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
     Ok((compiled, findings))
 }
 
-/// Where a DFA pattern comes from, for messages.
-struct PatternSource {
-    glob: Option<usize>,
-    text: String,
-}
-
-fn class_patterns(rules: &[&Rule], class: PathClass, expander: &Expander<'_>) -> (Vec<dfa::Pattern>, Vec<PatternSource>) {
+fn class_patterns(rules: &[&Rule], class: PathClass, expander: &Expander<'_>) -> Vec<dfa::Pattern> {
     let mut patterns = Vec::new();
-    let mut sources = Vec::new();
     for (id, rule) in rules.iter().enumerate() {
         let Some(paths) = rule.paths(class) else { continue };
         let transparent = class == PathClass::Exec && rule.argument_patterns().is_some();
-        match expander.paths(paths) {
-            Alternatives::Every => {
-                patterns.push(dfa::Pattern { hir: dfa::every_path_hir(), rule: id as u32, transparent });
-                sources.push(PatternSource { glob: None, text: "every path".to_owned() });
-            }
-            Alternatives::Globs(alternatives) => {
-                for (glob, tokens) in alternatives {
-                    patterns.push(dfa::Pattern { hir: dfa::alternative_hir(&tokens), rule: id as u32, transparent });
-                    sources.push(PatternSource { glob: Some(glob), text: display_tokens(&tokens) });
-                }
-            }
-        }
+        let alternatives = match expander.paths(paths) {
+            Alternatives::Every => None,
+            Alternatives::Globs(alternatives) => Some(alternatives.into_iter().map(|(_, tokens)| tokens).collect()),
+        };
+        patterns.push(dfa::Pattern { alternatives, rule: id as u32, transparent });
     }
-    (patterns, sources)
+    patterns
 }
 
 fn names(rules: &[&Rule], ids: &BTreeSet<u32>) -> String {
@@ -276,8 +261,6 @@ fn path_findings(
     rules: &[&Rule],
     class: PathClass,
     analysis: &ClassAnalysis,
-    patterns: &[dfa::Pattern],
-    sources: &[PatternSource],
     findings: &mut Vec<Finding>,
 ) {
     for (id, rule) in rules.iter().enumerate() {
@@ -302,15 +285,13 @@ fn path_findings(
         };
         findings.push(Finding { rule: rule.name.clone(), topic: class.as_str(), location: rule.location.clone(), message });
     }
-    for &index in &analysis.unmatched_patterns {
-        let rule = rules[patterns[index].rule as usize];
-        let source = &sources[index];
-        let glob = source.glob.map(|g| format!(" (glob {})", g + 1)).unwrap_or_default();
+    for &id in &analysis.unmatched {
+        let rule = rules[id as usize];
         findings.push(Finding {
-            rule: format!("{} {}", rule.name, source.text),
+            rule: rule.name.clone(),
             topic: class.as_str(),
             location: rule.location.clone(),
-            message: format!("rule `{}`: `{}`{glob} matches no path", rule.name, source.text),
+            message: format!("rule `{}` matches no {} path", rule.name, class.as_str()),
         });
     }
 }

@@ -1,193 +1,423 @@
 //! One action class's globs as a single byte DFA over the whole path (the kernel table format of
-//! `compiled::CompiledDfa`), and what the DFA tells about rules that can never decide.
+//! `compiled::CompiledDfa`), and what building it tells about rules that can never decide.
 //!
-//! Every glob alternative is one pattern of a multi-pattern DFA built by regex-automata with
-//! `MatchKind::All`, so the state reached at the end of a path knows every pattern that matches
-//! it; the table keeps only the lowest rule id among them.
+//! Subset construction over glob items: an item is a rule and the rest of one of its glob
+//! alternatives, interned so that alternatives ending alike share items (`{privkey,key}*.pem`
+//! tracks `*.pem` once). A DFA state is the set of live items; the state reached at the end of a
+//! path accepts the lowest rule with an item at its end. Items of rules that can no longer be
+//! the lowest (a lower rule already matches every continuation, as inside `~/.ssh/**`) are
+//! dropped. The result is minimized for that lowest-rule accept, and byte classes that behave
+//! alike are merged.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use regex_automata::dfa::{dense, Automaton, StartKind};
-use regex_automata::nfa::thompson::{self, WhichCaptures};
-use regex_automata::util::{primitives::StateID, start};
-use regex_automata::{Anchored, MatchKind};
-use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Look, Repetition};
 use safeclaw_common::{MAX_DFA_STATES, MAX_DFA_TRANSITIONS, NO_RULE};
 
 use super::compiled::CompiledDfa;
 use super::glob::{ByteSet, Token};
 
-/// Heap regex-automata may use for the NFA of one class.
-const NFA_SIZE_LIMIT: usize = 256 << 20;
-/// Heap regex-automata may use while determinizing one class.
-const DETERMINIZE_SIZE_LIMIT: usize = 512 << 20;
+/// How many states the construction may reach before minimization, as a multiple of what the
+/// kernel tables can hold after it.
+const CONSTRUCTION_SLACK: usize = 4;
 
-/// One pattern of the class: a glob alternative (or "every path") of a rule.
+/// One rule's paths in the class.
 #[derive(Clone, Debug)]
 pub struct Pattern {
-    pub hir: Hir,
+    /// `None`: every path.
+    pub alternatives: Option<Vec<Vec<Token>>>,
     pub rule: u32,
     /// Matches for the analysis only, never in the kernel table (exec rules with argument patterns).
     pub transparent: bool,
 }
 
-/// What the walk over every DFA state found out about the rules of the class.
+/// What the construction found out about the rules of the class.
 #[derive(Clone, Debug, Default)]
 pub struct ClassAnalysis {
     /// Rules that decide at least one path.
     pub decides: HashSet<u32>,
-    /// For rules that match some path: the rules that decide those paths instead of them.
+    /// For rules that match some path they do not decide: the rules that decide it instead.
     pub decided_instead_by: HashMap<u32, BTreeSet<u32>>,
-    /// Indices (into the pattern list) of patterns no path matches.
-    pub unmatched_patterns: Vec<usize>,
+    /// Rules (of the given patterns) that match no path at all.
+    pub unmatched: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DfaError {
     #[error(
-        "the globs need a DFA of more than {limit} states (with {classes} byte classes), past the kernel tables' MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS} / MAX_DFA_STATES = {MAX_DFA_STATES}; globs starting with `**` multiply with every directory rule: use fewer of them, or merge rules"
+        "the globs need a DFA of more than {limit} states (with {classes} byte classes), past what the kernel tables hold (MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS}, MAX_DFA_STATES = {MAX_DFA_STATES}); globs that start with `**` and also constrain the end of a name (like `**/key*.pem`) multiply with every directory rule: use fewer of them"
     )]
     TooManyStates { limit: usize, classes: usize },
-    #[error("cannot build the DFA: {0}")]
-    Build(String),
 }
 
-/// A path DFA of the patterns (`Pattern::rule` ascending is not required).
+/// What an item matches next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Byte(u8),
+    /// One byte of `sets[index]`.
+    Set(u32),
+    /// Any bytes but `/`, then `next`.
+    Star,
+    /// A `/` then `next` (the `AnyLoop` of a subtree), or nothing and `skip`.
+    OptionalSlash { skip: u32 },
+    /// Any bytes, then `next`.
+    AnyLoop,
+    /// The path may end here.
+    End,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    rule: u32,
+    transparent: bool,
+    kind: Kind,
+    /// The item after this one matched (unused for `End`).
+    next: u32,
+}
+
+/// All items of a class, suffixes shared.
+struct Items {
+    items: Vec<Item>,
+    interned: HashMap<(u32, bool, Kind, u32), u32>,
+    sets: Vec<ByteSet>,
+    not_slash: u32,
+    /// Per pattern, its first items.
+    starts: Vec<u32>,
+}
+
+impl Items {
+    fn new(patterns: &[Pattern]) -> Items {
+        let mut not_slash = ByteSet::default();
+        not_slash.insert_range(0, 255);
+        not_slash.remove(b'/');
+        let mut items = Items { items: Vec::new(), interned: HashMap::new(), sets: vec![not_slash], not_slash: 0, starts: Vec::new() };
+        for pattern in patterns {
+            let (rule, transparent) = (pattern.rule, pattern.transparent);
+            let end = items.intern(rule, transparent, Kind::End, u32::MAX);
+            match &pattern.alternatives {
+                None => {
+                    let every = items.intern(rule, transparent, Kind::AnyLoop, end);
+                    items.starts.push(every);
+                }
+                Some(alternatives) => {
+                    for tokens in alternatives {
+                        let first = items.sequence(rule, transparent, tokens, end);
+                        items.starts.push(first);
+                    }
+                }
+            }
+        }
+        items
+    }
+
+    fn intern(&mut self, rule: u32, transparent: bool, kind: Kind, next: u32) -> u32 {
+        let key = (rule, transparent, kind, next);
+        if let Some(&id) = self.interned.get(&key) {
+            return id;
+        }
+        let id = self.items.len() as u32;
+        self.items.push(Item { rule, transparent, kind, next });
+        self.interned.insert(key, id);
+        id
+    }
+
+    fn set(&mut self, set: ByteSet) -> u32 {
+        match self.sets.iter().position(|s| *s == set) {
+            Some(index) => index as u32,
+            None => {
+                self.sets.push(set);
+                (self.sets.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The items of `tokens` followed by `next`, built from the end; returns the first.
+    fn sequence(&mut self, rule: u32, transparent: bool, tokens: &[Token], mut next: u32) -> u32 {
+        for token in tokens.iter().rev() {
+            next = match token {
+                Token::Literal(bytes) => {
+                    for &byte in bytes.iter().rev() {
+                        next = self.intern(rule, transparent, Kind::Byte(byte), next);
+                    }
+                    next
+                }
+                Token::AnyByte => self.intern(rule, transparent, Kind::Set(self.not_slash), next),
+                Token::Class(set) => {
+                    let set = self.set(*set);
+                    self.intern(rule, transparent, Kind::Set(set), next)
+                }
+                Token::Star => self.intern(rule, transparent, Kind::Star, next),
+                Token::Subtree => {
+                    let any = self.intern(rule, transparent, Kind::AnyLoop, next);
+                    self.intern(rule, transparent, Kind::OptionalSlash { skip: next }, any)
+                }
+                // Never present after home expansion; a set of no byte matches nothing, the safe reading.
+                Token::Home => {
+                    let nothing = self.set(ByteSet::default());
+                    self.intern(rule, transparent, Kind::Set(nothing), next)
+                }
+            };
+        }
+        next
+    }
+
+    /// Whether `byte` takes `item` on, and where.
+    fn step(&self, id: u32, byte: u8) -> Option<u32> {
+        let item = self.items[id as usize];
+        let taken = match item.kind {
+            Kind::Byte(b) => b == byte,
+            Kind::Set(set) => self.sets[set as usize].contains(byte),
+            Kind::Star => return (byte != b'/').then_some(id),
+            Kind::OptionalSlash { .. } => byte == b'/',
+            Kind::AnyLoop => return Some(id),
+            Kind::End => false,
+        };
+        taken.then_some(item.next)
+    }
+
+    /// Whether `item` matches whatever follows (a `/**` or "every path" at its end).
+    fn universal(&self, id: u32) -> bool {
+        let item = self.items[id as usize];
+        item.kind == Kind::AnyLoop && self.items[item.next as usize].kind == Kind::End
+    }
+
+    /// Byte classes: bytes no item tells apart share a class. Returns the byte → class table and
+    /// a representative byte per class.
+    fn byte_classes(&self) -> ([u8; 256], Vec<u8>) {
+        let mut boundary = [false; 257];
+        boundary[0] = true;
+        let mut mark = |lo: u8, hi: u8| {
+            boundary[usize::from(lo)] = true;
+            boundary[usize::from(hi) + 1] = true;
+        };
+        mark(b'/', b'/');
+        for item in &self.items {
+            match item.kind {
+                Kind::Byte(b) => mark(b, b),
+                Kind::Set(set) => self.sets[set as usize].ranges().into_iter().for_each(|(lo, hi)| mark(lo, hi)),
+                _ => {}
+            }
+        }
+        let mut classes = [0u8; 256];
+        let mut representatives = Vec::new();
+        for byte in 0..=255u8 {
+            if boundary[usize::from(byte)] {
+                representatives.push(byte);
+            }
+            classes[usize::from(byte)] = (representatives.len() - 1) as u8;
+        }
+        (classes, representatives)
+    }
+}
+
+/// A class DFA of the patterns.
 pub fn build(patterns: &[Pattern]) -> Result<(CompiledDfa, ClassAnalysis), DfaError> {
     if patterns.is_empty() {
         return Ok((CompiledDfa::empty(), ClassAnalysis::default()));
     }
-    let hirs: Vec<&Hir> = patterns.iter().map(|p| &p.hir).collect();
-    let nfa = thompson::Compiler::new()
-        .configure(
-            thompson::Config::new()
-                .utf8(false)
-                .shrink(false)
-                .which_captures(WhichCaptures::None)
-                .nfa_size_limit(Some(NFA_SIZE_LIMIT)),
-        )
-        .build_many_from_hir(&hirs)
-        .map_err(|e| DfaError::Build(e.to_string()))?;
-    let alphabet_len = nfa.byte_classes().alphabet_len();
-    let class_count = alphabet_len.saturating_sub(1).max(1);
-    let max_states = (MAX_DFA_STATES as usize).min(MAX_DFA_TRANSITIONS as usize / class_count);
-    let too_many = DfaError::TooManyStates { limit: max_states, classes: class_count };
-    // Dense DFA rows are a power of two wide; the slack covers regex-automata's own special
-    // states and its storage of match sets.
-    let dfa_size_limit = (max_states + 64) * alphabet_len.next_power_of_two() * 4 * 2;
-    let dfa = dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .match_kind(MatchKind::All)
-                .start_kind(StartKind::Anchored)
-                .starts_for_each_pattern(false)
-                .byte_classes(true)
-                .unicode_word_boundary(false)
-                .accelerate(false)
-                .minimize(false)
-                .specialize_start_states(false)
-                .dfa_size_limit(Some(dfa_size_limit))
-                .determinize_size_limit(Some(DETERMINIZE_SIZE_LIMIT)),
-        )
-        .build_from_nfa(&nfa)
-        .map_err(|e| if e.to_string().contains("size limit") { too_many.clone() } else { DfaError::Build(e.to_string()) })?;
-    let start = dfa
-        .start_state(&start::Config::new().anchored(Anchored::Yes))
-        .map_err(|e| DfaError::Build(e.to_string()))?;
-    let walk = Walk::new(&dfa, start, class_count, max_states).ok_or(too_many)?;
-    let (accept, analysis) = accepts(&dfa, &walk.states, patterns);
-    Ok((walk.into_table(accept), analysis))
-}
-
-/// Every state reachable from the start, numbered in discovery order.
-struct Walk {
-    classes: [u8; 256],
-    class_count: usize,
-    states: Vec<StateID>,
-    /// `transitions[state * class_count + class]`.
-    transitions: Vec<u32>,
-}
-
-impl Walk {
-    /// `None` if more than `max_states` states are reachable.
-    fn new(dfa: &dense::DFA<Vec<u32>>, start: StateID, class_count: usize, max_states: usize) -> Option<Walk> {
-        let byte_classes = dfa.byte_classes();
-        let mut classes = [0u8; 256];
-        let mut representatives = vec![None; class_count];
-        for byte in 0..=255u8 {
-            let class = byte_classes.get(byte);
-            classes[usize::from(byte)] = class;
-            representatives.get_mut(usize::from(class))?.get_or_insert(byte);
-        }
-        let representatives: Vec<u8> = representatives.into_iter().map(|r| r.unwrap_or(0)).collect();
-        let mut ids: HashMap<StateID, u32> = HashMap::from([(start, 0)]);
-        let mut states = vec![start];
-        let mut transitions = Vec::new();
-        let mut next_row = 0;
-        while let Some(&state) = states.get(next_row) {
-            next_row += 1;
-            for &byte in &representatives {
-                let next = dfa.next_state(state, byte);
-                let id = match ids.get(&next) {
-                    Some(&id) => id,
-                    None => {
-                        if states.len() >= max_states {
-                            return None;
-                        }
-                        let id = states.len() as u32;
-                        ids.insert(next, id);
-                        states.push(next);
-                        id
-                    }
-                };
-                transitions.push(id);
+    let items = Items::new(patterns);
+    let (classes, representatives) = items.byte_classes();
+    let k = representatives.len();
+    let kernel_states = (MAX_DFA_STATES as usize).min(MAX_DFA_TRANSITIONS as usize / k);
+    let budget = (kernel_states * CONSTRUCTION_SLACK).min(MAX_DFA_STATES as usize);
+    let too_many = DfaError::TooManyStates { limit: kernel_states, classes: k };
+    let mut construction = Construction::new(&items);
+    let start = construction.closure(items.starts.iter().copied());
+    let mut ids: HashMap<Vec<u32>, u32> = HashMap::from([(start.clone(), 0)]);
+    let mut states: Vec<Vec<u32>> = vec![start];
+    let mut transitions: Vec<u32> = Vec::new();
+    let mut seeds: Vec<u32> = Vec::new();
+    let mut next_row = 0;
+    while next_row < states.len() {
+        let mut by_seeds: HashMap<Vec<u32>, u32> = HashMap::new();
+        for &byte in &representatives {
+            seeds.clear();
+            seeds.extend(states[next_row].iter().filter_map(|&id| items.step(id, byte)));
+            seeds.sort_unstable();
+            seeds.dedup();
+            if let Some(&target) = by_seeds.get(&seeds) {
+                transitions.push(target);
+                continue;
             }
+            let set = construction.closure(seeds.iter().copied());
+            let target = match ids.get(&set) {
+                Some(&id) => id,
+                None => {
+                    if states.len() >= budget {
+                        return Err(too_many);
+                    }
+                    let id = states.len() as u32;
+                    ids.insert(set.clone(), id);
+                    states.push(set);
+                    id
+                }
+            };
+            by_seeds.insert(seeds.clone(), target);
+            transitions.push(target);
         }
-        Some(Walk { classes, class_count, states, transitions })
+        next_row += 1;
+    }
+    let (accept, analysis) = accepts(&items, &states, patterns, construction.pruned);
+    let table = table(classes, k, &transitions, &accept);
+    if table.state_count() as usize > kernel_states {
+        return Err(too_many);
+    }
+    Ok((table, analysis))
+}
+
+/// Closures of item sets, with the items of rules that can no longer be the lowest dropped.
+struct Construction<'a> {
+    items: &'a Items,
+    /// `seen[item] == generation`: already in the closure being built.
+    seen: Vec<u32>,
+    generation: u32,
+    stack: Vec<u32>,
+    /// For each dropped rule, the rules whose universal items dropped it.
+    pruned: HashMap<u32, BTreeSet<u32>>,
+}
+
+impl<'a> Construction<'a> {
+    fn new(items: &'a Items) -> Construction<'a> {
+        Construction { items, seen: vec![0; items.items.len()], generation: 0, stack: Vec::new(), pruned: HashMap::new() }
     }
 
-    /// The kernel table: minimized for the lowest-rule accept, numbered from the start in
-    /// breadth-first order, with the states that cannot reach an accepting state as the dead state.
-    fn into_table(self, accept: Vec<u32>) -> CompiledDfa {
-        let k = self.class_count;
-        let (block, blocks) = minimize(&self.transitions, &accept, k);
-        // One representative per block, renumbered breadth-first from the start's block.
-        let mut representative = vec![u32::MAX; blocks];
-        for (state, &b) in block.iter().enumerate() {
-            if representative[b as usize] == u32::MAX {
-                representative[b as usize] = state as u32;
+    /// The sorted set of items reachable from `seeds` without reading a byte, pruned.
+    fn closure(&mut self, seeds: impl Iterator<Item = u32>) -> Vec<u32> {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut out = Vec::new();
+        self.stack.extend(seeds);
+        while let Some(id) = self.stack.pop() {
+            if self.seen[id as usize] == generation {
+                continue;
+            }
+            self.seen[id as usize] = generation;
+            out.push(id);
+            let item = self.items.items[id as usize];
+            match item.kind {
+                Kind::Star | Kind::AnyLoop => self.stack.push(item.next),
+                Kind::OptionalSlash { skip } => self.stack.push(skip),
+                Kind::Byte(_) | Kind::Set(_) | Kind::End => {}
             }
         }
-        let mut number = vec![u32::MAX; blocks];
-        let mut order = vec![block[0]];
-        number[block[0] as usize] = 0;
-        let mut next = 0;
-        while let Some(&b) = order.get(next) {
-            next += 1;
-            let state = representative[b as usize] as usize;
-            for class in 0..k {
-                let target = block[self.transitions[state * k + class] as usize];
-                if number[target as usize] == u32::MAX {
-                    number[target as usize] = order.len() as u32;
-                    order.push(target);
+        let lowest_universal = out
+            .iter()
+            .filter(|&&id| !self.items.items[id as usize].transparent && self.items.universal(id))
+            .map(|&id| self.items.items[id as usize].rule)
+            .min();
+        if let Some(universal) = lowest_universal {
+            let items = &self.items.items;
+            for &id in &out {
+                let rule = items[id as usize].rule;
+                if rule > universal {
+                    self.pruned.entry(rule).or_default().insert(universal);
+                }
+            }
+            out.retain(|&id| items[id as usize].rule <= universal);
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// The rule each state accepts at the end of a path, and which rules win where.
+fn accepts(
+    items: &Items,
+    states: &[Vec<u32>],
+    patterns: &[Pattern],
+    pruned: HashMap<u32, BTreeSet<u32>>,
+) -> (Vec<u32>, ClassAnalysis) {
+    let mut analysis = ClassAnalysis { decided_instead_by: pruned, ..ClassAnalysis::default() };
+    let mut matched: HashSet<u32> = HashSet::new();
+    let mut accept = Vec::with_capacity(states.len());
+    for state in states {
+        let ends: Vec<Item> = state.iter().map(|&id| items.items[id as usize]).filter(|i| i.kind == Kind::End).collect();
+        let winner = ends.iter().filter(|i| !i.transparent).map(|i| i.rule).min();
+        accept.push(winner.unwrap_or(NO_RULE));
+        for end in &ends {
+            matched.insert(end.rule);
+            match winner {
+                Some(w) if w < end.rule => {
+                    analysis.decided_instead_by.entry(end.rule).or_default().insert(w);
+                }
+                _ => {
+                    analysis.decides.insert(end.rule);
                 }
             }
         }
-        let n = order.len();
-        let mut transitions = Vec::with_capacity(n * k);
-        let mut table_accept = Vec::with_capacity(n);
-        for &b in &order {
-            let state = representative[b as usize] as usize;
-            table_accept.push(accept[state]);
-            transitions.extend((0..k).map(|class| number[block[self.transitions[state * k + class] as usize] as usize]));
+    }
+    analysis.unmatched = patterns
+        .iter()
+        .map(|p| p.rule)
+        .filter(|rule| !matched.contains(rule) && !analysis.decided_instead_by.contains_key(rule))
+        .collect();
+    (accept, analysis)
+}
+
+/// The kernel table: minimized for the lowest-rule accept, numbered breadth-first from the start,
+/// byte classes with identical columns merged, and the state that cannot reach an accept as the
+/// dead state.
+fn table(byte_classes: [u8; 256], k: usize, transitions: &[u32], accept: &[u32]) -> CompiledDfa {
+    let (block, blocks) = minimize(transitions, accept, k);
+    let mut representative = vec![u32::MAX; blocks];
+    for (state, &b) in block.iter().enumerate() {
+        if representative[b as usize] == u32::MAX {
+            representative[b as usize] = state as u32;
         }
-        let live = co_reachable(&transitions, &table_accept, n, k);
-        if !live[0] {
-            return CompiledDfa::empty();
+    }
+    let mut number = vec![u32::MAX; blocks];
+    let mut order = vec![block[0]];
+    number[block[0] as usize] = 0;
+    let mut next = 0;
+    while let Some(&b) = order.get(next) {
+        next += 1;
+        let state = representative[b as usize] as usize;
+        for class in 0..k {
+            let target = block[transitions[state * k + class] as usize];
+            if number[target as usize] == u32::MAX {
+                number[target as usize] = order.len() as u32;
+                order.push(target);
+            }
         }
-        // Minimization leaves at most one state that cannot reach an accept.
-        let dead = live.iter().position(|&l| !l).map(|d| d as u32);
-        CompiledDfa { classes: self.classes, class_count: k as u32, start: 0, dead, transitions, accept: table_accept }
+    }
+    let n = order.len();
+    let rows: Vec<usize> = order.iter().map(|&b| representative[b as usize] as usize).collect();
+    let column = |class: usize| -> Vec<u32> {
+        rows.iter().map(|&state| number[block[transitions[state * k + class] as usize] as usize]).collect()
+    };
+    // Classes whose columns are equal become one.
+    let mut merged: HashMap<Vec<u32>, u8> = HashMap::new();
+    let mut class_map = vec![0u8; k];
+    let mut columns: Vec<Vec<u32>> = Vec::new();
+    for (class, slot) in class_map.iter_mut().enumerate() {
+        let col = column(class);
+        let next_id = merged.len() as u8;
+        *slot = *merged.entry(col.clone()).or_insert_with(|| {
+            columns.push(col);
+            next_id
+        });
+    }
+    let classes = byte_classes.map(|c| class_map[usize::from(c)]);
+    let merged_k = columns.len();
+    let mut table_transitions = vec![0u32; n * merged_k];
+    for (class, col) in columns.iter().enumerate() {
+        for (state, &target) in col.iter().enumerate() {
+            table_transitions[state * merged_k + class] = target;
+        }
+    }
+    let table_accept: Vec<u32> = rows.iter().map(|&state| accept[state]).collect();
+    let live = co_reachable(&table_transitions, &table_accept, n, merged_k);
+    if !live[0] {
+        return CompiledDfa::empty();
+    }
+    // Minimization leaves at most one state that cannot reach an accept.
+    let dead = live.iter().position(|&l| !l).map(|d| d as u32);
+    CompiledDfa {
+        classes,
+        class_count: merged_k as u32,
+        start: 0,
+        dead,
+        transitions: table_transitions,
+        accept: table_accept,
     }
 }
 
@@ -261,84 +491,6 @@ fn co_reachable(transitions: &[u32], accept: &[u32], n: usize, k: usize) -> Vec<
     live
 }
 
-/// The rule each state accepts at the end of a path, and the analysis of which rules win where.
-fn accepts(dfa: &dense::DFA<Vec<u32>>, states: &[StateID], patterns: &[Pattern]) -> (Vec<u32>, ClassAnalysis) {
-    let mut analysis = ClassAnalysis::default();
-    let mut pattern_matched = vec![false; patterns.len()];
-    let mut accept = Vec::with_capacity(states.len());
-    let mut matching: Vec<usize> = Vec::new();
-    for &state in states {
-        let end = dfa.next_eoi_state(state);
-        matching.clear();
-        if dfa.is_match_state(end) {
-            matching.extend((0..dfa.match_len(end)).map(|i| dfa.match_pattern(end, i).as_usize()));
-        }
-        let winner = matching.iter().filter(|&&p| !patterns[p].transparent).map(|&p| patterns[p].rule).min();
-        accept.push(winner.unwrap_or(NO_RULE));
-        for &p in &matching {
-            pattern_matched[p] = true;
-            let rule = patterns[p].rule;
-            match winner {
-                Some(w) if w < rule => {
-                    analysis.decided_instead_by.entry(rule).or_default().insert(w);
-                }
-                _ => {
-                    analysis.decides.insert(rule);
-                }
-            }
-        }
-    }
-    analysis.unmatched_patterns = (0..patterns.len()).filter(|&p| !pattern_matched[p]).collect();
-    (accept, analysis)
-}
-
-/// The anchored HIR of one home-expanded path-syntax alternative.
-pub fn alternative_hir(tokens: &[Token]) -> Hir {
-    let mut parts: Vec<Hir> = tokens
-        .iter()
-        .map(|token| match token {
-            Token::Literal(bytes) => Hir::literal(bytes.clone()),
-            Token::AnyByte => not_slash(),
-            Token::Class(set) => byte_class(set),
-            Token::Star => zero_or_more(not_slash()),
-            Token::Subtree => Hir::repetition(Repetition {
-                min: 0,
-                max: Some(1),
-                greedy: true,
-                sub: Box::new(Hir::concat(vec![Hir::literal(*b"/"), zero_or_more(any_byte())])),
-            }),
-            // Never present after home expansion; matching nothing is the safe reading.
-            Token::Home => Hir::fail(),
-        })
-        .collect();
-    parts.push(Hir::look(Look::End));
-    Hir::concat(parts)
-}
-
-/// Matches every path.
-pub fn every_path_hir() -> Hir {
-    Hir::concat(vec![zero_or_more(any_byte()), Hir::look(Look::End)])
-}
-
-fn any_byte() -> Hir {
-    Hir::class(Class::Bytes(ClassBytes::new([ClassBytesRange::new(0, 255)])))
-}
-
-fn not_slash() -> Hir {
-    Hir::class(Class::Bytes(ClassBytes::new([
-        ClassBytesRange::new(0, b'/' - 1),
-        ClassBytesRange::new(b'/' + 1, 255),
-    ])))
-}
-
-fn byte_class(set: &ByteSet) -> Hir {
-    Hir::class(Class::Bytes(ClassBytes::new(set.ranges().into_iter().map(|(lo, hi)| ClassBytesRange::new(lo, hi)))))
-}
-
-fn zero_or_more(sub: Hir) -> Hir {
-    Hir::repetition(Repetition { min: 0, max: None, greedy: true, sub: Box::new(sub) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::glob::{Glob, Syntax};
@@ -348,11 +500,9 @@ mod tests {
         globs
             .iter()
             .enumerate()
-            .flat_map(|(rule, glob)| {
+            .map(|(rule, glob)| {
                 let glob = Glob::parse(glob, Syntax::Path).unwrap();
-                glob.expand_home(b"/home/u")
-                    .into_iter()
-                    .map(move |alt| Pattern { hir: alternative_hir(&alt), rule: rule as u32, transparent: false })
+                Pattern { alternatives: Some(glob.expand_home(b"/home/u")), rule: rule as u32, transparent: false }
             })
             .collect()
     }
@@ -381,7 +531,28 @@ mod tests {
         assert!(analysis.decides.contains(&0) && analysis.decides.contains(&2));
         assert!(!analysis.decides.contains(&1));
         assert_eq!(analysis.decided_instead_by[&1], BTreeSet::from([0]));
-        assert!(analysis.unmatched_patterns.is_empty());
+        assert!(analysis.unmatched.is_empty());
+    }
+
+    #[test]
+    fn shared_suffixes_keep_every_alternative() {
+        let (dfa, _) = build(&patterns(&["**/{privkey,key}*.pem", "/a/{b,bc,b/d}"])).unwrap();
+        for (path, rule) in [("/x/privkey1.pem", Some(0)), ("/key.pem", Some(0)), ("/a/bc", Some(1)), ("/a/b/d", Some(1)), ("/a/", None)] {
+            assert_eq!(dfa.lookup(path.as_bytes()), Ok(rule), "{path}");
+        }
+        assert_eq!(dfa.lookup(b"/x/private.pem"), Ok(None));
+        assert_eq!(dfa.lookup(b"/a/b/"), Ok(None));
+    }
+
+    #[test]
+    fn every_path_and_transparent_patterns() {
+        let every = Pattern { alternatives: None, rule: 1, transparent: false };
+        let args = Pattern { alternatives: patterns(&["/bin/git"]).remove(0).alternatives, rule: 0, transparent: true };
+        let (dfa, analysis) = build(&[args, every]).unwrap();
+        assert_eq!(dfa.lookup(b"/bin/git"), Ok(Some(1)));
+        assert_eq!(dfa.lookup(b"pipe:[1]"), Ok(Some(1)));
+        assert_eq!(dfa.lookup(b""), Ok(Some(1)));
+        assert!(analysis.decides.contains(&0), "the argument rule may flag /bin/git");
     }
 
     #[test]

@@ -42,13 +42,13 @@ impl ByteSet {
         self.0[usize::from(byte >> 6)] & (1u64 << (byte & 63)) != 0
     }
 
-    fn insert_range(&mut self, lo: u8, hi: u8) {
+    pub fn insert_range(&mut self, lo: u8, hi: u8) {
         for byte in lo..=hi {
             self.0[usize::from(byte >> 6)] |= 1u64 << (byte & 63);
         }
     }
 
-    fn remove(&mut self, byte: u8) {
+    pub fn remove(&mut self, byte: u8) {
         self.0[usize::from(byte >> 6)] &= !(1u64 << (byte & 63));
     }
 
