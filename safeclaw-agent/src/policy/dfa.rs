@@ -10,6 +10,7 @@
 //! alike are merged.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use safeclaw_common::{MAX_DFA_STATES, MAX_DFA_TRANSITIONS, NO_RULE};
 
@@ -18,7 +19,7 @@ use super::glob::{ByteSet, Token};
 
 /// How many states the construction may reach before minimization, as a multiple of what the
 /// kernel tables can hold after it.
-const CONSTRUCTION_SLACK: usize = 4;
+const CONSTRUCTION_SLACK: usize = 2;
 
 /// One rule's paths in the class.
 #[derive(Clone, Debug)]
@@ -44,9 +45,9 @@ pub struct ClassAnalysis {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DfaError {
     #[error(
-        "the globs need a DFA of more than {limit} states (with {classes} byte classes), past what the kernel tables hold (MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS}, MAX_DFA_STATES = {MAX_DFA_STATES}); globs that start with `**` and also constrain the end of a name (like `**/key*.pem`) multiply with every directory rule: use fewer of them"
+        "the globs need a DFA of {grew_to} states or more, past the {limit} states of {classes} byte classes that fit the kernel tables (MAX_DFA_TRANSITIONS = {MAX_DFA_TRANSITIONS}, MAX_DFA_STATES = {MAX_DFA_STATES}); each glob that starts with `**` multiplies with every directory rule after it: use fewer of them"
     )]
-    TooManyStates { limit: usize, classes: usize },
+    TooManyStates { limit: usize, classes: usize, grew_to: usize },
 }
 
 /// What an item matches next.
@@ -160,20 +161,6 @@ impl Items {
         next
     }
 
-    /// Whether `byte` takes `item` on, and where.
-    fn step(&self, id: u32, byte: u8) -> Option<u32> {
-        let item = self.items[id as usize];
-        let taken = match item.kind {
-            Kind::Byte(b) => b == byte,
-            Kind::Set(set) => self.sets[set as usize].contains(byte),
-            Kind::Star => return (byte != b'/').then_some(id),
-            Kind::OptionalSlash { .. } => byte == b'/',
-            Kind::AnyLoop => return Some(id),
-            Kind::End => false,
-        };
-        taken.then_some(item.next)
-    }
-
     /// Whether `item` matches whatever follows (a `/**` or "every path" at its end).
     fn universal(&self, id: u32) -> bool {
         let item = self.items[id as usize];
@@ -218,50 +205,132 @@ pub fn build(patterns: &[Pattern]) -> Result<(CompiledDfa, ClassAnalysis), DfaEr
     let (classes, representatives) = items.byte_classes();
     let k = representatives.len();
     let kernel_states = (MAX_DFA_STATES as usize).min(MAX_DFA_TRANSITIONS as usize / k);
+    // Construction comes within a small factor of the minimal DFA, so a build that grows past
+    // this is refused without finishing it.
     let budget = (kernel_states * CONSTRUCTION_SLACK).min(MAX_DFA_STATES as usize);
-    let too_many = DfaError::TooManyStates { limit: kernel_states, classes: k };
+    let too_many = |grew_to| DfaError::TooManyStates { limit: kernel_states, classes: k, grew_to };
+    let slash_class = usize::from(classes[usize::from(b'/')]);
+    let set_classes: Vec<Vec<usize>> = items
+        .sets
+        .iter()
+        .map(|set| (0..k).filter(|&c| set.contains(representatives[c])).collect())
+        .collect();
     let mut construction = Construction::new(&items);
     let start = construction.closure(items.starts.iter().copied());
-    let mut ids: HashMap<Vec<u32>, u32> = HashMap::from([(start.clone(), 0)]);
+    let mut ids: SetMap<u32> = SetMap::default();
+    ids.insert(start.clone(), 0);
     let mut states: Vec<Vec<u32>> = vec![start];
     let mut transitions: Vec<u32> = Vec::new();
+    // Per state: the items every byte but `/` keeps (`*`, `/**`), those every byte keeps (`/**`),
+    // and, for the few classes some item names, what those add.
+    let mut any_byte: Vec<u32> = Vec::new();
+    let mut not_slash: Vec<u32> = Vec::new();
+    let mut extra: Vec<Vec<u32>> = vec![Vec::new(); k];
+    let mut touched: Vec<usize> = Vec::new();
     let mut seeds: Vec<u32> = Vec::new();
-    let mut next_row = 0;
-    while next_row < states.len() {
-        let mut by_seeds: HashMap<Vec<u32>, u32> = HashMap::new();
-        for &byte in &representatives {
-            seeds.clear();
-            seeds.extend(states[next_row].iter().filter_map(|&id| items.step(id, byte)));
+    let mut row_targets: Vec<u32> = vec![0; k];
+    let mut row = 0;
+    while row < states.len() {
+        any_byte.clear();
+        not_slash.clear();
+        for class in touched.drain(..) {
+            extra[class].clear();
+        }
+        let mut touch = |class: usize, id: u32, extra: &mut Vec<Vec<u32>>| {
+            if extra[class].is_empty() {
+                touched.push(class);
+            }
+            extra[class].push(id);
+        };
+        for &id in &states[row] {
+            let item = items.items[id as usize];
+            match item.kind {
+                Kind::Byte(byte) => touch(usize::from(classes[usize::from(byte)]), item.next, &mut extra),
+                Kind::Set(set) => set_classes[set as usize].iter().for_each(|&c| touch(c, item.next, &mut extra)),
+                Kind::Star => not_slash.push(id),
+                Kind::OptionalSlash { .. } => touch(slash_class, item.next, &mut extra),
+                Kind::AnyLoop => any_byte.push(id),
+                Kind::End => {}
+            }
+        }
+        not_slash.extend_from_slice(&any_byte);
+        // The successor of every class nothing names.
+        let mut successor = |seeds: &mut Vec<u32>, construction: &mut Construction<'_>| -> Result<u32, DfaError> {
             seeds.sort_unstable();
             seeds.dedup();
-            if let Some(&target) = by_seeds.get(&seeds) {
-                transitions.push(target);
-                continue;
-            }
             let set = construction.closure(seeds.iter().copied());
-            let target = match ids.get(&set) {
-                Some(&id) => id,
+            match ids.get(set.as_slice()) {
+                Some(&id) => Ok(id),
+                None if states.len() >= budget => Err(too_many(states.len())),
                 None => {
-                    if states.len() >= budget {
-                        return Err(too_many);
-                    }
                     let id = states.len() as u32;
                     ids.insert(set.clone(), id);
                     states.push(set);
-                    id
+                    Ok(id)
                 }
-            };
-            by_seeds.insert(seeds.clone(), target);
-            transitions.push(target);
+            }
+        };
+        seeds.clear();
+        seeds.extend_from_slice(&not_slash);
+        let common = successor(&mut seeds, &mut construction)?;
+        row_targets.fill(common);
+        let slash_untouched = extra[slash_class].is_empty();
+        if slash_untouched {
+            seeds.clear();
+            seeds.extend_from_slice(&any_byte);
+            row_targets[slash_class] = successor(&mut seeds, &mut construction)?;
         }
-        next_row += 1;
+        for &class in &touched {
+            seeds.clear();
+            seeds.extend_from_slice(if class == slash_class { &any_byte } else { &not_slash });
+            seeds.extend_from_slice(&extra[class]);
+            row_targets[class] = successor(&mut seeds, &mut construction)?;
+        }
+        transitions.extend_from_slice(&row_targets);
+        row += 1;
     }
     let (accept, analysis) = accepts(&items, &states, patterns, construction.pruned);
     let table = table(classes, k, &transitions, &accept);
     if table.state_count() as usize > kernel_states {
-        return Err(too_many);
+        return Err(too_many(table.state_count() as usize));
     }
     Ok((table, analysis))
+}
+
+/// Maps from item sets, with a hash cheaper than SipHash (the keys are not attacker-chosen
+/// beyond what a policy file can already make the compiler do).
+type SetMap<V> = HashMap<Vec<u32>, V, BuildHasherDefault<SetHasher>>;
+
+/// A multiply-rotate hash over 8-byte words.
+#[derive(Default)]
+struct SetHasher(u64);
+
+impl Hasher for SetHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        for &byte in chunks.remainder() {
+            self.mix(u64::from(byte));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl SetHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 /// Closures of item sets, with the items of rules that can no longer be the lowest dropped.
@@ -421,42 +490,155 @@ fn table(byte_classes: [u8; 256], k: usize, transitions: &[u32], accept: &[u32])
     }
 }
 
-/// Moore partition refinement: states are equivalent when they accept the same rule and their
-/// successors on every class are equivalent. Returns each state's block and the block count.
+/// Hopcroft's partition refinement: states are equivalent when they accept the same rule and
+/// their successors on every class are equivalent. Returns each state's block and the block count.
 fn minimize(transitions: &[u32], accept: &[u32], k: usize) -> (Vec<u32>, usize) {
     let n = accept.len();
-    let mut ids: HashMap<u32, u32> = HashMap::new();
-    let mut block: Vec<u32> = accept
-        .iter()
-        .map(|a| {
-            let next = ids.len() as u32;
-            *ids.entry(*a).or_insert(next)
-        })
-        .collect();
-    let mut count = ids.len();
-    let mut signature = vec![0u32; n * (k + 1)];
-    loop {
-        for state in 0..n {
-            let row = &mut signature[state * (k + 1)..(state + 1) * (k + 1)];
-            row[0] = block[state];
-            for class in 0..k {
-                row[class + 1] = block[transitions[state * k + class] as usize];
+    // Predecessors by (class, target), in compressed rows.
+    let mut offsets = vec![0u32; n * k + 1];
+    for (edge, &target) in transitions.iter().enumerate() {
+        offsets[(edge % k) * n + target as usize + 1] += 1;
+    }
+    for i in 0..n * k {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut fill = offsets.clone();
+    let mut sources = vec![0u32; transitions.len()];
+    for (edge, &target) in transitions.iter().enumerate() {
+        let slot = &mut fill[(edge % k) * n + target as usize];
+        sources[*slot as usize] = (edge / k) as u32;
+        *slot += 1;
+    }
+    let mut partition = Partition::new(accept);
+    let mut pending: Vec<(u32, u32)> = Vec::new();
+    let mut is_pending: Vec<bool> = Vec::new();
+    for block in 0..partition.blocks() {
+        for class in 0..k as u32 {
+            pending.push((block as u32, class));
+        }
+    }
+    is_pending.resize(partition.blocks() * k, true);
+    let mut splitter: Vec<u32> = Vec::new();
+    while let Some((block, class)) = pending.pop() {
+        is_pending[block as usize * k + class as usize] = false;
+        splitter.clear();
+        splitter.extend_from_slice(partition.members(block));
+        for &target in &splitter {
+            let row = class as usize * n + target as usize;
+            for &source in &sources[offsets[row] as usize..offsets[row + 1] as usize] {
+                partition.mark(source);
             }
         }
-        let mut refined: HashMap<&[u32], u32> = HashMap::with_capacity(count * 2);
-        let next_block: Vec<u32> = signature
-            .chunks_exact(k + 1)
-            .map(|row| {
-                let next = refined.len() as u32;
-                *refined.entry(row).or_insert(next)
+        for (old, new) in partition.split_marked() {
+            is_pending.resize(partition.blocks() * k, false);
+            for class in 0..k {
+                let (old_index, new_index) = (old as usize * k + class, new as usize * k + class);
+                let add = if is_pending[old_index] || partition.size(new) <= partition.size(old) { new } else { old };
+                let index = add as usize * k + class;
+                if !is_pending[index] {
+                    is_pending[index] = true;
+                    pending.push((add, class as u32));
+                }
+                debug_assert!(new_index < is_pending.len());
+            }
+        }
+    }
+    let blocks = partition.blocks();
+    (partition.block_of, blocks)
+}
+
+/// Blocks of states, each a contiguous run of `elements`; marked states sit at the front of
+/// their block.
+struct Partition {
+    elements: Vec<u32>,
+    position: Vec<u32>,
+    block_of: Vec<u32>,
+    first: Vec<u32>,
+    end: Vec<u32>,
+    /// `elements[first[b]..marked_end[b]]` are marked.
+    marked_end: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl Partition {
+    /// One block per accept value.
+    fn new(accept: &[u32]) -> Partition {
+        let mut ids: HashMap<u32, u32> = HashMap::new();
+        let block_of: Vec<u32> = accept
+            .iter()
+            .map(|a| {
+                let next = ids.len() as u32;
+                *ids.entry(*a).or_insert(next)
             })
             .collect();
-        let refined_count = refined.len();
-        block = next_block;
-        if refined_count == count {
-            return (block, count);
+        let blocks = ids.len();
+        let mut elements: Vec<u32> = (0..accept.len() as u32).collect();
+        elements.sort_by_key(|&s| block_of[s as usize]);
+        let mut position = vec![0u32; accept.len()];
+        let (mut first, mut end) = (vec![0u32; blocks], vec![0u32; blocks]);
+        for (at, &state) in elements.iter().enumerate() {
+            position[state as usize] = at as u32;
+            let b = block_of[state as usize] as usize;
+            if at == 0 || block_of[elements[at - 1] as usize] as usize != b {
+                first[b] = at as u32;
+            }
+            end[b] = at as u32 + 1;
         }
-        count = refined_count;
+        Partition { elements, position, block_of, marked_end: first.clone(), first, end, touched: Vec::new() }
+    }
+
+    fn blocks(&self) -> usize {
+        self.first.len()
+    }
+
+    fn size(&self, block: u32) -> u32 {
+        self.end[block as usize] - self.first[block as usize]
+    }
+
+    fn members(&self, block: u32) -> &[u32] {
+        &self.elements[self.first[block as usize] as usize..self.end[block as usize] as usize]
+    }
+
+    fn mark(&mut self, state: u32) {
+        let block = self.block_of[state as usize] as usize;
+        let at = self.position[state as usize];
+        let boundary = self.marked_end[block];
+        if at < boundary {
+            return;
+        }
+        if boundary == self.first[block] {
+            self.touched.push(block as u32);
+        }
+        let other = self.elements[boundary as usize];
+        self.elements.swap(at as usize, boundary as usize);
+        self.position[other as usize] = at;
+        self.position[state as usize] = boundary;
+        self.marked_end[block] = boundary + 1;
+    }
+
+    /// Splits every block with marked and unmarked states; returns (old block, new block) pairs,
+    /// the new block holding the marked states. Clears all marks.
+    fn split_marked(&mut self) -> Vec<(u32, u32)> {
+        let mut splits = Vec::new();
+        for block in std::mem::take(&mut self.touched) {
+            let b = block as usize;
+            let marked_end = self.marked_end[b];
+            self.marked_end[b] = self.first[b];
+            if marked_end == self.end[b] {
+                continue;
+            }
+            let new = self.first.len() as u32;
+            self.first.push(self.first[b]);
+            self.end.push(marked_end);
+            self.marked_end.push(self.first[b]);
+            self.first[b] = marked_end;
+            self.marked_end[b] = marked_end;
+            for at in self.first[new as usize]..marked_end {
+                self.block_of[self.elements[at as usize] as usize] = new;
+            }
+            splits.push((block, new));
+        }
+        splits
     }
 }
 
