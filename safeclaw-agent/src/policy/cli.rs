@@ -139,6 +139,10 @@ fn check(file: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
     let Some((policy, ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
     let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
     println!("{}: ok, {} ({} file(s), {} warning(s))", file.display(), set.hash, policy.files.len(), set.warnings.len());
+    let unresolved = policy.host_names().len();
+    if !args.resolve && unresolved > 0 {
+        println!("  {unresolved} host name(s) not resolved, so matching no address here (pass --resolve to resolve them)");
+    }
     for profile in std::iter::once(&set.base).chain(&set.agents) {
         println!("  {}", profile_summary(profile));
     }

@@ -188,7 +188,7 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
         .collect();
     let net = match netcompile::compile(&inet_rules) {
         Ok((net, analysis)) => {
-            net_findings(rules, &inet_rules, &analysis, &mut findings);
+            net_findings(rules, &inet_rules, &analysis, expander, &mut findings);
             net
         }
         Err(e) => {
@@ -296,12 +296,23 @@ fn path_findings(
     }
 }
 
-fn net_findings(rules: &[&Rule], inet_rules: &[InetRule], analysis: &NetAnalysis, findings: &mut Vec<Finding>) {
+fn net_findings(
+    rules: &[&Rule],
+    inet_rules: &[InetRule],
+    analysis: &NetAnalysis,
+    expander: &Expander<'_>,
+    findings: &mut Vec<Finding>,
+) {
     for inet_rule in inet_rules {
         let rule = rules[inet_rule.rule as usize];
+        let hosts = rule.inet().map_or(&[][..], |inet| inet.hosts.as_slice());
         let message = if inet_rule.cidrs.is_empty() {
-            let hosts = rule.inet().map(|i| i.hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            format!("rule `{}` matches no address: its host names ({hosts}) have no resolved address", rule.name)
+            // Host names nobody tried to resolve (`policy check` without `--resolve`) are not news.
+            if !hosts.iter().any(|h| expander.resolved(h)) {
+                continue;
+            }
+            let names = hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+            format!("rule `{}` matches no address: its host names ({names}) resolved to no address", rule.name)
         } else if analysis.decides.contains(&inet_rule.rule) {
             continue;
         } else {

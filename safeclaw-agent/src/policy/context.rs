@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::glob::Token;
 use super::hosts::HostAddresses;
 use super::model::{InetMatch, Paths};
-use super::net::Cidr;
+use super::net::{Cidr, HostName};
 
 /// Inputs of `compile_all` and `Evaluator::new` beyond the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +83,11 @@ impl Expander<'_> {
                     .collect(),
             ),
         }
+    }
+
+    /// Whether the daemon tried to resolve `host`.
+    pub fn resolved(&self, host: &HostName) -> bool {
+        self.hosts.contains(host)
     }
 
     /// The prefixes an IP rule covers; empty if it names only hosts that have no address yet.

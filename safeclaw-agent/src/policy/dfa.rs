@@ -532,14 +532,15 @@ fn minimize(transitions: &[u32], accept: &[u32], k: usize) -> (Vec<u32>, usize) 
         for (old, new) in partition.split_marked() {
             is_pending.resize(partition.blocks() * k, false);
             for class in 0..k {
-                let (old_index, new_index) = (old as usize * k + class, new as usize * k + class);
-                let add = if is_pending[old_index] || partition.size(new) <= partition.size(old) { new } else { old };
+                // Hopcroft: if the old block is still to be used as a splitter, both halves must
+                // be; otherwise the smaller half is enough.
+                let old_pending = is_pending[old as usize * k + class];
+                let add = if old_pending || partition.size(new) <= partition.size(old) { new } else { old };
                 let index = add as usize * k + class;
                 if !is_pending[index] {
                     is_pending[index] = true;
                     pending.push((add, class as u32));
                 }
-                debug_assert!(new_index < is_pending.len());
             }
         }
     }

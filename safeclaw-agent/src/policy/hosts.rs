@@ -25,6 +25,11 @@ impl HostAddresses {
         self.by_host.entry(host).or_default().extend(addrs);
     }
 
+    /// Whether `host` was resolved (even to no address).
+    pub fn contains(&self, host: &HostName) -> bool {
+        self.by_host.contains_key(host)
+    }
+
     /// The addresses of `host`; none if it was never resolved.
     pub fn get(&self, host: &HostName) -> impl Iterator<Item = IpAddr> + '_ {
         self.by_host.get(host).into_iter().flatten().copied()
