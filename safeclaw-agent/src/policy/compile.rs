@@ -163,7 +163,7 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
     let mut stats = TableStats { rules: rules.len(), ..TableStats::default() };
     for class in PathClass::ALL {
         let patterns = class_patterns(rules, class, expander);
-        match dfa::build(&patterns) {
+        match dfa::build(&patterns, dfa::Limits::KERNEL) {
             Ok((table, analysis)) => {
                 path_findings(rules, class, &analysis, &mut findings);
                 let index = class.dfa_index();
@@ -326,5 +326,86 @@ fn net_findings(
             }
         };
         findings.push(Finding { rule: rule.name.clone(), topic: "network.connect", location: rule.location.clone(), message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::load_str;
+    use super::*;
+
+    fn compiled(text: &str) -> CompiledSet {
+        let policy = load_str("p.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+        compile_all(&policy, &CompileContext::new("/home/u")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn shadowed_rules_are_reported_with_the_rules_that_decide_instead() {
+        let set = compiled(
+            "version: 1\nrules:\n  - {name: home, action: file.*, effect: allow, paths: [\"~/**\"]}\n  - {name: ssh, action: file.read, effect: deny, paths: [\"~/.ssh/**\"]}\n  - {name: lan, action: network.connect, effect: allow, cidrs: [10.0.0.0/8]}\n  - {name: db, action: network.connect, effect: deny, cidrs: [10.1.0.0/16], ports: [5432]}\n",
+        );
+        let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "p.yaml:4:6: warning: rule `ssh` never decides file.read: every path it matches is decided first by `home`",
+                "p.yaml:6:6: warning: rule `db` never decides an IP connect: its addresses and ports are decided first by `lan`",
+            ]
+        );
+    }
+
+    #[test]
+    fn rule_ids_map_back_to_rule_info_per_profile() {
+        let set = compiled(
+            "version: 1\nrules:\n  - {name: base, action: \"*\", effect: deny, reason: nope, severity: high, tags: [soc2:CC6.1]}\nagents:\n  bot:\n    rules:\n      - {name: mine, action: file.read, effect: allow, paths: [/x]}\n",
+        );
+        let bot = set.profile(Some("bot"));
+        assert_eq!(bot.agent.as_deref(), Some("bot"));
+        assert_eq!(bot.rule(0).map(|r| r.name.as_str()), Some("mine"));
+        let base = bot.rule(1).unwrap();
+        assert_eq!((base.name.as_str(), base.reason.as_deref(), base.severity), ("base", Some("nope"), Some(Severity::High)));
+        assert_eq!(base.tags, ["soc2:CC6.1"]);
+        assert_eq!(bot.tables.rule_effects, [Effect::Allow, Effect::Deny]);
+        assert!(std::ptr::eq(set.profile(Some("stranger")), &set.base));
+        assert!(bot.rule(safeclaw_common::NO_RULE).is_none());
+    }
+
+    #[test]
+    fn more_rules_than_the_kernel_holds_are_refused_naming_the_limit() {
+        let mut text = String::from("version: 1\nrules:\n");
+        for i in 0..=MAX_RULES {
+            text.push_str(&format!("  - {{name: r{i}, action: network.connect, effect: allow, ports: [{}]}}\n", i % 65536));
+        }
+        let policy = load_str("p.yaml", &text).unwrap();
+        let error = compile_all(&policy, &CompileContext::new("/home/u")).unwrap_err().to_string();
+        assert!(error.contains("16385 rules; the kernel tables hold MAX_RULES = 16384"), "{error}");
+    }
+
+    #[test]
+    fn ten_thousand_directory_rules_fit_the_kernel_tables() {
+        let mut text = String::from("version: 1\nrules:\n");
+        for i in 0..10_000 {
+            let action = ["file.read", "file.write", "process.exec", "network.connect"][i % 4];
+            let matcher = match i % 4 {
+                3 => format!("cidrs: [10.{}.{}.0/24], ports: [443]", i / 256 % 256, i % 256),
+                _ => format!("paths: [/srv/p{i}/**]").replace("paths", if i % 4 == 2 { "binary" } else { "paths" }),
+            };
+            text.push_str(&format!("  - {{name: r{i}, action: {action}, effect: allow, {matcher}}}\n"));
+        }
+        let set = compiled(&text);
+        let stats = set.base.stats;
+        assert_eq!(stats.rules, 10_000);
+        assert!(stats.dfa_transitions() <= MAX_DFA_TRANSITIONS as usize, "{stats:?}");
+        // One prefix per CIDR and per protocol the rules name (tcp, udp and other), plus /0 each.
+        assert_eq!(stats.net_prefixes, 3 * 2501);
+        let read = set.base.tables.decide(&super::super::compiled::Request::FileOpen { path: b"/srv/p4/a", read: true, write: false });
+        assert_eq!(read.rule, Some(4));
+    }
+
+    #[test]
+    fn a_bad_home_is_an_error() {
+        let policy = load_str("p.yaml", "version: 1\n").unwrap();
+        let error = compile_all(&policy, &CompileContext::new("relative/home")).unwrap_err().to_string();
+        assert!(error.contains("must be an absolute path"), "{error}");
     }
 }

@@ -196,18 +196,29 @@ impl Items {
     }
 }
 
+/// Table sizes one class DFA may reach.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub states: usize,
+    pub transitions: usize,
+}
+
+impl Limits {
+    pub const KERNEL: Limits = Limits { states: MAX_DFA_STATES as usize, transitions: MAX_DFA_TRANSITIONS as usize };
+}
+
 /// A class DFA of the patterns.
-pub fn build(patterns: &[Pattern]) -> Result<(CompiledDfa, ClassAnalysis), DfaError> {
+pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, ClassAnalysis), DfaError> {
     if patterns.is_empty() {
         return Ok((CompiledDfa::empty(), ClassAnalysis::default()));
     }
     let items = Items::new(patterns);
     let (classes, representatives) = items.byte_classes();
     let k = representatives.len();
-    let kernel_states = (MAX_DFA_STATES as usize).min(MAX_DFA_TRANSITIONS as usize / k);
+    let kernel_states = limits.states.min(limits.transitions / k);
     // Construction comes within a small factor of the minimal DFA, so a build that grows past
     // this is refused without finishing it.
-    let budget = (kernel_states * CONSTRUCTION_SLACK).min(MAX_DFA_STATES as usize);
+    let budget = (kernel_states * CONSTRUCTION_SLACK).min(limits.states);
     let too_many = |grew_to| DfaError::TooManyStates { limit: kernel_states, classes: k, grew_to };
     let slash_class = usize::from(classes[usize::from(b'/')]);
     let set_classes: Vec<Vec<usize>> = items
@@ -692,7 +703,7 @@ mod tests {
 
     #[test]
     fn lowest_matching_rule_wins_at_the_end_of_the_path() {
-        let (dfa, _) = build(&patterns(&["**/.env", "~/projects/**", "/**"])).unwrap();
+        let (dfa, _) = build_kernel(&patterns(&["**/.env", "~/projects/**", "/**"])).unwrap();
         assert_eq!(dfa.lookup(b"/home/u/projects/a/.env"), Ok(Some(0)));
         assert_eq!(dfa.lookup(b"/home/u/projects/a/main.rs"), Ok(Some(1)));
         assert_eq!(dfa.lookup(b"/etc/passwd"), Ok(Some(2)));
@@ -701,7 +712,7 @@ mod tests {
 
     #[test]
     fn paths_that_cannot_match_stop_in_the_dead_state() {
-        let (dfa, _) = build(&patterns(&["/usr/**"])).unwrap();
+        let (dfa, _) = build_kernel(&patterns(&["/usr/**"])).unwrap();
         assert!(dfa.dead.is_some());
         assert_eq!(dfa.lookup(b"/etc/passwd"), Ok(None));
         assert_eq!(dfa.lookup(b"/usr"), Ok(Some(0)));
@@ -710,7 +721,7 @@ mod tests {
 
     #[test]
     fn analysis_names_the_rules_that_decide_instead() {
-        let (_, analysis) = build(&patterns(&["/a/**", "/a/b", "/c"])).unwrap();
+        let (_, analysis) = build_kernel(&patterns(&["/a/**", "/a/b", "/c"])).unwrap();
         assert!(analysis.decides.contains(&0) && analysis.decides.contains(&2));
         assert!(!analysis.decides.contains(&1));
         assert_eq!(analysis.decided_instead_by[&1], BTreeSet::from([0]));
@@ -719,7 +730,7 @@ mod tests {
 
     #[test]
     fn shared_suffixes_keep_every_alternative() {
-        let (dfa, _) = build(&patterns(&["**/{privkey,key}*.pem", "/a/{b,bc,b/d}"])).unwrap();
+        let (dfa, _) = build_kernel(&patterns(&["**/{privkey,key}*.pem", "/a/{b,bc,b/d}"])).unwrap();
         for (path, rule) in [("/x/privkey1.pem", Some(0)), ("/key.pem", Some(0)), ("/a/bc", Some(1)), ("/a/b/d", Some(1)), ("/a/", None)] {
             assert_eq!(dfa.lookup(path.as_bytes()), Ok(rule), "{path}");
         }
@@ -731,15 +742,30 @@ mod tests {
     fn every_path_and_transparent_patterns() {
         let every = Pattern { alternatives: None, rule: 1, transparent: false };
         let args = Pattern { alternatives: patterns(&["/bin/git"]).remove(0).alternatives, rule: 0, transparent: true };
-        let (dfa, analysis) = build(&[args, every]).unwrap();
+        let (dfa, analysis) = build_kernel(&[args, every]).unwrap();
         assert_eq!(dfa.lookup(b"/bin/git"), Ok(Some(1)));
         assert_eq!(dfa.lookup(b"pipe:[1]"), Ok(Some(1)));
         assert_eq!(dfa.lookup(b""), Ok(Some(1)));
         assert!(analysis.decides.contains(&0), "the argument rule may flag /bin/git");
     }
 
+    fn build_kernel(patterns: &[Pattern]) -> Result<(CompiledDfa, ClassAnalysis), DfaError> {
+        build(patterns, Limits::KERNEL)
+    }
+
+    #[test]
+    fn a_dfa_past_the_limits_is_refused_naming_them() {
+        // "the 10th byte from the end is `a`" needs 2^10 states.
+        let blowup = patterns(&["**/*a?????????"]);
+        let small = Limits { states: 4096, transitions: 1000 };
+        let Err(error) = build(&blowup, small) else { panic!("built past the limit") };
+        assert!(matches!(error, DfaError::TooManyStates { limit: 200, classes: 5, .. }), "{error:?}");
+        assert!(error.to_string().contains("MAX_DFA_TRANSITIONS"), "{error}");
+        assert!(build(&blowup, Limits { states: 4096, transitions: 1 << 20 }).is_ok());
+    }
+
     #[test]
     fn no_patterns_give_the_empty_table() {
-        assert_eq!(build(&[]).unwrap().0, CompiledDfa::empty());
+        assert_eq!(build_kernel(&[]).unwrap().0, CompiledDfa::empty());
     }
 }

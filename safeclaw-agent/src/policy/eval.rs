@@ -472,3 +472,58 @@ impl Trie {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::load_str;
+    use super::*;
+
+    fn evaluator(text: &str) -> Evaluator {
+        let policy = load_str("p.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+        Evaluator::new(&policy, None, &CompileContext::new("/home/u")).unwrap()
+    }
+
+    #[test]
+    fn argument_rules_mark_allowed_execs_and_never_allow_a_deny() {
+        let eval = evaluator(
+            "version: 1\nrules:\n  - {name: push, action: process.exec, effect: audit, binary: [git], args: [\"push*\"]}\n  - {name: no-git-on-tmp, action: process.exec, effect: deny, binary: [\"/tmp/**\"]}\n  - {name: bins, action: process.exec, effect: allow}\n",
+        );
+        let allowed = Decision { effect: Effect::Allow, rule: Some(2), bound_hit: false };
+        assert_eq!(eval.evaluate(&Request::Exec { path: b"/usr/bin/git" }), allowed);
+        let flagged = eval.evaluate_exec_with_args(b"/usr/bin/git", &[b"push", b"origin"]);
+        assert_eq!(flagged, Decision { effect: Effect::Audit, rule: Some(0), bound_hit: false });
+        assert_eq!(eval.evaluate_exec_with_args(b"/usr/bin/git", &[b"status"]), allowed);
+        assert_eq!(eval.evaluate_exec_with_args(b"/usr/bin/git", &[]), allowed);
+        let denied = eval.evaluate_exec_with_args(b"/tmp/git", &[b"push"]);
+        assert_eq!(denied.effect, Effect::Deny);
+        let steps = eval.explain_arguments(b"/usr/bin/git", &[b"pull"]);
+        assert!(matches!(&steps[0].verdict, StepVerdict::NoMatch(why) if why.contains("argument 1 `pull` does not match")), "{steps:?}");
+    }
+
+    #[test]
+    fn explain_says_why_each_earlier_rule_missed() {
+        let eval = evaluator(
+            "version: 1\nrules:\n  - {name: w, action: file.write, effect: deny, paths: [/etc/**]}\n  - {name: keys, action: file.read, effect: deny, paths: [\"**/*.key\"]}\n  - {name: net, action: network.connect, effect: allow, ports: [443]}\n  - {name: etc, action: file.read, effect: allow, paths: [/etc/**]}\n",
+        );
+        let explanation = eval.explain(&Request::FileOpen { path: b"/etc/passwd", read: true, write: false });
+        assert_eq!(explanation.decision, Decision { effect: Effect::Allow, rule: Some(3), bound_hit: false });
+        let verdicts: Vec<&StepVerdict> = explanation.checks[0].steps.iter().map(|s| &s.verdict).collect();
+        assert!(matches!(verdicts[0], StepVerdict::NotApplicable(_)));
+        assert!(matches!(verdicts[1], StepVerdict::NoMatch(why) if why.contains("`/**/*.key`")), "{verdicts:?}");
+        assert!(matches!(verdicts[2], StepVerdict::NotApplicable(_)));
+        assert!(matches!(verdicts[3], StepVerdict::Decides(why) if why.contains("/etc/**")), "{verdicts:?}");
+        let v4 = super::super::net::mapped("192.0.2.1".parse().unwrap());
+        let connect = eval.explain(&Request::ConnectInet { protocol: 6, addr: v4, port: 80 });
+        assert!(connect.checks[0].steps.iter().any(|s| matches!(&s.verdict, StepVerdict::NoMatch(why) if why.contains("port 80 is in none of 443"))));
+        assert_eq!(connect.decision.rule, None);
+    }
+
+    #[test]
+    fn paths_at_the_kernel_buffer_size_are_denied_and_flagged() {
+        let eval = evaluator("version: 1\ndefault: allow\n");
+        let long = vec![b'a'; PATH_MAX];
+        let decision = eval.evaluate(&Request::FileOpen { path: &long, read: true, write: false });
+        assert_eq!(decision, Decision { effect: Effect::Deny, rule: None, bound_hit: true });
+        assert_eq!(eval.evaluate(&Request::ConnectOther).effect, Effect::Allow);
+    }
+}

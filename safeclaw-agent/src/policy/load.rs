@@ -340,7 +340,11 @@ fn check_agents(agents: &[Agent], diagnostics: &mut Vec<Diagnostic>) {
             diagnostics.push(Diagnostic::error(agent.location.clone(), format!("agent `{}` is defined twice", agent.name)));
         }
     }
+    let mut in_reported_cycle: HashSet<&str> = HashSet::new();
     for agent in agents.iter() {
+        if in_reported_cycle.contains(agent.name.as_str()) {
+            continue;
+        }
         let mut chain = vec![agent.name.as_str()];
         let mut current = agent;
         while let Some(parent_name) = current.extends.as_deref() {
@@ -352,6 +356,7 @@ fn check_agents(agents: &[Agent], diagnostics: &mut Vec<Diagnostic>) {
                 break;
             };
             if chain.contains(&parent_name) {
+                in_reported_cycle.extend(chain.iter().copied());
                 chain.push(parent_name);
                 diagnostics.push(Diagnostic::error(
                     agent.location.clone(),
@@ -384,5 +389,149 @@ fn host_deny_warnings(default: Effect, rules: &[Rule], agent: Option<&str>, warn
                 ),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str("p.yaml", text) {
+            Ok(_) => panic!("loaded:\n{text}"),
+            Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn one_error(text: &str) -> String {
+        let errors = errors(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.into_iter().next().unwrap_or_default()
+    }
+
+    const HEAD: &str = "version: 1\nrules:\n";
+
+    #[test]
+    fn unknown_keys_are_placed_and_named() {
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    pathz: [/x]\n"));
+        assert!(e.starts_with("p.yaml:6:5: error: rules[0]: unknown field `pathz`, expected one of `name`"), "{e}");
+        let e = one_error("version: 1\nrulez: []\n");
+        assert!(e.starts_with("p.yaml:2:1: error: unknown field `rulez`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_placed_at_the_value() {
+        let rule = |field: &str| format!("{HEAD}  - name: a\n    action: network.connect\n    effect: deny\n    {field}\n");
+        let e = one_error(&rule("cidrs: [10.0.0.1/8]"));
+        assert!(e.starts_with("p.yaml:6:13: error:") && e.contains("did you mean `10.0.0.0/8`"), "{e}");
+        let e = one_error(&rule("ports: [443, 70000]"));
+        assert!(e.starts_with("p.yaml:6:18: error:") && e.contains("`70000` is not a port"), "{e}");
+        let e = one_error(&rule("hosts: [\"*.example.com\"]"));
+        assert!(e.contains("wildcards cannot be resolved"), "{e}");
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: [/ok, \"/a/**b\"]\n"));
+        assert!(e.starts_with("p.yaml:6:18: error: rules[0].paths[1]: bad glob `/a/**b`"), "{e}");
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.reed\n    effect: allow\n"));
+        assert!(e.contains("unknown variant `file.reed`"), "{e}");
+        let e = one_error("version: 2\n");
+        assert!(e.contains("unsupported policy version 2"), "{e}");
+    }
+
+    #[test]
+    fn matchers_must_fit_the_action() {
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    cidrs: [10.0.0.0/8]\n"));
+        assert!(e.starts_with("p.yaml:6:12: error: `cidrs` does not apply to action `file.read`"), "{e}");
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: []\n"));
+        assert!(e.contains("`paths` is empty"), "{e}");
+        let e = one_error(&format!("{HEAD}  - name: a\n    action: process.exec\n    effect: deny\n    binary: [git]\n    args: [push]\n"));
+        assert!(e.contains("argument patterns need `effect: audit`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_point_at_both_rules() {
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: \"*\"\n    effect: allow\nagents:\n  bot:\n    rules:\n      - name: a\n        action: \"*\"\n        effect: deny\n"
+        ));
+        assert_eq!(e, "p.yaml:9:9: error: duplicate rule name `a` (first defined at p.yaml:3:5)");
+    }
+
+    #[test]
+    fn missing_version_and_empty_files() {
+        assert_eq!(one_error("default: deny\n"), "p.yaml:1:1: error: missing `version: 1`");
+        assert!(one_error("").contains("policy file is empty"));
+        assert!(one_error("version: 1\nrules: [").starts_with("p.yaml:"));
+    }
+
+    #[test]
+    fn agents_extend_and_order_their_rules_first() {
+        let text = "version: 1\ndefault: allow\nrules:\n  - {name: base, action: \"*\", effect: deny}\nagents:\n  coder:\n    default: deny\n    rules:\n      - {name: c, action: file.read, effect: allow}\n  junior:\n    extends: coder\n    rules:\n      - {name: j, action: file.write, effect: deny}\n";
+        let policy = load_str("p.yaml", text).unwrap();
+        let names = |agent| policy.profile(agent).rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(Some("junior")), ["j", "c", "base"]);
+        assert_eq!(names(Some("coder")), ["c", "base"]);
+        assert_eq!(names(Some("unknown")), ["base"]);
+        assert_eq!(policy.profile(Some("junior")).default, Effect::Deny);
+        assert_eq!(policy.profile(None).default, Effect::Allow);
+        let e = one_error("version: 1\nagents:\n  a:\n    extends: b\n  b:\n    extends: a\n");
+        assert!(e.contains("cycle: a -> b -> a"), "{e}");
+        let e = one_error("version: 1\nagents:\n  a:\n    extends: nobody\n");
+        assert!(e.starts_with("p.yaml:4:5: error: agent `a` extends `nobody`"), "{e}");
+        assert!(one_error("version: 1\nagents:\n  a/b: {}\n").contains("cgroup directory name"));
+    }
+
+    #[test]
+    fn includes_come_first_and_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let common = "rules:\n  - {name: inc, action: \"*\", effect: deny}\n";
+        std::fs::write(dir.path().join("common.yaml"), common).unwrap();
+        let top = "version: 1\ninclude: [common.yaml]\nrules:\n  - {name: own, action: \"*\", effect: allow}\n";
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, top).unwrap();
+        let policy = load_file(&path).unwrap();
+        assert_eq!(policy.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["inc", "own"]);
+        let mut hasher = Sha256::new();
+        for text in [top, common] {
+            hasher.update((text.len() as u64).to_le_bytes());
+            hasher.update(text);
+        }
+        let expected: [u8; 32] = hasher.finalize().into();
+        assert_eq!(policy.hash, PolicyHash(expected));
+        assert!(policy.hash.to_string().starts_with("sha256:") && policy.hash.to_string().len() == 7 + 64);
+    }
+
+    #[test]
+    fn include_errors_are_placed_at_the_include() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("a.yaml", "version: 1\ninclude: [b.yaml]\n");
+        write("b.yaml", "include: [a.yaml]\n");
+        let e = load_file(&dir.path().join("a.yaml")).unwrap_err().to_string();
+        assert!(e.contains("b.yaml:1:11: error: `a.yaml` includes itself"), "{e}");
+        write("c.yaml", "version: 1\ninclude: [missing.yaml]\n");
+        let e = load_file(&dir.path().join("c.yaml")).unwrap_err().to_string();
+        assert!(e.contains("c.yaml:2:11: error: cannot read") && e.contains("missing.yaml"), "{e}");
+        write("d.yaml", "version: 1\ninclude: [e.yaml]\n");
+        write("e.yaml", "default: allow\n");
+        let e = load_file(&dir.path().join("d.yaml")).unwrap_err().to_string();
+        assert!(e.contains("e.yaml:1:10: error: `default` may only be set in the top-level policy file"), "{e}");
+    }
+
+    #[test]
+    fn deny_by_host_under_a_permissive_default_warns() {
+        let policy = load_str(
+            "p.yaml",
+            "version: 1\ndefault: allow\nrules:\n  - {name: no-evil, action: network.connect, effect: deny, hosts: [evil.example]}\n",
+        )
+        .unwrap();
+        assert_eq!(policy.warnings.len(), 1);
+        let warning = policy.warnings[0].to_string();
+        assert!(warning.starts_with("p.yaml:4:6: warning: rule `no-evil` denies by host name"), "{warning}");
+    }
+
+    #[test]
+    fn yaml_bombs_and_deep_nesting_are_refused() {
+        let bomb = "version: 1\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+        assert!(!errors(bomb).is_empty());
+        let deep = format!("version: 1\nrules: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(!errors(&deep).is_empty());
     }
 }

@@ -5,7 +5,6 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 /// An IPv6 prefix; IPv4 is kept IPv4-mapped (`::ffff:a.b.c.d`, prefix + 96) as the kernel sees it.
@@ -225,46 +224,6 @@ impl FromStr for HostName {
         Ok(HostName(name.to_ascii_lowercase()))
     }
 }
-
-/// Deserializes `T: FromStr` from a YAML string (or number), so errors carry the value's position.
-pub(crate) fn from_str_or_number<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    struct TextVisitor(&'static str);
-    impl Visitor<'_> for TextVisitor {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.0)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_owned())
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-    let text = deserializer.deserialize_any(TextVisitor(expecting))?;
-    text.parse().map_err(de::Error::custom)
-}
-
-macro_rules! deserialize_from_str {
-    ($type:ty, $expecting:literal) => {
-        impl<'de> Deserialize<'de> for $type {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                from_str_or_number(deserializer, $expecting)
-            }
-        }
-    };
-}
-deserialize_from_str!(Cidr, "an IP address or CIDR");
-deserialize_from_str!(PortRange, "a port or port range");
-deserialize_from_str!(HostName, "a host name");
 
 #[cfg(test)]
 mod tests {

@@ -101,6 +101,55 @@ impl<'de> Deserialize<'de> for Agents {
     }
 }
 
+/// Reads a scalar (string or number) and parses it while serde_yaml still points at it, so that a
+/// parse error carries the scalar's own line and column.
+fn scalar<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    struct ScalarVisitor<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for ScalarVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_str(&v.to_string())
+        }
+    }
+    deserializer.deserialize_any(ScalarVisitor { expecting, parse })
+}
+
+fn from_str<T: std::str::FromStr>(text: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| e.to_string())
+}
+
+macro_rules! scalar_from_str {
+    ($type:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                scalar(deserializer, $expecting, from_str::<$type>)
+            }
+        }
+    };
+}
+scalar_from_str!(Cidr, "an IP address or CIDR");
+scalar_from_str!(PortRange, "a port or port range");
+scalar_from_str!(HostName, "a host name");
+
 /// A validated string: `check` returns why `text` is not acceptable.
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
@@ -110,10 +159,10 @@ macro_rules! checked_string {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                let check: fn(&str) -> Result<(), String> = $check;
-                check(&text).map_err(de::Error::custom)?;
-                Ok($name(text))
+                scalar(deserializer, stringify!($name), |text| {
+                    let check: fn(&str) -> Result<(), String> = $check;
+                    check(text).map(|()| $name(text.to_owned()))
+                })
             }
         }
     };
@@ -199,8 +248,8 @@ impl<S> Pattern<S> {
 
 impl<'de, S: GlobField> Deserialize<'de> for Pattern<S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let glob = Glob::parse(&text, S::SYNTAX).map_err(|e| de::Error::custom(format!("bad glob `{text}`: {e}")))?;
-        Ok(Pattern(glob, PhantomData))
+        scalar(deserializer, "a glob", |text| {
+            Glob::parse(text, S::SYNTAX).map(|glob| Pattern(glob, PhantomData)).map_err(|e| format!("bad glob `{text}`: {e}"))
+        })
     }
 }
