@@ -16,7 +16,7 @@ use crate::cgroup::{self, Cgroup};
 use crate::identity::{self, Registry, SessionEvent, SessionInfo};
 use crate::kernel::pins::PinDir;
 use crate::kernel::{events, loader, maps};
-use crate::policy::compiled::CompiledPolicy;
+use crate::policy::CompiledProfile;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -45,11 +45,10 @@ pub struct RunArgs {
 
 /// The policy the kernel is enforcing, as the daemon needs it to write audit entries.
 pub struct ActivePolicy {
-    pub compiled: CompiledPolicy,
     /// `sha256:<hex>` of the policy source.
     pub hash: String,
-    /// Rule names by rule id.
-    pub rule_names: Vec<String>,
+    /// The tables and the rule behind each rule id.
+    pub profile: CompiledProfile,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -136,7 +135,7 @@ impl Enforcer {
         let active = self.scope.active_slot;
         let slot = if self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
-        maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.compiled)?;
+        maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.profile.tables)?;
         self.scope.active_slot = slot;
         maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
         self.slots.0[slot as usize] = Some((generation, Arc::new(policy)));
@@ -296,7 +295,7 @@ impl AuditSink {
         session: Option<&SessionInfo>,
     ) -> anyhow::Result<()> {
         use std::io::Write as _;
-        let rule = event.rule.and_then(|r| policy?.rule_names.get(r as usize));
+        let rule = event.rule.and_then(|r| policy?.profile.rule(r)).map(|r| r.name.as_str());
         let details = match &event.detail {
             events::Detail::File { access, path, .. } => {
                 serde_json::json!({"path": String::from_utf8_lossy(path), "mode": access.as_str()})

@@ -11,16 +11,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // `rustup run` rather than `cargo +nightly`: xtask's CARGO is the stable toolchain's own binary.
     let mut command = Command::new("rustup");
     command
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "--release",
-            "--package",
-            "safeclaw-ebpf",
-            "--bins",
-        ])
+        .args(["run", "nightly", "cargo", "build", "--release", "--package", "safeclaw-ebpf", "--bins"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(project::target_dir().join("ebpf"))
@@ -32,10 +23,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .current_dir(project::root());
-    let object = cargo::find_executable(
-        cargo::build_executables(command, "the eBPF object")?,
-        EBPF_OBJECT,
-    )?;
+    let object = cargo::find_executable(cargo::build_executables(command, "the eBPF object")?, EBPF_OBJECT)?;
     println!("{}", object.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -27,9 +27,7 @@ pub struct Executable {
 pub fn build_executables(mut command: Command, what: &str) -> anyhow::Result<Vec<Executable>> {
     command.arg("--message-format=json-render-diagnostics");
     let mut executables = Vec::new();
-    let status = read_stdout_lines(command, what, |line| {
-        executables.extend(parse_artifact(line))
-    })?;
+    let status = read_stdout_lines(command, what, |line| executables.extend(parse_artifact(line)))?;
     if !status.success() {
         bail!("building {what} failed ({status}); cargo's messages above say why");
     }
@@ -42,14 +40,8 @@ pub fn read_stdout_lines(
     what: &str,
     mut on_line: impl FnMut(&str),
 ) -> anyhow::Result<ExitStatus> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .with_context(|| format!("the stdout of {what} was not captured"))?;
+    let mut child = command.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {what}"))?;
+    let stdout = child.stdout.take().with_context(|| format!("the stdout of {what} was not captured"))?;
     for line in std::io::BufReader::new(stdout).lines() {
         on_line(&line.with_context(|| format!("reading the output of {what}"))?);
     }
@@ -72,18 +64,8 @@ fn parse_artifact(line: &str) -> Option<Executable> {
 /// Builds the agent with the release profile (its build script builds the eBPF object) and returns its path.
 pub fn build_release_agent() -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.args([
-        "build",
-        "--release",
-        "--package",
-        "safeclaw-agent",
-        "--bin",
-        "safeclaw-agent",
-    ]);
-    find_executable(
-        build_executables(command, "the release safeclaw-agent")?,
-        "safeclaw-agent",
-    )
+    command.args(["build", "--release", "--package", "safeclaw-agent", "--bin", "safeclaw-agent"]);
+    find_executable(build_executables(command, "the release safeclaw-agent")?, "safeclaw-agent")
 }
 
 /// The one executable named `target` among `executables`.
@@ -114,31 +96,17 @@ mod tests {
         );
         assert_eq!(parse_artifact(bin).map(|e| e.is_test), Some(false));
         assert_eq!(parse_artifact(lib), None);
-        assert_eq!(
-            parse_artifact(r#"{"reason":"build-finished","success":true}"#),
-            None
-        );
+        assert_eq!(parse_artifact(r#"{"reason":"build-finished","success":true}"#), None);
         assert_eq!(parse_artifact("not json"), None);
     }
 
     #[test]
     fn finds_the_named_binary_not_a_test_of_the_same_name() {
         let built = vec![
-            Executable {
-                target: "safeclaw-agent".into(),
-                is_test: true,
-                path: "/t/deps/agent-test".into(),
-            },
-            Executable {
-                target: "safeclaw-agent".into(),
-                is_test: false,
-                path: "/t/safeclaw-agent".into(),
-            },
+            Executable { target: "safeclaw-agent".into(), is_test: true, path: "/t/deps/agent-test".into() },
+            Executable { target: "safeclaw-agent".into(), is_test: false, path: "/t/safeclaw-agent".into() },
         ];
-        assert_eq!(
-            find_executable(built, "safeclaw-agent").ok(),
-            Some(PathBuf::from("/t/safeclaw-agent"))
-        );
+        assert_eq!(find_executable(built, "safeclaw-agent").ok(), Some(PathBuf::from("/t/safeclaw-agent")));
         assert!(find_executable(Vec::new(), "safeclaw-agent").is_err());
     }
 }

@@ -17,11 +17,7 @@ const HARNESS_FAILURE: u8 = 125;
 const INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    about = "SafeClaw development tasks"
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "SafeClaw development tasks")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -55,11 +51,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("xtask: error: {err:#}");
-            ExitCode::from(if process::interrupted() {
-                INTERRUPTED
-            } else {
-                HARNESS_FAILURE
-            })
+            ExitCode::from(if process::interrupted() { INTERRUPTED } else { HARNESS_FAILURE })
         }
     }
 }

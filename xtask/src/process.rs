@@ -16,12 +16,7 @@ extern "C" fn note_interrupt(_signal: libc::c_int) {
 pub fn stop_on_interrupt() {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(
-                signal,
-                note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            )
-        };
+        unsafe { libc::signal(signal, note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     }
 }
 
@@ -47,16 +42,13 @@ impl Tethered {
                 }
                 // xtask may have died before the prctl took effect; then init adopted us.
                 if libc::getppid() == 1 {
-                    return Err(std::io::Error::other(
-                        "xtask exited while starting its child",
-                    ));
+                    return Err(std::io::Error::other("xtask exited while starting its child"));
                 }
                 Ok(())
             })
         };
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name} ({:?})", command.get_program()))?;
+        let child =
+            command.spawn().with_context(|| format!("cannot start {name} ({:?})", command.get_program()))?;
         Ok(Self { child, name })
     }
 

@@ -19,9 +19,8 @@ pub fn vm_cache() -> PathBuf {
     if let Some(dir) = std::env::var_os("SAFECLAW_VM_CACHE") {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(".cache"));
+    let cache =
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home().join(".cache"));
     cache.join("safeclaw").join("vm")
 }
 
@@ -39,10 +38,7 @@ pub fn setup() -> anyhow::Result<()> {
         .status()
         .with_context(|| format!("cannot run bash {}", script.display()))?;
     if !status.success() {
-        bail!(
-            "{} failed ({status}); its messages above say which step",
-            script.display()
-        );
+        bail!("{} failed ({status}); its messages above say which step", script.display());
     }
     Ok(())
 }

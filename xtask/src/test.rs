@@ -60,19 +60,12 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     project::setup()?;
     let mut suites = vec![native_tests()?];
     interruption_check()?;
-    let kernels = args
-        .kernel
-        .map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
+    let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
     match build_vm_tests() {
         Ok((agent, tests)) => {
             for kernel in kernels {
                 interruption_check()?;
-                suites.push(vm_tests(
-                    kernel,
-                    &agent,
-                    &tests,
-                    Duration::from_secs(args.timeout),
-                )?);
+                suites.push(vm_tests(kernel, &agent, &tests, Duration::from_secs(args.timeout))?);
             }
         }
         Err(err) => {
@@ -81,10 +74,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 let notes = vec![format!("not run: {err:#}")];
                 suites.push(Suite {
                     name: format!("vm {kernel}"),
-                    tally: Tally {
-                        passed: 0,
-                        failed: 1,
-                    },
+                    tally: Tally { passed: 0, failed: 1 },
                     notes,
                     elapsed: Duration::ZERO,
                 });
@@ -92,11 +82,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let total = print_summary(&suites);
-    Ok(if total.failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn interruption_check() -> anyhow::Result<()> {
@@ -111,14 +97,7 @@ fn native_tests() -> anyhow::Result<Suite> {
     let started = Instant::now();
     let mut command = cargo::cargo();
     command
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "safeclaw-ebpf",
-            "--exclude",
-            "safeclaw-integration",
-        ])
+        .args(["test", "--workspace", "--exclude", "safeclaw-ebpf", "--exclude", "safeclaw-integration"])
         .arg("--no-fail-fast");
     let mut tally = Tally::default();
     let status = cargo::read_stdout_lines(command, "cargo test", |line| {
@@ -132,25 +111,14 @@ fn native_tests() -> anyhow::Result<Suite> {
             "cargo test failed ({status}) without a failing test: a build error or a crashed test binary"
         ));
     }
-    Ok(Suite {
-        name: "native".to_owned(),
-        tally,
-        notes,
-        elapsed: started.elapsed(),
-    })
+    Ok(Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() })
 }
 
 /// The release agent and the integration test binaries, built on the host for the guest to run.
 fn build_vm_tests() -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let agent = cargo::build_release_agent()?;
     let mut command = cargo::cargo();
-    command.args([
-        "test",
-        "--release",
-        "--package",
-        "safeclaw-integration",
-        "--no-run",
-    ]);
+    command.args(["test", "--release", "--package", "safeclaw-integration", "--no-run"]);
     let tests = cargo::build_executables(command, "the integration tests")?
         .into_iter()
         .filter(|executable| executable.is_test)
@@ -159,17 +127,9 @@ fn build_vm_tests() -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     Ok((agent, tests))
 }
 
-fn vm_tests(
-    kernel: Kernel,
-    agent: &Path,
-    tests: &[PathBuf],
-    timeout: Duration,
-) -> anyhow::Result<Suite> {
+fn vm_tests(kernel: Kernel, agent: &Path, tests: &[PathBuf], timeout: Duration) -> anyhow::Result<Suite> {
     let name = format!("vm {kernel}");
-    println!(
-        "xtask: running {} integration test binaries in the {kernel} VM",
-        tests.len()
-    );
+    println!("xtask: running {} integration test binaries in the {kernel} VM", tests.len());
     // Fresh for each run, so that files from an earlier run cannot pass for this one's.
     let out = project::target_dir().join("vm-test").join(kernel.name());
     if out.exists() {
@@ -177,25 +137,14 @@ fn vm_tests(
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
-    let mut command = vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        RUN_EACH.to_owned(),
-        "run-each".to_owned(),
-    ];
+    let mut command = vec!["sh".to_owned(), "-c".to_owned(), RUN_EACH.to_owned(), "run-each".to_owned()];
     command.extend(tests.iter().map(|test| test.to_string_lossy().into_owned()));
     let mut vm = Vm::new(kernel, command);
     vm.timeout = timeout;
     vm.out = Some(out.clone());
     vm.env = vec![
-        (
-            "SAFECLAW_AGENT_BIN".to_owned(),
-            agent.to_string_lossy().into_owned(),
-        ),
-        (
-            "SAFECLAW_TEST_OUT".to_owned(),
-            out.to_string_lossy().into_owned(),
-        ),
+        ("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned()),
+        ("SAFECLAW_TEST_OUT".to_owned(), out.to_string_lossy().into_owned()),
         ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
     ];
     let started = Instant::now();
@@ -206,26 +155,15 @@ fn vm_tests(
             let notes = vec![format!("the VM failed: {err:#}")];
             return Ok(Suite {
                 name,
-                tally: Tally {
-                    passed: 0,
-                    failed: 1,
-                },
+                tally: Tally { passed: 0, failed: 1 },
                 notes,
                 elapsed: started.elapsed(),
             });
         }
     };
     let (tally, mut notes) = tally_vm_run(&finished.transcript, tests.len(), &finished.ending);
-    notes.push(format!(
-        "booted in {:.1} s",
-        finished.boot_time.as_secs_f64()
-    ));
-    Ok(Suite {
-        name,
-        tally,
-        notes,
-        elapsed: finished.elapsed,
-    })
+    notes.push(format!("booted in {:.1} s", finished.boot_time.as_secs_f64()));
+    Ok(Suite { name, tally, notes, elapsed: finished.elapsed })
 }
 
 /// Counts the results the guest printed; a binary that crashed, or never finished, counts as one failure.
@@ -243,14 +181,10 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
         } else if let Some(rest) = line.strip_prefix(EXITED) {
             finished += 1;
             let (code, path) = rest.split_once(' ').unwrap_or((rest, ""));
-            let binary = Path::new(path)
-                .file_name()
-                .map_or(path.into(), |name| name.to_string_lossy());
+            let binary = Path::new(path).file_name().map_or(path.into(), |name| name.to_string_lossy());
             if code != "0" && failed_in_binary == 0 {
                 tally.failed += 1;
-                notes.push(format!(
-                    "{binary} exited with {code} without a failing test (did it crash?)"
-                ));
+                notes.push(format!("{binary} exited with {code} without a failing test (did it crash?)"));
             }
         }
     }
@@ -315,29 +249,13 @@ mod tests {
 
     #[test]
     fn reads_libtest_result_lines() {
-        let ok = "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.31s";
-        assert_eq!(
-            libtest_result(ok),
-            Some(Tally {
-                passed: 12,
-                failed: 0
-            })
-        );
-        let failed =
-            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
-        assert_eq!(
-            libtest_result(failed),
-            Some(Tally {
-                passed: 3,
-                failed: 2
-            })
-        );
+        let ok =
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.31s";
+        assert_eq!(libtest_result(ok), Some(Tally { passed: 12, failed: 0 }));
+        let failed = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(libtest_result(failed), Some(Tally { passed: 3, failed: 2 }));
         assert_eq!(libtest_result("test parse::ok ... ok"), None);
-        assert_eq!(
-            libtest_result("test result: 1x passed; 0 failed"),
-            None,
-            "a count must be a number"
-        );
+        assert_eq!(libtest_result("test result: 1x passed; 0 failed"), None, "a count must be a number");
     }
 
     #[test]
@@ -347,13 +265,7 @@ mod tests {
              safeclaw-test: running /t/b\ntest result: FAILED. 1 passed; 1 failed; 0 ignored\nsafeclaw-test: exited 101 /t/b",
         );
         let (tally, notes) = tally_vm_run(&transcript, 2, &Ending::Exited(1));
-        assert_eq!(
-            tally,
-            Tally {
-                passed: 3,
-                failed: 1
-            }
-        );
+        assert_eq!(tally, Tally { passed: 3, failed: 1 });
         assert!(notes.is_empty(), "{notes:?}");
     }
 
@@ -364,13 +276,7 @@ mod tests {
              test result: ok. 4 passed; 0 failed",
         );
         let (tally, notes) = tally_vm_run(&transcript, 2, &Ending::Crashed);
-        assert_eq!(
-            tally,
-            Tally {
-                passed: 4,
-                failed: 2
-            }
-        );
+        assert_eq!(tally, Tally { passed: 4, failed: 2 });
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("a exited with 139"), "{notes:?}");
         assert!(notes[1].contains("1 test binaries did not finish"));
@@ -379,12 +285,6 @@ mod tests {
     #[test]
     fn zero_test_binaries_pass_only_if_the_vm_did() {
         assert_eq!(tally_vm_run(&[], 0, &Ending::Exited(0)).0, Tally::default());
-        assert_eq!(
-            tally_vm_run(&[], 0, &Ending::Exited(127)).0,
-            Tally {
-                passed: 0,
-                failed: 1
-            }
-        );
+        assert_eq!(tally_vm_run(&[], 0, &Ending::Exited(127)).0, Tally { passed: 0, failed: 1 });
     }
 }

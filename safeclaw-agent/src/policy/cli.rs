@@ -1,16 +1,385 @@
-//! `safeclaw-agent policy …` subcommands.
+//! `safeclaw-agent policy …` subcommands: check, test and explain a policy file.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use super::attempt::{Attempt, AttemptAction};
+use super::compiled::{Decision, Effect};
+use super::diag::{Diagnostic, Location};
+use super::positions::Positions;
+use super::{
+    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
+    CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
+};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// Validate a policy file.
-    Check { file: std::path::PathBuf },
+    /// Validate a policy file and its includes, compile every profile, and print the warnings.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+    },
+    /// Run the cases of a cases file against the policy; exits 1 if any case does not hold.
+    Test {
+        file: PathBuf,
+        /// YAML file of cases (see docs/policy.md).
+        #[arg(long)]
+        cases: PathBuf,
+        #[command(flatten)]
+        context: ContextArgs,
+    },
+    /// Say which rule decides an attempt, and why each rule before it did not.
+    Explain {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        action: AttemptAction,
+        /// File, binary or Unix socket path (`~` is the home).
+        #[arg(long)]
+        path: Option<String>,
+        /// Destination of a network.connect.
+        #[arg(long)]
+        address: Option<IpAddr>,
+        #[arg(long)]
+        port: Option<u16>,
+        /// tcp or udp (default tcp).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Arguments of a process.exec (argv[1..]), for argument rules.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        args: Option<Vec<String>>,
+        /// The agent (child cgroup name) whose profile decides; the base profile by default.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        context: ContextArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ContextArgs {
+    /// What `~` stands for (default: SUDO_USER's home, else $HOME).
+    #[arg(long)]
+    home: Option<PathBuf>,
+    /// Resolve the policy's host names with the system resolver (otherwise they match nothing).
+    #[arg(long)]
+    resolve: bool,
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("`{text}`: expected tcp or udp")),
+    }
 }
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { file } => {
-            anyhow::bail!("policy check {}: not implemented yet", file.display())
+        PolicyCommand::Check { file, context } => check(&file, &context),
+        PolicyCommand::Test { file, cases, context } => test(&file, &cases, &context),
+        PolicyCommand::Explain { file, action, path, address, port, protocol, args, agent, context } => {
+            let Some((policy, ctx)) = load(&file, &context)? else { return Ok(ExitCode::from(1)) };
+            let attempt = Attempt::new(action, path.as_deref(), address, port, protocol, args, &ctx.home)
+                .map_err(anyhow::Error::msg)?;
+            explain(&policy, &ctx, agent.as_deref(), &attempt)
         }
     }
+}
+
+/// Loads the policy and builds the context; `None` after printing the policy's errors.
+fn load(file: &Path, args: &ContextArgs) -> anyhow::Result<Option<(Policy, CompileContext)>> {
+    let policy = match load_file(file) {
+        Ok(policy) => policy,
+        Err(e) => {
+            print_errors(&e);
+            return Ok(None);
+        }
+    };
+    let home = args.home.clone().unwrap_or_else(launching_user_home);
+    let mut ctx = CompileContext::new(home);
+    if args.resolve {
+        let mut cache = HostCache::default();
+        for (host, error) in cache.refresh(&policy.host_names(), 0, resolve_system) {
+            eprintln!("warning: cannot resolve `{host}`: {error}");
+        }
+        ctx.hosts = cache.addresses(0);
+    }
+    Ok(Some((policy, ctx)))
+}
+
+fn print_errors(error: &PolicyError) {
+    for diagnostic in &error.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+}
+
+fn compile(policy: &Policy, ctx: &CompileContext) -> Option<CompiledSet> {
+    match compile_all(policy, ctx) {
+        Ok(set) => {
+            for warning in &set.warnings {
+                eprintln!("{warning}");
+            }
+            Some(set)
+        }
+        Err(e) => {
+            print_errors(&e);
+            None
+        }
+    }
+}
+
+fn check(file: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
+    let Some((policy, ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
+    let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
+    println!(
+        "{}: ok, {} ({} file(s), {} warning(s))",
+        file.display(),
+        set.hash,
+        policy.files.len(),
+        set.warnings.len()
+    );
+    let unresolved = policy.host_names().len();
+    if !args.resolve && unresolved > 0 {
+        println!("  {unresolved} host name(s) not resolved, so matching no address here (pass --resolve to resolve them)");
+    }
+    for profile in std::iter::once(&set.base).chain(&set.agents) {
+        println!("  {}", profile_summary(profile));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn profile_summary(profile: &CompiledProfile) -> String {
+    let stats = &profile.stats;
+    let name = profile.agent.as_deref().map_or_else(|| "base profile".to_owned(), |a| format!("agent `{a}`"));
+    format!(
+        "{name}: {} rules, default {}; DFA states read/write/exec/unix {:?}, {} transitions; {} network prefixes, {} port intervals; ~{} KiB of map values",
+        stats.rules,
+        profile.tables.default_effect.as_str(),
+        stats.dfa_states,
+        stats.dfa_transitions(),
+        stats.net_prefixes,
+        stats.port_intervals,
+        stats.map_bytes().div_ceil(1024)
+    )
+}
+
+fn rule_label(profile: &CompiledProfile, decision: &Decision) -> String {
+    match decision.rule.and_then(|id| profile.rule(id)) {
+        Some(rule) => format!("rule `{}`", rule.name),
+        None if decision.bound_hit => "the kernel bound (path too long)".to_owned(),
+        None => "the default".to_owned(),
+    }
+}
+
+fn explain(
+    policy: &Policy,
+    ctx: &CompileContext,
+    agent: Option<&str>,
+    attempt: &Attempt,
+) -> anyhow::Result<ExitCode> {
+    let Some(set) = compile(policy, ctx) else { return Ok(ExitCode::from(1)) };
+    let profile = set.profile(agent);
+    let evaluator = Evaluator::new(policy, agent, ctx).map_err(anyhow::Error::msg)?;
+    let request = attempt.request();
+    let explanation = evaluator.explain(&request);
+    let mut out = String::new();
+    let profile_name = profile
+        .agent
+        .as_deref()
+        .map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
+    writeln!(out, "policy {} ({profile_name})", set.hash)?;
+    for check in &explanation.checks {
+        writeln!(out, "{} {}", check.label, describe(attempt))?;
+        for step in &check.steps {
+            let (mark, text) = match &step.verdict {
+                StepVerdict::NotApplicable(why) => ("  skip", why),
+                StepVerdict::NoMatch(why) => ("  miss", why),
+                StepVerdict::Decides(why) => ("  HIT ", why),
+            };
+            writeln!(out, "{mark} #{} `{}`: {text}", step.rule, step.name)?;
+        }
+        writeln!(out, "  => {} by {}", check.decision.effect.as_str(), rule_label(profile, &check.decision))?;
+    }
+    let mut decision = explanation.decision;
+    if let (Some(args), AttemptAction::ProcessExec) = (attempt.arg_slices(), attempt.action) {
+        for step in evaluator.explain_arguments(&attempt.path, &args) {
+            let text = match &step.verdict {
+                StepVerdict::Decides(why) | StepVerdict::NoMatch(why) | StepVerdict::NotApplicable(why) => {
+                    why
+                }
+            };
+            writeln!(out, "  args #{} `{}`: {text}", step.rule, step.name)?;
+        }
+        decision = evaluator.evaluate_exec_with_args(&attempt.path, &args);
+    }
+    writeln!(out, "decision: {} by {}", decision.effect.as_str(), rule_label(profile, &decision))?;
+    if let Some(rule) = decision.rule.and_then(|id| profile.rule(id)) {
+        if let Some(reason) = &rule.reason {
+            writeln!(out, "reason: {reason}")?;
+        }
+        writeln!(out, "rule defined at {}", rule.location)?;
+    }
+    print!("{out}");
+    let kernel = profile.tables.decide(&request);
+    if kernel != explanation.decision {
+        eprintln!(
+            "BUG: the kernel tables decide {} by {}; please report this policy",
+            kernel.effect.as_str(),
+            rule_label(profile, &kernel)
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(attempt: &Attempt) -> String {
+    match attempt.inet {
+        Some((protocol, addr, port)) => {
+            let v6 = std::net::Ipv6Addr::from(addr);
+            let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+            let protocol = if i32::from(protocol) == libc::IPPROTO_UDP { "udp" } else { "tcp" };
+            format!("{protocol} {ip} port {port}")
+        }
+        None => String::from_utf8_lossy(&attempt.path).into_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    home: Option<PathBuf>,
+    /// Host name resolutions to use instead of DNS.
+    #[serde(default)]
+    hosts: BTreeMap<HostName, Vec<IpAddr>>,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: Option<String>,
+    agent: Option<String>,
+    action: AttemptAction,
+    path: Option<String>,
+    args: Option<Vec<String>>,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    protocol: Option<Protocol>,
+    expect: Effect,
+    /// A rule name, or `default`.
+    rule: Option<String>,
+}
+
+fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
+    let name: Arc<str> = Arc::from(path.display().to_string());
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cases: CasesFile = serde_yaml::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map_or_else(|| Location::file(&name), |l| Location::new(&name, l.line(), l.column()));
+        anyhow::anyhow!("{}", Diagnostic::error(at, e.to_string()))
+    })?;
+    Ok((cases, Positions::scan(&text), name))
+}
+
+fn test(file: &Path, cases_path: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
+    let (cases, positions, cases_name) = read_cases(cases_path)?;
+    let Some((policy, mut ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
+    if let Some(home) = &cases.home {
+        ctx.home = home.clone();
+    }
+    if !cases.hosts.is_empty() {
+        let mut hosts = HostAddresses::default();
+        for (host, addrs) in &cases.hosts {
+            hosts.insert(host.clone(), addrs.iter().copied());
+        }
+        ctx.hosts = hosts;
+    }
+    let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
+    let mut evaluators: BTreeMap<Option<String>, Evaluator> = BTreeMap::new();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for (index, case) in cases.cases.iter().enumerate() {
+        let at = positions.get(&format!("cases[{index}]")).map_or_else(
+            || Location::file(&cases_name),
+            |(line, column)| Location::new(&cases_name, line, column),
+        );
+        let label = case.name.clone().unwrap_or_else(|| format!("case {}", index + 1));
+        match run_case(case, &policy, &ctx, &set, &mut evaluators) {
+            Ok(None) => {
+                passed += 1;
+                println!("ok   {label}");
+            }
+            Ok(Some(why)) | Err(why) => {
+                failed += 1;
+                println!("FAIL {label} ({at}): {why}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `Ok(None)` if the case holds, `Ok(Some(why not))` if not, `Err` if it cannot be run.
+fn run_case(
+    case: &Case,
+    policy: &Policy,
+    ctx: &CompileContext,
+    set: &CompiledSet,
+    evaluators: &mut BTreeMap<Option<String>, Evaluator>,
+) -> Result<Option<String>, String> {
+    let attempt = Attempt::new(
+        case.action,
+        case.path.as_deref(),
+        case.address,
+        case.port,
+        case.protocol,
+        case.args.clone(),
+        &ctx.home,
+    )?;
+    if let Some(agent) = &case.agent {
+        if policy.agent(agent).is_none() {
+            return Err(format!("agent `{agent}` has no profile in the policy"));
+        }
+    }
+    let evaluator = match evaluators.entry(case.agent.clone()) {
+        std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            entry.insert(Evaluator::new(policy, case.agent.as_deref(), ctx)?)
+        }
+    };
+    let profile = set.profile(case.agent.as_deref());
+    let request = attempt.request();
+    let reference = evaluator.evaluate(&request);
+    let kernel = profile.tables.decide(&request);
+    if kernel != reference {
+        return Ok(Some(format!(
+            "BUG: the kernel tables decide {} by {}, the evaluator {} by {}",
+            kernel.effect.as_str(),
+            rule_label(profile, &kernel),
+            reference.effect.as_str(),
+            rule_label(profile, &reference)
+        )));
+    }
+    let decision = match (attempt.arg_slices(), case.action) {
+        (Some(args), AttemptAction::ProcessExec) => evaluator.evaluate_exec_with_args(&attempt.path, &args),
+        _ => reference,
+    };
+    let got_rule = decision.rule.and_then(|id| profile.rule(id)).map_or("default", |r| r.name.as_str());
+    let effect_ok = decision.effect == case.expect;
+    let rule_ok = case.rule.as_deref().is_none_or(|want| want == got_rule);
+    if effect_ok && rule_ok {
+        return Ok(None);
+    }
+    let expected = match &case.rule {
+        Some(rule) => format!("{} by `{rule}`", case.expect.as_str()),
+        None => case.expect.as_str().to_owned(),
+    };
+    Ok(Some(format!("expected {expected}, got {} by `{got_rule}`", decision.effect.as_str())))
 }

@@ -270,7 +270,7 @@ impl CompiledPolicy {
 
 /// A read-write open must pass both tables: a deny from either wins (read first), then an audit
 /// (write first), else the write decision.
-fn combine_read_write(read: Decision, write: Decision) -> Decision {
+pub(crate) fn combine_read_write(read: Decision, write: Decision) -> Decision {
     if read.effect == Effect::Deny {
         read
     } else if write.effect == Effect::Deny || write.effect == Effect::Audit {

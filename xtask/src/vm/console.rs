@@ -72,36 +72,21 @@ impl Console {
     pub fn line(&mut self, line: &str) -> Verdict {
         if self.phase == Phase::Booting && line == self.start_marker {
             self.phase = Phase::Running;
-            return Verdict {
-                show: false,
-                event: Some(Event::Started),
-            };
+            return Verdict { show: false, event: Some(Event::Started) };
         }
         if self.phase == Phase::Running {
-            if let Some(status) = line
-                .strip_prefix(&self.exit_marker)
-                .and_then(|s| s.parse().ok())
-            {
+            if let Some(status) = line.strip_prefix(&self.exit_marker).and_then(|s| s.parse().ok()) {
                 self.phase = Phase::Finished;
-                return Verdict {
-                    show: false,
-                    event: Some(Event::Exited(status)),
-                };
+                return Verdict { show: false, event: Some(Event::Exited(status)) };
             }
             self.transcript.push(line.to_owned());
-            return Verdict {
-                show: true,
-                event: None,
-            };
+            return Verdict { show: true, event: None };
         }
         if self.phase == Phase::Booting {
             self.boot_log.push(line.to_owned());
         }
         self.in_trouble |= TROUBLE.iter().any(|pattern| line.contains(pattern));
-        Verdict {
-            show: self.show_everything || self.in_trouble,
-            event: None,
-        }
+        Verdict { show: self.show_everything || self.in_trouble, event: None }
     }
 }
 
@@ -109,14 +94,8 @@ impl Console {
 mod tests {
     use super::*;
 
-    const QUIET: Verdict = Verdict {
-        show: false,
-        event: None,
-    };
-    const SHOWN: Verdict = Verdict {
-        show: true,
-        event: None,
-    };
+    const QUIET: Verdict = Verdict { show: false, event: None };
+    const SHOWN: Verdict = Verdict { show: true, event: None };
 
     #[test]
     fn shows_only_the_command_output_between_the_markers() {
@@ -124,18 +103,12 @@ mod tests {
         assert_eq!(console.line("[    0.51] Run /init as init process"), QUIET);
         assert_eq!(
             console.line("safeclaw-vm-start n1"),
-            Verdict {
-                show: false,
-                event: Some(Event::Started)
-            }
+            Verdict { show: false, event: Some(Event::Started) }
         );
         assert_eq!(console.line("6.12.117+deb12-cloud-amd64"), SHOWN);
         assert_eq!(
             console.line("safeclaw-vm-exit n1 3"),
-            Verdict {
-                show: false,
-                event: Some(Event::Exited(3))
-            }
+            Verdict { show: false, event: Some(Event::Exited(3)) }
         );
         assert_eq!(console.line("[    9.10] reboot: Power down"), QUIET);
         assert_eq!(console.transcript, ["6.12.117+deb12-cloud-amd64"]);
@@ -147,20 +120,13 @@ mod tests {
         let mut console = Console::new("n1", false);
         console.line("safeclaw-vm-start n1");
         assert_eq!(console.line("safeclaw-vm-exit n2 0"), SHOWN);
-        assert_eq!(
-            console.line("safeclaw-vm-exit n1 oops"),
-            SHOWN,
-            "a status must be a number"
-        );
+        assert_eq!(console.line("safeclaw-vm-exit n1 oops"), SHOWN, "a status must be a number");
     }
 
     #[test]
     fn kernel_trouble_outside_the_command_is_shown_with_what_follows() {
         let mut console = Console::new("n1", false);
-        assert_eq!(
-            console.line("[    1.00] Kernel panic - not syncing: VFS"),
-            SHOWN
-        );
+        assert_eq!(console.line("[    1.00] Kernel panic - not syncing: VFS"), SHOWN);
         assert_eq!(console.line("[    1.00]  dump_stack_lvl+0x4d/0x70"), SHOWN);
         assert!(!console.started());
     }

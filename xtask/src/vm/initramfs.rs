@@ -31,28 +31,17 @@ pub fn ensure(kernel: Kernel, kernel_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let partial = dir.join(format!("initramfs.cpio.{}", std::process::id()));
-    std::fs::write(&partial, &archive)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::write(&partial, &archive).with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::rename(&partial, &path)
         .with_context(|| format!("cannot rename {} into place", partial.display()))?;
     Ok(path)
 }
 
 fn pack(modules_root: &Path) -> anyhow::Result<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX).with_context(|| {
-        format!("cannot read {BUSYBOX}: install busybox-static with `cargo xtask setup`")
-    })?;
+    let busybox = std::fs::read(BUSYBOX)
+        .with_context(|| format!("cannot read {BUSYBOX}: install busybox-static with `cargo xtask setup`"))?;
     let mut cpio = Cpio::default();
-    for dir in [
-        "bin",
-        "dev",
-        "proc",
-        "sys",
-        "newroot",
-        "hostview",
-        "lib",
-        "lib/modules",
-    ] {
+    for dir in ["bin", "dev", "proc", "sys", "newroot", "hostview", "lib", "lib/modules"] {
         cpio.directory(dir);
     }
     // The kernel opens /dev/console for init's stdin/stdout before init can mount devtmpfs.
@@ -60,12 +49,8 @@ fn pack(modules_root: &Path) -> anyhow::Result<Vec<u8>> {
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.file("init", 0o755, INIT.as_bytes());
     for (index, module) in modules_to_load(modules_root)?.into_iter().enumerate() {
-        let name = module
-            .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or("module.ko");
-        let bytes =
-            std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+        let name = module.file_name().and_then(|name| name.to_str()).unwrap_or("module.ko");
+        let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
         cpio.file(&format!("lib/modules/{index}-{name}"), 0o644, &bytes);
     }
     Ok(cpio.finish())
@@ -75,12 +60,8 @@ fn pack(modules_root: &Path) -> anyhow::Result<Vec<u8>> {
 fn modules_to_load(modules_root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let version_dir = only_subdirectory(modules_root)?;
     let builtin_path = version_dir.join("modules.builtin");
-    let builtin = std::fs::read_to_string(&builtin_path).with_context(|| {
-        format!(
-            "cannot read {} (re-run `cargo xtask setup`)",
-            builtin_path.display()
-        )
-    })?;
+    let builtin = std::fs::read_to_string(&builtin_path)
+        .with_context(|| format!("cannot read {} (re-run `cargo xtask setup`)", builtin_path.display()))?;
     let mut modules = Vec::new();
     for module in VIRTIOFS_MODULES {
         if builtin.lines().any(|line| line == module) {
@@ -88,11 +69,7 @@ fn modules_to_load(modules_root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
         let path = version_dir.join(module);
         if !path.is_file() {
-            bail!(
-                "the kernel neither builds in nor ships {} (looked for {})",
-                module,
-                path.display()
-            );
+            bail!("the kernel neither builds in nor ships {} (looked for {})", module, path.display());
         }
         modules.push(path);
     }
@@ -105,20 +82,16 @@ fn only_subdirectory(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot list {} (re-run `cargo xtask setup`)", dir.display()))?;
     let mut subdirectories = Vec::new();
     for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
         if path.is_dir() {
             subdirectories.push(path);
         }
     }
     match <[PathBuf; 1]>::try_from(subdirectories) {
         Ok([only]) => Ok(only),
-        Err(found) => bail!(
-            "expected one kernel release directory in {}, found {}",
-            dir.display(),
-            found.len()
-        ),
+        Err(found) => {
+            bail!("expected one kernel release directory in {}, found {}", dir.display(), found.len())
+        }
     }
 }
 
@@ -171,8 +144,7 @@ impl Cpio {
         ];
         self.bytes.extend_from_slice(b"070701");
         for field in fields {
-            self.bytes
-                .extend_from_slice(format!("{field:08x}").as_bytes());
+            self.bytes.extend_from_slice(format!("{field:08x}").as_bytes());
         }
         self.bytes.extend_from_slice(path.as_bytes());
         self.bytes.push(0);
@@ -199,11 +171,7 @@ mod tests {
         let bytes = cpio.finish();
         let header = std::str::from_utf8(&bytes[..110])?;
         assert_eq!(&header[..6], "070701", "magic");
-        assert_eq!(
-            &header[14..22],
-            format!("{:08x}", Cpio::REGULAR | 0o755),
-            "mode field"
-        );
+        assert_eq!(&header[14..22], format!("{:08x}", Cpio::REGULAR | 0o755), "mode field");
         assert_eq!(&header[54..62], "0000000a", "file size field");
         assert_eq!(&header[94..102], "00000005", "name size includes the NUL");
         // 110-byte header + "init\0" padded to 116, then 10 data bytes padded to 128.
@@ -220,11 +188,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
         let release = root.join("6.99.0-test");
         std::fs::create_dir_all(release.join("kernel/fs/fuse"))?;
-        let all_but_fuse: Vec<_> = VIRTIOFS_MODULES
-            .iter()
-            .filter(|m| !m.contains("fuse"))
-            .copied()
-            .collect();
+        let all_but_fuse: Vec<_> = VIRTIOFS_MODULES.iter().filter(|m| !m.contains("fuse")).copied().collect();
         std::fs::write(release.join("modules.builtin"), all_but_fuse.join("\n"))?;
         std::fs::write(release.join("kernel/fs/fuse/fuse.ko"), b"")?;
 
@@ -236,10 +200,7 @@ mod tests {
         assert!(missing.is_err_and(|err| err.contains("virtiofs.ko")));
         assert_eq!(
             found?,
-            vec![
-                release.join("kernel/fs/fuse/fuse.ko"),
-                release.join("kernel/fs/fuse/virtiofs.ko")
-            ]
+            vec![release.join("kernel/fs/fuse/fuse.ko"), release.join("kernel/fs/fuse/virtiofs.ko")]
         );
         Ok(())
     }

@@ -92,11 +92,7 @@ impl FromStr for MemSize {
             .and_then(|n| n.checked_mul(factor))
             .ok_or_else(|| format!("`{text}` is not a size like 512M or 2G"))?;
         if !(Self::MIN_MIB..=Self::MAX_MIB).contains(&mib) {
-            return Err(format!(
-                "{mib} MiB is outside {}M..={}M",
-                Self::MIN_MIB,
-                Self::MAX_MIB
-            ));
+            return Err(format!("{mib} MiB is outside {}M..={}M", Self::MIN_MIB, Self::MAX_MIB));
         }
         Ok(Self(mib))
     }
@@ -251,13 +247,7 @@ impl Vm {
         let out = self.out.as_deref().map(shared_directory).transpose()?;
         let run_dir = RunDir::create()?;
         run_dir.write("config", &self.config(out.as_deref(), &run_dir.nonce))?;
-        run_dir.write(
-            "binds",
-            &host_binds()
-                .iter()
-                .map(|dir| format!("{dir}\n"))
-                .collect::<String>(),
-        )?;
+        run_dir.write("binds", &host_binds().iter().map(|dir| format!("{dir}\n")).collect::<String>())?;
         run_dir.write("command.sh", &self.command_script()?)?;
         run_dir.snapshot_etc()?;
 
@@ -265,17 +255,10 @@ impl Vm {
         if let Some(out) = &out {
             daemons.push(virtiofsd(&run_dir, "out", out)?);
         }
-        let qemu = Tethered::spawn(
-            "QEMU",
-            &mut self.qemu_command(&kernel_dir, &initramfs, &run_dir)?,
-        )
-        .context("run `cargo xtask setup` to install QEMU")?;
-        let Watched {
-            stop,
-            status,
-            boot_time,
-            console,
-        } = self.supervise(started, qemu, daemons, &run_dir.nonce)?;
+        let qemu = Tethered::spawn("QEMU", &mut self.qemu_command(&kernel_dir, &initramfs, &run_dir)?)
+            .context("run `cargo xtask setup` to install QEMU")?;
+        let Watched { stop, status, boot_time, console } =
+            self.supervise(started, qemu, daemons, &run_dir.nonce)?;
         let elapsed = started.elapsed();
 
         if matches!(stop, Stop::Interrupted) {
@@ -283,10 +266,7 @@ impl Vm {
         }
         if !console.started() {
             let why = if matches!(stop, Stop::TimedOut) {
-                format!(
-                    "did not reach the command within {} s",
-                    self.timeout.as_secs()
-                )
+                format!("did not reach the command within {} s", self.timeout.as_secs())
             } else {
                 "did not boot to the command".to_owned()
             };
@@ -318,11 +298,7 @@ impl Vm {
         mut daemons: Vec<Tethered>,
         nonce: &str,
     ) -> anyhow::Result<Watched> {
-        let stdout = qemu
-            .child()
-            .stdout
-            .take()
-            .context("QEMU's stdout was not captured")?;
+        let stdout = qemu.child().stdout.take().context("QEMU's stdout was not captured")?;
         let (events, received) = mpsc::channel();
         let console = Console::new(nonce, self.verbose);
         let reader = std::thread::spawn(move || read_console(stdout, console, &events));
@@ -356,27 +332,14 @@ impl Vm {
         for daemon in &mut daemons {
             daemon.kill();
         }
-        let console = reader
-            .join()
-            .map_err(|_| anyhow!("the console reader thread panicked"))?;
-        Ok(Watched {
-            stop,
-            status,
-            boot_time,
-            console,
-        })
+        let console = reader.join().map_err(|_| anyhow!("the console reader thread panicked"))?;
+        Ok(Watched { stop, status, boot_time, console })
     }
 
     /// Shell variables init.sh reads.
     fn config(&self, out: Option<&Path>, nonce: &str) -> String {
-        let out = out
-            .map(|dir| dir.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!(
-            "NONCE={}\nOUT_DIR={}\n",
-            shell_quote(nonce),
-            shell_quote(&out)
-        )
+        let out = out.map(|dir| dir.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("NONCE={}\nOUT_DIR={}\n", shell_quote(nonce), shell_quote(&out))
     }
 
     /// The script init runs in the chroot: the environment, the project directory, then the command.
@@ -394,51 +357,27 @@ impl Vm {
         for (name, value) in harness_env
             .iter()
             .map(|(name, value)| (*name, value.as_str()))
-            .chain(
-                self.env
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_str())),
-            )
+            .chain(self.env.iter().map(|(name, value)| (name.as_str(), value.as_str())))
         {
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 bail!("`{name}` is not a valid environment variable name");
             }
             script.push_str(&format!("export {name}={}\n", shell_quote(value)));
         }
-        script.push_str(&format!(
-            "cd {} || exit 125\n",
-            shell_quote(&project::root().to_string_lossy())
-        ));
+        script.push_str(&format!("cd {} || exit 125\n", shell_quote(&project::root().to_string_lossy())));
         let words: Vec<String> = self.command.iter().map(|word| shell_quote(word)).collect();
         script.push_str(&format!("exec {}\n", words.join(" ")));
         Ok(script)
     }
 
-    fn qemu_command(
-        &self,
-        kernel_dir: &Path,
-        initramfs: &Path,
-        run_dir: &RunDir,
-    ) -> anyhow::Result<Command> {
+    fn qemu_command(&self, kernel_dir: &Path, initramfs: &Path, run_dir: &RunDir) -> anyhow::Result<Command> {
         let mem = format!("{}M", self.mem.0);
         let log = run_dir.create_log("qemu")?;
         let mut command = Command::new(QEMU);
         command
-            .args([
-                "-accel",
-                "tcg",
-                "-cpu",
-                "max",
-                "-m",
-                &mem,
-                "-smp",
-                &self.cpus.to_string(),
-            ])
+            .args(["-accel", "tcg", "-cpu", "max", "-m", &mem, "-smp", &self.cpus.to_string()])
             .arg("-kernel")
             .arg(kernel_dir.join("vmlinuz"))
             .arg("-initrd")
@@ -449,21 +388,9 @@ impl Vm {
                 if self.verbose { "" } else { "quiet" },
                 run_dir.path.display()
             ))
-            .args([
-                "-display",
-                "none",
-                "-nodefaults",
-                "-no-reboot",
-                "-monitor",
-                "none",
-                "-serial",
-                "stdio",
-            ])
+            .args(["-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "stdio"])
             // vhost-user needs guest memory that virtiofsd can map.
-            .args([
-                "-object",
-                &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-            ])
+            .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")])
             .args(["-numa", "node,memdev=mem"]);
         let mut tags = vec![(ROOT_TAG, run_dir.socket("root"))];
         if self.out.is_some() {
@@ -476,10 +403,7 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("vhost-user-fs-pci,chardev=fs{index},tag={tag}"));
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         Ok(command)
     }
 }
@@ -487,21 +411,16 @@ impl Vm {
 fn installed_kernel(kernel: Kernel) -> anyhow::Result<PathBuf> {
     let dir = project::vm_cache().join(kernel.name());
     if !dir.join(".complete").is_file() || !dir.join("vmlinuz").is_file() {
-        bail!(
-            "the {kernel} kernel is not installed in {}: run `cargo xtask setup`",
-            dir.display()
-        );
+        bail!("the {kernel} kernel is not installed in {}: run `cargo xtask setup`", dir.display());
     }
     Ok(dir)
 }
 
 /// The `--out` directory, created if missing and resolved, so that the guest sees it at its real path.
 fn shared_directory(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("--out {}: cannot create it", dir.display()))?;
-    let resolved = dir
-        .canonicalize()
-        .with_context(|| format!("--out {}: cannot resolve it", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create it", dir.display()))?;
+    let resolved =
+        dir.canonicalize().with_context(|| format!("--out {}: cannot resolve it", dir.display()))?;
     if resolved == Path::new("/") {
         bail!("--out / would share the host's whole root writable; give a directory of its own");
     }
@@ -512,10 +431,7 @@ fn shared_directory(dir: &Path) -> anyhow::Result<PathBuf> {
 /// QEMU's and virtiofsd's option syntax splits on commas, the kernel command line on spaces.
 fn require_plain_path(path: &Path, what: &str) -> anyhow::Result<()> {
     let text = path.to_string_lossy();
-    if text
-        .chars()
-        .any(|c| c == ',' || c.is_whitespace() || c.is_control())
-    {
+    if text.chars().any(|c| c == ',' || c.is_whitespace() || c.is_control()) {
         bail!("{what} {text}: the VM harness cannot pass a path with commas, spaces or control characters");
     }
     Ok(())
@@ -532,22 +448,12 @@ fn virtiofsd(run_dir: &RunDir, name: &'static str, source: &Path) -> anyhow::Res
         .arg("-o")
         .arg(format!("source={}", source.display()))
         // chroot: the default namespace sandbox fails here with `pivot_root ... busy`.
-        .args([
-            "-o",
-            "cache=none",
-            "-o",
-            "sandbox=chroot",
-            "-o",
-            "log_level=warn",
-        ])
+        .args(["-o", "cache=none", "-o", "sandbox=chroot", "-o", "log_level=warn"])
         .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .context("cannot duplicate the virtiofsd log handle")?,
-        )
+        .stdout(log.try_clone().context("cannot duplicate the virtiofsd log handle")?)
         .stderr(log);
-    let mut daemon = Tethered::spawn("virtiofsd", &mut command)
-        .context("run `cargo xtask setup` to install it")?;
+    let mut daemon =
+        Tethered::spawn("virtiofsd", &mut command).context("run `cargo xtask setup` to install it")?;
     let waited = Instant::now();
     while !socket.exists() {
         if daemon.has_exited() || waited.elapsed() > SOCKET_WAIT {
@@ -563,11 +469,7 @@ fn virtiofsd(run_dir: &RunDir, name: &'static str, source: &Path) -> anyhow::Res
     Ok(daemon)
 }
 
-fn read_console(
-    stdout: ChildStdout,
-    mut console: Console,
-    events: &mpsc::Sender<Event>,
-) -> Console {
+fn read_console(stdout: ChildStdout, mut console: Console, events: &mpsc::Sender<Event>) -> Console {
     let mut reader = BufReader::new(stdout);
     let mut bytes = Vec::new();
     loop {
@@ -601,11 +503,7 @@ fn boot_failure_details(console: &Console, run_dir: &RunDir, already_shown: bool
         }
     }
     // init names the failed step itself; otherwise QEMU (or, when QEMU is silent, virtiofsd) may say why.
-    if console
-        .boot_log
-        .iter()
-        .any(|line| line.starts_with(console::INIT_ERROR))
-    {
+    if console.boot_log.iter().any(|line| line.starts_with(console::INIT_ERROR)) {
         return details;
     }
     let qemu = run_dir.log_tail("qemu");
@@ -667,18 +565,14 @@ struct RunDir {
 
 impl RunDir {
     fn create() -> anyhow::Result<Self> {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         remove_stale_run_dirs();
         let nonce = format!("{:x}-{:x}", std::process::id(), since_epoch.as_nanos());
         let path = std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{nonce}"));
         require_plain_path(&path, "the temporary directory (TMPDIR)")?;
         if path.join("virtiofsd-root.sock").as_os_str().len() > MAX_SOCKET_PATH {
-            bail!(
-                "{} is too long for a socket path; set TMPDIR=/tmp",
-                path.display()
-            );
+            bail!("{} is too long for a socket path; set TMPDIR=/tmp", path.display());
         }
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -719,13 +613,9 @@ impl RunDir {
 
     /// The last lines of a daemon's log, indented, or nothing.
     fn log_tail(&self, name: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.path.join(format!("{name}.log"))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.path.join(format!("{name}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..]
-            .iter()
-            .map(|line| format!("  {line}\n"))
-            .collect()
+        lines[lines.len().saturating_sub(20)..].iter().map(|line| format!("  {line}\n")).collect()
     }
 }
 
@@ -767,11 +657,7 @@ mod tests {
     fn memory_sizes_parse_like_qemu() {
         assert_eq!("1G".parse(), Ok(MemSize(1024)));
         assert_eq!("512M".parse(), Ok(MemSize(512)));
-        assert_eq!(
-            "2048".parse(),
-            Ok(MemSize(2048)),
-            "a plain number is MiB, as for qemu -m"
-        );
+        assert_eq!("2048".parse(), Ok(MemSize(2048)), "a plain number is MiB, as for qemu -m");
         assert!("1T".parse::<MemSize>().is_err());
         assert!("64M".parse::<MemSize>().is_err(), "too small to boot");
         assert!("99999999999G".parse::<MemSize>().is_err());
@@ -786,10 +672,7 @@ mod tests {
 
     #[test]
     fn command_script_sets_the_environment_then_runs_the_exact_words() -> anyhow::Result<()> {
-        let mut vm = Vm::new(
-            Kernel::V6_1,
-            vec!["sh".into(), "-c".into(), "echo \"$1\"".into()],
-        );
+        let mut vm = Vm::new(Kernel::V6_1, vec!["sh".into(), "-c".into(), "echo \"$1\"".into()]);
         vm.env.push(("SAFECLAW_TEST_OUT".into(), "/x y".into()));
         let script = vm.command_script()?;
         assert!(script.contains("export SAFECLAW_VM_KERNEL='6.1'\n"));

@@ -1,0 +1,133 @@
+//! Line and column of every value in a policy file, keyed by its path (`rules[3].paths[0]`), for
+//! errors found after deserialization (duplicate names, shadowed rules, includes).
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Positions of the values of one YAML document. Empty if the text does not parse (serde_yaml
+/// already reported why).
+#[derive(Debug, Default)]
+pub struct Positions {
+    by_path: HashMap<String, (usize, usize)>,
+}
+
+impl Positions {
+    pub fn scan(text: &str) -> Positions {
+        let mut recorder = Recorder::default();
+        match Parser::new_from_str(text).load(&mut recorder, false) {
+            Ok(()) => Positions { by_path: recorder.by_path },
+            Err(_) => Positions::default(),
+        }
+    }
+
+    /// `(line, column)`, both from 1.
+    pub fn get(&self, path: &str) -> Option<(usize, usize)> {
+        self.by_path.get(path).copied()
+    }
+}
+
+enum Frame {
+    /// `key` is the key whose value comes next, if a key was read. A block mapping's start event
+    /// is marked at its first `:`, so the mapping is placed at its first key instead.
+    Mapping {
+        path: String,
+        key: Option<String>,
+        placed: bool,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
+}
+
+#[derive(Default)]
+struct Recorder {
+    stack: Vec<Frame>,
+    by_path: HashMap<String, (usize, usize)>,
+    /// A mapping whose first key was just read, to be placed there.
+    place_mapping: Option<String>,
+}
+
+impl Recorder {
+    /// The path of the node starting now, or `None` if it is a mapping key.
+    fn node_path(&mut self, scalar_key: Option<&str>) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Sequence { path, next }) => {
+                let here = format!("{path}[{next}]");
+                *next += 1;
+                Some(here)
+            }
+            Some(Frame::Mapping { path, key, placed }) => match key.take() {
+                Some(key) if path.is_empty() => Some(key),
+                Some(key) => Some(format!("{path}.{key}")),
+                None => {
+                    *key = Some(scalar_key.unwrap_or("?").to_owned());
+                    if !*placed {
+                        *placed = true;
+                        self.place_mapping = Some(path.clone());
+                    }
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Recorder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let position = (mark.line(), mark.col() + 1);
+        let event_is_key_scalar = matches!(event, Event::Scalar(..));
+        match event {
+            Event::Scalar(ref value, ..) => {
+                if let Some(path) = self.node_path(Some(value)) {
+                    self.by_path.insert(path, position);
+                }
+            }
+            Event::Alias(_) => {
+                if let Some(path) = self.node_path(Some("?")) {
+                    self.by_path.insert(path, position);
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                // A collection used as a mapping key gets a throwaway path.
+                let path = self.node_path(None).unwrap_or_else(|| "?".to_owned());
+                self.by_path.insert(path.clone(), position);
+                self.stack.push(match event {
+                    Event::MappingStart(..) => Frame::Mapping { path, key: None, placed: false },
+                    _ => Frame::Sequence { path, next: 0 },
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+        if let Some(mapping) = self.place_mapping.take().filter(|_| event_is_key_scalar) {
+            self.by_path.insert(mapping, position);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_of_nested_values() {
+        let text = "version: 1\nrules:\n  - name: a\n    paths: [/x, /y]\n  - name: b\nagents:\n  bot:\n    rules:\n      - name: c\n";
+        let positions = Positions::scan(text);
+        assert_eq!(positions.get("version"), Some((1, 10)));
+        assert_eq!(positions.get("rules[0].name"), Some((3, 11)));
+        assert_eq!(positions.get("rules[0].paths[1]"), Some((4, 17)));
+        assert_eq!(positions.get("rules[1]"), Some((5, 5)));
+        assert_eq!(positions.get("agents.bot.rules[0].name"), Some((9, 15)));
+    }
+
+    #[test]
+    fn broken_yaml_gives_no_positions() {
+        assert_eq!(Positions::scan("a: [").get("a"), None);
+    }
+}
