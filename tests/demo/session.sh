@@ -31,7 +31,7 @@ if [ "${1:-}" = --as-agent ]; then
         printf 'demo: %-7s %-50s %s %s\n' "$outcome" "$description" "$mark" "${error:+| $error}"
         sleep 0.5 # lets the audit line for this step arrive before the next step prints
     }
-    attempt allowed "read a project file (Cargo.toml)" cat Cargo.toml
+    attempt allowed "read a project file ~/projects/demo/README.md" cat "$HOME/projects/demo/README.md"
     attempt denied "read the SSH private key ~/.ssh/id_rsa" cat "$HOME/.ssh/id_rsa"
     attempt denied "read the project secrets file /tmp/demo/.env" cat /tmp/demo/.env
     attempt allowed "write /tmp/demo/notes.txt" sh -c 'echo notes >/tmp/demo/notes.txt'
@@ -47,8 +47,10 @@ fi
 audit_log=$OUT/audit.jsonl
 ready=/run/safeclaw.ready
 
-# Fake secrets, planted before enforcement starts and from outside the agent cgroup.
-mkdir -p "$HOME/.ssh" /tmp/demo
+# A project where default.yaml lets the agent work, and fake secrets, planted before enforcement starts
+# and from outside the agent cgroup.
+mkdir -p "$HOME/.ssh" /tmp/demo "$HOME/projects/demo"
+printf '# demo project\n' >"$HOME/projects/demo/README.md"
 printf 'FAKE PRIVATE KEY, planted by the SafeClaw demo\n' >"$HOME/.ssh/id_rsa"
 printf 'OPENAI_API_KEY=sk-fake-demo-key\n' >/tmp/demo/.env
 chmod 600 "$HOME/.ssh/id_rsa" /tmp/demo/.env
