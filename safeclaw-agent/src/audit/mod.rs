@@ -15,6 +15,7 @@ pub mod redact;
 pub mod retention;
 pub mod segment;
 pub mod signing;
+pub mod synthetic;
 pub mod tail;
 pub mod verify;
 pub mod writer;

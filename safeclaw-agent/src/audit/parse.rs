@@ -41,6 +41,7 @@ struct Details<'a> {
     #[serde(borrow)]
     last_hash: Option<Cow<'a, str>>,
     last_kernel_seq: Option<u64>,
+    from_kernel_seq: Option<u64>,
     to_kernel_seq: Option<u64>,
     #[serde(borrow)]
     kind: Option<Cow<'a, str>>,
@@ -66,7 +67,7 @@ pub enum Kind {
     Checkpoint { log_id: String, key_id: String, signature: String, trigger: String, timestamp: String },
     SegmentStart { log_id: String, last_kernel_seq: Option<u64> },
     KernelSessionStart,
-    Gap { to_kernel_seq: u64 },
+    Gap { from_kernel_seq: u64, to_kernel_seq: u64 },
     RetentionDelete { first: u64, last: u64, last_hash: Digest },
     TamperDetected { kind: String, signed_size: u64, found_size: u64 },
 }
@@ -122,7 +123,10 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
         },
         "audit.segment_start" => Kind::SegmentStart { log_id: text(d.log_id, "logId")?, last_kernel_seq: d.last_kernel_seq },
         "kernel.session_start" => Kind::KernelSessionStart,
-        "audit.gap" => Kind::Gap { to_kernel_seq: d.to_kernel_seq.ok_or_else(|| missing(action, "toKernelSeq"))? },
+        "audit.gap" => Kind::Gap {
+            from_kernel_seq: d.from_kernel_seq.ok_or_else(|| missing(action, "fromKernelSeq"))?,
+            to_kernel_seq: d.to_kernel_seq.ok_or_else(|| missing(action, "toKernelSeq"))?,
+        },
         "audit.retention_delete" => Kind::RetentionDelete {
             first: d.first_sequence.ok_or_else(|| missing(action, "firstSequence"))?,
             last: d.last_sequence.ok_or_else(|| missing(action, "lastSequence"))?,

@@ -67,7 +67,7 @@ fn record(end: &mut SegmentEnd, summary: &Summary, probe: Option<u64>, line: &[u
     match &summary.kind {
         Kind::Plain { kernel_seq: Some(k) } => end.last_kernel_seq = Some(*k),
         Kind::Plain { kernel_seq: None } | Kind::RetentionDelete { .. } | Kind::TamperDetected { .. } => {}
-        Kind::Gap { to_kernel_seq } => end.last_kernel_seq = Some(*to_kernel_seq),
+        Kind::Gap { to_kernel_seq, .. } => end.last_kernel_seq = Some(*to_kernel_seq),
         Kind::KernelSessionStart => end.last_kernel_seq = None,
         Kind::SegmentStart { last_kernel_seq, log_id } => {
             end.last_kernel_seq = *last_kernel_seq;

@@ -252,8 +252,9 @@ impl AuditWriter {
             #[cfg(test)]
             fail_writes: None,
         };
+        let continues_rotated = active_end.is_none() && next_seq > 0;
         writer.record_recovery(head, &end)?;
-        if active_end.is_none() && writer.chain.next_seq > 0 {
+        if continues_rotated {
             // The newest segment was rotated out before a crash: this one continues it.
             writer.push_event(WriterEvent::SegmentStart { log_id: writer.log_id.clone(), last_kernel_seq: end.last_kernel_seq });
         }
@@ -643,5 +644,192 @@ impl AuditWriter {
     /// Makes every following write fail with `kind` (`None`: work again).
     pub(crate) fn inject_write_failure(&mut self, kind: Option<io::ErrorKind>) {
         self.fail_writes = kind;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::synthetic::record;
+    use crate::audit::verify::{log_files, verify, Damage, VerifyOptions};
+
+    fn options(dir: &Path) -> WriterOptions {
+        WriterOptions::new(&dir.join("log/audit.jsonl")).with_state_dir(&dir.join("state"))
+    }
+
+    fn check(dir: &Path) -> crate::audit::verify::Report {
+        let opts = options(dir);
+        let key = AuditKey::load(&opts.key_path).unwrap().public();
+        let verify_opts = VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None };
+        verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(dir.join("log/audit.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_closed_log_verifies_and_reopens_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in 0..25 {
+            writer.append(&record(k));
+        }
+        assert_eq!(writer.close().unwrap().kernel_seq, Some(24));
+        let report = check(dir.path());
+        assert_eq!(report.failure, None);
+        assert_eq!(report.entries, 28);
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().next_sequence, 28);
+        assert_eq!(writer.recovered().last_kernel_seq, Some(24));
+        writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn kernel_sequence_jumps_become_gap_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&record(5));
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.close().unwrap();
+        let gaps: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.gap").collect();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0]["details"]["fromKernelSeq"], 1);
+        assert_eq!(gaps[0]["details"]["toKernelSeq"], 4);
+        let report = check(dir.path());
+        assert_eq!((report.gaps, report.lost_kernel_events), (1, 4));
+    }
+
+    #[test]
+    fn checkpoints_follow_the_entry_cadence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.checkpoint_every = 10;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..35 {
+            writer.append(&record(k));
+        }
+        writer.close().unwrap();
+        let triggers: Vec<String> = entries(dir.path())
+            .iter()
+            .filter(|e| e["action"] == "audit.checkpoint")
+            .map(|e| e["details"]["trigger"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(triggers, ["count", "count", "count", "shutdown"]);
+        assert_eq!(check(dir.path()).checkpoints, 4);
+    }
+
+    #[test]
+    fn durable_tracks_commits_not_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&record(1));
+        assert_eq!(writer.durable().kernel_seq, None);
+        let durable = writer.commit().unwrap();
+        assert_eq!(durable.kernel_seq, Some(1));
+        assert_eq!(durable.sequence, Some(writer.next_sequence() - 1));
+    }
+
+    #[test]
+    fn write_failure_fails_closed_then_records_what_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_buffered_bytes = 4096;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.commit().unwrap();
+        writer.inject_write_failure(Some(io::ErrorKind::StorageFull));
+        writer.append(&record(1));
+        assert!(writer.commit().is_err());
+        assert!(matches!(writer.health(), Health::Failing { .. }));
+        let mut dropped = 0;
+        for k in 2..40 {
+            if writer.append(&record(k)) == Appended::Dropped {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0, "the 4 KiB buffer must fill");
+        assert!(writer.tick().is_err());
+        writer.inject_write_failure(None);
+        writer.commit().unwrap();
+        assert_eq!(writer.health(), &Health::Ok);
+        writer.close().unwrap();
+        let recovered: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.write_recovered").collect();
+        assert_eq!(recovered.len(), 1);
+        let d = &recovered[0]["details"];
+        assert_eq!(d["dropped"], dropped);
+        assert_eq!(d["mode"], "failClosed");
+        assert_eq!(d["deniedDuringFailure"].as_u64().unwrap() + d["allowedDuringFailure"].as_u64().unwrap(), 38);
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn an_interrupted_write_is_cut_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.append(&record(0));
+        writer.commit().unwrap();
+        drop(writer);
+        let log = dir.path().join("log/audit.jsonl");
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(b"{\"action\":\"file.re").unwrap();
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().discarded_bytes, 18);
+        writer.close().unwrap();
+        assert!(entries(dir.path()).iter().any(|e| e["action"] == "audit.crash_recovered"));
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn truncate_and_continue_is_recorded_and_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        for k in 0..10 {
+            writer.append(&record(k));
+        }
+        writer.close().unwrap();
+        let log = dir.path().join("log/audit.jsonl");
+        let text = fs::read_to_string(&log).unwrap();
+        let kept: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        fs::write(&log, kept).unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().tamper, Some("truncated"));
+        writer.append(&record(10));
+        writer.close().unwrap();
+        let report = check(dir.path());
+        assert!(
+            matches!(report.failure.as_ref().map(|f| &f.damage), Some(Damage::TamperRecorded { kind, .. }) if kind == "truncated"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn rotation_compresses_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..200 {
+            writer.append(&record(k));
+            if k % 10 == 9 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.close().unwrap();
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        assert!(files.len() > 3, "{files:?}");
+        assert!(files[..files.len() - 1].iter().all(|f| f.extension().is_some_and(|e| e == "zst")), "{files:?}");
+        let report = check(dir.path());
+        assert_eq!(report.failure, None);
+        assert_eq!(report.files, files.len());
     }
 }
