@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::segment::{open_reader, LogName};
+
 use crate::policy::compiled::Effect;
 
 /// Which entries to show.
@@ -129,28 +131,82 @@ pub fn render(entry: &Value, color: bool) -> String {
     line
 }
 
-/// Prints matching `line` (one JSON entry, newline excluded) in `style`; unreadable lines are shown as such.
-fn emit(line: &[u8], filter: &Filter, style: Style, out: &mut dyn Write) -> io::Result<()> {
-    let Ok(entry) = serde_json::from_slice::<Value>(line) else {
-        return writeln!(out, "(unreadable line: {})", sanitize(&String::from_utf8_lossy(line)));
-    };
-    if !filter.matches(&entry) {
-        return Ok(());
-    }
-    match style {
-        Style::Json => {
-            out.write_all(line)?;
-            out.write_all(b"\n")
+/// Prints entries once each, in `style`, remembering how far it got so that nothing is shown twice
+/// when a rotated segment is read again.
+struct Printer<'a> {
+    filter: &'a Filter,
+    style: Style,
+    out: &'a mut dyn Write,
+    /// Sequence after the last entry seen (shown or filtered out).
+    next: Option<u64>,
+}
+
+impl Printer<'_> {
+    /// Handles one line (newline excluded); unreadable lines are shown as such.
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+            return writeln!(self.out, "(unreadable line: {})", sanitize(&String::from_utf8_lossy(line)));
+        };
+        if let Some(sequence) = entry["sequence"].as_u64() {
+            if self.next.is_some_and(|next| sequence < next) {
+                return Ok(());
+            }
+            self.next = Some(sequence + 1);
         }
-        Style::Text { color } => writeln!(out, "{}", render(&entry, color)),
+        if !self.filter.matches(&entry) {
+            return Ok(());
+        }
+        match self.style {
+            Style::Json => {
+                self.out.write_all(line)?;
+                self.out.write_all(b"\n")
+            }
+            Style::Text { color } => writeln!(self.out, "{}", render(&entry, color)),
+        }
+    }
+
+    /// Prints every complete line available now; keeps a trailing partial line in `line`.
+    fn drain(&mut self, reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<()> {
+        while reader.read_until(b'\n', line)? > 0 && line.last() == Some(&b'\n') {
+            self.line(&line[..line.len() - 1])?;
+            line.clear();
+        }
+        self.out.flush()
+    }
+
+    /// After a rotation: the rotated segments holding entries not seen yet (several rotations may have
+    /// happened while we slept).
+    fn catch_up(&mut self, active: &Path) -> io::Result<()> {
+        let rotated: Vec<_> = LogName::of_active(active).list()?.into_iter().filter(|s| s.first_seq.is_some()).collect();
+        for (i, segment) in rotated.iter().enumerate() {
+            // A segment ends where the next one starts: skip those seen to the end.
+            let following = rotated.get(i + 1).and_then(|s| s.first_seq);
+            if let (Some(next), Some(following)) = (self.next, following) {
+                if following <= next {
+                    continue;
+                }
+            }
+            match open_reader(&segment.path, |_| {}) {
+                Ok(reader) => self.drain(&mut BufReader::new(reader), &mut Vec::new())?,
+                // Compression replaced it meanwhile: its compressed copy holds the same entries.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let compressed = LogName::of_active(active).list()?.into_iter().find(|s| s.first_seq == segment.first_seq);
+                    if let Some(compressed) = compressed {
+                        self.drain(&mut BufReader::new(open_reader(&compressed.path, |_| {})?), &mut Vec::new())?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
 /// Bytes read back from the end of the active segment to find the last entries.
 const TAIL_WINDOW: u64 = 4 << 20;
 
-/// Prints the last `count` matching entries of `active`, then, with `follow`, every new one, reopening
-/// the file when it is rotated.
+/// Prints the last `count` matching entries of `active`, then, with `follow`, every new one, following
+/// rotations.
 pub fn run(active: &Path, filter: &Filter, count: usize, follow: bool, style: Style, out: &mut dyn Write) -> io::Result<()> {
     let mut file = File::open(active)?;
     let len = file.metadata()?.len();
@@ -162,40 +218,43 @@ pub fn run(active: &Path, filter: &Filter, count: usize, follow: bool, style: St
         reader.read_until(b'\n', &mut line)?;
     }
     let mut last = std::collections::VecDeque::with_capacity(count);
+    let mut next = None;
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        let keep = serde_json::from_slice::<Value>(&line).map_or(true, |e| filter.matches(&e));
-        if keep && count > 0 {
+        let entry = serde_json::from_slice::<Value>(&line).ok();
+        if let Some(sequence) = entry.as_ref().and_then(|e| e["sequence"].as_u64()) {
+            next = Some(sequence + 1);
+        }
+        if entry.is_none_or(|e| filter.matches(&e)) && count > 0 {
             if last.len() == count {
                 last.pop_front();
             }
             last.push_back(line[..line.len() - 1].to_vec());
         }
     }
+    let mut printer = Printer { filter, style, out, next: None };
     for entry in &last {
-        emit(entry, filter, style, out)?;
+        printer.line(entry)?;
     }
-    out.flush()?;
+    printer.next = next;
+    printer.out.flush()?;
     if !follow {
         return Ok(());
     }
     // `line` may hold the start of an entry still being written.
     loop {
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n > 0 && line.last() == Some(&b'\n') {
-            emit(&line[..line.len() - 1], filter, style, out)?;
-            out.flush()?;
-            line.clear();
-            continue;
-        }
+        printer.drain(&mut reader, &mut line)?;
         std::thread::sleep(Duration::from_millis(200));
         let ours = reader.get_ref().metadata()?;
         match std::fs::metadata(active) {
-            // Rotated (a new file under the name) or truncated: drain what is left, then start over.
+            // Rotated (a new file under the name) or truncated: finish the old file, read any segment
+            // rotated out since, then start on the new active one.
             Ok(now) if now.ino() != ours.ino() || now.len() < reader.stream_position()? => {
+                printer.drain(&mut reader, &mut line)?;
+                printer.catch_up(active)?;
                 reader = BufReader::new(File::open(active)?);
                 line.clear();
             }
