@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod identity;
