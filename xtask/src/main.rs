@@ -1,4 +1,5 @@
-//! Development tasks: tool setup, the eBPF build, the QEMU test VM, the test suite and the demo.
+//! Development tasks: tool setup, the eBPF build, the QEMU test VM, the test suite, the demo and benchmarks.
+mod bench;
 mod build_ebpf;
 mod cargo;
 mod process;
@@ -35,6 +36,8 @@ enum Task {
     Test(test::TestArgs),
     /// Build everything, then enforce on the host if it can load BPF LSM programs, else run the demo in a VM.
     Run(run::RunArgs),
+    /// Measure open()+close() with and without SafeClaw in one VM boot; append to docs/benchmarks.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Task::Vm(args) => vm::run(args),
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
+        Task::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
