@@ -1,11 +1,11 @@
 //! Verification: reads a log's segments in order, checks every entry's hash, link and sequence, every
 //! checkpoint's signature against a trusted key, and the signed head; names the first damaged entry and
 //! the kind of damage. Memory stays constant: lines are parsed in fixed-size chunks, two at a time.
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::chain::{Digest, GENESIS};
 use super::parse::{parse, Kind, LineError, Summary};
@@ -182,8 +182,8 @@ pub struct VerifyIoError {
 
 /// Bytes of complete lines parsed per task.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Recent hashes kept to check a head file that moved during the scan.
-const RECENT_HASHES: usize = 1 << 16;
+/// How long verify waits for a running writer to sign the entries it has read.
+const LIVE_WAIT: Duration = Duration::from_secs(3);
 
 /// Verifies the files of one log (any order: they are sorted by their first sequence number).
 /// `progress` is told how many file bytes have been read.
@@ -202,41 +202,109 @@ pub fn verify(files: &[PathBuf], opts: &VerifyOptions, progress: Arc<dyn Fn(u64)
     };
     let mut checker = Checker::new(opts, head);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    'files: for path in &files {
+    let mut last_file = None;
+    for path in &files {
         let progress = progress.clone();
         let io_err = |source| VerifyIoError { path: path.clone(), source };
-        let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?;
+        // A file being appended to is read up to its length now, so that a writer faster than the
+        // verifier cannot keep it reading forever; `await_live_signature` reads on up to a signed head.
+        let length = std::fs::metadata(path).map_err(io_err)?.len();
+        let limit = if super::segment::Compression::of_path(path) == super::segment::Compression::None { length } else { u64::MAX };
+        let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?.take(limit);
         checker.report.files += 1;
         checker.file_start = true;
-        let mut carry = Vec::new();
-        let mut next_line = 1u64;
-        loop {
-            let mut batch = Vec::with_capacity(threads);
-            while batch.len() < threads {
-                match read_chunk(&mut reader, &mut carry).map_err(io_err)? {
-                    Some(data) => {
-                        let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
-                        batch.push((data, next_line));
-                        next_line += lines;
-                    }
-                    None => break,
+        let mut position = FilePosition { path: path.clone(), carry: Vec::new(), next_line: 1 };
+        if check_file(&mut checker, &mut reader, &mut position, threads)? == Flow::Stop {
+            break;
+        }
+        last_file = Some((reader, position));
+    }
+    if let Some((mut reader, mut position)) = last_file {
+        await_live_signature(&mut checker, &mut reader, &mut position)?;
+    }
+    checker.finish();
+    Ok(checker.report)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Where reading a file stands: the partial line carried over and the next line's number.
+struct FilePosition {
+    path: PathBuf,
+    carry: Vec<u8>,
+    next_line: u64,
+}
+
+/// Parses a file to its current end, `threads` chunks at a time, feeding the checker in order.
+fn check_file(checker: &mut Checker<'_>, reader: &mut dyn Read, at: &mut FilePosition, threads: usize) -> Result<Flow, VerifyIoError> {
+    loop {
+        let mut batch = Vec::with_capacity(threads);
+        while batch.len() < threads {
+            match read_chunk(reader, &mut at.carry).map_err(|source| VerifyIoError { path: at.path.clone(), source })? {
+                Some(data) => {
+                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                    batch.push((data, at.next_line));
+                    at.next_line += lines;
                 }
+                None => break,
             }
-            if batch.is_empty() {
-                break;
-            }
-            for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
-                for (i, result) in parsed.into_iter().enumerate() {
-                    let location = Location { file: path.clone(), line: first_line + i as u64 };
-                    if checker.check(result, location).is_err() {
-                        break 'files;
-                    }
+        }
+        if batch.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
+            for (i, result) in parsed.into_iter().enumerate() {
+                let location = Location { file: at.path.clone(), line: first_line + i as u64 };
+                if checker.check(result, location).is_err() {
+                    return Ok(Flow::Stop);
                 }
             }
         }
     }
-    checker.finish();
-    Ok(checker.report)
+}
+
+/// A log being written ends with entries its writer has not signed yet: wait briefly for a head that
+/// covers them, then read the active file exactly up to that head (later entries are left unread).
+fn await_live_signature(checker: &mut Checker<'_>, reader: &mut io::Take<impl Read>, at: &mut FilePosition) -> Result<(), VerifyIoError> {
+    let Some(head_path) = checker.opts.head_path.clone() else { return Ok(()) };
+    // Only a head written in the last seconds means a writer is at work; otherwise do not wait.
+    let recent = std::fs::metadata(&head_path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age < LIVE_WAIT));
+    if !recent {
+        return Ok(());
+    }
+    let deadline = Instant::now() + LIVE_WAIT;
+    while checker.unsigned_tail() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(Some(head)) = HeadFile::read(&head_path) else { continue };
+        let Some(last) = checker.report.last_sequence else { return Ok(()) };
+        if head.size <= last + 1 || checker.head_statement_ok(&head).is_err() {
+            continue;
+        }
+        let target = head.size - 1;
+        checker.head = Some(head);
+        reader.set_limit(u64::MAX);
+        // Lines may straddle what was read: keep the carry and read line by line up to the head.
+        let mut lines = io::BufReader::new(io::Cursor::new(std::mem::take(&mut at.carry)).chain(&mut *reader));
+        let mut line = Vec::new();
+        while checker.report.last_sequence.is_some_and(|s| s < target) {
+            line.clear();
+            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(|source| VerifyIoError { path: at.path.clone(), source })?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            let location = Location { file: at.path.clone(), line: at.next_line };
+            at.next_line += 1;
+            if checker.check(parse(&line[..line.len() - 1]), location).is_err() {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
 }
 
 /// Reads up to `CHUNK_BYTES` and returns the complete lines (or, at the end, whatever remains).
@@ -332,7 +400,6 @@ struct Checker<'a> {
     anchor: Option<(u64, Digest)>,
     last_checkpoint: Option<(u64, String)>,
     retention: Vec<(u64, u64, Digest)>,
-    recent: VecDeque<(u64, Digest)>,
     jump: Option<PendingJump>,
 }
 
@@ -352,7 +419,6 @@ impl<'a> Checker<'a> {
             anchor: None,
             last_checkpoint: None,
             retention: Vec::new(),
-            recent: VecDeque::new(),
             jump: None,
         }
     }
@@ -500,10 +566,6 @@ impl<'a> Checker<'a> {
         if self.head.as_ref().is_some_and(|h| h.size == summary.sequence + 1) {
             self.head_hash_seen = Some(summary.hash);
         }
-        if self.recent.len() == RECENT_HASHES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((summary.sequence, summary.hash));
     }
 
     /// End-of-log checks: pending jump, retention anchor, head file, unsigned tail.
@@ -530,7 +592,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let signed = self.report.signed_through;
-        if signed.is_none_or(|s| s < last) && !self.head_moved_over(last) {
+        if signed.is_none_or(|s| s < last) {
             let from = signed.map_or(self.report.first_sequence.unwrap_or(0), |s| s + 1);
             let _ = self.fail(Some(from), None, Damage::UnsignedTail { from, to: last });
         }
@@ -586,19 +648,11 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    /// A running writer may have signed a newer head while we read: accept it if it covers the last
-    /// entry we read and agrees with the hash we saw there.
-    fn head_moved_over(&mut self, last: u64) -> bool {
-        let Some(path) = &self.opts.head_path else { return false };
-        let Ok(Some(head)) = HeadFile::read(path) else { return false };
-        if self.head_statement_ok(&head).is_err() || head.size != last + 1 {
-            return false;
-        }
-        let agrees = self.recent.iter().rev().find(|(s, _)| *s + 1 == head.size).is_some_and(|(_, h)| h.to_string() == head.head);
-        if agrees {
-            self.report.signed_through = Some(last);
-        }
-        agrees
+    /// Whether entries read so far lack a signature (a running writer may sign them shortly).
+    fn unsigned_tail(&self) -> bool {
+        self.report.failure.is_none()
+            && self.jump.is_none()
+            && self.report.last_sequence.is_some_and(|last| self.report.signed_through.is_none_or(|s| s < last))
     }
 }
 
