@@ -57,9 +57,11 @@ impl fmt::Debug for Digest {
 /// Lowercase hex of `bytes`, appended to `out`.
 pub fn encode_hex(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, &b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -71,7 +73,10 @@ pub fn hex_string(bytes: &[u8]) -> String {
 
 /// Decodes exactly `out.len() * 2` lowercase hex digits.
 pub fn decode_hex(hex: &str, out: &mut [u8]) -> Option<()> {
-    let hex = hex.as_bytes();
+    decode_hex_bytes(hex.as_bytes(), out)
+}
+
+fn decode_hex_bytes(hex: &[u8], out: &mut [u8]) -> Option<()> {
     if hex.len() != out.len() * 2 {
         return None;
     }
@@ -105,7 +110,7 @@ pub fn unseal(line: &[u8]) -> Option<(BodyBytes<'_>, Digest)> {
     let (head, suffix) = line.split_at(split);
     let hex = suffix.strip_prefix(HASH_MEMBER_PREFIX)?.strip_suffix(b"\"}")?;
     let mut claimed = [0u8; 32];
-    decode_hex(std::str::from_utf8(hex).ok()?, &mut claimed)?;
+    decode_hex_bytes(hex, &mut claimed)?;
     Some((BodyBytes(head), Digest(claimed)))
 }
 

@@ -27,7 +27,7 @@ pub struct VerifyOptions {
 /// Where an entry was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     /// 1-based line number in the (decompressed) file.
     pub line: u64,
 }
@@ -213,7 +213,7 @@ pub fn verify(files: &[PathBuf], opts: &VerifyOptions, progress: Arc<dyn Fn(u64)
         let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?.take(limit);
         checker.report.files += 1;
         checker.file_start = true;
-        let mut position = FilePosition { path: path.clone(), carry: Vec::new(), next_line: 1 };
+        let mut position = FilePosition { path: Arc::from(path.as_path()), carry: Vec::new(), next_line: 1 };
         if check_file(&mut checker, &mut reader, &mut position, threads)? == Flow::Stop {
             break;
         }
@@ -234,7 +234,7 @@ enum Flow {
 
 /// Where reading a file stands: the partial line carried over and the next line's number.
 struct FilePosition {
-    path: PathBuf,
+    path: Arc<Path>,
     carry: Vec<u8>,
     next_line: u64,
 }
@@ -244,7 +244,7 @@ fn check_file(checker: &mut Checker<'_>, reader: &mut dyn Read, at: &mut FilePos
     loop {
         let mut batch = Vec::with_capacity(threads);
         while batch.len() < threads {
-            match read_chunk(reader, &mut at.carry).map_err(|source| VerifyIoError { path: at.path.clone(), source })? {
+            match read_chunk(reader, &mut at.carry).map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })? {
                 Some(data) => {
                     let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
                     batch.push((data, at.next_line));
@@ -292,7 +292,7 @@ fn await_live_signature(checker: &mut Checker<'_>, reader: &mut io::Take<impl Re
         let mut line = Vec::new();
         while checker.report.last_sequence.is_some_and(|s| s < target) {
             line.clear();
-            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(|source| VerifyIoError { path: at.path.clone(), source })?;
+            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })?;
             if n == 0 || line.last() != Some(&b'\n') {
                 break;
             }
@@ -340,8 +340,16 @@ fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>) -> io::Result<Option<V
 type Parsed = Result<Summary, LineError>;
 
 fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    body.split(|&b| b == b'\n').map(parse).collect()
+    let mut out = Vec::with_capacity(data.len() / 256);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        out.push(parse(&data[start..end]));
+        start = end + 1;
+    }
+    if start < data.len() {
+        out.push(parse(&data[start..]));
+    }
+    out
 }
 
 fn parse_batch(batch: &[(Vec<u8>, u64)]) -> Vec<Vec<Parsed>> {
