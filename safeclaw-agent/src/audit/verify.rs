@@ -241,10 +241,12 @@ struct FilePosition {
 
 /// Parses a file to its current end, `threads` chunks at a time, feeding the checker in order.
 fn check_file(checker: &mut Checker<'_>, reader: &mut dyn Read, at: &mut FilePosition, threads: usize) -> Result<Flow, VerifyIoError> {
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
         let mut batch = Vec::with_capacity(threads);
         while batch.len() < threads {
-            match read_chunk(reader, &mut at.carry).map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })? {
+            let buffer = spare.pop().unwrap_or_default();
+            match read_chunk(reader, &mut at.carry, buffer).map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })? {
                 Some(data) => {
                     let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
                     batch.push((data, at.next_line));
@@ -264,6 +266,7 @@ fn check_file(checker: &mut Checker<'_>, reader: &mut dyn Read, at: &mut FilePos
                 }
             }
         }
+        spare.extend(batch.into_iter().map(|(data, _)| data));
     }
 }
 
@@ -307,34 +310,24 @@ fn await_live_signature(checker: &mut Checker<'_>, reader: &mut io::Take<impl Re
     Ok(())
 }
 
-/// Reads up to `CHUNK_BYTES` and returns the complete lines (or, at the end, whatever remains).
-fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-    let mut data = std::mem::take(carry);
-    data.reserve(CHUNK_BYTES);
-    let mut eof = false;
-    while data.len() < CHUNK_BYTES {
-        let start = data.len();
-        data.resize(CHUNK_BYTES.max(start + 4096), 0);
-        let n = match reader.read(&mut data[start..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e),
-        };
-        data.truncate(start + n);
-        if n == 0 {
-            eof = true;
-            break;
+/// Fills `data` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more, and
+/// returns the complete lines (or, at the end, whatever remains); a longer line is read whole.
+fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, mut data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    data.clear();
+    data.append(carry);
+    loop {
+        let want = CHUNK_BYTES as u64;
+        let read = reader.take(want).read_to_end(&mut data)? as u64;
+        if read < want {
+            // The end of the file (for now).
+            return Ok((!data.is_empty()).then_some(data));
         }
-    }
-    if data.is_empty() {
-        return Ok(None);
-    }
-    if !eof {
         if let Some(end) = memchr::memrchr(b'\n', &data) {
-            *carry = data.split_off(end + 1);
+            carry.extend_from_slice(&data[end + 1..]);
+            data.truncate(end + 1);
+            return Ok(Some(data));
         }
     }
-    Ok(Some(data))
 }
 
 type Parsed = Result<Summary, LineError>;

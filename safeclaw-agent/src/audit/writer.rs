@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::chain::{hex_string, seal, Digest, GENESIS};
+use super::chain::{hex_string, seal_in_place, Digest, GENESIS};
 use super::committer::{Committer, Job, Outcome};
 use super::clock::{TimestampFormatter, TIMESTAMP_LEN};
 use super::durable;
@@ -239,7 +239,6 @@ impl AuditWriter {
             chain: Chain {
                 next_seq,
                 prev,
-                body: Vec::with_capacity(4096),
                 pending: Vec::with_capacity(1 << 20),
                 pending_since: None,
                 pending_last: None,
@@ -628,8 +627,6 @@ impl AuditWriter {
 struct Chain {
     next_seq: u64,
     prev: Digest,
-    /// Scratch for one entry's body.
-    body: Vec<u8>,
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     pending_last: Option<u64>,
@@ -640,9 +637,9 @@ impl Chain {
     fn push(&mut self, stamp: &[u8], write: impl FnOnce(&mut Vec<u8>, &Header<'_>)) -> u64 {
         let sequence = self.next_seq;
         let header = Header { sequence, prev_hash: self.prev, timestamp: stamp };
-        self.body.clear();
-        write(&mut self.body, &header);
-        self.prev = seal(&self.body, &mut self.pending);
+        let start = self.pending.len();
+        write(&mut self.pending, &header);
+        self.prev = seal_in_place(&mut self.pending, start);
         self.next_seq += 1;
         self.since_checkpoint += 1;
         self.pending_last = Some(sequence);
