@@ -513,13 +513,14 @@ impl AuditWriter {
         if self.committer.busy() {
             return Ok(self.durable);
         }
+        // Rotation first: under steady load a commit is due again as soon as the last one finishes.
+        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
+            self.rotate()?;
+        }
         let due = self.chain.pending_since.is_some_and(|t| t.elapsed() >= self.opts.commit_interval);
         if !self.chain.pending.is_empty() && (due || self.health != Health::Ok) {
             self.submit()?;
             return Ok(self.durable);
-        }
-        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
-            self.rotate()?;
         }
         self.reap_compression();
         if self.opts.retention.is_some() && self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_PERIOD) {
@@ -840,6 +841,23 @@ mod tests {
             matches!(report.failure.as_ref().map(|f| &f.damage), Some(Damage::TamperRecorded { kind, .. }) if kind == "truncated"),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn rotation_happens_when_commits_are_always_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        opts.commit_interval = Duration::ZERO;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..300 {
+            writer.append(&record(k));
+            writer.tick().unwrap();
+        }
+        writer.close().unwrap();
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        assert!(files.len() > 3, "{files:?}");
+        assert_eq!(check(dir.path()).failure, None);
     }
 
     #[test]
