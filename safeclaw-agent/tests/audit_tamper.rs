@@ -229,7 +229,7 @@ fn a_missing_middle_segment_is_found() {
     assert!(matches!(f.damage, Damage::MissingSegment { .. }), "{f:?}");
     let Damage::MissingSegment { expected, found } = f.damage else { unreachable!() };
     assert_eq!(f.sequence, Some(expected));
-    assert_eq!(f.location.unwrap().file, files[2]);
+    assert_eq!(&*f.location.unwrap().file, files[2].as_path());
     assert!(found > expected);
 }
 
@@ -325,4 +325,35 @@ fn a_rewritten_retention_entry_is_found() {
         (f.sequence, f.damage),
         (Some(field(&lines[at], "sequence").as_u64().unwrap()), Damage::Rehashed)
     );
+}
+
+#[test]
+fn a_log_being_written_verifies() {
+    let log = TestLog::build(10, |_| {});
+    // Few checkpoints: Ed25519 in an unoptimized test build costs milliseconds per signature.
+    let mut opts = log.options();
+    opts.checkpoint_every = 100_000;
+    let mut writer = AuditWriter::open(opts).unwrap();
+    writer.log(&Lifecycle::KernelSessionStart);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_writer = stop.clone();
+    let busy = std::thread::spawn(move || {
+        let mut k = 0;
+        while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..50 {
+                writer.append(&record(k));
+                k += 1;
+            }
+            writer.commit().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writer.close().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let report = log.verify();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    assert_eq!(report.failure, None, "{report:?}");
+    assert_eq!(report.signed_through, report.last_sequence);
+    assert_eq!(log.verify().failure, None);
 }

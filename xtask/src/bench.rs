@@ -42,7 +42,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     vm.timeout = Duration::from_secs(1800);
     let finished = vm.boot()?;
     if finished.ending != Ending::Exited(0) {
-        bail!("the benchmark did not complete ({}); nothing was written to docs/benchmarks.md", finished.ending);
+        bail!(
+            "the benchmark did not complete ({}); nothing was written to docs/benchmarks.md",
+            finished.ending
+        );
     }
     let table: Vec<&String> = finished.transcript.iter().filter(|line| !line.starts_with('[')).collect();
     if !table.iter().any(|line| line.starts_with("| (c)")) {

@@ -13,32 +13,45 @@ pub const MAX_DURATION_NS: u64 = 999_999_999_999_999;
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
+    // Without an early exit this check vectorizes; almost every string takes the fast path.
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
+        out.extend_from_slice(bytes);
+    } else {
+        let mut start = 0;
+        while let Some(offset) = bytes[start..].iter().position(|&b| needs_escape(b)) {
+            let at = start + offset;
+            out.extend_from_slice(&bytes[start..at]);
+            write_escape(out, bytes[at]);
+            start = at + 1;
         }
-        start = i + 1;
+        out.extend_from_slice(&bytes[start..]);
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
+}
+
+fn write_escape(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ]),
+    }
 }
 
 pub fn write_u64(out: &mut Vec<u8>, value: u64) {
@@ -115,8 +128,11 @@ impl<'a> Object<'a> {
             self.out.push(b',');
         }
         self.first = false;
-        write_str(self.out, key);
-        self.out.push(b':');
+        // Keys are our own ASCII names: nothing to escape.
+        debug_assert!(!key.bytes().any(needs_escape));
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
         self.out
     }
 

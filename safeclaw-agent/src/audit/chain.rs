@@ -57,9 +57,11 @@ impl fmt::Debug for Digest {
 /// Lowercase hex of `bytes`, appended to `out`.
 pub fn encode_hex(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, &b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -71,27 +73,53 @@ pub fn hex_string(bytes: &[u8]) -> String {
 
 /// Decodes exactly `out.len() * 2` lowercase hex digits.
 pub fn decode_hex(hex: &str, out: &mut [u8]) -> Option<()> {
-    let hex = hex.as_bytes();
+    decode_hex_bytes(hex.as_bytes(), out)
+}
+
+/// Value of each lowercase hex digit; `INVALID` for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID: u8 = 0xff;
+
+fn decode_hex_bytes(hex: &[u8], out: &mut [u8]) -> Option<()> {
     if hex.len() != out.len() * 2 {
         return None;
     }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
+    // Branch-free per byte: collect invalid digits in `bad` and check once.
+    let mut bad = 0u8;
     for (slot, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *slot = digit(pair[0])? << 4 | digit(pair[1])?;
+        let (high, low) = (HEX_VALUE[usize::from(pair[0])], HEX_VALUE[usize::from(pair[1])]);
+        bad |= (high | low) & 0xf0;
+        *slot = high << 4 | (low & 0x0f);
     }
-    Some(())
+    (bad == 0).then_some(())
 }
 
 /// Appends the sealed line for `body` (a canonical JSON object) to `out`, newline included, and returns the
 /// entry's hash.
 pub fn seal(body: &[u8], out: &mut Vec<u8>) -> Digest {
-    debug_assert!(body.len() > 2 && body.last() == Some(&b'}'));
-    let hash = Digest::of(body);
-    out.extend_from_slice(&body[..body.len() - 1]);
+    let start = out.len();
+    out.extend_from_slice(body);
+    seal_in_place(out, start)
+}
+
+/// Seals the canonical body that occupies `out[start..]`, in place: saves copying it.
+pub fn seal_in_place(out: &mut Vec<u8>, start: usize) -> Digest {
+    debug_assert!(out.len() > start + 2 && out.last() == Some(&b'}'));
+    let hash = Digest::of(&out[start..]);
+    out.pop();
     out.extend_from_slice(HASH_MEMBER_PREFIX);
     encode_hex(&hash.0, out);
     out.extend_from_slice(b"\"}\n");
@@ -105,7 +133,7 @@ pub fn unseal(line: &[u8]) -> Option<(BodyBytes<'_>, Digest)> {
     let (head, suffix) = line.split_at(split);
     let hex = suffix.strip_prefix(HASH_MEMBER_PREFIX)?.strip_suffix(b"\"}")?;
     let mut claimed = [0u8; 32];
-    decode_hex(std::str::from_utf8(hex).ok()?, &mut claimed)?;
+    decode_hex_bytes(hex, &mut claimed)?;
     Some((BodyBytes(head), Digest(claimed)))
 }
 

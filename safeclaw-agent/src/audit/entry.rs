@@ -1,5 +1,6 @@
 //! What an audit entry says: the records the daemon hands in (`ActionRecord`, `Lifecycle`), the optional
 //! fields a config selects, and their canonical JSON bodies.
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -396,39 +397,38 @@ pub(crate) fn write_action(
 }
 
 /// A path as text: lossy UTF-8 for display, plus the exact bytes in hex when they are not UTF-8.
-struct PathText {
-    text: String,
+struct PathText<'a> {
+    text: Cow<'a, str>,
     hex: Option<String>,
 }
 
-impl PathText {
-    fn new(bytes: &[u8], redactor: &Redactor, hits: &mut Hits) -> Self {
+impl<'a> PathText<'a> {
+    fn new(bytes: &'a [u8], redactor: &Redactor, hits: &mut Hits) -> Self {
         match std::str::from_utf8(bytes) {
-            Ok(text) => PathText { text: redactor.redact(text, hits).into_owned(), hex: None },
+            Ok(text) => PathText { text: redactor.redact(text, hits), hex: None },
             Err(_) => {
                 let lossy = String::from_utf8_lossy(bytes);
                 let text = redactor.redact(&lossy, hits).into_owned();
                 // The exact bytes would reveal what was masked: keep them only when nothing was.
                 let hex = (text == lossy).then(|| super::chain::hex_string(bytes));
-                PathText { text, hex }
+                PathText { text: Cow::Owned(text), hex }
             }
         }
     }
 }
 
-struct RedactedDetails {
-    path: Option<PathText>,
-    argv: Option<Vec<String>>,
+struct RedactedDetails<'a> {
+    path: Option<PathText<'a>>,
+    argv: Option<Vec<Cow<'a, str>>>,
 }
 
-impl RedactedDetails {
-    fn new(record: &ActionRecord, redactor: &Redactor, hits: &mut Hits) -> Self {
+impl<'a> RedactedDetails<'a> {
+    fn new(record: &'a ActionRecord, redactor: &Redactor, hits: &mut Hits) -> Self {
         let (path, argv) = match &record.details {
             RequestDetails::File { path, .. } => (Some(path), None),
             RequestDetails::Exec { path, argv } => (
                 Some(path),
-                argv.as_ref()
-                    .map(|args| args.iter().map(|a| redactor.redact(a, hits).into_owned()).collect()),
+                argv.as_ref().map(|args| args.iter().map(|a| redactor.redact(a, hits)).collect()),
             ),
             RequestDetails::Connect(ConnectTarget::Unix { path }) => (Some(path), None),
             RequestDetails::Connect(_) | RequestDetails::Guard { .. } => (None, None),
@@ -448,7 +448,7 @@ impl RedactedDetails {
             d.str("address", &address.to_string());
         }
         if let Some(argv) = &self.argv {
-            d.str_array("argv", argv.iter().map(String::as_str));
+            d.str_array("argv", argv.iter().map(|a| a.as_ref()));
         }
         d.u64("cgroup", p.cgroup);
         d.str("comm", &String::from_utf8_lossy(&p.comm));

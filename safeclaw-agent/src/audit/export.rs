@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(csv_cell(&Value::from("say \"hi\"")), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_cell(&Value::from("=cmd()")), "'=cmd()");
         assert_eq!(csv_cell(&Value::from(42)), "42");
-        assert_eq!(csv_cell(&serde_json::json!({"a": 1})), "{\"a\":1}");
+        assert_eq!(csv_cell(&serde_json::json!({"a": 1})), "\"{\"\"a\"\":1}\"");
         assert_eq!(csv_cell(&Value::Null), "");
     }
 }

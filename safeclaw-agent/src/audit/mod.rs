@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod chain;
 pub mod cli;
 pub mod clock;
+pub mod committer;
 pub mod durable;
 pub mod entry;
 pub mod export;

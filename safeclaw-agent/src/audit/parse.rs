@@ -6,19 +6,23 @@ use serde::Deserialize;
 
 use super::chain::{unseal, Digest};
 
+/// What every line is read for. Attempts (nearly all lines) need nothing more.
 #[derive(Deserialize)]
-struct Fields<'a> {
+struct Common<'a> {
     sequence: u64,
     #[serde(rename = "prevHash", borrow)]
     prev_hash: Cow<'a, str>,
     #[serde(borrow)]
-    hash: Cow<'a, str>,
-    #[serde(borrow)]
     action: Cow<'a, str>,
-    #[serde(borrow)]
-    timestamp: Cow<'a, str>,
     #[serde(rename = "kernelSeq")]
     kernel_seq: Option<u64>,
+}
+
+/// Everything, for the entries verification and recovery look into.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
     #[serde(borrow)]
     details: Option<Details<'a>>,
 }
@@ -116,8 +120,8 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
     let Some((body, claimed)) = unseal(line) else {
         return Err(LineError::Malformed("does not end in a \"hash\":\"sha256:…\" member".into()));
     };
-    let fields: Fields<'_> = match serde_json::from_slice(line) {
-        Ok(fields) => fields,
+    let common: Common<'_> = match serde_json::from_slice(line) {
+        Ok(common) => common,
         Err(e) => {
             let sequence =
                 serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["sequence"].as_u64());
@@ -128,15 +132,19 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
             return Err(LineError::Malformed(e.to_string()));
         }
     };
-    if Digest::parse(&fields.hash) != Some(claimed) {
-        return Err(LineError::Malformed("hash member is not the line's last member".into()));
-    }
+    // The line parsed as one object and ends in the 82-byte hash member, so that member is its last,
+    // top-level member (a JSON parser keeps the last of duplicate keys, as Python's does).
     if body.digest() != claimed {
-        return Err(LineError::HashMismatch { sequence: Some(fields.sequence) });
+        return Err(LineError::HashMismatch { sequence: Some(common.sequence) });
     }
-    let prev = Digest::parse(&fields.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
+    let prev = Digest::parse(&common.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
+    let summary = |kind| Summary { sequence: common.sequence, prev, hash: claimed, kind };
+    if !common.action.starts_with("audit.") && !common.action.starts_with("kernel.") {
+        return Ok(summary(Kind::Plain { kernel_seq: common.kernel_seq }));
+    }
+    let fields: Fields<'_> = serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
     let d = fields.details.unwrap_or_default();
-    let action = fields.action.as_ref();
+    let action = common.action.as_ref();
     let text = |value: Option<Cow<'_, str>>, name: &str| {
         value.map(Cow::into_owned).ok_or_else(|| missing(action, name))
     };
@@ -173,9 +181,9 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
             signed_size: d.signed_size.ok_or_else(|| missing(action, "signedSize"))?,
             found_size: d.found_size.ok_or_else(|| missing(action, "foundSize"))?,
         },
-        _ => Kind::Plain { kernel_seq: fields.kernel_seq },
+        _ => Kind::Plain { kernel_seq: common.kernel_seq },
     };
-    Ok(Summary { sequence: fields.sequence, prev, hash: claimed, kind })
+    Ok(summary(kind))
 }
 
 #[cfg(test)]

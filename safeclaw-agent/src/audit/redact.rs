@@ -94,10 +94,11 @@ impl Redactor {
 
     /// `text` with every secret masked; records the patterns that fired in `hits`.
     pub fn redact<'a>(&self, text: &'a str, hits: &mut Hits) -> Cow<'a, str> {
-        let matched = self.any.matches(text);
-        if !matched.matched_any() {
+        // Most text holds no secret: one cheap scan answers that before any capture work.
+        if !self.any.is_match(text) {
             return Cow::Borrowed(text);
         }
+        let matched = self.any.matches(text);
         let mut current = text.to_owned();
         for index in matched.iter() {
             let pattern = &self.patterns[index];

@@ -25,7 +25,7 @@ impl Compression {
         }
     }
 
-    fn of_path(path: &Path) -> Self {
+    pub fn of_path(path: &Path) -> Self {
         match path.extension().and_then(|e| e.to_str()) {
             Some("zst") => Compression::Zstd,
             Some("gz") => Compression::Gzip,

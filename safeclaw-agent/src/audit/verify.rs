@@ -1,11 +1,11 @@
 //! Verification: reads a log's segments in order, checks every entry's hash, link and sequence, every
 //! checkpoint's signature against a trusted key, and the signed head; names the first damaged entry and
 //! the kind of damage. Memory stays constant: lines are parsed in fixed-size chunks, two at a time.
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::chain::{Digest, GENESIS};
 use super::parse::{parse, Kind, LineError, Summary};
@@ -27,7 +27,7 @@ pub struct VerifyOptions {
 /// Where an entry was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Location {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     /// 1-based line number in the (decompressed) file.
     pub line: u64,
 }
@@ -219,8 +219,8 @@ pub struct VerifyIoError {
 
 /// Bytes of complete lines parsed per task.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Recent hashes kept to check a head file that moved during the scan.
-const RECENT_HASHES: usize = 1 << 16;
+/// How long verify waits for a running writer to sign the entries it has read.
+const LIVE_WAIT: Duration = Duration::from_secs(3);
 
 /// Verifies the files of one log (any order: they are sorted by their first sequence number).
 /// `progress` is told how many file bytes have been read.
@@ -247,78 +247,166 @@ pub fn verify(
     };
     let mut checker = Checker::new(opts, head);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    'files: for path in &files {
+    let mut last_file = None;
+    for path in &files {
         let progress = progress.clone();
         let io_err = |source| VerifyIoError { path: path.clone(), source };
-        let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?;
+        // A file being appended to is read up to its length now, so that a writer faster than the
+        // verifier cannot keep it reading forever; `await_live_signature` reads on up to a signed head.
+        let length = std::fs::metadata(path).map_err(io_err)?.len();
+        let limit = if super::segment::Compression::of_path(path) == super::segment::Compression::None {
+            length
+        } else {
+            u64::MAX
+        };
+        let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?.take(limit);
         checker.report.files += 1;
         checker.file_start = true;
-        let mut carry = Vec::new();
-        let mut next_line = 1u64;
-        loop {
-            let mut batch = Vec::with_capacity(threads);
-            while batch.len() < threads {
-                match read_chunk(&mut reader, &mut carry).map_err(io_err)? {
-                    Some(data) => {
-                        let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
-                        batch.push((data, next_line));
-                        next_line += lines;
-                    }
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
-                for (i, result) in parsed.into_iter().enumerate() {
-                    let location = Location { file: path.clone(), line: first_line + i as u64 };
-                    if checker.check(result, location).is_err() {
-                        break 'files;
-                    }
-                }
-            }
+        let mut position = FilePosition { path: Arc::from(path.as_path()), carry: Vec::new(), next_line: 1 };
+        if check_file(&mut checker, &mut reader, &mut position, threads)? == Flow::Stop {
+            break;
         }
+        last_file = Some((reader, position));
+    }
+    if let Some((mut reader, mut position)) = last_file {
+        await_live_signature(&mut checker, &mut reader, &mut position)?;
     }
     checker.finish();
     Ok(checker.report)
 }
 
-/// Reads up to `CHUNK_BYTES` and returns the complete lines (or, at the end, whatever remains).
-fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-    let mut data = std::mem::take(carry);
-    data.reserve(CHUNK_BYTES);
-    let mut eof = false;
-    while data.len() < CHUNK_BYTES {
-        let start = data.len();
-        data.resize(CHUNK_BYTES.max(start + 4096), 0);
-        let n = match reader.read(&mut data[start..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e),
-        };
-        data.truncate(start + n);
-        if n == 0 {
-            eof = true;
-            break;
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Where reading a file stands: the partial line carried over and the next line's number.
+struct FilePosition {
+    path: Arc<Path>,
+    carry: Vec<u8>,
+    next_line: u64,
+}
+
+/// Parses a file to its current end, `threads` chunks at a time, feeding the checker in order.
+fn check_file(
+    checker: &mut Checker<'_>,
+    reader: &mut dyn Read,
+    at: &mut FilePosition,
+    threads: usize,
+) -> Result<Flow, VerifyIoError> {
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut batch = Vec::with_capacity(threads);
+        while batch.len() < threads {
+            let buffer = spare.pop().unwrap_or_default();
+            match read_chunk(reader, &mut at.carry, buffer)
+                .map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })?
+            {
+                Some(data) => {
+                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                    batch.push((data, at.next_line));
+                    at.next_line += lines;
+                }
+                None => break,
+            }
         }
+        if batch.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
+            for (i, result) in parsed.into_iter().enumerate() {
+                let location = Location { file: at.path.clone(), line: first_line + i as u64 };
+                if checker.check(result, location).is_err() {
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        spare.extend(batch.into_iter().map(|(data, _)| data));
     }
-    if data.is_empty() {
-        return Ok(None);
+}
+
+/// A log being written ends with entries its writer has not signed yet: wait briefly for a head that
+/// covers them, then read the active file exactly up to that head (later entries are left unread).
+fn await_live_signature(
+    checker: &mut Checker<'_>,
+    reader: &mut io::Take<impl Read>,
+    at: &mut FilePosition,
+) -> Result<(), VerifyIoError> {
+    let Some(head_path) = checker.opts.head_path.clone() else { return Ok(()) };
+    // Only a head written in the last seconds means a writer is at work; otherwise do not wait.
+    let recent = std::fs::metadata(&head_path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < LIVE_WAIT));
+    if !recent {
+        return Ok(());
     }
-    if !eof {
+    let deadline = Instant::now() + LIVE_WAIT;
+    while checker.unsigned_tail() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(Some(head)) = HeadFile::read(&head_path) else { continue };
+        let Some(last) = checker.report.last_sequence else { return Ok(()) };
+        if head.size <= last + 1 || checker.head_statement_ok(&head).is_err() {
+            continue;
+        }
+        let target = head.size - 1;
+        checker.head = Some(head);
+        reader.set_limit(u64::MAX);
+        // Lines may straddle what was read: keep the carry and read line by line up to the head.
+        let mut lines =
+            io::BufReader::new(io::Cursor::new(std::mem::take(&mut at.carry)).chain(&mut *reader));
+        let mut line = Vec::new();
+        while checker.report.last_sequence.is_some_and(|s| s < target) {
+            line.clear();
+            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line)
+                .map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            let location = Location { file: at.path.clone(), line: at.next_line };
+            at.next_line += 1;
+            if checker.check(parse(&line[..line.len() - 1]), location).is_err() {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// Fills `data` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more, and
+/// returns the complete lines (or, at the end, whatever remains); a longer line is read whole.
+fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, mut data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    data.clear();
+    data.append(carry);
+    loop {
+        let want = CHUNK_BYTES as u64;
+        let read = reader.take(want).read_to_end(&mut data)? as u64;
+        if read < want {
+            // The end of the file (for now).
+            return Ok((!data.is_empty()).then_some(data));
+        }
         if let Some(end) = memchr::memrchr(b'\n', &data) {
-            *carry = data.split_off(end + 1);
+            carry.extend_from_slice(&data[end + 1..]);
+            data.truncate(end + 1);
+            return Ok(Some(data));
         }
     }
-    Ok(Some(data))
 }
 
 type Parsed = Result<Summary, LineError>;
 
 fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    body.split(|&b| b == b'\n').map(parse).collect()
+    let mut out = Vec::with_capacity(data.len() / 256);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', data) {
+        out.push(parse(&data[start..end]));
+        start = end + 1;
+    }
+    if start < data.len() {
+        out.push(parse(&data[start..]));
+    }
+    out
 }
 
 fn parse_batch(batch: &[(Vec<u8>, u64)]) -> Vec<Vec<Parsed>> {
@@ -378,7 +466,6 @@ struct Checker<'a> {
     anchor: Option<(u64, Digest)>,
     last_checkpoint: Option<(u64, String)>,
     retention: Vec<(u64, u64, Digest)>,
-    recent: VecDeque<(u64, Digest)>,
     jump: Option<PendingJump>,
 }
 
@@ -398,7 +485,6 @@ impl<'a> Checker<'a> {
             anchor: None,
             last_checkpoint: None,
             retention: Vec::new(),
-            recent: VecDeque::new(),
             jump: None,
         }
     }
@@ -594,10 +680,6 @@ impl<'a> Checker<'a> {
         if self.head.as_ref().is_some_and(|h| h.size == summary.sequence + 1) {
             self.head_hash_seen = Some(summary.hash);
         }
-        if self.recent.len() == RECENT_HASHES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((summary.sequence, summary.hash));
     }
 
     /// End-of-log checks: pending jump, retention anchor, head file, unsigned tail.
@@ -624,7 +706,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let signed = self.report.signed_through;
-        if signed.is_none_or(|s| s < last) && !self.head_moved_over(last) {
+        if signed.is_none_or(|s| s < last) {
             let from = signed.map_or(self.report.first_sequence.unwrap_or(0), |s| s + 1);
             let _ = self.fail(Some(from), None, Damage::UnsignedTail { from, to: last });
         }
@@ -684,24 +766,14 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    /// A running writer may have signed a newer head while we read: accept it if it covers the last
-    /// entry we read and agrees with the hash we saw there.
-    fn head_moved_over(&mut self, last: u64) -> bool {
-        let Some(path) = &self.opts.head_path else { return false };
-        let Ok(Some(head)) = HeadFile::read(path) else { return false };
-        if self.head_statement_ok(&head).is_err() || head.size != last + 1 {
-            return false;
-        }
-        let agrees = self
-            .recent
-            .iter()
-            .rev()
-            .find(|(s, _)| *s + 1 == head.size)
-            .is_some_and(|(_, h)| h.to_string() == head.head);
-        if agrees {
-            self.report.signed_through = Some(last);
-        }
-        agrees
+    /// Whether entries read so far lack a signature (a running writer may sign them shortly).
+    fn unsigned_tail(&self) -> bool {
+        self.report.failure.is_none()
+            && self.jump.is_none()
+            && self
+                .report
+                .last_sequence
+                .is_some_and(|last| self.report.signed_through.is_none_or(|s| s < last))
     }
 }
 

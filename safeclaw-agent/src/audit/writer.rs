@@ -2,14 +2,15 @@
 //! checkpoints and the head file, rotates and compresses segments, deletes expired ones, and reports its
 //! health so that the daemon can fail closed.
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::chain::{hex_string, seal, Digest, GENESIS};
+use super::chain::{hex_string, seal_in_place, Digest, GENESIS};
 use super::clock::{TimestampFormatter, TIMESTAMP_LEN};
+use super::committer::{Committer, Job, Outcome};
 use super::durable;
 use super::entry::{
     write_action, write_lifecycle, write_writer_event, ActionRecord, FieldSet, Header, Lifecycle, WriterEvent,
@@ -162,17 +163,22 @@ pub struct AuditWriter {
     key: AuditKey,
     key_id: Digest,
     log_id: String,
-    file: File,
+    committer: Committer,
+    /// The batch the commit thread is writing.
+    in_flight: Option<InFlight>,
+    /// An emptied batch buffer, reused for the next one.
+    spare: Vec<u8>,
     /// File length after the last successful fsync: a failed commit is rewritten from here.
     durable_len: u64,
     segment_first_seq: u64,
     chain: Chain,
     pending_kernel_seq: Option<u64>,
+    /// Counts kernel sessions, so that a commit finishing after a new session began does not report the
+    /// old session's kernel sequence as durable.
+    kernel_session: u64,
     /// Kernel sequence the next event should have; `None` when unknown.
     expected_kernel_seq: Option<u64>,
     durable: Durable,
-    /// Size the head file last signed.
-    head_size: Option<u64>,
     last_checkpoint: Instant,
     last_retention: Option<Instant>,
     timestamps: TimestampFormatter,
@@ -180,8 +186,12 @@ pub struct AuditWriter {
     failure: FailureCounts,
     compressing: Vec<JoinHandle<io::Result<PathBuf>>>,
     recovered: Recovered,
-    #[cfg(test)]
-    fail_writes: Option<io::ErrorKind>,
+}
+
+/// What a batch in flight makes durable once written.
+struct InFlight {
+    mark: Durable,
+    kernel_session: u64,
 }
 
 /// How often retention is checked besides at each rotation.
@@ -214,6 +224,7 @@ impl AuditWriter {
         }
         let file = open_active(&active)?;
         let durable_len = file.metadata().map_err(io_at(&active))?.len();
+        let committer = Committer::start(file, opts.head_path.clone()).map_err(io_at(&active))?;
         let key_id = key.public().key_id();
         let (log_id, next_seq, prev) = match (&end.last, &end.log_id) {
             (Some((seq, hash)), Some(log_id)) => (log_id.clone(), seq + 1, *hash),
@@ -225,22 +236,23 @@ impl AuditWriter {
             key,
             key_id,
             log_id,
-            file,
+            committer,
+            in_flight: None,
+            spare: Vec::new(),
             durable_len,
             segment_first_seq,
             chain: Chain {
                 next_seq,
                 prev,
-                body: Vec::with_capacity(4096),
                 pending: Vec::with_capacity(1 << 20),
                 pending_since: None,
                 pending_last: None,
                 since_checkpoint: end.since_checkpoint,
             },
             pending_kernel_seq: None,
+            kernel_session: 0,
             expected_kernel_seq: end.last_kernel_seq.map(|k| k + 1),
             durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
-            head_size: None,
             last_checkpoint: Instant::now(),
             last_retention: None,
             timestamps: TimestampFormatter::default(),
@@ -254,8 +266,6 @@ impl AuditWriter {
                 tamper: None,
             },
             opts,
-            #[cfg(test)]
-            fail_writes: None,
         };
         let continues_rotated = active_end.is_none() && next_seq > 0;
         writer.record_recovery(head, &end)?;
@@ -384,6 +394,7 @@ impl AuditWriter {
     /// to be number 0.
     pub fn log(&mut self, event: &Lifecycle) -> u64 {
         if *event == Lifecycle::KernelSessionStart {
+            self.kernel_session += 1;
             self.expected_kernel_seq = Some(0);
             self.pending_kernel_seq = None;
             self.durable.kernel_seq = None;
@@ -422,21 +433,10 @@ impl AuditWriter {
         self.last_checkpoint = Instant::now();
     }
 
-    /// Writes and fsyncs everything appended so far, then signs the new head into the head file. On error
-    /// the entries stay buffered, health turns `Failing`, and the next call retries.
+    /// Writes and fsyncs everything appended so far (then the signed head file) and waits for it. On
+    /// error the entries stay buffered, health turns `Failing`, and the next call retries.
     pub fn commit(&mut self) -> Result<Durable, AuditError> {
-        let was_failing = self.health != Health::Ok;
-        if let Err(e) = self.flush() {
-            if let Health::Ok = self.health {
-                tracing::error!(error = %e, "audit log write failed");
-                self.health = Health::Failing { since: SystemTime::now(), error: e.to_string() };
-            }
-            return Err(e);
-        }
-        if was_failing {
-            self.record_write_recovery();
-            self.flush()?;
-        }
+        self.flush()?;
         if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
             self.rotate()?;
         }
@@ -461,66 +461,96 @@ impl AuditWriter {
         });
     }
 
+    /// Waits for the batch in flight, then writes what is pending (a recovery entry included) and waits.
     fn flush(&mut self) -> Result<(), AuditError> {
-        let path = self.name.active();
+        self.settle(true)?;
         if !self.chain.pending.is_empty() {
-            self.write_pending().map_err(io_at(&path))?;
-            self.durable_len += self.chain.pending.len() as u64;
-            self.chain.pending.clear();
-            self.chain.pending_since = None;
-            self.durable.sequence = self.chain.pending_last.or(self.durable.sequence);
-            if self.pending_kernel_seq.is_some() {
-                self.durable.kernel_seq = self.pending_kernel_seq;
-            }
+            self.submit()?;
+            self.settle(true)?;
         }
-        self.write_head().map_err(io_at(&self.opts.head_path))
+        Ok(())
     }
 
-    fn write_pending(&mut self) -> io::Result<()> {
-        #[cfg(test)]
-        if let Some(kind) = self.fail_writes {
-            return Err(io::Error::from(kind));
-        }
-        // After a failed write or fsync the file's tail is unknown: cut back to what was durable.
-        if self.file.metadata()?.len() != self.durable_len {
-            self.file.set_len(self.durable_len)?;
-            self.file.seek(SeekFrom::End(0))?;
-        }
-        self.file.write_all(&self.chain.pending)?;
-        self.file.sync_data()
-    }
-
-    fn write_head(&mut self) -> io::Result<()> {
-        let Some(size) = self.durable.sequence.map(|s| s + 1) else { return Ok(()) };
-        // Called with an empty buffer, so `prev` is the hash of entry `size - 1`.
-        if self.head_size == Some(size) || self.chain.next_seq != size {
-            return Ok(());
-        }
+    /// Hands the pending entries to the commit thread, with the head file that signs them.
+    fn submit(&mut self) -> Result<(), AuditError> {
         let time = self.timestamps.format(SystemTime::now());
+        // `prev` is the hash of the last pending entry, number `next_seq - 1`.
         let statement = HeadStatement {
             log_id: &self.log_id,
             key_id: self.key_id,
-            size,
+            size: self.chain.next_seq,
             head: self.chain.prev,
             time: &time,
             reason: "",
         };
-        HeadFile::signed(&self.key, statement).write(&self.opts.head_path)?;
-        self.head_size = Some(size);
-        Ok(())
+        let head = HeadFile::signed(&self.key, statement);
+        let bytes = std::mem::replace(&mut self.chain.pending, std::mem::take(&mut self.spare));
+        self.chain.pending_since = None;
+        let kernel_seq =
+            if self.pending_kernel_seq.is_some() { self.pending_kernel_seq } else { self.durable.kernel_seq };
+        self.in_flight = Some(InFlight {
+            mark: Durable { sequence: self.chain.pending_last, kernel_seq },
+            kernel_session: self.kernel_session,
+        });
+        let active = self.name.active();
+        self.committer.send(Job::Write { bytes, durable_len: self.durable_len, head }).map_err(io_at(&active))
     }
 
-    /// Housekeeping the daemon calls at least every `commit_interval`: a checkpoint when the interval has
-    /// passed, a commit when the oldest buffered entry has waited long enough (or a failing log may be
-    /// writable again), retention once an hour.
+    /// Takes the outcome of the batch in flight (`wait`: waiting for it). Success advances the durable
+    /// mark; failure puts the batch back in front of what was appended since and marks the log failing.
+    fn settle(&mut self, wait: bool) -> Result<(), AuditError> {
+        let active = self.name.active();
+        let Some(outcome) = self.committer.outcome(wait).map_err(io_at(&active))? else { return Ok(()) };
+        let Some(in_flight) = self.in_flight.take() else { return Ok(()) };
+        match outcome {
+            Outcome::Written { len, mut bytes } => {
+                self.durable_len = len;
+                self.durable.sequence = in_flight.mark.sequence;
+                if in_flight.kernel_session == self.kernel_session {
+                    self.durable.kernel_seq = in_flight.mark.kernel_seq;
+                }
+                bytes.clear();
+                self.spare = bytes;
+                if self.health != Health::Ok {
+                    self.record_write_recovery();
+                }
+                Ok(())
+            }
+            Outcome::Failed { error, mut bytes } => {
+                bytes.extend_from_slice(&self.chain.pending);
+                self.chain.pending = bytes;
+                self.chain.pending_since.get_or_insert_with(Instant::now);
+                if self.health == Health::Ok {
+                    tracing::error!(error = %error, "audit log write failed");
+                    self.health = Health::Failing { since: SystemTime::now(), error: error.to_string() };
+                }
+                Err(AuditError::Io { path: active, source: error })
+            }
+        }
+    }
+
+    /// Housekeeping the daemon calls at least every `commit_interval` (and every few milliseconds while
+    /// `next_deadline` says so): collects a finished commit, writes a checkpoint when the interval has
+    /// passed, starts a commit when the oldest buffered entry has waited long enough (or a failing log may
+    /// be writable again), rotates, and applies retention once an hour. Commits run on their own thread;
+    /// `durable()` reports what they finished.
     pub fn tick(&mut self) -> Result<Durable, AuditError> {
+        self.settle(false)?;
         if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
         {
             self.checkpoint("interval");
         }
+        if self.committer.busy() {
+            return Ok(self.durable);
+        }
+        // Rotation first: under steady load a commit is due again as soon as the last one finishes.
+        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
+            self.rotate()?;
+        }
         let due = self.chain.pending_since.is_some_and(|t| t.elapsed() >= self.opts.commit_interval);
-        if due || self.health != Health::Ok {
-            self.commit()?;
+        if !self.chain.pending.is_empty() && (due || self.health != Health::Ok) {
+            self.submit()?;
+            return Ok(self.durable);
         }
         self.reap_compression();
         if self.opts.retention.is_some()
@@ -533,6 +563,9 @@ impl AuditWriter {
 
     /// When `tick` next has work: the commit deadline of the oldest buffered entry, or the next checkpoint.
     pub fn next_deadline(&self) -> Instant {
+        if self.committer.busy() {
+            return Instant::now() + Duration::from_millis(5);
+        }
         let checkpoint = self.last_checkpoint + self.opts.checkpoint_interval;
         match self.chain.pending_since {
             Some(t) => checkpoint.min(t + self.opts.commit_interval),
@@ -557,7 +590,7 @@ impl AuditWriter {
         let rotated = self.name.rotated(self.segment_first_seq);
         fs::rename(&active, &rotated).map_err(io_at(&rotated))?;
         durable::sync_parent(&active).map_err(io_at(&active))?;
-        self.file = open_active(&active)?;
+        self.committer.send(Job::Switch(open_active(&active)?)).map_err(io_at(&active))?;
         self.durable_len = 0;
         self.segment_first_seq = self.chain.next_seq;
         let last_kernel_seq = self.pending_kernel_seq.or(self.durable.kernel_seq);
@@ -627,8 +660,6 @@ impl AuditWriter {
 struct Chain {
     next_seq: u64,
     prev: Digest,
-    /// Scratch for one entry's body.
-    body: Vec<u8>,
     pending: Vec<u8>,
     pending_since: Option<Instant>,
     pending_last: Option<u64>,
@@ -639,9 +670,9 @@ impl Chain {
     fn push(&mut self, stamp: &[u8], write: impl FnOnce(&mut Vec<u8>, &Header<'_>)) -> u64 {
         let sequence = self.next_seq;
         let header = Header { sequence, prev_hash: self.prev, timestamp: stamp };
-        self.body.clear();
-        write(&mut self.body, &header);
-        self.prev = seal(&self.body, &mut self.pending);
+        let start = self.pending.len();
+        write(&mut self.pending, &header);
+        self.prev = seal_in_place(&mut self.pending, start);
         self.next_seq += 1;
         self.since_checkpoint += 1;
         self.pending_last = Some(sequence);
@@ -675,7 +706,7 @@ fn new_log_id(dir: &Path) -> Result<String, AuditError> {
 impl AuditWriter {
     /// Makes every following write fail with `kind` (`None`: work again).
     pub(crate) fn inject_write_failure(&mut self, kind: Option<io::ErrorKind>) {
-        self.fail_writes = kind;
+        let _ = self.committer.send(Job::FailWrites(kind));
     }
 }
 
@@ -791,7 +822,7 @@ mod tests {
             }
         }
         assert!(dropped > 0, "the 4 KiB buffer must fill");
-        assert!(writer.tick().is_err());
+        assert!(writer.commit().is_err());
         writer.inject_write_failure(None);
         writer.commit().unwrap();
         assert_eq!(writer.health(), &Health::Ok);
@@ -818,7 +849,7 @@ mod tests {
         drop(writer);
         let log = dir.path().join("log/audit.jsonl");
         let mut file = OpenOptions::new().append(true).open(&log).unwrap();
-        file.write_all(b"{\"action\":\"file.re").unwrap();
+        std::io::Write::write_all(&mut file, b"{\"action\":\"file.re").unwrap();
         let writer = AuditWriter::open(options(dir.path())).unwrap();
         assert_eq!(writer.recovered().discarded_bytes, 18);
         writer.close().unwrap();
@@ -847,6 +878,23 @@ mod tests {
             matches!(report.failure.as_ref().map(|f| &f.damage), Some(Damage::TamperRecorded { kind, .. }) if kind == "truncated"),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn rotation_happens_when_commits_are_always_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        opts.commit_interval = Duration::ZERO;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..300 {
+            writer.append(&record(k));
+            writer.tick().unwrap();
+        }
+        writer.close().unwrap();
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        assert!(files.len() > 3, "{files:?}");
+        assert_eq!(check(dir.path()).failure, None);
     }
 
     #[test]
