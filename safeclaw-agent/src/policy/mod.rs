@@ -11,6 +11,7 @@ mod context;
 mod dfa;
 mod diag;
 mod eval;
+mod fasthash;
 mod glob;
 mod hosts;
 mod load;
