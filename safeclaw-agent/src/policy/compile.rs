@@ -109,7 +109,7 @@ pub fn load_and_compile(path: &Path, ctx: &CompileContext) -> Result<CompiledSet
 
 /// Compiles the base profile and one per agent.
 pub fn compile_all(policy: &Policy, ctx: &CompileContext) -> Result<CompiledSet, PolicyError> {
-    let top = policy.files.first().map(|f| Location::file(f)).unwrap_or_else(|| Location::file(&"<policy>".into()));
+    let top = policy.files.first().map(Location::file).unwrap_or_else(|| Location::file(&"<policy>".into()));
     let expander = ctx.expander().map_err(|e| PolicyError::single(top.clone(), e))?;
     let mut warnings = policy.warnings.clone();
     let mut errors = Vec::new();
