@@ -415,8 +415,8 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
         });
     }
     EvalRule {
-        name: rule.name.clone(),
-        effect: rule.effect,
+        name: rule.info.name.clone(),
+        effect: rule.info.effect,
         paths,
         inet: rule.inet().map(|inet| InetSpec { cidrs: expander.cidrs(inet), ports: inet.ports.clone(), protocol: inet.protocol }),
         arguments: rule.argument_patterns().map(|globs| {

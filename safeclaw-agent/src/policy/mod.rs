@@ -22,12 +22,12 @@ mod netcompile;
 mod positions;
 mod schema;
 
-pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, RuleInfo, TableStats};
+pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, TableStats};
 pub use context::{launching_user_home, CompileContext};
 pub use diag::{Diagnostic, Level, Location, PolicyError};
 pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
 pub use glob::{Glob, GlobError, Syntax};
 pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
 pub use load::{load_file, load_str};
-pub use model::{Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, Severity};
+pub use model::{Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo, Severity};
 pub use net::{Cidr, HostName, PortRange, Protocol};
