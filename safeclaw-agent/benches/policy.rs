@@ -96,7 +96,8 @@ fn percentiles(mut decide: impl FnMut(usize) -> u8, count: usize) -> (Duration, 
         })
         .collect();
     samples.sort_unstable();
-    let at = |q: f64| Duration::from_nanos(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
+    let at =
+        |q: f64| Duration::from_nanos(samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]);
     (at(0.50), at(0.99))
 }
 
@@ -157,7 +158,9 @@ fn compile_10000_rules(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("policy compile, 10000 rules");
     group.sample_size(10);
-    group.bench_function("load (parse + validate)", |b| b.iter(|| load_str("bench.yaml", black_box(&anchored))));
+    group.bench_function("load (parse + validate)", |b| {
+        b.iter(|| load_str("bench.yaml", black_box(&anchored)))
+    });
     group.bench_function("compile (all tables)", |b| {
         b.iter_batched(|| policy.clone(), |policy| compile_all(&policy, &ctx), BatchSize::LargeInput)
     });

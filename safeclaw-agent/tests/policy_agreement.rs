@@ -12,13 +12,15 @@ const HOME: &str = "/h";
 fn path_glob() -> impl Strategy<Value = String> {
     let start = prop::sample::select(vec!["/", "~/", "**/", "/a/", "/h/", "/a/**/"]);
     let segment = prop::sample::select(vec![
-        "a", "b", ".env", "*", "?", "[ab]", "[!a]", "*.pem", "{a,b}", "{a,b/c}", "**", "x*y", "ab", "a?", "{,x}b",
+        "a", "b", ".env", "*", "?", "[ab]", "[!a]", "*.pem", "{a,b}", "{a,b/c}", "**", "x*y", "ab", "a?",
+        "{,x}b",
     ]);
-    (start, prop::collection::vec(segment, 0..4)).prop_map(|(start, segments)| {
-        let glob = format!("{start}{}", segments.join("/"));
-        glob.trim_end_matches('/').to_owned()
-    })
-    .prop_filter("valid path glob", |g| Glob::parse(g, Syntax::Path).is_ok())
+    (start, prop::collection::vec(segment, 0..4))
+        .prop_map(|(start, segments)| {
+            let glob = format!("{start}{}", segments.join("/"));
+            glob.trim_end_matches('/').to_owned()
+        })
+        .prop_filter("valid path glob", |g| Glob::parse(g, Syntax::Path).is_ok())
 }
 
 fn binary_glob() -> impl Strategy<Value = String> {
@@ -43,13 +45,27 @@ fn effect() -> impl Strategy<Value = &'static str> {
 /// One rule's YAML lines after `name:` (action, effect, matchers).
 fn rule_body() -> impl Strategy<Value = String> {
     let cidrs = prop::sample::subsequence(
-        vec!["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "::/0", "0.0.0.0/0", "fd00::/8", "192.168.0.0/24", "10.1.2.0/24"],
+        vec![
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.3",
+            "::/0",
+            "0.0.0.0/0",
+            "fd00::/8",
+            "192.168.0.0/24",
+            "10.1.2.0/24",
+        ],
         1..3,
     );
-    let ports = prop::sample::subsequence(vec!["22", "80", "443", "\"8000-9000\"", "\"0-1024\"", "65535"], 1..3);
+    let ports =
+        prop::sample::subsequence(vec!["22", "80", "443", "\"8000-9000\"", "\"0-1024\"", "65535"], 1..3);
     let protocol = prop::sample::select(vec!["tcp", "udp", "any"]);
     prop_oneof![
-        (prop::sample::select(vec!["file.read", "file.write", "file.*"]), effect(), prop::option::of(list(path_glob())))
+        (
+            prop::sample::select(vec!["file.read", "file.write", "file.*"]),
+            effect(),
+            prop::option::of(list(path_glob()))
+        )
             .prop_map(|(action, effect, paths)| {
                 let paths = paths.map(|p| format!("\n    paths: {p}")).unwrap_or_default();
                 format!("    action: {action}\n    effect: {effect}{paths}")
@@ -58,14 +74,19 @@ fn rule_body() -> impl Strategy<Value = String> {
             let binary = binary.map(|b| format!("\n    binary: {b}")).unwrap_or_default();
             format!("    action: process.exec\n    effect: {effect}{binary}")
         }),
-        (list(binary_glob()), prop::sample::select(vec!["[\"push*\"]", "[\"a\", \"*\"]"])).prop_map(|(binary, args)| {
-            format!("    action: process.exec\n    effect: audit\n    binary: {binary}\n    args: {args}")
-        }),
-        (effect(), prop::option::of(cidrs), prop::option::of(ports), prop::option::of(protocol))
-            .prop_map(|(effect, cidrs, ports, protocol)| {
+        (list(binary_glob()), prop::sample::select(vec!["[\"push*\"]", "[\"a\", \"*\"]"])).prop_map(
+            |(binary, args)| {
+                format!("    action: process.exec\n    effect: audit\n    binary: {binary}\n    args: {args}")
+            }
+        ),
+        (effect(), prop::option::of(cidrs), prop::option::of(ports), prop::option::of(protocol)).prop_map(
+            |(effect, cidrs, ports, protocol)| {
                 let mut body = format!("    action: network.connect\n    effect: {effect}");
                 if let Some(cidrs) = cidrs {
-                    body.push_str(&format!("\n    cidrs: [{}]", cidrs.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")));
+                    body.push_str(&format!(
+                        "\n    cidrs: [{}]",
+                        cidrs.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
+                    ));
                 }
                 if let Some(ports) = ports {
                     body.push_str(&format!("\n    ports: [{}]", ports.join(", ")));
@@ -74,10 +95,18 @@ fn rule_body() -> impl Strategy<Value = String> {
                     body.push_str(&format!("\n    protocol: {protocol}"));
                 }
                 body
-            }),
-        (effect(), list(unix_glob())).prop_map(|(effect, unix)| format!("    action: network.connect\n    effect: {effect}\n    unix: {unix}")),
-        (effect(), list(prop::sample::select(vec!["api.example.com", "other.example.com"]).prop_map(str::to_owned)))
-            .prop_map(|(effect, hosts)| format!("    action: network.connect\n    effect: {effect}\n    hosts: {hosts}")),
+            }
+        ),
+        (effect(), list(unix_glob())).prop_map(|(effect, unix)| format!(
+            "    action: network.connect\n    effect: {effect}\n    unix: {unix}"
+        )),
+        (
+            effect(),
+            list(prop::sample::select(vec!["api.example.com", "other.example.com"]).prop_map(str::to_owned))
+        )
+            .prop_map(|(effect, hosts)| format!(
+                "    action: network.connect\n    effect: {effect}\n    hosts: {hosts}"
+            )),
         effect().prop_map(|effect| format!("    action: \"*\"\n    effect: {effect}")),
     ]
 }
@@ -121,8 +150,17 @@ fn path() -> impl Strategy<Value = Vec<u8>> {
 
 fn address() -> impl Strategy<Value = [u8; 16]> {
     prop::sample::select(vec![
-        "10.1.2.3", "10.2.0.1", "10.1.2.200", "192.168.0.5", "8.8.8.8", "::1", "fd00::1", "2001:db8::1", "::ffff:10.1.2.3",
-        "192.0.2.10", "192.0.2.11",
+        "10.1.2.3",
+        "10.2.0.1",
+        "10.1.2.200",
+        "192.168.0.5",
+        "8.8.8.8",
+        "::1",
+        "fd00::1",
+        "2001:db8::1",
+        "::ffff:10.1.2.3",
+        "192.0.2.10",
+        "192.0.2.11",
     ])
     .prop_map(|text| match text.parse::<IpAddr>().unwrap() {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -153,7 +191,10 @@ fn request<'a>(kind: u8, path: &'a [u8], addr: [u8; 16], port: u16, protocol: u8
 
 fn context() -> CompileContext {
     let mut hosts = HostAddresses::default();
-    hosts.insert("api.example.com".parse().unwrap(), ["192.0.2.10".parse().unwrap(), "10.1.2.3".parse().unwrap()]);
+    hosts.insert(
+        "api.example.com".parse().unwrap(),
+        ["192.0.2.10".parse().unwrap(), "10.1.2.3".parse().unwrap()],
+    );
     CompileContext::new(HOME).with_hosts(hosts)
 }
 

@@ -26,7 +26,8 @@ fn shipped() -> Vec<PathBuf> {
 
 #[test]
 fn the_three_policies_are_shipped() {
-    let names: Vec<String> = shipped().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        shipped().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for expected in ["audit-only.yaml", "default.yaml", "strict.yaml"] {
         assert!(names.contains(&expected.to_owned()), "{expected} missing from {names:?}");
     }
@@ -56,7 +57,12 @@ fn shipped_policies_pass_their_cases() {
             .output()
             .expect("runs the CLI");
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{}:\n{stdout}\n{}", file.display(), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}:\n{stdout}\n{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     }
 }
@@ -76,7 +82,10 @@ fn fragment_paths(text: &str) -> Vec<Vec<u8>> {
     }
     pieces.sort();
     pieces.dedup();
-    pieces.extend(["x.pem", "key.pem", "id_rsa", ".env", ".env.example", "a", "home", "alice", "bob", "root"].map(String::from));
+    pieces.extend(
+        ["x.pem", "key.pem", "id_rsa", ".env", ".env.example", "a", "home", "alice", "bob", "root"]
+            .map(String::from),
+    );
     let mut paths = vec![b"/".to_vec(), b"pipe:[7]".to_vec(), b"@abstract".to_vec()];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = |n: usize| {

@@ -85,7 +85,9 @@ impl Attempt {
             }
             (AttemptAction::NetworkConnect, Some(_), None, None) => None,
             (AttemptAction::NetworkConnect, _, _, _) => {
-                return Err("network.connect takes either `path` (a Unix socket) or `address` and `port`".to_owned())
+                return Err(
+                    "network.connect takes either `path` (a Unix socket) or `address` and `port`".to_owned()
+                )
             }
             (_, Some(_), None, None) => None,
             (_, _, _, _) => return Err(format!("{} takes a `path` and no address or port", action.as_str())),
@@ -106,7 +108,9 @@ impl Attempt {
             (AttemptAction::FileWrite, _) => Request::FileOpen { path, read: false, write: true },
             (AttemptAction::FileReadWrite, _) => Request::FileOpen { path, read: true, write: true },
             (AttemptAction::ProcessExec, _) => Request::Exec { path },
-            (AttemptAction::NetworkConnect, Some((protocol, addr, port))) => Request::ConnectInet { protocol, addr, port },
+            (AttemptAction::NetworkConnect, Some((protocol, addr, port))) => {
+                Request::ConnectInet { protocol, addr, port }
+            }
             (AttemptAction::NetworkConnect, None) => Request::ConnectUnix { path },
         }
     }
@@ -138,6 +142,8 @@ mod tests {
         .unwrap();
         assert!(matches!(connect.request(), Request::ConnectInet { protocol: 6, port: 443, .. }));
         assert!(Attempt::new(AttemptAction::FileRead, None, None, Some(1), None, None, home).is_err());
-        assert!(Attempt::new(AttemptAction::FileRead, Some("/x"), None, None, None, Some(vec![]), home).is_err());
+        assert!(
+            Attempt::new(AttemptAction::FileRead, Some("/x"), None, None, None, Some(vec![]), home).is_err()
+        );
     }
 }

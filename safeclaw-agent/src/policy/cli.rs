@@ -14,8 +14,8 @@ use super::compiled::{Decision, Effect};
 use super::diag::{Diagnostic, Location};
 use super::positions::Positions;
 use super::{
-    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile, CompiledSet,
-    Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
+    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
+    CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -138,7 +138,13 @@ fn compile(policy: &Policy, ctx: &CompileContext) -> Option<CompiledSet> {
 fn check(file: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
     let Some((policy, ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
     let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
-    println!("{}: ok, {} ({} file(s), {} warning(s))", file.display(), set.hash, policy.files.len(), set.warnings.len());
+    println!(
+        "{}: ok, {} ({} file(s), {} warning(s))",
+        file.display(),
+        set.hash,
+        policy.files.len(),
+        set.warnings.len()
+    );
     let unresolved = policy.host_names().len();
     if !args.resolve && unresolved > 0 {
         println!("  {unresolved} host name(s) not resolved, so matching no address here (pass --resolve to resolve them)");
@@ -172,14 +178,22 @@ fn rule_label(profile: &CompiledProfile, decision: &Decision) -> String {
     }
 }
 
-fn explain(policy: &Policy, ctx: &CompileContext, agent: Option<&str>, attempt: &Attempt) -> anyhow::Result<ExitCode> {
+fn explain(
+    policy: &Policy,
+    ctx: &CompileContext,
+    agent: Option<&str>,
+    attempt: &Attempt,
+) -> anyhow::Result<ExitCode> {
     let Some(set) = compile(policy, ctx) else { return Ok(ExitCode::from(1)) };
     let profile = set.profile(agent);
     let evaluator = Evaluator::new(policy, agent, ctx).map_err(anyhow::Error::msg)?;
     let request = attempt.request();
     let explanation = evaluator.explain(&request);
     let mut out = String::new();
-    let profile_name = profile.agent.as_deref().map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
+    let profile_name = profile
+        .agent
+        .as_deref()
+        .map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
     writeln!(out, "policy {} ({profile_name})", set.hash)?;
     for check in &explanation.checks {
         writeln!(out, "{} {}", check.label, describe(attempt))?;
@@ -197,7 +211,9 @@ fn explain(policy: &Policy, ctx: &CompileContext, agent: Option<&str>, attempt: 
     if let (Some(args), AttemptAction::ProcessExec) = (attempt.arg_slices(), attempt.action) {
         for step in evaluator.explain_arguments(&attempt.path, &args) {
             let text = match &step.verdict {
-                StepVerdict::Decides(why) | StepVerdict::NoMatch(why) | StepVerdict::NotApplicable(why) => why,
+                StepVerdict::Decides(why) | StepVerdict::NoMatch(why) | StepVerdict::NotApplicable(why) => {
+                    why
+                }
             };
             writeln!(out, "  args #{} `{}`: {text}", step.rule, step.name)?;
         }
@@ -265,7 +281,9 @@ fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
     let name: Arc<str> = Arc::from(path.display().to_string());
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let cases: CasesFile = serde_yaml::from_str(&text).map_err(|e| {
-        let at = e.location().map_or_else(|| Location::file(&name), |l| Location::new(&name, l.line(), l.column()));
+        let at = e
+            .location()
+            .map_or_else(|| Location::file(&name), |l| Location::new(&name, l.line(), l.column()));
         anyhow::anyhow!("{}", Diagnostic::error(at, e.to_string()))
     })?;
     Ok((cases, Positions::scan(&text), name))
@@ -288,9 +306,10 @@ fn test(file: &Path, cases_path: &Path, args: &ContextArgs) -> anyhow::Result<Ex
     let mut evaluators: BTreeMap<Option<String>, Evaluator> = BTreeMap::new();
     let (mut passed, mut failed) = (0usize, 0usize);
     for (index, case) in cases.cases.iter().enumerate() {
-        let at = positions
-            .get(&format!("cases[{index}]"))
-            .map_or_else(|| Location::file(&cases_name), |(line, column)| Location::new(&cases_name, line, column));
+        let at = positions.get(&format!("cases[{index}]")).map_or_else(
+            || Location::file(&cases_name),
+            |(line, column)| Location::new(&cases_name, line, column),
+        );
         let label = case.name.clone().unwrap_or_else(|| format!("case {}", index + 1));
         match run_case(case, &policy, &ctx, &set, &mut evaluators) {
             Ok(None) => {
@@ -315,7 +334,15 @@ fn run_case(
     set: &CompiledSet,
     evaluators: &mut BTreeMap<Option<String>, Evaluator>,
 ) -> Result<Option<String>, String> {
-    let attempt = Attempt::new(case.action, case.path.as_deref(), case.address, case.port, case.protocol, case.args.clone(), &ctx.home)?;
+    let attempt = Attempt::new(
+        case.action,
+        case.path.as_deref(),
+        case.address,
+        case.port,
+        case.protocol,
+        case.args.clone(),
+        &ctx.home,
+    )?;
     if let Some(agent) = &case.agent {
         if policy.agent(agent).is_none() {
             return Err(format!("agent `{agent}` has no profile in the policy"));
@@ -323,7 +350,9 @@ fn run_case(
     }
     let evaluator = match evaluators.entry(case.agent.clone()) {
         std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-        std::collections::btree_map::Entry::Vacant(entry) => entry.insert(Evaluator::new(policy, case.agent.as_deref(), ctx)?),
+        std::collections::btree_map::Entry::Vacant(entry) => {
+            entry.insert(Evaluator::new(policy, case.agent.as_deref(), ctx)?)
+        }
     };
     let profile = set.profile(case.agent.as_deref());
     let request = attempt.request();

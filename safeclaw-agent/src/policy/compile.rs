@@ -34,7 +34,12 @@ impl TableStats {
     /// class), rule entries (4 B), port intervals (8 B), and LPM entries (about 64 B per node).
     pub fn map_bytes(&self) -> usize {
         let states: usize = self.dfa_states.iter().sum();
-        self.dfa_transitions() * 4 + states * 4 + 4 * 256 + self.rules * 4 + self.port_intervals * 8 + self.net_prefixes * 64
+        self.dfa_transitions() * 4
+            + states * 4
+            + 4 * 256
+            + self.rules * 4
+            + self.port_intervals * 8
+            + self.net_prefixes * 64
     }
 }
 
@@ -98,15 +103,27 @@ pub fn compile_all(policy: &Policy, ctx: &CompileContext) -> Result<CompiledSet,
             Ok((tables, findings)) => {
                 for finding in findings {
                     if warned.insert((finding.rule.clone(), finding.topic)) {
-                        let within = profile.agent.map(|a| format!(" (in the profile of agent `{a}`)")).unwrap_or_default();
-                        warnings.push(Diagnostic::warning(finding.location, format!("{}{within}", finding.message)));
+                        let within = profile
+                            .agent
+                            .map(|a| format!(" (in the profile of agent `{a}`)"))
+                            .unwrap_or_default();
+                        warnings.push(Diagnostic::warning(
+                            finding.location,
+                            format!("{}{within}", finding.message),
+                        ));
                     }
                 }
                 compiled.push(tables);
             }
             Err(messages) => {
-                let within = profile.agent.map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
-                errors.extend(messages.into_iter().map(|m| Diagnostic::error(location.clone(), format!("{within}: {m}"))));
+                let within = profile
+                    .agent
+                    .map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
+                errors.extend(
+                    messages
+                        .into_iter()
+                        .map(|m| Diagnostic::error(location.clone(), format!("{within}: {m}"))),
+                );
             }
         }
     }
@@ -126,7 +143,10 @@ struct Finding {
     message: String,
 }
 
-fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(CompiledProfile, Vec<Finding>), Vec<String>> {
+fn compile_profile(
+    profile: &Profile<'_>,
+    expander: &Expander<'_>,
+) -> Result<(CompiledProfile, Vec<Finding>), Vec<String>> {
     let rules = &profile.rules;
     if rules.len() > MAX_RULES as usize {
         return Err(vec![format!("{} rules; the kernel tables hold MAX_RULES = {MAX_RULES}", rules.len())]);
@@ -174,7 +194,14 @@ fn compile_profile(profile: &Profile<'_>, expander: &Expander<'_>) -> Result<(Co
     let sizes = || {
         PathClass::ALL
             .iter()
-            .map(|c| format!("{}: {} states x {} byte classes", c.as_str(), stats.dfa_states[c.dfa_index()], stats.dfa_byte_classes[c.dfa_index()]))
+            .map(|c| {
+                format!(
+                    "{}: {} states x {} byte classes",
+                    c.as_str(),
+                    stats.dfa_states[c.dfa_index()],
+                    stats.dfa_byte_classes[c.dfa_index()]
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -215,7 +242,9 @@ fn class_patterns(rules: &[&Rule], class: PathClass, expander: &Expander<'_>) ->
         let transparent = class == PathClass::Exec && rule.argument_patterns().is_some();
         let alternatives = match expander.paths(paths) {
             Alternatives::Every => None,
-            Alternatives::Globs(alternatives) => Some(alternatives.into_iter().map(|(_, tokens)| tokens).collect()),
+            Alternatives::Globs(alternatives) => {
+                Some(alternatives.into_iter().map(|(_, tokens)| tokens).collect())
+            }
         };
         patterns.push(dfa::Pattern { alternatives, rule: id as u32, transparent });
     }
@@ -224,19 +253,15 @@ fn class_patterns(rules: &[&Rule], class: PathClass, expander: &Expander<'_>) ->
 
 fn names(rules: &[&Rule], ids: &BTreeSet<u32>) -> String {
     const SHOWN: usize = 3;
-    let mut listed: Vec<String> = ids.iter().take(SHOWN).map(|&id| format!("`{}`", rules[id as usize].info.name)).collect();
+    let mut listed: Vec<String> =
+        ids.iter().take(SHOWN).map(|&id| format!("`{}`", rules[id as usize].info.name)).collect();
     if ids.len() > SHOWN {
         listed.push(format!("{} more", ids.len() - SHOWN));
     }
     listed.join(", ")
 }
 
-fn path_findings(
-    rules: &[&Rule],
-    class: PathClass,
-    analysis: &ClassAnalysis,
-    findings: &mut Vec<Finding>,
-) {
+fn path_findings(rules: &[&Rule], class: PathClass, analysis: &ClassAnalysis, findings: &mut Vec<Finding>) {
     for (id, rule) in rules.iter().enumerate() {
         let id = id as u32;
         if rule.paths(class).is_none() || analysis.decides.contains(&id) {
@@ -257,7 +282,12 @@ fn path_findings(
                 names(rules, instead)
             )
         };
-        findings.push(Finding { rule: rule.info.name.clone(), topic: class.as_str(), location: rule.info.location.clone(), message });
+        findings.push(Finding {
+            rule: rule.info.name.clone(),
+            topic: class.as_str(),
+            location: rule.info.location.clone(),
+            message,
+        });
     }
     for &id in &analysis.unmatched {
         let rule = rules[id as usize];
@@ -286,7 +316,10 @@ fn net_findings(
                 continue;
             }
             let names = hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
-            format!("rule `{}` matches no address: its host names ({names}) resolved to no address", rule.info.name)
+            format!(
+                "rule `{}` matches no address: its host names ({names}) resolved to no address",
+                rule.info.name
+            )
         } else if analysis.decides.contains(&inet_rule.rule) {
             continue;
         } else {
@@ -296,10 +329,18 @@ fn net_findings(
                     rule.info.name,
                     names(rules, instead)
                 ),
-                None => format!("rule `{}` never decides an IP connect: earlier rules decide all it matches", rule.info.name),
+                None => format!(
+                    "rule `{}` never decides an IP connect: earlier rules decide all it matches",
+                    rule.info.name
+                ),
             }
         };
-        findings.push(Finding { rule: rule.info.name.clone(), topic: "network.connect", location: rule.info.location.clone(), message });
+        findings.push(Finding {
+            rule: rule.info.name.clone(),
+            topic: "network.connect",
+            location: rule.info.location.clone(),
+            message,
+        });
     }
 }
 
@@ -339,7 +380,10 @@ mod tests {
         assert_eq!(bot.agent.as_deref(), Some("bot"));
         assert_eq!(bot.rule(0).map(|r| r.name.as_str()), Some("mine"));
         let base = bot.rule(1).unwrap();
-        assert_eq!((base.name.as_str(), base.reason.as_deref(), base.severity), ("base", Some("nope"), Some(Severity::High)));
+        assert_eq!(
+            (base.name.as_str(), base.reason.as_deref(), base.severity),
+            ("base", Some("nope"), Some(Severity::High))
+        );
         assert_eq!(base.tags, ["soc2:CC6.1"]);
         assert_eq!(bot.tables.rule_effects, [Effect::Allow, Effect::Deny]);
         assert!(std::ptr::eq(set.profile(Some("stranger")), &set.base));
@@ -350,7 +394,10 @@ mod tests {
     fn more_rules_than_the_kernel_holds_are_refused_naming_the_limit() {
         let mut text = String::from("version: 1\nrules:\n");
         for i in 0..=MAX_RULES {
-            text.push_str(&format!("  - {{name: r{i}, action: network.connect, effect: allow, ports: [{}]}}\n", i % 65536));
+            text.push_str(&format!(
+                "  - {{name: r{i}, action: network.connect, effect: allow, ports: [{}]}}\n",
+                i % 65536
+            ));
         }
         let policy = load_str("p.yaml", &text).unwrap();
         let error = compile_all(&policy, &CompileContext::new("/home/u")).unwrap_err().to_string();
@@ -364,7 +411,8 @@ mod tests {
             let action = ["file.read", "file.write", "process.exec", "network.connect"][i % 4];
             let matcher = match i % 4 {
                 3 => format!("cidrs: [10.{}.{}.0/24], ports: [443]", i / 256 % 256, i % 256),
-                _ => format!("paths: [/srv/p{i}/**]").replace("paths", if i % 4 == 2 { "binary" } else { "paths" }),
+                _ => format!("paths: [/srv/p{i}/**]")
+                    .replace("paths", if i % 4 == 2 { "binary" } else { "paths" }),
             };
             text.push_str(&format!("  - {{name: r{i}, action: {action}, effect: allow, {matcher}}}\n"));
         }
@@ -374,7 +422,11 @@ mod tests {
         assert!(stats.dfa_transitions() <= MAX_DFA_TRANSITIONS as usize, "{stats:?}");
         // One prefix per CIDR and per protocol the rules name (tcp, udp and other), plus /0 each.
         assert_eq!(stats.net_prefixes, 3 * 2501);
-        let read = set.base.tables.decide(&super::super::compiled::Request::FileOpen { path: b"/srv/p4/a", read: true, write: false });
+        let read = set.base.tables.decide(&super::super::compiled::Request::FileOpen {
+            path: b"/srv/p4/a",
+            read: true,
+            write: false,
+        });
         assert_eq!(read.rule, Some(4));
     }
 

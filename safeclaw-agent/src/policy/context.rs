@@ -31,7 +31,8 @@ impl CompileContext {
     /// The home as `~` expands: absolute, resolved-looking, no trailing `/` (empty for `/`).
     pub(crate) fn home_bytes(&self) -> Result<Vec<u8>, String> {
         let bytes = self.home.as_os_str().as_bytes();
-        let segments_ok = bytes.split(|b| *b == b'/').skip(1).all(|s| !s.is_empty() && s != b"." && s != b"..");
+        let segments_ok =
+            bytes.split(|b| *b == b'/').skip(1).all(|s| !s.is_empty() && s != b"." && s != b"..");
         if bytes.first() != Some(&b'/') || bytes.contains(&0) || (bytes != b"/" && !segments_ok) {
             return Err(format!(
                 "home directory `{}` must be an absolute path without `.`, `..`, `//` or a trailing `/`",
@@ -79,7 +80,9 @@ impl Expander<'_> {
                 globs
                     .iter()
                     .enumerate()
-                    .flat_map(|(index, glob)| glob.expand_home(&self.home).into_iter().map(move |alt| (index, alt)))
+                    .flat_map(|(index, glob)| {
+                        glob.expand_home(&self.home).into_iter().map(move |alt| (index, alt))
+                    })
                     .collect(),
             ),
         }

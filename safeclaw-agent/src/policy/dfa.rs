@@ -59,7 +59,9 @@ enum Kind {
     /// Any bytes but `/`, then `next`.
     Star,
     /// A `/` then `next` (the `AnyLoop` of a subtree), or nothing and `skip`.
-    OptionalSlash { skip: u32 },
+    OptionalSlash {
+        skip: u32,
+    },
     /// Any bytes, then `next`.
     AnyLoop,
     /// The path may end here.
@@ -90,7 +92,13 @@ impl Items {
         let mut not_slash = ByteSet::default();
         not_slash.insert_range(0, 255);
         not_slash.remove(b'/');
-        let mut items = Items { items: Vec::new(), interned: FastMap::default(), sets: vec![not_slash], not_slash: 0, starts: Vec::new() };
+        let mut items = Items {
+            items: Vec::new(),
+            interned: FastMap::default(),
+            sets: vec![not_slash],
+            not_slash: 0,
+            starts: Vec::new(),
+        };
         for pattern in patterns {
             let (rule, transparent) = (pattern.rule, pattern.transparent);
             let end = items.intern(rule, transparent, Kind::End, u32::MAX);
@@ -180,7 +188,9 @@ impl Items {
         for item in &self.items {
             match item.kind {
                 Kind::Byte(b) => mark(b, b),
-                Kind::Set(set) => self.sets[set as usize].ranges().into_iter().for_each(|(lo, hi)| mark(lo, hi)),
+                Kind::Set(set) => {
+                    self.sets[set as usize].ranges().into_iter().for_each(|(lo, hi)| mark(lo, hi))
+                }
                 _ => {}
             }
         }
@@ -204,7 +214,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const KERNEL: Limits = Limits { states: MAX_DFA_STATES as usize, transitions: MAX_DFA_TRANSITIONS as usize };
+    pub const KERNEL: Limits =
+        Limits { states: MAX_DFA_STATES as usize, transitions: MAX_DFA_TRANSITIONS as usize };
 }
 
 /// A class DFA of the patterns.
@@ -221,11 +232,8 @@ pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, Class
     let budget = (kernel_states * CONSTRUCTION_SLACK).min(limits.states);
     let too_many = |grew_to| DfaError::TooManyStates { limit: kernel_states, classes: k, grew_to };
     let slash_class = usize::from(classes[usize::from(b'/')]);
-    let set_classes: Vec<Vec<usize>> = items
-        .sets
-        .iter()
-        .map(|set| (0..k).filter(|&c| set.contains(representatives[c])).collect())
-        .collect();
+    let set_classes: Vec<Vec<usize>> =
+        items.sets.iter().map(|set| (0..k).filter(|&c| set.contains(representatives[c])).collect()).collect();
     let mut construction = Construction::new(&items);
     let start = construction.closure(items.starts.iter().copied());
     let mut ids: FastMap<Vec<u32>, u32> = FastMap::default();
@@ -257,7 +265,9 @@ pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, Class
             let item = items.items[id as usize];
             match item.kind {
                 Kind::Byte(byte) => touch(usize::from(classes[usize::from(byte)]), item.next, &mut extra),
-                Kind::Set(set) => set_classes[set as usize].iter().for_each(|&c| touch(c, item.next, &mut extra)),
+                Kind::Set(set) => {
+                    set_classes[set as usize].iter().for_each(|&c| touch(c, item.next, &mut extra))
+                }
                 Kind::Star => not_slash.push(id),
                 Kind::OptionalSlash { .. } => touch(slash_class, item.next, &mut extra),
                 Kind::AnyLoop => any_byte.push(id),
@@ -266,21 +276,22 @@ pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, Class
         }
         not_slash.extend_from_slice(&any_byte);
         // The successor of every class nothing names.
-        let mut successor = |seeds: &mut Vec<u32>, construction: &mut Construction<'_>| -> Result<u32, DfaError> {
-            seeds.sort_unstable();
-            seeds.dedup();
-            let set = construction.closure(seeds.iter().copied());
-            match ids.get(set.as_slice()) {
-                Some(&id) => Ok(id),
-                None if states.len() >= budget => Err(too_many(states.len())),
-                None => {
-                    let id = states.len() as u32;
-                    ids.insert(set.clone(), id);
-                    states.push(set);
-                    Ok(id)
+        let mut successor =
+            |seeds: &mut Vec<u32>, construction: &mut Construction<'_>| -> Result<u32, DfaError> {
+                seeds.sort_unstable();
+                seeds.dedup();
+                let set = construction.closure(seeds.iter().copied());
+                match ids.get(set.as_slice()) {
+                    Some(&id) => Ok(id),
+                    None if states.len() >= budget => Err(too_many(states.len())),
+                    None => {
+                        let id = states.len() as u32;
+                        ids.insert(set.clone(), id);
+                        states.push(set);
+                        Ok(id)
+                    }
                 }
-            }
-        };
+            };
         seeds.clear();
         seeds.extend_from_slice(&not_slash);
         let common = successor(&mut seeds, &mut construction)?;
@@ -321,7 +332,13 @@ struct Construction<'a> {
 
 impl<'a> Construction<'a> {
     fn new(items: &'a Items) -> Construction<'a> {
-        Construction { items, seen: vec![0; items.items.len()], generation: 0, stack: Vec::new(), pruned: HashMap::new() }
+        Construction {
+            items,
+            seen: vec![0; items.items.len()],
+            generation: 0,
+            stack: Vec::new(),
+            pruned: HashMap::new(),
+        }
     }
 
     /// The sorted set of items reachable from `seeds` without reading a byte, pruned.
@@ -374,7 +391,8 @@ fn accepts(
     let mut matched: HashSet<u32> = HashSet::new();
     let mut accept = Vec::with_capacity(states.len());
     for state in states {
-        let ends: Vec<Item> = state.iter().map(|&id| items.items[id as usize]).filter(|i| i.kind == Kind::End).collect();
+        let ends: Vec<Item> =
+            state.iter().map(|&id| items.items[id as usize]).filter(|i| i.kind == Kind::End).collect();
         let winner = ends.iter().filter(|i| !i.transparent).map(|i| i.rule).min();
         accept.push(winner.unwrap_or(NO_RULE));
         for end in &ends {
@@ -660,7 +678,11 @@ mod tests {
             .enumerate()
             .map(|(rule, glob)| {
                 let glob = Glob::parse(glob, Syntax::Path).unwrap();
-                Pattern { alternatives: Some(glob.expand_home(b"/home/u")), rule: rule as u32, transparent: false }
+                Pattern {
+                    alternatives: Some(glob.expand_home(b"/home/u")),
+                    rule: rule as u32,
+                    transparent: false,
+                }
             })
             .collect()
     }
@@ -695,7 +717,13 @@ mod tests {
     #[test]
     fn shared_suffixes_keep_every_alternative() {
         let (dfa, _) = build_kernel(&patterns(&["**/{privkey,key}*.pem", "/a/{b,bc,b/d}"])).unwrap();
-        for (path, rule) in [("/x/privkey1.pem", Some(0)), ("/key.pem", Some(0)), ("/a/bc", Some(1)), ("/a/b/d", Some(1)), ("/a/", None)] {
+        for (path, rule) in [
+            ("/x/privkey1.pem", Some(0)),
+            ("/key.pem", Some(0)),
+            ("/a/bc", Some(1)),
+            ("/a/b/d", Some(1)),
+            ("/a/", None),
+        ] {
             assert_eq!(dfa.lookup(path.as_bytes()), Ok(rule), "{path}");
         }
         assert_eq!(dfa.lookup(b"/x/private.pem"), Ok(None));
@@ -705,7 +733,11 @@ mod tests {
     #[test]
     fn every_path_and_transparent_patterns() {
         let every = Pattern { alternatives: None, rule: 1, transparent: false };
-        let args = Pattern { alternatives: patterns(&["/bin/git"]).remove(0).alternatives, rule: 0, transparent: true };
+        let args = Pattern {
+            alternatives: patterns(&["/bin/git"]).remove(0).alternatives,
+            rule: 0,
+            transparent: true,
+        };
         let (dfa, analysis) = build_kernel(&[args, every]).unwrap();
         assert_eq!(dfa.lookup(b"/bin/git"), Ok(Some(1)));
         assert_eq!(dfa.lookup(b"pipe:[1]"), Ok(Some(1)));

@@ -48,7 +48,9 @@ impl PathSet {
     fn matching(&self, path: &SplitPath<'_>) -> Option<&str> {
         match self {
             PathSet::Every => Some("every path"),
-            PathSet::Patterns(patterns) => patterns.iter().find(|(_, p)| p.matches(path)).map(|(text, _)| text.as_str()),
+            PathSet::Patterns(patterns) => {
+                patterns.iter().find(|(_, p)| p.matches(path)).map(|(text, _)| text.as_str())
+            }
         }
     }
 }
@@ -74,7 +76,10 @@ impl InetSpec {
             });
         };
         if !self.ports.is_empty() && !self.ports.iter().any(|r| r.contains(port)) {
-            return Err(format!("port {port} is in none of {}", list(self.ports.iter().map(PortRange::to_string))));
+            return Err(format!(
+                "port {port} is in none of {}",
+                list(self.ports.iter().map(PortRange::to_string))
+            ));
         }
         Ok(format!("address in {cidr}, port {port}, protocol {}", protocol_name(protocol)))
     }
@@ -223,14 +228,21 @@ impl Evaluator {
     pub fn explain(&self, request: &Request<'_>) -> Explanation {
         let checks = match *request {
             Request::FileOpen { path, read: true, write: true } => {
-                vec![self.explain_path(PathClass::FileRead, path), self.explain_path(PathClass::FileWrite, path)]
+                vec![
+                    self.explain_path(PathClass::FileRead, path),
+                    self.explain_path(PathClass::FileWrite, path),
+                ]
             }
-            Request::FileOpen { path, read: false, write: true } => vec![self.explain_path(PathClass::FileWrite, path)],
+            Request::FileOpen { path, read: false, write: true } => {
+                vec![self.explain_path(PathClass::FileWrite, path)]
+            }
             Request::FileOpen { path, .. } => vec![self.explain_path(PathClass::FileRead, path)],
             Request::Exec { path } => vec![self.explain_path(PathClass::Exec, path)],
             Request::ConnectUnix { path } => vec![self.explain_path(PathClass::UnixConnect, path)],
             Request::ConnectInet { protocol, addr, port } => vec![self.explain_inet(protocol, &addr, port)],
-            Request::ConnectOther => vec![Check { label: "network.connect", decision: self.by_default(), steps: Vec::new() }],
+            Request::ConnectOther => {
+                vec![Check { label: "network.connect", decision: self.by_default(), steps: Vec::new() }]
+            }
         };
         let decision = match checks.as_slice() {
             [read, write] => combine_read_write(read.decision, write.decision),
@@ -301,7 +313,12 @@ impl Evaluator {
         candidates.sort_unstable();
         candidates
             .into_iter()
-            .find(|&id| self.rules[id as usize].inet.as_ref().is_some_and(|spec| spec.check(protocol, addr, port).is_ok()))
+            .find(|&id| {
+                self.rules[id as usize]
+                    .inet
+                    .as_ref()
+                    .is_some_and(|spec| spec.check(protocol, addr, port).is_ok())
+            })
             .map_or_else(|| self.by_default(), |id| self.decided_by(id))
     }
 
@@ -317,7 +334,9 @@ impl Evaluator {
             let verdict = match &rule.paths[class.dfa_index()] {
                 None => StepVerdict::NotApplicable(format!("does not apply to {label}")),
                 Some(_) if class == PathClass::Exec && rule.arguments.is_some() => {
-                    StepVerdict::NotApplicable("has argument patterns, which the kernel does not decide".to_owned())
+                    StepVerdict::NotApplicable(
+                        "has argument patterns, which the kernel does not decide".to_owned(),
+                    )
                 }
                 Some(set) => match set.matching(&split) {
                     Some(glob) => StepVerdict::Decides(format!("matches `{glob}`")),
@@ -367,7 +386,11 @@ impl Evaluator {
                 return Err(format!("has no argument {}", position + 1));
             };
             if !alternatives.iter().any(|p| p.matches(arg)) {
-                return Err(format!("argument {} `{}` does not match", position + 1, String::from_utf8_lossy(arg)));
+                return Err(format!(
+                    "argument {} `{}` does not match",
+                    position + 1,
+                    String::from_utf8_lossy(arg)
+                ));
             }
         }
         Ok(format!("binary matches `{binary}` and the arguments match"))
@@ -381,7 +404,9 @@ fn path_too_long() -> Decision {
 fn no_path_match(set: &PathSet) -> String {
     match set {
         PathSet::Every => "matches every path".to_owned(),
-        PathSet::Patterns(patterns) => format!("path matches none of {}", list(patterns.iter().map(|(text, _)| format!("`{text}`")))),
+        PathSet::Patterns(patterns) => {
+            format!("path matches none of {}", list(patterns.iter().map(|(text, _)| format!("`{text}`"))))
+        }
     }
 }
 
@@ -410,7 +435,10 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
         paths[class.dfa_index()] = rule.paths(class).map(|paths| match expander.paths(paths) {
             Alternatives::Every => PathSet::Every,
             Alternatives::Globs(alternatives) => PathSet::Patterns(
-                alternatives.iter().map(|(_, tokens)| (display_tokens(tokens), PathPattern::new(tokens))).collect(),
+                alternatives
+                    .iter()
+                    .map(|(_, tokens)| (display_tokens(tokens), PathPattern::new(tokens)))
+                    .collect(),
             ),
         });
     }
@@ -418,9 +446,16 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
         name: rule.info.name.clone(),
         effect: rule.info.effect,
         paths,
-        inet: rule.inet().map(|inet| InetSpec { cidrs: expander.cidrs(inet), ports: inet.ports.clone(), protocol: inet.protocol }),
+        inet: rule.inet().map(|inet| InetSpec {
+            cidrs: expander.cidrs(inet),
+            ports: inet.ports.clone(),
+            protocol: inet.protocol,
+        }),
         arguments: rule.argument_patterns().map(|globs| {
-            globs.iter().map(|glob| glob.expand_home(b"").iter().map(|alt| ArgumentPattern::new(alt)).collect()).collect()
+            globs
+                .iter()
+                .map(|glob| glob.expand_home(b"").iter().map(|alt| ArgumentPattern::new(alt)).collect())
+                .collect()
         }),
     }
 }
@@ -511,7 +546,10 @@ mod tests {
         let denied = eval.evaluate_exec_with_args(b"/tmp/git", &[b"push"]);
         assert_eq!(denied.effect, Effect::Deny);
         let steps = eval.explain_arguments(b"/usr/bin/git", &[b"pull"]);
-        assert!(matches!(&steps[0].verdict, StepVerdict::NoMatch(why) if why.contains("argument 1 `pull` does not match")), "{steps:?}");
+        assert!(
+            matches!(&steps[0].verdict, StepVerdict::NoMatch(why) if why.contains("argument 1 `pull` does not match")),
+            "{steps:?}"
+        );
     }
 
     #[test]
@@ -523,12 +561,17 @@ mod tests {
         assert_eq!(explanation.decision, Decision { effect: Effect::Allow, rule: Some(3), bound_hit: false });
         let verdicts: Vec<&StepVerdict> = explanation.checks[0].steps.iter().map(|s| &s.verdict).collect();
         assert!(matches!(verdicts[0], StepVerdict::NotApplicable(_)));
-        assert!(matches!(verdicts[1], StepVerdict::NoMatch(why) if why.contains("`/**/*.key`")), "{verdicts:?}");
+        assert!(
+            matches!(verdicts[1], StepVerdict::NoMatch(why) if why.contains("`/**/*.key`")),
+            "{verdicts:?}"
+        );
         assert!(matches!(verdicts[2], StepVerdict::NotApplicable(_)));
         assert!(matches!(verdicts[3], StepVerdict::Decides(why) if why.contains("/etc/**")), "{verdicts:?}");
         let v4 = super::super::net::mapped("192.0.2.1".parse().unwrap());
         let connect = eval.explain(&Request::ConnectInet { protocol: 6, addr: v4, port: 80 });
-        assert!(connect.checks[0].steps.iter().any(|s| matches!(&s.verdict, StepVerdict::NoMatch(why) if why.contains("port 80 is in none of 443"))));
+        assert!(connect.checks[0].steps.iter().any(
+            |s| matches!(&s.verdict, StepVerdict::NoMatch(why) if why.contains("port 80 is in none of 443"))
+        ));
         assert_eq!(connect.decision.rule, None);
     }
 

@@ -130,7 +130,9 @@ pub enum GlobError {
     ReversedRange(usize, char, char),
     #[error("character class at byte {0} holds a non-ASCII character; classes match single bytes")]
     NonAsciiClass(usize),
-    #[error("POSIX classes such as `[:alpha:]` are not supported (byte {0}); list the bytes, e.g. `[a-zA-Z]`")]
+    #[error(
+        "POSIX classes such as `[:alpha:]` are not supported (byte {0}); list the bytes, e.g. `[a-zA-Z]`"
+    )]
     PosixClass(usize),
     #[error("`{{` at byte {0} is never closed by `}}`")]
     UnclosedBrace(usize),
@@ -426,7 +428,8 @@ fn normalize(items: &[Item], syntax: Syntax) -> Result<Vec<Token>, GlobError> {
             Item::DoubleStar if !syntax.is_path() => out.push(Token::Star),
             Item::DoubleStar => {
                 let followed_ok = matches!(items.get(index + 1), None | Some(Item::Byte(b'/')));
-                let after_slash = matches!(out.last(), Some(Token::Literal(bytes)) if bytes.last() == Some(&b'/'));
+                let after_slash =
+                    matches!(out.last(), Some(Token::Literal(bytes)) if bytes.last() == Some(&b'/'));
                 if !followed_ok || !(after_slash || out.is_empty()) {
                     return Err(GlobError::DoubleStarInSegment);
                 }
@@ -565,7 +568,10 @@ mod tests {
     fn braces_expand_and_may_hold_double_star_segments() {
         assert_eq!(
             alts("~/{.ssh,.aws}/**", Syntax::Path),
-            vec![vec![Token::Home, lit("/.ssh"), Token::Subtree], vec![Token::Home, lit("/.aws"), Token::Subtree]]
+            vec![
+                vec![Token::Home, lit("/.ssh"), Token::Subtree],
+                vec![Token::Home, lit("/.aws"), Token::Subtree]
+            ]
         );
         assert_eq!(alts("/x/{**,y}", Syntax::Path), vec![vec![lit("/x"), Token::Subtree], vec![lit("/x/y")]]);
     }
@@ -613,7 +619,10 @@ mod tests {
     #[test]
     fn bare_binary_names_match_in_any_directory() {
         assert_eq!(alts("git", Syntax::Binary), vec![vec![Token::Subtree, lit("/git")]]);
-        assert_eq!(alts("python3*", Syntax::Binary), vec![vec![Token::Subtree, lit("/python3"), Token::Star]]);
+        assert_eq!(
+            alts("python3*", Syntax::Binary),
+            vec![vec![Token::Subtree, lit("/python3"), Token::Star]]
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ impl HostCache {
         let grace = STALE_GRACE.as_secs();
         let mut out = HostAddresses::default();
         for (host, seen) in &self.last_seen {
-            out.insert(host.clone(), seen.iter().filter(|(_, &at)| now.saturating_sub(at) <= grace).map(|(addr, _)| *addr));
+            out.insert(
+                host.clone(),
+                seen.iter().filter(|(_, &at)| now.saturating_sub(at) <= grace).map(|(addr, _)| *addr),
+            );
         }
         out
     }

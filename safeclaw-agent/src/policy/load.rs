@@ -62,7 +62,13 @@ impl Loader {
         self.diagnostics.push(Diagnostic::error(location, message));
     }
 
-    fn load(&mut self, path: &Path, name: &Arc<str>, included_at: Option<&Location>, depth: usize) -> Contribution {
+    fn load(
+        &mut self,
+        path: &Path,
+        name: &Arc<str>,
+        included_at: Option<&Location>,
+        depth: usize,
+    ) -> Contribution {
         let at = || included_at.cloned().unwrap_or_else(|| Location::file(name));
         if self.files.len() >= MAX_FILES {
             self.error(at(), format!("more than {MAX_FILES} policy files"));
@@ -207,7 +213,10 @@ impl Loader {
                 let hint = if allowed.is_empty() {
                     "a `*` rule matches every attempt and takes no matchers".to_owned()
                 } else {
-                    format!("`{action}` rules take {}", allowed.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "`{action}` rules take {}",
+                        allowed.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                    )
                 };
                 self.error(field_at(field), format!("`{field}` does not apply to action `{action}`: {hint}"));
             }
@@ -223,7 +232,10 @@ impl Loader {
         ];
         for (field, len) in lists {
             if len == Some(0) {
-                self.error(field_at(field), format!("`{field}` is empty, so the rule could never match; omit it to match everything"));
+                self.error(
+                    field_at(field),
+                    format!("`{field}` is empty, so the rule could never match; omit it to match everything"),
+                );
             }
         }
         if spec.args.is_some() && spec.effect != Effect::Audit {
@@ -245,10 +257,15 @@ impl Loader {
             globs(list).map_or(Paths::Every, Paths::Globs)
         }
         let matcher = match action {
-            Action::FileRead | Action::FileWrite | Action::FileAny => Matcher::File { paths: paths(spec.paths) },
+            Action::FileRead | Action::FileWrite | Action::FileAny => {
+                Matcher::File { paths: paths(spec.paths) }
+            }
             Action::ProcessExec => Matcher::Exec { binaries: paths(spec.binary), args: globs(spec.args) },
             Action::NetworkConnect => {
-                let has_inet = spec.cidrs.is_some() || spec.hosts.is_some() || spec.ports.is_some() || spec.protocol.is_some();
+                let has_inet = spec.cidrs.is_some()
+                    || spec.hosts.is_some()
+                    || spec.ports.is_some()
+                    || spec.protocol.is_some();
                 let unix = globs(spec.unix).map(Paths::Globs);
                 let inet = (has_inet || unix.is_none()).then(|| InetMatch {
                     cidrs: spec.cidrs.unwrap_or_default(),
@@ -278,7 +295,10 @@ impl Loader {
     fn finish(mut self, top: Contribution) -> Result<Policy, PolicyError> {
         let agents = top.agents;
         check_agents(&agents, &mut self.diagnostics);
-        check_unique_names(top.rules.iter().chain(agents.iter().flat_map(|a| a.rules.iter())), &mut self.diagnostics);
+        check_unique_names(
+            top.rules.iter().chain(agents.iter().flat_map(|a| a.rules.iter())),
+            &mut self.diagnostics,
+        );
         let default = top.default.unwrap_or(Effect::Deny);
         let mut warnings = Vec::new();
         host_deny_warnings(default, &top.rules, None, &mut warnings);
@@ -339,7 +359,10 @@ fn check_agents(agents: &[Agent], diagnostics: &mut Vec<Diagnostic>) {
     let mut seen: HashSet<&str> = HashSet::new();
     for agent in agents.iter() {
         if !seen.insert(&agent.name) {
-            diagnostics.push(Diagnostic::error(agent.location.clone(), format!("agent `{}` is defined twice", agent.name)));
+            diagnostics.push(Diagnostic::error(
+                agent.location.clone(),
+                format!("agent `{}` is defined twice", agent.name),
+            ));
         }
     }
     let mut in_reported_cycle: HashSet<&str> = HashSet::new();
@@ -353,7 +376,10 @@ fn check_agents(agents: &[Agent], diagnostics: &mut Vec<Diagnostic>) {
             let Some(parent) = agents.iter().find(|a| a.name == parent_name) else {
                 diagnostics.push(Diagnostic::error(
                     agent.location.clone(),
-                    format!("agent `{}` extends `{parent_name}`, which is not defined under `agents:`", current.name),
+                    format!(
+                        "agent `{}` extends `{parent_name}`, which is not defined under `agents:`",
+                        current.name
+                    ),
                 ));
                 break;
             };
@@ -415,22 +441,31 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_placed_and_named() {
-        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    pathz: [/x]\n"));
-        assert!(e.starts_with("p.yaml:6:5: error: rules[0]: unknown field `pathz`, expected one of `name`"), "{e}");
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    pathz: [/x]\n"
+        ));
+        assert!(
+            e.starts_with("p.yaml:6:5: error: rules[0]: unknown field `pathz`, expected one of `name`"),
+            "{e}"
+        );
         let e = one_error("version: 1\nrulez: []\n");
         assert!(e.starts_with("p.yaml:2:1: error: unknown field `rulez`"), "{e}");
     }
 
     #[test]
     fn bad_values_are_placed_at_the_value() {
-        let rule = |field: &str| format!("{HEAD}  - name: a\n    action: network.connect\n    effect: deny\n    {field}\n");
+        let rule = |field: &str| {
+            format!("{HEAD}  - name: a\n    action: network.connect\n    effect: deny\n    {field}\n")
+        };
         let e = one_error(&rule("cidrs: [10.0.0.1/8]"));
         assert!(e.starts_with("p.yaml:6:13: error:") && e.contains("did you mean `10.0.0.0/8`"), "{e}");
         let e = one_error(&rule("ports: [443, 70000]"));
         assert!(e.starts_with("p.yaml:6:18: error:") && e.contains("`70000` is not a port"), "{e}");
         let e = one_error(&rule("hosts: [\"*.example.com\"]"));
         assert!(e.contains("wildcards cannot be resolved"), "{e}");
-        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: [/ok, \"/a/**b\"]\n"));
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: [/ok, \"/a/**b\"]\n"
+        ));
         assert!(e.starts_with("p.yaml:6:18: error: rules[0].paths[1]: bad glob `/a/**b`"), "{e}");
         let e = one_error(&format!("{HEAD}  - name: a\n    action: file.reed\n    effect: allow\n"));
         assert!(e.contains("unknown variant `file.reed`"), "{e}");
@@ -440,9 +475,13 @@ mod tests {
 
     #[test]
     fn matchers_must_fit_the_action() {
-        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    cidrs: [10.0.0.0/8]\n"));
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    cidrs: [10.0.0.0/8]\n"
+        ));
         assert!(e.starts_with("p.yaml:6:12: error: `cidrs` does not apply to action `file.read`"), "{e}");
-        let e = one_error(&format!("{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: []\n"));
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: []\n"
+        ));
         assert!(e.contains("`paths` is empty"), "{e}");
         let e = one_error(&format!("{HEAD}  - name: a\n    action: process.exec\n    effect: deny\n    binary: [git]\n    args: [push]\n"));
         assert!(e.contains("argument patterns need `effect: audit`"), "{e}");
@@ -467,7 +506,8 @@ mod tests {
     fn agents_extend_and_order_their_rules_first() {
         let text = "version: 1\ndefault: allow\nrules:\n  - {name: base, action: \"*\", effect: deny}\nagents:\n  coder:\n    default: deny\n    rules:\n      - {name: c, action: file.read, effect: allow}\n  junior:\n    extends: coder\n    rules:\n      - {name: j, action: file.write, effect: deny}\n";
         let policy = load_str("p.yaml", text).unwrap();
-        let names = |agent| policy.profile(agent).rules.iter().map(|r| r.info.name.clone()).collect::<Vec<_>>();
+        let names =
+            |agent| policy.profile(agent).rules.iter().map(|r| r.info.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(Some("junior")), ["j", "c", "base"]);
         assert_eq!(names(Some("coder")), ["c", "base"]);
         assert_eq!(names(Some("unknown")), ["base"]);
@@ -485,7 +525,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let common = "rules:\n  - {name: inc, action: \"*\", effect: deny}\n";
         std::fs::write(dir.path().join("common.yaml"), common).unwrap();
-        let top = "version: 1\ninclude: [common.yaml]\nrules:\n  - {name: own, action: \"*\", effect: allow}\n";
+        let top =
+            "version: 1\ninclude: [common.yaml]\nrules:\n  - {name: own, action: \"*\", effect: allow}\n";
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, top).unwrap();
         let policy = load_file(&path).unwrap();
@@ -514,7 +555,10 @@ mod tests {
         write("d.yaml", "version: 1\ninclude: [e.yaml]\n");
         write("e.yaml", "default: allow\n");
         let e = load_file(&dir.path().join("d.yaml")).unwrap_err().to_string();
-        assert!(e.contains("e.yaml:1:10: error: `default` may only be set in the top-level policy file"), "{e}");
+        assert!(
+            e.contains("e.yaml:1:10: error: `default` may only be set in the top-level policy file"),
+            "{e}"
+        );
     }
 
     #[test]

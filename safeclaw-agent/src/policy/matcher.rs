@@ -204,7 +204,9 @@ impl<'a> SplitPath<'a> {
     }
 
     fn slashes(&self) -> &[usize] {
-        self.slashes.get_or_init(|| self.bytes.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).collect())
+        self.slashes.get_or_init(|| {
+            self.bytes.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).collect()
+        })
     }
 
     fn first(&self) -> &'a [u8] {
@@ -346,7 +348,8 @@ mod tests {
 
     #[test]
     fn arguments_match_across_slashes() {
-        let pattern = |g: &str| ArgumentPattern::new(&Glob::parse(g, Syntax::Argument).unwrap().expand_home(b"")[0]);
+        let pattern =
+            |g: &str| ArgumentPattern::new(&Glob::parse(g, Syntax::Argument).unwrap().expand_home(b"")[0]);
         assert!(pattern("push*").matches(b"push"));
         assert!(pattern("push*").matches(b"push/x"));
         assert!(!pattern("push*").matches(b"pul"));

@@ -3,8 +3,8 @@
 //! Entry points: `load_file` (validated `Policy` or `PolicyError` with file:line:column),
 //! `compile_all` / `load_and_compile` (one `CompiledPolicy` per profile, with the policy hash and
 //! warnings), `Evaluator` (the reference decision and its explanation), `cli`.
-pub mod cli;
 mod attempt;
+pub mod cli;
 mod compile;
 pub mod compiled;
 mod context;
@@ -29,5 +29,8 @@ pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
 pub use glob::{Glob, GlobError, Syntax};
 pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
 pub use load::{load_file, load_str};
-pub use model::{Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo, Severity};
+pub use model::{
+    Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo,
+    Severity,
+};
 pub use net::{Cidr, HostName, PortRange, Protocol};

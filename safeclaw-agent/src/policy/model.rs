@@ -80,7 +80,8 @@ pub enum PathClass {
 }
 
 impl PathClass {
-    pub const ALL: [PathClass; 4] = [PathClass::FileRead, PathClass::FileWrite, PathClass::Exec, PathClass::UnixConnect];
+    pub const ALL: [PathClass; 4] =
+        [PathClass::FileRead, PathClass::FileWrite, PathClass::Exec, PathClass::UnixConnect];
 
     /// Index in `CompiledPolicy::dfas`.
     pub fn dfa_index(self) -> usize {
@@ -138,11 +139,19 @@ impl InetMatch {
 /// What a rule matches, by action.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Matcher {
-    File { paths: Paths },
+    File {
+        paths: Paths,
+    },
     /// `args`: argument patterns, matched against `argv[1..]` in order (audit rules only).
-    Exec { binaries: Paths, args: Option<Vec<Glob>> },
+    Exec {
+        binaries: Paths,
+        args: Option<Vec<Glob>>,
+    },
     /// At least one of the two is set.
-    Connect { inet: Option<InetMatch>, unix: Option<Paths> },
+    Connect {
+        inet: Option<InetMatch>,
+        unix: Option<Paths>,
+    },
     Any,
 }
 
@@ -170,8 +179,12 @@ impl Rule {
     pub fn paths(&self, class: PathClass) -> Option<&Paths> {
         match (&self.matcher, class) {
             (Matcher::Any, _) => Some(&EVERY_PATH),
-            (Matcher::File { paths }, PathClass::FileRead) if self.info.action != Action::FileWrite => Some(paths),
-            (Matcher::File { paths }, PathClass::FileWrite) if self.info.action != Action::FileRead => Some(paths),
+            (Matcher::File { paths }, PathClass::FileRead) if self.info.action != Action::FileWrite => {
+                Some(paths)
+            }
+            (Matcher::File { paths }, PathClass::FileWrite) if self.info.action != Action::FileRead => {
+                Some(paths)
+            }
             (Matcher::Exec { binaries, .. }, PathClass::Exec) => Some(binaries),
             (Matcher::Connect { unix: Some(paths), .. }, PathClass::UnixConnect) => Some(paths),
             _ => None,

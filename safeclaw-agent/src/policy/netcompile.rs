@@ -148,8 +148,11 @@ fn gaps(assigned: &BTreeMap<u16, (u16, u32)>, lo: u16, hi: u16) -> Vec<(u16, u16
 
 /// The union of ascending lists, ascending (duplicates kept), lazily: the caller may stop early.
 fn merge_ascending<'a>(lists: &'a [&'a [usize]]) -> impl Iterator<Item = usize> + 'a {
-    let mut heap: BinaryHeap<Reverse<(usize, usize, usize)>> =
-        lists.iter().enumerate().filter_map(|(list, items)| items.first().map(|&first| Reverse((first, list, 0)))).collect();
+    let mut heap: BinaryHeap<Reverse<(usize, usize, usize)>> = lists
+        .iter()
+        .enumerate()
+        .filter_map(|(list, items)| items.first().map(|&first| Reverse((first, list, 0))))
+        .collect();
     std::iter::from_fn(move || {
         let Reverse((item, list, position)) = heap.pop()?;
         if let Some(&next) = lists[list].get(position + 1) {
@@ -226,7 +229,8 @@ mod tests {
 
     #[test]
     fn intervals_merge_and_fill_gaps() {
-        let rules = [rule(0, &[], &[]), rule(5, &["::/0"], &[(10, 20), (30, 40)]), rule(6, &["::/0"], &[(0, 100)])];
+        let rules =
+            [rule(0, &[], &[]), rule(5, &["::/0"], &[(10, 20), (30, 40)]), rule(6, &["::/0"], &[(0, 100)])];
         let intervals = first_match_intervals(rules[1..].iter());
         let spans: Vec<(u16, u16, u32)> = intervals.iter().map(|i| (i.lo, i.hi, i.rule)).collect();
         assert_eq!(spans, vec![(0, 9, 6), (10, 20, 5), (21, 29, 6), (30, 40, 5), (41, 100, 6)]);
@@ -234,7 +238,8 @@ mod tests {
 
     #[test]
     fn too_many_prefixes_name_the_limit() {
-        let cidrs: Vec<String> = (0..PREFIXES_PER_POLICY as u32).map(|i| std::net::Ipv4Addr::from(i).to_string()).collect();
+        let cidrs: Vec<String> =
+            (0..PREFIXES_PER_POLICY as u32).map(|i| std::net::Ipv4Addr::from(i).to_string()).collect();
         let refs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
         let err = compile(&[rule(0, &refs, &[])]).unwrap_err();
         assert_eq!(err, NetLimitError::TooManyPrefixes);

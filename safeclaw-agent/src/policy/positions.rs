@@ -31,8 +31,15 @@ impl Positions {
 enum Frame {
     /// `key` is the key whose value comes next, if a key was read. A block mapping's start event
     /// is marked at its first `:`, so the mapping is placed at its first key instead.
-    Mapping { path: String, key: Option<String>, placed: bool },
-    Sequence { path: String, next: usize },
+    Mapping {
+        path: String,
+        key: Option<String>,
+        placed: bool,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]

@@ -249,7 +249,9 @@ impl<S> Pattern<S> {
 impl<'de, S: GlobField> Deserialize<'de> for Pattern<S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         scalar(deserializer, "a glob", |text| {
-            Glob::parse(text, S::SYNTAX).map(|glob| Pattern(glob, PhantomData)).map_err(|e| format!("bad glob `{text}`: {e}"))
+            Glob::parse(text, S::SYNTAX)
+                .map(|glob| Pattern(glob, PhantomData))
+                .map_err(|e| format!("bad glob `{text}`: {e}"))
         })
     }
 }
