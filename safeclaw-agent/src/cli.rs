@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "safeclaw-agent", version, about = "Kernel-enforced policy and a tamper-evident audit trail for AI agents")]
+#[command(
+    name = "safeclaw-agent",
+    version,
+    about = "Kernel-enforced policy and a tamper-evident audit trail for AI agents"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -16,21 +20,27 @@ pub enum Command {
     /// Load the BPF LSM programs, enforce the policy on the agent cgroup and write the audit log.
     Run(crate::daemon::RunArgs),
     /// Check each prerequisite for enforcement and say how to fix what fails.
-    Doctor,
+    Doctor(crate::doctor::DoctorArgs),
     /// Check, test and explain policies.
     #[command(subcommand)]
     Policy(crate::policy::cli::PolicyCommand),
     /// Verify, follow and export the audit trail.
     #[command(subcommand)]
     Audit(crate::audit::cli::AuditCommand),
+    /// Run an agent command in its own session cgroup, as its user, registered with the daemon.
+    Exec(crate::launcher::ExecArgs),
+    /// List the live agent sessions.
+    Sessions(crate::sessions::SessionsArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => crate::daemon::run(args),
-        Command::Doctor => crate::doctor::run(),
+        Command::Doctor(args) => crate::doctor::run(args),
         Command::Policy(cmd) => crate::policy::cli::run(cmd),
         Command::Audit(cmd) => crate::audit::cli::run(cmd),
+        Command::Exec(args) => crate::launcher::run(args),
+        Command::Sessions(args) => crate::sessions::run(args),
     }
 }
 

@@ -3,7 +3,11 @@
 pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod doctor;
+pub mod identity;
 pub mod kernel;
+pub mod launcher;
 pub mod policy;
+pub mod sessions;

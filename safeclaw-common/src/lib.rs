@@ -20,6 +20,29 @@ pub mod action {
     pub const FILE_READ_WRITE: u8 = 3;
     pub const PROCESS_EXEC: u8 = 4;
     pub const NETWORK_CONNECT: u8 = 5;
+    // Self-protection: always denied inside the scope, whatever the policy says.
+    /// A signal to a task outside the scope (`target_pid`, `detail_arg` = signal).
+    pub const SIGNAL: u8 = 6;
+    /// ptrace of a task outside the scope (`target_pid`, `detail_arg` = ptrace mode).
+    pub const PTRACE: u8 = 7;
+    /// The bpf() syscall (`detail_arg` = command).
+    pub const BPF: u8 = 8;
+    /// A write on cgroupfs or bpffs (`detail_arg` = the filesystem's magic).
+    pub const PROTECTED_FS_WRITE: u8 = 9;
+    /// Loading a kernel module or other kernel-read data (`detail_arg` = the kernel's read id).
+    pub const MODULE_LOAD: u8 = 10;
+    /// mount, umount, pivot_root or move_mount (`detail_arg` = `mount_op`).
+    pub const MOUNT: u8 = 11;
+    /// Creating a user namespace (the way to new mount namespaces without root).
+    pub const USERNS_CREATE: u8 = 12;
+}
+
+/// Which mount operation (`EventHeader::detail_arg` of `action::MOUNT`).
+pub mod mount_op {
+    pub const MOUNT: u32 = 1;
+    pub const UMOUNT: u32 = 2;
+    pub const PIVOT_ROOT: u32 = 3;
+    pub const MOVE_MOUNT: u32 = 4;
 }
 
 /// Outcome of a decision (`EventHeader::effect`, `RuleEntry::effect`, `PolicyHeader::default_effect`).
@@ -42,8 +65,11 @@ pub mod flag {
     pub const TABLE_BOUND: u16 = 1 << 3;
     /// An LSM before us already denied; our verdict is theirs.
     pub const PREVIOUS_LSM_DENIED: u16 = 1 << 4;
-    /// The socket address could not be read or has a family we do not decide on (allowed, recorded).
+    /// The socket address could not be read or has a family the policy does not describe: the
+    /// policy default decided.
     pub const UNDECIDED_FAMILY: u16 = 1 << 5;
+    /// A datagram sent to an explicit address (sendto/sendmsg) rather than a connect.
+    pub const SENDTO: u16 = 1 << 6;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -65,12 +91,38 @@ pub mod counter {
     pub const COUNT: u32 = 2;
 }
 
+/// Byte offsets of the kernel struct members the programs read. They differ between kernels, so
+/// the loader fills this read-only global (`OFFSETS`) from the running kernel's BTF before loading.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub file_f_path: u64,
+    pub file_f_mode: u64,
+    pub linux_binprm_file: u64,
+    pub socket_type: u64,
+    pub task_struct_tgid: u64,
+    pub task_struct_cgroups: u64,
+    pub css_set_dfl_cgrp: u64,
+    pub cgroup_level: u64,
+    pub cgroup_ancestors: u64,
+    pub cgroup_kn: u64,
+    pub kernfs_node_id: u64,
+    pub inode_i_sb: u64,
+    pub super_block_s_magic: u64,
+    pub msghdr_msg_name: u64,
+    pub msghdr_msg_namelen: u64,
+}
+
+/// Ring buffer size: 16 MiB holds about 100,000 events with short paths while the daemon catches up.
+pub const EVENTS_RING_BYTES: u32 = 16 << 20;
+
 /// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
 pub const POLICY_SLOTS: u32 = 2;
 /// Rules per policy slot.
 pub const MAX_RULES: u32 = 16_384;
-/// DFA transition entries per slot (all classes together); 8 MiB of kernel memory per slot.
-pub const MAX_DFA_TRANSITIONS: u32 = 1 << 21;
+/// DFA transition entries per slot (all classes together). Array maps round values up to 8 bytes,
+/// so this costs 8 MiB of kernel memory per slot.
+pub const MAX_DFA_TRANSITIONS: u32 = 1 << 20;
 /// DFA states per slot (all classes together).
 pub const MAX_DFA_STATES: u32 = 1 << 18;
 /// Port intervals per slot.
@@ -196,6 +248,9 @@ pub struct EventHeader {
     /// `bpf_ktime_get_boot_ns` at the hook.
     pub boot_ns: u64,
     pub cgroup_id: u64,
+    /// The task's ancestor cgroup two levels below the agent cgroup (`agents/NAME/SESSION`): the
+    /// session the launcher registered, even from a sub-cgroup. 0 when the task sits higher up.
+    pub session_cgroup_id: u64,
     /// Nanoseconds spent deciding (scope check to verdict).
     pub decide_ns: u64,
     pub pid: u32,
@@ -208,6 +263,10 @@ pub struct EventHeader {
     pub policy_generation: u32,
     /// `f_mode` for file opens, 0 otherwise.
     pub file_mode: u32,
+    /// Target task of a signal or ptrace (its tgid), 0 otherwise.
+    pub target_pid: u32,
+    /// Action-specific number (see `action`), 0 otherwise.
+    pub detail_arg: u32,
     pub action: u8,
     pub effect: u8,
     pub flags: u16,
@@ -237,6 +296,7 @@ mod pod {
     // SAFETY: all plain-data #[repr(C)] types with no padding the kernel could leave uninitialised
     // that we would read as anything but bytes.
     unsafe impl aya::Pod for Scope {}
+    unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for PolicyHeader {}
     unsafe impl aya::Pod for RuleEntry {}
     unsafe impl aya::Pod for ByteClasses {}

@@ -1,12 +1,220 @@
-//! SafeClaw's BPF LSM programs.
+//! SafeClaw's BPF LSM programs: one small program per hook; scope, policy walk and event emission are
+//! shared in the modules below.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
+
+mod decide;
+mod emit;
+mod kernel;
+mod maps;
+mod scope;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use safeclaw_common::{action, dfa_class, flag, mount_op, Scope};
 
+use crate::decide::Verdict;
+use crate::emit::{Destination, Pending};
+
+/// `file_open(struct file *file)`: every open, whatever the syscall (open, openat, openat2, io_uring).
 #[lsm(hook = "file_open")]
-pub fn file_open(_ctx: LsmContext) -> i32 {
-    0
+pub fn file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let file: *const u8 = ctx.arg(0);
+    let mode = kernel::file_mode(file);
+    let readable = mode & kernel::FMODE_READ != 0;
+    let writable = mode & kernel::FMODE_WRITE != 0;
+    let act = match (readable, writable) {
+        (true, true) => action::FILE_READ_WRITE,
+        (false, true) => action::FILE_WRITE,
+        _ => action::FILE_READ,
+    };
+    pending.set_file(act, mode);
+    let len = pending.resolve_file_path(file);
+    let verdict = match (len, act) {
+        (None, _) => Verdict::flagged(flag::PATH_UNRESOLVED),
+        (Some(len), action::FILE_READ_WRITE) => decide::combine_read_write(
+            decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
+            decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len),
+        ),
+        (Some(len), action::FILE_WRITE) => {
+            decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len)
+        }
+        (Some(len), _) => decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
+    };
+    pending.finish(verdict)
+}
+
+/// `bprm_check_security(struct linux_binprm *bprm)`: each exec, and again for a `#!` interpreter.
+#[lsm(hook = "bprm_check_security")]
+pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let bprm: *const u8 = ctx.arg(0);
+    pending.set_exec();
+    let verdict = match pending.resolve_exec_path(bprm) {
+        None => Verdict::flagged(flag::PATH_UNRESOLVED),
+        Some(len) => decide::by_path(pending.slot(), dfa_class::PROCESS_EXEC, pending.path(), len),
+    };
+    pending.finish(verdict)
+}
+
+/// `socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
+#[lsm(hook = "socket_connect")]
+pub fn socket_connect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    decide_destination(pending, ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+/// `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: a datagram sent to an explicit
+/// address (sendto/sendmsg without connect) is decided like a connect to that address. Sends on a
+/// connected socket carry no address and were decided at connect: no event.
+#[lsm(hook = "socket_sendmsg")]
+pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let Some(scope) = scope::current() else { return previous };
+    let Some((address, addrlen)) = kernel::msghdr_destination(ctx.arg(1)) else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    pending.add_flags(flag::SENDTO);
+    decide_destination(pending, ctx.arg(0), address, addrlen)
+}
+
+#[inline(always)]
+fn decide_destination(mut pending: Pending, sock: *const u8, address: *const u8, addrlen: i32) -> i32 {
+    let verdict = match pending.read_sockaddr(sock, address, addrlen) {
+        Destination::Inet => {
+            let net = pending.net();
+            decide::by_address(pending.slot(), net.protocol as u8, &net.addr, net.port)
+        }
+        Destination::Unix(len) => {
+            decide::by_path(pending.slot(), dfa_class::UNIX_CONNECT, pending.path(), len)
+        }
+        // AF_UNSPEC disconnects a datagram socket: nothing is reached.
+        Destination::Disconnect => Verdict::allow_unconditionally(),
+        Destination::Undecided => Verdict::by_default(pending.slot(), flag::UNDECIDED_FAMILY),
+    };
+    pending.finish(verdict)
+}
+
+/// Records and denies a self-protection action of an in-scope task.
+#[inline(always)]
+fn guard(scope: &'static Scope, act: u8, target_pid: u32, detail_arg: u32) -> i32 {
+    let Some(mut pending) = Pending::start(scope, 0) else { return emit::DENIED };
+    pending.set_guarded(act, target_pid, detail_arg);
+    pending.finish(Verdict::flagged(0))
+}
+
+/// `task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred)`:
+/// no signals from the agent to tasks outside its cgroup (the daemon among them).
+#[lsm(hook = "task_kill")]
+pub fn task_kill(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    let Some(scope) = scope::current() else { return previous };
+    let target: *const u8 = ctx.arg(0);
+    if kernel::task_in_scope(target, scope) {
+        return previous;
+    }
+    let sig: i32 = ctx.arg(2);
+    guard(scope, action::SIGNAL, kernel::task_tgid(target), sig as u32)
+}
+
+/// `ptrace_access_check(struct task_struct *child, unsigned int mode)`: no tracing outside the cgroup.
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    let Some(scope) = scope::current() else { return previous };
+    let target: *const u8 = ctx.arg(0);
+    if kernel::task_in_scope(target, scope) {
+        return previous;
+    }
+    let mode: u32 = ctx.arg(1);
+    guard(scope, action::PTRACE, kernel::task_tgid(target), mode)
+}
+
+/// `bpf(int cmd, union bpf_attr *attr, unsigned int size)`: no bpf() at all from the agent.
+#[lsm(hook = "bpf")]
+pub fn bpf(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(3) };
+    let cmd: i32 = ctx.arg(0);
+    guard(scope, action::BPF, 0, cmd as u32)
+}
+
+/// `inode_permission(struct inode *inode, int mask)`: no writes on cgroupfs (no escape through
+/// cgroup.procs, nor clone3 into another cgroup, which needs write access there) or bpffs.
+#[lsm(hook = "inode_permission")]
+pub fn inode_permission(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    let Some(scope) = scope::current() else { return previous };
+    let mask: i32 = ctx.arg(1);
+    if mask & (kernel::MAY_WRITE | kernel::MAY_APPEND) == 0 {
+        return previous;
+    }
+    let magic = kernel::inode_fs_magic(ctx.arg(0));
+    if magic != kernel::CGROUP2_SUPER_MAGIC
+        && magic != kernel::CGROUP_SUPER_MAGIC
+        && magic != kernel::BPF_FS_MAGIC
+    {
+        return previous;
+    }
+    guard(scope, action::PROTECTED_FS_WRITE, 0, magic)
+}
+
+/// `kernel_read_file(struct file *file, enum kernel_read_file_id id, bool contents)`: modules,
+/// firmware, kexec images and policies read by the kernel on the agent's behalf.
+#[lsm(hook = "kernel_read_file")]
+pub fn kernel_read_file(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(3) };
+    let id: u32 = ctx.arg(1);
+    guard(scope, action::MODULE_LOAD, 0, id)
+}
+
+/// `kernel_load_data(enum kernel_load_data_id id, bool contents)`: init_module from a buffer, etc.
+#[lsm(hook = "kernel_load_data")]
+pub fn kernel_load_data(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(2) };
+    let id: u32 = ctx.arg(0);
+    guard(scope, action::MODULE_LOAD, 0, id)
+}
+
+/// `sb_mount(dev_name, path, type, flags, data)`: mounts could hide a path from the path rules.
+#[lsm(hook = "sb_mount")]
+pub fn sb_mount(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(5) };
+    guard(scope, action::MOUNT, 0, mount_op::MOUNT)
+}
+
+/// `sb_umount(struct vfsmount *mnt, int flags)`.
+#[lsm(hook = "sb_umount")]
+pub fn sb_umount(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(2) };
+    guard(scope, action::MOUNT, 0, mount_op::UMOUNT)
+}
+
+/// `sb_pivotroot(const struct path *old_path, const struct path *new_path)`.
+#[lsm(hook = "sb_pivotroot")]
+pub fn sb_pivotroot(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(2) };
+    guard(scope, action::MOUNT, 0, mount_op::PIVOT_ROOT)
+}
+
+/// `move_mount(const struct path *from_path, const struct path *to_path)`: the new mount API's attach.
+#[lsm(hook = "move_mount")]
+pub fn move_mount(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(2) };
+    guard(scope, action::MOUNT, 0, mount_op::MOVE_MOUNT)
+}
+
+/// `userns_create(const struct cred *cred)`: without it an unprivileged agent cannot get the
+/// capabilities for a private mount namespace.
+#[lsm(hook = "userns_create")]
+pub fn userns_create(ctx: LsmContext) -> i32 {
+    let Some(scope) = scope::current() else { return ctx.arg(1) };
+    guard(scope, action::USERNS_CREATE, 0, 0)
 }
 
 #[cfg(not(test))]

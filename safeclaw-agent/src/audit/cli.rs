@@ -1,14 +1,267 @@
-//! `safeclaw-agent audit …` subcommands.
+//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey.
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::export::{export, ExportFormat};
+use super::signing::{AuditKey, PublicKey};
+use super::tail::{Filter, Style};
+use super::verify::{log_files, verify, KeySource, Report, VerifyOptions};
+use crate::config::Config;
+use crate::policy::compiled::Effect;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Verify an audit log.
-    Verify { paths: Vec<std::path::PathBuf> },
+    /// Verify an audit log: every hash, link, sequence number, checkpoint signature and the signed head.
+    /// Exits 1 naming the first damaged entry.
+    Verify(VerifyArgs),
+    /// Show entries as they are written, one line each.
+    Tail(TailArgs),
+    /// Write the entries of a time range as JSON lines or CSV.
+    Export(ExportArgs),
+    /// Print the public key auditors check signatures with (reads the root-only key).
+    Pubkey(ConfigArg),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArg {
+    /// Config file [default: /etc/safeclaw/config.yaml when it exists].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Segment files, or a directory holding them [default: the configured log].
+    pub paths: Vec<PathBuf>,
+    /// Trusted public key: `ed25519:<hex>` or a file holding it [default: the configured key's].
+    #[arg(long)]
+    pub pubkey: Option<String>,
+    /// Verify from this sequence on, trusting its link to the entries before.
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Signed head file [default: the configured one, when verifying the configured log].
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    /// Active log file [default: the configured log].
+    pub path: Option<PathBuf>,
+    /// Keep printing new entries, across rotation.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many existing entries to show first.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub lines: usize,
+    #[arg(long, value_parser = parse_effect)]
+    pub effect: Option<Effect>,
+    /// Only entries of this agentId.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only actions matching this pattern (`*` is a wildcard, e.g. 'file.*').
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Print the raw JSON entries.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Segment files, or a directory holding them [default: the configured log].
+    pub paths: Vec<PathBuf>,
+    /// First time included (RFC 3339, or a date).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// First time excluded (RFC 3339, or a date).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+    /// Output file [default: standard output].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+fn parse_effect(text: &str) -> Result<Effect, String> {
+    match text {
+        "allow" => Ok(Effect::Allow),
+        "deny" => Ok(Effect::Deny),
+        "audit" => Ok(Effect::Audit),
+        _ => Err(format!("{text:?}: expected allow, deny or audit")),
+    }
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify { .. } => anyhow::bail!("audit verify: not implemented yet"),
+        AuditCommand::Verify(args) => run_verify(args),
+        AuditCommand::Tail(args) => run_tail(args),
+        AuditCommand::Export(args) => run_export(args),
+        AuditCommand::Pubkey(args) => {
+            let config = load_config(&args)?;
+            let key = AuditKey::load(&config.key_path())
+                .context("the key is created when the daemon first starts; run this as root on its host")?;
+            println!("{}", key.public().to_text());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+    Ok(Config::load(arg.config.as_deref())?)
+}
+
+/// The files named on the command line (a directory stands for its segment files), or the configured log.
+fn resolve_files(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        let active = config.audit_log_path(None);
+        let files = log_files(&active).with_context(|| format!("listing {}", active.display()))?;
+        if files.is_empty() {
+            bail!("no audit log at {}", active.display());
+        }
+        return Ok(files);
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            files.extend(segment_files_in(path)?);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Log files in `dir`: `*.jsonl`, `*.jsonl.zst`, `*.jsonl.gz`.
+fn segment_files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dirent in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = dirent?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if [".jsonl", ".jsonl.zst", ".jsonl.gz"].iter().any(|ext| name.ends_with(ext)) && path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        bail!("{}: no audit log files (*.jsonl, *.jsonl.zst, *.jsonl.gz)", dir.display());
+    }
+    Ok(files)
+}
+
+fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<PublicKey>> {
+    if let Some(text) = arg {
+        if let Some(key) = PublicKey::parse(text) {
+            return Ok(Some(key));
+        }
+        let contents = std::fs::read_to_string(text).with_context(|| format!("--pubkey {text}: neither a key nor a readable file"))?;
+        return PublicKey::parse(&contents).map(Some).with_context(|| format!("{text}: not an `ed25519:<hex>` public key"));
+    }
+    Ok(AuditKey::load(&config.key_path()).ok().map(|k| k.public()))
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let files = resolve_files(&args.paths, &config)?;
+    let head_path = args.head.clone().or_else(|| args.paths.is_empty().then(|| config.head_path()));
+    let opts = VerifyOptions { trusted_key: trusted_key(args.pubkey.as_deref(), &config)?, head_path, from: args.from };
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = progress_bar(total);
+    let counter = bar.clone();
+    let report = verify(&files, &opts, Arc::new(move |n| counter.inc(n)))?;
+    bar.finish_and_clear();
+    print_report(&report);
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A byte progress bar on standard error, shown for logs over 64 MiB when it is a terminal.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if total < 64 << 20 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta} left)") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_report(report: &Report) {
+    let range = match (report.first_sequence, report.last_sequence) {
+        (Some(first), Some(last)) => format!(" (sequence {first}..={last})"),
+        _ => String::new(),
+    };
+    let key = match report.key_source {
+        Some(KeySource::Trusted) => "trusted key",
+        Some(KeySource::Embedded) => "the key named in the log itself (pass --pubkey to also rule out a regenerated log)",
+        None => "no key",
+    };
+    match &report.failure {
+        None => println!(
+            "OK: {} entries{range} in {} files; {} checkpoints checked against {key}; signed through entry {}",
+            report.entries,
+            report.files,
+            report.checkpoints,
+            report.signed_through.map_or("-".into(), |s| s.to_string())
+        ),
+        Some(failure) => {
+            let at = failure.sequence.map_or("the log".into(), |s| format!("entry {s}"));
+            let place = failure
+                .location
+                .as_ref()
+                .map_or(String::new(), |l| format!(" ({} line {})", l.file.display(), l.line));
+            println!("FAILED at {at}{place}: {}", failure.damage);
+            println!("{} entries checked before it{range}", report.entries);
+        }
+    }
+    if report.gaps > 0 {
+        println!("recorded gaps: {} ({} kernel events could not be recorded; each was denied)", report.gaps, report.lost_kernel_events);
+    }
+    if report.retention_deletions > 0 {
+        println!("segments deleted by retention (signed entries): {}", report.retention_deletions);
+    }
+}
+
+fn run_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let active = args.path.clone().unwrap_or_else(|| config.audit_log_path(None));
+    let filter = Filter { effect: args.effect, agent: args.agent, action: args.action };
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let style = if args.json { Style::Json } else { Style::Text { color } };
+    let mut out = stdout.lock();
+    super::tail::run(&active, &filter, args.lines, args.follow, style, &mut out)
+        .with_context(|| format!("tailing {}", active.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let files = resolve_files(&args.paths, &config)?;
+    let files = super::verify::order_by_first_sequence(&files)?;
+    let time = |text: &Option<String>, flag: &str| -> anyhow::Result<_> {
+        text.as_deref()
+            .map(|t| super::clock::parse(t).with_context(|| format!("{flag} {t:?}: expected RFC 3339 or YYYY-MM-DD")))
+            .transpose()
+    };
+    let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);
+    let count = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            export(&files, since, until, args.format, &mut std::io::BufWriter::new(file))?
+        }
+        None => export(&files, since, until, args.format, &mut std::io::stdout().lock())?,
+    };
+    eprintln!("exported {count} entries");
+    Ok(ExitCode::SUCCESS)
 }

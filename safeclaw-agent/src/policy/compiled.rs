@@ -186,12 +186,24 @@ pub fn prefix_contains(prefix: &[u8; 16], bits: u8, addr: &[u8; 16]) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `read`/`write` from the open's `f_mode`; both set for a read-write open.
-    FileOpen { path: &'a [u8], read: bool, write: bool },
-    Exec { path: &'a [u8] },
+    FileOpen {
+        path: &'a [u8],
+        read: bool,
+        write: bool,
+    },
+    Exec {
+        path: &'a [u8],
+    },
     /// IPv4 as IPv4-mapped IPv6.
-    ConnectInet { protocol: u8, addr: [u8; 16], port: u16 },
+    ConnectInet {
+        protocol: u8,
+        addr: [u8; 16],
+        port: u16,
+    },
     /// Abstract socket names start with `@`.
-    ConnectUnix { path: &'a [u8] },
+    ConnectUnix {
+        path: &'a [u8],
+    },
     /// A socket family the policy does not describe: the default decides.
     ConnectOther,
 }

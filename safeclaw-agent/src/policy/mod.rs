@@ -34,3 +34,23 @@ pub use model::{
     Severity,
 };
 pub use net::{Cidr, HostName, PortRange, Protocol};
+
+/// Loads, validates, resolves host names and compiles the policy file for the daemon. The base
+/// profile is what the kernel enforces (per-agent profiles are not yet keyed in the kernel tables).
+pub fn load_active(path: &std::path::Path) -> Result<crate::daemon::ActivePolicy, PolicyError> {
+    let policy = load_file(path)?;
+    let mut ctx = CompileContext::new(launching_user_home());
+    let mut cache = HostCache::default();
+    for (host, error) in cache.refresh(&policy.host_names(), 0, resolve_system) {
+        tracing::warn!(
+            "{}: cannot resolve `{host}` (its rules match no address until it resolves): {error}",
+            path.display()
+        );
+    }
+    ctx.hosts = cache.addresses(0);
+    let set = compile_all(&policy, &ctx)?;
+    for warning in &set.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(crate::daemon::ActivePolicy { hash: set.hash.to_string(), profile: set.base })
+}

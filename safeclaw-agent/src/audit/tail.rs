@@ -1,0 +1,301 @@
+//! `audit tail`: one readable line per entry (colored on a terminal) or the raw JSON, filtered, and
+//! following the active segment across rotation.
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::segment::{open_reader, LogName};
+
+use crate::policy::compiled::Effect;
+
+/// Which entries to show.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub effect: Option<Effect>,
+    pub agent: Option<String>,
+    /// A pattern on `action` where `*` matches any run of characters (`file.*`).
+    pub action: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, entry: &Value) -> bool {
+        if let Some(effect) = self.effect {
+            if entry["effect"].as_str() != Some(effect.as_str()) {
+                return false;
+            }
+        }
+        if let Some(agent) = &self.agent {
+            if entry["agentId"].as_str() != Some(agent.as_str()) {
+                return false;
+            }
+        }
+        match &self.action {
+            Some(pattern) => glob_match(pattern, entry["action"].as_str().unwrap_or_default()),
+            None => true,
+        }
+    }
+}
+
+/// `*`-only glob: each `*` matches any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// How entries are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Json,
+    Text { color: bool },
+}
+
+/// Replaces control characters (which could drive the auditor's terminal) with `\u{..}` escapes.
+pub fn sanitize(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect())
+}
+
+fn text(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => sanitize(s),
+        Value::Null => Cow::Borrowed(""),
+        other => Cow::Owned(sanitize(&other.to_string()).into_owned()),
+    }
+}
+
+/// The target of an attempt: path (with mode), argv, or address.
+fn target(details: &Value) -> String {
+    if let Some(argv) = details["argv"].as_array() {
+        return argv.iter().map(|a| text(a).into_owned()).collect::<Vec<_>>().join(" ");
+    }
+    if let Some(address) = details["address"].as_str() {
+        return format!("{}:{} {}", sanitize(address), details["port"], text(&details["protocol"]));
+    }
+    match (details["path"].as_str(), details["mode"].as_str()) {
+        (Some(path), Some(mode)) => format!("{} ({mode})", sanitize(path)),
+        (Some(path), None) => sanitize(path).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// One line for `entry` (without newline).
+pub fn render(entry: &Value, color: bool) -> String {
+    let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_owned() };
+    let effect = entry["effect"].as_str().unwrap_or("");
+    let verdict = match effect {
+        "deny" => paint("1;31", "DENY "),
+        "allow" => paint("32", "ALLOW"),
+        "audit" => paint("33", "AUDIT"),
+        _ => paint("2", "  -  "),
+    };
+    let mut line = format!(
+        "{} #{:<8} {verdict} {:<16}",
+        text(&entry["timestamp"]),
+        entry["sequence"].as_u64().unwrap_or_default(),
+        text(&entry["action"])
+    );
+    if let Some(details) = entry.get("requestDetails") {
+        line.push(' ');
+        line.push_str(&target(details));
+        line.push_str(&format!("  pid {} {}", details["pid"], text(&details["comm"])));
+    }
+    if let Some(details) = entry.get("details").and_then(Value::as_object) {
+        for (key, value) in details {
+            if key != "signature" {
+                line.push_str(&format!(" {key}={}", text(value)));
+            }
+        }
+    }
+    for (label, key) in [("rule", "matchedRule"), ("agent", "agentId")] {
+        if let Some(value) = entry.get(key).filter(|v| !v.is_null()) {
+            line.push_str(&paint("2", &format!("  {label} {}", text(value))));
+        }
+    }
+    line
+}
+
+/// Prints entries once each, in `style`, remembering how far it got so that nothing is shown twice
+/// when a rotated segment is read again.
+struct Printer<'a> {
+    filter: &'a Filter,
+    style: Style,
+    out: &'a mut dyn Write,
+    /// Sequence after the last entry seen (shown or filtered out).
+    next: Option<u64>,
+}
+
+impl Printer<'_> {
+    /// Handles one line (newline excluded); unreadable lines are shown as such.
+    fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        let Ok(entry) = serde_json::from_slice::<Value>(line) else {
+            return writeln!(self.out, "(unreadable line: {})", sanitize(&String::from_utf8_lossy(line)));
+        };
+        if let Some(sequence) = entry["sequence"].as_u64() {
+            if self.next.is_some_and(|next| sequence < next) {
+                return Ok(());
+            }
+            self.next = Some(sequence + 1);
+        }
+        if !self.filter.matches(&entry) {
+            return Ok(());
+        }
+        match self.style {
+            Style::Json => {
+                self.out.write_all(line)?;
+                self.out.write_all(b"\n")
+            }
+            Style::Text { color } => writeln!(self.out, "{}", render(&entry, color)),
+        }
+    }
+
+    /// Prints every complete line available now; keeps a trailing partial line in `line`.
+    fn drain(&mut self, reader: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<()> {
+        while reader.read_until(b'\n', line)? > 0 && line.last() == Some(&b'\n') {
+            self.line(&line[..line.len() - 1])?;
+            line.clear();
+        }
+        self.out.flush()
+    }
+
+    /// After a rotation: the rotated segments holding entries not seen yet (several rotations may have
+    /// happened while we slept).
+    fn catch_up(&mut self, active: &Path) -> io::Result<()> {
+        let rotated: Vec<_> = LogName::of_active(active).list()?.into_iter().filter(|s| s.first_seq.is_some()).collect();
+        for (i, segment) in rotated.iter().enumerate() {
+            // A segment ends where the next one starts: skip those seen to the end.
+            let following = rotated.get(i + 1).and_then(|s| s.first_seq);
+            if let (Some(next), Some(following)) = (self.next, following) {
+                if following <= next {
+                    continue;
+                }
+            }
+            match open_reader(&segment.path, |_| {}) {
+                Ok(reader) => self.drain(&mut BufReader::new(reader), &mut Vec::new())?,
+                // Compression replaced it meanwhile: its compressed copy holds the same entries.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let compressed = LogName::of_active(active).list()?.into_iter().find(|s| s.first_seq == segment.first_seq);
+                    if let Some(compressed) = compressed {
+                        self.drain(&mut BufReader::new(open_reader(&compressed.path, |_| {})?), &mut Vec::new())?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes read back from the end of the active segment to find the last entries.
+const TAIL_WINDOW: u64 = 4 << 20;
+
+/// Prints the last `count` matching entries of `active`, then, with `follow`, every new one, following
+/// rotations.
+pub fn run(active: &Path, filter: &Filter, count: usize, follow: bool, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    let mut file = File::open(active)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_WINDOW);
+    file.seek(SeekFrom::Start(start))?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    if start > 0 {
+        reader.read_until(b'\n', &mut line)?;
+    }
+    let mut last = std::collections::VecDeque::with_capacity(count);
+    let mut next = None;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        let entry = serde_json::from_slice::<Value>(&line).ok();
+        if let Some(sequence) = entry.as_ref().and_then(|e| e["sequence"].as_u64()) {
+            next = Some(sequence + 1);
+        }
+        if entry.is_none_or(|e| filter.matches(&e)) && count > 0 {
+            if last.len() == count {
+                last.pop_front();
+            }
+            last.push_back(line[..line.len() - 1].to_vec());
+        }
+    }
+    let mut printer = Printer { filter, style, out, next: None };
+    for entry in &last {
+        printer.line(entry)?;
+    }
+    printer.next = next;
+    printer.out.flush()?;
+    if !follow {
+        return Ok(());
+    }
+    // `line` may hold the start of an entry still being written.
+    loop {
+        printer.drain(&mut reader, &mut line)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let ours = reader.get_ref().metadata()?;
+        match std::fs::metadata(active) {
+            // Rotated (a new file under the name) or truncated: finish the old file, read any segment
+            // rotated out since, then start on the new active one.
+            Ok(now) if now.ino() != ours.ino() || now.len() < reader.stream_position()? => {
+                printer.drain(&mut reader, &mut line)?;
+                printer.catch_up(active)?;
+                reader = BufReader::new(File::open(active)?);
+                line.clear();
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_shell_stars() {
+        assert!(glob_match("file.*", "file.read"));
+        assert!(glob_match("*.connect", "network.connect"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("file.*", "process.exec"));
+        assert!(!glob_match("file.read", "file.readx"));
+        assert!(!glob_match("a*ab", "ab"));
+    }
+
+    #[test]
+    fn filters_by_effect_agent_and_action() {
+        let entry = serde_json::json!({"action": "file.write", "effect": "deny", "agentId": "a1"});
+        assert!(Filter { effect: Some(Effect::Deny), agent: Some("a1".into()), action: Some("file.*".into()) }.matches(&entry));
+        assert!(!Filter { effect: Some(Effect::Allow), ..Filter::default() }.matches(&entry));
+        assert!(!Filter { agent: Some("a2".into()), ..Filter::default() }.matches(&entry));
+    }
+
+    #[test]
+    fn renders_one_line_without_terminal_escapes_from_data() {
+        let entry = serde_json::json!({
+            "sequence": 7, "timestamp": "2026-02-13T10:45:23.102Z", "action": "file.write", "effect": "deny",
+            "matchedRule": "block-etc", "requestDetails": {"path": "/etc/\u{1b}[2Jx", "mode": "rw", "pid": 5, "comm": "sh"}
+        });
+        let plain = render(&entry, false);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(plain.contains("DENY") && plain.contains("/etc/\\u{1b}[2Jx (rw)") && plain.contains("rule block-etc"), "{plain}");
+        let colored = render(&entry, true);
+        assert!(colored.contains("\x1b[1;31mDENY"), "{colored}");
+    }
+}

@@ -1,0 +1,609 @@
+//! Verification: reads a log's segments in order, checks every entry's hash, link and sequence, every
+//! checkpoint's signature against a trusted key, and the signed head; names the first damaged entry and
+//! the kind of damage. Memory stays constant: lines are parsed in fixed-size chunks, two at a time.
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::chain::{Digest, GENESIS};
+use super::parse::{parse, Kind, LineError, Summary};
+use super::segment::open_reader;
+use super::signing::{HeadFile, HeadStatement, PublicKey};
+
+/// What to check against.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// The key auditors trust. Without it the key in the log's first entry is used, which proves
+    /// integrity only against someone who cannot replace the whole log.
+    pub trusted_key: Option<PublicKey>,
+    /// The head file: read before the scan, and again after it for entries a running writer added meanwhile.
+    pub head_path: Option<PathBuf>,
+    /// Start at this sequence, taking its `prevHash` on trust (entries before it were verified earlier).
+    pub from: Option<u64>,
+}
+
+/// Where an entry was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based line number in the (decompressed) file.
+    pub line: u64,
+}
+
+/// The first damage found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Sequence number of the first bad entry (or where it should have been).
+    pub sequence: Option<u64>,
+    pub location: Option<Location>,
+    pub damage: Damage,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Not a sealed entry (not JSON, fields missing, no hash member).
+    Malformed { reason: String },
+    /// The bytes do not hash to the entry's own hash: a byte was changed.
+    ContentChanged,
+    /// The next entry's `prevHash` is not this entry's hash: this entry was changed and rehashed (or the
+    /// next entry's link was rewritten).
+    Rehashed,
+    /// Entries `expected..found` are missing.
+    Deleted { expected: u64, found: u64 },
+    /// Entry `found` comes before entry `expected`.
+    Reordered { expected: u64, found: u64 },
+    /// An entry with an already used sequence number: `found` appears again where `expected` was due.
+    Inserted { expected: u64, found: u64 },
+    /// A file starts at `found` where `expected` was due: a segment is missing.
+    MissingSegment { expected: u64, found: u64 },
+    /// The log starts at `first` and no signed retention entry accounts for the entries before it.
+    MissingHistory { first: u64 },
+    /// Entry 0 is not a log start with the genesis `prevHash`.
+    BadGenesis,
+    /// A checkpoint or the log start names another key than the trusted one: the log was regenerated or
+    /// re-signed.
+    WrongKey { key: String },
+    /// A checkpoint of another log.
+    OtherLog { log_id: String },
+    /// A checkpoint's signature does not cover the chain before it: an entry in `from..=to` was changed
+    /// and the chain relinked, or the checkpoint was forged.
+    Relinked { from: u64, to: u64 },
+    /// A checkpoint is dated before the previous one.
+    CheckpointTimeRegressed,
+    /// The signed head says the log had `signed_size` entries; it ends after `found_size`.
+    Truncated { signed_size: u64, found_size: u64 },
+    /// The entry at the signed head differs from what was signed: entries up to it were rewritten.
+    HeadMismatch { signed_size: u64 },
+    /// The head file is not a valid signature of this log by the trusted key.
+    BadHead { reason: String },
+    /// Entries `from..=to` come after the last signature: nothing proves they were not appended or changed.
+    UnsignedTail { from: u64, to: u64 },
+    /// The writer itself found the log damaged when it restarted (`audit.tamper_detected`).
+    TamperRecorded { kind: String, signed_size: u64, found_size: u64 },
+    /// Checkpoints exist but no key to check them: neither `--pubkey` nor a log start entry.
+    NoKey,
+    Empty,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::Malformed { reason } => write!(f, "malformed entry: {reason}"),
+            Damage::ContentChanged => write!(f, "content changed: the entry does not match its own hash"),
+            Damage::Rehashed => {
+                write!(f, "entry changed and rehashed: the next entry's prevHash still names the original")
+            }
+            Damage::Deleted { expected, found } => {
+                write!(f, "entries {expected}..{} deleted: sequence jumps to {found}", found - 1)
+            }
+            Damage::Reordered { expected, found } => write!(f, "entries reordered: {found} comes before {expected}"),
+            Damage::Inserted { expected, found } => {
+                write!(f, "entry inserted: sequence {found} appears again where {expected} was due")
+            }
+            Damage::MissingSegment { expected, found } => {
+                write!(f, "segment missing: entries {expected}..{} are absent between files", found - 1)
+            }
+            Damage::MissingHistory { first } => write!(
+                f,
+                "log starts at entry {first} and no signed retention entry records deleting entries 0..{}",
+                first - 1
+            ),
+            Damage::BadGenesis => write!(f, "entry 0 is not a log start linked to the genesis hash"),
+            Damage::WrongKey { key } => write!(f, "signed by another key ({key}): the log was regenerated or re-signed"),
+            Damage::OtherLog { log_id } => write!(f, "checkpoint of another log ({log_id})"),
+            Damage::Relinked { from, to } => write!(
+                f,
+                "checkpoint signature does not match the chain: an entry in {from}..={to} was changed and the \
+                 chain relinked, or the checkpoint was forged"
+            ),
+            Damage::CheckpointTimeRegressed => write!(f, "checkpoint dated before the previous checkpoint"),
+            Damage::Truncated { signed_size, found_size } => write!(
+                f,
+                "tail truncated: the signed head covers {signed_size} entries, the log has {found_size}"
+            ),
+            Damage::HeadMismatch { signed_size } => write!(
+                f,
+                "entry {} differs from the signed head: entries up to it were rewritten",
+                signed_size - 1
+            ),
+            Damage::BadHead { reason } => write!(f, "head file rejected: {reason}"),
+            Damage::UnsignedTail { from, to } => {
+                write!(f, "entries {from}..={to} are not covered by any signature (appended or changed after the last checkpoint)")
+            }
+            Damage::TamperRecorded { kind, signed_size, found_size } => write!(
+                f,
+                "the writer found the log damaged at restart ({kind}: signed {signed_size} entries, found {found_size})"
+            ),
+            Damage::NoKey => write!(f, "no key to check signatures: pass --pubkey"),
+            Damage::Empty => write!(f, "no entries"),
+        }
+    }
+}
+
+/// Which key signatures were checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Trusted,
+    /// Taken from the log itself.
+    Embedded,
+}
+
+/// The outcome, with counts an auditor wants to see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub entries: u64,
+    pub first_sequence: Option<u64>,
+    pub last_sequence: Option<u64>,
+    pub files: usize,
+    pub checkpoints: u64,
+    /// Highest sequence covered by a signature (a checkpoint, or the head file).
+    pub signed_through: Option<u64>,
+    pub key_source: Option<KeySource>,
+    pub gaps: u64,
+    pub lost_kernel_events: u64,
+    pub retention_deletions: u64,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct VerifyIoError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Bytes of complete lines parsed per task.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Recent hashes kept to check a head file that moved during the scan.
+const RECENT_HASHES: usize = 1 << 16;
+
+/// Verifies the files of one log (any order: they are sorted by their first sequence number).
+/// `progress` is told how many file bytes have been read.
+pub fn verify(files: &[PathBuf], opts: &VerifyOptions, progress: Arc<dyn Fn(u64) + Send + Sync>) -> Result<Report, VerifyIoError> {
+    let files = order_by_first_sequence(files)?;
+    let head = match &opts.head_path {
+        Some(path) => match HeadFile::read(path) {
+            Ok(head) => head,
+            Err(e) => {
+                let mut report = Report::default();
+                report.failure = Some(Failure { sequence: None, location: None, damage: Damage::BadHead { reason: e.to_string() } });
+                return Ok(report);
+            }
+        },
+        None => None,
+    };
+    let mut checker = Checker::new(opts, head);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    'files: for path in &files {
+        let progress = progress.clone();
+        let io_err = |source| VerifyIoError { path: path.clone(), source };
+        let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?;
+        checker.report.files += 1;
+        checker.file_start = true;
+        let mut carry = Vec::new();
+        let mut next_line = 1u64;
+        loop {
+            let mut batch = Vec::with_capacity(threads);
+            while batch.len() < threads {
+                match read_chunk(&mut reader, &mut carry).map_err(io_err)? {
+                    Some(data) => {
+                        let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
+                        batch.push((data, next_line));
+                        next_line += lines;
+                    }
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
+                for (i, result) in parsed.into_iter().enumerate() {
+                    let location = Location { file: path.clone(), line: first_line + i as u64 };
+                    if checker.check(result, location).is_err() {
+                        break 'files;
+                    }
+                }
+            }
+        }
+    }
+    checker.finish();
+    Ok(checker.report)
+}
+
+/// Reads up to `CHUNK_BYTES` and returns the complete lines (or, at the end, whatever remains).
+fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    let mut data = std::mem::take(carry);
+    data.reserve(CHUNK_BYTES);
+    let mut eof = false;
+    while data.len() < CHUNK_BYTES {
+        let start = data.len();
+        data.resize(CHUNK_BYTES.max(start + 4096), 0);
+        let n = match reader.read(&mut data[start..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        data.truncate(start + n);
+        if n == 0 {
+            eof = true;
+            break;
+        }
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    if !eof {
+        if let Some(end) = memchr::memrchr(b'\n', &data) {
+            *carry = data.split_off(end + 1);
+        }
+    }
+    Ok(Some(data))
+}
+
+type Parsed = Result<Summary, LineError>;
+
+fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    body.split(|&b| b == b'\n').map(parse).collect()
+}
+
+fn parse_batch(batch: &[(Vec<u8>, u64)]) -> Vec<Vec<Parsed>> {
+    let Some(((first, _), rest)) = batch.split_first() else { return Vec::new() };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rest.iter().map(|(data, _)| scope.spawn(move || parse_chunk(data))).collect();
+        let mut out = vec![parse_chunk(first)];
+        // A panicking parse is a bug; show it as a malformed chunk rather than abort verification silently.
+        out.extend(handles.into_iter().map(|h| {
+            h.join().unwrap_or_else(|_| vec![Err(LineError::Malformed("internal error while parsing".into()))])
+        }));
+        out
+    })
+}
+
+/// Orders files by the sequence number of their first line; empty files are dropped.
+pub fn order_by_first_sequence(files: &[PathBuf]) -> Result<Vec<PathBuf>, VerifyIoError> {
+    let mut keyed = Vec::new();
+    for path in files {
+        let io_err = |source| VerifyIoError { path: path.clone(), source };
+        let mut reader = io::BufReader::new(open_reader(path, |_| {}).map_err(io_err)?);
+        let mut first = Vec::new();
+        io::BufRead::read_until(&mut reader, b'\n', &mut first).map_err(io_err)?;
+        if first.is_empty() {
+            continue;
+        }
+        let sequence = serde_json::from_slice::<serde_json::Value>(first.trim_ascii_end())
+            .ok()
+            .and_then(|v| v["sequence"].as_u64())
+            .unwrap_or(u64::MAX);
+        keyed.push((sequence, path.clone()));
+    }
+    keyed.sort();
+    Ok(keyed.into_iter().map(|(_, p)| p).collect())
+}
+
+/// A sequence jump waiting for the next entry to tell deletion from reordering.
+struct PendingJump {
+    expected: u64,
+    found: u64,
+    location: Location,
+}
+
+struct Checker<'a> {
+    opts: &'a VerifyOptions,
+    head: Option<HeadFile>,
+    head_hash_seen: Option<Digest>,
+    report: Report,
+    expected: Option<u64>,
+    last_hash: Digest,
+    last_location: Option<Location>,
+    file_start: bool,
+    key: Option<PublicKey>,
+    log_id: Option<String>,
+    /// Where verification started without an entry 0: (sequence, its prevHash).
+    anchor: Option<(u64, Digest)>,
+    last_checkpoint: Option<(u64, String)>,
+    retention: Vec<(u64, u64, Digest)>,
+    recent: VecDeque<(u64, Digest)>,
+    jump: Option<PendingJump>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(opts: &'a VerifyOptions, head: Option<HeadFile>) -> Self {
+        Checker {
+            opts,
+            head,
+            head_hash_seen: None,
+            report: Report { key_source: opts.trusted_key.map(|_| KeySource::Trusted), ..Report::default() },
+            expected: None,
+            last_hash: GENESIS,
+            last_location: None,
+            file_start: false,
+            key: opts.trusted_key,
+            log_id: None,
+            anchor: None,
+            last_checkpoint: None,
+            retention: Vec::new(),
+            recent: VecDeque::new(),
+            jump: None,
+        }
+    }
+
+    fn fail(&mut self, sequence: Option<u64>, location: Option<Location>, damage: Damage) -> Result<(), ()> {
+        self.report.failure = Some(Failure { sequence, location, damage });
+        Err(())
+    }
+
+    fn check(&mut self, parsed: Parsed, location: Location) -> Result<(), ()> {
+        let summary = match parsed {
+            Ok(summary) => summary,
+            Err(LineError::HashMismatch { sequence: Some(s) }) if self.opts.from.is_some_and(|from| s < from) => return Ok(()),
+            Err(LineError::HashMismatch { sequence }) => {
+                let sequence = sequence.or(self.expected);
+                return self.fail(sequence, Some(location), Damage::ContentChanged);
+            }
+            Err(LineError::Malformed(reason)) => return self.fail(self.expected, Some(location), Damage::Malformed { reason }),
+        };
+        if self.opts.from.is_some_and(|from| summary.sequence < from) {
+            return Ok(());
+        }
+        if let Some(jump) = self.jump.take() {
+            let damage = if summary.sequence < jump.found {
+                Damage::Reordered { expected: jump.expected, found: jump.found }
+            } else {
+                Damage::Deleted { expected: jump.expected, found: jump.found }
+            };
+            return self.fail(Some(jump.expected), Some(jump.location), damage);
+        }
+        let file_start = std::mem::replace(&mut self.file_start, false);
+        match self.expected {
+            None => self.start(&summary, &location)?,
+            Some(expected) if summary.sequence > expected && file_start => {
+                return self.fail(Some(expected), Some(location), Damage::MissingSegment { expected, found: summary.sequence });
+            }
+            Some(expected) if summary.sequence > expected => {
+                self.jump = Some(PendingJump { expected, found: summary.sequence, location });
+                return Ok(());
+            }
+            Some(expected) if summary.sequence < expected => {
+                return self.fail(Some(summary.sequence), Some(location), Damage::Inserted { expected, found: summary.sequence });
+            }
+            Some(_) if summary.prev != self.last_hash => {
+                let previous = self.last_location.clone();
+                return self.fail(summary.sequence.checked_sub(1), previous, Damage::Rehashed);
+            }
+            Some(_) => {}
+        }
+        self.check_kind(&summary, &location)?;
+        self.accept(&summary, location);
+        Ok(())
+    }
+
+    /// The first entry verified: entry 0 must be the log start; a later one is an anchor that retention
+    /// entries (or `--from`) must account for.
+    fn start(&mut self, summary: &Summary, location: &Location) -> Result<(), ()> {
+        self.report.first_sequence = Some(summary.sequence);
+        if summary.sequence == 0 {
+            let Kind::LogStart { log_id, public_key } = &summary.kind else {
+                return self.fail(Some(0), Some(location.clone()), Damage::BadGenesis);
+            };
+            if summary.prev != GENESIS {
+                return self.fail(Some(0), Some(location.clone()), Damage::BadGenesis);
+            }
+            let embedded = PublicKey::parse(public_key);
+            match (self.key, embedded) {
+                (Some(trusted), Some(embedded)) if trusted != embedded => {
+                    return self.fail(Some(0), Some(location.clone()), Damage::WrongKey { key: embedded.to_text() });
+                }
+                (Some(_), _) => {}
+                (None, Some(embedded)) => {
+                    self.key = Some(embedded);
+                    self.report.key_source = Some(KeySource::Embedded);
+                }
+                (None, None) => {
+                    return self.fail(Some(0), Some(location.clone()), Damage::Malformed { reason: "bad publicKey".into() });
+                }
+            }
+            self.log_id = Some(log_id.clone());
+        } else {
+            self.anchor = Some((summary.sequence, summary.prev));
+        }
+        Ok(())
+    }
+
+    fn check_kind(&mut self, summary: &Summary, location: &Location) -> Result<(), ()> {
+        let seq = summary.sequence;
+        match &summary.kind {
+            Kind::LogStart { .. } if seq != 0 => {
+                self.fail(Some(seq), Some(location.clone()), Damage::Malformed { reason: "a second log start".into() })
+            }
+            Kind::Checkpoint { log_id, key_id, signature, trigger, timestamp } => {
+                let Some(key) = self.key else { return self.fail(Some(seq), Some(location.clone()), Damage::NoKey) };
+                if Digest::parse(key_id) != Some(key.key_id()) {
+                    return self.fail(Some(seq), Some(location.clone()), Damage::WrongKey { key: key_id.clone() });
+                }
+                if self.log_id.get_or_insert_with(|| log_id.clone()) != log_id {
+                    return self.fail(Some(seq), Some(location.clone()), Damage::OtherLog { log_id: log_id.clone() });
+                }
+                let statement = HeadStatement {
+                    log_id,
+                    key_id: key.key_id(),
+                    size: seq,
+                    head: summary.prev,
+                    time: timestamp,
+                    reason: trigger,
+                };
+                if trigger == super::signing::HEAD_REASON || !key.verifies(&statement, signature) {
+                    let from = self.last_checkpoint.as_ref().map_or(self.report.first_sequence.unwrap_or(0), |(s, _)| s + 1);
+                    return self.fail(Some(seq), Some(location.clone()), Damage::Relinked { from, to: seq.saturating_sub(1) });
+                }
+                if self.last_checkpoint.as_ref().is_some_and(|(_, t)| t.as_str() > timestamp.as_str()) {
+                    return self.fail(Some(seq), Some(location.clone()), Damage::CheckpointTimeRegressed);
+                }
+                self.last_checkpoint = Some((seq, timestamp.clone()));
+                self.report.checkpoints += 1;
+                self.report.signed_through = Some(seq);
+                Ok(())
+            }
+            Kind::RetentionDelete { first, last, last_hash } => {
+                self.retention.push((*first, *last, *last_hash));
+                self.report.retention_deletions += 1;
+                Ok(())
+            }
+            Kind::TamperDetected { kind, signed_size, found_size } => {
+                let damage = Damage::TamperRecorded { kind: kind.clone(), signed_size: *signed_size, found_size: *found_size };
+                self.fail(Some(seq), Some(location.clone()), damage)
+            }
+            Kind::Gap { from_kernel_seq, to_kernel_seq } => {
+                self.report.gaps += 1;
+                self.report.lost_kernel_events += to_kernel_seq.saturating_sub(*from_kernel_seq) + 1;
+                Ok(())
+            }
+            Kind::LogStart { .. } | Kind::Plain { .. } | Kind::SegmentStart { .. } | Kind::KernelSessionStart => Ok(()),
+        }
+    }
+
+    fn accept(&mut self, summary: &Summary, location: Location) {
+        self.report.entries += 1;
+        self.report.last_sequence = Some(summary.sequence);
+        self.expected = Some(summary.sequence + 1);
+        self.last_hash = summary.hash;
+        self.last_location = Some(location);
+        if self.head.as_ref().is_some_and(|h| h.size == summary.sequence + 1) {
+            self.head_hash_seen = Some(summary.hash);
+        }
+        if self.recent.len() == RECENT_HASHES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((summary.sequence, summary.hash));
+    }
+
+    /// End-of-log checks: pending jump, retention anchor, head file, unsigned tail.
+    fn finish(&mut self) {
+        if self.report.failure.is_some() {
+            return;
+        }
+        if let Some(jump) = self.jump.take() {
+            let damage = Damage::Deleted { expected: jump.expected, found: jump.found };
+            let _ = self.fail(Some(jump.expected), Some(jump.location), damage);
+            return;
+        }
+        let Some(last) = self.report.last_sequence else {
+            let _ = self.fail(None, None, Damage::Empty);
+            return;
+        };
+        if let Some((first, prev)) = self.anchor {
+            if self.opts.from.is_none() && !self.retention_covers(first, prev) {
+                let _ = self.fail(Some(0), None, Damage::MissingHistory { first });
+                return;
+            }
+        }
+        if self.check_head(last).is_err() {
+            return;
+        }
+        let signed = self.report.signed_through;
+        if signed.is_none_or(|s| s < last) && !self.head_moved_over(last) {
+            let from = signed.map_or(self.report.first_sequence.unwrap_or(0), |s| s + 1);
+            let _ = self.fail(Some(from), None, Damage::UnsignedTail { from, to: last });
+        }
+    }
+
+    /// Whether signed retention entries account for every entry before `first`, the last of them ending
+    /// in the hash `first` links to.
+    fn retention_covers(&self, first: u64, prev: Digest) -> bool {
+        let mut ranges = self.retention.clone();
+        ranges.sort_by_key(|r| (r.0, r.1));
+        ranges.dedup();
+        let mut next = 0u64;
+        let mut last_hash = None;
+        for (from, to, hash) in ranges {
+            if from != next || to < from {
+                return false;
+            }
+            next = to + 1;
+            last_hash = Some(hash);
+        }
+        next == first && last_hash == Some(prev)
+    }
+
+    fn head_statement_ok(&self, head: &HeadFile) -> Result<(), String> {
+        let Some(statement) = head.statement() else { return Err("unreadable statement".into()) };
+        let Some(key) = self.key else { return Err("no key to check it".into()) };
+        if self.log_id.as_deref() != Some(head.log_id.as_str()) {
+            return Err(format!("it belongs to log {}, not to this one", head.log_id));
+        }
+        if statement.key_id != key.key_id() || !key.verifies(&statement, &head.signature) {
+            return Err("its signature is not by the trusted key".into());
+        }
+        Ok(())
+    }
+
+    fn check_head(&mut self, last: u64) -> Result<(), ()> {
+        let Some(head) = self.head.clone() else { return Ok(()) };
+        if let Err(reason) = self.head_statement_ok(&head) {
+            return self.fail(None, None, Damage::BadHead { reason });
+        }
+        if self.opts.from.is_some_and(|from| head.size <= from) {
+            return Ok(());
+        }
+        let found_size = last + 1;
+        if head.size > found_size {
+            return self.fail(Some(found_size), None, Damage::Truncated { signed_size: head.size, found_size });
+        }
+        if self.head_hash_seen.map(|h| h.to_string()) != Some(head.head.clone()) {
+            return self.fail(Some(head.size - 1), None, Damage::HeadMismatch { signed_size: head.size });
+        }
+        let through = self.report.signed_through.max(Some(head.size - 1));
+        self.report.signed_through = through;
+        Ok(())
+    }
+
+    /// A running writer may have signed a newer head while we read: accept it if it covers the last
+    /// entry we read and agrees with the hash we saw there.
+    fn head_moved_over(&mut self, last: u64) -> bool {
+        let Some(path) = &self.opts.head_path else { return false };
+        let Ok(Some(head)) = HeadFile::read(path) else { return false };
+        if self.head_statement_ok(&head).is_err() || head.size != last + 1 {
+            return false;
+        }
+        let agrees = self.recent.iter().rev().find(|(s, _)| *s + 1 == head.size).is_some_and(|(_, h)| h.to_string() == head.head);
+        if agrees {
+            self.report.signed_through = Some(last);
+        }
+        agrees
+    }
+}
+
+/// All files of the log whose active segment is `active` (rotated ones beside it), in order.
+pub fn log_files(active: &Path) -> io::Result<Vec<PathBuf>> {
+    let name = super::segment::LogName::of_active(active);
+    Ok(name.list()?.into_iter().map(|s| s.path).collect())
+}

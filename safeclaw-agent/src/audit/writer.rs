@@ -1,0 +1,835 @@
+//! The durable writer: turns records into sealed, chained entries, group-commits them with fsync, signs
+//! checkpoints and the head file, rotates and compresses segments, deletes expired ones, and reports its
+//! health so that the daemon can fail closed.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::chain::{hex_string, seal, Digest, GENESIS};
+use super::clock::{TimestampFormatter, TIMESTAMP_LEN};
+use super::durable;
+use super::entry::{write_action, write_lifecycle, write_writer_event, ActionRecord, FieldSet, Header, Lifecycle, WriterEvent};
+use super::recover::{check_head, non_empty, scan, HeadCheck, SegmentEnd};
+use super::redact::Redactor;
+use super::retention::{expired, RetentionRule};
+use super::segment::{self, Compression, LogName, Segment};
+use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError};
+use crate::policy::compiled::Effect;
+
+/// What to do while the log cannot be written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Deny every agent action (the daemon puts the kernel in lockdown) until writing works again.
+    #[default]
+    FailClosed,
+    /// Keep enforcing the policy and count what could not be recorded.
+    EnforceAndCount,
+}
+
+impl FailureMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::FailClosed => "failClosed",
+            FailureMode::EnforceAndCount => "enforceAndCount",
+        }
+    }
+}
+
+/// Everything the writer needs; `WriterOptions::new` gives the defaults for one log path.
+pub struct WriterOptions {
+    /// The active segment; rotated ones go beside it.
+    pub log_path: PathBuf,
+    pub key_path: PathBuf,
+    pub head_path: PathBuf,
+    pub fields: FieldSet,
+    pub redactor: Redactor,
+    /// Longest time an appended entry waits for its fsync.
+    pub commit_interval: Duration,
+    /// A checkpoint after this many entries…
+    pub checkpoint_every: u64,
+    /// …or this long after the previous one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// Rotate once the active segment reaches this size.
+    pub max_segment_bytes: Option<u64>,
+    pub compression: Compression,
+    pub retention: Option<RetentionRule>,
+    pub on_failure: FailureMode,
+    /// Entries kept in memory while the log cannot be written; beyond this, attempts are counted only.
+    pub max_buffered_bytes: usize,
+}
+
+impl WriterOptions {
+    /// Defaults: key and head under `/var/lib/safeclaw`, every field, built-in redaction, 100 ms group
+    /// commit, a checkpoint every 10,000 entries or 60 s, no rotation, fail closed.
+    pub fn new(log_path: &Path) -> Self {
+        WriterOptions {
+            log_path: log_path.to_owned(),
+            key_path: PathBuf::from(super::DEFAULT_KEY),
+            head_path: PathBuf::from(super::DEFAULT_HEAD),
+            fields: FieldSet::ALL,
+            redactor: Redactor::builtin(),
+            commit_interval: Duration::from_millis(100),
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            max_segment_bytes: None,
+            compression: Compression::Zstd,
+            retention: None,
+            on_failure: FailureMode::FailClosed,
+            max_buffered_bytes: 64 << 20,
+        }
+    }
+
+    /// Key and head file in `state_dir` instead of `/var/lib/safeclaw` (tests, private deployments).
+    pub fn with_state_dir(mut self, state_dir: &Path) -> Self {
+        self.key_path = state_dir.join("audit.key");
+        self.head_path = state_dir.join("audit.head");
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io { path: path.to_owned(), source }
+}
+
+/// Whether the log is being written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// Writing has failed since `since`; entries wait in memory (up to the configured bound).
+    Failing { since: SystemTime, error: String },
+}
+
+/// How far the log is durable: everything appended up to these numbers survives a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Highest durable entry sequence.
+    pub sequence: Option<u64>,
+    /// Highest durable kernel sequence of the current kernel session: ring-buffer events up to it may go.
+    pub kernel_seq: Option<u64>,
+}
+
+/// What `append` and `log` did with an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// In the commit buffer with this sequence number.
+    Buffered { sequence: u64 },
+    /// Writing is failing and the buffer is full: only counted (reported when writing recovers).
+    Dropped,
+}
+
+/// What opening found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sequence the next entry gets.
+    pub next_sequence: u64,
+    /// Kernel sequence of the last recorded event of the current kernel session.
+    pub last_kernel_seq: Option<u64>,
+    /// Bytes of an interrupted write that were cut off.
+    pub discarded_bytes: u64,
+    /// Set when the log does not agree with the head file (the entry that says so is in the log).
+    pub tamper: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct FailureCounts {
+    recorded: u64,
+    dropped: u64,
+    denied: u64,
+    allowed: u64,
+}
+
+pub struct AuditWriter {
+    opts: WriterOptions,
+    name: LogName,
+    key: AuditKey,
+    key_id: Digest,
+    log_id: String,
+    file: File,
+    /// File length after the last successful fsync: a failed commit is rewritten from here.
+    durable_len: u64,
+    segment_first_seq: u64,
+    chain: Chain,
+    pending_kernel_seq: Option<u64>,
+    /// Kernel sequence the next event should have; `None` when unknown.
+    expected_kernel_seq: Option<u64>,
+    durable: Durable,
+    /// Size the head file last signed.
+    head_size: Option<u64>,
+    last_checkpoint: Instant,
+    last_retention: Option<Instant>,
+    timestamps: TimestampFormatter,
+    health: Health,
+    failure: FailureCounts,
+    compressing: Vec<JoinHandle<io::Result<PathBuf>>>,
+    recovered: Recovered,
+    #[cfg(test)]
+    fail_writes: Option<io::ErrorKind>,
+}
+
+/// How often retention is checked besides at each rotation.
+const RETENTION_PERIOD: Duration = Duration::from_secs(3600);
+
+impl AuditWriter {
+    /// Opens (or creates) the log, its key and head file, and continues the chain from the last durable
+    /// entry. Whatever recovery found (a cut-off write, a log that does not reach its signed head) is
+    /// recorded as an entry and committed before this returns.
+    pub fn open(opts: WriterOptions) -> Result<Self, AuditError> {
+        let key = AuditKey::load_or_create(&opts.key_path)?;
+        let name = LogName::of_active(&opts.log_path);
+        let log_dir = durable::parent_of(&opts.log_path).to_owned();
+        durable::create_private_dir(&log_dir).map_err(io_at(&log_dir))?;
+        segment::remove_leftovers(&name).map_err(io_at(&log_dir))?;
+        let head = HeadFile::read(&opts.head_path);
+        let segments = name.list().map_err(io_at(&log_dir))?;
+        let probe = head.as_ref().ok().and_then(Option::as_ref).and_then(|h| h.size.checked_sub(1));
+        let active = name.active();
+        let last_segment = segments.iter().rev().find(|s| non_empty(&s.path));
+        let end = match last_segment {
+            Some(s) => scan(s, probe).map_err(io_at(&s.path))?,
+            None => SegmentEnd::default(),
+        };
+        let active_end = if last_segment.is_some_and(|s| s.path == active) { Some(&end) } else { None };
+        if let Some(e) = active_end.filter(|e| e.partial_len > 0) {
+            // An interrupted write: never committed, so never acknowledged. Cut it off.
+            let file = OpenOptions::new().write(true).open(&active).map_err(io_at(&active))?;
+            file.set_len(e.complete_len).and_then(|()| file.sync_all()).map_err(io_at(&active))?;
+        }
+        let file = open_active(&active)?;
+        let durable_len = file.metadata().map_err(io_at(&active))?.len();
+        let key_id = key.public().key_id();
+        let (log_id, next_seq, prev) = match (&end.last, &end.log_id) {
+            (Some((seq, hash)), Some(log_id)) => (log_id.clone(), seq + 1, *hash),
+            _ => (new_log_id(&log_dir)?, 0, GENESIS),
+        };
+        let segment_first_seq = active_end.and_then(|e| e.first_sequence).unwrap_or(next_seq);
+        let mut writer = AuditWriter {
+            name,
+            key,
+            key_id,
+            log_id,
+            file,
+            durable_len,
+            segment_first_seq,
+            chain: Chain {
+                next_seq,
+                prev,
+                body: Vec::with_capacity(4096),
+                pending: Vec::with_capacity(1 << 20),
+                pending_since: None,
+                pending_last: None,
+                since_checkpoint: end.since_checkpoint,
+            },
+            pending_kernel_seq: None,
+            expected_kernel_seq: end.last_kernel_seq.map(|k| k + 1),
+            durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
+            head_size: None,
+            last_checkpoint: Instant::now(),
+            last_retention: None,
+            timestamps: TimestampFormatter::default(),
+            health: Health::Ok,
+            failure: FailureCounts::default(),
+            compressing: Vec::new(),
+            recovered: Recovered {
+                next_sequence: next_seq,
+                last_kernel_seq: end.last_kernel_seq,
+                discarded_bytes: active_end.map_or(0, |e| e.partial_len),
+                tamper: None,
+            },
+            opts,
+            #[cfg(test)]
+            fail_writes: None,
+        };
+        let continues_rotated = active_end.is_none() && next_seq > 0;
+        writer.record_recovery(head, &end)?;
+        if continues_rotated {
+            // The newest segment was rotated out before a crash: this one continues it.
+            writer.push_event(WriterEvent::SegmentStart { log_id: writer.log_id.clone(), last_kernel_seq: end.last_kernel_seq });
+        }
+        writer.resume_compression(&segments);
+        writer.commit()?;
+        Ok(writer)
+    }
+
+    fn record_recovery(&mut self, head: Result<Option<HeadFile>, HeadError>, end: &SegmentEnd) -> Result<(), AuditError> {
+        if self.chain.next_seq == 0 {
+            let public_key = self.key.public().to_text();
+            self.push_event(WriterEvent::LogStart { log_id: self.log_id.clone(), public_key });
+        }
+        if self.recovered.discarded_bytes > 0 {
+            self.push_event(WriterEvent::CrashRecovered { discarded_bytes: self.recovered.discarded_bytes });
+        }
+        let found_size = end.last.map_or(0, |(seq, _)| seq + 1);
+        let head = match head {
+            Ok(head) => head,
+            Err(HeadError::Malformed { .. }) => {
+                self.tamper("head_unreadable", 0, GENESIS, found_size);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if end.corrupt_lines > 0 {
+            self.tamper("corrupt_entry", 0, GENESIS, found_size);
+        }
+        let log_id = end.log_id.as_deref();
+        match check_head(head.as_ref(), log_id, end, found_size) {
+            HeadCheck::Consistent => {}
+            HeadCheck::Missing if found_size == 0 => {}
+            HeadCheck::Missing => {
+                self.push_event(WriterEvent::HeadMissing);
+            }
+            HeadCheck::Truncated { signed_size, signed_head, found_size } => {
+                self.tamper("truncated", signed_size, signed_head, found_size)
+            }
+            HeadCheck::Mismatch { signed_size, signed_head, found_size } => {
+                self.tamper("head_mismatch", signed_size, signed_head, found_size)
+            }
+            HeadCheck::OtherLog { signed_size, signed_head, found_size } => {
+                self.tamper(if found_size == 0 { "log_missing" } else { "other_log" }, signed_size, signed_head, found_size)
+            }
+        }
+        Ok(())
+    }
+
+    fn tamper(&mut self, kind: &'static str, signed_size: u64, signed_head: Digest, found_size: u64) {
+        tracing::error!(kind, signed_size, found_size, "audit log does not match its signed head");
+        self.recovered.tamper = Some(kind);
+        self.push_event(WriterEvent::TamperDetected { kind, signed_size, signed_head, found_size });
+    }
+
+    /// What opening found.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn durable(&self) -> Durable {
+        self.durable
+    }
+
+    /// Sequence the next entry will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.chain.next_seq
+    }
+
+    /// Records an attempt. Cheap: it is sealed into memory; `commit` (or `tick`) makes it durable. A jump
+    /// in kernel sequence numbers is recorded as a gap entry first.
+    pub fn append(&mut self, record: &ActionRecord) -> Appended {
+        if let Some(expected) = self.expected_kernel_seq {
+            if record.kernel_seq > expected {
+                self.push_event(WriterEvent::Gap { from: expected, to: record.kernel_seq - 1 });
+            } else if record.kernel_seq < expected {
+                self.push_event(WriterEvent::KernelSeqReset { expected, got: record.kernel_seq });
+            }
+        }
+        self.expected_kernel_seq = record.kernel_seq.checked_add(1);
+        if self.health != Health::Ok {
+            match record.effect {
+                Effect::Deny => self.failure.denied += 1,
+                Effect::Allow | Effect::Audit => self.failure.allowed += 1,
+            }
+            if self.chain.pending.len() >= self.opts.max_buffered_bytes {
+                self.failure.dropped += 1;
+                return Appended::Dropped;
+            }
+            self.failure.recorded += 1;
+        }
+        let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
+        self.timestamps.write(record.time, &mut stamp);
+        let (fields, redactor) = (self.opts.fields, &self.opts.redactor);
+        let sequence = self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
+        self.pending_kernel_seq = Some(record.kernel_seq);
+        if self.chain.since_checkpoint >= self.opts.checkpoint_every {
+            self.checkpoint("count");
+        }
+        Appended::Buffered { sequence }
+    }
+
+    /// Records a daemon or session event. `KernelSessionStart` also makes the next kernel event expected
+    /// to be number 0.
+    pub fn log(&mut self, event: &Lifecycle) -> u64 {
+        if *event == Lifecycle::KernelSessionStart {
+            self.expected_kernel_seq = Some(0);
+            self.pending_kernel_seq = None;
+            self.durable.kernel_seq = None;
+        }
+        self.push(SystemTime::now(), |out, header| write_lifecycle(out, header, event))
+    }
+
+    fn push_event(&mut self, event: WriterEvent) -> u64 {
+        self.push(SystemTime::now(), |out, header| write_writer_event(out, header, &event))
+    }
+
+    fn push(&mut self, time: SystemTime, write: impl FnOnce(&mut Vec<u8>, &Header<'_>)) -> u64 {
+        let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
+        self.timestamps.write(time, &mut stamp);
+        self.chain.push(&stamp, write)
+    }
+
+
+    /// Appends a signed checkpoint over everything before it.
+    fn checkpoint(&mut self, trigger: &'static str) {
+        let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
+        self.timestamps.write(SystemTime::now(), &mut stamp);
+        let time = String::from_utf8_lossy(&stamp).into_owned();
+        let statement = HeadStatement {
+            log_id: &self.log_id,
+            key_id: self.key_id,
+            size: self.chain.next_seq,
+            head: self.chain.prev,
+            time: &time,
+            reason: trigger,
+        };
+        let signature = self.key.sign(&statement);
+        let event = WriterEvent::Checkpoint { log_id: self.log_id.clone(), key_id: self.key_id, trigger, signature };
+        self.chain.push(&stamp, |out, header| write_writer_event(out, header, &event));
+        self.chain.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Writes and fsyncs everything appended so far, then signs the new head into the head file. On error
+    /// the entries stay buffered, health turns `Failing`, and the next call retries.
+    pub fn commit(&mut self) -> Result<Durable, AuditError> {
+        let was_failing = self.health != Health::Ok;
+        if let Err(e) = self.flush() {
+            if let Health::Ok = self.health {
+                tracing::error!(error = %e, "audit log write failed");
+                self.health = Health::Failing { since: SystemTime::now(), error: e.to_string() };
+            }
+            return Err(e);
+        }
+        if was_failing {
+            self.record_write_recovery();
+            self.flush()?;
+        }
+        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
+            self.rotate()?;
+        }
+        Ok(self.durable)
+    }
+
+    fn record_write_recovery(&mut self) {
+        let Health::Failing { since, error } = std::mem::replace(&mut self.health, Health::Ok) else { return };
+        let counts = std::mem::take(&mut self.failure);
+        let since = self.timestamps.format(since);
+        tracing::warn!(dropped = counts.dropped, "audit log writable again");
+        self.push_event(WriterEvent::WriteRecovered {
+            since,
+            error,
+            mode: self.opts.on_failure.as_str(),
+            recorded: counts.recorded,
+            dropped: counts.dropped,
+            denied: counts.denied,
+            allowed: counts.allowed,
+        });
+    }
+
+    fn flush(&mut self) -> Result<(), AuditError> {
+        let path = self.name.active();
+        if !self.chain.pending.is_empty() {
+            self.write_pending().map_err(io_at(&path))?;
+            self.durable_len += self.chain.pending.len() as u64;
+            self.chain.pending.clear();
+            self.chain.pending_since = None;
+            self.durable.sequence = self.chain.pending_last.or(self.durable.sequence);
+            if self.pending_kernel_seq.is_some() {
+                self.durable.kernel_seq = self.pending_kernel_seq;
+            }
+        }
+        self.write_head().map_err(io_at(&self.opts.head_path))
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(kind) = self.fail_writes {
+            return Err(io::Error::from(kind));
+        }
+        // After a failed write or fsync the file's tail is unknown: cut back to what was durable.
+        if self.file.metadata()?.len() != self.durable_len {
+            self.file.set_len(self.durable_len)?;
+            self.file.seek(SeekFrom::End(0))?;
+        }
+        self.file.write_all(&self.chain.pending)?;
+        self.file.sync_data()
+    }
+
+    fn write_head(&mut self) -> io::Result<()> {
+        let Some(size) = self.durable.sequence.map(|s| s + 1) else { return Ok(()) };
+        // Called with an empty buffer, so `prev` is the hash of entry `size - 1`.
+        if self.head_size == Some(size) || self.chain.next_seq != size {
+            return Ok(());
+        }
+        let time = self.timestamps.format(SystemTime::now());
+        let statement = HeadStatement { log_id: &self.log_id, key_id: self.key_id, size, head: self.chain.prev, time: &time, reason: "" };
+        HeadFile::signed(&self.key, statement).write(&self.opts.head_path)?;
+        self.head_size = Some(size);
+        Ok(())
+    }
+
+    /// Housekeeping the daemon calls at least every `commit_interval`: a checkpoint when the interval has
+    /// passed, a commit when the oldest buffered entry has waited long enough (or a failing log may be
+    /// writable again), retention once an hour.
+    pub fn tick(&mut self) -> Result<Durable, AuditError> {
+        if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval {
+            self.checkpoint("interval");
+        }
+        let due = self.chain.pending_since.is_some_and(|t| t.elapsed() >= self.opts.commit_interval);
+        if due || self.health != Health::Ok {
+            self.commit()?;
+        }
+        self.reap_compression();
+        if self.opts.retention.is_some() && self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_PERIOD) {
+            self.apply_retention()?;
+        }
+        Ok(self.durable)
+    }
+
+    /// When `tick` next has work: the commit deadline of the oldest buffered entry, or the next checkpoint.
+    pub fn next_deadline(&self) -> Instant {
+        let checkpoint = self.last_checkpoint + self.opts.checkpoint_interval;
+        match self.chain.pending_since {
+            Some(t) => checkpoint.min(t + self.opts.commit_interval),
+            None => checkpoint,
+        }
+    }
+
+    /// Final checkpoint and commit; waits for background compression.
+    pub fn close(mut self) -> Result<Durable, AuditError> {
+        self.checkpoint("shutdown");
+        let durable = self.commit()?;
+        for handle in self.compressing.drain(..) {
+            report_compression(handle.join());
+        }
+        Ok(durable)
+    }
+
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.checkpoint("rotation");
+        self.flush()?;
+        let active = self.name.active();
+        let rotated = self.name.rotated(self.segment_first_seq);
+        fs::rename(&active, &rotated).map_err(io_at(&rotated))?;
+        durable::sync_parent(&active).map_err(io_at(&active))?;
+        self.file = open_active(&active)?;
+        self.durable_len = 0;
+        self.segment_first_seq = self.chain.next_seq;
+        let last_kernel_seq = self.pending_kernel_seq.or(self.durable.kernel_seq);
+        self.push_event(WriterEvent::SegmentStart { log_id: self.log_id.clone(), last_kernel_seq });
+        self.flush()?;
+        self.start_compression(rotated);
+        self.apply_retention()
+    }
+
+    fn start_compression(&mut self, plain: PathBuf) {
+        let compression = self.opts.compression;
+        if compression != Compression::None {
+            self.compressing.push(std::thread::spawn(move || segment::compress(&plain, compression)));
+        }
+    }
+
+    fn resume_compression(&mut self, segments: &[Segment]) {
+        for s in segments.iter().filter(|s| s.first_seq.is_some() && s.compression == Compression::None) {
+            self.start_compression(s.path.clone());
+        }
+    }
+
+    fn reap_compression(&mut self) {
+        let (done, running): (Vec<_>, Vec<_>) = self.compressing.drain(..).partition(|h| h.is_finished());
+        self.compressing = running;
+        for handle in done {
+            report_compression(handle.join());
+        }
+    }
+
+    /// Deletes expired rotated segments, each after a committed, checkpointed entry that records it.
+    fn apply_retention(&mut self) -> Result<(), AuditError> {
+        self.last_retention = Some(Instant::now());
+        let Some(rule) = self.opts.retention.clone() else { return Ok(()) };
+        if !self.compressing.is_empty() {
+            // A segment may be mid-compression; look again at the next pass.
+            self.last_retention = None;
+            return Ok(());
+        }
+        let dir = durable::parent_of(&self.opts.log_path).to_owned();
+        let segments = self.name.list().map_err(io_at(&dir))?;
+        let doomed = expired(&segments, &rule, SystemTime::now()).map_err(io_at(&dir))?;
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        for e in &doomed {
+            let segment = e.segment.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            self.push_event(WriterEvent::RetentionDelete {
+                segment,
+                first: e.first,
+                last: e.last,
+                last_hash: e.last_hash,
+                last_time: e.last_time.clone(),
+                retention: rule.label.clone(),
+            });
+        }
+        self.checkpoint("retention");
+        self.flush()?;
+        for e in &doomed {
+            fs::remove_file(&e.segment.path).map_err(io_at(&e.segment.path))?;
+        }
+        durable::sync_parent(&self.opts.log_path).map_err(io_at(&dir))
+    }
+}
+
+/// The sealed entries not yet written, and where the chain stands.
+struct Chain {
+    next_seq: u64,
+    prev: Digest,
+    /// Scratch for one entry's body.
+    body: Vec<u8>,
+    pending: Vec<u8>,
+    pending_since: Option<Instant>,
+    pending_last: Option<u64>,
+    since_checkpoint: u64,
+}
+
+impl Chain {
+    fn push(&mut self, stamp: &[u8], write: impl FnOnce(&mut Vec<u8>, &Header<'_>)) -> u64 {
+        let sequence = self.next_seq;
+        let header = Header { sequence, prev_hash: self.prev, timestamp: stamp };
+        self.body.clear();
+        write(&mut self.body, &header);
+        self.prev = seal(&self.body, &mut self.pending);
+        self.next_seq += 1;
+        self.since_checkpoint += 1;
+        self.pending_last = Some(sequence);
+        self.pending_since.get_or_insert_with(Instant::now);
+        sequence
+    }
+}
+
+fn report_compression(result: std::thread::Result<io::Result<PathBuf>>) {
+    match result {
+        Ok(Ok(_)) => {}
+        // The plain segment stays and verifies; compression is retried at the next start.
+        Ok(Err(e)) => tracing::warn!(error = %e, "compressing a rotated audit segment failed"),
+        Err(_) => tracing::warn!("compression thread panicked"),
+    }
+}
+
+fn open_active(path: &Path) -> Result<File, AuditError> {
+    let file = OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(io_at(path))?;
+    durable::sync_parent(path).map_err(io_at(path))?;
+    Ok(file)
+}
+
+fn new_log_id(dir: &Path) -> Result<String, AuditError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| io_at(dir)(io::Error::other(e.to_string())))?;
+    Ok(hex_string(&id))
+}
+
+#[cfg(test)]
+impl AuditWriter {
+    /// Makes every following write fail with `kind` (`None`: work again).
+    pub(crate) fn inject_write_failure(&mut self, kind: Option<io::ErrorKind>) {
+        self.fail_writes = kind;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::synthetic::record;
+    use crate::audit::verify::{log_files, verify, Damage, VerifyOptions};
+
+    fn options(dir: &Path) -> WriterOptions {
+        WriterOptions::new(&dir.join("log/audit.jsonl")).with_state_dir(&dir.join("state"))
+    }
+
+    fn check(dir: &Path) -> crate::audit::verify::Report {
+        let opts = options(dir);
+        let key = AuditKey::load(&opts.key_path).unwrap().public();
+        let verify_opts = VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None };
+        verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(dir.join("log/audit.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_closed_log_verifies_and_reopens_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in 0..25 {
+            writer.append(&record(k));
+        }
+        assert_eq!(writer.close().unwrap().kernel_seq, Some(24));
+        let report = check(dir.path());
+        assert_eq!(report.failure, None);
+        assert_eq!(report.entries, 28);
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().next_sequence, 28);
+        assert_eq!(writer.recovered().last_kernel_seq, Some(24));
+        writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn kernel_sequence_jumps_become_gap_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&record(5));
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.close().unwrap();
+        let gaps: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.gap").collect();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0]["details"]["fromKernelSeq"], 1);
+        assert_eq!(gaps[0]["details"]["toKernelSeq"], 4);
+        let report = check(dir.path());
+        assert_eq!((report.gaps, report.lost_kernel_events), (1, 4));
+    }
+
+    #[test]
+    fn checkpoints_follow_the_entry_cadence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.checkpoint_every = 10;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..35 {
+            writer.append(&record(k));
+        }
+        writer.close().unwrap();
+        let triggers: Vec<String> = entries(dir.path())
+            .iter()
+            .filter(|e| e["action"] == "audit.checkpoint")
+            .map(|e| e["details"]["trigger"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(triggers, ["count", "count", "count", "shutdown"]);
+        assert_eq!(check(dir.path()).checkpoints, 4);
+    }
+
+    #[test]
+    fn durable_tracks_commits_not_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&record(1));
+        assert_eq!(writer.durable().kernel_seq, None);
+        let durable = writer.commit().unwrap();
+        assert_eq!(durable.kernel_seq, Some(1));
+        assert_eq!(durable.sequence, Some(writer.next_sequence() - 1));
+    }
+
+    #[test]
+    fn write_failure_fails_closed_then_records_what_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_buffered_bytes = 4096;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.commit().unwrap();
+        writer.inject_write_failure(Some(io::ErrorKind::StorageFull));
+        writer.append(&record(1));
+        assert!(writer.commit().is_err());
+        assert!(matches!(writer.health(), Health::Failing { .. }));
+        let mut dropped = 0;
+        for k in 2..40 {
+            if writer.append(&record(k)) == Appended::Dropped {
+                dropped += 1;
+            }
+        }
+        assert!(dropped > 0, "the 4 KiB buffer must fill");
+        assert!(writer.tick().is_err());
+        writer.inject_write_failure(None);
+        writer.commit().unwrap();
+        assert_eq!(writer.health(), &Health::Ok);
+        writer.close().unwrap();
+        let recovered: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.write_recovered").collect();
+        assert_eq!(recovered.len(), 1);
+        let d = &recovered[0]["details"];
+        assert_eq!(d["dropped"], dropped);
+        assert_eq!(d["mode"], "failClosed");
+        assert_eq!(d["deniedDuringFailure"].as_u64().unwrap() + d["allowedDuringFailure"].as_u64().unwrap(), 38);
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn an_interrupted_write_is_cut_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.append(&record(0));
+        writer.commit().unwrap();
+        drop(writer);
+        let log = dir.path().join("log/audit.jsonl");
+        let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(b"{\"action\":\"file.re").unwrap();
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().discarded_bytes, 18);
+        writer.close().unwrap();
+        assert!(entries(dir.path()).iter().any(|e| e["action"] == "audit.crash_recovered"));
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn truncate_and_continue_is_recorded_and_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        for k in 0..10 {
+            writer.append(&record(k));
+        }
+        writer.close().unwrap();
+        let log = dir.path().join("log/audit.jsonl");
+        let text = fs::read_to_string(&log).unwrap();
+        let kept: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        fs::write(&log, kept).unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().tamper, Some("truncated"));
+        writer.append(&record(10));
+        writer.close().unwrap();
+        let report = check(dir.path());
+        assert!(
+            matches!(report.failure.as_ref().map(|f| &f.damage), Some(Damage::TamperRecorded { kind, .. }) if kind == "truncated"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn rotation_compresses_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..200 {
+            writer.append(&record(k));
+            if k % 10 == 9 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.close().unwrap();
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        assert!(files.len() > 3, "{files:?}");
+        assert!(files[..files.len() - 1].iter().all(|f| f.extension().is_some_and(|e| e == "zst")), "{files:?}");
+        let report = check(dir.path());
+        assert_eq!(report.failure, None);
+        assert_eq!(report.files, files.len());
+    }
+}

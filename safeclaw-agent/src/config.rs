@@ -1,0 +1,831 @@
+//! The agent's config file (`/etc/safeclaw/config.yaml`, or `--config`): its `audit:` section, with
+//! `${ENV}` expansion in strings and errors that name file, line and cause.
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::audit::entry::FieldSet;
+use crate::audit::redact::{RedactError, Redactor};
+use crate::audit::retention::RetentionRule;
+use crate::audit::segment::Compression;
+use crate::audit::writer::{FailureMode, WriterOptions};
+
+/// Largest config file read (a config is a few KiB; this bounds a mistaken path to a huge file).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// `line` and `column` are 1-based; `None` when the YAML parser could not tell.
+    #[error("{path}{}: {message}", at(*.line, *.column))]
+    Invalid { path: PathBuf, line: Option<usize>, column: Option<usize>, message: String },
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// The whole file. Sections other modules own join here as they are built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Directory relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditConfig {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Always on; present so that the seed's configs parse, and refused when `false`.
+    #[serde(default)]
+    pub hash_chain: HashChain,
+    #[serde(default)]
+    pub format: Format,
+    /// Optional fields to write; all when absent.
+    pub fields: Option<Vec<FieldName>>,
+    pub retention: Option<RetentionConfig>,
+    #[serde(default)]
+    pub rotation: RotationConfig,
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+    pub key_file: Option<ConfigPath>,
+    pub head_file: Option<ConfigPath>,
+    /// Longest wait for an entry's fsync (group commit), 1 ms to 1 s.
+    pub commit_interval: Option<CommitInterval>,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub on_write_failure: OnWriteFailure,
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+    /// Memory for entries while the log cannot be written.
+    pub max_buffered: Option<Size>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            hash_chain: HashChain,
+            format: Format::Jsonl,
+            fields: None,
+            retention: None,
+            rotation: RotationConfig::default(),
+            destinations: Vec::new(),
+            key_file: None,
+            head_file: None,
+            commit_interval: None,
+            checkpoint: CheckpointConfig::default(),
+            on_write_failure: OnWriteFailure::FailClosed,
+            redaction: RedactionConfig::default(),
+            max_buffered: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "bool")]
+pub struct HashChain;
+
+impl TryFrom<bool> for HashChain {
+    type Error = &'static str;
+    fn try_from(on: bool) -> Result<Self, Self::Error> {
+        if on {
+            Ok(HashChain)
+        } else {
+            Err("hashChain: false is not supported: the hash chain is what makes the trail tamper-evident")
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Jsonl,
+}
+
+/// A name from `audit.fields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FieldName(pub FieldSet);
+
+impl TryFrom<String> for FieldName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        FieldSet::by_name(&name).map(FieldName).ok_or_else(|| {
+            let known: Vec<&str> = FieldSet::NAMES.iter().map(|(n, _)| *n).collect();
+            format!("unknown audit field {name:?}; known fields: {}", known.join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub default: Option<RetentionPeriod>,
+    /// Per compliance framework (`hipaa: "6y"`); the longest period of all applies.
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, RetentionPeriod>,
+}
+
+/// A retention period: a duration of at least one day, `forever`, or `matched` (no minimum of its own:
+/// GDPR's "only as long as necessary" defers to the other settings).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RetentionPeriod {
+    Keep { period: Duration, text: String },
+    Forever,
+    Matched,
+}
+
+impl TryFrom<String> for RetentionPeriod {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "forever" => return Ok(RetentionPeriod::Forever),
+            "matched" => return Ok(RetentionPeriod::Matched),
+            _ => {}
+        }
+        let period = parse_duration(&text)?;
+        if period < Duration::from_secs(86_400) {
+            return Err(format!("retention {text:?} is under one day (units: d, w, mo, y; `m` is minutes)"));
+        }
+        Ok(RetentionPeriod::Keep { period, text })
+    }
+}
+
+impl RetentionConfig {
+    /// The rule the writer applies: the longest of `default` and the overrides; `None` keeps everything.
+    pub fn rule(&self) -> Option<RetentionRule> {
+        let periods: Vec<&RetentionPeriod> = self.default.iter().chain(self.overrides.values()).collect();
+        if periods.iter().any(|p| **p == RetentionPeriod::Forever) {
+            return None;
+        }
+        periods
+            .into_iter()
+            .filter_map(|p| match p {
+                RetentionPeriod::Keep { period, text } => Some(RetentionRule { keep: *period, label: text.clone() }),
+                RetentionPeriod::Forever | RetentionPeriod::Matched => None,
+            })
+            .max_by_key(|r| r.keep)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RotationConfig {
+    pub max_size: Option<SegmentSize>,
+    #[serde(default)]
+    pub compress: CompressSetting,
+    /// Where rotated segments are copied (built in a later issue; validated now).
+    pub archive_to: Option<ArchiveTarget>,
+}
+
+/// `rotation.maxSize`: 4 KiB to 1 TiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SegmentSize(pub u64);
+
+impl TryFrom<String> for SegmentSize {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let bytes = parse_size(&text)?;
+        if !(4096..=1 << 40).contains(&bytes) {
+            return Err(format!("rotation size {text:?} must be between 4KiB and 1TiB"));
+        }
+        Ok(SegmentSize(bytes))
+    }
+}
+
+/// A size such as `500MB` or `64MiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Size(pub u64);
+
+impl TryFrom<String> for Size {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        parse_size(&text).map(Size)
+    }
+}
+
+/// `compress: true | false | zstd | gzip` (`true` means zstd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "serde_yaml::Value")]
+pub struct CompressSetting(pub Compression);
+
+impl TryFrom<serde_yaml::Value> for CompressSetting {
+    type Error = String;
+    fn try_from(value: serde_yaml::Value) -> Result<Self, String> {
+        let compression = match &value {
+            serde_yaml::Value::Bool(true) => Compression::Zstd,
+            serde_yaml::Value::Bool(false) => Compression::None,
+            serde_yaml::Value::String(s) if s == "zstd" => Compression::Zstd,
+            serde_yaml::Value::String(s) if s == "gzip" => Compression::Gzip,
+            serde_yaml::Value::String(s) if s == "none" => Compression::None,
+            other => return Err(format!("compress must be true, false, zstd, gzip or none, not {other:?}")),
+        };
+        Ok(CompressSetting(compression))
+    }
+}
+
+/// `archiveTo`: `s3://bucket/prefix` or an absolute directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ArchiveTarget(pub String);
+
+impl TryFrom<String> for ArchiveTarget {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = expand_env(&text)?;
+        if text.strip_prefix("s3://").is_some_and(|rest| !rest.is_empty()) || text.starts_with('/') {
+            Ok(ArchiveTarget(text))
+        } else {
+            Err(format!("archiveTo {text:?} must be s3://BUCKET/PREFIX or an absolute directory"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CommitInterval(pub Duration);
+
+impl TryFrom<String> for CommitInterval {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let interval = parse_duration(&text)?;
+        if !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&interval) {
+            return Err(format!("commitInterval {text:?} must be between 1ms and 1s"));
+        }
+        Ok(CommitInterval(interval))
+    }
+}
+
+/// A webhook's `flushInterval`, up to one hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FlushInterval(pub Duration);
+
+impl TryFrom<String> for FlushInterval {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let interval = parse_duration(&text)?;
+        if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&interval) {
+            return Err(format!("flushInterval {text:?} must be between 1ms and 1h"));
+        }
+        Ok(FlushInterval(interval))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Entries between checkpoints, 1 to 1,000,000.
+    pub every: Option<CheckpointEvery>,
+    /// Longest time between checkpoints, 1 s to 1 day.
+    pub interval: Option<CheckpointInterval>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct CheckpointEvery(pub u64);
+
+impl TryFrom<u64> for CheckpointEvery {
+    type Error = String;
+    fn try_from(every: u64) -> Result<Self, String> {
+        if (1..=1_000_000).contains(&every) {
+            Ok(CheckpointEvery(every))
+        } else {
+            Err(format!("checkpoint.every {every} must be between 1 and 1000000"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CheckpointInterval(pub Duration);
+
+impl TryFrom<String> for CheckpointInterval {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let interval = parse_duration(&text)?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&interval) {
+            return Err(format!("checkpoint.interval {text:?} must be between 1s and 1d"));
+        }
+        Ok(CheckpointInterval(interval))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnWriteFailure {
+    #[default]
+    FailClosed,
+    EnforceAndCount,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Use the built-in patterns (API keys, tokens, `KEY=value`, `Bearer …`).
+    #[serde(default = "enabled")]
+    pub builtin: bool,
+    #[serde(default)]
+    pub patterns: Vec<RedactionPattern>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig { builtin: true, patterns: Vec::new() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPattern {
+    pub name: String,
+    /// A `regex` crate expression; a group named `secret` limits masking to that group.
+    pub pattern: String,
+}
+
+/// Where entries go. Only `file` is written today; the others are validated now and built later.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Destination {
+    File {
+        path: ConfigPath,
+    },
+    Syslog {
+        host: EnvString,
+        port: u16,
+        #[serde(default)]
+        format: SyslogFormat,
+    },
+    Webhook {
+        url: WebhookUrl,
+        #[serde(rename = "batchSize")]
+        batch_size: Option<u32>,
+        #[serde(rename = "flushInterval")]
+        flush_interval: Option<FlushInterval>,
+    },
+    S3 {
+        bucket: EnvString,
+        prefix: Option<EnvString>,
+        #[serde(rename = "objectLock", default)]
+        object_lock: bool,
+        #[serde(rename = "retentionMode")]
+        retention_mode: Option<S3RetentionMode>,
+        #[serde(rename = "retentionDays")]
+        retention_days: Option<u32>,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    #[default]
+    Json,
+    Cef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum S3RetentionMode {
+    Compliance,
+    Governance,
+}
+
+/// A string with `${NAME}` replaced by the environment variable (`$$` for a literal `$`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct EnvString(pub String);
+
+impl TryFrom<String> for EnvString {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        expand_env(&text).map(EnvString)
+    }
+}
+
+impl fmt::Display for EnvString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A path with `${ENV}` expanded; relative ones are taken from the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ConfigPath(pub PathBuf);
+
+impl TryFrom<String> for ConfigPath {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let expanded = expand_env(&text)?;
+        if expanded.is_empty() {
+            return Err("empty path".into());
+        }
+        Ok(ConfigPath(PathBuf::from(expanded)))
+    }
+}
+
+/// An `http(s)://` URL (with `${ENV}` expanded).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct WebhookUrl(pub String);
+
+impl TryFrom<String> for WebhookUrl {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let url = expand_env(&text)?;
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        match host {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(WebhookUrl(url)),
+            // Never echo the expanded value: webhook URLs often embed tokens.
+            _ => Err(format!("webhook url {text:?} does not expand to an http:// or https:// URL")),
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the value of environment variable NAME; `$$` is a literal `$`.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let name = &inner[..end];
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("invalid environment variable name {name:?} in {text:?}"));
+            }
+            let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `100ms`, `5s`, `10m` (minutes), `2h`, `3d`, `2w`, `6mo` (31 days), `7y` (366 days): calendar units
+/// round up, so that retention never deletes early.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 100ms, 5s, 3d or 7y"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "mo" => 31 * 86_400_000,
+        "y" => 366 * 86_400_000,
+        _ => return Err(format!("{text:?}: unknown duration unit {unit:?} (ms, s, m, h, d, w, mo, y)")),
+    };
+    let ms = count.checked_mul(unit_ms).filter(|ms| *ms <= 1000 * 366 * 86_400_000).ok_or_else(|| format!("{text:?} is too long"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// `500MB` (decimal units), `64MiB` (binary), or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let count: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 500MB or 64MiB"))?;
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000_000,
+        "gb" => 1000_000_000,
+        "tb" => 1000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown size unit {unit:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+    };
+    count.checked_mul(unit_bytes).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+impl Config {
+    /// Reads `path`; with `None`, the default file if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let default = Path::new(crate::cli::DEFAULT_CONFIG);
+        match path {
+            Some(path) => Self::read(path),
+            None if default.exists() => Self::read(default),
+            None => Ok(Config { base_dir: PathBuf::from("/"), ..Config::default() }),
+        }
+    }
+
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let io_err = |source| ConfigError::Io { path: path.to_owned(), source };
+        let size = std::fs::metadata(path).map_err(io_err)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                column: None,
+                message: format!("{size} bytes is too large for a config file (limit {MAX_CONFIG_BYTES})"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io_err)?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |e: serde_yaml::Error| {
+            let location = e.location();
+            let mut message = e.to_string();
+            if let Some(l) = &location {
+                let suffix = format!(" at line {} column {}", l.line(), l.column());
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message = stripped.to_owned();
+                }
+            }
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message,
+            }
+        };
+        let mut config: Config = if text.trim().is_empty() { Config::default() } else { serde_yaml::from_str(text).map_err(invalid)? };
+        config.base_dir = crate::audit::durable::parent_of(path).to_owned();
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let files = self.audit.destinations.iter().filter(|d| matches!(d, Destination::File { .. })).count();
+        if files > 1 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                column: None,
+                message: format!("audit.destinations: {files} file destinations; one is supported"),
+            });
+        }
+        self.audit.redactor().map(drop).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message: format!("audit.redaction: {e}"),
+        })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The active log file: `override_path` (the daemon's `--audit-log`), else the file destination, else
+    /// `/var/log/safeclaw/audit.jsonl`.
+    pub fn audit_log_path(&self, override_path: Option<&Path>) -> PathBuf {
+        if let Some(path) = override_path {
+            return path.to_owned();
+        }
+        self.audit
+            .destinations
+            .iter()
+            .find_map(|d| match d {
+                Destination::File { path } => Some(self.resolve(&path.0)),
+                _ => None,
+            })
+            .unwrap_or_else(|| PathBuf::from(crate::audit::DEFAULT_LOG))
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.audit.key_file.as_ref().map_or_else(|| PathBuf::from(crate::audit::DEFAULT_KEY), |p| self.resolve(&p.0))
+    }
+
+    pub fn head_path(&self) -> PathBuf {
+        self.audit.head_file.as_ref().map_or_else(|| PathBuf::from(crate::audit::DEFAULT_HEAD), |p| self.resolve(&p.0))
+    }
+
+    /// Writer options for this config; `log_override` is the daemon's `--audit-log`.
+    pub fn writer_options(&self, log_override: Option<&Path>) -> Result<WriterOptions, RedactError> {
+        let a = &self.audit;
+        let mut opts = WriterOptions::new(&self.audit_log_path(log_override));
+        opts.key_path = self.key_path();
+        opts.head_path = self.head_path();
+        if let Some(fields) = &a.fields {
+            opts.fields = fields.iter().fold(FieldSet::NONE, |set, f| set.with(f.0));
+        }
+        opts.redactor = a.redactor()?;
+        if let Some(interval) = a.commit_interval {
+            opts.commit_interval = interval.0;
+        }
+        if let Some(every) = a.checkpoint.every {
+            opts.checkpoint_every = every.0;
+        }
+        if let Some(interval) = a.checkpoint.interval {
+            opts.checkpoint_interval = interval.0;
+        }
+        opts.max_segment_bytes = a.rotation.max_size.map(|s| s.0);
+        opts.compression = a.rotation.compress.0;
+        opts.retention = a.retention.as_ref().and_then(RetentionConfig::rule);
+        opts.on_failure = match a.on_write_failure {
+            OnWriteFailure::FailClosed => FailureMode::FailClosed,
+            OnWriteFailure::EnforceAndCount => FailureMode::EnforceAndCount,
+        };
+        if let Some(max) = a.max_buffered {
+            opts.max_buffered_bytes = usize::try_from(max.0).unwrap_or(usize::MAX);
+        }
+        Ok(opts)
+    }
+
+    /// Destinations configured but not written yet (built in a later issue); the daemon warns about them.
+    pub fn inactive_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.audit.destinations.iter().filter(|d| !matches!(d, Destination::File { .. }))
+    }
+}
+
+impl AuditConfig {
+    pub fn redactor(&self) -> Result<Redactor, RedactError> {
+        let extra: Vec<(String, String)> = self.redaction.patterns.iter().map(|p| (p.name.clone(), p.pattern.clone())).collect();
+        Redactor::new(self.redaction.builtin, &extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's example config, verbatim in structure.
+    const SEED: &str = r#"
+audit:
+  enabled: true
+  hashChain: true
+  format: "jsonl"
+  fields:
+    - timestamp
+    - action
+    - effect
+    - matchedRule
+    - reason
+    - agentId
+    - sessionId
+    - userId
+    - requestDetails
+    - evaluationDurationMs
+    - hash
+    - prevHash
+    - sequence
+  retention:
+    default: "3y"
+    overrides:
+      hipaa: "6y"
+      financial: "7y"
+      gdpr: "matched"
+  rotation:
+    maxSize: "500MB"
+    compress: true
+    archiveTo: "s3://audit-archive/"
+  destinations:
+    - type: file
+      path: "logs/audit.jsonl"
+    - type: syslog
+      host: "siem.internal.company.com"
+      port: 514
+      format: "cef"
+    - type: webhook
+      url: "${SAFECLAW_TEST_WEBHOOK}"
+      batchSize: 100
+      flushInterval: "5s"
+    - type: s3
+      bucket: "compliance-audit-logs"
+      prefix: "safeclaw/{{year}}/{{month}}/"
+      objectLock: true
+      retentionMode: "COMPLIANCE"
+      retentionDays: 2555
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/safeclaw/config.yaml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("accepted: {text}"))
+    }
+
+    #[test]
+    fn seed_config_parses() {
+        std::env::set_var("SAFECLAW_TEST_WEBHOOK", "https://hooks.example/abc");
+        let config = parse(SEED).unwrap();
+        assert_eq!(config.audit_log_path(None), PathBuf::from("/etc/safeclaw/logs/audit.jsonl"));
+        let opts = config.writer_options(None).unwrap();
+        assert_eq!(opts.max_segment_bytes, Some(500_000_000));
+        assert_eq!(opts.compression, Compression::Zstd);
+        let rule = opts.retention.unwrap();
+        assert_eq!(rule.label, "7y");
+        assert!(!opts.fields.has(FieldSet::POLICY_HASH));
+        assert!(opts.fields.has(FieldSet::REQUEST_DETAILS));
+        assert_eq!(config.inactive_destinations().count(), 3);
+        let webhook = config.audit.destinations.iter().find_map(|d| match d {
+            Destination::Webhook { url, .. } => Some(url.0.clone()),
+            _ => None,
+        });
+        assert_eq!(webhook.as_deref(), Some("https://hooks.example/abc"));
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = parse("").unwrap();
+        assert!(config.audit.enabled);
+        assert_eq!(config.audit_log_path(None), PathBuf::from(crate::audit::DEFAULT_LOG));
+        assert_eq!(config.audit_log_path(Some(Path::new("/x.jsonl"))), PathBuf::from("/x.jsonl"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_cause() {
+        let e = error("audit:\n  rotation:\n    maxSize: lots\n");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:3:"), "{e}");
+        assert!(e.contains("\"lots\""), "{e}");
+        // Inside a list, serde_yaml places errors at the list's first line.
+        let e = error("audit:\n  fields:\n    - timestamp\n    - colour\n");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:3:"), "{e}");
+        assert!(e.contains("unknown audit field \"colour\""), "{e}");
+        let e = error("audit:\n  hashChain: false\n");
+        assert!(e.contains(":2:") && e.contains("tamper-evident"), "{e}");
+        let e = error("audit:\n  enabled: true\n  bogus: 1\n");
+        assert!(e.contains(":3:") && e.contains("unknown field `bogus`"), "{e}");
+        let e = error("audit:\n  retention:\n    default: 6m\n");
+        assert!(e.contains("under one day"), "{e}");
+        let e = error("audit:\n  destinations:\n    - type: ftp\n      path: x\n");
+        assert!(e.contains(":3:") && e.contains("ftp"), "{e}");
+        let e = error("audit:\n  destinations:\n    - type: syslog\n      host: h\n      port: 99999\n");
+        assert!(e.contains(":5:"), "{e}");
+        let e = error("audit: [unclosed\n");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:"), "{e}");
+        let e = error("audit:\n  redaction:\n    patterns:\n      - name: bad\n        pattern: \"(\"\n");
+        assert!(e.contains("audit.redaction") && e.contains("\"bad\""), "{e}");
+        let e = error("audit:\n  commitInterval: 5s\n");
+        assert!(e.contains("between 1ms and 1s"), "{e}");
+    }
+
+    #[test]
+    fn unset_environment_variables_are_errors() {
+        let e = error("audit:\n  destinations:\n    - type: file\n      path: \"${SAFECLAW_TEST_SURELY_UNSET}/a\"\n");
+        assert!(e.contains(":3:") && e.contains("SAFECLAW_TEST_SURELY_UNSET is not set"), "{e}");
+    }
+
+    #[test]
+    fn env_expansion_rules() {
+        std::env::set_var("SAFECLAW_TEST_DIR", "/srv");
+        assert_eq!(expand_env("${SAFECLAW_TEST_DIR}/a$$b$c").unwrap(), "/srv/a$b$c");
+        assert!(expand_env("${A-B}").is_err());
+        assert!(expand_env("${OPEN").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert_eq!(parse_duration("1y"), Ok(Duration::from_secs(366 * 86_400)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("99999999999999y").is_err());
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TB").is_err());
+    }
+
+    #[test]
+    fn forever_anywhere_keeps_everything() {
+        let config = parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal: forever\n").unwrap();
+        assert_eq!(config.audit.retention.unwrap().rule(), None);
+    }
+}

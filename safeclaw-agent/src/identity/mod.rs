@@ -1,0 +1,131 @@
+//! Who an agent process is: the session records the launcher registers and the daemon looks up by cgroup id.
+pub mod client;
+pub mod ids;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod session_cgroup;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use ids::{AgentId, IdError, SessionId, Timestamp, UserId};
+pub use registry::Registry;
+
+/// Where the daemon listens for launchers when neither `--socket` nor `SAFECLAW_SOCKET` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/safeclaw/agent.sock";
+/// Environment variable that overrides [`DEFAULT_SOCKET`] (a `--socket` flag overrides both).
+pub const SOCKET_ENV: &str = "SAFECLAW_SOCKET";
+
+/// The socket to use: the flag, else `SAFECLAW_SOCKET`, else [`DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    match (flag, std::env::var_os(SOCKET_ENV)) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(env)) if !env.is_empty() => PathBuf::from(env),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// One agent session: which agent, for which human, in which cgroup, running what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionInfo {
+    pub agent_id: AgentId,
+    pub session_id: SessionId,
+    /// The human the agent runs for.
+    pub user_id: UserId,
+    /// Credentials the agent process runs with (0 when launched with `--as-root`).
+    pub uid: u32,
+    pub gid: u32,
+    /// Inode number of the session cgroup: the id kernel events carry.
+    pub cgroup_id: u64,
+    pub cgroup_path: PathBuf,
+    /// The command line, each argument converted lossily to UTF-8.
+    pub argv: Vec<String>,
+    pub started_at: Timestamp,
+    /// The launcher process, which stays outside the cgroup and forwards signals to the agent.
+    pub launcher_pid: u32,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionExit {
+    /// The agent exited with this code.
+    Exited(i32),
+    /// The agent was killed by this signal number.
+    Signaled(i32),
+    /// The command could not be started (the reason says why).
+    NotStarted(String),
+    /// The launcher's connection closed without an end report; the daemon killed what was left.
+    LauncherLost,
+}
+
+impl SessionExit {
+    /// The status a shell would report: the code, or 128 + the signal number.
+    pub fn shell_status(&self) -> Option<u8> {
+        match self {
+            SessionExit::Exited(code) => u8::try_from(*code).ok(),
+            SessionExit::Signaled(signal) => u8::try_from(128 + signal).ok(),
+            SessionExit::NotStarted(_) | SessionExit::LauncherLost => None,
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for SessionExit {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt as _;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => SessionExit::Exited(code),
+            (None, Some(signal)) => SessionExit::Signaled(signal),
+            // waitpid reports stops only when asked (WUNTRACED); a wait result is an exit or a signal.
+            (None, None) => SessionExit::NotStarted(format!("unexpected wait status {status}")),
+        }
+    }
+}
+
+impl fmt::Display for SessionExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionExit::Exited(code) => write!(f, "exited with code {code}"),
+            SessionExit::Signaled(signal) => match nix::sys::signal::Signal::try_from(*signal) {
+                Ok(name) => write!(f, "killed by signal {signal} ({name})"),
+                Err(_) => write!(f, "killed by signal {signal}"),
+            },
+            SessionExit::NotStarted(reason) => write!(f, "not started: {reason}"),
+            SessionExit::LauncherLost => f.write_str("launcher lost; the daemon ended the session"),
+        }
+    }
+}
+
+/// What the socket server tells the daemon, which turns each into an audit entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    Started(Arc<SessionInfo>),
+    Ended { session: Arc<SessionInfo>, exit: SessionExit },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_status_follows_the_shell_convention() {
+        assert_eq!(SessionExit::Exited(3).shell_status(), Some(3));
+        assert_eq!(SessionExit::Signaled(15).shell_status(), Some(143));
+        assert_eq!(SessionExit::LauncherLost.shell_status(), None);
+        assert_eq!(SessionExit::Signaled(15).to_string(), "killed by signal 15 (SIGTERM)");
+    }
+
+    #[test]
+    fn exit_wire_form_is_small_and_tagged() {
+        let json = |exit: &SessionExit| serde_json::to_string(exit).unwrap();
+        assert_eq!(json(&SessionExit::Exited(0)), r#"{"exited":0}"#);
+        assert_eq!(json(&SessionExit::Signaled(9)), r#"{"signaled":9}"#);
+        assert_eq!(json(&SessionExit::LauncherLost), r#""launcherLost""#);
+        assert!(serde_json::from_str::<SessionExit>(r#"{"exploded":1}"#).is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! Decoding ring-buffer records into checked userspace events. Nothing the kernel wrote is trusted
+//! blindly: unknown actions or effects and impossible lengths are errors, not guesses.
+use std::net::{IpAddr, Ipv6Addr};
+
+use safeclaw_common::{action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
+
+use crate::policy::compiled::{Effect, Request};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than an event header ({EVENT_FIXED_LEN})")]
+    Short(usize),
+    #[error("record claims a {claimed}-byte path but carries {carried}")]
+    PathLength { claimed: usize, carried: usize },
+    #[error("unknown action {0}")]
+    Action(u8),
+    #[error("unknown effect {0}")]
+    Effect(u8),
+}
+
+/// How a file was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAccess {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl FileAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileAccess::Read => "r",
+            FileAccess::Write => "w",
+            FileAccess::ReadWrite => "rw",
+        }
+    }
+}
+
+/// Where a connect went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectTarget {
+    /// `protocol` is 6 (TCP), 17 (UDP) or 0; `addr` is as the kernel decided on it (IPv4 shown as IPv4).
+    Inet {
+        protocol: u8,
+        addr: IpAddr,
+        port: u16,
+    },
+    Unix {
+        path: Vec<u8>,
+    },
+    /// AF_UNSPEC: a datagram socket disconnecting.
+    Disconnect,
+    /// A family the policy does not describe.
+    Other {
+        family: u16,
+    },
+}
+
+/// A self-protection action: always denied inside the scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    Signal {
+        target_pid: u32,
+        signal: u32,
+    },
+    Ptrace {
+        target_pid: u32,
+        mode: u32,
+    },
+    Bpf {
+        command: u32,
+    },
+    /// A write on cgroupfs or bpffs, by filesystem magic.
+    ProtectedFsWrite {
+        fs_magic: u32,
+    },
+    /// A kernel module (or other kernel-read file) load, by the kernel's read id.
+    ModuleLoad {
+        id: u32,
+    },
+    Mount {
+        op: MountOp,
+    },
+    UsernsCreate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountOp {
+    Mount,
+    Umount,
+    PivotRoot,
+    MoveMount,
+    Unknown(u32),
+}
+
+impl Guarded {
+    /// Audit action name.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            Guarded::Signal { .. } => "guard.signal",
+            Guarded::Ptrace { .. } => "guard.ptrace",
+            Guarded::Bpf { .. } => "guard.bpf",
+            Guarded::ProtectedFsWrite { .. } => "guard.protected_fs_write",
+            Guarded::ModuleLoad { .. } => "guard.module_load",
+            Guarded::Mount { .. } => "guard.mount",
+            Guarded::UsernsCreate => "guard.userns_create",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    File { access: FileAccess, f_mode: u32, path: Vec<u8> },
+    Exec { path: Vec<u8> },
+    Connect(ConnectTarget),
+    Guarded(Guarded),
+}
+
+/// One decision the kernel made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    pub kernel_seq: u64,
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    /// The launcher's session cgroup the task is in (0: none).
+    pub session_cgroup_id: u64,
+    pub decide_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `None`: the policy default (or a flag) decided.
+    pub rule: Option<u32>,
+    pub policy_generation: u32,
+    pub effect: Effect,
+    pub flags: u16,
+    pub comm: String,
+    pub detail: Detail,
+}
+
+/// Names of the set `safeclaw_common::flag` bits, for audit entries.
+pub fn flag_names(flags: u16) -> Vec<&'static str> {
+    [
+        (flag::PATH_UNRESOLVED, "path_unresolved"),
+        (flag::NO_POLICY, "no_policy"),
+        (flag::LOCKDOWN, "lockdown"),
+        (flag::TABLE_BOUND, "table_bound"),
+        (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
+        (flag::UNDECIDED_FAMILY, "undecided_family"),
+        (flag::SENDTO, "sendto"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
+    debug_assert!(at + std::mem::size_of::<T>() <= bytes.len());
+    // SAFETY: callers check the length first; T is a plain #[repr(C)] integer struct valid for any bits.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(at).cast::<T>()) }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    if bytes.len() < EVENT_FIXED_LEN {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let header: EventHeader = read(bytes, 0);
+    let net: NetDetail = read(bytes, std::mem::size_of::<EventHeader>());
+    let path_len: u32 = read(bytes, std::mem::size_of::<EventHeader>() + std::mem::size_of::<NetDetail>());
+    let carried = bytes.len() - EVENT_FIXED_LEN;
+    let claimed = path_len as usize;
+    if claimed > carried || claimed >= PATH_MAX {
+        return Err(DecodeError::PathLength { claimed, carried });
+    }
+    let path = bytes[EVENT_FIXED_LEN..EVENT_FIXED_LEN + claimed].to_vec();
+    let effect = Effect::from_wire(header.effect).ok_or(DecodeError::Effect(header.effect))?;
+    let detail = match header.action {
+        action::FILE_READ => Detail::File { access: FileAccess::Read, f_mode: header.file_mode, path },
+        action::FILE_WRITE => Detail::File { access: FileAccess::Write, f_mode: header.file_mode, path },
+        action::FILE_READ_WRITE => {
+            Detail::File { access: FileAccess::ReadWrite, f_mode: header.file_mode, path }
+        }
+        action::PROCESS_EXEC => Detail::Exec { path },
+        action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
+        action::SIGNAL => {
+            Detail::Guarded(Guarded::Signal { target_pid: header.target_pid, signal: header.detail_arg })
+        }
+        action::PTRACE => {
+            Detail::Guarded(Guarded::Ptrace { target_pid: header.target_pid, mode: header.detail_arg })
+        }
+        action::BPF => Detail::Guarded(Guarded::Bpf { command: header.detail_arg }),
+        action::PROTECTED_FS_WRITE => {
+            Detail::Guarded(Guarded::ProtectedFsWrite { fs_magic: header.detail_arg })
+        }
+        action::MODULE_LOAD => Detail::Guarded(Guarded::ModuleLoad { id: header.detail_arg }),
+        action::MOUNT => Detail::Guarded(Guarded::Mount {
+            op: match header.detail_arg {
+                mount_op::MOUNT => MountOp::Mount,
+                mount_op::UMOUNT => MountOp::Umount,
+                mount_op::PIVOT_ROOT => MountOp::PivotRoot,
+                mount_op::MOVE_MOUNT => MountOp::MoveMount,
+                other => MountOp::Unknown(other),
+            },
+        }),
+        action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
+        other => return Err(DecodeError::Action(other)),
+    };
+    let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
+    Ok(KernelEvent {
+        kernel_seq: header.kernel_seq,
+        boot_ns: header.boot_ns,
+        cgroup_id: header.cgroup_id,
+        session_cgroup_id: header.session_cgroup_id,
+        decide_ns: header.decide_ns,
+        pid: header.pid,
+        tgid: header.tgid,
+        uid: header.uid,
+        gid: header.gid,
+        rule: (header.rule_id != NO_RULE).then_some(header.rule_id),
+        policy_generation: header.policy_generation,
+        effect,
+        flags: header.flags,
+        comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+        detail,
+    })
+}
+
+const AF_UNSPEC: u16 = 0;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn connect_target(net: &NetDetail, path: Vec<u8>) -> ConnectTarget {
+    match net.family {
+        AF_INET | AF_INET6 => {
+            let v6 = Ipv6Addr::from(net.addr);
+            let addr = match (net.family, v6.to_ipv4_mapped()) {
+                (AF_INET, Some(v4)) => IpAddr::V4(v4),
+                _ => IpAddr::V6(v6),
+            };
+            ConnectTarget::Inet { protocol: net.protocol as u8, addr, port: net.port }
+        }
+        AF_UNIX => ConnectTarget::Unix { path },
+        AF_UNSPEC => ConnectTarget::Disconnect,
+        family => ConnectTarget::Other { family },
+    }
+}
+
+impl KernelEvent {
+    /// The attempt as the policy evaluator sees it (`None` for a disconnect or a self-protection
+    /// action, which no policy decides).
+    pub fn request(&self) -> Option<Request<'_>> {
+        Some(match &self.detail {
+            Detail::File { access, path, .. } => Request::FileOpen {
+                path,
+                read: matches!(access, FileAccess::Read | FileAccess::ReadWrite),
+                write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
+            },
+            Detail::Exec { path } => Request::Exec { path },
+            Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
+                protocol: *protocol,
+                addr: match addr {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                },
+                port: *port,
+            },
+            Detail::Connect(ConnectTarget::Unix { path }) => Request::ConnectUnix { path },
+            Detail::Connect(ConnectTarget::Other { .. }) => Request::ConnectOther,
+            Detail::Connect(ConnectTarget::Disconnect) | Detail::Guarded(_) => return None,
+        })
+    }
+
+    /// The policy action name (`file.read`, `file.write`, `process.exec`, `network.connect`).
+    pub fn action_name(&self) -> &'static str {
+        match &self.detail {
+            Detail::File { access: FileAccess::Read, .. } => "file.read",
+            Detail::File { .. } => "file.write",
+            Detail::Exec { .. } => "process.exec",
+            Detail::Connect(_) => "network.connect",
+            Detail::Guarded(guarded) => guarded.action_name(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safeclaw_common::{effect, Event};
+
+    fn encode(header: EventHeader, net: NetDetail, path: &[u8]) -> Vec<u8> {
+        let mut event = Event { header, net, path_len: path.len() as u32, _pad: 0, path: [0; PATH_MAX] };
+        event.path[..path.len()].copy_from_slice(path);
+        // SAFETY: Event is plain data.
+        let all = unsafe {
+            std::slice::from_raw_parts(&event as *const Event as *const u8, std::mem::size_of::<Event>())
+        };
+        all[..EVENT_FIXED_LEN + path.len()].to_vec()
+    }
+
+    #[test]
+    fn decodes_a_denied_read() {
+        let header = EventHeader {
+            kernel_seq: 7,
+            action: action::FILE_READ,
+            effect: effect::DENY,
+            rule_id: 3,
+            comm: *b"cat\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..EventHeader::default()
+        };
+        let event = decode(&encode(header, NetDetail::default(), b"/home/u/.ssh/id_rsa")).unwrap();
+        assert_eq!(event.kernel_seq, 7);
+        assert_eq!(event.effect, Effect::Deny);
+        assert_eq!(event.rule, Some(3));
+        assert_eq!(event.comm, "cat");
+        assert_eq!(event.action_name(), "file.read");
+        assert_eq!(
+            event.detail,
+            Detail::File { access: FileAccess::Read, f_mode: 0, path: b"/home/u/.ssh/id_rsa".to_vec() }
+        );
+    }
+
+    #[test]
+    fn ipv4_connect_is_shown_as_ipv4_and_decided_as_mapped() {
+        let header =
+            EventHeader { action: action::NETWORK_CONNECT, rule_id: NO_RULE, ..EventHeader::default() };
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[169, 254, 169, 254]);
+        let net = NetDetail { family: AF_INET, port: 80, protocol: 6, _pad: 0, addr };
+        let event = decode(&encode(header, net, b"")).unwrap();
+        assert_eq!(event.rule, None);
+        assert_eq!(
+            event.detail,
+            Detail::Connect(ConnectTarget::Inet {
+                protocol: 6,
+                addr: "169.254.169.254".parse().unwrap(),
+                port: 80
+            })
+        );
+        assert_eq!(event.request(), Some(Request::ConnectInet { protocol: 6, addr, port: 80 }));
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let header = EventHeader { action: 99, ..EventHeader::default() };
+        assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")), Err(DecodeError::Action(99)));
+        let header = EventHeader { action: action::FILE_READ, effect: 9, ..EventHeader::default() };
+        assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")), Err(DecodeError::Effect(9)));
+        let header = EventHeader { action: action::FILE_READ, ..EventHeader::default() };
+        let mut bytes = encode(header, NetDetail::default(), b"/abc");
+        bytes.truncate(bytes.len() - 2);
+        assert_eq!(decode(&bytes), Err(DecodeError::PathLength { claimed: 4, carried: 2 }));
+    }
+}

@@ -1,0 +1,179 @@
+//! Loading the embedded eBPF object with this kernel's struct offsets, and attaching its programs.
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        lsm::LsmLinkId,
+        Lsm,
+    },
+    Btf, Ebpf, EbpfLoader,
+};
+use safeclaw_common::KernelOffsets;
+
+use super::btf::KernelBtf;
+use super::pins::{PinDir, PERSISTENT_MAPS};
+use super::KernelError;
+
+/// The object built from safeclaw-ebpf by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
+
+/// Each program is named after the LSM hook it attaches to.
+pub const PROGRAMS: [&str; 15] = [
+    "file_open",
+    "bprm_check_security",
+    "socket_connect",
+    "socket_sendmsg",
+    "task_kill",
+    "ptrace_access_check",
+    "bpf",
+    "inode_permission",
+    "kernel_read_file",
+    "kernel_load_data",
+    "sb_mount",
+    "sb_umount",
+    "sb_pivotroot",
+    "move_mount",
+    "userns_create",
+];
+
+/// Reads the struct member offsets the programs need from the running kernel's BTF.
+pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
+    Ok(KernelOffsets {
+        file_f_path: btf.member_offset("file", "f_path")?,
+        file_f_mode: btf.member_offset("file", "f_mode")?,
+        linux_binprm_file: btf.member_offset("linux_binprm", "file")?,
+        socket_type: btf.member_offset("socket", "type")?,
+        task_struct_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_struct_cgroups: btf.member_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
+        cgroup_level: btf.member_offset("cgroup", "level")?,
+        cgroup_ancestors: btf.member_offset("cgroup", "ancestors")?,
+        cgroup_kn: btf.member_offset("cgroup", "kn")?,
+        kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+        inode_i_sb: btf.member_offset("inode", "i_sb")?,
+        super_block_s_magic: btf.member_offset("super_block", "s_magic")?,
+        msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
+        msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,
+    })
+}
+
+/// The object loaded into the kernel (maps created), programs not yet loaded.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    btf: Btf,
+    pins: Option<PinDir>,
+    links: Vec<(&'static str, Link)>,
+}
+
+/// An attached program's link: held by this process, or pinned so it outlives it.
+enum Link {
+    Held(LsmLinkId),
+    Pinned(PinnedLink),
+}
+
+/// Kernel run-time statistics of one program (collected while `kernel.bpf_stats_enabled` is on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Creates the maps and prepares the programs for this kernel. With `pins`, the persistent maps are
+/// pinned there, or reused if a previous daemon left them (after checking their layout).
+pub fn open(pins: Option<PinDir>) -> Result<Loaded, KernelError> {
+    let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
+    let btf = Btf::from_sys_fs()?;
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf)).override_global("OFFSETS", &offsets, true);
+    if let Some(pins) = &pins {
+        pins.check_compatible()?;
+        pins.create()?;
+        for map in &PERSISTENT_MAPS {
+            loader.map_pin_path(map.name, pins.map(map.name));
+        }
+    }
+    let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
+    Ok(Loaded { ebpf, btf, pins, links: Vec::new() })
+}
+
+impl Loaded {
+    /// Loads (verifies) every program without attaching any.
+    pub fn load_programs(&mut self) -> Result<(), KernelError> {
+        for name in PROGRAMS {
+            lsm(&mut self.ebpf, name)?
+                .load(name, &self.btf)
+                .map_err(|source| KernelError::LoadProgram { program: name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches every loaded program. Enforcement starts with the first one; the maps must be filled
+    /// before. Without pins, dropping `Loaded` detaches them all. With pins, each new link replaces the
+    /// pinned link of a previous daemon only once it is attached itself, so enforcement never lapses.
+    pub fn attach(&mut self) -> Result<(), KernelError> {
+        for name in PROGRAMS {
+            let id = lsm(&mut self.ebpf, name)?
+                .attach()
+                .map_err(|source| KernelError::AttachProgram { program: name, source })?;
+            let Some(pins) = &self.pins else {
+                self.links.push((name, Link::Held(id)));
+                continue;
+            };
+            let link: FdLink = lsm(&mut self.ebpf, name)?
+                .take_link(id)
+                .map_err(|source| KernelError::AttachProgram { program: name, source })?
+                .try_into()
+                .map_err(|e| KernelError::Pins(format!("link of {name}: {e}")))?;
+            let path = pins.link(name);
+            if path.exists() {
+                std::fs::remove_file(&path)
+                    .map_err(|e| KernelError::Pins(format!("cannot replace {}: {e}", path.display())))?;
+            }
+            let pinned = link
+                .pin(&path)
+                .map_err(|e| KernelError::Pins(format!("cannot pin {}: {e}", path.display())))?;
+            self.links.push((name, Link::Pinned(pinned)));
+        }
+        Ok(())
+    }
+
+    /// Detaches every attached program and removes every pin: the deliberate end of enforcement.
+    pub fn detach(&mut self) -> Result<(), KernelError> {
+        while let Some((name, link)) = self.links.pop() {
+            match link {
+                Link::Held(id) => lsm(&mut self.ebpf, name)?
+                    .detach(id)
+                    .map_err(|source| KernelError::AttachProgram { program: name, source })?,
+                Link::Pinned(pinned) => {
+                    drop(pinned.unpin().map_err(|e| KernelError::Pins(format!("cannot unpin {name}: {e}")))?)
+                }
+            }
+        }
+        if let Some(pins) = &self.pins {
+            pins.remove_all()?;
+        }
+        Ok(())
+    }
+
+    /// Run counts and times of each program, as the kernel accounts them.
+    pub fn stats(&mut self) -> Result<Vec<ProgramStats>, KernelError> {
+        PROGRAMS
+            .into_iter()
+            .map(|name| {
+                let info = lsm(&mut self.ebpf, name)?
+                    .info()
+                    .map_err(|source| KernelError::LoadProgram { program: name, source })?;
+                Ok(ProgramStats {
+                    name,
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+fn lsm<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, KernelError> {
+    let program = ebpf.program_mut(name).ok_or(KernelError::Missing { what: "program", name })?;
+    program.try_into().map_err(|_| KernelError::Missing { what: "LSM program", name })
+}

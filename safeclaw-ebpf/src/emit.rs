@@ -1,0 +1,296 @@
+//! Building one event per in-scope decision in the per-CPU scratch slot, and emitting it. An event
+//! the ring buffer cannot take turns its action into a denial: what cannot be recorded must not happen.
+use aya_ebpf::{
+    bindings::path,
+    helpers::{
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        generated,
+    },
+};
+use safeclaw_common::{action, counter, effect, flag, Event, NetDetail, Scope, EVENT_FIXED_LEN, PATH_MAX};
+
+use crate::decide::{Slot, Verdict};
+use crate::kernel;
+use crate::maps::{COUNTERS, EVENTS, POLICY, SCRATCH};
+
+/// What an LSM hook returns to deny.
+pub const DENIED: i32 = -1; // -EPERM
+
+const AF_UNSPEC: u16 = 0;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: i16 = 1;
+const SOCK_DGRAM: i16 = 2;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+/// `sizeof(struct sockaddr_un.sun_path)`.
+const SUN_PATH_LEN: usize = 108;
+
+/// What a connect reaches, once its address is read.
+pub enum Destination {
+    /// AF_INET or AF_INET6; see `Pending::net`.
+    Inet,
+    /// AF_UNIX with this many bytes of path in `Pending::path`.
+    Unix(u32),
+    Disconnect,
+    Undecided,
+}
+
+/// An in-scope decision under construction.
+pub struct Pending {
+    event: &'static mut Event,
+    scope: &'static Scope,
+    slot: Slot,
+    previous: i32,
+    started_ns: u64,
+}
+
+impl Pending {
+    /// Claims this CPU's scratch event and fills the identity fields. `None` only if the scratch map
+    /// cannot be read, in which case the caller denies.
+    #[inline(always)]
+    pub fn start(scope: &'static Scope, previous: i32) -> Option<Self> {
+        // SAFETY: bpf helpers with no preconditions.
+        let started_ns = unsafe { bpf_ktime_get_boot_ns() };
+        let event = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: the per-CPU scratch value is only used by this program invocation on this CPU
+        // (BPF programs are not preempted by other BPF programs on the same CPU mid-hook here).
+        let event = unsafe { &mut *event };
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let uid_gid = bpf_get_current_uid_gid();
+        let header = &mut event.header;
+        header.boot_ns = started_ns;
+        // SAFETY: plain helper.
+        header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: plain helper; a level below the task's own depth yields 0.
+        header.session_cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(scope.level as i32 + 2) };
+        header.pid = pid_tgid as u32;
+        header.tgid = (pid_tgid >> 32) as u32;
+        header.uid = uid_gid as u32;
+        header.gid = (uid_gid >> 32) as u32;
+        header.comm = bpf_get_current_comm().unwrap_or_default();
+        header.file_mode = 0;
+        header.target_pid = 0;
+        header.detail_arg = 0;
+        header.flags = 0;
+        event.net = NetDetail::default();
+        event.path_len = 0;
+        let index = scope.active_slot & 1;
+        let slot = Slot { index, header: POLICY.get(index).filter(|h| h.loaded != 0) };
+        header.policy_generation = slot.header.map_or(0, |h| h.generation);
+        Some(Pending { event, scope, slot, previous, started_ns })
+    }
+
+    #[inline(always)]
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    #[inline(always)]
+    pub fn path(&self) -> &[u8; PATH_MAX] {
+        &self.event.path
+    }
+
+    #[inline(always)]
+    pub fn net(&self) -> &NetDetail {
+        &self.event.net
+    }
+
+    #[inline(always)]
+    pub fn set_file(&mut self, act: u8, mode: u32) {
+        self.event.header.action = act;
+        self.event.header.file_mode = mode;
+    }
+
+    #[inline(always)]
+    pub fn set_exec(&mut self) {
+        self.event.header.action = action::PROCESS_EXEC;
+    }
+
+    /// A self-protection action (`safeclaw_common::action::SIGNAL` and after).
+    #[inline(always)]
+    pub fn set_guarded(&mut self, act: u8, target_pid: u32, detail_arg: u32) {
+        let header = &mut self.event.header;
+        header.action = act;
+        header.target_pid = target_pid;
+        header.detail_arg = detail_arg;
+    }
+
+    #[inline(always)]
+    pub fn add_flags(&mut self, flags: u16) {
+        self.event.header.flags |= flags;
+    }
+
+    /// Resolves `file`'s full path into the event. `None` if it does not fit PATH_MAX or cannot be
+    /// resolved.
+    #[inline(always)]
+    pub fn resolve_file_path(&mut self, file: *const u8) -> Option<u32> {
+        let buf = self.event.path.as_mut_ptr();
+        // SAFETY: `file` is the hook's trusted pointer; buf is PATH_MAX bytes of map memory.
+        let written =
+            unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
+        if written <= 0 {
+            return None;
+        }
+        // `written` counts the trailing NUL.
+        let len = (written as u32 - 1) & (PATH_MAX as u32 - 1);
+        self.event.path_len = len;
+        Some(len)
+    }
+
+    #[inline(always)]
+    pub fn resolve_exec_path(&mut self, bprm: *const u8) -> Option<u32> {
+        self.resolve_file_path(kernel::bprm_file(bprm))
+    }
+
+    /// Reads the connect's address into the event.
+    #[inline(always)]
+    pub fn read_sockaddr(&mut self, sock: *const u8, address: *const u8, addrlen: i32) -> Destination {
+        self.event.header.action = action::NETWORK_CONNECT;
+        // SAFETY: `address` is the kernel's copy of the user's sockaddr (a sockaddr_storage).
+        let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
+            return Destination::Undecided;
+        };
+        let net = &mut self.event.net;
+        net.family = family;
+        net.protocol = match kernel::socket_type(sock) {
+            SOCK_STREAM => IPPROTO_TCP,
+            SOCK_DGRAM => IPPROTO_UDP,
+            _ => 0,
+        };
+        match family {
+            AF_INET if addrlen >= 16 => {
+                // SAFETY: sockaddr_in: port at 2, address at 4; within the kernel's copy.
+                let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
+                let addr = unsafe { bpf_probe_read_kernel(address.add(4) as *const [u8; 4]) };
+                let (Ok(port), Ok(addr)) = (port, addr) else {
+                    return Destination::Undecided;
+                };
+                net.port = u16::from_be(port);
+                net.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
+                Destination::Inet
+            }
+            AF_INET6 if addrlen >= 24 => {
+                // SAFETY: sockaddr_in6: port at 2, address at 8; within the kernel's copy.
+                let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
+                let addr = unsafe { bpf_probe_read_kernel(address.add(8) as *const [u8; 16]) };
+                let (Ok(port), Ok(addr)) = (port, addr) else {
+                    return Destination::Undecided;
+                };
+                net.port = u16::from_be(port);
+                net.addr = addr;
+                Destination::Inet
+            }
+            AF_UNIX if addrlen > 2 => self.read_unix_path(address, addrlen as u32 - 2),
+            AF_UNSPEC => Destination::Disconnect,
+            _ => Destination::Undecided,
+        }
+    }
+
+    /// Copies `sun_path` into the event; an abstract name (leading NUL) is shown as `@name`.
+    #[inline(always)]
+    fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
+        // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
+        // is applied in asm so that LLVM cannot drop it: it is what the verifier bounds the read by.
+        let given = masked_127(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
+        let buf = self.event.path.as_mut_ptr();
+        // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
+        // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
+        let first = unsafe { bpf_probe_read_kernel(address.add(2)) };
+        let len = match first {
+            Err(_) => return Destination::Undecided,
+            Ok(0u8) => {
+                let copied = unsafe {
+                    generated::bpf_probe_read_kernel(buf as *mut _, given, address.add(2) as *const _)
+                };
+                if copied < 0 {
+                    return Destination::Undecided;
+                }
+                self.event.path[0] = b'@';
+                given
+            }
+            Ok(_) => {
+                let copied = unsafe {
+                    generated::bpf_probe_read_kernel_str(buf as *mut _, given + 1, address.add(2) as *const _)
+                };
+                if copied <= 0 {
+                    return Destination::Undecided;
+                }
+                copied as u32 - 1
+            }
+        };
+        let len = len & (PATH_MAX as u32 - 1);
+        self.event.path_len = len;
+        Destination::Unix(len)
+    }
+
+    /// Records the verdict, emits the event and returns what the hook must return.
+    #[inline(always)]
+    pub fn finish(self, verdict: Verdict) -> i32 {
+        let Pending { event, scope, previous, started_ns, .. } = self;
+        let header = &mut event.header;
+        header.effect = verdict.effect;
+        header.rule_id = verdict.rule;
+        header.flags |= verdict.flags;
+        if scope.lockdown != 0 {
+            header.effect = effect::DENY;
+            header.flags |= flag::LOCKDOWN;
+        }
+        if previous != 0 {
+            header.effect = effect::DENY;
+            header.flags |= flag::PREVIOUS_LSM_DENIED;
+        }
+        // SAFETY: plain helper.
+        header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
+        header.kernel_seq = next(counter::NEXT_SEQ);
+        let denied = header.effect == effect::DENY;
+        let size = EVENT_FIXED_LEN + (event.path_len as usize & (PATH_MAX - 1));
+        // SAFETY: `size` <= size_of::<Event>() and the scratch value is that large.
+        let bytes = unsafe { core::slice::from_raw_parts(event as *const Event as *const u8, size) };
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            next(counter::RINGBUF_FULL);
+            return DENIED;
+        }
+        if !denied {
+            0
+        } else if previous != 0 {
+            previous
+        } else {
+            DENIED
+        }
+    }
+}
+
+/// `value & 127`, computed so that the verifier sees the bound.
+#[inline(always)]
+fn masked_127(value: u32) -> u32 {
+    let mut value = value as u64;
+    // SAFETY: register arithmetic only.
+    unsafe { core::arch::asm!("{v} &= 127", v = inout(reg) value) };
+    value as u32
+}
+
+/// Atomically increments `COUNTERS[index]`, returning the old value (0 if the map is unreadable).
+#[inline(always)]
+fn next(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
+        // SAFETY: array map values are 8-byte aligned and live as long as the map.
+        Some(ptr) => {
+            let mut value: u64 = 1;
+            // SAFETY: `ptr` is a valid, 8-byte aligned map value. aya-build links for the generic
+            // CPU, where LLVM refuses to use the result of an atomic add, so the fetching form
+            // (kernel >= 5.12) is written out.
+            unsafe {
+                core::arch::asm!(
+                    "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+                    v = inout(reg) value,
+                    p = in(reg) ptr,
+                )
+            };
+            value
+        }
+        None => 0,
+    }
+}

@@ -1,0 +1,136 @@
+//! Kernel structure access. Offsets differ between kernels (`file.f_path` is 16 on 6.1, 64 on 6.12),
+//! so they live in a read-only global the loader fills from the running kernel's BTF; the verifier
+//! sees them as constants and checks every direct access against BTF, so a wrong offset fails the
+//! load instead of reading the wrong field.
+use core::ptr::read_volatile;
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use safeclaw_common::{KernelOffsets, Scope};
+
+pub const FMODE_READ: u32 = 0x1;
+pub const FMODE_WRITE: u32 = 0x2;
+pub const MAY_WRITE: i32 = 0x2;
+pub const MAY_APPEND: i32 = 0x8;
+pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
+pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
+pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// Deepest cgroup level the target-task check follows (the kernel's own limit is far higher, but
+/// agent cgroups sit a few levels down; deeper targets count as outside the scope).
+const MAX_CGROUP_LEVEL: u32 = 64;
+
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    file_f_path: 0,
+    file_f_mode: 0,
+    linux_binprm_file: 0,
+    socket_type: 0,
+    task_struct_tgid: 0,
+    task_struct_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_level: 0,
+    cgroup_ancestors: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    inode_i_sb: 0,
+    super_block_s_magic: 0,
+    msghdr_msg_name: 0,
+    msghdr_msg_namelen: 0,
+};
+
+#[inline(always)]
+fn offset(field: &'static u64) -> usize {
+    // SAFETY: reading our own initialised static; volatile so the value set at load time is used.
+    unsafe { read_volatile(field) as usize }
+}
+
+/// `file->f_mode`, read directly through the hook's trusted `struct file *`.
+#[inline(always)]
+pub fn file_mode(file: *const u8) -> u32 {
+    // SAFETY: `file` is the hook's BTF pointer; the verifier checks the field access.
+    unsafe { *(file.add(offset(&OFFSETS.file_f_mode)) as *const u32) }
+}
+
+/// `&file->f_path`, still a trusted pointer as `bpf_d_path` requires.
+#[inline(always)]
+pub fn file_path(file: *const u8) -> *const u8 {
+    // SAFETY: pointer arithmetic only; no access.
+    unsafe { file.add(offset(&OFFSETS.file_f_path)) }
+}
+
+/// `bprm->file`: the executable being checked.
+#[inline(always)]
+pub fn bprm_file(bprm: *const u8) -> *const u8 {
+    // SAFETY: `bprm` is the hook's BTF pointer; the verifier checks the field access.
+    unsafe { *(bprm.add(offset(&OFFSETS.linux_binprm_file)) as *const *const u8) }
+}
+
+/// `sock->type` (SOCK_STREAM, SOCK_DGRAM, ...).
+#[inline(always)]
+pub fn socket_type(sock: *const u8) -> i16 {
+    // SAFETY: `sock` is the hook's BTF pointer; the verifier checks the field access.
+    unsafe { *(sock.add(offset(&OFFSETS.socket_type)) as *const i16) }
+}
+
+/// `task->tgid`.
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> u32 {
+    // SAFETY: probe read of a kernel address; a fault reads as 0.
+    unsafe { bpf_probe_read_kernel(task.add(offset(&OFFSETS.task_struct_tgid)) as *const u32) }.unwrap_or(0)
+}
+
+/// Whether `task` is in the scope's cgroup or a descendant: its default-hierarchy cgroup's ancestor
+/// at the scope's level is the scope's cgroup. Unreadable means outside (the caller then denies).
+#[inline(always)]
+pub fn task_in_scope(task: *const u8, scope: &Scope) -> bool {
+    // SAFETY: every step is a probe read; a fault stops the walk.
+    unsafe {
+        let Ok(css_set) =
+            bpf_probe_read_kernel(task.add(offset(&OFFSETS.task_struct_cgroups)) as *const *const u8)
+        else {
+            return false;
+        };
+        let Ok(cgroup) =
+            bpf_probe_read_kernel(css_set.add(offset(&OFFSETS.css_set_dfl_cgrp)) as *const *const u8)
+        else {
+            return false;
+        };
+        let Ok(level) = bpf_probe_read_kernel(cgroup.add(offset(&OFFSETS.cgroup_level)) as *const i32) else {
+            return false;
+        };
+        if level < 0 || (level as u32) < scope.level || scope.level > MAX_CGROUP_LEVEL {
+            return false;
+        }
+        let slot = cgroup.add(offset(&OFFSETS.cgroup_ancestors) + 8 * scope.level as usize);
+        let Ok(ancestor) = bpf_probe_read_kernel(slot as *const *const u8) else { return false };
+        let Ok(kn) = bpf_probe_read_kernel(ancestor.add(offset(&OFFSETS.cgroup_kn)) as *const *const u8)
+        else {
+            return false;
+        };
+        matches!(bpf_probe_read_kernel(kn.add(offset(&OFFSETS.kernfs_node_id)) as *const u64), Ok(id) if id == scope.cgroup_id)
+    }
+}
+
+/// `inode->i_sb->s_magic`, 0 if unreadable.
+#[inline(always)]
+pub fn inode_fs_magic(inode: *const u8) -> u32 {
+    // SAFETY: probe reads.
+    unsafe {
+        let Ok(sb) = bpf_probe_read_kernel(inode.add(offset(&OFFSETS.inode_i_sb)) as *const *const u8) else {
+            return 0;
+        };
+        bpf_probe_read_kernel(sb.add(offset(&OFFSETS.super_block_s_magic)) as *const u64)
+            .map_or(0, |m| m as u32)
+    }
+}
+
+/// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.
+#[inline(always)]
+pub fn msghdr_destination(msg: *const u8) -> Option<(*const u8, i32)> {
+    // SAFETY: probe reads of the kernel's msghdr.
+    unsafe {
+        let name =
+            bpf_probe_read_kernel(msg.add(offset(&OFFSETS.msghdr_msg_name)) as *const *const u8).ok()?;
+        let len = bpf_probe_read_kernel(msg.add(offset(&OFFSETS.msghdr_msg_namelen)) as *const i32).ok()?;
+        (!name.is_null() && len > 0).then_some((name, len))
+    }
+}

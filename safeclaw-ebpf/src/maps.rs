@@ -1,0 +1,45 @@
+//! The maps shared with the daemon; sizes come from safeclaw-common so both sides agree.
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::LpmTrie, Array, PerCpuArray, RingBuf},
+};
+use safeclaw_common::{
+    counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
+    RuleEntry, Scope, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES,
+    MAX_PORT_INTERVALS, MAX_RULES, POLICY_SLOTS,
+};
+
+#[map(name = "SCOPE")]
+pub static SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
+
+#[map(name = "POLICY")]
+pub static POLICY: Array<PolicyHeader> = Array::with_max_entries(POLICY_SLOTS, 0);
+
+#[map(name = "RULES")]
+pub static RULES: Array<RuleEntry> = Array::with_max_entries(POLICY_SLOTS * MAX_RULES, 0);
+
+#[map(name = "DFA_CLASSES")]
+pub static DFA_CLASSES: Array<ByteClasses> = Array::with_max_entries(POLICY_SLOTS * dfa_class::COUNT, 0);
+
+#[map(name = "DFA_TRANS")]
+pub static DFA_TRANS: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_TRANSITIONS, 0);
+
+#[map(name = "DFA_ACCEPT")]
+pub static DFA_ACCEPT: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_STATES, 0);
+
+#[map(name = "NET_PREFIXES")]
+pub static NET_PREFIXES: LpmTrie<NetKeyData, NetPrefixValue> = LpmTrie::with_max_entries(MAX_NET_PREFIXES, 0);
+
+#[map(name = "PORT_INTERVALS")]
+pub static PORT_INTERVALS: Array<PortInterval> =
+    Array::with_max_entries(POLICY_SLOTS * MAX_PORT_INTERVALS, 0);
+
+#[map(name = "COUNTERS")]
+pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
+
+/// One event under construction per CPU (too large for the 512-byte BPF stack).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

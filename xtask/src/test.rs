@@ -1,0 +1,290 @@
+//! `cargo xtask test`: unit and property tests natively, then every integration test binary in one VM per
+//! kernel, ending with the line `N passed, M failed` summed over all of them.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::cargo::{self, Executable};
+use crate::process;
+use crate::project;
+use crate::vm::{Ending, Kernel, Vm};
+
+/// Runs each test binary given as an argument, one test at a time, and brackets each with lines that
+/// tell the host which binary finished and how.
+const RUN_EACH: &str = r#"status=0
+for test in "$@"; do
+    echo "safeclaw-test: running $test"
+    "$test" --test-threads=1
+    code=$?
+    echo "safeclaw-test: exited $code $test"
+    [ "$code" -eq 0 ] || status=1
+done
+exit $status"#;
+const RUNNING: &str = "safeclaw-test: running ";
+const EXITED: &str = "safeclaw-test: exited ";
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Run the VM tests on this kernel only (default: 6.1, then 6.12).
+    #[arg(long)]
+    kernel: Option<Kernel>,
+    /// Seconds each VM may run before it is killed and counted as a failure.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// One line of the summary: a native run or a VM run, with why it failed when the counts cannot say.
+struct Suite {
+    name: String,
+    tally: Tally,
+    notes: Vec<String>,
+    elapsed: Duration,
+}
+
+pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
+    project::setup()?;
+    let mut suites = vec![native_tests()?];
+    interruption_check()?;
+    let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
+    match build_vm_tests() {
+        Ok((agent, tests)) => {
+            for kernel in kernels {
+                interruption_check()?;
+                suites.push(vm_tests(kernel, &agent, &tests, Duration::from_secs(args.timeout))?);
+            }
+        }
+        Err(err) => {
+            interruption_check()?;
+            for kernel in kernels {
+                let notes = vec![format!("not run: {err:#}")];
+                suites.push(Suite {
+                    name: format!("vm {kernel}"),
+                    tally: Tally { passed: 0, failed: 1 },
+                    notes,
+                    elapsed: Duration::ZERO,
+                });
+            }
+        }
+    }
+    let total = print_summary(&suites);
+    Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn interruption_check() -> anyhow::Result<()> {
+    if process::interrupted() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Unit and property tests of every crate that runs on the host, with all failures reported (no fail-fast).
+fn native_tests() -> anyhow::Result<Suite> {
+    let started = Instant::now();
+    let mut command = cargo::cargo();
+    command
+        .args(["test", "--workspace", "--exclude", "safeclaw-ebpf", "--exclude", "safeclaw-integration"])
+        .arg("--no-fail-fast");
+    let mut tally = Tally::default();
+    let status = cargo::read_stdout_lines(command, "cargo test", |line| {
+        println!("{line}");
+        tally.add(libtest_result(line).unwrap_or_default());
+    })?;
+    let mut notes = Vec::new();
+    if !status.success() && tally.failed == 0 {
+        tally.failed += 1;
+        notes.push(format!(
+            "cargo test failed ({status}) without a failing test: a build error or a crashed test binary"
+        ));
+    }
+    Ok(Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() })
+}
+
+/// The release agent and the integration test binaries, built on the host for the guest to run.
+fn build_vm_tests() -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let agent = cargo::build_release_agent()?;
+    let mut command = cargo::cargo();
+    command.args(["test", "--release", "--package", "safeclaw-integration", "--no-run"]);
+    let tests = cargo::build_executables(command, "the integration tests")?
+        .into_iter()
+        .filter(|executable| executable.is_test)
+        .map(|Executable { path, .. }| path)
+        .collect();
+    Ok((agent, tests))
+}
+
+fn vm_tests(kernel: Kernel, agent: &Path, tests: &[PathBuf], timeout: Duration) -> anyhow::Result<Suite> {
+    let name = format!("vm {kernel}");
+    println!("xtask: running {} integration test binaries in the {kernel} VM", tests.len());
+    // Fresh for each run, so that files from an earlier run cannot pass for this one's.
+    let out = project::target_dir().join("vm-test").join(kernel.name());
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let mut command = vec!["sh".to_owned(), "-c".to_owned(), RUN_EACH.to_owned(), "run-each".to_owned()];
+    command.extend(tests.iter().map(|test| test.to_string_lossy().into_owned()));
+    let mut vm = Vm::new(kernel, command);
+    vm.timeout = timeout;
+    vm.out = Some(out.clone());
+    vm.env = vec![
+        ("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned()),
+        ("SAFECLAW_TEST_OUT".to_owned(), out.to_string_lossy().into_owned()),
+        ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+    ];
+    let started = Instant::now();
+    let finished = match vm.boot() {
+        Ok(finished) => finished,
+        Err(err) if process::interrupted() => return Err(err),
+        Err(err) => {
+            let notes = vec![format!("the VM failed: {err:#}")];
+            return Ok(Suite {
+                name,
+                tally: Tally { passed: 0, failed: 1 },
+                notes,
+                elapsed: started.elapsed(),
+            });
+        }
+    };
+    let (tally, mut notes) = tally_vm_run(&finished.transcript, tests.len(), &finished.ending);
+    notes.push(format!("booted in {:.1} s", finished.boot_time.as_secs_f64()));
+    Ok(Suite { name, tally, notes, elapsed: finished.elapsed })
+}
+
+/// Counts the results the guest printed; a binary that crashed, or never finished, counts as one failure.
+fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tally, Vec<String>) {
+    let mut tally = Tally::default();
+    let mut notes = Vec::new();
+    let mut failed_in_binary = 0;
+    let mut finished = 0;
+    for line in transcript {
+        if let Some(result) = libtest_result(line) {
+            tally.add(result);
+            failed_in_binary += result.failed;
+        } else if line.starts_with(RUNNING) {
+            failed_in_binary = 0;
+        } else if let Some(rest) = line.strip_prefix(EXITED) {
+            finished += 1;
+            let (code, path) = rest.split_once(' ').unwrap_or((rest, ""));
+            let binary = Path::new(path).file_name().map_or(path.into(), |name| name.to_string_lossy());
+            if code != "0" && failed_in_binary == 0 {
+                tally.failed += 1;
+                notes.push(format!("{binary} exited with {code} without a failing test (did it crash?)"));
+            }
+        }
+    }
+    if finished < binaries {
+        let missing = binaries - finished;
+        tally.failed += u64::try_from(missing).unwrap_or(u64::MAX);
+        notes.push(format!("{missing} test binaries did not finish: {ending}"));
+    } else if *ending != Ending::Exited(0) && tally.failed == 0 {
+        tally.failed += 1;
+        notes.push(format!("the test script failed: {ending}"));
+    }
+    (tally, notes)
+}
+
+/// The counts in libtest's `test result: ok. 3 passed; 0 failed; ...` line.
+fn libtest_result(line: &str) -> Option<Tally> {
+    let rest = line.trim_start().strip_prefix("test result: ")?;
+    let mut tally = Tally::default();
+    let mut found = false;
+    for clause in rest.split([';', '.']) {
+        let words: Vec<&str> = clause.split_whitespace().collect();
+        if let [count, kind] = words[..] {
+            let slot = match kind {
+                "passed" => &mut tally.passed,
+                "failed" => &mut tally.failed,
+                _ => continue,
+            };
+            *slot = count.parse().ok()?;
+            found = true;
+        }
+    }
+    found.then_some(tally)
+}
+
+fn print_summary(suites: &[Suite]) -> Tally {
+    let mut total = Tally::default();
+    println!("\n== summary");
+    for suite in suites {
+        total.add(suite.tally);
+        println!(
+            "  {:<8} {} passed, {} failed ({:.0} s)",
+            suite.name,
+            suite.tally.passed,
+            suite.tally.failed,
+            suite.elapsed.as_secs_f64()
+        );
+        for note in &suite.notes {
+            println!("           {}", note.replace('\n', "\n             "));
+        }
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn reads_libtest_result_lines() {
+        let ok =
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.31s";
+        assert_eq!(libtest_result(ok), Some(Tally { passed: 12, failed: 0 }));
+        let failed = "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(libtest_result(failed), Some(Tally { passed: 3, failed: 2 }));
+        assert_eq!(libtest_result("test parse::ok ... ok"), None);
+        assert_eq!(libtest_result("test result: 1x passed; 0 failed"), None, "a count must be a number");
+    }
+
+    #[test]
+    fn a_clean_vm_run_counts_the_tests() {
+        let transcript = lines(
+            "safeclaw-test: running /t/a\ntest result: ok. 2 passed; 0 failed; 0 ignored\nsafeclaw-test: exited 0 /t/a\n\
+             safeclaw-test: running /t/b\ntest result: FAILED. 1 passed; 1 failed; 0 ignored\nsafeclaw-test: exited 101 /t/b",
+        );
+        let (tally, notes) = tally_vm_run(&transcript, 2, &Ending::Exited(1));
+        assert_eq!(tally, Tally { passed: 3, failed: 1 });
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn a_crashed_binary_and_an_unfinished_one_each_count_as_a_failure() {
+        let transcript = lines(
+            "safeclaw-test: running /t/a\nsafeclaw-test: exited 139 /t/a\nsafeclaw-test: running /t/b\n\
+             test result: ok. 4 passed; 0 failed",
+        );
+        let (tally, notes) = tally_vm_run(&transcript, 2, &Ending::Crashed);
+        assert_eq!(tally, Tally { passed: 4, failed: 2 });
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].starts_with("a exited with 139"), "{notes:?}");
+        assert!(notes[1].contains("1 test binaries did not finish"));
+    }
+
+    #[test]
+    fn zero_test_binaries_pass_only_if_the_vm_did() {
+        assert_eq!(tally_vm_run(&[], 0, &Ending::Exited(0)).0, Tally::default());
+        assert_eq!(tally_vm_run(&[], 0, &Ending::Exited(127)).0, Tally { passed: 0, failed: 1 });
+    }
+}
