@@ -181,7 +181,9 @@ impl RetentionConfig {
         periods
             .into_iter()
             .filter_map(|p| match p {
-                RetentionPeriod::Keep { period, text } => Some(RetentionRule { keep: *period, label: text.clone() }),
+                RetentionPeriod::Keep { period, text } => {
+                    Some(RetentionRule { keep: *period, label: text.clone() })
+                }
                 RetentionPeriod::Forever | RetentionPeriod::Matched => None,
             })
             .max_by_key(|r| r.keep)
@@ -499,7 +501,8 @@ pub fn expand_env(text: &str) -> Result<String, String> {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let count: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 100ms, 5s, 3d or 7y"))?;
+    let count: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a duration like 100ms, 5s, 3d or 7y"))?;
     let unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1000,
@@ -511,7 +514,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "y" => 366 * 86_400_000,
         _ => return Err(format!("{text:?}: unknown duration unit {unit:?} (ms, s, m, h, d, w, mo, y)")),
     };
-    let ms = count.checked_mul(unit_ms).filter(|ms| *ms <= 1000 * 366 * 86_400_000).ok_or_else(|| format!("{text:?} is too long"))?;
+    let ms = count
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= 1000 * 366 * 86_400_000)
+        .ok_or_else(|| format!("{text:?} is too long"))?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -530,7 +536,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        _ => return Err(format!("{text:?}: unknown size unit {unit:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown size unit {unit:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     count.checked_mul(unit_bytes).ok_or_else(|| format!("{text:?} is too large"))
 }
@@ -579,7 +589,11 @@ impl Config {
                 message,
             }
         };
-        let mut config: Config = if text.trim().is_empty() { Config::default() } else { serde_yaml::from_str(text).map_err(invalid)? };
+        let mut config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(invalid)?
+        };
         config.base_dir = crate::audit::durable::parent_of(path).to_owned();
         config.validate(path)?;
         Ok(config)
@@ -628,11 +642,17 @@ impl Config {
     }
 
     pub fn key_path(&self) -> PathBuf {
-        self.audit.key_file.as_ref().map_or_else(|| PathBuf::from(crate::audit::DEFAULT_KEY), |p| self.resolve(&p.0))
+        self.audit
+            .key_file
+            .as_ref()
+            .map_or_else(|| PathBuf::from(crate::audit::DEFAULT_KEY), |p| self.resolve(&p.0))
     }
 
     pub fn head_path(&self) -> PathBuf {
-        self.audit.head_file.as_ref().map_or_else(|| PathBuf::from(crate::audit::DEFAULT_HEAD), |p| self.resolve(&p.0))
+        self.audit
+            .head_file
+            .as_ref()
+            .map_or_else(|| PathBuf::from(crate::audit::DEFAULT_HEAD), |p| self.resolve(&p.0))
     }
 
     /// Writer options for this config; `log_override` is the daemon's `--audit-log`.
@@ -675,7 +695,8 @@ impl Config {
 
 impl AuditConfig {
     pub fn redactor(&self) -> Result<Redactor, RedactError> {
-        let extra: Vec<(String, String)> = self.redaction.patterns.iter().map(|p| (p.name.clone(), p.pattern.clone())).collect();
+        let extra: Vec<(String, String)> =
+            self.redaction.patterns.iter().map(|p| (p.name.clone(), p.pattern.clone())).collect();
         Redactor::new(self.redaction.builtin, &extra)
     }
 }
@@ -798,7 +819,9 @@ audit:
 
     #[test]
     fn unset_environment_variables_are_errors() {
-        let e = error("audit:\n  destinations:\n    - type: file\n      path: \"${SAFECLAW_TEST_SURELY_UNSET}/a\"\n");
+        let e = error(
+            "audit:\n  destinations:\n    - type: file\n      path: \"${SAFECLAW_TEST_SURELY_UNSET}/a\"\n",
+        );
         assert!(e.contains(":3:") && e.contains("SAFECLAW_TEST_SURELY_UNSET is not set"), "{e}");
     }
 
@@ -825,7 +848,8 @@ audit:
 
     #[test]
     fn forever_anywhere_keeps_everything() {
-        let config = parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal: forever\n").unwrap();
+        let config =
+            parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal: forever\n").unwrap();
         assert_eq!(config.audit.retention.unwrap().rule(), None);
     }
 }

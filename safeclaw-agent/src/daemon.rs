@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -12,11 +12,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
 use crate::cgroup::{self, Cgroup};
 use crate::identity::{self, Registry, SessionEvent, SessionInfo};
+use crate::kernel::events::{self, KernelEvent};
 use crate::kernel::pins::PinDir;
-use crate::kernel::{events, loader, maps};
-use crate::policy::CompiledProfile;
+use crate::kernel::{loader, maps};
+use crate::policy::{CompiledProfile, PolicyHash};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -27,9 +29,15 @@ pub struct RunArgs {
     /// Policy file.
     #[arg(long, default_value = crate::cli::DEFAULT_POLICY)]
     pub policy: PathBuf,
-    /// Audit log file (JSON lines).
-    #[arg(long, default_value = "/var/log/safeclaw/audit.jsonl")]
-    pub audit_log: PathBuf,
+    /// Config file (default: /etc/safeclaw/config.yaml if it exists, else built-in defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Audit log file (overrides the config's file destination).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Where the audit key and signed head live instead of /var/lib/safeclaw (root-only).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// Created once the programs are attached and enforcing; removed on exit.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -45,8 +53,7 @@ pub struct RunArgs {
 
 /// The policy the kernel is enforcing, as the daemon needs it to write audit entries.
 pub struct ActivePolicy {
-    /// `sha256:<hex>` of the policy source.
-    pub hash: String,
+    pub hash: PolicyHash,
     /// The tables and the rule behind each rule id.
     pub profile: CompiledProfile,
 }
@@ -54,20 +61,40 @@ pub struct ActivePolicy {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     require_root()?;
     cgroup::validate_name(&args.cgroup)?;
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let mut options = config
+        .writer_options(args.audit_log.as_deref())
+        .context("the config's redaction patterns are invalid")?;
+    if let Some(dir) = &args.state_dir {
+        options = options.with_state_dir(dir);
+    }
+    for inactive in config.inactive_destinations() {
+        tracing::warn!(
+            "audit destination {inactive:?} is configured but not built yet: only the file is written"
+        );
+    }
     let policy = crate::policy::load_active(&args.policy)?;
     let mount = cgroup::find_mount()?;
     let (agents, created) = cgroup::ensure(&mount, &args.cgroup)?;
     let _cgroup_guard = CreatedCgroup { cgroup: agents.clone(), created };
-    let mut sink = AuditSink::open(&args.audit_log)?;
+    let log_path = options.log_path.clone();
+    let mut writer = AuditWriter::open(options)
+        .with_context(|| format!("cannot open the audit log {}", log_path.display()))?;
+    writer.log(&Lifecycle::DaemonStart { version: env!("CARGO_PKG_VERSION").to_string() });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(enforce(&agents, &args, policy, &mut sink));
+    let outcome = runtime.block_on(enforce(&agents, &args, policy, &mut writer));
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
     }
-    sink.flush()?;
+    let reason = match &outcome {
+        Ok(()) => "signal".to_string(),
+        Err(e) => format!("error: {e:#}"),
+    };
+    writer.log(&Lifecycle::DaemonStop { reason });
+    writer.close().with_context(|| format!("cannot close the audit log {}", log_path.display()))?;
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
@@ -94,6 +121,15 @@ impl Drop for CreatedCgroup {
     }
 }
 
+/// Removes a file (the launcher socket) on every exit path.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Which policy each kernel slot holds, with the generation the kernel stamps on its events.
 #[derive(Default)]
 struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
@@ -114,26 +150,31 @@ struct Enforcer {
 }
 
 impl Enforcer {
-    /// Loads the programs and the first policy; attaches nothing yet.
-    fn start(agents: &Cgroup, policy: ActivePolicy, pins: PinDir) -> anyhow::Result<Self> {
+    /// Loads the programs and the first policy; attaches nothing yet. Adopting pins a previous
+    /// daemon left, the new policy goes into the slot the running programs are not reading.
+    fn start(agents: &Cgroup, policy: ActivePolicy, pins: PinDir) -> anyhow::Result<(Self, bool)> {
         let adopting = pins.has_links();
         let mut kernel = loader::open(Some(pins))?;
-        if adopting {
-            tracing::warn!("adopting enforcement left pinned by a previous daemon");
-        }
         kernel.load_programs()?;
-        let scope =
+        let previous = maps::scope(&mut kernel.ebpf)?;
+        let mut scope =
             Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 };
-        let mut enforcer = Enforcer { kernel, scope, slots: Slots::default(), next_generation: 1 };
-        enforcer.install(policy)?;
-        Ok(enforcer)
+        let mut next_generation = 1;
+        if adopting && previous.enabled != 0 {
+            tracing::warn!("adopting enforcement left pinned by a previous daemon");
+            scope.active_slot = previous.active_slot;
+            next_generation = 1 + maps::generation(&mut kernel.ebpf, previous.active_slot)?;
+        }
+        let mut enforcer = Enforcer { kernel, scope, slots: Slots::default(), next_generation };
+        enforcer.install(policy, adopting)?;
+        Ok((enforcer, adopting))
     }
 
-    /// Writes `policy` into the inactive slot, then switches to it in one scope update.
-    fn install(&mut self, policy: ActivePolicy) -> anyhow::Result<()> {
-        // The first policy goes into the active slot (nothing is attached yet); later ones into the other.
+    /// Writes `policy` into the slot the programs are not reading, then switches to it in one scope
+    /// update. Only the very first load, before anything is attached, may use the active slot.
+    fn install(&mut self, policy: ActivePolicy, running: bool) -> anyhow::Result<()> {
         let active = self.scope.active_slot;
-        let slot = if self.slots.0[active as usize].is_none() { active } else { 1 - active };
+        let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.profile.tables)?;
         self.scope.active_slot = slot;
@@ -146,29 +187,40 @@ impl Enforcer {
     fn active(&self) -> Option<&ActivePolicy> {
         self.slots.0[self.scope.active_slot as usize].as_ref().map(|(_, p)| p.as_ref())
     }
+
+    /// Denies every in-scope action (or lifts that) in one scope update.
+    fn set_lockdown(&mut self, on: bool) -> anyhow::Result<()> {
+        self.scope.lockdown = u32::from(on);
+        maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
+        Ok(())
+    }
 }
 
 async fn enforce(
     agents: &Cgroup,
     args: &RunArgs,
     policy: ActivePolicy,
-    sink: &mut AuditSink,
+    writer: &mut AuditWriter,
 ) -> anyhow::Result<()> {
-    let mut enforcer = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir))?;
+    let (mut enforcer, adopting) = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir))?;
+    if !adopting {
+        writer.log(&Lifecycle::KernelSessionStart);
+    }
+    log_policy_load(writer, &args.policy, enforcer.active());
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     enforcer.kernel.attach()?;
+    let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
         tracing::info!(
-            "enforcing {} ({}) on cgroup {} (id {}), audit log {}",
+            "enforcing {} ({}) on cgroup {} (id {})",
             args.policy.display(),
             active.hash,
             agents.path.display(),
-            agents.id,
-            sink.path.display()
+            agents.id
         );
     }
     // Launchers are acknowledged only now that the programs enforce.
@@ -185,154 +237,225 @@ async fn enforce(
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut sink = Sink { writer, clock, locked: false };
     loop {
+        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline());
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain(guard.get_inner_mut(), &enforcer.slots, &registry, sink)?;
+                drain(guard.get_inner_mut(), &enforcer.slots, &registry, &mut sink);
                 guard.clear_ready();
             }
             Some(session) = session_rx.recv() => {
                 // Entries stay in order: what the kernel recorded before the report goes first.
-                drain(ring.get_mut(), &enforcer.slots, &registry, sink)?;
-                sink.session(&session)?;
+                drain(ring.get_mut(), &enforcer.slots, &registry, &mut sink);
+                sink.session(&session);
             }
-            _ = flush.tick() => sink.flush()?,
-            _ = hangup.recv() => reload(&mut enforcer, &args.policy),
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = hangup.recv() => reload(&mut enforcer, &args.policy, sink.writer),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
+        sink.commit(&mut enforcer)?;
     }
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
     let Enforcer { mut kernel, slots, .. } = enforcer;
     kernel.detach()?;
     drop(kernel);
-    drain(ring.get_mut(), &slots, &registry, sink)
+    drain(ring.get_mut(), &slots, &registry, &mut sink);
+    Ok(())
 }
 
-/// Removes a file (the launcher socket) on every exit path.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+fn log_policy_load(writer: &mut AuditWriter, source: &Path, policy: Option<&ActivePolicy>) {
+    if let Some(policy) = policy {
+        writer.log(&Lifecycle::PolicyLoad {
+            policy_hash: Digest(policy.hash.0),
+            source: source.display().to_string(),
+            rules: policy.profile.rules.len() as u32,
+        });
     }
 }
 
-/// Reloads the policy file; an invalid policy is refused and the old one keeps enforcing.
-fn reload(enforcer: &mut Enforcer, path: &Path) {
-    match crate::policy::load_active(path) {
-        Ok(policy) => {
-            let hash = policy.hash.clone();
-            match enforcer.install(policy) {
-                Ok(()) => tracing::info!("reloaded {} ({hash})", path.display()),
-                Err(e) => tracing::error!(
-                    "reload of {} refused, previous policy still enforcing: {e:#}",
-                    path.display()
-                ),
-            }
+/// Reloads the policy file; an invalid policy is refused (and audited) and the old one keeps enforcing.
+fn reload(enforcer: &mut Enforcer, path: &Path, writer: &mut AuditWriter) {
+    let outcome = crate::policy::load_active(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|policy| enforcer.install(policy, true));
+    match outcome {
+        Ok(()) => {
+            tracing::info!("reloaded {}", path.display());
+            log_policy_load(writer, path, enforcer.active());
         }
         Err(e) => {
-            tracing::error!("reload of {} refused, previous policy still enforcing: {e:#}", path.display())
+            tracing::error!("reload of {} refused, previous policy still enforcing: {e:#}", path.display());
+            writer.log(&Lifecycle::PolicyReloadRejected {
+                source: path.display().to_string(),
+                error: format!("{e:#}"),
+            });
         }
     }
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    slots: &Slots,
-    registry: &Registry,
-    sink: &mut AuditSink,
-) -> anyhow::Result<()> {
+/// Converts the kernel's boot-time stamps to wall-clock time.
+#[derive(Clone, Copy)]
+struct WallClock {
+    /// Wall-clock time at boot.
+    boot: SystemTime,
+}
+
+impl WallClock {
+    fn now() -> anyhow::Result<Self> {
+        let since_boot =
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).context("clock_gettime")?;
+        let since_boot = Duration::new(since_boot.tv_sec() as u64, since_boot.tv_nsec() as u32);
+        let boot = SystemTime::now().checked_sub(since_boot).context("the clock is before the boot")?;
+        Ok(WallClock { boot })
+    }
+
+    fn at(self, boot_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(boot_ns)
+    }
+}
+
+/// The audit writer as the event loop feeds it, and whether the kernel is locked down because of it.
+struct Sink<'a> {
+    writer: &'a mut AuditWriter,
+    clock: WallClock,
+    locked: bool,
+}
+
+impl Sink<'_> {
+    fn event(&mut self, event: &KernelEvent, policy: Option<&ActivePolicy>, session: Option<&SessionInfo>) {
+        let rule = event.rule.and_then(|r| policy?.profile.rule(r));
+        let record = ActionRecord {
+            time: self.clock.at(event.boot_ns),
+            effect: event.effect,
+            matched_rule: match (&event.detail, rule) {
+                (events::Detail::Guarded(_), _) => Some("builtin:self-protection".to_string()),
+                (_, rule) => rule.map(|r| r.name.clone()),
+            },
+            reason: match (&event.detail, rule) {
+                (events::Detail::Guarded(_), _) => Some("agents may not tamper with enforcement".to_string()),
+                (_, rule) => rule.and_then(|r| r.reason.clone()),
+            },
+            identity: identity_of(session),
+            details: request_details(&event.detail),
+            process: audit::ProcessInfo {
+                pid: event.tgid,
+                tid: event.pid,
+                ppid: None,
+                uid: event.uid,
+                comm: event.comm.clone().into_bytes(),
+                cgroup: event.cgroup_id,
+            },
+            evaluation_ns: event.decide_ns,
+            kernel_seq: event.kernel_seq,
+            policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash.0)),
+            flags: audit::KernelFlags(event.flags),
+        };
+        self.writer.append(&record);
+    }
+
+    fn session(&mut self, event: &SessionEvent) {
+        match event {
+            SessionEvent::Started(info) => self.writer.log(&Lifecycle::SessionStart(identity_of(Some(info)))),
+            SessionEvent::Ended { session, exit } => {
+                tracing::info!(
+                    "session {} of {} ended: {exit:?}",
+                    session.session_id.as_str(),
+                    session.agent_id.as_str()
+                );
+                self.writer.log(&Lifecycle::SessionEnd(identity_of(Some(session))))
+            }
+        };
+    }
+
+    /// Group commit, and the fail-closed switch: while the log cannot be written, every in-scope action
+    /// is denied (in the default mode); when writing works again the lockdown lifts, audited.
+    fn commit(&mut self, enforcer: &mut Enforcer) -> anyhow::Result<()> {
+        if let Err(e) = self.writer.tick() {
+            tracing::error!("audit log write failed: {e}");
+        }
+        let failing = matches!(self.writer.health(), Health::Failing { .. });
+        let fail_closed = self.writer.failure_mode() == audit::FailureMode::FailClosed;
+        if failing && fail_closed && !self.locked {
+            enforcer.set_lockdown(true)?;
+            self.locked = true;
+            self.writer.log(&Lifecycle::LockdownOn { reason: "the audit log cannot be written".into() });
+            tracing::error!("audit log unwritable: agent actions are denied until it recovers");
+        } else if !failing && self.locked {
+            enforcer.set_lockdown(false)?;
+            self.locked = false;
+            self.writer.log(&Lifecycle::LockdownOff);
+            tracing::info!("audit log writable again: lockdown lifted");
+        }
+        Ok(())
+    }
+}
+
+fn identity_of(session: Option<&SessionInfo>) -> audit::Identity {
+    match session {
+        Some(s) => audit::Identity {
+            agent_id: Some(s.agent_id.as_str().to_string()),
+            session_id: Some(s.session_id.as_str().to_string()),
+            user_id: Some(s.user_id.as_str().to_string()),
+        },
+        None => audit::Identity::default(),
+    }
+}
+
+fn request_details(detail: &events::Detail) -> audit::RequestDetails {
+    use events::{ConnectTarget as K, Detail, FileAccess, Guarded};
+    match detail {
+        Detail::File { access, path, .. } => audit::RequestDetails::File {
+            path: path.clone(),
+            mode: match access {
+                FileAccess::Read => audit::FileMode::Read,
+                FileAccess::Write => audit::FileMode::Write,
+                FileAccess::ReadWrite => audit::FileMode::ReadWrite,
+            },
+        },
+        Detail::Exec { path } => audit::RequestDetails::Exec { path: path.clone(), argv: None },
+        Detail::Connect(K::Inet { protocol, addr, port }) => {
+            audit::RequestDetails::Connect(audit::ConnectTarget::Inet {
+                address: *addr,
+                port: *port,
+                protocol: audit::Protocol::from_number(u16::from(*protocol)),
+            })
+        }
+        Detail::Connect(K::Unix { path }) => {
+            audit::RequestDetails::Connect(audit::ConnectTarget::Unix { path: path.clone() })
+        }
+        Detail::Connect(K::Disconnect) => {
+            audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: 0 })
+        }
+        Detail::Connect(K::Other { family }) => {
+            audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: *family })
+        }
+        Detail::Guarded(guarded) => {
+            let (target_pid, detail) = match *guarded {
+                Guarded::Signal { target_pid, signal } => (Some(target_pid), signal),
+                Guarded::Ptrace { target_pid, mode } => (Some(target_pid), mode),
+                Guarded::Bpf { command } => (None, command),
+                Guarded::ProtectedFsWrite { fs_magic } => (None, fs_magic),
+                Guarded::ModuleLoad { id } => (None, id),
+                Guarded::Mount { op } => (None, op.code()),
+                Guarded::UsernsCreate => (None, 0),
+            };
+            audit::RequestDetails::Guard { action: guarded.action_name(), target_pid, detail }
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, slots: &Slots, registry: &Registry, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
         match events::decode(&item) {
             Ok(event) => {
                 let session = registry.get(event.session_cgroup_id);
-                sink.append(&event, slots.by_generation(event.policy_generation), session.as_deref())?
+                sink.event(&event, slots.by_generation(event.policy_generation), session.as_deref());
             }
             Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", item.len()),
         }
-    }
-    Ok(())
-}
-
-/// Interim audit writer: one JSON object per line, no chain yet.
-struct AuditSink {
-    path: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
-}
-
-impl AuditSink {
-    fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open audit log {}", path.display()))?;
-        Ok(AuditSink { path: path.to_path_buf(), out: std::io::BufWriter::new(file) })
-    }
-
-    fn session(&mut self, event: &SessionEvent) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let line = match event {
-            SessionEvent::Started(s) => serde_json::json!({"action": "session.start", "session": s.as_ref()}),
-            SessionEvent::Ended { session, exit } => {
-                serde_json::json!({"action": "session.end", "session": session.as_ref(), "exit": exit})
-            }
-        };
-        writeln!(self.out, "{line}").with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    fn append(
-        &mut self,
-        event: &events::KernelEvent,
-        policy: Option<&ActivePolicy>,
-        session: Option<&SessionInfo>,
-    ) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        let rule = event.rule.and_then(|r| policy?.profile.rule(r)).map(|r| r.name.as_str());
-        let details = match &event.detail {
-            events::Detail::File { access, path, .. } => {
-                serde_json::json!({"path": String::from_utf8_lossy(path), "mode": access.as_str()})
-            }
-            events::Detail::Exec { path } => {
-                serde_json::json!({"path": String::from_utf8_lossy(path)})
-            }
-            events::Detail::Connect(events::ConnectTarget::Inet { protocol, addr, port }) => {
-                serde_json::json!({"address": addr.to_string(), "port": port, "protocol": protocol})
-            }
-            events::Detail::Connect(events::ConnectTarget::Unix { path }) => {
-                serde_json::json!({"unixPath": String::from_utf8_lossy(path)})
-            }
-            events::Detail::Connect(other) => serde_json::json!({"target": format!("{other:?}")}),
-            events::Detail::Guarded(guarded) => serde_json::json!({"guard": format!("{guarded:?}")}),
-        };
-        let line = serde_json::json!({
-            "kernelSeq": event.kernel_seq,
-            "agentId": session.map(|s| s.agent_id.to_string()),
-            "sessionId": session.map(|s| s.session_id.to_string()),
-            "userId": session.map(|s| s.user_id.to_string()),
-            "action": event.action_name(),
-            "effect": event.effect.as_str(),
-            "matchedRule": rule,
-            "flags": events::flag_names(event.flags),
-            "requestDetails": details,
-            "pid": event.pid, "tgid": event.tgid, "uid": event.uid, "comm": event.comm,
-            "cgroup": event.cgroup_id,
-            "evaluationDurationNs": event.decide_ns,
-            "policyHash": policy.map(|p| p.hash.as_str()),
-        });
-        writeln!(self.out, "{line}").with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        use std::io::Write as _;
-        self.out.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.out.get_ref().sync_data().with_context(|| format!("cannot sync {}", self.path.display()))
     }
 }

@@ -32,14 +32,21 @@ fn verify_reports_ok_then_the_first_bad_entry() {
     let (log, config) = configured_log(30);
     let output = agent(&["audit", "verify", "--config", &config]);
     assert!(output.status.success(), "{output:?}");
-    assert!(stdout(&output).starts_with(&format!("OK: {} entries", log.lines().len())), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with(&format!("OK: {} entries", log.lines().len())),
+        "{}",
+        stdout(&output)
+    );
     let mut lines = log.lines();
     lines[20] = lines[20].replacen("agent", "agenT", 1);
     log.set_lines(&lines);
     let output = agent(&["audit", "verify", "--config", &config]);
     assert_eq!(output.status.code(), Some(1));
     let text = stdout(&output);
-    assert!(text.contains("FAILED at entry 20") && text.contains("line 21") && text.contains("content changed"), "{text}");
+    assert!(
+        text.contains("FAILED at entry 20") && text.contains("line 21") && text.contains("content changed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -122,7 +129,8 @@ fn tail_follow_survives_rotation() {
 fn export_writes_jsonl_and_csv_for_a_time_range() {
     let (log, config) = configured_log(25);
     let total = log.lines().len();
-    let output = agent(&["audit", "export", "--config", &config, "--since", "2000-01-01", "--format", "jsonl"]);
+    let output =
+        agent(&["audit", "export", "--config", &config, "--since", "2000-01-01", "--format", "jsonl"]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout(&output), log.lines().iter().map(|l| format!("{l}\n")).collect::<String>());
     let output = agent(&["audit", "export", "--config", &config, "--format", "csv"]);

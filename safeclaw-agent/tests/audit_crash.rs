@@ -79,7 +79,11 @@ fn crash_kill9_loses_nothing() {
     let mut starts = 0;
     for path in log.files() {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut safeclaw_agent::audit::segment::open_reader(&path, |_| {}).unwrap(), &mut text).unwrap();
+        std::io::Read::read_to_string(
+            &mut safeclaw_agent::audit::segment::open_reader(&path, |_| {}).unwrap(),
+            &mut text,
+        )
+        .unwrap();
         for line in text.lines() {
             let entry: serde_json::Value = serde_json::from_str(line).unwrap();
             if let Some(k) = entry["kernelSeq"].as_u64() {

@@ -9,8 +9,10 @@ use audit_support::{edit, field, TestLog};
 
 /// The ```python block of the format document.
 fn verifier_source() -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md")).unwrap();
-    let start = doc.find("```python\n").expect("docs/audit-format.md has a python block") + "```python\n".len();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md")).unwrap();
+    let start =
+        doc.find("```python\n").expect("docs/audit-format.md has a python block") + "```python\n".len();
     let end = start + doc[start..].find("```").unwrap();
     doc[start..end].to_owned()
 }
@@ -32,11 +34,16 @@ fn run_python(log: &TestLog, with_head: bool) -> (bool, String) {
         .expect("python3 must be installed (it is on developer machines and CI)");
     let mut input = Vec::new();
     for path in log.files() {
-        std::io::Read::read_to_end(&mut safeclaw_agent::audit::segment::open_reader(&path, |_| {}).unwrap(), &mut input).unwrap();
+        std::io::Read::read_to_end(
+            &mut safeclaw_agent::audit::segment::open_reader(&path, |_| {}).unwrap(),
+            &mut input,
+        )
+        .unwrap();
     }
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let output = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
 

@@ -151,7 +151,10 @@ fn tail_truncation_is_found_by_the_head() {
     log.set_lines(&lines);
     let f = failure(&log);
     let kept = checkpoint as u64 + 1;
-    assert_eq!((f.sequence, f.damage), (Some(kept), Damage::Truncated { signed_size: total, found_size: kept }));
+    assert_eq!(
+        (f.sequence, f.damage),
+        (Some(kept), Damage::Truncated { signed_size: total, found_size: kept })
+    );
 }
 
 #[test]
@@ -183,7 +186,11 @@ fn a_wholly_regenerated_log_is_refused() {
     assert_eq!(f.sequence, Some(0));
     assert!(matches!(f.damage, Damage::WrongKey { .. }), "{f:?}");
     // Without a trusted key, the head file (signed by the real key, naming the real log) still refuses it.
-    let report = original.verify_with(VerifyOptions { trusted_key: None, head_path: Some(original.head()), from: None });
+    let report = original.verify_with(VerifyOptions {
+        trusted_key: None,
+        head_path: Some(original.head()),
+        from: None,
+    });
     assert!(matches!(report.failure.map(|f| f.damage), Some(Damage::BadHead { .. })));
 }
 
@@ -258,7 +265,10 @@ fn entries_appended_after_the_last_signature_are_found() {
     log.set_lines(&lines);
     let f = failure(&log);
     let appended = last as u64 + 1;
-    assert_eq!((f.sequence, f.damage), (Some(appended), Damage::UnsignedTail { from: appended, to: appended }));
+    assert_eq!(
+        (f.sequence, f.damage),
+        (Some(appended), Damage::UnsignedTail { from: appended, to: appended })
+    );
 }
 
 #[test]
@@ -286,7 +296,8 @@ fn retention_deletes_whole_old_segments_and_what_remains_verifies() {
     writer.close().unwrap();
     assert_eq!(log.files(), [log.active()], "only the active segment is left");
     let lines = log.lines();
-    let deletions: Vec<&String> = lines.iter().filter(|l| field(l, "action") == "audit.retention_delete").collect();
+    let deletions: Vec<&String> =
+        lines.iter().filter(|l| field(l, "action") == "audit.retention_delete").collect();
     assert_eq!(deletions.len(), before.len() - 1);
     assert_eq!(field(deletions[0], "details")["firstSequence"], 0);
     let report = log.verify();
@@ -310,5 +321,8 @@ fn a_rewritten_retention_entry_is_found() {
     lines[at] = edit(&lines[at], "details", details);
     log.set_lines(&lines);
     let f = failure(&log);
-    assert_eq!((f.sequence, f.damage), (Some(field(&lines[at], "sequence").as_u64().unwrap()), Damage::Rehashed));
+    assert_eq!(
+        (f.sequence, f.damage),
+        (Some(field(&lines[at], "sequence").as_u64().unwrap()), Damage::Rehashed)
+    );
 }

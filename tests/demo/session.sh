@@ -69,7 +69,7 @@ metadata=$!
 
 echo "demo: starting safeclaw-agent on policies/default.yaml"
 "$SAFECLAW_AGENT_BIN" run --cgroup agents --policy policies/default.yaml --audit-log "$audit_log" \
-    --ready-file "$ready" &
+    --state-dir "$OUT/state" --ready-file "$ready" &
 agent=$!
 
 # Loading the programs takes seconds under emulation; give up after 60.
@@ -89,9 +89,9 @@ while [ ! -e "$ready" ]; do
     sleep 0.1
     waited=$((waited + 1))
 done
-echo "demo: safeclaw-agent is enforcing; its audit lines (JSON) are shown as they are written"
+echo "demo: safeclaw-agent is enforcing; its audit entries are shown as they are written"
 
-tail -n +1 -F "$audit_log" 2>/dev/null &
+"$SAFECLAW_AGENT_BIN" audit tail -f "$audit_log" &
 tail=$!
 
 sh "$0" --as-agent

@@ -67,3 +67,123 @@ pub fn allow_paths_policy(paths: &[&[u8]]) -> CompiledPolicy {
         net: CompiledNet::default(),
     }
 }
+
+/// A `safeclaw-agent run` under test, with its own cgroup, pins, socket, state and audit log.
+pub struct Daemon {
+    child: std::process::Child,
+    pub cgroup: std::path::PathBuf,
+    pub audit_log: std::path::PathBuf,
+    pub pin_dir: std::path::PathBuf,
+    work: std::path::PathBuf,
+}
+
+/// The release agent `cargo xtask test` built (`SAFECLAW_AGENT_BIN`).
+pub fn agent_bin() -> std::path::PathBuf {
+    std::env::var_os("SAFECLAW_AGENT_BIN")
+        .map(std::path::PathBuf::from)
+        .expect("SAFECLAW_AGENT_BIN is not set: run the integration tests with `cargo xtask test`")
+}
+
+impl Daemon {
+    /// Starts the daemon on `policy_yaml` with agent cgroup `name` and waits (bounded) until it enforces.
+    pub fn start(name: &str, policy_yaml: &str) -> Daemon {
+        require_bpf_lsm();
+        let work = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let policy = work.join("policy.yaml");
+        std::fs::write(&policy, policy_yaml).unwrap();
+        let ready = work.join("ready");
+        let audit_log = work.join("log/audit.jsonl");
+        let pin_dir = std::path::Path::new("/sys/fs/bpf").join(name);
+        let child = std::process::Command::new(agent_bin())
+            .args(["run", "--cgroup", name, "--policy"])
+            .arg(&policy)
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .arg("--socket")
+            .arg(work.join("agent.sock"))
+            .spawn()
+            .expect("cannot start safeclaw-agent");
+        let mut daemon = Daemon {
+            child,
+            cgroup: safeclaw_agent::cgroup::find_mount().unwrap().path.join(name),
+            audit_log,
+            pin_dir,
+            work,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while !ready.exists() {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("safeclaw-agent exited with {status} before it was enforcing");
+            }
+            assert!(std::time::Instant::now() < deadline, "safeclaw-agent was not enforcing after 180 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    /// A scratch directory of this daemon's test.
+    pub fn work(&self) -> &std::path::Path {
+        &self.work
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `script` with `sh -c` inside `cgroup` (created if missing).
+    pub fn sh_in(cgroup: &std::path::Path, script: &str) -> std::process::Output {
+        std::fs::create_dir_all(cgroup).unwrap();
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {}/cgroup.procs && {script}", cgroup.display()))
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `script` in the agent cgroup.
+    pub fn sh(&self, script: &str) -> std::process::Output {
+        Daemon::sh_in(&self.cgroup, script)
+    }
+
+    /// SIGTERM, wait, and the audit entries written.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        (status, read_entries(&self.audit_log))
+    }
+}
+
+/// The JSON entries of an audit log.
+pub fn read_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad audit line {line:?}: {e}")))
+        .collect()
+}
+
+/// The action entries about `path` (file or exec path, or unix socket path).
+pub fn entries_for<'a>(
+    entries: &'a [serde_json::Value],
+    action: &str,
+    path: &str,
+) -> Vec<&'a serde_json::Value> {
+    entries.iter().filter(|e| e["action"] == action && e["requestDetails"]["path"] == path).collect()
+}
+
+/// Whether a command failed with EPERM.
+pub fn denied(output: &std::process::Output) -> bool {
+    !output.status.success() && String::from_utf8_lossy(&output.stderr).contains("Operation not permitted")
+}

@@ -41,7 +41,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let agent = agent.strip_prefix(project::root()).unwrap_or(&agent);
         println!("\nThe audit log is {}. Look at it with", audit_log.display());
         println!("  {} audit tail {}", agent.display(), shown.display());
-        println!("  {} audit verify {}", agent.display(), shown.display());
+        let head = demo_dir.join("state/audit.head");
+        let head = head.strip_prefix(project::root()).unwrap_or(&head);
+        println!("  {} audit verify --head {} {}", agent.display(), head.display(), shown.display());
     }
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX)))
 }
@@ -67,6 +69,8 @@ fn run_on_host(agent: &Path, demo_dir: &Path) -> anyhow::Result<i32> {
     let status = Command::new(agent)
         .args(["run", "--cgroup", AGENT_CGROUP, "--policy", POLICY, "--audit-log"])
         .arg(demo_dir.join("audit.jsonl"))
+        .arg("--state-dir")
+        .arg(demo_dir.join("state"))
         .current_dir(project::root())
         .status()
         .with_context(|| format!("cannot start {}", agent.display()))?;

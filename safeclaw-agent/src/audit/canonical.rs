@@ -103,7 +103,12 @@ impl<'a> Object<'a> {
     pub fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
         #[cfg(debug_assertions)]
         {
-            debug_assert!(self.first || self.last_key < key, "canonical key order: {:?} after {:?}", key, self.last_key);
+            debug_assert!(
+                self.first || self.last_key < key,
+                "canonical key order: {:?} after {:?}",
+                key,
+                self.last_key
+            );
             self.last_key = key;
         }
         if !self.first {

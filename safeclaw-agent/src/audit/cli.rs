@@ -164,8 +164,11 @@ fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<Publ
         if let Some(key) = PublicKey::parse(text) {
             return Ok(Some(key));
         }
-        let contents = std::fs::read_to_string(text).with_context(|| format!("--pubkey {text}: neither a key nor a readable file"))?;
-        return PublicKey::parse(&contents).map(Some).with_context(|| format!("{text}: not an `ed25519:<hex>` public key"));
+        let contents = std::fs::read_to_string(text)
+            .with_context(|| format!("--pubkey {text}: neither a key nor a readable file"))?;
+        return PublicKey::parse(&contents)
+            .map(Some)
+            .with_context(|| format!("{text}: not an `ed25519:<hex>` public key"));
     }
     Ok(AuditKey::load(&config.key_path()).ok().map(|k| k.public()))
 }
@@ -174,7 +177,11 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let files = resolve_files(&args.paths, &config)?;
     let head_path = args.head.clone().or_else(|| args.paths.is_empty().then(|| config.head_path()));
-    let opts = VerifyOptions { trusted_key: trusted_key(args.pubkey.as_deref(), &config)?, head_path, from: args.from };
+    let opts = VerifyOptions {
+        trusted_key: trusted_key(args.pubkey.as_deref(), &config)?,
+        head_path,
+        from: args.from,
+    };
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(total);
     let counter = bar.clone();
@@ -190,7 +197,9 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta} left)") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} ({eta} left)")
+    {
         bar.set_style(style);
     }
     bar
@@ -203,7 +212,9 @@ fn print_report(report: &Report) {
     };
     let key = match report.key_source {
         Some(KeySource::Trusted) => "trusted key",
-        Some(KeySource::Embedded) => "the key named in the log itself (pass --pubkey to also rule out a regenerated log)",
+        Some(KeySource::Embedded) => {
+            "the key named in the log itself (pass --pubkey to also rule out a regenerated log)"
+        }
         None => "no key",
     };
     match &report.failure {
@@ -225,7 +236,10 @@ fn print_report(report: &Report) {
         }
     }
     if report.gaps > 0 {
-        println!("recorded gaps: {} ({} kernel events could not be recorded; each was denied)", report.gaps, report.lost_kernel_events);
+        println!(
+            "recorded gaps: {} ({} kernel events could not be recorded; each was denied)",
+            report.gaps, report.lost_kernel_events
+        );
     }
     if report.retention_deletions > 0 {
         println!("segments deleted by retention (signed entries): {}", report.retention_deletions);
@@ -251,7 +265,10 @@ fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let files = super::verify::order_by_first_sequence(&files)?;
     let time = |text: &Option<String>, flag: &str| -> anyhow::Result<_> {
         text.as_deref()
-            .map(|t| super::clock::parse(t).with_context(|| format!("{flag} {t:?}: expected RFC 3339 or YYYY-MM-DD")))
+            .map(|t| {
+                super::clock::parse(t)
+                    .with_context(|| format!("{flag} {t:?}: expected RFC 3339 or YYYY-MM-DD"))
+            })
             .transpose()
     };
     let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);

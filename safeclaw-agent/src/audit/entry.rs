@@ -59,9 +59,23 @@ pub struct ProcessInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestDetails {
     /// A file open. A read-write open is recorded as `file.write` with mode `rw`.
-    File { path: Vec<u8>, mode: FileMode },
-    Exec { path: Vec<u8>, argv: Option<Vec<String>> },
+    File {
+        path: Vec<u8>,
+        mode: FileMode,
+    },
+    Exec {
+        path: Vec<u8>,
+        argv: Option<Vec<String>>,
+    },
     Connect(ConnectTarget),
+    /// A self-protection action (always denied): `action` is its `guard.*` name, `target_pid` the
+    /// signalled or traced process, `detail` the signal, ptrace mode, bpf command, filesystem magic,
+    /// kernel read id or mount operation.
+    Guard {
+        action: &'static str,
+        target_pid: Option<u32>,
+        detail: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,11 +87,19 @@ pub enum FileMode {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectTarget {
-    Inet { address: IpAddr, port: u16, protocol: Protocol },
+    Inet {
+        address: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    },
     /// Abstract socket names start with `@`.
-    Unix { path: Vec<u8> },
+    Unix {
+        path: Vec<u8>,
+    },
     /// A socket family the policy does not decide on (`AF_*` value).
-    Other { family: u16 },
+    Other {
+        family: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +137,7 @@ impl RequestDetails {
             RequestDetails::File { .. } => "file.write",
             RequestDetails::Exec { .. } => "process.exec",
             RequestDetails::Connect(_) => "network.connect",
+            RequestDetails::Guard { action, .. } => action,
         }
     }
 }
@@ -123,11 +146,12 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 6] = [
+const FLAG_NAMES: [(u16, &str); 7] = [
     (flag::LOCKDOWN, "lockdown"),
     (flag::NO_POLICY, "no_policy"),
     (flag::PATH_UNRESOLVED, "path_unresolved"),
     (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
+    (flag::SENDTO, "sendto"),
     (flag::TABLE_BOUND, "table_bound"),
     (flag::UNDECIDED_FAMILY, "undecided_family"),
 ];
@@ -152,36 +176,88 @@ impl KernelFlags {
 /// Events of the daemon and of the agents' sessions that the trail records besides attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lifecycle {
-    DaemonStart { version: String },
-    DaemonStop { reason: String },
+    DaemonStart {
+        version: String,
+    },
+    DaemonStop {
+        reason: String,
+    },
     SessionStart(Identity),
     SessionEnd(Identity),
-    PolicyLoad { policy_hash: Digest, source: String, rules: u32 },
+    PolicyLoad {
+        policy_hash: Digest,
+        source: String,
+        rules: u32,
+    },
     /// A reload that failed validation; the previous policy stays in force.
-    PolicyReloadRejected { source: String, error: String },
+    PolicyReloadRejected {
+        source: String,
+        error: String,
+    },
     /// The daemon loaded fresh kernel programs: kernel sequence numbers start again from 0.
     KernelSessionStart,
-    LockdownOn { reason: String },
+    LockdownOn {
+        reason: String,
+    },
     LockdownOff,
 }
 
 /// Entries the writer itself adds to keep the trail complete and verifiable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum WriterEvent {
-    LogStart { log_id: String, public_key: String },
-    SegmentStart { log_id: String, last_kernel_seq: Option<u64> },
-    Checkpoint { log_id: String, key_id: Digest, trigger: &'static str, signature: String },
+    LogStart {
+        log_id: String,
+        public_key: String,
+    },
+    SegmentStart {
+        log_id: String,
+        last_kernel_seq: Option<u64>,
+    },
+    Checkpoint {
+        log_id: String,
+        key_id: Digest,
+        trigger: &'static str,
+        signature: String,
+    },
     /// Kernel events `from..=to` never reached us.
-    Gap { from: u64, to: u64 },
+    Gap {
+        from: u64,
+        to: u64,
+    },
     /// Kernel sequence numbers went backwards without a kernel session start.
-    KernelSeqReset { expected: u64, got: u64 },
-    RetentionDelete { segment: String, first: u64, last: u64, last_hash: Digest, last_time: String, retention: String },
+    KernelSeqReset {
+        expected: u64,
+        got: u64,
+    },
+    RetentionDelete {
+        segment: String,
+        first: u64,
+        last: u64,
+        last_hash: Digest,
+        last_time: String,
+        retention: String,
+    },
     /// The log could not be written from `since` until this entry.
-    WriteRecovered { since: String, error: String, mode: &'static str, recorded: u64, dropped: u64, denied: u64, allowed: u64 },
+    WriteRecovered {
+        since: String,
+        error: String,
+        mode: &'static str,
+        recorded: u64,
+        dropped: u64,
+        denied: u64,
+        allowed: u64,
+    },
     /// At open: an incomplete last line (never committed) was cut off.
-    CrashRecovered { discarded_bytes: u64 },
+    CrashRecovered {
+        discarded_bytes: u64,
+    },
     /// At open: the log does not reach the signed head kept outside it.
-    TamperDetected { kind: &'static str, signed_size: u64, signed_head: Digest, found_size: u64 },
+    TamperDetected {
+        kind: &'static str,
+        signed_size: u64,
+        signed_head: Digest,
+        found_size: u64,
+    },
     /// At open: the log exists but the head file does not.
     HeadMissing,
 }
@@ -265,9 +341,16 @@ fn write_timestamp(obj: &mut Object<'_>, header: &Header<'_>) {
 }
 
 /// Appends the canonical body of an attempt; secrets in paths and argv are masked first.
-pub(crate) fn write_action(out: &mut Vec<u8>, header: &Header<'_>, record: &ActionRecord, fields: FieldSet, redactor: &Redactor) {
+pub(crate) fn write_action(
+    out: &mut Vec<u8>,
+    header: &Header<'_>,
+    record: &ActionRecord,
+    fields: FieldSet,
+    redactor: &Redactor,
+) {
     let mut hits = Hits::default();
-    let details = fields.has(FieldSet::REQUEST_DETAILS).then(|| RedactedDetails::new(record, redactor, &mut hits));
+    let details =
+        fields.has(FieldSet::REQUEST_DETAILS).then(|| RedactedDetails::new(record, redactor, &mut hits));
     let id = &record.identity;
     let mut obj = Object::begin(out);
     obj.str("action", record.details.action());
@@ -344,10 +427,11 @@ impl RedactedDetails {
             RequestDetails::File { path, .. } => (Some(path), None),
             RequestDetails::Exec { path, argv } => (
                 Some(path),
-                argv.as_ref().map(|args| args.iter().map(|a| redactor.redact(a, hits).into_owned()).collect()),
+                argv.as_ref()
+                    .map(|args| args.iter().map(|a| redactor.redact(a, hits).into_owned()).collect()),
             ),
             RequestDetails::Connect(ConnectTarget::Unix { path }) => (Some(path), None),
-            RequestDetails::Connect(_) => (None, None),
+            RequestDetails::Connect(_) | RequestDetails::Guard { .. } => (None, None),
         };
         RedactedDetails { path: path.map(|p| PathText::new(p, redactor, hits)), argv }
     }
@@ -355,7 +439,9 @@ impl RedactedDetails {
     fn write(&self, d: &mut Object<'_>, record: &ActionRecord) {
         let p = &record.process;
         let inet = match &record.details {
-            RequestDetails::Connect(ConnectTarget::Inet { address, port, protocol }) => Some((address, *port, *protocol)),
+            RequestDetails::Connect(ConnectTarget::Inet { address, port, protocol }) => {
+                Some((address, *port, *protocol))
+            }
             _ => None,
         };
         if let Some((address, _, _)) = inet {
@@ -366,6 +452,9 @@ impl RedactedDetails {
         }
         d.u64("cgroup", p.cgroup);
         d.str("comm", &String::from_utf8_lossy(&p.comm));
+        if let RequestDetails::Guard { detail, .. } = &record.details {
+            d.u64("detail", u64::from(*detail));
+        }
         if let RequestDetails::Connect(ConnectTarget::Other { family }) = &record.details {
             d.u64("family", u64::from(*family));
         }
@@ -394,6 +483,9 @@ impl RedactedDetails {
             (_, Some((_, _, protocol))) => d.str("protocol", protocol.as_str()),
             (RequestDetails::Connect(ConnectTarget::Unix { .. }), _) => d.str("protocol", "unix"),
             _ => {}
+        }
+        if let RequestDetails::Guard { target_pid: Some(target), .. } = &record.details {
+            d.u64("targetPid", u64::from(*target));
         }
         d.u64("tid", u64::from(p.tid));
         d.u64("uid", u64::from(p.uid));
@@ -430,7 +522,10 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
             d.str("error", error);
             d.str("source", source);
         }
-        Lifecycle::SessionStart(_) | Lifecycle::SessionEnd(_) | Lifecycle::KernelSessionStart | Lifecycle::LockdownOff => {}
+        Lifecycle::SessionStart(_)
+        | Lifecycle::SessionEnd(_)
+        | Lifecycle::KernelSessionStart
+        | Lifecycle::LockdownOff => {}
     });
     write_prev_hash(&mut obj, header);
     obj.u64("sequence", header.sequence);
@@ -536,12 +631,23 @@ mod tests {
             effect: Effect::Deny,
             matched_rule: Some("block-secrets".into()),
             reason: Some("no secrets".into()),
-            identity: Identity { agent_id: Some("agent-1".into()), session_id: Some("s1".into()), user_id: None },
+            identity: Identity {
+                agent_id: Some("agent-1".into()),
+                session_id: Some("s1".into()),
+                user_id: None,
+            },
             details: RequestDetails::Exec {
                 path: b"/usr/bin/curl".to_vec(),
                 argv: Some(vec!["curl".into(), "-H".into(), "Authorization: Bearer abcdefghijkl".into()]),
             },
-            process: ProcessInfo { pid: 10, tid: 11, ppid: Some(1), uid: 1000, comm: b"curl".to_vec(), cgroup: 77 },
+            process: ProcessInfo {
+                pid: 10,
+                tid: 11,
+                ppid: Some(1),
+                uid: 1000,
+                comm: b"curl".to_vec(),
+                cgroup: 77,
+            },
             evaluation_ns: 180_000,
             kernel_seq,
             policy_hash: Digest::of(b"policy"),
@@ -583,7 +689,11 @@ mod tests {
         let mut record = sample(1);
         for details in [
             RequestDetails::File { path: b"/etc/\xffshadow".to_vec(), mode: FileMode::ReadWrite },
-            RequestDetails::Connect(ConnectTarget::Inet { address: "10.0.0.1".parse().unwrap(), port: 443, protocol: Protocol::Tcp }),
+            RequestDetails::Connect(ConnectTarget::Inet {
+                address: "10.0.0.1".parse().unwrap(),
+                port: 443,
+                protocol: Protocol::Tcp,
+            }),
             RequestDetails::Connect(ConnectTarget::Unix { path: b"@bus".to_vec() }),
             RequestDetails::Connect(ConnectTarget::Other { family: 16 }),
         ] {
@@ -594,7 +704,8 @@ mod tests {
             assert_eq!(serde_json::to_vec(&value).unwrap(), out);
         }
         let mut out = Vec::new();
-        let id = Identity { agent_id: Some("a".into()), session_id: Some("s".into()), user_id: Some("u".into()) };
+        let id =
+            Identity { agent_id: Some("a".into()), session_id: Some("s".into()), user_id: Some("u".into()) };
         write_lifecycle(&mut out, &header(), &Lifecycle::SessionStart(id));
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(serde_json::to_vec(&value).unwrap(), out);

@@ -42,7 +42,11 @@ fn csv_cell(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let text = if value.is_string() && text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text };
+    let text = if value.is_string() && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

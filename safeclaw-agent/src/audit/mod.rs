@@ -21,7 +21,10 @@ pub mod verify;
 pub mod writer;
 
 pub use chain::Digest;
-pub use entry::{ActionRecord, ConnectTarget, FieldSet, FileMode, Identity, KernelFlags, Lifecycle, ProcessInfo, Protocol, RequestDetails};
+pub use entry::{
+    ActionRecord, ConnectTarget, FieldSet, FileMode, Identity, KernelFlags, Lifecycle, ProcessInfo, Protocol,
+    RequestDetails,
+};
 pub use writer::{Appended, AuditError, AuditWriter, Durable, FailureMode, Health, Recovered, WriterOptions};
 
 /// `details.format` of a log's first entry.

@@ -62,14 +62,39 @@ pub struct Summary {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// An attempt (or any lifecycle entry with nothing to check), with its kernel sequence if any.
-    Plain { kernel_seq: Option<u64> },
-    LogStart { log_id: String, public_key: String },
-    Checkpoint { log_id: String, key_id: String, signature: String, trigger: String, timestamp: String },
-    SegmentStart { log_id: String, last_kernel_seq: Option<u64> },
+    Plain {
+        kernel_seq: Option<u64>,
+    },
+    LogStart {
+        log_id: String,
+        public_key: String,
+    },
+    Checkpoint {
+        log_id: String,
+        key_id: String,
+        signature: String,
+        trigger: String,
+        timestamp: String,
+    },
+    SegmentStart {
+        log_id: String,
+        last_kernel_seq: Option<u64>,
+    },
     KernelSessionStart,
-    Gap { from_kernel_seq: u64, to_kernel_seq: u64 },
-    RetentionDelete { first: u64, last: u64, last_hash: Digest },
-    TamperDetected { kind: String, signed_size: u64, found_size: u64 },
+    Gap {
+        from_kernel_seq: u64,
+        to_kernel_seq: u64,
+    },
+    RetentionDelete {
+        first: u64,
+        last: u64,
+        last_hash: Digest,
+    },
+    TamperDetected {
+        kind: String,
+        signed_size: u64,
+        found_size: u64,
+    },
 }
 
 /// Why a line could not be read as a sealed entry.
@@ -94,7 +119,8 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
     let fields: Fields<'_> = match serde_json::from_slice(line) {
         Ok(fields) => fields,
         Err(e) => {
-            let sequence = serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["sequence"].as_u64());
+            let sequence =
+                serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["sequence"].as_u64());
             // A parseable line whose fields were altered still fails the hash first: say so.
             if sequence.is_some() && body.digest() != claimed {
                 return Err(LineError::HashMismatch { sequence });
@@ -111,9 +137,13 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
     let prev = Digest::parse(&fields.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
     let d = fields.details.unwrap_or_default();
     let action = fields.action.as_ref();
-    let text = |value: Option<Cow<'_, str>>, name: &str| value.map(Cow::into_owned).ok_or_else(|| missing(action, name));
+    let text = |value: Option<Cow<'_, str>>, name: &str| {
+        value.map(Cow::into_owned).ok_or_else(|| missing(action, name))
+    };
     let kind = match action {
-        "audit.log_start" => Kind::LogStart { log_id: text(d.log_id, "logId")?, public_key: text(d.public_key, "publicKey")? },
+        "audit.log_start" => {
+            Kind::LogStart { log_id: text(d.log_id, "logId")?, public_key: text(d.public_key, "publicKey")? }
+        }
         "audit.checkpoint" => Kind::Checkpoint {
             log_id: text(d.log_id, "logId")?,
             key_id: text(d.key_id, "keyId")?,
@@ -121,7 +151,9 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
             trigger: text(d.trigger, "trigger")?,
             timestamp: fields.timestamp.into_owned(),
         },
-        "audit.segment_start" => Kind::SegmentStart { log_id: text(d.log_id, "logId")?, last_kernel_seq: d.last_kernel_seq },
+        "audit.segment_start" => {
+            Kind::SegmentStart { log_id: text(d.log_id, "logId")?, last_kernel_seq: d.last_kernel_seq }
+        }
         "kernel.session_start" => Kind::KernelSessionStart,
         "audit.gap" => Kind::Gap {
             from_kernel_seq: d.from_kernel_seq.ok_or_else(|| missing(action, "fromKernelSeq"))?,
@@ -130,7 +162,11 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
         "audit.retention_delete" => Kind::RetentionDelete {
             first: d.first_sequence.ok_or_else(|| missing(action, "firstSequence"))?,
             last: d.last_sequence.ok_or_else(|| missing(action, "lastSequence"))?,
-            last_hash: d.last_hash.as_deref().and_then(Digest::parse).ok_or_else(|| missing(action, "lastHash"))?,
+            last_hash: d
+                .last_hash
+                .as_deref()
+                .and_then(Digest::parse)
+                .ok_or_else(|| missing(action, "lastHash"))?,
         },
         "audit.tamper_detected" => Kind::TamperDetected {
             kind: text(d.kind, "kind")?,

@@ -97,15 +97,32 @@ pub enum HeadCheck {
     Consistent,
     Missing,
     /// The log ends before the signed size: entries were cut off.
-    Truncated { signed_size: u64, signed_head: Digest, found_size: u64 },
+    Truncated {
+        signed_size: u64,
+        signed_head: Digest,
+        found_size: u64,
+    },
     /// The entry at the signed position differs from what was signed.
-    Mismatch { signed_size: u64, signed_head: Digest, found_size: u64 },
+    Mismatch {
+        signed_size: u64,
+        signed_head: Digest,
+        found_size: u64,
+    },
     /// The head file belongs to another log (or to a log that disappeared).
-    OtherLog { signed_size: u64, signed_head: Digest, found_size: u64 },
+    OtherLog {
+        signed_size: u64,
+        signed_head: Digest,
+        found_size: u64,
+    },
 }
 
 /// Compares the scanned end of the log (`found_size` entries) with the head file.
-pub fn check_head(head: Option<&HeadFile>, log_id: Option<&str>, end: &SegmentEnd, found_size: u64) -> HeadCheck {
+pub fn check_head(
+    head: Option<&HeadFile>,
+    log_id: Option<&str>,
+    end: &SegmentEnd,
+    found_size: u64,
+) -> HeadCheck {
     let Some(head) = head else { return HeadCheck::Missing };
     let Some(statement) = head.statement() else { return HeadCheck::Missing };
     let signed = (statement.size, statement.head);
@@ -116,7 +133,9 @@ pub fn check_head(head: Option<&HeadFile>, log_id: Option<&str>, end: &SegmentEn
         return HeadCheck::Truncated { signed_size: signed.0, signed_head: signed.1, found_size };
     }
     match end.hash_at_probe {
-        Some(hash) if hash != statement.head => HeadCheck::Mismatch { signed_size: signed.0, signed_head: signed.1, found_size },
+        Some(hash) if hash != statement.head => {
+            HeadCheck::Mismatch { signed_size: signed.0, signed_head: signed.1, found_size }
+        }
         _ => HeadCheck::Consistent,
     }
 }

@@ -73,7 +73,8 @@ impl Redactor {
         let patterns = named
             .into_iter()
             .map(|(name, source)| {
-                let regex = Regex::new(&source).map_err(|e| RedactError::BadPattern { name: name.clone(), source: e })?;
+                let regex = Regex::new(&source)
+                    .map_err(|e| RedactError::BadPattern { name: name.clone(), source: e })?;
                 let secret_group = regex.capture_names().position(|n| n == Some("secret"));
                 Ok(Pattern { name, regex, secret_group })
             })

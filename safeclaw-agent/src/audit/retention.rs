@@ -36,10 +36,13 @@ pub fn expired(segments: &[Segment], rule: &RetentionRule, now: SystemTime) -> i
             break;
         }
         let end = scan(segment, None)?;
-        let (Some(first), Some((last, last_hash)), Some(last_time)) = (end.first_sequence, end.last, end.last_timestamp) else {
+        let (Some(first), Some((last, last_hash)), Some(last_time)) =
+            (end.first_sequence, end.last, end.last_timestamp)
+        else {
             break;
         };
-        if end.corrupt_lines > 0 || end.partial_len > 0 || clock::parse(&last_time).is_none_or(|t| t > cutoff) {
+        if end.corrupt_lines > 0 || end.partial_len > 0 || clock::parse(&last_time).is_none_or(|t| t > cutoff)
+        {
             break;
         }
         out.push(Expired { segment: segment.clone(), first, last, last_hash, last_time });

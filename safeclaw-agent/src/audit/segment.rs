@@ -77,7 +77,11 @@ impl LogName {
         let rest = file.strip_prefix(&self.stem)?.strip_prefix('-')?;
         let (digits, rest) = rest.split_at_checked(SEQ_DIGITS)?;
         let first = digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())??;
-        let rest = if self.ext.is_empty() { rest } else { rest.strip_prefix('.')?.strip_prefix(self.ext.as_str())? };
+        let rest = if self.ext.is_empty() {
+            rest
+        } else {
+            rest.strip_prefix('.')?.strip_prefix(self.ext.as_str())?
+        };
         let compression = match rest {
             "" => Compression::None,
             ".zst" => Compression::Zstd,
@@ -94,7 +98,9 @@ impl LogName {
         for dirent in fs::read_dir(&self.dir)? {
             let dirent = dirent?;
             let name = dirent.file_name();
-            let Some((first, compression)) = name.to_str().and_then(|n| self.parse_rotated(n)) else { continue };
+            let Some((first, compression)) = name.to_str().and_then(|n| self.parse_rotated(n)) else {
+                continue;
+            };
             rotated.push(Segment { path: dirent.path(), first_seq: Some(first), compression });
         }
         rotated.sort_by_key(|s| (s.first_seq, s.compression == Compression::None));

@@ -78,7 +78,8 @@ impl AuditKey {
         encode_hex(&seed, &mut text);
         text.push(b'\n');
         // create_new: two agents racing to create a key must not overwrite each other's.
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
         file.write_all(&text).and_then(|()| file.sync_all()).map_err(io_err(path))?;
         durable::sync_parent(path).map_err(io_err(path))?;
         Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
@@ -210,7 +211,10 @@ impl HeadFile {
         let head: HeadFile = serde_json::from_str(&text)
             .map_err(|e| HeadError::Malformed { path: path.to_owned(), reason: e.to_string() })?;
         if head.statement().is_none() {
-            return Err(HeadError::Malformed { path: path.to_owned(), reason: "bad keyId or head digest".into() });
+            return Err(HeadError::Malformed {
+                path: path.to_owned(),
+                reason: "bad keyId or head digest".into(),
+            });
         }
         Ok(Some(head))
     }

@@ -3,7 +3,9 @@
 use std::time::SystemTime;
 
 use super::chain::Digest;
-use super::entry::{ActionRecord, ConnectTarget, FileMode, Identity, KernelFlags, ProcessInfo, Protocol, RequestDetails};
+use super::entry::{
+    ActionRecord, ConnectTarget, FileMode, Identity, KernelFlags, ProcessInfo, Protocol, RequestDetails,
+};
 use crate::policy::compiled::Effect;
 
 /// A deterministic record for kernel sequence `kernel_seq`: file reads and writes, execs and connects in
@@ -11,8 +13,14 @@ use crate::policy::compiled::Effect;
 pub fn record(kernel_seq: u64) -> ActionRecord {
     let n = kernel_seq;
     let details = match n % 4 {
-        0 => RequestDetails::File { path: format!("/home/agent/project/src/module_{}.rs", n % 97).into_bytes(), mode: FileMode::Read },
-        1 => RequestDetails::File { path: format!("/home/agent/project/target/out_{}.o", n % 89).into_bytes(), mode: FileMode::Write },
+        0 => RequestDetails::File {
+            path: format!("/home/agent/project/src/module_{}.rs", n % 97).into_bytes(),
+            mode: FileMode::Read,
+        },
+        1 => RequestDetails::File {
+            path: format!("/home/agent/project/target/out_{}.o", n % 89).into_bytes(),
+            mode: FileMode::Write,
+        },
         2 => RequestDetails::Exec {
             path: b"/usr/bin/git".to_vec(),
             argv: Some(vec!["git".into(), "commit".into(), "-m".into(), format!("change {n}")]),
@@ -35,7 +43,14 @@ pub fn record(kernel_seq: u64) -> ActionRecord {
             user_id: Some("dev@example.com".into()),
         },
         details,
-        process: ProcessInfo { pid: 4242, tid: 4243, ppid: Some(4200), uid: 1000, comm: b"agent".to_vec(), cgroup: 9876 },
+        process: ProcessInfo {
+            pid: 4242,
+            tid: 4243,
+            ppid: Some(4200),
+            uid: 1000,
+            comm: b"agent".to_vec(),
+            cgroup: 9876,
+        },
         evaluation_ns: 150 + n % 900,
         kernel_seq,
         policy_hash: Digest::of(b"synthetic policy"),

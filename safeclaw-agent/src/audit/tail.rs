@@ -69,7 +69,11 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
-    Cow::Owned(text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect())
+    Cow::Owned(
+        text.chars()
+            .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+            .collect(),
+    )
 }
 
 fn text(value: &Value) -> Cow<'_, str> {
@@ -177,7 +181,8 @@ impl Printer<'_> {
     /// After a rotation: the rotated segments holding entries not seen yet (several rotations may have
     /// happened while we slept).
     fn catch_up(&mut self, active: &Path) -> io::Result<()> {
-        let rotated: Vec<_> = LogName::of_active(active).list()?.into_iter().filter(|s| s.first_seq.is_some()).collect();
+        let rotated: Vec<_> =
+            LogName::of_active(active).list()?.into_iter().filter(|s| s.first_seq.is_some()).collect();
         for (i, segment) in rotated.iter().enumerate() {
             // A segment ends where the next one starts: skip those seen to the end.
             let following = rotated.get(i + 1).and_then(|s| s.first_seq);
@@ -190,9 +195,15 @@ impl Printer<'_> {
                 Ok(reader) => self.drain(&mut BufReader::new(reader), &mut Vec::new())?,
                 // Compression replaced it meanwhile: its compressed copy holds the same entries.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let compressed = LogName::of_active(active).list()?.into_iter().find(|s| s.first_seq == segment.first_seq);
+                    let compressed = LogName::of_active(active)
+                        .list()?
+                        .into_iter()
+                        .find(|s| s.first_seq == segment.first_seq);
                     if let Some(compressed) = compressed {
-                        self.drain(&mut BufReader::new(open_reader(&compressed.path, |_| {})?), &mut Vec::new())?;
+                        self.drain(
+                            &mut BufReader::new(open_reader(&compressed.path, |_| {})?),
+                            &mut Vec::new(),
+                        )?;
                     }
                 }
                 Err(e) => return Err(e),
@@ -207,7 +218,14 @@ const TAIL_WINDOW: u64 = 4 << 20;
 
 /// Prints the last `count` matching entries of `active`, then, with `follow`, every new one, following
 /// rotations.
-pub fn run(active: &Path, filter: &Filter, count: usize, follow: bool, style: Style, out: &mut dyn Write) -> io::Result<()> {
+pub fn run(
+    active: &Path,
+    filter: &Filter,
+    count: usize,
+    follow: bool,
+    style: Style,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut file = File::open(active)?;
     let len = file.metadata()?.len();
     let start = len.saturating_sub(TAIL_WINDOW);
@@ -281,7 +299,12 @@ mod tests {
     #[test]
     fn filters_by_effect_agent_and_action() {
         let entry = serde_json::json!({"action": "file.write", "effect": "deny", "agentId": "a1"});
-        assert!(Filter { effect: Some(Effect::Deny), agent: Some("a1".into()), action: Some("file.*".into()) }.matches(&entry));
+        assert!(Filter {
+            effect: Some(Effect::Deny),
+            agent: Some("a1".into()),
+            action: Some("file.*".into())
+        }
+        .matches(&entry));
         assert!(!Filter { effect: Some(Effect::Allow), ..Filter::default() }.matches(&entry));
         assert!(!Filter { agent: Some("a2".into()), ..Filter::default() }.matches(&entry));
     }
@@ -294,7 +317,12 @@ mod tests {
         });
         let plain = render(&entry, false);
         assert!(!plain.contains('\x1b'), "{plain}");
-        assert!(plain.contains("DENY") && plain.contains("/etc/\\u{1b}[2Jx (rw)") && plain.contains("rule block-etc"), "{plain}");
+        assert!(
+            plain.contains("DENY")
+                && plain.contains("/etc/\\u{1b}[2Jx (rw)")
+                && plain.contains("rule block-etc"),
+            "{plain}"
+        );
         let colored = render(&entry, true);
         assert!(colored.contains("\x1b[1;31mDENY"), "{colored}");
     }

@@ -44,44 +44,81 @@ pub struct Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Damage {
     /// Not a sealed entry (not JSON, fields missing, no hash member).
-    Malformed { reason: String },
+    Malformed {
+        reason: String,
+    },
     /// The bytes do not hash to the entry's own hash: a byte was changed.
     ContentChanged,
     /// The next entry's `prevHash` is not this entry's hash: this entry was changed and rehashed (or the
     /// next entry's link was rewritten).
     Rehashed,
     /// Entries `expected..found` are missing.
-    Deleted { expected: u64, found: u64 },
+    Deleted {
+        expected: u64,
+        found: u64,
+    },
     /// Entry `found` comes before entry `expected`.
-    Reordered { expected: u64, found: u64 },
+    Reordered {
+        expected: u64,
+        found: u64,
+    },
     /// An entry with an already used sequence number: `found` appears again where `expected` was due.
-    Inserted { expected: u64, found: u64 },
+    Inserted {
+        expected: u64,
+        found: u64,
+    },
     /// A file starts at `found` where `expected` was due: a segment is missing.
-    MissingSegment { expected: u64, found: u64 },
+    MissingSegment {
+        expected: u64,
+        found: u64,
+    },
     /// The log starts at `first` and no signed retention entry accounts for the entries before it.
-    MissingHistory { first: u64 },
+    MissingHistory {
+        first: u64,
+    },
     /// Entry 0 is not a log start with the genesis `prevHash`.
     BadGenesis,
     /// A checkpoint or the log start names another key than the trusted one: the log was regenerated or
     /// re-signed.
-    WrongKey { key: String },
+    WrongKey {
+        key: String,
+    },
     /// A checkpoint of another log.
-    OtherLog { log_id: String },
+    OtherLog {
+        log_id: String,
+    },
     /// A checkpoint's signature does not cover the chain before it: an entry in `from..=to` was changed
     /// and the chain relinked, or the checkpoint was forged.
-    Relinked { from: u64, to: u64 },
+    Relinked {
+        from: u64,
+        to: u64,
+    },
     /// A checkpoint is dated before the previous one.
     CheckpointTimeRegressed,
     /// The signed head says the log had `signed_size` entries; it ends after `found_size`.
-    Truncated { signed_size: u64, found_size: u64 },
+    Truncated {
+        signed_size: u64,
+        found_size: u64,
+    },
     /// The entry at the signed head differs from what was signed: entries up to it were rewritten.
-    HeadMismatch { signed_size: u64 },
+    HeadMismatch {
+        signed_size: u64,
+    },
     /// The head file is not a valid signature of this log by the trusted key.
-    BadHead { reason: String },
+    BadHead {
+        reason: String,
+    },
     /// Entries `from..=to` come after the last signature: nothing proves they were not appended or changed.
-    UnsignedTail { from: u64, to: u64 },
+    UnsignedTail {
+        from: u64,
+        to: u64,
+    },
     /// The writer itself found the log damaged when it restarted (`audit.tamper_detected`).
-    TamperRecorded { kind: String, signed_size: u64, found_size: u64 },
+    TamperRecorded {
+        kind: String,
+        signed_size: u64,
+        found_size: u64,
+    },
     /// Checkpoints exist but no key to check them: neither `--pubkey` nor a log start entry.
     NoKey,
     Empty,
@@ -187,14 +224,22 @@ const RECENT_HASHES: usize = 1 << 16;
 
 /// Verifies the files of one log (any order: they are sorted by their first sequence number).
 /// `progress` is told how many file bytes have been read.
-pub fn verify(files: &[PathBuf], opts: &VerifyOptions, progress: Arc<dyn Fn(u64) + Send + Sync>) -> Result<Report, VerifyIoError> {
+pub fn verify(
+    files: &[PathBuf],
+    opts: &VerifyOptions,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Report, VerifyIoError> {
     let files = order_by_first_sequence(files)?;
     let head = match &opts.head_path {
         Some(path) => match HeadFile::read(path) {
             Ok(head) => head,
             Err(e) => {
                 let mut report = Report::default();
-                report.failure = Some(Failure { sequence: None, location: None, damage: Damage::BadHead { reason: e.to_string() } });
+                report.failure = Some(Failure {
+                    sequence: None,
+                    location: None,
+                    damage: Damage::BadHead { reason: e.to_string() },
+                });
                 return Ok(report);
             }
         },
@@ -283,7 +328,8 @@ fn parse_batch(batch: &[(Vec<u8>, u64)]) -> Vec<Vec<Parsed>> {
         let mut out = vec![parse_chunk(first)];
         // A panicking parse is a bug; show it as a malformed chunk rather than abort verification silently.
         out.extend(handles.into_iter().map(|h| {
-            h.join().unwrap_or_else(|_| vec![Err(LineError::Malformed("internal error while parsing".into()))])
+            h.join()
+                .unwrap_or_else(|_| vec![Err(LineError::Malformed("internal error while parsing".into()))])
         }));
         out
     })
@@ -365,12 +411,18 @@ impl<'a> Checker<'a> {
     fn check(&mut self, parsed: Parsed, location: Location) -> Result<(), ()> {
         let summary = match parsed {
             Ok(summary) => summary,
-            Err(LineError::HashMismatch { sequence: Some(s) }) if self.opts.from.is_some_and(|from| s < from) => return Ok(()),
+            Err(LineError::HashMismatch { sequence: Some(s) })
+                if self.opts.from.is_some_and(|from| s < from) =>
+            {
+                return Ok(())
+            }
             Err(LineError::HashMismatch { sequence }) => {
                 let sequence = sequence.or(self.expected);
                 return self.fail(sequence, Some(location), Damage::ContentChanged);
             }
-            Err(LineError::Malformed(reason)) => return self.fail(self.expected, Some(location), Damage::Malformed { reason }),
+            Err(LineError::Malformed(reason)) => {
+                return self.fail(self.expected, Some(location), Damage::Malformed { reason })
+            }
         };
         if self.opts.from.is_some_and(|from| summary.sequence < from) {
             return Ok(());
@@ -387,14 +439,22 @@ impl<'a> Checker<'a> {
         match self.expected {
             None => self.start(&summary, &location)?,
             Some(expected) if summary.sequence > expected && file_start => {
-                return self.fail(Some(expected), Some(location), Damage::MissingSegment { expected, found: summary.sequence });
+                return self.fail(
+                    Some(expected),
+                    Some(location),
+                    Damage::MissingSegment { expected, found: summary.sequence },
+                );
             }
             Some(expected) if summary.sequence > expected => {
                 self.jump = Some(PendingJump { expected, found: summary.sequence, location });
                 return Ok(());
             }
             Some(expected) if summary.sequence < expected => {
-                return self.fail(Some(summary.sequence), Some(location), Damage::Inserted { expected, found: summary.sequence });
+                return self.fail(
+                    Some(summary.sequence),
+                    Some(location),
+                    Damage::Inserted { expected, found: summary.sequence },
+                );
             }
             Some(_) if summary.prev != self.last_hash => {
                 let previous = self.last_location.clone();
@@ -421,7 +481,11 @@ impl<'a> Checker<'a> {
             let embedded = PublicKey::parse(public_key);
             match (self.key, embedded) {
                 (Some(trusted), Some(embedded)) if trusted != embedded => {
-                    return self.fail(Some(0), Some(location.clone()), Damage::WrongKey { key: embedded.to_text() });
+                    return self.fail(
+                        Some(0),
+                        Some(location.clone()),
+                        Damage::WrongKey { key: embedded.to_text() },
+                    );
                 }
                 (Some(_), _) => {}
                 (None, Some(embedded)) => {
@@ -429,7 +493,11 @@ impl<'a> Checker<'a> {
                     self.report.key_source = Some(KeySource::Embedded);
                 }
                 (None, None) => {
-                    return self.fail(Some(0), Some(location.clone()), Damage::Malformed { reason: "bad publicKey".into() });
+                    return self.fail(
+                        Some(0),
+                        Some(location.clone()),
+                        Damage::Malformed { reason: "bad publicKey".into() },
+                    );
                 }
             }
             self.log_id = Some(log_id.clone());
@@ -442,16 +510,28 @@ impl<'a> Checker<'a> {
     fn check_kind(&mut self, summary: &Summary, location: &Location) -> Result<(), ()> {
         let seq = summary.sequence;
         match &summary.kind {
-            Kind::LogStart { .. } if seq != 0 => {
-                self.fail(Some(seq), Some(location.clone()), Damage::Malformed { reason: "a second log start".into() })
-            }
+            Kind::LogStart { .. } if seq != 0 => self.fail(
+                Some(seq),
+                Some(location.clone()),
+                Damage::Malformed { reason: "a second log start".into() },
+            ),
             Kind::Checkpoint { log_id, key_id, signature, trigger, timestamp } => {
-                let Some(key) = self.key else { return self.fail(Some(seq), Some(location.clone()), Damage::NoKey) };
+                let Some(key) = self.key else {
+                    return self.fail(Some(seq), Some(location.clone()), Damage::NoKey);
+                };
                 if Digest::parse(key_id) != Some(key.key_id()) {
-                    return self.fail(Some(seq), Some(location.clone()), Damage::WrongKey { key: key_id.clone() });
+                    return self.fail(
+                        Some(seq),
+                        Some(location.clone()),
+                        Damage::WrongKey { key: key_id.clone() },
+                    );
                 }
                 if self.log_id.get_or_insert_with(|| log_id.clone()) != log_id {
-                    return self.fail(Some(seq), Some(location.clone()), Damage::OtherLog { log_id: log_id.clone() });
+                    return self.fail(
+                        Some(seq),
+                        Some(location.clone()),
+                        Damage::OtherLog { log_id: log_id.clone() },
+                    );
                 }
                 let statement = HeadStatement {
                     log_id,
@@ -462,8 +542,15 @@ impl<'a> Checker<'a> {
                     reason: trigger,
                 };
                 if trigger == super::signing::HEAD_REASON || !key.verifies(&statement, signature) {
-                    let from = self.last_checkpoint.as_ref().map_or(self.report.first_sequence.unwrap_or(0), |(s, _)| s + 1);
-                    return self.fail(Some(seq), Some(location.clone()), Damage::Relinked { from, to: seq.saturating_sub(1) });
+                    let from = self
+                        .last_checkpoint
+                        .as_ref()
+                        .map_or(self.report.first_sequence.unwrap_or(0), |(s, _)| s + 1);
+                    return self.fail(
+                        Some(seq),
+                        Some(location.clone()),
+                        Damage::Relinked { from, to: seq.saturating_sub(1) },
+                    );
                 }
                 if self.last_checkpoint.as_ref().is_some_and(|(_, t)| t.as_str() > timestamp.as_str()) {
                     return self.fail(Some(seq), Some(location.clone()), Damage::CheckpointTimeRegressed);
@@ -479,7 +566,11 @@ impl<'a> Checker<'a> {
                 Ok(())
             }
             Kind::TamperDetected { kind, signed_size, found_size } => {
-                let damage = Damage::TamperRecorded { kind: kind.clone(), signed_size: *signed_size, found_size: *found_size };
+                let damage = Damage::TamperRecorded {
+                    kind: kind.clone(),
+                    signed_size: *signed_size,
+                    found_size: *found_size,
+                };
                 self.fail(Some(seq), Some(location.clone()), damage)
             }
             Kind::Gap { from_kernel_seq, to_kernel_seq } => {
@@ -487,7 +578,10 @@ impl<'a> Checker<'a> {
                 self.report.lost_kernel_events += to_kernel_seq.saturating_sub(*from_kernel_seq) + 1;
                 Ok(())
             }
-            Kind::LogStart { .. } | Kind::Plain { .. } | Kind::SegmentStart { .. } | Kind::KernelSessionStart => Ok(()),
+            Kind::LogStart { .. }
+            | Kind::Plain { .. }
+            | Kind::SegmentStart { .. }
+            | Kind::KernelSessionStart => Ok(()),
         }
     }
 
@@ -576,7 +670,11 @@ impl<'a> Checker<'a> {
         }
         let found_size = last + 1;
         if head.size > found_size {
-            return self.fail(Some(found_size), None, Damage::Truncated { signed_size: head.size, found_size });
+            return self.fail(
+                Some(found_size),
+                None,
+                Damage::Truncated { signed_size: head.size, found_size },
+            );
         }
         if self.head_hash_seen.map(|h| h.to_string()) != Some(head.head.clone()) {
             return self.fail(Some(head.size - 1), None, Damage::HeadMismatch { signed_size: head.size });
@@ -594,7 +692,12 @@ impl<'a> Checker<'a> {
         if self.head_statement_ok(&head).is_err() || head.size != last + 1 {
             return false;
         }
-        let agrees = self.recent.iter().rev().find(|(s, _)| *s + 1 == head.size).is_some_and(|(_, h)| h.to_string() == head.head);
+        let agrees = self
+            .recent
+            .iter()
+            .rev()
+            .find(|(s, _)| *s + 1 == head.size)
+            .is_some_and(|(_, h)| h.to_string() == head.head);
         if agrees {
             self.report.signed_through = Some(last);
         }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::chain::{hex_string, seal, Digest, GENESIS};
 use super::clock::{TimestampFormatter, TIMESTAMP_LEN};
 use super::durable;
-use super::entry::{write_action, write_lifecycle, write_writer_event, ActionRecord, FieldSet, Header, Lifecycle, WriterEvent};
+use super::entry::{
+    write_action, write_lifecycle, write_writer_event, ActionRecord, FieldSet, Header, Lifecycle, WriterEvent,
+};
 use super::recover::{check_head, non_empty, scan, HeadCheck, SegmentEnd};
 use super::redact::Redactor;
 use super::retention::{expired, RetentionRule};
@@ -109,7 +111,10 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
 pub enum Health {
     Ok,
     /// Writing has failed since `since`; entries wait in memory (up to the configured bound).
-    Failing { since: SystemTime, error: String },
+    Failing {
+        since: SystemTime,
+        error: String,
+    },
 }
 
 /// How far the log is durable: everything appended up to these numbers survives a crash.
@@ -256,14 +261,21 @@ impl AuditWriter {
         writer.record_recovery(head, &end)?;
         if continues_rotated {
             // The newest segment was rotated out before a crash: this one continues it.
-            writer.push_event(WriterEvent::SegmentStart { log_id: writer.log_id.clone(), last_kernel_seq: end.last_kernel_seq });
+            writer.push_event(WriterEvent::SegmentStart {
+                log_id: writer.log_id.clone(),
+                last_kernel_seq: end.last_kernel_seq,
+            });
         }
         writer.resume_compression(&segments);
         writer.commit()?;
         Ok(writer)
     }
 
-    fn record_recovery(&mut self, head: Result<Option<HeadFile>, HeadError>, end: &SegmentEnd) -> Result<(), AuditError> {
+    fn record_recovery(
+        &mut self,
+        head: Result<Option<HeadFile>, HeadError>,
+        end: &SegmentEnd,
+    ) -> Result<(), AuditError> {
         if self.chain.next_seq == 0 {
             let public_key = self.key.public().to_text();
             self.push_event(WriterEvent::LogStart { log_id: self.log_id.clone(), public_key });
@@ -296,9 +308,12 @@ impl AuditWriter {
             HeadCheck::Mismatch { signed_size, signed_head, found_size } => {
                 self.tamper("head_mismatch", signed_size, signed_head, found_size)
             }
-            HeadCheck::OtherLog { signed_size, signed_head, found_size } => {
-                self.tamper(if found_size == 0 { "log_missing" } else { "other_log" }, signed_size, signed_head, found_size)
-            }
+            HeadCheck::OtherLog { signed_size, signed_head, found_size } => self.tamper(
+                if found_size == 0 { "log_missing" } else { "other_log" },
+                signed_size,
+                signed_head,
+                found_size,
+            ),
         }
         Ok(())
     }
@@ -312,6 +327,10 @@ impl AuditWriter {
     /// What opening found.
     pub fn recovered(&self) -> &Recovered {
         &self.recovered
+    }
+
+    pub fn failure_mode(&self) -> FailureMode {
+        self.opts.on_failure
     }
 
     pub fn health(&self) -> &Health {
@@ -352,7 +371,8 @@ impl AuditWriter {
         let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
         self.timestamps.write(record.time, &mut stamp);
         let (fields, redactor) = (self.opts.fields, &self.opts.redactor);
-        let sequence = self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
+        let sequence =
+            self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
         self.pending_kernel_seq = Some(record.kernel_seq);
         if self.chain.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint("count");
@@ -381,7 +401,6 @@ impl AuditWriter {
         self.chain.push(&stamp, write)
     }
 
-
     /// Appends a signed checkpoint over everything before it.
     fn checkpoint(&mut self, trigger: &'static str) {
         let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
@@ -396,7 +415,8 @@ impl AuditWriter {
             reason: trigger,
         };
         let signature = self.key.sign(&statement);
-        let event = WriterEvent::Checkpoint { log_id: self.log_id.clone(), key_id: self.key_id, trigger, signature };
+        let event =
+            WriterEvent::Checkpoint { log_id: self.log_id.clone(), key_id: self.key_id, trigger, signature };
         self.chain.push(&stamp, |out, header| write_writer_event(out, header, &event));
         self.chain.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
@@ -424,7 +444,9 @@ impl AuditWriter {
     }
 
     fn record_write_recovery(&mut self) {
-        let Health::Failing { since, error } = std::mem::replace(&mut self.health, Health::Ok) else { return };
+        let Health::Failing { since, error } = std::mem::replace(&mut self.health, Health::Ok) else {
+            return;
+        };
         let counts = std::mem::take(&mut self.failure);
         let since = self.timestamps.format(since);
         tracing::warn!(dropped = counts.dropped, "audit log writable again");
@@ -475,7 +497,14 @@ impl AuditWriter {
             return Ok(());
         }
         let time = self.timestamps.format(SystemTime::now());
-        let statement = HeadStatement { log_id: &self.log_id, key_id: self.key_id, size, head: self.chain.prev, time: &time, reason: "" };
+        let statement = HeadStatement {
+            log_id: &self.log_id,
+            key_id: self.key_id,
+            size,
+            head: self.chain.prev,
+            time: &time,
+            reason: "",
+        };
         HeadFile::signed(&self.key, statement).write(&self.opts.head_path)?;
         self.head_size = Some(size);
         Ok(())
@@ -485,7 +514,8 @@ impl AuditWriter {
     /// passed, a commit when the oldest buffered entry has waited long enough (or a failing log may be
     /// writable again), retention once an hour.
     pub fn tick(&mut self) -> Result<Durable, AuditError> {
-        if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval {
+        if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
+        {
             self.checkpoint("interval");
         }
         let due = self.chain.pending_since.is_some_and(|t| t.elapsed() >= self.opts.commit_interval);
@@ -493,7 +523,9 @@ impl AuditWriter {
             self.commit()?;
         }
         self.reap_compression();
-        if self.opts.retention.is_some() && self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_PERIOD) {
+        if self.opts.retention.is_some()
+            && self.last_retention.is_none_or(|t| t.elapsed() >= RETENTION_PERIOD)
+        {
             self.apply_retention()?;
         }
         Ok(self.durable)
@@ -660,7 +692,8 @@ mod tests {
     fn check(dir: &Path) -> crate::audit::verify::Report {
         let opts = options(dir);
         let key = AuditKey::load(&opts.key_path).unwrap().public();
-        let verify_opts = VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None };
+        let verify_opts =
+            VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None };
         verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap()
     }
 
@@ -763,12 +796,16 @@ mod tests {
         writer.commit().unwrap();
         assert_eq!(writer.health(), &Health::Ok);
         writer.close().unwrap();
-        let recovered: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.write_recovered").collect();
+        let recovered: Vec<_> =
+            entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.write_recovered").collect();
         assert_eq!(recovered.len(), 1);
         let d = &recovered[0]["details"];
         assert_eq!(d["dropped"], dropped);
         assert_eq!(d["mode"], "failClosed");
-        assert_eq!(d["deniedDuringFailure"].as_u64().unwrap() + d["allowedDuringFailure"].as_u64().unwrap(), 38);
+        assert_eq!(
+            d["deniedDuringFailure"].as_u64().unwrap() + d["allowedDuringFailure"].as_u64().unwrap(),
+            38
+        );
         assert_eq!(check(dir.path()).failure, None);
     }
 
@@ -827,7 +864,10 @@ mod tests {
         writer.close().unwrap();
         let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
         assert!(files.len() > 3, "{files:?}");
-        assert!(files[..files.len() - 1].iter().all(|f| f.extension().is_some_and(|e| e == "zst")), "{files:?}");
+        assert!(
+            files[..files.len() - 1].iter().all(|f| f.extension().is_some_and(|e| e == "zst")),
+            "{files:?}"
+        );
         let report = check(dir.path());
         assert_eq!(report.failure, None);
         assert_eq!(report.files, files.len());

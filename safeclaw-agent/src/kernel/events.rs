@@ -93,6 +93,19 @@ pub enum MountOp {
     Unknown(u32),
 }
 
+impl MountOp {
+    /// The kernel's `mount_op` number.
+    pub fn code(self) -> u32 {
+        match self {
+            MountOp::Mount => mount_op::MOUNT,
+            MountOp::Umount => mount_op::UMOUNT,
+            MountOp::PivotRoot => mount_op::PIVOT_ROOT,
+            MountOp::MoveMount => mount_op::MOVE_MOUNT,
+            MountOp::Unknown(code) => code,
+        }
+    }
+}
+
 impl Guarded {
     /// Audit action name.
     pub fn action_name(self) -> &'static str {

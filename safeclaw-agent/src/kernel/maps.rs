@@ -193,3 +193,11 @@ pub fn ringbuf_full_count(ebpf: &mut Ebpf) -> Result<u64, KernelError> {
         .get(&counter::RINGBUF_FULL, 0)
         .map_err(|source| KernelError::Map { map: "COUNTERS", source })
 }
+
+/// The generation stamped on a slot's policy (0 if none was loaded).
+pub fn generation(ebpf: &mut Ebpf, slot: u32) -> Result<u32, KernelError> {
+    let header = array::<PolicyHeader>(ebpf, "POLICY")?
+        .get(&slot, 0)
+        .map_err(|source| KernelError::Map { map: "POLICY", source })?;
+    Ok(header.generation)
+}

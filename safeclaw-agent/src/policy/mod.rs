@@ -52,5 +52,5 @@ pub fn load_active(path: &std::path::Path) -> Result<crate::daemon::ActivePolicy
     for warning in &set.warnings {
         tracing::warn!("{warning}");
     }
-    Ok(crate::daemon::ActivePolicy { hash: set.hash.to_string(), profile: set.base })
+    Ok(crate::daemon::ActivePolicy { hash: set.hash, profile: set.base })
 }

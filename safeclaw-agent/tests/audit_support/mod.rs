@@ -18,7 +18,8 @@ pub struct TestLog {
 
 impl TestLog {
     pub fn options(&self) -> WriterOptions {
-        let mut opts = WriterOptions::new(&self.dir.path().join("log/audit.jsonl")).with_state_dir(&self.dir.path().join("state"));
+        let mut opts = WriterOptions::new(&self.dir.path().join("log/audit.jsonl"))
+            .with_state_dir(&self.dir.path().join("state"));
         opts.checkpoint_every = 10;
         opts
     }
@@ -58,7 +59,11 @@ impl TestLog {
 
     /// Verifies with the trusted key and the head file.
     pub fn verify(&self) -> Report {
-        self.verify_with(VerifyOptions { trusted_key: Some(self.key()), head_path: Some(self.head()), from: None })
+        self.verify_with(VerifyOptions {
+            trusted_key: Some(self.key()),
+            head_path: Some(self.head()),
+            from: None,
+        })
     }
 
     pub fn verify_with(&self, opts: VerifyOptions) -> Report {
