@@ -168,7 +168,10 @@ fn address() -> impl Strategy<Value = [u8; 16]> {
     })
 }
 
-fn requests() -> impl Strategy<Value = Vec<(u8, Vec<u8>, [u8; 16], u16, u8)>> {
+/// (kind, path, address, port, protocol) of a request.
+type RawRequest = (u8, Vec<u8>, [u8; 16], u16, u8);
+
+fn requests() -> impl Strategy<Value = Vec<RawRequest>> {
     let port = prop::sample::select(vec![0u16, 22, 80, 443, 1024, 1025, 8080, 8500, 9000, 9001, 65535]);
     let protocol = prop::sample::select(vec![0u8, 6, 17, 132]);
     prop::collection::vec((0u8..7, path(), address(), port, protocol), 1..24)

@@ -71,7 +71,7 @@ fn shipped_policies_pass_their_cases() {
 fn fragment_paths(text: &str) -> Vec<Vec<u8>> {
     let mut pieces: Vec<String> = Vec::new();
     for line in text.lines() {
-        for raw in line.split(|c: char| matches!(c, '[' | ']' | ',' | '"' | ' ' | '{' | '}')) {
+        for raw in line.split(['[', ']', ',', '"', ' ', '{', '}']) {
             for piece in raw.split('/') {
                 let piece = piece.trim_matches(|c: char| c == '*' || c == '?' || c == '~');
                 if !piece.is_empty() && piece.len() < 40 && !piece.contains(':') {

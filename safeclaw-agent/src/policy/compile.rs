@@ -6,39 +6,13 @@ use std::path::Path;
 
 use safeclaw_common::{MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_RULES};
 
-use super::compiled::{CompiledDfa, CompiledPolicy, Effect};
+use super::compiled::{CompiledDfa, CompiledPolicy};
 use super::context::{Alternatives, CompileContext, Expander};
 use super::dfa::{self, ClassAnalysis};
 use super::diag::{Diagnostic, Location, PolicyError};
 use super::load::load_file;
-use super::model::{Action, PathClass, Policy, PolicyHash, Profile, Rule, Severity};
+use super::model::{PathClass, Policy, PolicyHash, Profile, Rule, RuleInfo};
 use super::netcompile::{self, InetRule, NetAnalysis};
-
-/// What the audit trail needs of a rule, by rule id.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleInfo {
-    pub name: String,
-    pub action: Action,
-    pub effect: Effect,
-    pub reason: Option<String>,
-    pub severity: Option<Severity>,
-    pub tags: Vec<String>,
-    pub location: Location,
-}
-
-impl RuleInfo {
-    fn of(rule: &Rule) -> RuleInfo {
-        RuleInfo {
-            name: rule.name.clone(),
-            action: rule.action,
-            effect: rule.effect,
-            reason: rule.reason.clone(),
-            severity: rule.severity,
-            tags: rule.tags.clone(),
-            location: rule.location.clone(),
-        }
-    }
-}
 
 /// Table sizes of one compiled profile.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,8 +88,7 @@ pub fn load_and_compile(path: &Path, ctx: &CompileContext) -> Result<CompiledSet
 
 /// Compiles the base profile and one per agent.
 pub fn compile_all(policy: &Policy, ctx: &CompileContext) -> Result<CompiledSet, PolicyError> {
-    let top =
-        policy.files.first().map(|f| Location::file(f)).unwrap_or_else(|| Location::file(&"<policy>".into()));
+    let top = policy.files.first().map(Location::file).unwrap_or_else(|| Location::file(&"<policy>".into()));
     let expander = ctx.expander().map_err(|e| PolicyError::single(top.clone(), e))?;
     let mut warnings = policy.warnings.clone();
     let mut errors = Vec::new();
@@ -249,14 +222,14 @@ fn compile_profile(
     stats.port_intervals = net.prefixes.iter().map(|p| p.intervals.len()).sum();
     let tables = CompiledPolicy {
         default_effect: profile.default,
-        rule_effects: rules.iter().map(|r| r.effect).collect(),
+        rule_effects: rules.iter().map(|r| r.info.effect).collect(),
         dfas,
         net,
     };
     let compiled = CompiledProfile {
         agent: profile.agent.map(str::to_owned),
         tables,
-        rules: rules.iter().map(|r| RuleInfo::of(r)).collect(),
+        rules: rules.iter().map(|r| r.info.clone()).collect(),
         stats,
     };
     Ok((compiled, findings))
@@ -281,7 +254,7 @@ fn class_patterns(rules: &[&Rule], class: PathClass, expander: &Expander<'_>) ->
 fn names(rules: &[&Rule], ids: &BTreeSet<u32>) -> String {
     const SHOWN: usize = 3;
     let mut listed: Vec<String> =
-        ids.iter().take(SHOWN).map(|&id| format!("`{}`", rules[id as usize].name)).collect();
+        ids.iter().take(SHOWN).map(|&id| format!("`{}`", rules[id as usize].info.name)).collect();
     if ids.len() > SHOWN {
         listed.push(format!("{} more", ids.len() - SHOWN));
     }
@@ -298,31 +271,31 @@ fn path_findings(rules: &[&Rule], class: PathClass, analysis: &ClassAnalysis, fi
         let message = if rule.argument_patterns().is_some() {
             format!(
                 "rule `{}`: its argument patterns never apply: every binary it names is decided first by {}",
-                rule.name,
+                rule.info.name,
                 names(rules, instead)
             )
         } else {
             format!(
                 "rule `{}` never decides {}: every path it matches is decided first by {}",
-                rule.name,
+                rule.info.name,
                 class.as_str(),
                 names(rules, instead)
             )
         };
         findings.push(Finding {
-            rule: rule.name.clone(),
+            rule: rule.info.name.clone(),
             topic: class.as_str(),
-            location: rule.location.clone(),
+            location: rule.info.location.clone(),
             message,
         });
     }
     for &id in &analysis.unmatched {
         let rule = rules[id as usize];
         findings.push(Finding {
-            rule: rule.name.clone(),
+            rule: rule.info.name.clone(),
             topic: class.as_str(),
-            location: rule.location.clone(),
-            message: format!("rule `{}` matches no {} path", rule.name, class.as_str()),
+            location: rule.info.location.clone(),
+            message: format!("rule `{}` matches no {} path", rule.info.name, class.as_str()),
         });
     }
 }
@@ -345,7 +318,7 @@ fn net_findings(
             let names = hosts.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
             format!(
                 "rule `{}` matches no address: its host names ({names}) resolved to no address",
-                rule.name
+                rule.info.name
             )
         } else if analysis.decides.contains(&inet_rule.rule) {
             continue;
@@ -353,19 +326,19 @@ fn net_findings(
             match analysis.decided_instead_by.get(&inet_rule.rule).filter(|s| !s.is_empty()) {
                 Some(instead) => format!(
                     "rule `{}` never decides an IP connect: its addresses and ports are decided first by {}",
-                    rule.name,
+                    rule.info.name,
                     names(rules, instead)
                 ),
                 None => format!(
                     "rule `{}` never decides an IP connect: earlier rules decide all it matches",
-                    rule.name
+                    rule.info.name
                 ),
             }
         };
         findings.push(Finding {
-            rule: rule.name.clone(),
+            rule: rule.info.name.clone(),
             topic: "network.connect",
-            location: rule.location.clone(),
+            location: rule.info.location.clone(),
             message,
         });
     }
@@ -373,7 +346,9 @@ fn net_findings(
 
 #[cfg(test)]
 mod tests {
+    use super::super::compiled::Effect;
     use super::super::load::load_str;
+    use super::super::model::Severity;
     use super::*;
 
     fn compiled(text: &str) -> CompiledSet {

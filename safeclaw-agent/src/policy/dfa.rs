@@ -10,11 +10,11 @@
 //! alike are merged.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use safeclaw_common::{MAX_DFA_STATES, MAX_DFA_TRANSITIONS, NO_RULE};
 
 use super::compiled::CompiledDfa;
+use super::fasthash::FastMap;
 use super::glob::{ByteSet, Token};
 
 /// How many states the construction may reach before minimization, as a multiple of what the
@@ -80,7 +80,7 @@ struct Item {
 /// All items of a class, suffixes shared.
 struct Items {
     items: Vec<Item>,
-    interned: HashMap<(u32, bool, Kind, u32), u32>,
+    interned: FastMap<(u32, bool, Kind, u32), u32>,
     sets: Vec<ByteSet>,
     not_slash: u32,
     /// Per pattern, its first items.
@@ -94,7 +94,7 @@ impl Items {
         not_slash.remove(b'/');
         let mut items = Items {
             items: Vec::new(),
-            interned: HashMap::new(),
+            interned: FastMap::default(),
             sets: vec![not_slash],
             not_slash: 0,
             starts: Vec::new(),
@@ -236,7 +236,7 @@ pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, Class
         items.sets.iter().map(|set| (0..k).filter(|&c| set.contains(representatives[c])).collect()).collect();
     let mut construction = Construction::new(&items);
     let start = construction.closure(items.starts.iter().copied());
-    let mut ids: SetMap<u32> = SetMap::default();
+    let mut ids: FastMap<Vec<u32>, u32> = FastMap::default();
     ids.insert(start.clone(), 0);
     let mut states: Vec<Vec<u32>> = vec![start];
     let mut transitions: Vec<u32> = Vec::new();
@@ -317,42 +317,6 @@ pub fn build(patterns: &[Pattern], limits: Limits) -> Result<(CompiledDfa, Class
         return Err(too_many(table.state_count() as usize));
     }
     Ok((table, analysis))
-}
-
-/// Maps from item sets, with a hash cheaper than SipHash (the keys are not attacker-chosen
-/// beyond what a policy file can already make the compiler do).
-type SetMap<V> = HashMap<Vec<u32>, V, BuildHasherDefault<SetHasher>>;
-
-/// A multiply-rotate hash over 8-byte words.
-#[derive(Default)]
-struct SetHasher(u64);
-
-impl Hasher for SetHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        for &byte in chunks.remainder() {
-            self.mix(u64::from(byte));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl SetHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
 }
 
 /// Closures of item sets, with the items of rules that can no longer be the lowest dropped.

@@ -85,12 +85,20 @@ impl InetSpec {
     }
 }
 
-/// Rules of one path class, indexed by the literal prefix of each glob alternative.
-#[derive(Debug, Default)]
+/// Rules of one path class, indexed by the literal prefix of each glob alternative or, for those
+/// with none beyond `/` (like `**/*.key`), by the last byte of their literal suffix.
+#[derive(Debug)]
 struct PathIndex {
     /// `(rule, pattern index in its PathSet, or None for every path)`, in rule order.
     entries: Vec<(u32, Option<usize>)>,
     trie: Trie,
+    by_last_byte: Vec<Vec<u32>>,
+}
+
+impl Default for PathIndex {
+    fn default() -> PathIndex {
+        PathIndex { entries: Vec::new(), trie: Trie::default(), by_last_byte: vec![Vec::new(); 256] }
+    }
 }
 
 /// Rules matching IP connects, by the (length, masked address) of their CIDRs.
@@ -147,10 +155,10 @@ impl Evaluator {
                 match &rule.paths[class.dfa_index()] {
                     None => {}
                     Some(_) if transparent => {}
-                    Some(PathSet::Every) => index.add(id as u32, None, b""),
+                    Some(PathSet::Every) => index.add(id as u32, None, b"", b""),
                     Some(PathSet::Patterns(patterns)) => {
                         for (at, (_, pattern)) in patterns.iter().enumerate() {
-                            index.add(id as u32, Some(at), pattern.prefix());
+                            index.add(id as u32, Some(at), pattern.prefix(), pattern.suffix());
                         }
                     }
                 }
@@ -275,6 +283,9 @@ impl Evaluator {
         let split = SplitPath::new(path);
         let mut candidates = Vec::new();
         index.trie.collect(path, &mut candidates);
+        if let Some(&last) = path.last() {
+            candidates.extend_from_slice(&index.by_last_byte[usize::from(last)]);
+        }
         candidates.sort_unstable();
         for entry in candidates {
             let (rule, pattern) = index.entries[entry as usize];
@@ -432,8 +443,8 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
         });
     }
     EvalRule {
-        name: rule.name.clone(),
-        effect: rule.effect,
+        name: rule.info.name.clone(),
+        effect: rule.info.effect,
         paths,
         inet: rule.inet().map(|inet| InetSpec {
             cidrs: expander.cidrs(inet),
@@ -450,10 +461,13 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
 }
 
 impl PathIndex {
-    fn add(&mut self, rule: u32, pattern: Option<usize>, prefix: &[u8]) {
+    fn add(&mut self, rule: u32, pattern: Option<usize>, prefix: &[u8], suffix: &[u8]) {
         let entry = self.entries.len() as u32;
         self.entries.push((rule, pattern));
-        self.trie.insert(prefix, entry);
+        match suffix.last() {
+            Some(&last) if prefix.len() <= 1 => self.by_last_byte[usize::from(last)].push(entry),
+            _ => self.trie.insert(prefix, entry),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::compiled::Effect;
 use super::diag::{Diagnostic, Level, Location, PolicyError};
 use super::glob::Glob;
-use super::model::{Action, Agent, InetMatch, Matcher, Paths, Policy, PolicyHash, Rule};
+use super::model::{Action, Agent, InetMatch, Matcher, Paths, Policy, PolicyHash, Rule, RuleInfo};
 use super::positions::Positions;
 use super::schema::{AgentSpec, Pattern, PolicyFile, RuleSpec};
 
@@ -279,14 +279,16 @@ impl Loader {
             Action::Any => Matcher::Any,
         };
         Some(Rule {
-            name: spec.name.0,
-            action,
-            effect: spec.effect,
-            reason: spec.reason,
-            severity: spec.severity,
-            tags: spec.tags.into_iter().map(|t| t.0).collect(),
+            info: RuleInfo {
+                name: spec.name.0,
+                action,
+                effect: spec.effect,
+                reason: spec.reason,
+                severity: spec.severity,
+                tags: spec.tags.into_iter().map(|t| t.0).collect(),
+                location: at(key),
+            },
             matcher,
-            location: at(key),
         })
     }
 
@@ -341,13 +343,13 @@ fn strip_location_suffix(message: &str) -> String {
 fn check_unique_names<'a>(rules: impl Iterator<Item = &'a Rule>, diagnostics: &mut Vec<Diagnostic>) {
     let mut seen: std::collections::HashMap<&str, &Location> = std::collections::HashMap::new();
     for rule in rules {
-        if let Some(first) = seen.get(rule.name.as_str()) {
+        if let Some(first) = seen.get(rule.info.name.as_str()) {
             diagnostics.push(Diagnostic::error(
-                rule.location.clone(),
-                format!("duplicate rule name `{}` (first defined at {first})", rule.name),
+                rule.info.location.clone(),
+                format!("duplicate rule name `{}` (first defined at {first})", rule.info.name),
             ));
         } else {
-            seen.insert(&rule.name, &rule.location);
+            seen.insert(&rule.info.name, &rule.info.location);
         }
     }
 }
@@ -404,13 +406,13 @@ fn host_deny_warnings(default: Effect, rules: &[Rule], agent: Option<&str>, warn
     }
     for rule in rules {
         let by_host = rule.inet().is_some_and(|inet| !inet.hosts.is_empty());
-        if by_host && rule.effect == Effect::Deny {
+        if by_host && rule.info.effect == Effect::Deny {
             let profile = agent.map(|a| format!(" (agent `{a}`)")).unwrap_or_default();
             warnings.push(Diagnostic::warning(
-                rule.location.clone(),
+                rule.info.location.clone(),
                 format!(
                     "rule `{}` denies by host name under `default: {}`{profile}: only the addresses the daemon resolved are denied; prefer `default: deny` with allow rules, or CIDRs",
-                    rule.name,
+                    rule.info.name,
                     default.as_str()
                 ),
             ));
@@ -504,7 +506,8 @@ mod tests {
     fn agents_extend_and_order_their_rules_first() {
         let text = "version: 1\ndefault: allow\nrules:\n  - {name: base, action: \"*\", effect: deny}\nagents:\n  coder:\n    default: deny\n    rules:\n      - {name: c, action: file.read, effect: allow}\n  junior:\n    extends: coder\n    rules:\n      - {name: j, action: file.write, effect: deny}\n";
         let policy = load_str("p.yaml", text).unwrap();
-        let names = |agent| policy.profile(agent).rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let names =
+            |agent| policy.profile(agent).rules.iter().map(|r| r.info.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(Some("junior")), ["j", "c", "base"]);
         assert_eq!(names(Some("coder")), ["c", "base"]);
         assert_eq!(names(Some("unknown")), ["base"]);
@@ -527,7 +530,7 @@ mod tests {
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, top).unwrap();
         let policy = load_file(&path).unwrap();
-        assert_eq!(policy.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["inc", "own"]);
+        assert_eq!(policy.rules.iter().map(|r| r.info.name.as_str()).collect::<Vec<_>>(), ["inc", "own"]);
         let mut hasher = Sha256::new();
         for text in [top, common] {
             hasher.update((text.len() as u64).to_le_bytes());

@@ -2,6 +2,8 @@
 //! expanded glob tokens, with no automaton, so that it checks the kernel DFA instead of sharing
 //! its construction.
 
+use std::cell::OnceCell;
+
 use super::glob::{ByteSet, Token};
 
 /// Matches within one path segment (or a whole argument): fixed-width pieces and `*`.
@@ -142,6 +144,11 @@ impl PathPattern {
         &self.prefix
     }
 
+    /// The literal bytes every match ends with (for indexing).
+    pub fn suffix(&self) -> &[u8] {
+        &self.suffix
+    }
+
     pub fn matches(&self, path: &SplitPath<'_>) -> bool {
         let bytes = path.bytes;
         if !bytes.starts_with(&self.prefix) || !bytes.ends_with(&self.suffix) {
@@ -184,30 +191,37 @@ impl PathPattern {
     }
 }
 
-/// A path cut at its `/` bytes once, for matching against many patterns.
+/// A path cut at its `/` bytes once (when a pattern first needs it), for matching against many
+/// patterns.
 pub struct SplitPath<'a> {
     bytes: &'a [u8],
-    slashes: Vec<usize>,
+    slashes: OnceCell<Vec<usize>>,
 }
 
 impl<'a> SplitPath<'a> {
     pub fn new(bytes: &'a [u8]) -> SplitPath<'a> {
-        let slashes = bytes.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).collect();
-        SplitPath { bytes, slashes }
+        SplitPath { bytes, slashes: OnceCell::new() }
+    }
+
+    fn slashes(&self) -> &[usize] {
+        self.slashes.get_or_init(|| {
+            self.bytes.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i).collect()
+        })
     }
 
     fn first(&self) -> &'a [u8] {
-        &self.bytes[..self.slashes.first().copied().unwrap_or(self.bytes.len())]
+        &self.bytes[..self.slashes().first().copied().unwrap_or(self.bytes.len())]
     }
 
     fn unit_count(&self) -> usize {
-        self.slashes.len()
+        self.slashes().len()
     }
 
     /// The bytes after the `index`-th `/`, up to the next one.
     fn unit(&self, index: usize) -> &'a [u8] {
-        let start = self.slashes[index] + 1;
-        let end = self.slashes.get(index + 1).copied().unwrap_or(self.bytes.len());
+        let slashes = self.slashes();
+        let start = slashes[index] + 1;
+        let end = slashes.get(index + 1).copied().unwrap_or(self.bytes.len());
         &self.bytes[start..end]
     }
 }

@@ -11,6 +11,7 @@ mod context;
 mod dfa;
 mod diag;
 mod eval;
+mod fasthash;
 mod glob;
 mod hosts;
 mod load;
@@ -21,7 +22,7 @@ mod netcompile;
 mod positions;
 mod schema;
 
-pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, RuleInfo, TableStats};
+pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, TableStats};
 pub use context::{launching_user_home, CompileContext};
 pub use diag::{Diagnostic, Level, Location, PolicyError};
 pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
@@ -29,7 +30,8 @@ pub use glob::{Glob, GlobError, Syntax};
 pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
 pub use load::{load_file, load_str};
 pub use model::{
-    Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, Severity,
+    Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo,
+    Severity,
 };
 pub use net::{Cidr, HostName, PortRange, Protocol};
 

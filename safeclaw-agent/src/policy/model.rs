@@ -155,17 +155,23 @@ pub enum Matcher {
     Any,
 }
 
+/// A rule apart from what it matches: what the audit trail needs of it by rule id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
+pub struct RuleInfo {
     pub name: String,
     pub action: Action,
     pub effect: Effect,
     pub reason: Option<String>,
     pub severity: Option<Severity>,
     pub tags: Vec<String>,
-    pub matcher: Matcher,
     /// Where the rule is written.
     pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub info: RuleInfo,
+    pub matcher: Matcher,
 }
 
 impl Rule {
@@ -173,8 +179,12 @@ impl Rule {
     pub fn paths(&self, class: PathClass) -> Option<&Paths> {
         match (&self.matcher, class) {
             (Matcher::Any, _) => Some(&EVERY_PATH),
-            (Matcher::File { paths }, PathClass::FileRead) if self.action != Action::FileWrite => Some(paths),
-            (Matcher::File { paths }, PathClass::FileWrite) if self.action != Action::FileRead => Some(paths),
+            (Matcher::File { paths }, PathClass::FileRead) if self.info.action != Action::FileWrite => {
+                Some(paths)
+            }
+            (Matcher::File { paths }, PathClass::FileWrite) if self.info.action != Action::FileRead => {
+                Some(paths)
+            }
             (Matcher::Exec { binaries, .. }, PathClass::Exec) => Some(binaries),
             (Matcher::Connect { unix: Some(paths), .. }, PathClass::UnixConnect) => Some(paths),
             _ => None,

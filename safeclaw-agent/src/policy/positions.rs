@@ -1,16 +1,16 @@
 //! Line and column of every value in a policy file, keyed by its path (`rules[3].paths[0]`), for
 //! errors found after deserialization (duplicate names, shadowed rules, includes).
 
-use std::collections::HashMap;
-
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+
+use super::fasthash::FastMap;
 
 /// Positions of the values of one YAML document. Empty if the text does not parse (serde_yaml
 /// already reported why).
 #[derive(Debug, Default)]
 pub struct Positions {
-    by_path: HashMap<String, (usize, usize)>,
+    by_path: FastMap<String, (usize, usize)>,
 }
 
 impl Positions {
@@ -45,7 +45,7 @@ enum Frame {
 #[derive(Default)]
 struct Recorder {
     stack: Vec<Frame>,
-    by_path: HashMap<String, (usize, usize)>,
+    by_path: FastMap<String, (usize, usize)>,
     /// A mapping whose first key was just read, to be placed there.
     place_mapping: Option<String>,
 }
