@@ -2,7 +2,7 @@
 //! blindly: unknown actions or effects and impossible lengths are errors, not guesses.
 use std::net::{IpAddr, Ipv6Addr};
 
-use safeclaw_common::{action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
+use safeclaw_common::{action, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
 
 use crate::policy::compiled::{Effect, Request};
 
@@ -149,23 +149,6 @@ pub struct KernelEvent {
     pub flags: u16,
     pub comm: String,
     pub detail: Detail,
-}
-
-/// Names of the set `safeclaw_common::flag` bits, for audit entries.
-pub fn flag_names(flags: u16) -> Vec<&'static str> {
-    [
-        (flag::PATH_UNRESOLVED, "path_unresolved"),
-        (flag::NO_POLICY, "no_policy"),
-        (flag::LOCKDOWN, "lockdown"),
-        (flag::TABLE_BOUND, "table_bound"),
-        (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
-        (flag::UNDECIDED_FAMILY, "undecided_family"),
-        (flag::SENDTO, "sendto"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, name)| name)
-    .collect()
 }
 
 fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
