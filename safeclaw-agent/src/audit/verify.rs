@@ -193,9 +193,8 @@ pub fn verify(files: &[PathBuf], opts: &VerifyOptions, progress: Arc<dyn Fn(u64)
         Some(path) => match HeadFile::read(path) {
             Ok(head) => head,
             Err(e) => {
-                let mut report = Report::default();
-                report.failure = Some(Failure { sequence: None, location: None, damage: Damage::BadHead { reason: e.to_string() } });
-                return Ok(report);
+                let damage = Damage::BadHead { reason: e.to_string() };
+                return Ok(Report { failure: Some(Failure { sequence: None, location: None, damage }), ..Report::default() });
             }
         },
         None => None,
