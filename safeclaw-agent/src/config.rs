@@ -270,11 +270,7 @@ pub struct CommitInterval(pub Duration);
 impl TryFrom<String> for CommitInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&interval) {
-            return Err(format!("commitInterval {text:?} must be between 1ms and 1s"));
-        }
-        Ok(CommitInterval(interval))
+        duration_between(&text, "commitInterval", Duration::from_millis(1), Duration::from_secs(1)).map(CommitInterval)
     }
 }
 
@@ -286,11 +282,7 @@ pub struct FlushInterval(pub Duration);
 impl TryFrom<String> for FlushInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&interval) {
-            return Err(format!("flushInterval {text:?} must be between 1ms and 1h"));
-        }
-        Ok(FlushInterval(interval))
+        duration_between(&text, "flushInterval", Duration::from_millis(1), Duration::from_secs(3600)).map(FlushInterval)
     }
 }
 
@@ -325,11 +317,7 @@ pub struct CheckpointInterval(pub Duration);
 impl TryFrom<String> for CheckpointInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&interval) {
-            return Err(format!("checkpoint.interval {text:?} must be between 1s and 1d"));
-        }
-        Ok(CheckpointInterval(interval))
+        duration_between(&text, "checkpoint.interval", Duration::from_secs(1), Duration::from_secs(86_400)).map(CheckpointInterval)
     }
 }
 
@@ -513,6 +501,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let ms = count.checked_mul(unit_ms).filter(|ms| *ms <= 1000 * 366 * 86_400_000).ok_or_else(|| format!("{text:?} is too long"))?;
     Ok(Duration::from_millis(ms))
+}
+
+/// A duration from `min` to `max`; `what` names the setting in the error.
+fn duration_between(text: &str, what: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if (min..=max).contains(&duration) {
+        Ok(duration)
+    } else {
+        Err(format!("{what} {text:?} must be between {min:?} and {max:?}"))
+    }
 }
 
 /// `500MB` (decimal units), `64MiB` (binary), or plain bytes.
@@ -793,7 +791,7 @@ audit:
         let e = error("audit:\n  redaction:\n    patterns:\n      - name: bad\n        pattern: \"(\"\n");
         assert!(e.contains("audit.redaction") && e.contains("\"bad\""), "{e}");
         let e = error("audit:\n  commitInterval: 5s\n");
-        assert!(e.contains("between 1ms and 1s"), "{e}");
+        assert!(e.contains("commitInterval \"5s\" must be between 1ms and 1s"), "{e}");
     }
 
     #[test]
