@@ -9,7 +9,7 @@ need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (t
 
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd (qemu-system-common); busybox-static is the guest's init
 # userland; python3 and iproute2 are used by tests/demo/session.sh inside the guest.
-APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool
+APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool python3-cryptography
   python3 iproute2)
 # The kernels the VM boots. Pinned so runs are comparable; the newest of each line is the fallback when the
 # pinned build has left the archive.

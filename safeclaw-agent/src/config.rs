@@ -272,11 +272,8 @@ pub struct CommitInterval(pub Duration);
 impl TryFrom<String> for CommitInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&interval) {
-            return Err(format!("commitInterval {text:?} must be between 1ms and 1s"));
-        }
-        Ok(CommitInterval(interval))
+        duration_between(&text, "commitInterval", Duration::from_millis(1), Duration::from_secs(1))
+            .map(CommitInterval)
     }
 }
 
@@ -288,11 +285,8 @@ pub struct FlushInterval(pub Duration);
 impl TryFrom<String> for FlushInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&interval) {
-            return Err(format!("flushInterval {text:?} must be between 1ms and 1h"));
-        }
-        Ok(FlushInterval(interval))
+        duration_between(&text, "flushInterval", Duration::from_millis(1), Duration::from_secs(3600))
+            .map(FlushInterval)
     }
 }
 
@@ -327,11 +321,8 @@ pub struct CheckpointInterval(pub Duration);
 impl TryFrom<String> for CheckpointInterval {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let interval = parse_duration(&text)?;
-        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&interval) {
-            return Err(format!("checkpoint.interval {text:?} must be between 1s and 1d"));
-        }
-        Ok(CheckpointInterval(interval))
+        duration_between(&text, "checkpoint.interval", Duration::from_secs(1), Duration::from_secs(86_400))
+            .map(CheckpointInterval)
     }
 }
 
@@ -521,6 +512,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// A duration from `min` to `max`; `what` names the setting in the error.
+fn duration_between(text: &str, what: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if (min..=max).contains(&duration) {
+        Ok(duration)
+    } else {
+        Err(format!("{what} {text:?} must be between {min:?} and {max:?}"))
+    }
+}
+
 /// `500MB` (decimal units), `64MiB` (binary), or plain bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -529,9 +530,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1000,
-        "mb" => 1000_000,
-        "gb" => 1000_000_000,
-        "tb" => 1000_000_000_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
@@ -814,7 +815,7 @@ audit:
         let e = error("audit:\n  redaction:\n    patterns:\n      - name: bad\n        pattern: \"(\"\n");
         assert!(e.contains("audit.redaction") && e.contains("\"bad\""), "{e}");
         let e = error("audit:\n  commitInterval: 5s\n");
-        assert!(e.contains("between 1ms and 1s"), "{e}");
+        assert!(e.contains("commitInterval \"5s\" must be between 1ms and 1s"), "{e}");
     }
 
     #[test]

@@ -168,10 +168,6 @@ impl KernelFlags {
         }
         names
     }
-
-    pub fn contains(self, bit: u16) -> bool {
-        self.0 & bit != 0
-    }
 }
 
 /// Events of the daemon and of the agents' sessions that the trail records besides attempts.

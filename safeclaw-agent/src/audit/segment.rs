@@ -1,7 +1,7 @@
 //! Segment files: naming (`audit.jsonl` active, `audit-<first sequence>.jsonl[.zst|.gz]` rotated), listing a
 //! log's segments in order, reading them through decompression, and compressing rotated ones.
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -184,20 +184,6 @@ pub fn remove_leftovers(name: &LogName) -> io::Result<()> {
         let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
         if file.starts_with(&name.stem) && file.ends_with(".tmp") {
             fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes` at the end of `file`, reporting how much went out before an error so that a retry
-/// continues where the failed write stopped.
-pub fn write_from(file: &mut File, bytes: &[u8], written: &mut usize) -> io::Result<()> {
-    while *written < bytes.len() {
-        match file.write(&bytes[*written..]) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "log file accepted no bytes")),
-            Ok(n) => *written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
     Ok(())

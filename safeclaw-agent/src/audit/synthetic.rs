@@ -31,7 +31,7 @@ pub fn record(kernel_seq: u64) -> ActionRecord {
             protocol: Protocol::Tcp,
         }),
     };
-    let denied = n % 7 == 0;
+    let denied = n.is_multiple_of(7);
     ActionRecord {
         time: SystemTime::now(),
         effect: if denied { Effect::Deny } else { Effect::Allow },

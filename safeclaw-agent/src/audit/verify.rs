@@ -234,13 +234,11 @@ pub fn verify(
         Some(path) => match HeadFile::read(path) {
             Ok(head) => head,
             Err(e) => {
-                let mut report = Report::default();
-                report.failure = Some(Failure {
-                    sequence: None,
-                    location: None,
-                    damage: Damage::BadHead { reason: e.to_string() },
+                let damage = Damage::BadHead { reason: e.to_string() };
+                return Ok(Report {
+                    failure: Some(Failure { sequence: None, location: None, damage }),
+                    ..Report::default()
                 });
-                return Ok(report);
             }
         },
         None => None,

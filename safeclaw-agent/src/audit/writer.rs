@@ -492,15 +492,29 @@ impl AuditWriter {
             mark: Durable { sequence: self.chain.pending_last, kernel_seq },
             kernel_session: self.kernel_session,
         });
-        let active = self.name.active();
-        self.committer.send(Job::Write { bytes, durable_len: self.durable_len, head }).map_err(io_at(&active))
+        if let Err(e) = self.committer.send(Job::Write { bytes, durable_len: self.durable_len, head }) {
+            return Err(self.failing(e));
+        }
+        Ok(())
+    }
+
+    /// Marks the log failing (if it was not already) and returns the error for the caller.
+    fn failing(&mut self, error: io::Error) -> AuditError {
+        if self.health == Health::Ok {
+            tracing::error!(error = %error, "audit log write failed");
+            self.health = Health::Failing { since: SystemTime::now(), error: error.to_string() };
+        }
+        AuditError::Io { path: self.name.active(), source: error }
     }
 
     /// Takes the outcome of the batch in flight (`wait`: waiting for it). Success advances the durable
     /// mark; failure puts the batch back in front of what was appended since and marks the log failing.
     fn settle(&mut self, wait: bool) -> Result<(), AuditError> {
-        let active = self.name.active();
-        let Some(outcome) = self.committer.outcome(wait).map_err(io_at(&active))? else { return Ok(()) };
+        let outcome = match self.committer.outcome(wait) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.failing(e)),
+        };
         let Some(in_flight) = self.in_flight.take() else { return Ok(()) };
         match outcome {
             Outcome::Written { len, mut bytes } => {
@@ -520,11 +534,7 @@ impl AuditWriter {
                 bytes.extend_from_slice(&self.chain.pending);
                 self.chain.pending = bytes;
                 self.chain.pending_since.get_or_insert_with(Instant::now);
-                if self.health == Health::Ok {
-                    tracing::error!(error = %error, "audit log write failed");
-                    self.health = Health::Failing { since: SystemTime::now(), error: error.to_string() };
-                }
-                Err(AuditError::Io { path: active, source: error })
+                Err(self.failing(error))
             }
         }
     }
@@ -890,10 +900,17 @@ mod tests {
         for k in 0..300 {
             writer.append(&record(k));
             writer.tick().unwrap();
+            if k % 20 == 19 {
+                // Let the commit in flight finish; every batch of 20 outgrows the 8 KiB segment.
+                while writer.durable().sequence != Some(writer.next_sequence() - 1) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    writer.tick().unwrap();
+                }
+            }
         }
         writer.close().unwrap();
         let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
-        assert!(files.len() > 3, "{files:?}");
+        assert!(files.len() > 10, "{files:?}");
         assert_eq!(check(dir.path()).failure, None);
     }
 
