@@ -147,6 +147,20 @@ struct Enforcer {
     scope: Scope,
     slots: Slots,
     next_generation: u32,
+    /// Whether the pins are this run's to remove when it ends without a deliberate stop (an error).
+    /// Pins adopted from a previous daemon stay until this run has attached its own links: a run
+    /// that fails before that must not end the enforcement it found.
+    owns_pins: bool,
+}
+
+impl Drop for Enforcer {
+    fn drop(&mut self) {
+        if self.owns_pins {
+            if let Err(e) = self.kernel.detach() {
+                tracing::error!("could not detach and unpin everything: {e}");
+            }
+        }
+    }
 }
 
 impl Enforcer {
@@ -154,8 +168,20 @@ impl Enforcer {
     /// daemon left, the new policy goes into the slot the running programs are not reading.
     fn start(agents: &Cgroup, policy: ActivePolicy, pins: PinDir) -> anyhow::Result<(Self, bool)> {
         let adopting = pins.has_links();
-        let mut kernel = loader::open(Some(pins))?;
-        kernel.load_programs()?;
+        let opened =
+            loader::open(Some(pins.clone())).and_then(|mut kernel| kernel.load_programs().map(|()| kernel));
+        let mut kernel = match opened {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                // The maps this run pinned must not outlive it (those of an adopted run stay).
+                if !adopting {
+                    if let Err(cleanup) = pins.remove_all() {
+                        tracing::error!("could not remove the pins this run created: {cleanup}");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         let previous = maps::scope(&mut kernel.ebpf)?;
         let mut scope =
             Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 };
@@ -165,7 +191,8 @@ impl Enforcer {
             scope.active_slot = previous.active_slot;
             next_generation = 1 + maps::generation(&mut kernel.ebpf, previous.active_slot)?;
         }
-        let mut enforcer = Enforcer { kernel, scope, slots: Slots::default(), next_generation };
+        let mut enforcer =
+            Enforcer { kernel, scope, slots: Slots::default(), next_generation, owns_pins: !adopting };
         enforcer.install(policy, adopting)?;
         Ok((enforcer, adopting))
     }
@@ -213,6 +240,7 @@ async fn enforce(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     enforcer.kernel.attach()?;
+    enforcer.owns_pins = true;
     let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
         tracing::info!(
@@ -260,9 +288,9 @@ async fn enforce(
     }
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
-    let Enforcer { mut kernel, slots, .. } = enforcer;
-    kernel.detach()?;
-    drop(kernel);
+    enforcer.kernel.detach()?;
+    let slots = std::mem::take(&mut enforcer.slots);
+    drop(enforcer);
     drain(ring.get_mut(), &slots, &registry, &mut sink);
     Ok(())
 }
