@@ -31,6 +31,8 @@ pub enum Command {
     Exec(crate::launcher::ExecArgs),
     /// List the live agent sessions.
     Sessions(crate::sessions::SessionsArgs),
+    /// Stop the daemon deliberately: audited, then every program detached and unpinned.
+    Stop(crate::control::StopArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -41,6 +43,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => crate::audit::cli::run(cmd),
         Command::Exec(args) => crate::launcher::run(args),
         Command::Sessions(args) => crate::sessions::run(args),
+        Command::Stop(args) => crate::control::stop(args),
     }
 }
 

@@ -1,24 +1,24 @@
 //! `safeclaw-agent run`: the enforcement daemon. Loads the policy, creates the agent cgroup, loads and
 //! attaches the programs, and turns every kernel event into an audit entry until SIGINT or SIGTERM.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use safeclaw_common::Scope;
+use safeclaw_common::{Scope, SessionProfiles};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
 use crate::cgroup::{self, Cgroup};
-use crate::identity::{self, Registry, SessionEvent, SessionInfo};
+use crate::identity::{self, Registry, Requester, SessionEvent, SessionInfo};
 use crate::kernel::events::{self, KernelEvent};
 use crate::kernel::pins::PinDir;
 use crate::kernel::{loader, maps};
-use crate::policy::{CompiledProfile, PolicyHash};
+use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -51,13 +51,6 @@ pub struct RunArgs {
     pub socket: Option<PathBuf>,
 }
 
-/// The policy the kernel is enforcing, as the daemon needs it to write audit entries.
-pub struct ActivePolicy {
-    pub hash: PolicyHash,
-    /// The tables and the rule behind each rule id.
-    pub profile: CompiledProfile,
-}
-
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     require_root()?;
     cgroup::validate_name(&args.cgroup)?;
@@ -73,7 +66,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "audit destination {inactive:?} is configured but not built yet: only the file is written"
         );
     }
-    let policy = crate::policy::load_active(&args.policy)?;
+    let mut source = PolicySource::new(&args.policy);
+    let policy = source.load()?;
     let mount = cgroup::find_mount()?;
     let (agents, created) = cgroup::ensure(&mount, &args.cgroup)?;
     let _cgroup_guard = CreatedCgroup { cgroup: agents.clone(), created };
@@ -85,17 +79,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(enforce(&agents, &args, policy, &mut writer));
+    let outcome = runtime.block_on(enforce(&agents, &args, policy, source, &mut writer));
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
     }
     let reason = match &outcome {
-        Ok(()) => "signal".to_string(),
+        Ok(stopped) => stopped.to_string(),
         Err(e) => format!("error: {e:#}"),
     };
     writer.log(&Lifecycle::DaemonStop { reason });
     writer.close().with_context(|| format!("cannot close the audit log {}", log_path.display()))?;
-    outcome.map(|()| ExitCode::SUCCESS)
+    outcome.map(|_| ExitCode::SUCCESS)
 }
 
 fn require_root() -> anyhow::Result<()> {
@@ -130,6 +124,24 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Why the daemon stopped enforcing.
+enum Stopped {
+    Signal,
+    Requested(Requester),
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Signal => f.write_str("signal"),
+            Stopped::Requested(by) => write!(f, "`safeclaw-agent stop` from {by}"),
+        }
+    }
+}
+
+/// How often the policy files are checked for changes.
+const POLICY_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Which policy each kernel slot holds, with the generation the kernel stamps on its events.
 #[derive(Default)]
 struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
@@ -138,6 +150,15 @@ impl Slots {
     /// The policy that decided an event, by the generation stamped on it.
     fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
         self.0.iter().flatten().find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
+    }
+
+    /// The profile numbers `agent` is decided by in each slot (0 where a slot holds no policy).
+    fn profiles_of(&self, agent: &str) -> SessionProfiles {
+        let mut profiles = SessionProfiles::default();
+        for (number, slot) in profiles.profile.iter_mut().zip(&self.0) {
+            *number = slot.as_ref().map_or(0, |(_, policy)| policy.profile_number(agent));
+        }
+        profiles
     }
 }
 
@@ -166,7 +187,12 @@ impl Drop for Enforcer {
 impl Enforcer {
     /// Loads the programs and the first policy; attaches nothing yet. Adopting pins a previous
     /// daemon left, the new policy goes into the slot the running programs are not reading.
-    fn start(agents: &Cgroup, policy: ActivePolicy, pins: PinDir) -> anyhow::Result<(Self, bool)> {
+    fn start(
+        agents: &Cgroup,
+        policy: ActivePolicy,
+        pins: PinDir,
+        sessions: &Registry,
+    ) -> anyhow::Result<(Self, bool)> {
         let adopting = pins.has_links();
         let opened =
             loader::open(Some(pins.clone())).and_then(|mut kernel| kernel.load_programs().map(|()| kernel));
@@ -193,22 +219,33 @@ impl Enforcer {
         }
         let mut enforcer =
             Enforcer { kernel, scope, slots: Slots::default(), next_generation, owns_pins: !adopting };
-        enforcer.install(policy, adopting)?;
+        enforcer.install(policy, adopting, sessions)?;
         Ok((enforcer, adopting))
     }
 
-    /// Writes `policy` into the slot the programs are not reading, then switches to it in one scope
-    /// update. Only the very first load, before anything is attached, may use the active slot.
-    fn install(&mut self, policy: ActivePolicy, running: bool) -> anyhow::Result<()> {
+    /// Writes every profile of `policy` into the slot the programs are not reading, and each live
+    /// session's profile for that slot, then switches to it in one scope update. Only the very first
+    /// load, before anything is attached, may use the active slot.
+    fn install(&mut self, policy: ActivePolicy, running: bool, sessions: &Registry) -> anyhow::Result<()> {
         let active = self.scope.active_slot;
         let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
-        maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.profile.tables)?;
-        self.scope.active_slot = slot;
-        maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
+        maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.tables())?;
         self.slots.0[slot as usize] = Some((generation, Arc::new(policy)));
         self.next_generation += 1;
+        for session in sessions.live() {
+            self.enforce_profile(&session)?;
+        }
+        self.scope.active_slot = slot;
+        maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
         Ok(())
+    }
+
+    /// Makes the kernel decide `session`'s tasks by its agent's profile, in both slots.
+    fn enforce_profile(&mut self, session: &SessionInfo) -> anyhow::Result<()> {
+        let profiles = self.slots.profiles_of(session.agent_id.as_str());
+        maps::set_session_profiles(&mut self.kernel.ebpf, session.cgroup_id, profiles)
+            .with_context(|| format!("cannot record the profile of session {}", session.session_id))
     }
 
     fn active(&self) -> Option<&ActivePolicy> {
@@ -227,13 +264,15 @@ async fn enforce(
     agents: &Cgroup,
     args: &RunArgs,
     policy: ActivePolicy,
+    mut source: PolicySource,
     writer: &mut AuditWriter,
-) -> anyhow::Result<()> {
-    let (mut enforcer, adopting) = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir))?;
+) -> anyhow::Result<Stopped> {
+    let registry = Arc::new(Registry::new());
+    let (mut enforcer, adopting) = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir), &registry)?;
     if !adopting {
         writer.log(&Lifecycle::KernelSessionStart);
     }
-    log_policy_load(writer, &args.policy, enforcer.active());
+    log_policy_load(writer, &args.policy.display().to_string(), enforcer.active());
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
@@ -246,7 +285,7 @@ async fn enforce(
         tracing::info!(
             "enforcing {} ({}) on cgroup {} (id {})",
             args.policy.display(),
-            active.hash,
+            active.hash(),
             agents.path.display(),
             agents.id
         );
@@ -255,7 +294,6 @@ async fn enforce(
     let socket = identity::socket_path(args.socket.as_deref());
     let listener = identity::server::bind(&socket)?;
     let _socket_guard = RemoveOnDrop(socket.clone());
-    let registry = Arc::new(Registry::new());
     let (session_tx, mut session_rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(identity::server::serve(listener, agents.path.clone(), Arc::clone(&registry), session_tx));
     if let Some(ready) = &args.ready_file {
@@ -265,8 +303,11 @@ async fn enforce(
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
+    let mut host_refresh =
+        tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
     let mut sink = Sink { writer, clock, locked: false };
-    loop {
+    let stopped = loop {
         let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline());
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -274,51 +315,131 @@ async fn enforce(
                 drain(guard.get_inner_mut(), &enforcer.slots, &registry, &mut sink);
                 guard.clear_ready();
             }
-            Some(session) = session_rx.recv() => {
-                // Entries stay in order: what the kernel recorded before the report goes first.
+            Some(request) = session_rx.recv() => {
+                // Entries stay in order: what the kernel recorded before the request goes first.
                 drain(ring.get_mut(), &enforcer.slots, &registry, &mut sink);
-                sink.session(&session);
+                match request {
+                    SessionEvent::Started { info, done } => {
+                        let outcome = enforcer.enforce_profile(&info).map_err(|e| format!("{e:#}"));
+                        if outcome.is_ok() {
+                            sink.writer.log(&Lifecycle::SessionStart(identity_of(Some(&info))));
+                        }
+                        let _ = done.send(outcome);
+                    }
+                    SessionEvent::Ended { session, exit } => {
+                        if let Err(e) = maps::remove_session_profiles(&mut enforcer.kernel.ebpf, session.cgroup_id) {
+                            tracing::warn!("session {}: {e}", session.session_id);
+                        }
+                        sink.session_end(&session, &exit);
+                    }
+                    SessionEvent::Reload { by, done } => {
+                        tracing::info!("reload requested by {by}");
+                        let outcome = reload(&mut enforcer, &mut source, &registry, sink.writer);
+                        let _ = done.send(outcome.map(|hash| hash.to_string()));
+                    }
+                    SessionEvent::Stop { by, done } => {
+                        tracing::info!("stop requested by {by}");
+                        // Answered once the programs are detached (the socket outlives the loop).
+                        break Some((Stopped::Requested(by), done));
+                    }
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = hangup.recv() => reload(&mut enforcer, &args.policy, sink.writer),
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = watch.tick() => {
+                if source.changed() {
+                    tracing::info!("{} changed on disk: reloading", source.path().display());
+                    let _ = reload(&mut enforcer, &mut source, &registry, sink.writer);
+                }
+            }
+            _ = host_refresh.tick() => refresh_hosts(&mut enforcer, &mut source, &registry, sink.writer),
+            _ = hangup.recv() => {
+                let _ = reload(&mut enforcer, &mut source, &registry, sink.writer);
+            }
+            _ = terminate.recv() => break None,
+            _ = interrupt.recv() => break None,
         }
         sink.commit(&mut enforcer)?;
-    }
+    };
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
     enforcer.kernel.detach()?;
     let slots = std::mem::take(&mut enforcer.slots);
     drop(enforcer);
     drain(ring.get_mut(), &slots, &registry, &mut sink);
-    Ok(())
+    Ok(match stopped {
+        Some((requested, done)) => {
+            let _ = done.send(());
+            // The runtime ends with this function: give the socket task its turn to write the answer.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            requested
+        }
+        None => Stopped::Signal,
+    })
 }
 
-fn log_policy_load(writer: &mut AuditWriter, source: &Path, policy: Option<&ActivePolicy>) {
+fn log_policy_load(writer: &mut AuditWriter, source: &str, policy: Option<&ActivePolicy>) {
     if let Some(policy) = policy {
         writer.log(&Lifecycle::PolicyLoad {
-            policy_hash: Digest(policy.hash.0),
-            source: source.display().to_string(),
-            rules: policy.profile.rules.len() as u32,
+            policy_hash: Digest(policy.hash().0),
+            source: source.to_string(),
+            rules: policy.rule_count() as u32,
         });
     }
 }
 
-/// Reloads the policy file; an invalid policy is refused (and audited) and the old one keeps enforcing.
-fn reload(enforcer: &mut Enforcer, path: &Path, writer: &mut AuditWriter) {
-    let outcome = crate::policy::load_active(path)
+/// Reloads the policy file; an invalid policy is refused (and audited) and the old one keeps
+/// enforcing. The hash of the policy now enforcing, or why the new one was refused.
+fn reload(
+    enforcer: &mut Enforcer,
+    source: &mut PolicySource,
+    sessions: &Registry,
+    writer: &mut AuditWriter,
+) -> Result<crate::policy::PolicyHash, String> {
+    let path = source.path().display().to_string();
+    let outcome = source
+        .load()
         .map_err(anyhow::Error::from)
-        .and_then(|policy| enforcer.install(policy, true));
+        .and_then(|policy| enforcer.install(policy, true, sessions));
     match outcome {
         Ok(()) => {
-            tracing::info!("reloaded {}", path.display());
-            log_policy_load(writer, path, enforcer.active());
+            tracing::info!("reloaded {path}");
+            log_policy_load(writer, &path, enforcer.active());
+            enforcer.active().map(ActivePolicy::hash).ok_or_else(|| "no policy is active".to_string())
         }
         Err(e) => {
-            tracing::error!("reload of {} refused, previous policy still enforcing: {e:#}", path.display());
+            tracing::error!("reload of {path} refused, previous policy still enforcing: {e:#}");
+            let error = format!("{e:#}");
+            writer.log(&Lifecycle::PolicyReloadRejected { source: path, error: error.clone() });
+            Err(error)
+        }
+    }
+}
+
+/// Re-resolves the policy's host names and reinstalls it if their addresses changed.
+fn refresh_hosts(
+    enforcer: &mut Enforcer,
+    source: &mut PolicySource,
+    sessions: &Registry,
+    writer: &mut AuditWriter,
+) {
+    let path = source.path().display().to_string();
+    let outcome = match source.refresh_hosts() {
+        None => return,
+        Some(compiled) => {
+            compiled.map_err(anyhow::Error::from).and_then(|policy| enforcer.install(policy, true, sessions))
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!("host addresses of {path} changed: tables reloaded");
+            log_policy_load(writer, &format!("{path} (host names re-resolved)"), enforcer.active());
+        }
+        Err(e) => {
+            tracing::error!(
+                "refreshing the host addresses of {path} failed, previous tables still enforcing: {e:#}"
+            );
             writer.log(&Lifecycle::PolicyReloadRejected {
-                source: path.display().to_string(),
+                source: format!("{path} (host names re-resolved)"),
                 error: format!("{e:#}"),
             });
         }
@@ -355,7 +476,7 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn event(&mut self, event: &KernelEvent, policy: Option<&ActivePolicy>, session: Option<&SessionInfo>) {
-        let rule = event.rule.and_then(|r| policy?.profile.rule(r));
+        let rule = event.rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
         let record = ActionRecord {
             time: self.clock.at(event.boot_ns),
             effect: event.effect,
@@ -379,24 +500,19 @@ impl Sink<'_> {
             },
             evaluation_ns: event.decide_ns,
             kernel_seq: event.kernel_seq,
-            policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash.0)),
+            policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash().0)),
             flags: audit::KernelFlags(event.flags),
         };
         self.writer.append(&record);
     }
 
-    fn session(&mut self, event: &SessionEvent) {
-        match event {
-            SessionEvent::Started(info) => self.writer.log(&Lifecycle::SessionStart(identity_of(Some(info)))),
-            SessionEvent::Ended { session, exit } => {
-                tracing::info!(
-                    "session {} of {} ended: {exit:?}",
-                    session.session_id.as_str(),
-                    session.agent_id.as_str()
-                );
-                self.writer.log(&Lifecycle::SessionEnd(identity_of(Some(session))))
-            }
-        };
+    fn session_end(&mut self, session: &SessionInfo, exit: &identity::SessionExit) {
+        tracing::info!(
+            "session {} of {} ended: {exit:?}",
+            session.session_id.as_str(),
+            session.agent_id.as_str()
+        );
+        self.writer.log(&Lifecycle::SessionEnd(identity_of(Some(session))));
     }
 
     /// Group commit, and the fail-closed switch: while the log cannot be written, every in-scope action

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod identity;

@@ -100,6 +100,14 @@ impl TestDaemon {
                 tokio::spawn(server::serve(listener, cgroup, shared, tx));
                 tokio::spawn(async move {
                     while let Some(event) = rx.recv().await {
+                        // Acknowledged at once, as the daemon does once the kernel knows the session.
+                        let event = match event {
+                            SessionEvent::Started { info, done } => {
+                                let _ = done.send(Ok(()));
+                                SessionEvent::Started { info, done: tokio::sync::oneshot::channel().0 }
+                            }
+                            other => other,
+                        };
                         let _ = events_tx.send(event);
                     }
                 });
@@ -177,7 +185,7 @@ fn start_waiting_agent(
 
 fn started(event: SessionEvent) -> Arc<SessionInfo> {
     match event {
-        SessionEvent::Started(info) => info,
+        SessionEvent::Started { info, .. } => info,
         other => panic!("expected a start, got {other:?}"),
     }
 }

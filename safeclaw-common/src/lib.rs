@@ -118,8 +118,12 @@ pub const EVENTS_RING_BYTES: u32 = 16 << 20;
 
 /// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
 pub const POLICY_SLOTS: u32 = 2;
-/// Rules per policy slot.
-pub const MAX_RULES: u32 = 16_384;
+/// Profiles per policy slot: the base profile (0) and one per `agents:` entry.
+pub const MAX_PROFILES: u32 = 32;
+/// Registered sessions whose profile the kernel knows (`SESSION_PROFILES` entries).
+pub const MAX_SESSIONS: u32 = 4096;
+/// Rules per policy slot (all profiles together).
+pub const MAX_RULES: u32 = 1 << 16;
 /// DFA transition entries per slot (all classes together). Array maps round values up to 8 bytes,
 /// so this costs 8 MiB of kernel memory per slot.
 pub const MAX_DFA_TRANSITIONS: u32 = 1 << 20;
@@ -164,11 +168,14 @@ pub struct DfaDesc {
     pub dead_state: u32,
 }
 
-/// Per-slot policy header (entry `slot` of the `POLICY` array map).
+/// Header of one profile in one slot (entry `slot * MAX_PROFILES + profile` of the `POLICY` array
+/// map). The profile's tables sit in the slot's regions at the offsets given here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyHeader {
     pub dfa: [DfaDesc; dfa_class::COUNT as usize],
+    /// Index of this profile's rule 0 in the slot's `RULES` region.
+    pub rule_base: u32,
     /// Effect when no rule matches.
     pub default_effect: u8,
     pub _pad: [u8; 3],
@@ -176,10 +183,17 @@ pub struct PolicyHeader {
     pub generation: u32,
     /// Non-zero when the slot holds a complete policy.
     pub loaded: u32,
-    pub _pad2: u32,
 }
 
-/// Per-rule data the kernel needs (entry `slot * MAX_RULES + rule` of `RULES`).
+/// The profile a registered session is decided by, per policy slot (value of the `SESSION_PROFILES`
+/// hash map, keyed by the session's cgroup id). Tasks of unregistered sessions get profile 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionProfiles {
+    pub profile: [u32; POLICY_SLOTS as usize],
+}
+
+/// Per-rule data the kernel needs (entry `slot * MAX_RULES + rule_base + rule` of `RULES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleEntry {
@@ -187,23 +201,25 @@ pub struct RuleEntry {
     pub _pad: [u8; 3],
 }
 
-/// Byte → byte-class table of one DFA (entry `slot * dfa_class::COUNT + class` of `DFA_CLASSES`).
+/// Byte → byte-class table of one DFA (entry `(slot * MAX_PROFILES + profile) * dfa_class::COUNT +
+/// class` of `DFA_CLASSES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ByteClasses(pub [u8; 256]);
 
-/// LPM trie key for network rules: slot and protocol are the first 16 bits of the prefix, then the
-/// IPv6 address (IPv4 as IPv4-mapped, `::ffff:a.b.c.d`).
+/// LPM trie key for network rules: slot, profile and protocol are the first 24 bits of the prefix,
+/// then the IPv6 address (IPv4 as IPv4-mapped, `::ffff:a.b.c.d`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetKeyData {
     pub slot: u8,
+    pub profile: u8,
     /// `IPPROTO_TCP` (6) or `IPPROTO_UDP` (17).
     pub protocol: u8,
     pub addr: [u8; 16],
 }
-/// Prefix bits taken by `slot` and `protocol` in `NetKeyData`.
-pub const NET_KEY_HEADER_BITS: u32 = 16;
+/// Prefix bits taken by `slot`, `profile` and `protocol` in `NetKeyData`.
+pub const NET_KEY_HEADER_BITS: u32 = 24;
 
 /// The port intervals that apply to one prefix (value of the `NET_PREFIXES` trie).
 #[repr(C)]
@@ -257,8 +273,10 @@ pub struct EventHeader {
     pub tgid: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Matched rule index, or `NO_RULE` when the default decided.
+    /// Matched rule index within the profile, or `NO_RULE` when the default decided.
     pub rule_id: u32,
+    /// Profile that decided (0: base; see `SessionProfiles`).
+    pub profile: u32,
     /// `PolicyHeader::generation` of the slot that decided.
     pub policy_generation: u32,
     /// `f_mode` for file opens, 0 otherwise.
@@ -271,6 +289,7 @@ pub struct EventHeader {
     pub effect: u8,
     pub flags: u16,
     pub comm: [u8; COMM_LEN],
+    pub _pad: u32,
 }
 
 /// A whole event as built in the per-CPU scratch map. Only the first
@@ -298,6 +317,7 @@ mod pod {
     unsafe impl aya::Pod for Scope {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for PolicyHeader {}
+    unsafe impl aya::Pod for SessionProfiles {}
     unsafe impl aya::Pod for RuleEntry {}
     unsafe impl aya::Pod for ByteClasses {}
     unsafe impl aya::Pod for NetKeyData {}

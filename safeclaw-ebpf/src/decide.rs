@@ -1,4 +1,4 @@
-//! Policy walks over the active slot's tables: a path DFA per action class, and a longest-prefix
+//! Policy walks over the tables of the active slot and the session's profile: a path DFA per action class, and a longest-prefix
 //! match plus port search for addresses. Mirrors `policy::compiled::CompiledPolicy::decide` in the
 //! agent exactly; every bound is explicit and hitting one denies.
 use core::ffi::c_void;
@@ -6,16 +6,45 @@ use core::ffi::c_void;
 use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
 use safeclaw_common::{
     dfa_class, effect, flag, ByteClasses, NetKeyData, PolicyHeader, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
-    MAX_PORT_INTERVALS, MAX_RULES, NET_KEY_HEADER_BITS, NO_RULE, PATH_MAX, PORT_SEARCH_STEPS,
+    MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS, NO_RULE, PATH_MAX, PORT_SEARCH_STEPS,
 };
 
-use crate::maps::{DFA_ACCEPT, DFA_CLASSES, DFA_TRANS, NET_PREFIXES, PORT_INTERVALS, RULES};
+use crate::maps::{
+    DFA_ACCEPT, DFA_CLASSES, DFA_TRANS, NET_PREFIXES, POLICY, PORT_INTERVALS, RULES, SESSION_PROFILES,
+};
 
-/// The policy slot in force for this event, or none loaded.
+/// The policy slot and profile in force for this event; `header` is none when that profile is not
+/// loaded (which denies).
 #[derive(Clone, Copy)]
 pub struct Slot {
     pub index: u32,
+    pub profile: u32,
     pub header: Option<&'static PolicyHeader>,
+}
+
+impl Slot {
+    /// The profile the daemon registered for `session` (a session cgroup id, 0 for none), else the
+    /// base profile.
+    #[inline(always)]
+    pub fn of_session(index: u32, session: u64) -> Self {
+        let profile = match session {
+            0 => 0,
+            // SAFETY: the value is only read, and hash map values stay valid for the invocation.
+            _ => unsafe { SESSION_PROFILES.get(&session) }.map_or(0, |p| p.profile[(index & 1) as usize]),
+        };
+        let header = if profile < MAX_PROFILES {
+            POLICY.get(index * MAX_PROFILES + profile).filter(|h| h.loaded != 0)
+        } else {
+            None
+        };
+        Slot { index, profile, header }
+    }
+
+    /// Index of this profile's tables among the per-profile entries of `POLICY` and `DFA_CLASSES`.
+    #[inline(always)]
+    fn table(self) -> u32 {
+        self.index * MAX_PROFILES + self.profile
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -51,10 +80,13 @@ impl Verdict {
         if rule == NO_RULE {
             return Verdict::by_default(slot, 0);
         }
-        if rule >= MAX_RULES {
+        let Some(header) = slot.header else {
+            return Verdict::flagged(flag::NO_POLICY);
+        };
+        if rule >= MAX_RULES || header.rule_base >= MAX_RULES - rule {
             return Verdict::flagged(flag::TABLE_BOUND);
         }
-        match RULES.get(slot.index * MAX_RULES + rule) {
+        match RULES.get(slot.index * MAX_RULES + header.rule_base + rule) {
             Some(entry) => Verdict { effect: entry.effect, rule, flags: 0 },
             None => Verdict::flagged(flag::TABLE_BOUND),
         }
@@ -136,7 +168,7 @@ pub fn by_path(slot: Slot, class: u32, path: &[u8; PATH_MAX], len: u32) -> Verdi
         return Verdict::flagged(flag::NO_POLICY);
     };
     let desc = &header.dfa[(class % dfa_class::COUNT) as usize];
-    let Some(classes) = DFA_CLASSES.get(slot.index * dfa_class::COUNT + class) else {
+    let Some(classes) = DFA_CLASSES.get(slot.table() * dfa_class::COUNT + class) else {
         return Verdict::flagged(flag::NO_POLICY);
     };
     if desc.start_state >= desc.state_count || desc.state_count > MAX_DFA_STATES || desc.class_count > 256 {
@@ -181,8 +213,10 @@ pub fn by_address(slot: Slot, protocol: u8, addr: &[u8; 16], port: u16) -> Verdi
     if slot.header.is_none() {
         return Verdict::flagged(flag::NO_POLICY);
     }
-    let key =
-        Key::new(NET_KEY_HEADER_BITS + 128, NetKeyData { slot: slot.index as u8, protocol, addr: *addr });
+    let key = Key::new(
+        NET_KEY_HEADER_BITS + 128,
+        NetKeyData { slot: slot.index as u8, profile: slot.profile as u8, protocol, addr: *addr },
+    );
     let Some(prefix) = NET_PREFIXES.get(&key) else {
         return Verdict::by_default(slot, 0);
     };

@@ -12,7 +12,7 @@ use safeclaw_common::{action, counter, effect, flag, Event, NetDetail, Scope, EV
 
 use crate::decide::{Slot, Verdict};
 use crate::kernel;
-use crate::maps::{COUNTERS, EVENTS, POLICY, SCRATCH};
+use crate::maps::{COUNTERS, EVENTS, SCRATCH};
 
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
@@ -77,8 +77,8 @@ impl Pending {
         header.flags = 0;
         event.net = NetDetail::default();
         event.path_len = 0;
-        let index = scope.active_slot & 1;
-        let slot = Slot { index, header: POLICY.get(index).filter(|h| h.loaded != 0) };
+        let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
+        header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
         Some(Pending { event, scope, slot, previous, started_ns })
     }

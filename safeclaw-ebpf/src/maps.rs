@@ -1,25 +1,30 @@
 //! The maps shared with the daemon; sizes come from safeclaw-common so both sides agree.
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, PerCpuArray, RingBuf},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf},
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RuleEntry, Scope, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES,
-    MAX_PORT_INTERVALS, MAX_RULES, POLICY_SLOTS,
+    RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
 #[map(name = "SCOPE")]
 pub static SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
 
 #[map(name = "POLICY")]
-pub static POLICY: Array<PolicyHeader> = Array::with_max_entries(POLICY_SLOTS, 0);
+pub static POLICY: Array<PolicyHeader> = Array::with_max_entries(POLICY_SLOTS * MAX_PROFILES, 0);
+
+/// Session cgroup id → profile per slot, written by the daemon before it acknowledges a launcher.
+#[map(name = "SESSION_PROFILES")]
+pub static SESSION_PROFILES: HashMap<u64, SessionProfiles> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 
 #[map(name = "RULES")]
 pub static RULES: Array<RuleEntry> = Array::with_max_entries(POLICY_SLOTS * MAX_RULES, 0);
 
 #[map(name = "DFA_CLASSES")]
-pub static DFA_CLASSES: Array<ByteClasses> = Array::with_max_entries(POLICY_SLOTS * dfa_class::COUNT, 0);
+pub static DFA_CLASSES: Array<ByteClasses> =
+    Array::with_max_entries(POLICY_SLOTS * MAX_PROFILES * dfa_class::COUNT, 0);
 
 #[map(name = "DFA_TRANS")]
 pub static DFA_TRANS: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_TRANSITIONS, 0);

@@ -153,15 +153,52 @@ impl Daemon {
         Daemon::sh_in(&self.cgroup, script)
     }
 
+    /// The socket launchers and control commands (`--socket`) reach this daemon on.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.work.join("agent.sock")
+    }
+
+    /// `safeclaw-agent ARGS...` against this daemon's socket (from outside the agent cgroup).
+    pub fn agent_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(agent_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .unwrap()
+    }
+
     /// SIGTERM, wait, and the audit entries written.
-    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+    pub fn stop(self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let status = self.child.wait().unwrap();
-        (status, read_entries(&self.audit_log))
+        self.wait()
+    }
+
+    /// Waits (bounded) for the daemon to exit by itself; its status and the audit entries written.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, read_entries(&self.audit_log));
+            }
+            assert!(std::time::Instant::now() < deadline, "safeclaw-agent did not exit within 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// A test that fails midway must not leave its daemon enforcing on the tests after it.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -20,7 +20,7 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     let mut kernel = loader::open(None).unwrap();
     kernel.load_programs().unwrap();
     let policy = deny_paths_policy(secret.to_str().unwrap().as_bytes(), b"/nonexistent");
-    maps::write_policy(&mut kernel.ebpf, 0, 1, &policy).unwrap();
+    maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy]).unwrap();
     maps::set_scope(
         &mut kernel.ebpf,
         Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 },

@@ -66,6 +66,19 @@ impl DaemonConnection {
         }
     }
 
+    /// Asks the daemon to reload its policy file; the hash of the policy now enforcing.
+    pub async fn reload(&mut self) -> Result<String, ClientError> {
+        match self.call(&Request::Reload).await? {
+            Response::Reloaded { policy_hash } => Ok(policy_hash),
+            other => Err(ClientError::Unexpected(other)),
+        }
+    }
+
+    /// Asks the daemon to detach its programs, remove its pins and exit.
+    pub async fn stop(&mut self) -> Result<(), ClientError> {
+        self.expect_ok(&Request::Stop).await
+    }
+
     /// Resolves when the daemon closes the connection or sends anything unasked: either way it can
     /// no longer be trusted to be enforcing. Cancel-safe (nothing is consumed).
     pub async fn lost(&mut self) {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 pub use ids::{AgentId, IdError, SessionId, Timestamp, UserId};
 pub use registry::Registry;
@@ -101,11 +102,47 @@ impl fmt::Display for SessionExit {
     }
 }
 
-/// What the socket server tells the daemon, which turns each into an audit entry.
+/// Who asked the daemon for something over its socket (always root: the socket refuses others).
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requester {
+    pub pid: Option<i32>,
+    /// The requester's command line, for the audit entry.
+    pub command: String,
+}
+
+impl fmt::Display for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "pid {pid} ({})", self.command),
+            None => f.write_str("an unknown process"),
+        }
+    }
+}
+
+/// What the socket server asks of the daemon's event loop. Each becomes an audit entry; requests
+/// that carry `done` are answered only once the daemon has acted on them.
+#[derive(Debug)]
 pub enum SessionEvent {
-    Started(Arc<SessionInfo>),
-    Ended { session: Arc<SessionInfo>, exit: SessionExit },
+    /// The daemon must make the kernel decide this session by its agent's profile before `done`:
+    /// the launcher starts the agent only after that.
+    Started {
+        info: Arc<SessionInfo>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Ended {
+        session: Arc<SessionInfo>,
+        exit: SessionExit,
+    },
+    /// `safeclaw-agent policy reload`: the new policy's hash, or why it was refused.
+    Reload {
+        by: Requester,
+        done: oneshot::Sender<Result<String, String>>,
+    },
+    /// `safeclaw-agent stop`: detach, unpin and exit.
+    Stop {
+        by: Requester,
+        done: oneshot::Sender<()>,
+    },
 }
 
 #[cfg(test)]

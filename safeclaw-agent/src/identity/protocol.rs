@@ -21,6 +21,10 @@ pub enum Request {
     End { session_id: SessionId, exit: SessionExit },
     /// The live sessions.
     List,
+    /// Reload the policy file now (as SIGHUP does).
+    Reload,
+    /// Detach the programs, remove the pins and stop the daemon.
+    Stop,
 }
 
 /// The daemon's answer to one request.
@@ -29,6 +33,11 @@ pub enum Request {
 pub enum Response {
     Ok,
     Sessions(Vec<SessionInfo>),
+    /// The policy a reload installed, by hash (`sha256:...`).
+    #[serde(rename_all = "camelCase")]
+    Reloaded {
+        policy_hash: String,
+    },
     Error(String),
 }
 
@@ -117,6 +126,8 @@ mod tests {
             Request::Start(info.clone()),
             Request::End { session_id: info.session_id.clone(), exit: SessionExit::Signaled(15) },
             Request::List,
+            Request::Reload,
+            Request::Stop,
         ];
         for request in requests {
             let line = encode(&request).unwrap();

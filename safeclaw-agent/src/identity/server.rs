@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedWriteHalf, UCred};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{self, ProtocolError, Request, Response};
-use super::{session_cgroup, Registry, SessionEvent, SessionExit, SessionInfo};
+use super::{session_cgroup, Registry, Requester, SessionEvent, SessionExit, SessionInfo};
 
 /// A connection without a session must send its next request within this time.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,7 +183,43 @@ impl Shared {
             (Request::End { session_id, .. }, None) => {
                 Response::Error(format!("session {session_id} was not started on this connection"))
             }
+            (Request::Reload | Request::Stop, Some(current)) => Response::Error(format!(
+                "this connection carries session {}; control requests need a connection of their own",
+                current.session_id
+            )),
+            (Request::Reload, None) => {
+                match self.control(peer, |by, done| SessionEvent::Reload { by, done }).await {
+                    Ok(Ok(policy_hash)) => Response::Reloaded { policy_hash },
+                    Ok(Err(refused)) => Response::Error(refused),
+                    Err(e) => Response::Error(e),
+                }
+            }
+            (Request::Stop, None) => {
+                match self.control(peer, |by, done| SessionEvent::Stop { by, done }).await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => Response::Error(e),
+                }
+            }
         }
+    }
+
+    /// Forwards a control request to the daemon and waits for its answer. Refused to processes inside
+    /// the agent cgroup: an agent must not reload or stop what confines it, even as root.
+    async fn control<T>(
+        &self,
+        peer: &UCred,
+        request: impl FnOnce(Requester, oneshot::Sender<T>) -> SessionEvent,
+    ) -> Result<T, String> {
+        let by = requester(peer);
+        if let Some(pid) = peer.pid() {
+            if in_cgroup(pid, &self.agent_cgroup)? {
+                tracing::warn!("refused a control request from {by}, which runs inside the agent cgroup");
+                return Err("processes inside the agent cgroup may not control the daemon".into());
+            }
+        }
+        let (done, answer) = oneshot::channel();
+        self.events.send(request(by, done)).await.map_err(|_| "the daemon is shutting down".to_string())?;
+        answer.await.map_err(|_| "the daemon is shutting down".to_string())
     }
 
     /// Checks a launcher's claims against the kernel's view, then registers the session.
@@ -219,9 +255,15 @@ impl Shared {
             return Err(format!("cgroup {} already holds processes {procs:?}", expected.display()));
         }
         let info = self.registry.insert(info).map_err(|e| e.to_string())?;
-        if self.events.send(SessionEvent::Started(Arc::clone(&info))).await.is_err() {
+        let (done, enforced) = oneshot::channel();
+        let started = SessionEvent::Started { info: Arc::clone(&info), done };
+        let outcome = match self.events.send(started).await {
+            Ok(()) => enforced.await.unwrap_or_else(|_| Err("the daemon is shutting down".into())),
+            Err(_) => Err("the daemon is shutting down".into()),
+        };
+        if let Err(e) = outcome {
             self.registry.end(info.cgroup_id);
-            return Err("the daemon is shutting down".into());
+            return Err(e);
         }
         tracing::info!(
             "session {} started: agent {} for {} in {}",
@@ -253,4 +295,34 @@ impl Shared {
         }
         self.end(info, SessionExit::LauncherLost).await;
     }
+}
+
+/// Names a peer for the audit trail by its pid and command line.
+fn requester(peer: &UCred) -> Requester {
+    let command = peer
+        .pid()
+        .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|raw| {
+            let words: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            words.join(" ")
+        })
+        .unwrap_or_default();
+    Requester { pid: peer.pid(), command }
+}
+
+/// Whether process `pid` sits in `cgroup` or below it (by its cgroup2 path). A process whose cgroup
+/// cannot be read is treated as inside: control is refused on doubt.
+fn in_cgroup(pid: i32, cgroup: &Path) -> Result<bool, String> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read the cgroup of pid {pid}: {e}"))?;
+    let Some(relative) = own.lines().find_map(|line| line.strip_prefix("0::")) else {
+        return Ok(true);
+    };
+    let mount = crate::cgroup::find_mount().map_err(|e| e.to_string())?;
+    let path = mount.path.join(relative.trim_start_matches('/'));
+    Ok(path.starts_with(cgroup))
 }

@@ -144,6 +144,8 @@ pub struct KernelEvent {
     pub gid: u32,
     /// `None`: the policy default (or a flag) decided.
     pub rule: Option<u32>,
+    /// Profile of the policy that decided (0: base).
+    pub profile: u32,
     pub policy_generation: u32,
     pub effect: Effect,
     pub flags: u16,
@@ -214,6 +216,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         uid: header.uid,
         gid: header.gid,
         rule: (header.rule_id != NO_RULE).then_some(header.rule_id),
+        profile: header.profile,
         policy_generation: header.policy_generation,
         effect,
         flags: header.flags,

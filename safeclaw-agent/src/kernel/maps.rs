@@ -2,12 +2,12 @@
 //!
 //! A reload fills the slot the programs are not reading, then flips `Scope::active_slot` in one map
 //! update: no decision ever sees a half-written policy.
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RuleEntry, Scope,
-    MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_RULES,
-    NET_KEY_HEADER_BITS, POLICY_SLOTS,
+    SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES,
+    NET_KEY_HEADER_BITS,
 };
 
 use super::KernelError;
@@ -30,150 +30,173 @@ fn set<V: aya::Pod>(
     array.set(index, value, 0).map_err(|source| KernelError::Map { map, source })
 }
 
-/// Checks that `policy` fits one slot; the message names the limit.
-pub fn check_limits(policy: &CompiledPolicy) -> Result<(), KernelError> {
-    let rules = policy.rule_effects.len();
-    if rules > MAX_RULES as usize {
-        return Err(KernelError::Limit(format!("{rules} rules, the kernel table holds {MAX_RULES}")));
-    }
-    let transitions: usize = policy.dfas.iter().map(|d| d.transitions.len()).sum();
-    if transitions > MAX_DFA_TRANSITIONS as usize {
-        return Err(KernelError::Limit(format!(
-            "the path automata need {transitions} transitions, the kernel table holds {MAX_DFA_TRANSITIONS}"
-        )));
-    }
-    let states: usize = policy.dfas.iter().map(|d| d.accept.len()).sum();
-    if states > MAX_DFA_STATES as usize {
-        return Err(KernelError::Limit(format!(
-            "the path automata have {states} states, the kernel table holds {MAX_DFA_STATES}"
-        )));
-    }
-    let intervals: usize = policy.net.prefixes.iter().map(|p| p.intervals.len()).sum();
-    if intervals > MAX_PORT_INTERVALS as usize {
-        return Err(KernelError::Limit(format!(
-            "{intervals} port intervals, the kernel table holds {MAX_PORT_INTERVALS}"
-        )));
-    }
-    // Both slots share the trie while a reload is in flight.
-    let prefixes = policy.net.prefixes.len();
-    if prefixes > MAX_NET_PREFIXES as usize / POLICY_SLOTS as usize {
-        return Err(KernelError::Limit(format!(
-            "{prefixes} network prefixes, the kernel table holds {} per policy",
-            MAX_NET_PREFIXES / POLICY_SLOTS
-        )));
-    }
-    for dfa in &policy.dfas {
-        let well_formed = dfa.class_count >= 1
-            && dfa.class_count <= 256
-            && dfa.transitions.len() == dfa.accept.len() * dfa.class_count as usize
-            && dfa.classes.iter().all(|&c| u32::from(c) < dfa.class_count)
-            && dfa.start < dfa.state_count();
-        if !well_formed {
-            return Err(KernelError::Limit("malformed automaton (compiler bug)".into()));
-        }
-    }
-    Ok(())
+/// Checks that the profiles of one policy fit one slot together; the message names the limit.
+pub fn check_limits(profiles: &[&CompiledPolicy]) -> Result<(), KernelError> {
+    crate::policy::compiled::check_slot_limits(profiles).map_err(KernelError::Limit)
 }
 
-/// Writes `policy` into `slot` (which must not be the active one) and marks it loaded.
+/// Where the next profile's tables start in a slot's regions.
+#[derive(Default)]
+struct RegionCursor {
+    rules: u32,
+    transitions: u32,
+    states: u32,
+    intervals: u32,
+}
+
+/// Writes the profiles of one policy (index = profile number, 0 the base) into `slot`, which must not
+/// be the active one, and marks each loaded. Profile numbers beyond them are marked not loaded.
 pub fn write_policy(
     ebpf: &mut Ebpf,
     slot: u32,
     generation: u32,
-    policy: &CompiledPolicy,
+    profiles: &[&CompiledPolicy],
 ) -> Result<(), KernelError> {
-    check_limits(policy)?;
+    check_limits(profiles)?;
+    {
+        let mut headers = array::<PolicyHeader>(ebpf, "POLICY")?;
+        for profile in 0..MAX_PROFILES {
+            set(&mut headers, "POLICY", slot * MAX_PROFILES + profile, PolicyHeader::default())?;
+        }
+    }
+    let mut cursor = RegionCursor::default();
+    let mut stale_prefixes = true;
+    for (profile, policy) in (0u32..).zip(profiles) {
+        let header = write_profile(ebpf, slot, profile, generation, policy, &mut cursor)?;
+        write_network(ebpf, slot, profile, policy, &mut cursor, std::mem::take(&mut stale_prefixes))?;
+        let mut headers = array::<PolicyHeader>(ebpf, "POLICY")?;
+        set(&mut headers, "POLICY", slot * MAX_PROFILES + profile, header)?;
+    }
+    Ok(())
+}
+
+/// Writes one profile's rules and automata at the cursor; returns its (loaded) header.
+fn write_profile(
+    ebpf: &mut Ebpf,
+    slot: u32,
+    profile: u32,
+    generation: u32,
+    policy: &CompiledPolicy,
+    cursor: &mut RegionCursor,
+) -> Result<PolicyHeader, KernelError> {
     let mut header = PolicyHeader {
         default_effect: policy.default_effect.to_wire(),
         generation,
+        rule_base: cursor.rules,
+        loaded: 1,
         ..PolicyHeader::default()
     };
-    {
-        let mut headers = array::<PolicyHeader>(ebpf, "POLICY")?;
-        set(&mut headers, "POLICY", slot, PolicyHeader::default())?;
+    let mut rules = array::<RuleEntry>(ebpf, "RULES")?;
+    for effect in &policy.rule_effects {
+        let entry = RuleEntry { effect: effect.to_wire(), _pad: [0; 3] };
+        set(&mut rules, "RULES", slot * MAX_RULES + cursor.rules, entry)?;
+        cursor.rules += 1;
     }
-    {
-        let mut rules = array::<RuleEntry>(ebpf, "RULES")?;
-        for (i, effect) in policy.rule_effects.iter().enumerate() {
-            let entry = RuleEntry { effect: effect.to_wire(), _pad: [0; 3] };
-            set(&mut rules, "RULES", slot * MAX_RULES + i as u32, entry)?;
-        }
+    for (class, dfa) in policy.dfas.iter().enumerate() {
+        header.dfa[class] = DfaDesc {
+            trans_base: cursor.transitions,
+            accept_base: cursor.states,
+            class_count: dfa.class_count,
+            state_count: dfa.state_count(),
+            start_state: dfa.start,
+            dead_state: dfa.dead.unwrap_or(u32::MAX),
+        };
+        cursor.transitions += dfa.transitions.len() as u32;
+        cursor.states += dfa.state_count();
     }
-    {
-        let (mut trans_base, mut accept_base) = (0u32, 0u32);
-        for (class, dfa) in policy.dfas.iter().enumerate() {
-            header.dfa[class] = DfaDesc {
-                trans_base,
-                accept_base,
-                class_count: dfa.class_count,
-                state_count: dfa.state_count(),
-                start_state: dfa.start,
-                dead_state: dfa.dead.unwrap_or(u32::MAX),
-            };
-            trans_base += dfa.transitions.len() as u32;
-            accept_base += dfa.state_count();
-        }
-        let mut classes = array::<ByteClasses>(ebpf, "DFA_CLASSES")?;
-        for (class, dfa) in policy.dfas.iter().enumerate() {
-            set(
-                &mut classes,
-                "DFA_CLASSES",
-                slot * dfa_class::COUNT + class as u32,
-                ByteClasses(dfa.classes),
-            )?;
-        }
-        let mut trans = array::<u32>(ebpf, "DFA_TRANS")?;
-        for (class, dfa) in policy.dfas.iter().enumerate() {
-            let base = slot * MAX_DFA_TRANSITIONS + header.dfa[class].trans_base;
-            for (i, &next) in dfa.transitions.iter().enumerate() {
-                set(&mut trans, "DFA_TRANS", base + i as u32, next)?;
-            }
-        }
-        let mut accept = array::<u32>(ebpf, "DFA_ACCEPT")?;
-        for (class, dfa) in policy.dfas.iter().enumerate() {
-            let base = slot * MAX_DFA_STATES + header.dfa[class].accept_base;
-            for (i, &rule) in dfa.accept.iter().enumerate() {
-                set(&mut accept, "DFA_ACCEPT", base + i as u32, rule)?;
-            }
+    let mut classes = array::<ByteClasses>(ebpf, "DFA_CLASSES")?;
+    for (class, dfa) in (0u32..).zip(&policy.dfas) {
+        let index = (slot * MAX_PROFILES + profile) * dfa_class::COUNT + class;
+        set(&mut classes, "DFA_CLASSES", index, ByteClasses(dfa.classes))?;
+    }
+    let mut trans = array::<u32>(ebpf, "DFA_TRANS")?;
+    for (class, dfa) in policy.dfas.iter().enumerate() {
+        let base = slot * MAX_DFA_TRANSITIONS + header.dfa[class].trans_base;
+        for (i, &next) in (0u32..).zip(&dfa.transitions) {
+            set(&mut trans, "DFA_TRANS", base + i, next)?;
         }
     }
-    write_network(ebpf, slot, policy)?;
-    header.loaded = 1;
-    let mut headers = array::<PolicyHeader>(ebpf, "POLICY")?;
-    set(&mut headers, "POLICY", slot, header)
+    let mut accept = array::<u32>(ebpf, "DFA_ACCEPT")?;
+    for (class, dfa) in policy.dfas.iter().enumerate() {
+        let base = slot * MAX_DFA_STATES + header.dfa[class].accept_base;
+        for (i, &rule) in (0u32..).zip(&dfa.accept) {
+            set(&mut accept, "DFA_ACCEPT", base + i, rule)?;
+        }
+    }
+    Ok(header)
 }
 
-fn write_network(ebpf: &mut Ebpf, slot: u32, policy: &CompiledPolicy) -> Result<(), KernelError> {
+/// Writes one profile's port intervals at the cursor and its prefixes into the trie; the first call
+/// for a slot also removes the slot's previous prefixes.
+fn write_network(
+    ebpf: &mut Ebpf,
+    slot: u32,
+    profile: u32,
+    policy: &CompiledPolicy,
+    cursor: &mut RegionCursor,
+    remove_stale: bool,
+) -> Result<(), KernelError> {
+    let first_interval = cursor.intervals;
     {
         let mut intervals = array::<safeclaw_common::PortInterval>(ebpf, "PORT_INTERVALS")?;
-        let mut next = 0u32;
-        for prefix in &policy.net.prefixes {
-            for interval in &prefix.intervals {
-                set(&mut intervals, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + next, *interval)?;
-                next += 1;
-            }
+        for interval in policy.net.prefixes.iter().flat_map(|p| p.intervals.iter()) {
+            set(&mut intervals, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, *interval)?;
+            cursor.intervals += 1;
         }
     }
     let map = "NET_PREFIXES";
     let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     let mut trie: LpmTrie<&mut MapData, NetKeyData, NetPrefixValue> =
         LpmTrie::try_from(data).map_err(|source| KernelError::Map { map, source })?;
-    let stale: Vec<Key<NetKeyData>> =
-        trie.keys().filter_map(Result::ok).filter(|key| key.data().slot as u32 == slot).collect();
-    for key in &stale {
-        trie.remove(key).map_err(|source| KernelError::Map { map, source })?;
+    if remove_stale {
+        let stale: Vec<Key<NetKeyData>> =
+            trie.keys().filter_map(Result::ok).filter(|key| u32::from(key.data().slot) == slot).collect();
+        for key in &stale {
+            trie.remove(key).map_err(|source| KernelError::Map { map, source })?;
+        }
     }
-    let mut first = 0u32;
+    let mut first = first_interval;
     for prefix in &policy.net.prefixes {
         let key = Key::new(
             NET_KEY_HEADER_BITS + u32::from(prefix.prefix_len.min(128)),
-            NetKeyData { slot: slot as u8, protocol: prefix.protocol, addr: prefix.addr },
+            NetKeyData {
+                slot: slot as u8,
+                profile: profile as u8,
+                protocol: prefix.protocol,
+                addr: prefix.addr,
+            },
         );
         let value = NetPrefixValue { first, count: prefix.intervals.len() as u32 };
         trie.insert(&key, value, 0).map_err(|source| KernelError::Map { map, source })?;
         first += prefix.intervals.len() as u32;
     }
     Ok(())
+}
+
+/// Records which profile (per slot) decides for a registered session's cgroup. Fails when the
+/// kernel table is full: the launcher then refuses to start the agent.
+pub fn set_session_profiles(
+    ebpf: &mut Ebpf,
+    session: u64,
+    profiles: SessionProfiles,
+) -> Result<(), KernelError> {
+    session_map(ebpf)?
+        .insert(session, profiles, 0)
+        .map_err(|source| KernelError::Map { map: "SESSION_PROFILES", source })
+}
+
+/// Forgets an ended session (its tasks, if any remain, fall back to the base profile).
+pub fn remove_session_profiles(ebpf: &mut Ebpf, session: u64) -> Result<(), KernelError> {
+    match session_map(ebpf)?.remove(&session) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(KernelError::Map { map: "SESSION_PROFILES", source }),
+    }
+}
+
+fn session_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, SessionProfiles>, KernelError> {
+    let map = "SESSION_PROFILES";
+    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
+    HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
 }
 
 /// Reads the current scope (all zero before the first `set_scope`).
@@ -197,7 +220,7 @@ pub fn ringbuf_full_count(ebpf: &mut Ebpf) -> Result<u64, KernelError> {
 /// The generation stamped on a slot's policy (0 if none was loaded).
 pub fn generation(ebpf: &mut Ebpf, slot: u32) -> Result<u32, KernelError> {
     let header = array::<PolicyHeader>(ebpf, "POLICY")?
-        .get(&slot, 0)
+        .get(&(slot * MAX_PROFILES), 0)
         .map_err(|source| KernelError::Map { map: "POLICY", source })?;
     Ok(header.generation)
 }

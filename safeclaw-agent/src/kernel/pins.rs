@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::MapData;
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RuleEntry,
-    Scope, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS,
-    MAX_RULES, POLICY_SLOTS,
+    Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES,
+    MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
 use super::KernelError;
@@ -33,11 +33,12 @@ const fn map<K, V>(name: &'static str, max_entries: u32) -> PersistentMap {
 }
 
 /// Every map whose state must survive a daemon restart (the per-CPU scratch map need not).
-pub const PERSISTENT_MAPS: [PersistentMap; 10] = [
+pub const PERSISTENT_MAPS: [PersistentMap; 11] = [
     map::<u32, Scope>("SCOPE", 1),
-    map::<u32, PolicyHeader>("POLICY", POLICY_SLOTS),
+    map::<u32, PolicyHeader>("POLICY", POLICY_SLOTS * MAX_PROFILES),
+    map::<u64, SessionProfiles>("SESSION_PROFILES", MAX_SESSIONS),
     map::<u32, RuleEntry>("RULES", POLICY_SLOTS * MAX_RULES),
-    map::<u32, ByteClasses>("DFA_CLASSES", POLICY_SLOTS * dfa_class::COUNT),
+    map::<u32, ByteClasses>("DFA_CLASSES", POLICY_SLOTS * MAX_PROFILES * dfa_class::COUNT),
     map::<u32, u32>("DFA_TRANS", POLICY_SLOTS * MAX_DFA_TRANSITIONS),
     map::<u32, u32>("DFA_ACCEPT", POLICY_SLOTS * MAX_DFA_STATES),
     // LPM keys carry a 4-byte prefix length before the data.

@@ -60,6 +60,13 @@ pub enum PolicyCommand {
         #[command(flatten)]
         context: ContextArgs,
     },
+    /// Make the running daemon load its policy file again (as SIGHUP does); exits 1 if the new
+    /// policy is refused (the old one keeps enforcing).
+    Reload {
+        /// The daemon's socket [default: $SAFECLAW_SOCKET, else /run/safeclaw/agent.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,6 +97,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?;
             explain(&policy, &ctx, agent.as_deref(), &attempt)
         }
+        PolicyCommand::Reload { socket } => crate::control::reload(socket.as_deref()),
     }
 }
 

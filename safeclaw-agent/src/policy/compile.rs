@@ -6,7 +6,7 @@ use std::path::Path;
 
 use safeclaw_common::{MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_RULES};
 
-use super::compiled::{CompiledDfa, CompiledPolicy};
+use super::compiled::{check_slot_limits, CompiledDfa, CompiledPolicy};
 use super::context::{Alternatives, CompileContext, Expander};
 use super::dfa::{self, ClassAnalysis};
 use super::diag::{Diagnostic, Location, PolicyError};
@@ -130,6 +130,8 @@ pub fn compile_all(policy: &Policy, ctx: &CompileContext) -> Result<CompiledSet,
     if !errors.is_empty() {
         return Err(PolicyError { diagnostics: errors });
     }
+    let tables: Vec<&CompiledPolicy> = compiled.iter().map(|p| &p.tables).collect();
+    check_slot_limits(&tables).map_err(|e| PolicyError::single(top.clone(), e))?;
     let mut profiles = compiled.into_iter();
     let base = profiles.next().ok_or_else(|| PolicyError::single(top, "no base profile"))?;
     Ok(CompiledSet { hash: policy.hash, base, agents: profiles.collect(), warnings })
@@ -401,7 +403,8 @@ mod tests {
         }
         let policy = load_str("p.yaml", &text).unwrap();
         let error = compile_all(&policy, &CompileContext::new("/home/u")).unwrap_err().to_string();
-        assert!(error.contains("16385 rules; the kernel tables hold MAX_RULES = 16384"), "{error}");
+        let expected = format!("{} rules; the kernel tables hold MAX_RULES = {MAX_RULES}", MAX_RULES + 1);
+        assert!(error.contains(&expected), "{error}");
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! loader (which copies it into maps). `CompiledPolicy::decide` is the oracle the property tests and the
 //! VM agreement tests compare the kernel against.
 
-use safeclaw_common::{dfa_class, PortInterval, NO_RULE, PATH_MAX, PORT_SEARCH_STEPS};
+use safeclaw_common::{
+    dfa_class, PortInterval, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS,
+    MAX_PROFILES, MAX_RULES, NO_RULE, PATH_MAX, POLICY_SLOTS, PORT_SEARCH_STEPS,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a rule, or the default, does with a matching attempt.
@@ -280,6 +283,58 @@ pub(crate) fn combine_read_write(read: Decision, write: Decision) -> Decision {
     } else {
         write
     }
+}
+
+/// Checks that the profiles of one policy fit one slot together; the message names the limit.
+pub fn check_slot_limits(profiles: &[&CompiledPolicy]) -> Result<(), String> {
+    if profiles.is_empty() || profiles.len() > MAX_PROFILES as usize {
+        return Err(format!(
+            "{} profiles (the base and one per agent), the kernel holds 1 to {MAX_PROFILES}",
+            profiles.len()
+        ));
+    }
+    let total = |count: &dyn Fn(&CompiledPolicy) -> usize| profiles.iter().map(|p| count(p)).sum::<usize>();
+    let rules = total(&|p| p.rule_effects.len());
+    if rules > MAX_RULES as usize {
+        return Err(format!("{rules} rules over all profiles, the kernel table holds {MAX_RULES}"));
+    }
+    let transitions = total(&|p| p.dfas.iter().map(|d| d.transitions.len()).sum());
+    if transitions > MAX_DFA_TRANSITIONS as usize {
+        return Err(format!(
+            "the path automata of all profiles need {transitions} transitions, the kernel table holds {MAX_DFA_TRANSITIONS}"
+        ));
+    }
+    let states = total(&|p| p.dfas.iter().map(|d| d.accept.len()).sum());
+    if states > MAX_DFA_STATES as usize {
+        return Err(format!(
+            "the path automata of all profiles have {states} states, the kernel table holds {MAX_DFA_STATES}"
+        ));
+    }
+    let intervals = total(&|p| p.net.prefixes.iter().map(|x| x.intervals.len()).sum());
+    if intervals > MAX_PORT_INTERVALS as usize {
+        return Err(format!(
+            "{intervals} port intervals over all profiles, the kernel table holds {MAX_PORT_INTERVALS}"
+        ));
+    }
+    // Both slots share the trie while a reload is in flight.
+    let prefixes = total(&|p| p.net.prefixes.len());
+    if prefixes > MAX_NET_PREFIXES as usize / POLICY_SLOTS as usize {
+        return Err(format!(
+            "{prefixes} network prefixes over all profiles, the kernel table holds {} per policy",
+            MAX_NET_PREFIXES / POLICY_SLOTS
+        ));
+    }
+    for dfa in profiles.iter().flat_map(|p| p.dfas.iter()) {
+        let well_formed = dfa.class_count >= 1
+            && dfa.class_count <= 256
+            && dfa.transitions.len() == dfa.accept.len() * dfa.class_count as usize
+            && dfa.classes.iter().all(|&c| u32::from(c) < dfa.class_count)
+            && dfa.start < dfa.state_count();
+        if !well_formed {
+            return Err("malformed automaton (compiler bug)".into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Policy: the YAML model, its validation, the reference evaluator and the compiler to kernel tables.
 //!
-//! Entry points: `load_file` (validated `Policy` or `PolicyError` with file:line:column),
+//! Entry points: `PolicySource` (what the daemon enforces), `load_file` (validated `Policy` or `PolicyError` with file:line:column),
 //! `compile_all` / `load_and_compile` (one `CompiledPolicy` per profile, with the policy hash and
 //! warnings), `Evaluator` (the reference decision and its explanation), `cli`.
+mod active;
 mod attempt;
 pub mod cli;
 mod compile;
@@ -22,6 +23,7 @@ mod netcompile;
 mod positions;
 mod schema;
 
+pub use active::{ActivePolicy, PolicySource};
 pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, TableStats};
 pub use context::{launching_user_home, CompileContext};
 pub use diag::{Diagnostic, Level, Location, PolicyError};
@@ -34,23 +36,3 @@ pub use model::{
     Severity,
 };
 pub use net::{Cidr, HostName, PortRange, Protocol};
-
-/// Loads, validates, resolves host names and compiles the policy file for the daemon. The base
-/// profile is what the kernel enforces (per-agent profiles are not yet keyed in the kernel tables).
-pub fn load_active(path: &std::path::Path) -> Result<crate::daemon::ActivePolicy, PolicyError> {
-    let policy = load_file(path)?;
-    let mut ctx = CompileContext::new(launching_user_home());
-    let mut cache = HostCache::default();
-    for (host, error) in cache.refresh(&policy.host_names(), 0, resolve_system) {
-        tracing::warn!(
-            "{}: cannot resolve `{host}` (its rules match no address until it resolves): {error}",
-            path.display()
-        );
-    }
-    ctx.hosts = cache.addresses(0);
-    let set = compile_all(&policy, &ctx)?;
-    for warning in &set.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(crate::daemon::ActivePolicy { hash: set.hash, profile: set.base })
-}

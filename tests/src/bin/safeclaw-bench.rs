@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let mut kernel = loader::open(None)?;
     kernel.load_programs()?;
     let policy = allow_paths_policy(&[target.to_str().context("non-UTF-8 temp dir")?.as_bytes()]);
-    maps::write_policy(&mut kernel.ebpf, 0, 1, &policy)?;
+    maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy])?;
     maps::set_scope(
         &mut kernel.ebpf,
         Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 },

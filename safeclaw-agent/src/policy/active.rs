@@ -1,0 +1,205 @@
+//! The policy the daemon enforces: loading and compiling every profile, noticing when its files
+//! change, and keeping its host names' addresses current.
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use super::compiled::CompiledPolicy;
+use super::{
+    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
+    CompiledSet, HostAddresses, HostCache, Policy, PolicyError, PolicyHash,
+};
+
+/// A compiled policy as the kernel holds it: profile 0 is the base, profile `i + 1` the `i`-th entry
+/// of `agents:`.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    pub set: CompiledSet,
+}
+
+impl ActivePolicy {
+    pub fn hash(&self) -> PolicyHash {
+        self.set.hash
+    }
+
+    /// The kernel tables of every profile, in profile-number order.
+    pub fn tables(&self) -> Vec<&CompiledPolicy> {
+        std::iter::once(&self.set.base).chain(&self.set.agents).map(|p| &p.tables).collect()
+    }
+
+    /// The profile number deciding for `agent` (0, the base, for agents without a profile).
+    pub fn profile_number(&self, agent: &str) -> u32 {
+        self.set.agents.iter().position(|p| p.agent.as_deref() == Some(agent)).map_or(0, |i| i as u32 + 1)
+    }
+
+    /// The profile behind a profile number the kernel reported.
+    pub fn profile(&self, number: u32) -> Option<&CompiledProfile> {
+        match number {
+            0 => Some(&self.set.base),
+            n => self.set.agents.get(n as usize - 1),
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        std::iter::once(&self.set.base).chain(&self.set.agents).map(|p| p.rules.len()).sum()
+    }
+}
+
+/// What identifies the content of a file cheaply: a change to any of these is a change to the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    path: PathBuf,
+    /// `None`: the file could not be read (missing, unreadable).
+    meta: Option<(u64, u64, u64, SystemTime)>,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> FileStamp {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+        FileStamp { path: path.to_path_buf(), meta }
+    }
+}
+
+/// The policy file (and what it includes) the daemon was started with, and the host addresses its
+/// rules were compiled with.
+pub struct PolicySource {
+    path: PathBuf,
+    home: PathBuf,
+    /// The files of the last load attempt, as they were then.
+    stamps: Vec<FileStamp>,
+    /// Validated model of the last successful load (recompiled when host addresses change).
+    policy: Option<Policy>,
+    hosts: HostCache,
+    /// Addresses the enforced tables were compiled with.
+    compiled_hosts: HostAddresses,
+    started: Instant,
+}
+
+impl PolicySource {
+    pub fn new(path: &Path) -> PolicySource {
+        PolicySource {
+            path: path.to_path_buf(),
+            home: launching_user_home(),
+            stamps: Vec::new(),
+            policy: None,
+            hosts: HostCache::default(),
+            compiled_hosts: HostAddresses::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads, validates, resolves host names and compiles every profile. On error the previous policy
+    /// stays the one this source refreshes.
+    pub fn load(&mut self) -> Result<ActivePolicy, PolicyError> {
+        self.stamps = vec![FileStamp::of(&self.path)];
+        let policy = load_file(&self.path)?;
+        self.stamps = policy.files.iter().map(|f| FileStamp::of(Path::new(&**f))).collect();
+        self.resolve(&policy);
+        let active = self.compile(&policy)?;
+        self.policy = Some(policy);
+        Ok(active)
+    }
+
+    /// Whether a file of the policy changed (or appeared, or vanished) since the last load attempt.
+    pub fn changed(&self) -> bool {
+        self.stamps.iter().any(|stamp| FileStamp::of(&stamp.path) != *stamp)
+    }
+
+    /// Re-resolves the host names of the enforced policy; a new compiled policy when their addresses
+    /// changed, `None` when there is nothing to do.
+    pub fn refresh_hosts(&mut self) -> Option<Result<ActivePolicy, PolicyError>> {
+        let policy = self.policy.take()?;
+        if policy.host_names().is_empty() {
+            self.policy = Some(policy);
+            return None;
+        }
+        self.resolve(&policy);
+        let outcome =
+            (self.hosts.addresses(self.now()) != self.compiled_hosts).then(|| self.compile(&policy));
+        self.policy = Some(policy);
+        outcome
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    fn resolve(&mut self, policy: &Policy) {
+        let now = self.now();
+        for (host, error) in self.hosts.refresh(&policy.host_names(), now, resolve_system) {
+            tracing::warn!(
+                "{}: cannot resolve `{host}` (its rules keep the addresses already known, none if never resolved): {error}",
+                self.path.display()
+            );
+        }
+    }
+
+    fn compile(&mut self, policy: &Policy) -> Result<ActivePolicy, PolicyError> {
+        let hosts = self.hosts.addresses(self.now());
+        let ctx = CompileContext::new(&self.home).with_hosts(hosts.clone());
+        let set = compile_all(policy, &ctx)?;
+        for warning in &set.warnings {
+            tracing::warn!("{warning}");
+        }
+        self.compiled_hosts = hosts;
+        Ok(ActivePolicy { set })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "version: 1\ndefault: deny\nrules:\n  - name: read-tmp\n    action: file.read\n    paths: [\"/tmp/**\"]\n    effect: allow\nagents:\n  claude:\n    rules:\n      - name: no-tmp-x\n        action: file.read\n        paths: [\"/tmp/x\"]\n        effect: deny\n";
+
+    #[test]
+    fn numbers_profiles_base_first_and_finds_rules_by_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut source = PolicySource::new(&path);
+        let active = source.load().unwrap();
+        assert_eq!(active.tables().len(), 2);
+        assert_eq!(active.profile_number("claude"), 1);
+        assert_eq!(active.profile_number("codex"), 0);
+        assert_eq!(active.profile(1).unwrap().rule(0).unwrap().name, "no-tmp-x");
+        assert_eq!(active.profile(0).unwrap().rule(0).unwrap().name, "read-tmp");
+        assert!(active.profile(2).is_none());
+        assert_eq!(active.rule_count(), 3);
+    }
+
+    #[test]
+    fn notices_edits_and_keeps_the_old_model_after_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut source = PolicySource::new(&path);
+        source.load().unwrap();
+        assert!(!source.changed());
+        std::fs::write(&path, "version: 1\nrules: [").unwrap();
+        assert!(source.changed());
+        let error = source.load().unwrap_err().to_string();
+        assert!(error.contains("policy.yaml"), "{error}");
+        assert!(!source.changed(), "the failed attempt is the new baseline");
+        assert!(source.policy.is_some(), "the last good model is kept");
+        std::fs::remove_file(&path).unwrap();
+        assert!(source.changed());
+    }
+
+    #[test]
+    fn host_refresh_is_a_no_op_without_host_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut source = PolicySource::new(&path);
+        assert!(source.refresh_hosts().is_none(), "nothing loaded yet");
+        source.load().unwrap();
+        assert!(source.refresh_hosts().is_none());
+    }
+}

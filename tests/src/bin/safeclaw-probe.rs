@@ -1,0 +1,59 @@
+//! Makes the syscalls the agreement test asks for, one per stdin line, and prints what the kernel
+//! answered: `ok` or the errno. Lines: `r|w|rw|x PATH` (open for read, write, both; execute) and
+//! `tcp|udp ADDRESS PORT` (connect). Runs inside the agent cgroup.
+use std::io::{BufRead as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+fn main() -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split('\t').collect();
+        let outcome = match words.as_slice() {
+            ["r", path] => open(path, libc::O_RDONLY),
+            ["w", path] => open(path, libc::O_WRONLY),
+            ["rw", path] => open(path, libc::O_RDWR),
+            ["x", path] => exec(path),
+            [protocol @ ("tcp" | "udp"), address, port] => connect(protocol, address.parse()?, port.parse()?),
+            _ => anyhow::bail!("bad probe line {line:?}"),
+        };
+        match outcome {
+            Ok(()) => writeln!(out, "ok")?,
+            Err(e) => writeln!(out, "{}", e.raw_os_error().unwrap_or(-1))?,
+        }
+    }
+    Ok(())
+}
+
+fn open(path: &str, flags: libc::c_int) -> std::io::Result<()> {
+    let path = std::ffi::CString::new(path)?;
+    // SAFETY: a NUL-terminated path and plain flags; the descriptor is closed right away.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// The exec's own error (the program, a copy of `true`, exits 0 when it runs).
+fn exec(path: &str) -> std::io::Result<()> {
+    let status = std::process::Command::new(path).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("{path}: {status}")))
+    }
+}
+
+fn connect(protocol: &str, address: IpAddr, port: u16) -> std::io::Result<()> {
+    let target = SocketAddr::new(address, port);
+    if protocol == "udp" {
+        let local: SocketAddr =
+            if address.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(std::io::Error::other)?;
+        return std::net::UdpSocket::bind(local)?.connect(target);
+    }
+    std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(5)).map(drop)
+}
