@@ -476,10 +476,11 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     fn event(&mut self, event: &KernelEvent, policy: Option<&ActivePolicy>, session: Option<&SessionInfo>) {
-        let rule = event.rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
+        let (effect, rule) = argument_marking(event, policy).unwrap_or((event.effect, event.rule));
+        let rule = rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
         let record = ActionRecord {
             time: self.clock.at(event.boot_ns),
-            effect: event.effect,
+            effect,
             matched_rule: match (&event.detail, rule) {
                 (events::Detail::Guarded(_), _) => Some("builtin:self-protection".to_string()),
                 (_, rule) => rule.map(|r| r.name.clone()),
@@ -538,6 +539,22 @@ impl Sink<'_> {
     }
 }
 
+/// An allowed exec whose arguments match an argument rule placed before the deciding rule is marked
+/// `audit` with that rule (the kernel allowed it and stays the decision; see docs/policy.md).
+fn argument_marking(
+    event: &KernelEvent,
+    policy: Option<&ActivePolicy>,
+) -> Option<(crate::policy::compiled::Effect, Option<u32>)> {
+    let events::Detail::Exec { path, argv } = &event.detail else { return None };
+    if event.effect == crate::policy::compiled::Effect::Deny {
+        return None;
+    }
+    let args: Vec<&[u8]> = argv.iter().skip(1).map(Vec::as_slice).collect();
+    let decision = policy?.exec_with_args(event.profile, path, &args)?;
+    (decision.effect == crate::policy::compiled::Effect::Audit && decision.rule != event.rule)
+        .then_some((decision.effect, decision.rule))
+}
+
 fn identity_of(session: Option<&SessionInfo>) -> audit::Identity {
     match session {
         Some(s) => audit::Identity {
@@ -560,7 +577,10 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
                 FileAccess::ReadWrite => audit::FileMode::ReadWrite,
             },
         },
-        Detail::Exec { path } => audit::RequestDetails::Exec { path: path.clone(), argv: None },
+        Detail::Exec { path, argv } => audit::RequestDetails::Exec {
+            path: path.clone(),
+            argv: Some(argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect()),
+        },
         Detail::Connect(K::Inet { protocol, addr, port }) => {
             audit::RequestDetails::Connect(audit::ConnectTarget::Inet {
                 address: *addr,

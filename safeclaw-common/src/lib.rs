@@ -70,6 +70,9 @@ pub mod flag {
     pub const UNDECIDED_FAMILY: u16 = 1 << 5;
     /// A datagram sent to an explicit address (sendto/sendmsg) rather than a connect.
     pub const SENDTO: u16 = 1 << 6;
+    /// The exec's argv is incomplete: more than `MAX_ARGS` arguments or `ARGS_MAX` bytes, an
+    /// unreadable argument, or a syscall whose argv the programs do not know (32-bit compat).
+    pub const ARGV_INCOMPLETE: u16 = 1 << 7;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -111,7 +114,18 @@ pub struct KernelOffsets {
     pub super_block_s_magic: u64,
     pub msghdr_msg_name: u64,
     pub msghdr_msg_namelen: u64,
+    pub pt_regs_orig_ax: u64,
+    pub pt_regs_si: u64,
+    pub pt_regs_dx: u64,
 }
+
+/// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.
+pub const ARGS_MAX: usize = 1024;
+/// Arguments of an exec recorded, at most.
+pub const MAX_ARGS: u32 = 32;
+/// Event buffer: the path, then for an exec its NUL and argv. Twice `ARGS_MAX` past `PATH_MAX`, so the
+/// verifier can bound every argument copy by adding the bounds of its offset and its size.
+pub const EVENT_DATA_LEN: usize = PATH_MAX + 2 * ARGS_MAX;
 
 /// Ring buffer size: 16 MiB holds about 100,000 events with short paths while the daemon catches up.
 pub const EVENTS_RING_BYTES: u32 = 16 << 20;
@@ -292,8 +306,8 @@ pub struct EventHeader {
     pub _pad: u32,
 }
 
-/// A whole event as built in the per-CPU scratch map. Only the first
-/// `EVENT_FIXED_LEN + path_len` bytes go onto the ring buffer.
+/// A whole event as built in the per-CPU scratch map. Only the first `EVENT_FIXED_LEN + path_len`
+/// bytes go onto the ring buffer, plus `1 + args_len` for an exec with its argv.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Event {
@@ -301,13 +315,14 @@ pub struct Event {
     pub net: NetDetail,
     /// Bytes of `path` in use, without the trailing NUL.
     pub path_len: u32,
-    pub _pad: u32,
-    /// File or executable path, or Unix socket path.
-    pub path: [u8; PATH_MAX],
+    /// For an exec, bytes of argv after the path's NUL: `argc` strings, each NUL-terminated.
+    pub args_len: u32,
+    /// File or executable path, or Unix socket path (< PATH_MAX bytes); an exec's argv follows it.
+    pub path: [u8; EVENT_DATA_LEN],
 }
 
 /// Size of an event before its path bytes.
-pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - PATH_MAX;
+pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - EVENT_DATA_LEN;
 
 #[cfg(feature = "user")]
 mod pod {

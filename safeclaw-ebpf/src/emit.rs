@@ -8,7 +8,12 @@ use aya_ebpf::{
         generated,
     },
 };
-use safeclaw_common::{action, counter, effect, flag, Event, NetDetail, Scope, EVENT_FIXED_LEN, PATH_MAX};
+use core::ffi::c_void;
+
+use safeclaw_common::{
+    action, counter, effect, flag, Event, NetDetail, Scope, ARGS_MAX, EVENT_DATA_LEN, EVENT_FIXED_LEN,
+    MAX_ARGS, PATH_MAX,
+};
 
 use crate::decide::{Slot, Verdict};
 use crate::kernel;
@@ -77,6 +82,7 @@ impl Pending {
         header.flags = 0;
         event.net = NetDetail::default();
         event.path_len = 0;
+        event.args_len = 0;
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
@@ -90,7 +96,8 @@ impl Pending {
 
     #[inline(always)]
     pub fn path(&self) -> &[u8; PATH_MAX] {
-        &self.event.path
+        // SAFETY: the event buffer starts with the PATH_MAX bytes of the path.
+        unsafe { &*(self.event.path.as_ptr() as *const [u8; PATH_MAX]) }
     }
 
     #[inline(always)]
@@ -143,6 +150,32 @@ impl Pending {
     #[inline(always)]
     pub fn resolve_exec_path(&mut self, bprm: *const u8) -> Option<u32> {
         self.resolve_file_path(kernel::bprm_file(bprm))
+    }
+
+    /// Copies the exec's argv (after the path and its NUL): up to `MAX_ARGS` strings and `ARGS_MAX`
+    /// bytes, flagged `ARGV_INCOMPLETE` when any of it could not be recorded.
+    #[inline(always)]
+    pub fn capture_argv(&mut self, path_len: u32) {
+        let Some(argv) = kernel::exec_argv() else {
+            self.event.header.flags |= flag::ARGV_INCOMPLETE;
+            return;
+        };
+        let mut walk = ArgvWalk {
+            argv,
+            buf: self.event.path.as_mut_ptr(),
+            start: (path_len & (PATH_MAX as u32 - 1)) + 1,
+            used: 0,
+            ended: 0,
+            incomplete: 0,
+        };
+        // SAFETY: `argv_step` matches bpf_loop's callback signature and `walk` outlives the call.
+        let looped = unsafe {
+            generated::bpf_loop(MAX_ARGS, argv_step as *mut c_void, &mut walk as *mut _ as *mut c_void, 0)
+        };
+        if looped < 0 || walk.incomplete != 0 || walk.ended == 0 {
+            self.event.header.flags |= flag::ARGV_INCOMPLETE;
+        }
+        self.event.args_len = walk.used;
     }
 
     /// Reads the connect's address into the event.
@@ -246,7 +279,11 @@ impl Pending {
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
         header.kernel_seq = next(counter::NEXT_SEQ);
         let denied = header.effect == effect::DENY;
-        let size = EVENT_FIXED_LEN + (event.path_len as usize & (PATH_MAX - 1));
+        let args = match event.args_len as usize & (ARGS_MAX - 1) {
+            0 => 0,
+            used => 1 + used,
+        };
+        let size = EVENT_FIXED_LEN + (event.path_len as usize & (PATH_MAX - 1)) + args;
         // SAFETY: `size` <= size_of::<Event>() and the scratch value is that large.
         let bytes = unsafe { core::slice::from_raw_parts(event as *const Event as *const u8, size) };
         if EVENTS.output::<[u8]>(bytes, 0).is_err() {
@@ -261,6 +298,73 @@ impl Pending {
             DENIED
         }
     }
+}
+
+/// State of one argv copy, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct ArgvWalk {
+    /// User address of the argv pointer array.
+    argv: u64,
+    buf: *mut u8,
+    /// Offset of the first argument in `buf`: one past the path's NUL (1..=PATH_MAX).
+    start: u32,
+    /// Argument bytes copied so far, NULs included (< ARGS_MAX).
+    used: u32,
+    /// Set once argv's terminating NULL pointer was read.
+    ended: u32,
+    incomplete: u32,
+}
+
+/// Copies `argv[index]` to the end of what is already copied. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn argv_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `ArgvWalk` on the caller's stack, alive for the whole bpf_loop call.
+    let walk = unsafe { &mut *(ctx as *mut ArgvWalk) };
+    // SAFETY: a user read of one pointer of the array; failure is handled.
+    let pointer = unsafe { aya_ebpf::helpers::bpf_probe_read_user((walk.argv + 8 * index) as *const u64) };
+    let Ok(pointer) = pointer else {
+        walk.incomplete = 1;
+        return 1;
+    };
+    if pointer == 0 {
+        walk.ended = 1;
+        return 1;
+    }
+    if walk.used as usize >= ARGS_MAX - 1 {
+        walk.incomplete = 1;
+        return 1;
+    }
+    // Masked in asm so the verifier bounds the copy: offset <= PATH_MAX + ARGS_MAX - 1 and
+    // size <= ARGS_MAX stay inside the EVENT_DATA_LEN-byte buffer.
+    let used = masked(walk.used, ARGS_MAX as u64 - 1);
+    let offset = masked(walk.start, 2 * PATH_MAX as u64 - 1).min(PATH_MAX as u32) + used;
+    let room = ARGS_MAX as u32 - used;
+    const _: () = assert!(PATH_MAX + 2 * ARGS_MAX <= EVENT_DATA_LEN);
+    // SAFETY: `buf + offset .. + room` lies within the event buffer (see above); `pointer` is a user
+    // address the helper reads safely.
+    let copied = unsafe {
+        generated::bpf_probe_read_user_str(
+            walk.buf.add(offset as usize) as *mut c_void,
+            room,
+            pointer as *const c_void,
+        )
+    };
+    if copied <= 0 || copied as u32 >= room {
+        // Unreadable, or cut short by the room left: what was copied is not a whole argument.
+        walk.incomplete = 1;
+        return 1;
+    }
+    walk.used = used + copied as u32;
+    0
+}
+
+/// `value & mask`, computed so that the verifier sees the bound.
+#[inline(always)]
+fn masked(value: u32, mask: u64) -> u32 {
+    let mut value = value as u64;
+    // SAFETY: register arithmetic only.
+    unsafe { core::arch::asm!("{v} &= {m}", v = inout(reg) value, m = in(reg) mask) };
+    value as u32
 }
 
 /// `value & 127`, computed so that the verifier sees the bound.

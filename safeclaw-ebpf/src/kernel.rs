@@ -4,7 +4,7 @@
 //! load instead of reading the wrong field.
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use safeclaw_common::{KernelOffsets, Scope};
 
 pub const FMODE_READ: u32 = 0x1;
@@ -35,7 +35,32 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     super_block_s_magic: 0,
     msghdr_msg_name: 0,
     msghdr_msg_namelen: 0,
+    pt_regs_orig_ax: 0,
+    pt_regs_si: 0,
+    pt_regs_dx: 0,
 };
+
+/// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
+const SYS_EXECVE: u64 = 59;
+const SYS_EXECVEAT: u64 = 322;
+
+/// The user address of the argv array the current task passed to execve/execveat, read from its
+/// syscall registers (the old image is still mapped when exec hooks run). `None` for anything else.
+#[inline(always)]
+pub fn exec_argv() -> Option<u64> {
+    // SAFETY: plain helpers; the pt_regs pointer is only read through bpf_probe_read_kernel.
+    let regs = unsafe {
+        let task = generated::bpf_get_current_task_btf();
+        generated::bpf_task_pt_regs(task) as *const u8
+    };
+    // SAFETY: reads within struct pt_regs at offsets from BTF.
+    let read = |field| unsafe { bpf_probe_read_kernel(regs.add(offset(field)) as *const u64) }.ok();
+    match read(&OFFSETS.pt_regs_orig_ax)? {
+        SYS_EXECVE => read(&OFFSETS.pt_regs_si),
+        SYS_EXECVEAT => read(&OFFSETS.pt_regs_dx),
+        _ => None,
+    }
+}
 
 #[inline(always)]
 fn offset(field: &'static u64) -> usize {

@@ -57,7 +57,10 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     pending.set_exec();
     let verdict = match pending.resolve_exec_path(bprm) {
         None => Verdict::flagged(flag::PATH_UNRESOLVED),
-        Some(len) => decide::by_path(pending.slot(), dfa_class::PROCESS_EXEC, pending.path(), len),
+        Some(len) => {
+            pending.capture_argv(len);
+            decide::by_path(pending.slot(), dfa_class::PROCESS_EXEC, pending.path(), len)
+        }
     };
     pending.finish(verdict)
 }

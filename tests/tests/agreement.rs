@@ -13,7 +13,7 @@ use safeclaw_agent::policy::{compile_all, load_file, CompileContext, Evaluator};
 use safeclaw_integration::Daemon;
 
 const NAME: &str = "safeclaw-it-agree";
-const POLICIES: u64 = 8;
+const POLICIES: u64 = 6;
 const DIRS: [&str; 10] = ["a", "b", "a/b", "a/b/c", "c", "c/.git", "d-1", "d_2/e", "src", "src/deep/er"];
 const NAMES: [&str; 10] =
     ["f.txt", "g.rs", ".env", "id_rsa", "ab", "a1", "Makefile", "x.pem", "notes.md", "bb"];

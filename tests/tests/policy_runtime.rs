@@ -177,3 +177,54 @@ fn stop_is_refused_from_inside_the_cgroup_and_otherwise_unloads_audited() {
     assert!(reason.contains("safeclaw-agent stop") && reason.contains("pid"), "{reason}");
     assert_eq!(read_entries(&audit_log).len(), entries.len());
 }
+
+const ARGUMENTS: &str = r#"
+version: 1
+default: allow
+rules:
+  - name: echo-push
+    action: process.exec
+    effect: audit
+    binary: ["**/echo"]
+    args: ["push*"]
+    reason: pushes are reviewed
+"#;
+
+#[test]
+fn exec_entries_carry_argv_and_argument_rules_mark_them_for_audit() {
+    let daemon = Daemon::start("safeclaw-it-argv", ARGUMENTS);
+    let many: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    let run = daemon.sh(&format!(
+        "/bin/echo push origin main >/dev/null && /bin/echo status >/dev/null && /bin/echo {} >/dev/null",
+        many.join(" ")
+    ));
+    assert!(run.status.success(), "{run:?}");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let execs: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "process.exec"
+                && e["requestDetails"]["path"].as_str().is_some_and(|p| p.ends_with("/echo"))
+        })
+        .collect();
+    assert_eq!(execs.len(), 3, "{execs:#?}");
+    let argv = |entry: &serde_json::Value| -> Vec<String> {
+        entry["requestDetails"]["argv"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no argv: {entry}"))
+            .iter()
+            .map(|a| a.as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(argv(execs[0]), ["/bin/echo", "push", "origin", "main"]);
+    assert_eq!(execs[0]["effect"], "audit", "the argument rule marks it");
+    assert_eq!(execs[0]["matchedRule"], "echo-push");
+    assert_eq!(argv(execs[1]), ["/bin/echo", "status"]);
+    assert_eq!(execs[1]["effect"], "allow");
+    assert!(execs[1]["matchedRule"].is_null());
+    let long = argv(execs[2]);
+    assert_eq!(long.len(), 32, "MAX_ARGS arguments are kept: {long:?}");
+    assert_eq!(long[1], "a0");
+    assert_eq!(execs[2]["flags"], serde_json::json!(["argv_incomplete"]), "{}", execs[2]);
+}

@@ -123,8 +123,17 @@ impl Guarded {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
-    File { access: FileAccess, f_mode: u32, path: Vec<u8> },
-    Exec { path: Vec<u8> },
+    File {
+        access: FileAccess,
+        f_mode: u32,
+        path: Vec<u8>,
+    },
+    /// `argv` as the caller passed it (argv[0] first); incomplete when the event has
+    /// `flag::ARGV_INCOMPLETE`.
+    Exec {
+        path: Vec<u8>,
+        argv: Vec<Vec<u8>>,
+    },
     Connect(ConnectTarget),
     Guarded(Guarded),
 }
@@ -172,6 +181,8 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         return Err(DecodeError::PathLength { claimed, carried });
     }
     let path = bytes[EVENT_FIXED_LEN..EVENT_FIXED_LEN + claimed].to_vec();
+    // An exec's argv follows the path's NUL: NUL-terminated strings to the end of the record.
+    let args = bytes.get(EVENT_FIXED_LEN + claimed + 1..).unwrap_or_default();
     let effect = Effect::from_wire(header.effect).ok_or(DecodeError::Effect(header.effect))?;
     let detail = match header.action {
         action::FILE_READ => Detail::File { access: FileAccess::Read, f_mode: header.file_mode, path },
@@ -179,7 +190,13 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         action::FILE_READ_WRITE => {
             Detail::File { access: FileAccess::ReadWrite, f_mode: header.file_mode, path }
         }
-        action::PROCESS_EXEC => Detail::Exec { path },
+        action::PROCESS_EXEC => Detail::Exec {
+            path,
+            argv: args
+                .split_inclusive(|&b| b == 0)
+                .map(|a| a.strip_suffix(&[0]).unwrap_or(a).to_vec())
+                .collect(),
+        },
         action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
         action::SIGNAL => {
             Detail::Guarded(Guarded::Signal { target_pid: header.target_pid, signal: header.detail_arg })
@@ -256,7 +273,7 @@ impl KernelEvent {
                 read: matches!(access, FileAccess::Read | FileAccess::ReadWrite),
                 write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
             },
-            Detail::Exec { path } => Request::Exec { path },
+            Detail::Exec { path, .. } => Request::Exec { path },
             Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
                 protocol: *protocol,
                 addr: match addr {
@@ -289,7 +306,13 @@ mod tests {
     use safeclaw_common::{effect, Event};
 
     fn encode(header: EventHeader, net: NetDetail, path: &[u8]) -> Vec<u8> {
-        let mut event = Event { header, net, path_len: path.len() as u32, _pad: 0, path: [0; PATH_MAX] };
+        let mut event = Event {
+            header,
+            net,
+            path_len: path.len() as u32,
+            args_len: 0,
+            path: [0; safeclaw_common::EVENT_DATA_LEN],
+        };
         event.path[..path.len()].copy_from_slice(path);
         // SAFETY: Event is plain data.
         let all = unsafe {

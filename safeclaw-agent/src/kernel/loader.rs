@@ -53,6 +53,9 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         super_block_s_magic: btf.member_offset("super_block", "s_magic")?,
         msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
         msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,
+        pt_regs_orig_ax: btf.member_offset("pt_regs", "orig_ax")?,
+        pt_regs_si: btf.member_offset("pt_regs", "si")?,
+        pt_regs_dx: btf.member_offset("pt_regs", "dx")?,
     })
 }
 

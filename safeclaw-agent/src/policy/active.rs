@@ -3,17 +3,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use super::compiled::CompiledPolicy;
+use super::compiled::{CompiledPolicy, Decision};
 use super::{
     compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
-    CompiledSet, HostAddresses, HostCache, Policy, PolicyError, PolicyHash,
+    CompiledSet, Evaluator, HostAddresses, HostCache, Location, Policy, PolicyError, PolicyHash,
 };
 
 /// A compiled policy as the kernel holds it: profile 0 is the base, profile `i + 1` the `i`-th entry
 /// of `agents:`.
-#[derive(Debug)]
 pub struct ActivePolicy {
     pub set: CompiledSet,
+    /// By profile number: the evaluator of each profile that has argument rules, which the kernel
+    /// does not apply and the daemon does on the argv the kernel recorded.
+    argument_rules: Vec<Option<Evaluator>>,
 }
 
 impl ActivePolicy {
@@ -37,6 +39,13 @@ impl ActivePolicy {
             0 => Some(&self.set.base),
             n => self.set.agents.get(n as usize - 1),
         }
+    }
+
+    /// The decision with the exec's arguments (`argv[1..]`) known: the kernel's, or `audit` by the
+    /// first argument rule before the deciding one that matches.
+    pub fn exec_with_args(&self, profile: u32, path: &[u8], args: &[&[u8]]) -> Option<Decision> {
+        let evaluator = self.argument_rules.get(profile as usize)?.as_ref()?;
+        Some(evaluator.evaluate_exec_with_args(path, args))
     }
 
     pub fn rule_count(&self) -> usize {
@@ -147,8 +156,16 @@ impl PolicySource {
         for warning in &set.warnings {
             tracing::warn!("{warning}");
         }
+        let profiles = std::iter::once(None).chain(set.agents.iter().map(|p| p.agent.as_deref()));
+        let mut argument_rules = Vec::new();
+        for agent in profiles {
+            let evaluator = Evaluator::new(policy, agent, &ctx).map_err(|e| {
+                PolicyError::single(Location::file(&std::sync::Arc::from(self.path.display().to_string())), e)
+            })?;
+            argument_rules.push(evaluator.has_argument_rules().then_some(evaluator));
+        }
         self.compiled_hosts = hosts;
-        Ok(ActivePolicy { set })
+        Ok(ActivePolicy { set, argument_rules })
     }
 }
 

@@ -203,6 +203,12 @@ impl Evaluator {
         }
     }
 
+    /// Whether any rule of this profile has argument patterns (`evaluate_exec_with_args` can differ
+    /// from `evaluate`).
+    pub fn has_argument_rules(&self) -> bool {
+        !self.argument_rules.is_empty()
+    }
+
     /// An exec decided with its arguments (`argv[1..]`) known: the kernel's decision, except that
     /// an allowed exec is marked `audit` by the first argument rule placed before the deciding
     /// rule whose binary and arguments match. Argument rules never turn a deny into an allow.
