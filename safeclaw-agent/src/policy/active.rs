@@ -201,7 +201,7 @@ mod tests {
         assert!(!source.changed());
         std::fs::write(&path, "version: 1\nrules: [").unwrap();
         assert!(source.changed());
-        let error = source.load().unwrap_err().to_string();
+        let error = source.load().err().expect("a broken policy is refused").to_string();
         assert!(error.contains("policy.yaml"), "{error}");
         assert!(!source.changed(), "the failed attempt is the new baseline");
         assert!(source.policy.is_some(), "the last good model is kept");
