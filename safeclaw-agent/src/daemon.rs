@@ -176,10 +176,9 @@ struct Enforcer {
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
-        if self.owns_pins {
-            if let Err(e) = self.kernel.detach() {
-                tracing::error!("could not detach and unpin everything: {e}");
-            }
+        let outcome = if self.owns_pins { self.kernel.detach() } else { self.kernel.abandon() };
+        if let Err(e) = outcome {
+            tracing::error!("could not detach and unpin what this run attached: {e}");
         }
     }
 }
@@ -209,12 +208,21 @@ impl Enforcer {
             }
         };
         let previous = maps::scope(&mut kernel.ebpf)?;
-        let mut scope =
-            Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 };
+        let mut scope = Scope {
+            cgroup_id: agents.id,
+            level: agents.level,
+            active_slot: 0,
+            lockdown: 0,
+            enabled: 1,
+            epoch: kernel.epoch,
+            _pad: 0,
+        };
         let mut next_generation = 1;
         if adopting && previous.enabled != 0 {
             tracing::warn!("adopting enforcement left pinned by a previous daemon");
             scope.active_slot = previous.active_slot;
+            // The previous daemon's programs keep deciding until `take_over`.
+            scope.epoch = previous.epoch;
             next_generation = 1 + maps::generation(&mut kernel.ebpf, previous.active_slot)?;
         }
         let mut enforcer =
@@ -248,6 +256,21 @@ impl Enforcer {
             .with_context(|| format!("cannot record the profile of session {}", session.session_id))
     }
 
+    /// Attaches this run's programs, hands deciding over to them in one scope update, then unpins
+    /// the programs a previous daemon left: there is neither a moment without enforcement nor one
+    /// where two sets of programs both decide (and record) an attempt.
+    fn take_over(&mut self) -> anyhow::Result<()> {
+        self.kernel.attach()?;
+        self.scope.epoch = self.kernel.epoch;
+        maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
+        self.owns_pins = true;
+        // What is left only costs memory now: the old programs no longer decide.
+        if let Err(e) = self.kernel.retire_previous() {
+            tracing::warn!("could not unpin the previous daemon's programs: {e}");
+        }
+        Ok(())
+    }
+
     fn active(&self) -> Option<&ActivePolicy> {
         self.slots.0[self.scope.active_slot as usize].as_ref().map(|(_, p)| p.as_ref())
     }
@@ -278,8 +301,7 @@ async fn enforce(
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
-    enforcer.kernel.attach()?;
-    enforcer.owns_pins = true;
+    enforcer.take_over()?;
     let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
         tracing::info!(

@@ -164,6 +164,10 @@ pub struct Scope {
     pub lockdown: u32,
     /// Non-zero once a scope is configured; zero means every task is out of scope.
     pub enabled: u32,
+    /// Only programs loaded with this `PROGRAM_EPOCH` decide; others return at once. A restarted
+    /// daemon attaches its programs beside the previous daemon's, then hands over in one update.
+    pub epoch: u32,
+    pub _pad: u32,
 }
 
 /// Where one class's DFA sits in the slot's tables.

@@ -202,6 +202,16 @@ impl Drop for Daemon {
     }
 }
 
+/// Names of the program links pinned under `pin_dir` (every epoch's).
+pub fn pinned_links(pin_dir: &std::path::Path) -> Vec<String> {
+    let Ok(epochs) = std::fs::read_dir(pin_dir.join("links")) else { return Vec::new() };
+    epochs
+        .flatten()
+        .filter_map(|epoch| std::fs::read_dir(epoch.path()).ok())
+        .flat_map(|links| links.flatten().map(|l| l.file_name().to_string_lossy().into_owned()))
+        .collect()
+}
+
 /// The JSON entries of an audit log.
 pub fn read_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

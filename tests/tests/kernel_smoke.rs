@@ -23,7 +23,15 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy]).unwrap();
     maps::set_scope(
         &mut kernel.ebpf,
-        Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 },
+        Scope {
+            cgroup_id: agents.id,
+            level: agents.level,
+            active_slot: 0,
+            lockdown: 0,
+            enabled: 1,
+            epoch: kernel.epoch,
+            _pad: 0,
+        },
     )
     .unwrap();
     let mut ring = RingBuf::try_from(kernel.ebpf.take_map("EVENTS").unwrap()).unwrap();

@@ -64,6 +64,8 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     btf: Btf,
     pins: Option<PinDir>,
+    /// `PROGRAM_EPOCH` of these programs: they decide once `Scope::epoch` names it.
+    pub epoch: u32,
     links: Vec<(&'static str, Link)>,
 }
 
@@ -86,8 +88,13 @@ pub struct ProgramStats {
 pub fn open(pins: Option<PinDir>) -> Result<Loaded, KernelError> {
     let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
     let btf = Btf::from_sys_fs()?;
+    let epoch = new_epoch()?;
     let mut loader = EbpfLoader::new();
-    loader.btf(Some(&btf)).override_global("OFFSETS", &offsets, true);
+    loader.btf(Some(&btf)).override_global("OFFSETS", &offsets, true).override_global(
+        "PROGRAM_EPOCH",
+        &epoch,
+        true,
+    );
     if let Some(pins) = &pins {
         pins.check_compatible()?;
         pins.create()?;
@@ -96,7 +103,15 @@ pub fn open(pins: Option<PinDir>) -> Result<Loaded, KernelError> {
         }
     }
     let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
-    Ok(Loaded { ebpf, btf, pins, links: Vec::new() })
+    Ok(Loaded { ebpf, btf, pins, epoch, links: Vec::new() })
+}
+
+/// A random, non-zero epoch: distinct from whatever a previous daemon used.
+fn new_epoch() -> Result<u32, KernelError> {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| KernelError::Pins(format!("no randomness for the program epoch: {e}")))?;
+    Ok(u32::from_ne_bytes(bytes).max(1))
 }
 
 impl Loaded {
@@ -110,10 +125,14 @@ impl Loaded {
         Ok(())
     }
 
-    /// Attaches every loaded program. Enforcement starts with the first one; the maps must be filled
-    /// before. Without pins, dropping `Loaded` detaches them all. With pins, each new link replaces the
-    /// pinned link of a previous daemon only once it is attached itself, so enforcement never lapses.
+    /// Attaches every loaded program. The programs decide once `Scope::epoch` is this `epoch`; the maps
+    /// must be filled before. Without pins, dropping `Loaded` detaches them all. With pins, the links
+    /// are pinned under this epoch beside those of a previous daemon, whose programs keep deciding
+    /// until the scope names the new epoch; then `retire_previous` unpins theirs.
     pub fn attach(&mut self) -> Result<(), KernelError> {
+        if let Some(pins) = &self.pins {
+            pins.create_links(self.epoch)?;
+        }
         for name in PROGRAMS {
             let id = lsm(&mut self.ebpf, name)?
                 .attach()
@@ -126,17 +145,30 @@ impl Loaded {
                 .take_link(id)
                 .map_err(|source| KernelError::AttachProgram { program: name, source })?
                 .into();
-            let path = pins.link(name);
-            if path.exists() {
-                std::fs::remove_file(&path)
-                    .map_err(|e| KernelError::Pins(format!("cannot replace {}: {e}", path.display())))?;
-            }
+            let path = pins.link(self.epoch, name);
             let pinned = link
                 .pin(&path)
                 .map_err(|e| KernelError::Pins(format!("cannot pin {}: {e}", path.display())))?;
             self.links.push((name, Link::Pinned(pinned)));
         }
         Ok(())
+    }
+
+    /// Unpins the links of every other epoch: call once the scope names this one.
+    pub fn retire_previous(&self) -> Result<(), KernelError> {
+        match &self.pins {
+            Some(pins) => pins.remove_links_except(Some(self.epoch)),
+            None => Ok(()),
+        }
+    }
+
+    /// Unpins this run's links and leaves the rest: a start that failed before it took over.
+    pub fn abandon(&mut self) -> Result<(), KernelError> {
+        self.links.clear();
+        match &self.pins {
+            Some(pins) => pins.remove_links(self.epoch),
+            None => Ok(()),
+        }
     }
 
     /// Detaches every attached program and removes every pin: the deliberate end of enforcement.

@@ -68,13 +68,50 @@ impl PinDir {
         self.root.join("maps").join(name)
     }
 
-    pub fn link(&self, program: &str) -> PathBuf {
-        self.root.join("links").join(program)
+    /// The links of the programs loaded with `epoch` (see `Scope::epoch`).
+    pub fn links(&self, epoch: u32) -> PathBuf {
+        self.root.join("links").join(format!("{epoch:08x}"))
+    }
+
+    pub fn link(&self, epoch: u32, program: &str) -> PathBuf {
+        self.links(epoch).join(program)
     }
 
     /// Whether a previous daemon left enforcement pinned here.
     pub fn has_links(&self) -> bool {
-        std::fs::read_dir(self.root.join("links")).map(|mut d| d.next().is_some()).unwrap_or(false)
+        let Ok(epochs) = std::fs::read_dir(self.root.join("links")) else { return false };
+        epochs
+            .flatten()
+            .any(|dir| std::fs::read_dir(dir.path()).is_ok_and(|mut links| links.next().is_some()))
+    }
+
+    /// Unpins the links of every epoch but `keep` (their programs detach once nothing holds them).
+    pub fn remove_links_except(&self, keep: Option<u32>) -> Result<(), KernelError> {
+        let dir = self.root.join("links");
+        let keep = keep.map(|epoch| self.links(epoch));
+        for epoch in list(&dir)? {
+            if Some(&epoch) != keep.as_ref() {
+                for link in list(&epoch)? {
+                    remove_pin(&link)?;
+                }
+                remove_dir_if_present(&epoch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpins the links of one epoch.
+    pub fn remove_links(&self, epoch: u32) -> Result<(), KernelError> {
+        let dir = self.links(epoch);
+        for link in list(&dir)? {
+            remove_pin(&link)?;
+        }
+        remove_dir_if_present(&dir)
+    }
+
+    /// Creates the (root-only) directory of one epoch's links.
+    pub fn create_links(&self, epoch: u32) -> Result<(), KernelError> {
+        create_private_dir(&self.links(epoch))
     }
 
     /// Creates the directories (root-only) on a bpffs mount.
@@ -111,24 +148,35 @@ impl PinDir {
 
     /// Removes every pin (links first, which detaches the programs once no fd holds them).
     pub fn remove_all(&self) -> Result<(), KernelError> {
-        for sub in ["links", "maps"] {
-            let dir = self.root.join(sub);
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(KernelError::Pins(format!("cannot list {}: {e}", dir.display()))),
-            };
-            for entry in entries {
-                let path = entry
-                    .map_err(|e| KernelError::Pins(format!("cannot list {}: {e}", dir.display())))?
-                    .path();
-                std::fs::remove_file(&path)
-                    .map_err(|e| KernelError::Pins(format!("cannot unpin {}: {e}", path.display())))?;
-            }
-            remove_dir_if_present(&dir)?;
+        self.remove_links_except(None)?;
+        remove_dir_if_present(&self.root.join("links"))?;
+        let maps = self.root.join("maps");
+        for map in list(&maps)? {
+            remove_pin(&map)?;
         }
+        remove_dir_if_present(&maps)?;
         remove_dir_if_present(&self.root)
     }
+}
+
+/// The entries of `dir`; none if it does not exist.
+fn list(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(KernelError::Pins(format!("cannot list {}: {e}", dir.display()))),
+    };
+    entries
+        .map(|entry| {
+            entry
+                .map(|e| e.path())
+                .map_err(|e| KernelError::Pins(format!("cannot list {}: {e}", dir.display())))
+        })
+        .collect()
+}
+
+fn remove_pin(path: &Path) -> Result<(), KernelError> {
+    std::fs::remove_file(path).map_err(|e| KernelError::Pins(format!("cannot unpin {}: {e}", path.display())))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KernelError> {

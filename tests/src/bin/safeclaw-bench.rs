@@ -60,7 +60,15 @@ fn main() -> anyhow::Result<()> {
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy])?;
     maps::set_scope(
         &mut kernel.ebpf,
-        Scope { cgroup_id: agents.id, level: agents.level, active_slot: 0, lockdown: 0, enabled: 1 },
+        Scope {
+            cgroup_id: agents.id,
+            level: agents.level,
+            active_slot: 0,
+            lockdown: 0,
+            enabled: 1,
+            epoch: kernel.epoch,
+            _pad: 0,
+        },
     )?;
     let ring = RingBuf::try_from(kernel.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     let consumed = Arc::new(AtomicU64::new(0));
