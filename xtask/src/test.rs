@@ -63,9 +63,27 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
     match build_vm_tests() {
         Ok((agent, tests)) => {
-            for kernel in kernels {
-                interruption_check()?;
-                suites.push(vm_tests(kernel, &agent, &tests, Duration::from_secs(args.timeout))?);
+            interruption_check()?;
+            // One guest per kernel, side by side: each is a single emulated CPU.
+            let timeout = Duration::from_secs(args.timeout);
+            let parallel = kernels.len() > 1;
+            let runs: Vec<anyhow::Result<Suite>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = kernels
+                    .iter()
+                    .map(|&kernel| {
+                        let (agent, tests) = (&agent, &tests);
+                        scope.spawn(move || vm_tests(kernel, agent, tests, timeout, parallel))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the VM thread panicked")))
+                    })
+                    .collect()
+            });
+            for run in runs {
+                suites.push(run?);
             }
         }
         Err(err) => {
@@ -127,7 +145,13 @@ fn build_vm_tests() -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     Ok((agent, tests))
 }
 
-fn vm_tests(kernel: Kernel, agent: &Path, tests: &[PathBuf], timeout: Duration) -> anyhow::Result<Suite> {
+fn vm_tests(
+    kernel: Kernel,
+    agent: &Path,
+    tests: &[PathBuf],
+    timeout: Duration,
+    labelled: bool,
+) -> anyhow::Result<Suite> {
     let name = format!("vm {kernel}");
     println!("xtask: running {} integration test binaries in the {kernel} VM", tests.len());
     // Fresh for each run, so that files from an earlier run cannot pass for this one's.
@@ -142,6 +166,9 @@ fn vm_tests(kernel: Kernel, agent: &Path, tests: &[PathBuf], timeout: Duration) 
     let mut vm = Vm::new(kernel, command);
     vm.timeout = timeout;
     vm.out = Some(out.clone());
+    if labelled {
+        vm.label = format!("[{kernel}] ");
+    }
     vm.env = vec![
         ("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned()),
         ("SAFECLAW_TEST_OUT".to_owned(), out.to_string_lossy().into_owned()),

@@ -132,6 +132,7 @@ pub fn run(args: VmArgs) -> anyhow::Result<ExitCode> {
         mem: args.mem,
         cpus: args.cpus,
         verbose: args.verbose,
+        label: String::new(),
         env: Vec::new(),
         command: args.command,
     };
@@ -160,6 +161,8 @@ pub struct Vm {
     pub mem: MemSize,
     pub cpus: u8,
     pub verbose: bool,
+    /// Put before each console line shown (to tell guests running side by side apart).
+    pub label: String,
     /// Set in the command's environment, after the harness's own variables.
     pub env: Vec<(String, String)>,
     pub command: Vec<String>,
@@ -230,6 +233,7 @@ impl Vm {
             mem: MemSize::default(),
             cpus: 1,
             verbose: false,
+            label: String::new(),
             env: Vec::new(),
             command,
         }
@@ -301,7 +305,8 @@ impl Vm {
         let stdout = qemu.child().stdout.take().context("QEMU's stdout was not captured")?;
         let (events, received) = mpsc::channel();
         let console = Console::new(nonce, self.verbose);
-        let reader = std::thread::spawn(move || read_console(stdout, console, &events));
+        let label = self.label.clone();
+        let reader = std::thread::spawn(move || read_console(stdout, console, &label, &events));
 
         let deadline = started + self.timeout;
         let mut status = None;
@@ -469,7 +474,12 @@ fn virtiofsd(run_dir: &RunDir, name: &'static str, source: &Path) -> anyhow::Res
     Ok(daemon)
 }
 
-fn read_console(stdout: ChildStdout, mut console: Console, events: &mpsc::Sender<Event>) -> Console {
+fn read_console(
+    stdout: ChildStdout,
+    mut console: Console,
+    label: &str,
+    events: &mpsc::Sender<Event>,
+) -> Console {
     let mut reader = BufReader::new(stdout);
     let mut bytes = Vec::new();
     loop {
@@ -483,7 +493,7 @@ fn read_console(stdout: ChildStdout, mut console: Console, events: &mpsc::Sender
         let verdict = console.line(line);
         if verdict.show {
             let mut terminal = std::io::stdout().lock();
-            let _ = writeln!(terminal, "{line}");
+            let _ = writeln!(terminal, "{label}{line}");
             let _ = terminal.flush();
         }
         if let Some(event) = verdict.event {
