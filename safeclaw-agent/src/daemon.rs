@@ -208,6 +208,7 @@ impl Enforcer {
             }
         };
         let previous = maps::scope(&mut kernel.ebpf)?;
+        maps::clear_session_profiles(&mut kernel.ebpf)?;
         let mut scope = Scope {
             cgroup_id: agents.id,
             level: agents.level,

@@ -193,6 +193,20 @@ pub fn remove_session_profiles(ebpf: &mut Ebpf, session: u64) -> Result<(), Kern
     }
 }
 
+/// Forgets every session: a starting daemon knows none (launchers end their agents when the daemon
+/// they registered with goes away).
+pub fn clear_session_profiles(ebpf: &mut Ebpf) -> Result<(), KernelError> {
+    let mut map = session_map(ebpf)?;
+    let sessions: Vec<u64> = map.keys().filter_map(Result::ok).collect();
+    for session in sessions {
+        match map.remove(&session) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(KernelError::Map { map: "SESSION_PROFILES", source }),
+        }
+    }
+    Ok(())
+}
+
 fn session_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, SessionProfiles>, KernelError> {
     let map = "SESSION_PROFILES";
     let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
