@@ -209,15 +209,7 @@ impl Enforcer {
         };
         let previous = maps::scope(&mut kernel.ebpf)?;
         maps::clear_session_profiles(&mut kernel.ebpf)?;
-        let mut scope = Scope {
-            cgroup_id: agents.id,
-            level: agents.level,
-            active_slot: 0,
-            lockdown: 0,
-            enabled: 1,
-            epoch: kernel.epoch,
-            _pad: 0,
-        };
+        let mut scope = maps::enforcing_scope(agents, kernel.epoch);
         let mut next_generation = 1;
         if adopting && previous.enabled != 0 {
             tracing::warn!("adopting enforcement left pinned by a previous daemon");

@@ -4,7 +4,6 @@ use std::process::Command;
 use aya::maps::RingBuf;
 use safeclaw_agent::cgroup;
 use safeclaw_agent::kernel::{events, loader, maps};
-use safeclaw_common::Scope;
 use safeclaw_integration::{deny_paths_policy, require_bpf_lsm};
 
 #[test]
@@ -21,19 +20,7 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     kernel.load_programs().unwrap();
     let policy = deny_paths_policy(secret.to_str().unwrap().as_bytes(), b"/nonexistent");
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy]).unwrap();
-    maps::set_scope(
-        &mut kernel.ebpf,
-        Scope {
-            cgroup_id: agents.id,
-            level: agents.level,
-            active_slot: 0,
-            lockdown: 0,
-            enabled: 1,
-            epoch: kernel.epoch,
-            _pad: 0,
-        },
-    )
-    .unwrap();
+    maps::set_scope(&mut kernel.ebpf, maps::enforcing_scope(&agents, kernel.epoch)).unwrap();
     let mut ring = RingBuf::try_from(kernel.ebpf.take_map("EVENTS").unwrap()).unwrap();
     kernel.attach().unwrap();
 

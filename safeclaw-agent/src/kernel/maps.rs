@@ -213,6 +213,20 @@ fn session_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, SessionProf
     HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
 }
 
+/// The scope that puts `agents` and everything below it under the programs of `epoch`, deciding by
+/// slot 0.
+pub fn enforcing_scope(agents: &crate::cgroup::Cgroup, epoch: u32) -> Scope {
+    Scope {
+        cgroup_id: agents.id,
+        level: agents.level,
+        active_slot: 0,
+        lockdown: 0,
+        enabled: 1,
+        epoch,
+        _pad: 0,
+    }
+}
+
 /// Reads the current scope (all zero before the first `set_scope`).
 pub fn scope(ebpf: &mut Ebpf) -> Result<Scope, KernelError> {
     array::<Scope>(ebpf, "SCOPE")?.get(&0, 0).map_err(|source| KernelError::Map { map: "SCOPE", source })

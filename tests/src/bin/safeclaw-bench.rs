@@ -13,7 +13,6 @@ use anyhow::{bail, Context as _};
 use aya::maps::RingBuf;
 use safeclaw_agent::cgroup;
 use safeclaw_agent::kernel::{events, loader, maps};
-use safeclaw_common::Scope;
 use safeclaw_integration::allow_paths_policy;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,18 +57,7 @@ fn main() -> anyhow::Result<()> {
     kernel.load_programs()?;
     let policy = allow_paths_policy(&[target.to_str().context("non-UTF-8 temp dir")?.as_bytes()]);
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy])?;
-    maps::set_scope(
-        &mut kernel.ebpf,
-        Scope {
-            cgroup_id: agents.id,
-            level: agents.level,
-            active_slot: 0,
-            lockdown: 0,
-            enabled: 1,
-            epoch: kernel.epoch,
-            _pad: 0,
-        },
-    )?;
+    maps::set_scope(&mut kernel.ebpf, maps::enforcing_scope(&agents, kernel.epoch))?;
     let ring = RingBuf::try_from(kernel.ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     let consumed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
