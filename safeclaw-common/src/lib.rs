@@ -70,6 +70,9 @@ pub mod flag {
     pub const UNDECIDED_FAMILY: u16 = 1 << 5;
     /// A datagram sent to an explicit address (sendto/sendmsg) rather than a connect.
     pub const SENDTO: u16 = 1 << 6;
+    /// A hard link: decided as a read-write open of the source file, on the source's path (a second
+    /// name would otherwise reach the file past its path rules).
+    pub const HARD_LINK: u16 = 1 << 7;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -111,6 +114,18 @@ pub struct KernelOffsets {
     pub super_block_s_magic: u64,
     pub msghdr_msg_name: u64,
     pub msghdr_msg_namelen: u64,
+    // The bounded dentry walk of hooks where `bpf_d_path` is not allowed.
+    pub dentry_d_parent: u64,
+    pub dentry_d_name: u64,
+    pub qstr_name: u64,
+    pub mount_mnt: u64,
+    pub mount_mnt_parent: u64,
+    pub mount_mnt_mountpoint: u64,
+    pub vfsmount_mnt_root: u64,
+    pub task_struct_fs: u64,
+    pub fs_struct_root: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
 }
 
 /// Ring buffer size: 16 MiB holds about 100,000 events with short paths while the daemon catches up.

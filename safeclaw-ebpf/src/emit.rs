@@ -140,6 +140,14 @@ impl Pending {
         Some(len)
     }
 
+    /// Resolves the path of `dentry`, in the mount of `vfsmount`, with the bounded walk of `walk.rs`.
+    #[inline(always)]
+    pub fn resolve_dentry_path(&mut self, dentry: u64, vfsmount: u64) -> Option<u32> {
+        let len = crate::walk::dentry_path(dentry, vfsmount, &mut self.event.path)?;
+        self.event.path_len = len;
+        Some(len)
+    }
+
     #[inline(always)]
     pub fn resolve_exec_path(&mut self, bprm: *const u8) -> Option<u32> {
         self.resolve_file_path(kernel::bprm_file(bprm))
@@ -194,7 +202,7 @@ impl Pending {
     fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
         // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
         // is applied in asm so that LLVM cannot drop it: it is what the verifier bounds the read by.
-        let given = masked_127(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
+        let given = masked::<127>(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
         // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
@@ -263,12 +271,13 @@ impl Pending {
     }
 }
 
-/// `value & 127`, computed so that the verifier sees the bound.
+/// `value & MASK`, computed so that the verifier sees the bound (LLVM would drop a mask it can prove
+/// redundant, and 6.1's verifier does not always keep the bound from the comparison instead).
 #[inline(always)]
-fn masked_127(value: u32) -> u32 {
+pub fn masked<const MASK: u64>(value: u32) -> u32 {
     let mut value = value as u64;
     // SAFETY: register arithmetic only.
-    unsafe { core::arch::asm!("{v} &= 127", v = inout(reg) value) };
+    unsafe { core::arch::asm!("{v} &= {m}", v = inout(reg) value, m = const MASK) };
     value as u32
 }
 

@@ -19,7 +19,7 @@ pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 const MAX_CGROUP_LEVEL: u32 = 64;
 
 #[no_mangle]
-static OFFSETS: KernelOffsets = KernelOffsets {
+pub static OFFSETS: KernelOffsets = KernelOffsets {
     file_f_path: 0,
     file_f_mode: 0,
     linux_binprm_file: 0,
@@ -35,10 +35,21 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     super_block_s_magic: 0,
     msghdr_msg_name: 0,
     msghdr_msg_namelen: 0,
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
+    qstr_name: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    task_struct_fs: 0,
+    fs_struct_root: 0,
+    path_mnt: 0,
+    path_dentry: 0,
 };
 
 #[inline(always)]
-fn offset(field: &'static u64) -> usize {
+pub fn offset(field: &'static u64) -> usize {
     // SAFETY: reading our own initialised static; volatile so the value set at load time is used.
     unsafe { read_volatile(field) as usize }
 }
@@ -121,6 +132,13 @@ pub fn inode_fs_magic(inode: *const u8) -> u32 {
         bpf_probe_read_kernel(sb.add(offset(&OFFSETS.super_block_s_magic)) as *const u64)
             .map_or(0, |m| m as u32)
     }
+}
+
+/// `path->mnt`, as an address for probe reads (0 if unreadable).
+#[inline(always)]
+pub fn path_vfsmount(path: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(path.add(offset(&OFFSETS.path_mnt)) as *const u64) }.unwrap_or(0)
 }
 
 /// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.

@@ -147,7 +147,8 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 7] = [
+const FLAG_NAMES: [(u16, &str); 8] = [
+    (flag::HARD_LINK, "hard_link"),
     (flag::LOCKDOWN, "lockdown"),
     (flag::NO_POLICY, "no_policy"),
     (flag::PATH_UNRESOLVED, "path_unresolved"),
