@@ -73,6 +73,9 @@ pub mod flag {
     /// A hard link: decided as a read-write open of the source file, on the source's path (a second
     /// name would otherwise reach the file past its path rules).
     pub const HARD_LINK: u16 = 1 << 7;
+    /// A rename: the source decided as a read-write open, then the destination as a write (a
+    /// read-write open too for an exchange); the event names the path that decided.
+    pub const RENAME: u16 = 1 << 8;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.

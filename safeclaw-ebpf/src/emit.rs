@@ -143,6 +143,7 @@ impl Pending {
     /// Resolves the path of `dentry`, in the mount of `vfsmount`, with the bounded walk of `walk.rs`.
     #[inline(always)]
     pub fn resolve_dentry_path(&mut self, dentry: u64, vfsmount: u64) -> Option<u32> {
+        self.event.path_len = 0;
         let len = crate::walk::dentry_path(dentry, vfsmount, &mut self.event.path)?;
         self.event.path_len = len;
         Some(len)

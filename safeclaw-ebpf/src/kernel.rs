@@ -14,6 +14,8 @@ pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
 pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// renameat2 flag: the two names swap.
+pub const RENAME_EXCHANGE: u32 = 1 << 1;
 /// Deepest cgroup level the target-task check follows (the kernel's own limit is far higher, but
 /// agent cgroups sit a few levels down; deeper targets count as outside the scope).
 const MAX_CGROUP_LEVEL: u32 = 64;

@@ -12,7 +12,7 @@ mod scope;
 mod walk;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use safeclaw_common::{action, dfa_class, flag, mount_op, Scope};
+use safeclaw_common::{action, dfa_class, effect, flag, mount_op, Scope};
 
 use crate::decide::Verdict;
 use crate::emit::{Destination, Pending};
@@ -67,9 +67,47 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     let vfsmount = kernel::path_vfsmount(ctx.arg(1));
     pending.set_file(action::FILE_READ_WRITE, 0);
     pending.add_flags(flag::HARD_LINK);
-    let len = if vfsmount == 0 { None } else { pending.resolve_dentry_path(old_dentry as u64, vfsmount) };
+    let len = resolve_dentry(&mut pending, old_dentry, vfsmount);
     let verdict = decide_open(&pending, action::FILE_READ_WRITE, len);
     pending.finish(verdict)
+}
+
+/// `path_rename(const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+/// struct dentry *new_dentry, unsigned int flags)`: a rename gives the source a name its rules do not
+/// know, and replaces the destination without opening it. So the source is decided as a read-write
+/// open, then (if allowed) the destination as a write, or as a read-write open for an exchange; the
+/// event carries the path that decided.
+#[lsm(hook = "path_rename")]
+pub fn path_rename(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(5);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let old_dentry: *const u8 = ctx.arg(1);
+    let new_dentry: *const u8 = ctx.arg(3);
+    let old_vfsmount = kernel::path_vfsmount(ctx.arg(0));
+    let new_vfsmount = kernel::path_vfsmount(ctx.arg(2));
+    let flags: u32 = ctx.arg(4);
+    pending.add_flags(flag::RENAME);
+    pending.set_file(action::FILE_READ_WRITE, 0);
+    let len = resolve_dentry(&mut pending, old_dentry, old_vfsmount);
+    let source = decide_open(&pending, action::FILE_READ_WRITE, len);
+    if source.effect == effect::DENY {
+        return pending.finish(source);
+    }
+    let act = if flags & kernel::RENAME_EXCHANGE != 0 { action::FILE_READ_WRITE } else { action::FILE_WRITE };
+    pending.set_file(act, 0);
+    let len = resolve_dentry(&mut pending, new_dentry, new_vfsmount);
+    let destination = decide_open(&pending, act, len);
+    pending.finish(destination)
+}
+
+/// The path of `dentry` in `vfsmount` into the event (`None`: unresolved, or no mount).
+#[inline(always)]
+fn resolve_dentry(pending: &mut Pending, dentry: *const u8, vfsmount: u64) -> Option<u32> {
+    if vfsmount == 0 {
+        return None;
+    }
+    pending.resolve_dentry_path(dentry as u64, vfsmount)
 }
 
 /// `bprm_check_security(struct linux_binprm *bprm)`: each exec, and again for a `#!` interpreter.

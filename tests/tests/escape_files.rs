@@ -70,6 +70,36 @@ fn hard_link_to_the_secret_is_refused() {
 }
 
 #[test]
+fn renaming_the_secret_away_is_refused() {
+    let secret = Secret::start("safeclaw-esc-rename-away");
+    // The agent may write the secret's directory: only SafeClaw can refuse.
+    give_to_nobody(&secret.dir, 0o755);
+    let renamed = PathBuf::from("/tmp/safeclaw-esc-rename-away-copy");
+    let _ = std::fs::remove_file(&renamed);
+    let out = secret.run(&[PROBE, "rename", &secret.path, renamed.to_str().unwrap()]);
+    assert_eq!(probe_outcome(&out), "EPERM");
+    assert!(std::path::Path::new(&secret.path).exists() && !renamed.exists());
+    let entry = secret.assert_denied_read("file.write");
+    assert_eq!(entry["requestDetails"]["mode"], "rw", "{entry:#}");
+    assert_eq!(entry["flags"], serde_json::json!(["rename"]), "{entry:#}");
+}
+
+#[test]
+fn renaming_a_file_over_the_secret_is_refused() {
+    let secret = Secret::start("safeclaw-esc-rename-over");
+    give_to_nobody(&secret.dir, 0o755);
+    let decoy = secret.dir.join("decoy");
+    std::fs::write(&decoy, "replaced").unwrap();
+    give_to_nobody(&decoy, 0o600);
+    let out = secret.run(&[PROBE, "rename", decoy.to_str().unwrap(), &secret.path]);
+    assert_eq!(probe_outcome(&out), "EPERM");
+    assert_eq!(std::fs::read_to_string(&secret.path).unwrap(), "s3cret");
+    let entry = secret.assert_denied_read("file.write");
+    assert_eq!(entry["requestDetails"]["mode"], "w", "{entry:#}");
+    assert_eq!(entry["flags"], serde_json::json!(["rename"]), "{entry:#}");
+}
+
+#[test]
 fn relative_path_after_chdir() {
     let secret = Secret::start("safeclaw-esc-relative");
     let script = format!("cd {}/.. && exec {PROBE} open ./files/../files/secret.txt", secret.dir.display());

@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 16] = [
+pub const PROGRAMS: [&str; 17] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -34,6 +34,7 @@ pub const PROGRAMS: [&str; 16] = [
     "move_mount",
     "userns_create",
     "path_link",
+    "path_rename",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: escape-probe open PATH | opath-reopen PATH | openat2 DIR NAME | io-uring-open PATH \
-| link SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
+| link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
 | tcp-connect ADDR PORT | ptrace PID | unshare-bind SRC DST | many-open PATH COUNT";
 
 fn main() -> ExitCode {
@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         [cmd, path] if *cmd == "io-uring-open" => io_uring::open(&cstring(path)),
         [cmd, src, dst] if *cmd == "link" => {
             check(unsafe { libc::link(cstring(src).as_ptr(), cstring(dst).as_ptr()) })
+        }
+        [cmd, src, dst] if *cmd == "rename" => {
+            check(unsafe { libc::rename(cstring(src).as_ptr(), cstring(dst).as_ptr()) })
         }
         [cmd, path] if *cmd == "execveat" => exec::execveat_path(path),
         [cmd, path] if *cmd == "execveat-fd" => exec::execveat_opath(path),
