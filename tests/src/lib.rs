@@ -28,7 +28,7 @@ pub fn exact_paths_dfa(paths: &[(&[u8], u32)]) -> CompiledDfa {
             } else {
                 let fresh = accept.len();
                 accept.push(NO_RULE);
-                transitions.extend(std::iter::repeat(0).take(256));
+                transitions.extend(std::iter::repeat_n(0, 256));
                 transitions[state * 256 + byte as usize] = fresh as u32;
                 fresh
             };

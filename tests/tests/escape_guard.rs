@@ -22,11 +22,15 @@ fn root_agent_cannot_move_out_of_its_cgroup() {
     let root_procs = daemon.cgroup.parent().unwrap().join("cgroup.procs");
     let script = format!("echo $$ > {}; echo status=$?", root_procs.display());
     let out = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status=1", "{out:?}");
+    // dash: a failed redirection is status 2, with the errno's message.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status=2", "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
     let (status, entries) = daemon.stop();
     assert!(status.success());
-    the_guard(&entries, "guard.protected_fs_write");
+    // One redirection reached inode_permission twice on 6.1 and 6.12, each check denied and
+    // recorded: the count follows the kernel's checks, not the attempts.
+    let denials: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.protected_fs_write").collect();
+    assert!(!denials.is_empty() && denials.iter().all(|e| e["effect"] == "deny"), "{denials:#?}");
 }
 
 #[test]
