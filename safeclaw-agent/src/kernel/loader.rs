@@ -135,8 +135,7 @@ impl Loaded {
             let link: FdLink = lsm(&mut self.ebpf, name)?
                 .take_link(id)
                 .map_err(|source| KernelError::AttachProgram { program: name, source })?
-                .try_into()
-                .map_err(|e| KernelError::Pins(format!("link of {name}: {e}")))?;
+                .into();
             let path = pins.link(name);
             if path.exists() {
                 std::fs::remove_file(&path)
