@@ -70,9 +70,15 @@ pub mod flag {
     pub const UNDECIDED_FAMILY: u16 = 1 << 5;
     /// A datagram sent to an explicit address (sendto/sendmsg) rather than a connect.
     pub const SENDTO: u16 = 1 << 6;
+    /// A hard link: decided as a read-write open of the source file, on the source's path (a second
+    /// name would otherwise reach the file past its path rules).
+    pub const HARD_LINK: u16 = 1 << 7;
+    /// A rename: the source decided as a read-write open, then the destination as a write (a
+    /// read-write open too for an exchange); the event names the path that decided.
+    pub const RENAME: u16 = 1 << 8;
     /// The exec's argv is incomplete: more than `MAX_ARGS` arguments or `ARGS_MAX` bytes, an
     /// unreadable argument, or a syscall whose argv the programs do not know (32-bit compat).
-    pub const ARGV_INCOMPLETE: u16 = 1 << 7;
+    pub const ARGV_INCOMPLETE: u16 = 1 << 9;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -117,6 +123,18 @@ pub struct KernelOffsets {
     pub pt_regs_orig_ax: u64,
     pub pt_regs_si: u64,
     pub pt_regs_dx: u64,
+    // The bounded dentry walk of hooks where `bpf_d_path` is not allowed.
+    pub dentry_d_parent: u64,
+    pub dentry_d_name: u64,
+    pub qstr_name: u64,
+    pub mount_mnt: u64,
+    pub mount_mnt_parent: u64,
+    pub mount_mnt_mountpoint: u64,
+    pub vfsmount_mnt_root: u64,
+    pub task_struct_fs: u64,
+    pub fs_struct_root: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

@@ -147,6 +147,17 @@ impl Pending {
         Some(len)
     }
 
+    /// Resolves the path of `dentry`, in the mount of `vfsmount`, with the bounded walk of `walk.rs`.
+    #[inline(always)]
+    pub fn resolve_dentry_path(&mut self, dentry: u64, vfsmount: u64) -> Option<u32> {
+        self.event.path_len = 0;
+        // SAFETY: the event buffer starts with the PATH_MAX bytes of the path.
+        let path = unsafe { &mut *(self.event.path.as_mut_ptr() as *mut [u8; PATH_MAX]) };
+        let len = crate::walk::dentry_path(dentry, vfsmount, path)?;
+        self.event.path_len = len;
+        Some(len)
+    }
+
     #[inline(always)]
     pub fn resolve_exec_path(&mut self, bprm: *const u8) -> Option<u32> {
         self.resolve_file_path(kernel::bprm_file(bprm))
@@ -227,7 +238,7 @@ impl Pending {
     fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
         // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
         // is applied in asm so that LLVM cannot drop it: it is what the verifier bounds the read by.
-        let given = masked_127(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
+        let given = masked::<127>(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
         // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
@@ -336,8 +347,8 @@ extern "C" fn argv_step(index: u64, ctx: *mut c_void) -> i64 {
     }
     // Masked in asm so the verifier bounds the copy: offset <= PATH_MAX + ARGS_MAX - 1 and
     // size <= ARGS_MAX stay inside the EVENT_DATA_LEN-byte buffer.
-    let used = masked(walk.used, ARGS_MAX as u64 - 1);
-    let offset = masked(walk.start, 2 * PATH_MAX as u64 - 1).min(PATH_MAX as u32) + used;
+    let used = masked::<{ ARGS_MAX as u64 - 1 }>(walk.used);
+    let offset = masked::<{ 2 * PATH_MAX as u64 - 1 }>(walk.start).min(PATH_MAX as u32) + used;
     let room = ARGS_MAX as u32 - used;
     const _: () = assert!(PATH_MAX + 2 * ARGS_MAX <= EVENT_DATA_LEN);
     // SAFETY: `buf + offset .. + room` lies within the event buffer (see above); `pointer` is a user
@@ -358,21 +369,13 @@ extern "C" fn argv_step(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// `value & mask`, computed so that the verifier sees the bound.
+/// `value & MASK`, computed so that the verifier sees the bound (LLVM would drop a mask it can prove
+/// redundant, and 6.1's verifier does not always keep the bound from the comparison instead).
 #[inline(always)]
-fn masked(value: u32, mask: u64) -> u32 {
+pub fn masked<const MASK: u64>(value: u32) -> u32 {
     let mut value = value as u64;
     // SAFETY: register arithmetic only.
-    unsafe { core::arch::asm!("{v} &= {m}", v = inout(reg) value, m = in(reg) mask) };
-    value as u32
-}
-
-/// `value & 127`, computed so that the verifier sees the bound.
-#[inline(always)]
-fn masked_127(value: u32) -> u32 {
-    let mut value = value as u64;
-    // SAFETY: register arithmetic only.
-    unsafe { core::arch::asm!("{v} &= 127", v = inout(reg) value) };
+    unsafe { core::arch::asm!("{v} &= {m}", v = inout(reg) value, m = const MASK) };
     value as u32
 }
 

@@ -14,12 +14,14 @@ pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
 pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// renameat2 flag: the two names swap.
+pub const RENAME_EXCHANGE: u32 = 1 << 1;
 /// Deepest cgroup level the target-task check follows (the kernel's own limit is far higher, but
 /// agent cgroups sit a few levels down; deeper targets count as outside the scope).
 const MAX_CGROUP_LEVEL: u32 = 64;
 
 #[no_mangle]
-static OFFSETS: KernelOffsets = KernelOffsets {
+pub static OFFSETS: KernelOffsets = KernelOffsets {
     file_f_path: 0,
     file_f_mode: 0,
     linux_binprm_file: 0,
@@ -38,6 +40,17 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     pt_regs_orig_ax: 0,
     pt_regs_si: 0,
     pt_regs_dx: 0,
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
+    qstr_name: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    vfsmount_mnt_root: 0,
+    task_struct_fs: 0,
+    fs_struct_root: 0,
+    path_mnt: 0,
+    path_dentry: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -63,7 +76,7 @@ pub fn exec_argv() -> Option<u64> {
 }
 
 #[inline(always)]
-fn offset(field: &'static u64) -> usize {
+pub fn offset(field: &'static u64) -> usize {
     // SAFETY: reading our own initialised static; volatile so the value set at load time is used.
     unsafe { read_volatile(field) as usize }
 }
@@ -146,6 +159,13 @@ pub fn inode_fs_magic(inode: *const u8) -> u32 {
         bpf_probe_read_kernel(sb.add(offset(&OFFSETS.super_block_s_magic)) as *const u64)
             .map_or(0, |m| m as u32)
     }
+}
+
+/// `path->mnt`, as an address for probe reads (0 if unreadable).
+#[inline(always)]
+pub fn path_vfsmount(path: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(path.add(offset(&OFFSETS.path_mnt)) as *const u64) }.unwrap_or(0)
 }
 
 /// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.

@@ -9,9 +9,10 @@ mod emit;
 mod kernel;
 mod maps;
 mod scope;
+mod walk;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use safeclaw_common::{action, dfa_class, flag, mount_op, Scope};
+use safeclaw_common::{action, dfa_class, effect, flag, mount_op, Scope};
 
 use crate::decide::Verdict;
 use crate::emit::{Destination, Pending};
@@ -33,7 +34,14 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     pending.set_file(act, mode);
     let len = pending.resolve_file_path(file);
-    let verdict = match (len, act) {
+    let verdict = decide_open(&pending, act, len);
+    pending.finish(verdict)
+}
+
+/// An open of the event's path (`len` bytes, `None`: unresolved) for `act`, by the file tables.
+#[inline(always)]
+fn decide_open(pending: &Pending, act: u8, len: Option<u32>) -> Verdict {
+    match (len, act) {
         (None, _) => Verdict::flagged(flag::PATH_UNRESOLVED),
         (Some(len), action::FILE_READ_WRITE) => decide::combine_read_write(
             decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
@@ -43,8 +51,63 @@ pub fn file_open(ctx: LsmContext) -> i32 {
             decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len)
         }
         (Some(len), _) => decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
-    };
+    }
+}
+
+/// `path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)`: a
+/// hard link is a second name for a file, which its path rules would not know; so it is decided as a
+/// read-write open of the source, on the source's path. link(2) keeps both names on one mount, so
+/// the source is in `new_dir->mnt`.
+#[lsm(hook = "path_link")]
+pub fn path_link(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let old_dentry: *const u8 = ctx.arg(0);
+    let vfsmount = kernel::path_vfsmount(ctx.arg(1));
+    pending.set_file(action::FILE_READ_WRITE, 0);
+    pending.add_flags(flag::HARD_LINK);
+    let len = resolve_dentry(&mut pending, old_dentry, vfsmount);
+    let verdict = decide_open(&pending, action::FILE_READ_WRITE, len);
     pending.finish(verdict)
+}
+
+/// `path_rename(const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+/// struct dentry *new_dentry, unsigned int flags)`: a rename gives the source a name its rules do not
+/// know, and replaces the destination without opening it. So the source is decided as a read-write
+/// open, then (if allowed) the destination as a write, or as a read-write open for an exchange; the
+/// event carries the path that decided.
+#[lsm(hook = "path_rename")]
+pub fn path_rename(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(5);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let old_dentry: *const u8 = ctx.arg(1);
+    let new_dentry: *const u8 = ctx.arg(3);
+    let old_vfsmount = kernel::path_vfsmount(ctx.arg(0));
+    let new_vfsmount = kernel::path_vfsmount(ctx.arg(2));
+    let flags: u32 = ctx.arg(4);
+    pending.add_flags(flag::RENAME);
+    pending.set_file(action::FILE_READ_WRITE, 0);
+    let len = resolve_dentry(&mut pending, old_dentry, old_vfsmount);
+    let source = decide_open(&pending, action::FILE_READ_WRITE, len);
+    if source.effect == effect::DENY {
+        return pending.finish(source);
+    }
+    let act = if flags & kernel::RENAME_EXCHANGE != 0 { action::FILE_READ_WRITE } else { action::FILE_WRITE };
+    pending.set_file(act, 0);
+    let len = resolve_dentry(&mut pending, new_dentry, new_vfsmount);
+    let destination = decide_open(&pending, act, len);
+    pending.finish(destination)
+}
+
+/// The path of `dentry` in `vfsmount` into the event (`None`: unresolved, or no mount).
+#[inline(always)]
+fn resolve_dentry(pending: &mut Pending, dentry: *const u8, vfsmount: u64) -> Option<u32> {
+    if vfsmount == 0 {
+        return None;
+    }
+    pending.resolve_dentry_path(dentry as u64, vfsmount)
 }
 
 /// `bprm_check_security(struct linux_binprm *bprm)`: each exec, and again for a `#!` interpreter.

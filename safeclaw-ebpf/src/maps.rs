@@ -9,6 +9,8 @@ use safeclaw_common::{
     MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
+use crate::walk::WalkBuffer;
+
 #[map(name = "SCOPE")]
 pub static SCOPE: Array<Scope> = Array::with_max_entries(1, 0);
 
@@ -45,6 +47,10 @@ pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
 /// One event under construction per CPU (too large for the 512-byte BPF stack).
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU buffer of the dentry walk (`walk.rs`).
+#[map(name = "WALK_SCRATCH")]
+pub static WALK_SCRATCH: PerCpuArray<WalkBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

@@ -28,7 +28,7 @@ pub fn exact_paths_dfa(paths: &[(&[u8], u32)]) -> CompiledDfa {
             } else {
                 let fresh = accept.len();
                 accept.push(NO_RULE);
-                transitions.extend(std::iter::repeat(0).take(256));
+                transitions.extend(std::iter::repeat_n(0, 256));
                 transitions[state * 256 + byte as usize] = fresh as u32;
                 fresh
             };
@@ -134,6 +134,18 @@ impl Daemon {
         &self.work
     }
 
+    /// `work()/files`, created, and both directories open to every user (mode 0755, whatever the
+    /// umask): where a test puts files an unprivileged agent session must reach.
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let files = self.work.join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        for dir in [&self.work, &files] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        files
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -166,6 +178,20 @@ impl Daemon {
             .arg(self.socket())
             .output()
             .unwrap()
+    }
+
+    /// Runs `argv` as a real agent session: `safeclaw-agent exec --agent AGENT` against this daemon,
+    /// as `run_as`.
+    pub fn session(&self, agent: &str, run_as: RunAs, argv: &[&str]) -> std::process::Output {
+        let cgroup_name = self.cgroup.file_name().expect("the agent cgroup has a name");
+        let mut command = std::process::Command::new(agent_bin());
+        command.args(["exec", "--agent", agent, "--cgroup"]).arg(cgroup_name);
+        command.arg("--socket").arg(self.socket());
+        match run_as {
+            RunAs::Nobody => command.args(["--user", "nobody"]),
+            RunAs::Root => command.arg("--as-root"),
+        };
+        command.arg("--").args(argv).output().expect("cannot run safeclaw-agent exec")
     }
 
     /// SIGTERM, wait, and the audit entries written.
@@ -212,6 +238,19 @@ pub fn pinned_links(pin_dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// The account an agent session runs as.
+#[derive(Clone, Copy, Debug)]
+pub enum RunAs {
+    /// `--user nobody`: an unprivileged agent, the case SafeClaw is built for.
+    Nobody,
+    /// `--as-root`: needed where an unprivileged agent is stopped by file permissions before any
+    /// SafeClaw hook runs (signalling or tracing root's daemon, writing cgroupfs, mounting).
+    Root,
+}
+
+/// The uid and gid of `nobody`, the account unprivileged test sessions run as.
+pub const NOBODY: u32 = 65534;
+
 /// The JSON entries of an audit log.
 pub fn read_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -233,4 +272,27 @@ pub fn entries_for<'a>(
 /// Whether a command failed with EPERM.
 pub fn denied(output: &std::process::Output) -> bool {
     !output.status.success() && String::from_utf8_lossy(&output.stderr).contains("Operation not permitted")
+}
+
+/// What an escape-probe session printed (its verdict: `ok` or an errno name), once the session
+/// itself ran to completion.
+pub fn probe_outcome(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "the session did not complete: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The one audit entry for `action` on `path`, checked to be a denial.
+pub fn the_denial<'a>(entries: &'a [serde_json::Value], action: &str, path: &str) -> &'a serde_json::Value {
+    let found = entries_for(entries, action, path);
+    assert_eq!(found.len(), 1, "exactly one {action} entry for {path}: {found:#?}");
+    assert_eq!(found[0]["effect"], "deny", "{:#}", found[0]);
+    found[0]
+}
+
+/// Makes `path` belong to `nobody` with `mode`: the agent's own file, which file permissions alone
+/// would let it read, so only SafeClaw stands in the way.
+pub fn give_to_nobody(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

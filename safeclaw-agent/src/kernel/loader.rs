@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 15] = [
+pub const PROGRAMS: [&str; 17] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -33,6 +33,8 @@ pub const PROGRAMS: [&str; 15] = [
     "sb_pivotroot",
     "move_mount",
     "userns_create",
+    "path_link",
+    "path_rename",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -56,6 +58,17 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         pt_regs_orig_ax: btf.member_offset("pt_regs", "orig_ax")?,
         pt_regs_si: btf.member_offset("pt_regs", "si")?,
         pt_regs_dx: btf.member_offset("pt_regs", "dx")?,
+        dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_d_name: btf.member_offset("dentry", "d_name")?,
+        qstr_name: btf.member_offset("qstr", "name")?,
+        mount_mnt: btf.member_offset("mount", "mnt")?,
+        mount_mnt_parent: btf.member_offset("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: btf.member_offset("mount", "mnt_mountpoint")?,
+        vfsmount_mnt_root: btf.member_offset("vfsmount", "mnt_root")?,
+        task_struct_fs: btf.member_offset("task_struct", "fs")?,
+        fs_struct_root: btf.member_offset("fs_struct", "root")?,
+        path_mnt: btf.member_offset("path", "mnt")?,
+        path_dentry: btf.member_offset("path", "dentry")?,
     })
 }
 
