@@ -270,6 +270,16 @@ impl Pending {
         Destination::Unix(len)
     }
 
+    /// `finish` for a denial; an allowed verdict returns at once, unrecorded (a later hook records
+    /// the attempt).
+    #[inline(always)]
+    pub fn finish_denial_only(self, verdict: Verdict) -> i32 {
+        if verdict.effect != effect::DENY && self.scope.lockdown == 0 && self.previous == 0 {
+            return 0;
+        }
+        self.finish(verdict)
+    }
+
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {

@@ -101,6 +101,23 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
     pending.finish(destination)
 }
 
+/// `path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)`: runs
+/// before open(O_CREAT) (or mknod) creates a file, which `file_open` would only see once it exists.
+/// Decided as a write of the new path; only a denial is recorded here, because an allowed create is
+/// recorded by the `file_open` that follows.
+#[lsm(hook = "path_mknod")]
+pub fn path_mknod(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    let Some(scope) = scope::current() else { return previous };
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    let dentry: *const u8 = ctx.arg(1);
+    let vfsmount = kernel::path_vfsmount(ctx.arg(0));
+    pending.set_file(action::FILE_WRITE, kernel::FMODE_WRITE);
+    let len = resolve_dentry(&mut pending, dentry, vfsmount);
+    let verdict = decide_open(&pending, action::FILE_WRITE, len);
+    pending.finish_denial_only(verdict)
+}
+
 /// The path of `dentry` in `vfsmount` into the event (`None`: unresolved, or no mount).
 #[inline(always)]
 fn resolve_dentry(pending: &mut Pending, dentry: *const u8, vfsmount: u64) -> Option<u32> {

@@ -46,6 +46,7 @@ fn each_hook_denies_inside_allows_outside_and_audits_every_attempt() {
     assert!(denied(&read), "secret read inside: {read:?}");
     let write = daemon.sh(&format!("echo x > {}", f("protected/new.txt")));
     assert!(denied(&write), "protected write inside: {write:?}");
+    assert!(!files.join("protected/new.txt").exists(), "a denied create leaves no file behind");
     let exec = daemon.sh(&format!("exec {}", f("forbidden.sh")));
     assert!(denied(&exec), "forbidden exec inside: {exec:?}");
     let connect =

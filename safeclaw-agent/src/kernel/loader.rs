@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 17] = [
+pub const PROGRAMS: [&str; 18] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -35,6 +35,7 @@ pub const PROGRAMS: [&str; 17] = [
     "userns_create",
     "path_link",
     "path_rename",
+    "path_mknod",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
