@@ -1,22 +1,22 @@
 //! `safeclaw-agent run`: the enforcement daemon. Loads the policy, creates the agent cgroup, loads and
 //! attaches the programs, and turns every kernel event into an audit entry until SIGINT or SIGTERM.
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use safeclaw_common::Scope;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::audit::writer::{Appended, Durable};
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
 use crate::cgroup::{self, Cgroup};
 use crate::identity::{self, Registry, SessionEvent, SessionInfo};
 use crate::kernel::events::{self, KernelEvent};
 use crate::kernel::pins::PinDir;
+use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{CompiledProfile, PolicyHash};
 
@@ -235,10 +235,8 @@ async fn enforce(
     }
     log_policy_load(writer, &args.policy, enforcer.active());
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut ring = EventRing::new(ring)?.pollable().context("cannot poll the ring buffer")?;
+    let mut unreleased = Unreleased::default();
     enforcer.kernel.attach()?;
     enforcer.owns_pins = true;
     let clock = WallClock::now()?;
@@ -267,31 +265,37 @@ async fn enforce(
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut sink = Sink { writer, clock, locked: false };
     loop {
-        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline());
+        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline().min(ring_poll(ring.get_ref())));
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain(guard.get_inner_mut(), &enforcer.slots, &registry, &mut sink);
                 guard.clear_ready();
+                drain(guard.get_inner_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
             }
             Some(session) = session_rx.recv() => {
                 // Entries stay in order: what the kernel recorded before the report goes first.
-                drain(ring.get_mut(), &enforcer.slots, &registry, &mut sink);
+                drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
                 sink.session(&session);
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+            }
             _ = hangup.recv() => reload(&mut enforcer, &args.policy, sink.writer),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
         sink.commit(&mut enforcer)?;
+        if unreleased.release(ring.get_mut(), sink.writer.durable()) {
+            // The kernel wakes a consumer only when it has released everything read; look again.
+            drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+        }
     }
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
     enforcer.kernel.detach()?;
     let slots = std::mem::take(&mut enforcer.slots);
     drop(enforcer);
-    drain(ring.get_mut(), &slots, &registry, &mut sink);
+    drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink);
     Ok(())
 }
 
@@ -354,7 +358,12 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn event(&mut self, event: &KernelEvent, policy: Option<&ActivePolicy>, session: Option<&SessionInfo>) {
+    fn event(
+        &mut self,
+        event: &KernelEvent,
+        policy: Option<&ActivePolicy>,
+        session: Option<&SessionInfo>,
+    ) -> Appended {
         let rule = event.rule.and_then(|r| policy?.profile.rule(r));
         let record = ActionRecord {
             time: self.clock.at(event.boot_ns),
@@ -382,7 +391,7 @@ impl Sink<'_> {
             policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash.0)),
             flags: audit::KernelFlags(event.flags),
         };
-        self.writer.append(&record);
+        self.writer.append(&record)
     }
 
     fn session(&mut self, event: &SessionEvent) {
@@ -476,14 +485,69 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, slots: &Slots, registry: &Registry, sink: &mut Sink<'_>) {
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
+/// Ring records read but not yet released, by the entry sequence the log must durably reach first.
+#[derive(Default)]
+struct Unreleased(VecDeque<(u64, u64)>);
+
+impl Unreleased {
+    /// The record ending at ring position `end` may go once every entry below `next_sequence` is durable.
+    fn push(&mut self, next_sequence: u64, end: u64) {
+        match self.0.back_mut() {
+            Some(last) if last.0 == next_sequence => last.1 = end,
+            _ => self.0.push_back((next_sequence, end)),
+        }
+    }
+
+    /// Releases every record whose entries are durable; whether it released any.
+    fn release(&mut self, ring: &mut EventRing, durable: Durable) -> bool {
+        let durable_below = durable.sequence.map_or(0, |s| s + 1);
+        let mut through = None;
+        while let Some(&(_, end)) = self.0.front().filter(|(needed, _)| *needed <= durable_below) {
+            through = Some(end);
+            self.0.pop_front();
+        }
+        if let Some(end) = through {
+            ring.release_through(end);
+        }
+        through.is_some()
+    }
+}
+
+/// When to look at the ring even without a wakeup: the kernel sends none while records we read await
+/// release.
+fn ring_poll(ring: &EventRing) -> std::time::Instant {
+    let after = if ring.holds_unreleased() { Duration::from_millis(10) } else { Duration::from_millis(100) };
+    std::time::Instant::now() + after
+}
+
+fn drain(
+    ring: &mut EventRing,
+    unreleased: &mut Unreleased,
+    slots: &Slots,
+    registry: &Registry,
+    sink: &mut Sink<'_>,
+) {
+    loop {
+        let record = match ring.next() {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                // Nothing after it can be read: the ring fills and the kernel denies (fail closed).
+                tracing::error!("cannot read the ring buffer further: {e}");
+                return;
+            }
+        };
+        match events::decode(record.data) {
             Ok(event) => {
                 let session = registry.get(event.session_cgroup_id);
-                sink.event(&event, slots.by_generation(event.policy_generation), session.as_deref());
+                let appended =
+                    sink.event(&event, slots.by_generation(event.policy_generation), session.as_deref());
+                if appended == Appended::AlreadyRecorded {
+                    tracing::debug!(kernel_seq = event.kernel_seq, "already recorded before the restart");
+                }
             }
-            Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", item.len()),
+            Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", record.data.len()),
         }
+        unreleased.push(sink.writer.next_sequence(), record.end);
     }
 }

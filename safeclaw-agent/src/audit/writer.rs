@@ -19,6 +19,7 @@ use super::recover::{check_head, non_empty, scan, HeadCheck, SegmentEnd};
 use super::redact::Redactor;
 use super::retention::{expired, RetentionRule};
 use super::segment::{self, Compression, LogName, Segment};
+use super::sequence::{Arrival, KernelSeqs};
 use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError};
 use crate::policy::compiled::Effect;
 
@@ -134,6 +135,9 @@ pub enum Appended {
     Buffered { sequence: u64 },
     /// Writing is failing and the buffer is full: only counted (reported when writing recovers).
     Dropped,
+    /// The log already holds this event: a restarted daemon reads again what its predecessor recorded
+    /// but had not yet released from the ring.
+    AlreadyRecorded,
 }
 
 /// What opening found.
@@ -176,8 +180,8 @@ pub struct AuditWriter {
     /// Counts kernel sessions, so that a commit finishing after a new session began does not report the
     /// old session's kernel sequence as durable.
     kernel_session: u64,
-    /// Kernel sequence the next event should have; `None` when unknown.
-    expected_kernel_seq: Option<u64>,
+    /// Which kernel sequences arrived, and which are missing.
+    kernel_seqs: KernelSeqs,
     durable: Durable,
     last_checkpoint: Instant,
     last_retention: Option<Instant>,
@@ -251,7 +255,7 @@ impl AuditWriter {
             },
             pending_kernel_seq: None,
             kernel_session: 0,
-            expected_kernel_seq: end.last_kernel_seq.map(|k| k + 1),
+            kernel_seqs: KernelSeqs::resume(&end.session, end.last_kernel_seq),
             durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
             last_checkpoint: Instant::now(),
             last_retention: None,
@@ -356,17 +360,21 @@ impl AuditWriter {
         self.chain.next_seq
     }
 
-    /// Records an attempt. Cheap: it is sealed into memory; `commit` (or `tick`) makes it durable. A jump
-    /// in kernel sequence numbers is recorded as a gap entry first.
+    /// Records an attempt. Cheap: it is sealed into memory; `commit` (or `tick`) makes it durable. Kernel
+    /// sequence numbers missing for longer than `sequence::HOLE_WAIT` (or `MAX_SPAN` numbers) become gap
+    /// entries; one going back below everything accounted for is recorded as a reset first.
     pub fn append(&mut self, record: &ActionRecord) -> Appended {
-        if let Some(expected) = self.expected_kernel_seq {
-            if record.kernel_seq > expected {
-                self.push_event(WriterEvent::Gap { from: expected, to: record.kernel_seq - 1 });
-            } else if record.kernel_seq < expected {
+        match self.kernel_seqs.arrive(record.kernel_seq, Instant::now) {
+            Arrival::New => {}
+            Arrival::AlreadyRecorded => return Appended::AlreadyRecorded,
+            Arrival::Late => {
+                tracing::warn!(kernel_seq = record.kernel_seq, "a kernel event arrived after it was recorded as lost")
+            }
+            Arrival::Reset { expected } => {
                 self.push_event(WriterEvent::KernelSeqReset { expected, got: record.kernel_seq });
             }
         }
-        self.expected_kernel_seq = record.kernel_seq.checked_add(1);
+        self.record_lost(None);
         if self.health != Health::Ok {
             match record.effect {
                 Effect::Deny => self.failure.denied += 1,
@@ -394,12 +402,27 @@ impl AuditWriter {
     /// to be number 0.
     pub fn log(&mut self, event: &Lifecycle) -> u64 {
         if *event == Lifecycle::KernelSessionStart {
+            self.record_all_lost();
             self.kernel_session += 1;
-            self.expected_kernel_seq = Some(0);
+            self.kernel_seqs = KernelSeqs::session_start();
             self.pending_kernel_seq = None;
             self.durable.kernel_seq = None;
         }
         self.push(SystemTime::now(), |out, header| write_lifecycle(out, header, event))
+    }
+
+    /// Gap entries for the holes that waited long enough (`now`: `None` checks the span bound only).
+    fn record_lost(&mut self, now: Option<Instant>) {
+        while let Some(lost) = self.kernel_seqs.expire(now) {
+            self.push_event(WriterEvent::Gap { from: *lost.start(), to: *lost.end() });
+        }
+    }
+
+    /// Gap entries for every hole: no more events of this kernel session will come.
+    fn record_all_lost(&mut self) {
+        while let Some(lost) = self.kernel_seqs.expire_all() {
+            self.push_event(WriterEvent::Gap { from: *lost.start(), to: *lost.end() });
+        }
     }
 
     fn push_event(&mut self, event: WriterEvent) -> u64 {
@@ -546,6 +569,7 @@ impl AuditWriter {
     /// `durable()` reports what they finished.
     pub fn tick(&mut self) -> Result<Durable, AuditError> {
         self.settle(false)?;
+        self.record_lost(Some(Instant::now()));
         if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
         {
             self.checkpoint("interval");
@@ -577,14 +601,17 @@ impl AuditWriter {
             return Instant::now() + Duration::from_millis(5);
         }
         let checkpoint = self.last_checkpoint + self.opts.checkpoint_interval;
+        let hole = self.kernel_seqs.deadline().unwrap_or(checkpoint);
         match self.chain.pending_since {
-            Some(t) => checkpoint.min(t + self.opts.commit_interval),
-            None => checkpoint,
+            Some(t) => checkpoint.min(hole).min(t + self.opts.commit_interval),
+            None => checkpoint.min(hole),
         }
     }
 
-    /// Final checkpoint and commit; waits for background compression.
+    /// Gap entries for every hole, a final checkpoint and commit; waits for background compression. Call
+    /// it once no more kernel events of this session can arrive.
     pub fn close(mut self) -> Result<Durable, AuditError> {
+        self.record_all_lost();
         self.checkpoint("shutdown");
         let durable = self.commit()?;
         for handle in self.compressing.drain(..) {
