@@ -265,7 +265,8 @@ async fn enforce(
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut sink = Sink { writer, clock, locked: false };
     loop {
-        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline().min(ring_poll(ring.get_ref())));
+        let deadline =
+            tokio::time::Instant::from_std(sink.writer.next_deadline().min(ring_poll(ring.get_ref())));
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;

@@ -5,7 +5,8 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-/// How long a missing number may stay missing once a later one arrived.
+/// How long a missing number may stay missing once a later one arrived (the default of
+/// `WriterOptions::gap_wait`).
 pub const HOLE_WAIT: Duration = Duration::from_secs(2);
 /// How far the newest number may run ahead of a missing one before that is reported lost regardless of
 /// time (bounds the memory held for out-of-order arrivals).
@@ -74,6 +75,8 @@ fn remember(lost: &mut VecDeque<RangeInclusive<u64>>, range: RangeInclusive<u64>
 /// The arrival state of one kernel session.
 #[derive(Debug, Default)]
 pub struct KernelSeqs {
+    /// How long a hole may stay open.
+    wait: Duration,
     /// Every number below is recorded or reported lost; `None` until the first arrival says where the
     /// session stands.
     low: Option<u64>,
@@ -87,18 +90,18 @@ pub struct KernelSeqs {
 }
 
 impl KernelSeqs {
-    /// A new kernel session: numbering starts at 0.
-    pub fn session_start() -> Self {
-        KernelSeqs { low: Some(0), ..KernelSeqs::default() }
+    /// A new kernel session: numbering starts at 0. Holes may stay open for `wait`.
+    pub fn session_start(wait: Duration) -> Self {
+        KernelSeqs { wait, low: Some(0), ..KernelSeqs::default() }
     }
 
     /// The state a restarted writer continues from: numbers missing from the tail but above what it
     /// must already have reported lost are still open holes, and the tail's numbers may come again.
-    pub fn resume(tail: &SessionTail, last_kernel_seq: Option<u64>) -> Self {
+    pub fn resume(tail: &SessionTail, last_kernel_seq: Option<u64>, wait: Duration) -> Self {
         let highest = tail.recorded.iter().copied().chain(tail.lost.iter().map(|r| *r.end())).max();
         let Some(highest) = highest else {
             let low = if tail.complete { Some(0) } else { last_kernel_seq.map(|k| k + 1) };
-            return KernelSeqs { low, ..KernelSeqs::default() };
+            return KernelSeqs { wait, low, ..KernelSeqs::default() };
         };
         let oldest = tail.recorded.iter().copied().chain(tail.lost.iter().map(|r| *r.start())).min();
         let base = if tail.complete { 0 } else { oldest.unwrap_or(highest) };
@@ -120,6 +123,7 @@ impl KernelSeqs {
         let lost_above = tail.lost.iter().flat_map(|r| low.max(*r.start())..=*r.end());
         let above = recorded.range(low..).copied().chain(lost_above).collect();
         KernelSeqs {
+            wait,
             low: Some(low),
             arrivals,
             above,
@@ -155,7 +159,7 @@ impl KernelSeqs {
         if self.lost.iter().any(|r| r.contains(&seq)) {
             return Arrival::Late;
         }
-        *self = KernelSeqs { low: Some(seq + 1), ..KernelSeqs::default() };
+        *self = KernelSeqs { wait: self.wait, low: Some(seq + 1), ..KernelSeqs::default() };
         Arrival::Reset { expected: low }
     }
 
@@ -172,12 +176,12 @@ impl KernelSeqs {
     }
 
     /// The oldest hole, if the newest number is `MAX_SPAN` ahead of it or (given `now`) it has waited
-    /// `HOLE_WAIT`: it is now reported lost. Call until `None`.
+    /// long enough: it is now reported lost. Call until `None`.
     pub fn expire(&mut self, now: Option<Instant>) -> Option<RangeInclusive<u64>> {
         let low = self.low?;
         let highest = *self.above.last()?;
         let waited = now.is_some_and(|now| {
-            self.arrivals.front().is_some_and(|(_, t)| now.saturating_duration_since(*t) >= HOLE_WAIT)
+            self.arrivals.front().is_some_and(|(_, t)| now.saturating_duration_since(*t) >= self.wait)
         });
         if waited || highest - low >= MAX_SPAN {
             self.declare_oldest()
@@ -203,7 +207,7 @@ impl KernelSeqs {
 
     /// When the oldest hole will have waited long enough.
     pub fn deadline(&self) -> Option<Instant> {
-        self.arrivals.front().map(|(_, t)| *t + HOLE_WAIT)
+        self.arrivals.front().map(|(_, t)| *t + self.wait)
     }
 }
 
@@ -218,7 +222,7 @@ mod tests {
     #[test]
     fn out_of_order_arrivals_fill_their_holes() {
         let start = Instant::now();
-        let mut seqs = KernelSeqs::session_start();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
         let arrivals = arrive_all(&mut seqs, &[0, 2, 1, 5, 3, 4, 6], start);
         assert!(arrivals.iter().all(|a| *a == Arrival::New), "{arrivals:?}");
         assert_eq!(seqs.expire(Some(start + HOLE_WAIT * 10)), None);
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn a_hole_is_lost_only_after_the_wait() {
         let start = Instant::now();
-        let mut seqs = KernelSeqs::session_start();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
         arrive_all(&mut seqs, &[0, 1, 4, 5], start);
         assert_eq!(seqs.expire(Some(start + HOLE_WAIT / 2)), None);
         assert_eq!(seqs.deadline(), Some(start + HOLE_WAIT));
@@ -243,7 +247,7 @@ mod tests {
     #[test]
     fn a_hole_far_behind_the_newest_number_is_lost_at_once() {
         let start = Instant::now();
-        let mut seqs = KernelSeqs::session_start();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
         seqs.arrive(1, || start);
         assert_eq!(seqs.expire(Some(start)), None);
         seqs.arrive(MAX_SPAN, || start);
@@ -255,7 +259,7 @@ mod tests {
     #[test]
     fn going_back_below_everything_is_a_reset() {
         let start = Instant::now();
-        let mut seqs = KernelSeqs::session_start();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
         arrive_all(&mut seqs, &[0, 1, 2, 3], start);
         assert_eq!(seqs.arrive(0, || start), Arrival::Reset { expected: 4 });
         assert_eq!(seqs.arrive(1, || start), Arrival::New);
@@ -265,7 +269,7 @@ mod tests {
     #[test]
     fn expire_all_reports_every_remaining_hole() {
         let start = Instant::now();
-        let mut seqs = KernelSeqs::session_start();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
         arrive_all(&mut seqs, &[1, 3], start);
         assert_eq!(seqs.expire_all(), Some(0..=0));
         assert_eq!(seqs.expire_all(), Some(2..=2));
@@ -279,7 +283,7 @@ mod tests {
         for s in [0, 1, 2, 4, 5] {
             tail.record(s);
         }
-        let mut seqs = KernelSeqs::resume(&tail, Some(5));
+        let mut seqs = KernelSeqs::resume(&tail, Some(5), HOLE_WAIT);
         let start = Instant::now();
         // The ring gives back 4 and 5 (durable, not released), then 3 (the open hole) and 6.
         assert_eq!(arrive_all(&mut seqs, &[4, 5], start), [Arrival::AlreadyRecorded; 2]);
@@ -296,7 +300,7 @@ mod tests {
         }
         tail.lose(3..=3);
         tail.record(4);
-        let mut seqs = KernelSeqs::resume(&tail, Some(4));
+        let mut seqs = KernelSeqs::resume(&tail, Some(4), HOLE_WAIT);
         assert_eq!(seqs.arrive(5, Instant::now), Arrival::New);
         assert_eq!(seqs.expire_all(), Some(1..=1));
         assert_eq!(seqs.expire_all(), None);
@@ -304,7 +308,7 @@ mod tests {
 
     #[test]
     fn an_empty_tail_continues_after_the_last_number() {
-        let seqs = KernelSeqs::resume(&SessionTail::default(), Some(9));
+        let seqs = KernelSeqs::resume(&SessionTail::default(), Some(9), HOLE_WAIT);
         let mut seqs = seqs;
         assert_eq!(seqs.arrive(10, Instant::now), Arrival::New);
         assert_eq!(seqs.arrive(3, Instant::now), Arrival::Reset { expected: 11 });

@@ -63,6 +63,9 @@ pub struct WriterOptions {
     pub on_failure: FailureMode,
     /// Entries kept in memory while the log cannot be written; beyond this, attempts are counted only.
     pub max_buffered_bytes: usize,
+    /// How long a kernel sequence number may be missing, once later ones arrived, before it is recorded
+    /// as lost (events of different CPUs arrive out of order).
+    pub gap_wait: Duration,
 }
 
 impl WriterOptions {
@@ -83,6 +86,7 @@ impl WriterOptions {
             retention: None,
             on_failure: FailureMode::FailClosed,
             max_buffered_bytes: 64 << 20,
+            gap_wait: super::sequence::HOLE_WAIT,
         }
     }
 
@@ -255,7 +259,7 @@ impl AuditWriter {
             },
             pending_kernel_seq: None,
             kernel_session: 0,
-            kernel_seqs: KernelSeqs::resume(&end.session, end.last_kernel_seq),
+            kernel_seqs: KernelSeqs::resume(&end.session, end.last_kernel_seq, opts.gap_wait),
             durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
             last_checkpoint: Instant::now(),
             last_retention: None,
@@ -368,7 +372,10 @@ impl AuditWriter {
             Arrival::New => {}
             Arrival::AlreadyRecorded => return Appended::AlreadyRecorded,
             Arrival::Late => {
-                tracing::warn!(kernel_seq = record.kernel_seq, "a kernel event arrived after it was recorded as lost")
+                tracing::warn!(
+                    kernel_seq = record.kernel_seq,
+                    "a kernel event arrived after it was recorded as lost"
+                )
             }
             Arrival::Reset { expected } => {
                 self.push_event(WriterEvent::KernelSeqReset { expected, got: record.kernel_seq });
@@ -404,7 +411,7 @@ impl AuditWriter {
         if *event == Lifecycle::KernelSessionStart {
             self.record_all_lost();
             self.kernel_session += 1;
-            self.kernel_seqs = KernelSeqs::session_start();
+            self.kernel_seqs = KernelSeqs::session_start(self.opts.gap_wait);
             self.pending_kernel_seq = None;
             self.durable.kernel_seq = None;
         }
@@ -805,6 +812,77 @@ mod tests {
         assert_eq!(gaps[0]["details"]["toKernelSeq"], 4);
         let report = check(dir.path());
         assert_eq!((report.gaps, report.lost_kernel_events), (1, 4));
+    }
+
+    #[test]
+    fn events_of_two_cpus_out_of_order_are_neither_gaps_nor_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 2, 1, 3, 6, 4, 5, 7] {
+            assert!(matches!(writer.append(&record(k)), Appended::Buffered { .. }));
+            writer.tick().unwrap();
+        }
+        writer.close().unwrap();
+        let actions: Vec<String> =
+            entries(dir.path()).iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+        assert!(!actions.iter().any(|a| a == "audit.gap" || a == "audit.kernel_seq_reset"), "{actions:?}");
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_number_still_missing_after_the_wait_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.gap_wait = Duration::from_millis(20);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3] {
+            writer.append(&record(k));
+        }
+        writer.tick().unwrap();
+        let deadline = writer.next_deadline();
+        assert!(deadline <= Instant::now() + Duration::from_millis(20));
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        writer.tick().unwrap();
+        writer.append(&record(4));
+        writer.commit().unwrap();
+        let gaps: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.gap").collect();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(
+            (&gaps[0]["details"]["fromKernelSeq"], &gaps[0]["details"]["toKernelSeq"]),
+            (&2.into(), &2.into())
+        );
+        // The straggler is still recorded, after its gap entry, and is not a reset.
+        writer.append(&record(2));
+        writer.close().unwrap();
+        let all = entries(dir.path());
+        assert!(all.iter().any(|e| e["kernelSeq"] == 2));
+        assert!(!all.iter().any(|e| e["action"] == "audit.kernel_seq_reset"));
+    }
+
+    #[test]
+    fn a_reopened_writer_skips_what_it_recorded_and_fills_open_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3, 4] {
+            writer.append(&record(k));
+        }
+        writer.commit().unwrap();
+        // Killed: 3 and 4 were durable but still in the ring; 2 was not in the ring yet.
+        drop(writer);
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.append(&record(3)), Appended::AlreadyRecorded);
+        assert_eq!(writer.append(&record(4)), Appended::AlreadyRecorded);
+        assert!(matches!(writer.append(&record(2)), Appended::Buffered { .. }));
+        assert!(matches!(writer.append(&record(5)), Appended::Buffered { .. }));
+        writer.close().unwrap();
+        let seqs: Vec<u64> = entries(dir.path()).iter().filter_map(|e| e["kernelSeq"].as_u64()).collect();
+        assert_eq!(seqs, [0, 1, 3, 4, 2, 5]);
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
     }
 
     #[test]

@@ -43,13 +43,18 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(fd: RawFd, len: usize, offset: usize, writable: bool, part: &'static str) -> Result<Self, RingError> {
+    fn new(
+        fd: RawFd,
+        len: usize,
+        offset: usize,
+        writable: bool,
+        part: &'static str,
+    ) -> Result<Self, RingError> {
         let protection = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
         let offset = libc::off_t::try_from(offset).map_err(|_| RingError::Size(offset as u64))?;
         // SAFETY: a fresh shared mapping of a file descriptor; the kernel checks that `len` and `offset`
         // fit the ring buffer map and refuses write access to the producer's pages.
-        let base =
-            unsafe { libc::mmap(std::ptr::null_mut(), len, protection, libc::MAP_SHARED, fd, offset) };
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, protection, libc::MAP_SHARED, fd, offset) };
         if base == libc::MAP_FAILED {
             return Err(RingError::Map { part, source: std::io::Error::last_os_error() });
         }
