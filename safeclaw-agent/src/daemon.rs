@@ -264,22 +264,25 @@ async fn enforce(
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut sink = Sink { writer, clock, locked: false };
+    // Whether the last drain left records in the ring (it reads a bounded batch).
+    let mut backlog = false;
     loop {
-        let deadline =
-            tokio::time::Instant::from_std(sink.writer.next_deadline().min(ring_poll(ring.get_ref())));
+        let poll = if backlog { std::time::Instant::now() } else { ring_poll(ring.get_ref()) };
+        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline().min(poll));
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
                 guard.clear_ready();
-                drain(guard.get_inner_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+                backlog = drain(guard.get_inner_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
             }
             Some(session) = session_rx.recv() => {
                 // Entries stay in order: what the kernel recorded before the report goes first.
-                drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+                while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
+                backlog = false;
                 sink.session(&session);
             }
             _ = tokio::time::sleep_until(deadline) => {
-                drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+                backlog = drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
             }
             _ = hangup.recv() => reload(&mut enforcer, &args.policy, sink.writer),
             _ = terminate.recv() => break,
@@ -288,7 +291,7 @@ async fn enforce(
         sink.commit(&mut enforcer)?;
         if unreleased.release(ring.get_mut(), sink.writer.durable()) {
             // The kernel wakes a consumer only when it has released everything read; look again.
-            drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+            backlog |= drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
         }
     }
     tracing::info!("stopping: detaching programs");
@@ -296,7 +299,7 @@ async fn enforce(
     enforcer.kernel.detach()?;
     let slots = std::mem::take(&mut enforcer.slots);
     drop(enforcer);
-    drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink);
+    while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
     Ok(())
 }
 
@@ -521,21 +524,25 @@ fn ring_poll(ring: &EventRing) -> std::time::Instant {
     std::time::Instant::now() + after
 }
 
+/// Records read per `drain`, so that a backlog does not hold back commits (and so releases).
+const DRAIN_BATCH: usize = 8192;
+
+/// Appends the records the ring holds, up to `DRAIN_BATCH`; whether more may be waiting.
 fn drain(
     ring: &mut EventRing,
     unreleased: &mut Unreleased,
     slots: &Slots,
     registry: &Registry,
     sink: &mut Sink<'_>,
-) {
-    loop {
+) -> bool {
+    for _ in 0..DRAIN_BATCH {
         let record = match ring.next() {
             Ok(Some(record)) => record,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 // Nothing after it can be read: the ring fills and the kernel denies (fail closed).
                 tracing::error!("cannot read the ring buffer further: {e}");
-                return;
+                return false;
             }
         };
         match events::decode(record.data) {
@@ -551,4 +558,5 @@ fn drain(
         }
         unreleased.push(sink.writer.next_sequence(), record.end);
     }
+    true
 }
