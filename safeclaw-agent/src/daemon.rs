@@ -536,7 +536,7 @@ fn drain(
     sink: &mut Sink<'_>,
 ) -> bool {
     for _ in 0..DRAIN_BATCH {
-        let record = match ring.next() {
+        let record = match ring.next_record() {
             Ok(Some(record)) => record,
             Ok(None) => return false,
             Err(e) => {

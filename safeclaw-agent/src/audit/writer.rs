@@ -576,7 +576,9 @@ impl AuditWriter {
     /// `durable()` reports what they finished.
     pub fn tick(&mut self) -> Result<Durable, AuditError> {
         self.settle(false)?;
-        self.record_lost(Some(Instant::now()));
+        if self.kernel_seqs.deadline().is_some() {
+            self.record_lost(Some(Instant::now()));
+        }
         if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
         {
             self.checkpoint("interval");

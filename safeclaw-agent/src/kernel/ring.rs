@@ -132,7 +132,7 @@ impl EventRing {
 
     /// The next committed record after those already handed out; `Ok(None)` when there is none yet (or
     /// the oldest one is still being written). Discarded records are skipped.
-    pub fn next(&mut self) -> Result<Option<Record<'_>>, RingError> {
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RingError> {
         loop {
             let produced = self.producer_pos().load(Ordering::Acquire);
             if self.read_pos >= produced {
