@@ -110,13 +110,11 @@ pub struct Enabled;
 impl TryFrom<bool> for Enabled {
     type Error = &'static str;
     fn try_from(on: bool) -> Result<Self, Self::Error> {
-        if on {
-            Ok(Enabled)
-        } else {
-            Err("enabled: false is not supported: SafeClaw records every action it enforces (the kernel denies \
-                 what it cannot record). To record less, list fields in audit.fields or add audit.redaction \
-                 patterns; to stop enforcing, stop the daemon")
-        }
+        on.then_some(Enabled).ok_or(
+            "enabled: false is not supported: SafeClaw records every action it enforces (the kernel \
+             denies what it cannot record). To record less, list fields in audit.fields or add audit.redaction \
+             patterns; to stop enforcing, stop the daemon",
+        )
     }
 }
 
@@ -127,11 +125,8 @@ pub struct HashChain;
 impl TryFrom<bool> for HashChain {
     type Error = &'static str;
     fn try_from(on: bool) -> Result<Self, Self::Error> {
-        if on {
-            Ok(HashChain)
-        } else {
-            Err("hashChain: false is not supported: the hash chain is what makes the trail tamper-evident")
-        }
+        on.then_some(HashChain)
+            .ok_or("hashChain: false is not supported: the hash chain is what makes the trail tamper-evident")
     }
 }
 
