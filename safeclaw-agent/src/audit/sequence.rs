@@ -37,6 +37,8 @@ pub struct SessionTail {
     pub lost: VecDeque<RangeInclusive<u64>>,
     /// Whether the tail reaches back to the session's start (nothing of the session is missing from it).
     pub complete: bool,
+    /// Whether it reaches back to the start of its segment (the session began in an earlier one).
+    pub starts_segment: bool,
 }
 
 /// Entries of the tail kept: more than the ring buffer can hold unreleased, and more than `MAX_SPAN`.
@@ -49,19 +51,36 @@ impl SessionTail {
 
     /// A segment start: what came before is in another segment.
     pub fn start_segment(&mut self) {
-        *self = SessionTail::default();
+        *self = SessionTail { starts_segment: true, ..SessionTail::default() };
     }
 
     pub fn record(&mut self, seq: u64) {
         if self.recorded.len() == TAIL_CAPACITY {
             self.recorded.pop_front();
             self.complete = false;
+            self.starts_segment = false;
         }
         self.recorded.push_back(seq);
     }
 
     pub fn lose(&mut self, range: RangeInclusive<u64>) {
         remember(&mut self.lost, range);
+    }
+
+    /// Whether the tail starts at a segment start with fewer entries than a restart may need.
+    pub fn wants_earlier(&self) -> bool {
+        !self.complete && self.starts_segment && self.recorded.len() < TAIL_CAPACITY
+    }
+
+    /// Puts the tail of the previous segment in front of this one.
+    pub fn follow(&mut self, earlier: SessionTail) {
+        let mine = std::mem::replace(self, earlier);
+        for seq in mine.recorded {
+            self.record(seq);
+        }
+        for range in mine.lost {
+            self.lose(range);
+        }
     }
 }
 

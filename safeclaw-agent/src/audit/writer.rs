@@ -220,10 +220,20 @@ impl AuditWriter {
         let probe = head.as_ref().ok().and_then(Option::as_ref).and_then(|h| h.size.checked_sub(1));
         let active = name.active();
         let last_segment = segments.iter().rev().find(|s| non_empty(&s.path));
-        let end = match last_segment {
+        let mut end = match last_segment {
             Some(s) => scan(s, probe).map_err(io_at(&s.path))?,
             None => SegmentEnd::default(),
         };
+        if end.session.wants_earlier() {
+            // Rotated shortly before a crash: the ring records not yet released may be in the previous
+            // segment, and so may the open holes of the kernel session.
+            let last_path = last_segment.map(|s| s.path.as_path());
+            let mut earlier = segments.iter().rev().skip_while(|s| Some(s.path.as_path()) != last_path).skip(1);
+            if let Some(previous) = earlier.find(|s| non_empty(&s.path)) {
+                let before = scan(previous, None).map_err(io_at(&previous.path))?;
+                end.session.follow(before.session);
+            }
+        }
         let active_end = if last_segment.is_some_and(|s| s.path == active) { Some(&end) } else { None };
         if let Some(e) = active_end.filter(|e| e.partial_len > 0) {
             // An interrupted write: never committed, so never acknowledged. Cut it off.
@@ -885,6 +895,36 @@ mod tests {
         assert_eq!(seqs, [0, 1, 3, 4, 2, 5]);
         let report = check(dir.path());
         assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_writer_reopened_just_after_rotation_still_knows_what_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3] {
+            writer.append(&record(k));
+        }
+        for k in 4..30 {
+            writer.append(&record(k));
+        }
+        // Commits, then rotates: the new segment holds only its start entry.
+        writer.commit().unwrap();
+        drop(writer);
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        assert_eq!(writer.append(&record(29)), Appended::AlreadyRecorded);
+        assert!(matches!(writer.append(&record(2)), Appended::Buffered { .. }));
+        assert!(matches!(writer.append(&record(30)), Appended::Buffered { .. }));
+        writer.close().unwrap();
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps, report.files > 1), (None, 0, true));
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        let last = fs::read_to_string(files.last().unwrap()).unwrap();
+        assert!(!last.contains("audit.kernel_seq_reset"), "{last}");
     }
 
     #[test]
