@@ -46,8 +46,9 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuditConfig {
-    #[serde(default = "enabled")]
-    pub enabled: bool,
+    /// Always on; present so that the seed's configs parse, and refused when `false`.
+    #[serde(default)]
+    pub enabled: Enabled,
     /// Always on; present so that the seed's configs parse, and refused when `false`.
     #[serde(default)]
     pub hash_chain: HashChain,
@@ -81,7 +82,7 @@ fn enabled() -> bool {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            enabled: true,
+            enabled: Enabled,
             hash_chain: HashChain,
             format: Format::Jsonl,
             fields: None,
@@ -99,6 +100,24 @@ impl Default for AuditConfig {
     }
 }
 
+/// `audit.enabled`, which can only be `true`: the kernel denies any action whose event it cannot put on
+/// the ring, so a daemon that read events without recording them would make that guarantee a lie, and
+/// a trail with agent actions missing is no evidence for the frameworks it exists for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "bool")]
+pub struct Enabled;
+
+impl TryFrom<bool> for Enabled {
+    type Error = &'static str;
+    fn try_from(on: bool) -> Result<Self, Self::Error> {
+        on.then_some(Enabled).ok_or(
+            "enabled: false is not supported: SafeClaw records every action it enforces (the kernel \
+             denies what it cannot record). To record less, list fields in audit.fields or add audit.redaction \
+             patterns; to stop enforcing, stop the daemon",
+        )
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "bool")]
 pub struct HashChain;
@@ -106,11 +125,8 @@ pub struct HashChain;
 impl TryFrom<bool> for HashChain {
     type Error = &'static str;
     fn try_from(on: bool) -> Result<Self, Self::Error> {
-        if on {
-            Ok(HashChain)
-        } else {
-            Err("hashChain: false is not supported: the hash chain is what makes the trail tamper-evident")
-        }
+        on.then_some(HashChain)
+            .ok_or("hashChain: false is not supported: the hash chain is what makes the trail tamper-evident")
     }
 }
 
@@ -786,7 +802,7 @@ audit:
     #[test]
     fn empty_file_means_defaults() {
         let config = parse("").unwrap();
-        assert!(config.audit.enabled);
+        assert_eq!(config.audit.enabled, Enabled);
         assert_eq!(config.audit_log_path(None), PathBuf::from(crate::audit::DEFAULT_LOG));
         assert_eq!(config.audit_log_path(Some(Path::new("/x.jsonl"))), PathBuf::from("/x.jsonl"));
     }
@@ -800,6 +816,8 @@ audit:
         let e = error("audit:\n  fields:\n    - timestamp\n    - colour\n");
         assert!(e.starts_with("/etc/safeclaw/config.yaml:3:"), "{e}");
         assert!(e.contains("unknown audit field \"colour\""), "{e}");
+        let e = error("audit:\n  enabled: false\n");
+        assert!(e.contains(":2:") && e.contains("enabled: false is not supported"), "{e}");
         let e = error("audit:\n  hashChain: false\n");
         assert!(e.contains(":2:") && e.contains("tamper-evident"), "{e}");
         let e = error("audit:\n  enabled: true\n  bogus: 1\n");

@@ -1,22 +1,22 @@
 //! `safeclaw-agent run`: the enforcement daemon. Loads the policy, creates the agent cgroup, loads and
 //! attaches the programs, and turns every kernel event into an audit entry until SIGINT or SIGTERM.
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
 use safeclaw_common::{Scope, SessionProfiles};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::audit::writer::{Appended, Durable};
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
 use crate::cgroup::{self, Cgroup};
 use crate::identity::{self, Registry, Requester, SessionEvent, SessionInfo};
 use crate::kernel::events::{self, KernelEvent};
 use crate::kernel::pins::PinDir;
+use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
@@ -290,10 +290,8 @@ async fn enforce(
     }
     log_policy_load(writer, &args.policy.display().to_string(), enforcer.active());
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut ring = EventRing::new(ring)?.pollable().context("cannot poll the ring buffer")?;
+    let mut unreleased = Unreleased::default();
     enforcer.take_over()?;
     let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
@@ -322,17 +320,21 @@ async fn enforce(
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
     let mut sink = Sink { writer, clock, locked: false };
+    // Whether the last drain left records in the ring (it reads a bounded batch).
+    let mut backlog = false;
     let stopped = loop {
-        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline());
+        let poll = if backlog { std::time::Instant::now() } else { ring_poll(ring.get_ref()) };
+        let deadline = tokio::time::Instant::from_std(sink.writer.next_deadline().min(poll));
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer failed")?;
-                drain(guard.get_inner_mut(), &enforcer.slots, &registry, &mut sink);
                 guard.clear_ready();
+                backlog = drain(guard.get_inner_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
             }
             Some(request) = session_rx.recv() => {
                 // Entries stay in order: what the kernel recorded before the request goes first.
-                drain(ring.get_mut(), &enforcer.slots, &registry, &mut sink);
+                while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
+                backlog = false;
                 match request {
                     SessionEvent::Started { info, done } => {
                         let outcome = enforcer.enforce_profile(&info).map_err(|e| format!("{e:#}"));
@@ -359,7 +361,9 @@ async fn enforce(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                backlog = drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+            }
             _ = watch.tick() => {
                 if source.changed() {
                     tracing::info!("{} changed on disk: reloading", source.path().display());
@@ -374,13 +378,17 @@ async fn enforce(
             _ = interrupt.recv() => break None,
         }
         sink.commit(&mut enforcer)?;
+        if unreleased.release(ring.get_mut(), sink.writer.durable()) {
+            // The kernel wakes a consumer only when it has released everything read; look again.
+            backlog |= drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
+        }
     };
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded.
     enforcer.kernel.detach()?;
     let slots = std::mem::take(&mut enforcer.slots);
     drop(enforcer);
-    drain(ring.get_mut(), &slots, &registry, &mut sink);
+    while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
     Ok(match stopped {
         Some((requested, done)) => {
             let _ = done.send(());
@@ -490,7 +498,12 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn event(&mut self, event: &KernelEvent, policy: Option<&ActivePolicy>, session: Option<&SessionInfo>) {
+    fn event(
+        &mut self,
+        event: &KernelEvent,
+        policy: Option<&ActivePolicy>,
+        session: Option<&SessionInfo>,
+    ) -> Appended {
         let (effect, rule) = argument_marking(event, policy).unwrap_or((event.effect, event.rule));
         let rule = rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
         let record = ActionRecord {
@@ -519,7 +532,7 @@ impl Sink<'_> {
             policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash().0)),
             flags: audit::KernelFlags(event.flags),
         };
-        self.writer.append(&record);
+        self.writer.append(&record)
     }
 
     fn session_end(&mut self, session: &SessionInfo, exit: &identity::SessionExit) {
@@ -627,14 +640,74 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, slots: &Slots, registry: &Registry, sink: &mut Sink<'_>) {
-    while let Some(item) = ring.next() {
-        match events::decode(&item) {
-            Ok(event) => {
-                let session = registry.get(event.session_cgroup_id);
-                sink.event(&event, slots.by_generation(event.policy_generation), session.as_deref());
-            }
-            Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", item.len()),
+/// Ring records read but not yet released, by the entry sequence the log must durably reach first.
+#[derive(Default)]
+struct Unreleased(VecDeque<(u64, u64)>);
+
+impl Unreleased {
+    /// The record ending at ring position `end` may go once every entry below `next_sequence` is durable.
+    fn push(&mut self, next_sequence: u64, end: u64) {
+        match self.0.back_mut() {
+            Some(last) if last.0 == next_sequence => last.1 = end,
+            _ => self.0.push_back((next_sequence, end)),
         }
     }
+
+    /// Releases every record whose entries are durable; whether it released any.
+    fn release(&mut self, ring: &mut EventRing, durable: Durable) -> bool {
+        let durable_below = durable.sequence.map_or(0, |s| s + 1);
+        let mut through = None;
+        while let Some(&(_, end)) = self.0.front().filter(|(needed, _)| *needed <= durable_below) {
+            through = Some(end);
+            self.0.pop_front();
+        }
+        if let Some(end) = through {
+            ring.release_through(end);
+        }
+        through.is_some()
+    }
+}
+
+/// When to look at the ring even without a wakeup: the kernel sends none while records we read await
+/// release.
+fn ring_poll(ring: &EventRing) -> std::time::Instant {
+    let after = if ring.holds_unreleased() { Duration::from_millis(10) } else { Duration::from_millis(100) };
+    std::time::Instant::now() + after
+}
+
+/// Records read per `drain`, so that a backlog does not hold back commits (and so releases).
+const DRAIN_BATCH: usize = 8192;
+
+/// Appends the records the ring holds, up to `DRAIN_BATCH`; whether more may be waiting.
+fn drain(
+    ring: &mut EventRing,
+    unreleased: &mut Unreleased,
+    slots: &Slots,
+    registry: &Registry,
+    sink: &mut Sink<'_>,
+) -> bool {
+    for _ in 0..DRAIN_BATCH {
+        let record = match ring.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => return false,
+            Err(e) => {
+                // Nothing after it can be read: the ring fills and the kernel denies (fail closed).
+                tracing::error!("cannot read the ring buffer further: {e}");
+                return false;
+            }
+        };
+        match events::decode(record.data) {
+            Ok(event) => {
+                let session = registry.get(event.session_cgroup_id);
+                let appended =
+                    sink.event(&event, slots.by_generation(event.policy_generation), session.as_deref());
+                if appended == Appended::AlreadyRecorded {
+                    tracing::debug!(kernel_seq = event.kernel_seq, "already recorded before the restart");
+                }
+            }
+            Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", record.data.len()),
+        }
+        unreleased.push(sink.writer.next_sequence(), record.end);
+    }
+    true
 }

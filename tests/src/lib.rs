@@ -70,6 +70,7 @@ pub fn allow_paths_policy(paths: &[&[u8]]) -> CompiledPolicy {
 
 /// A `safeclaw-agent run` under test, with its own cgroup, pins, socket, state and audit log.
 pub struct Daemon {
+    name: String,
     child: std::process::Child,
     pub cgroup: std::path::PathBuf,
     pub audit_log: std::path::PathBuf,
@@ -91,9 +92,15 @@ impl Daemon {
         let work = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(work.join("policy.yaml"), policy_yaml).unwrap();
+        Daemon::launch(name, work)
+    }
+
+    /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
+    fn launch(name: &str, work: std::path::PathBuf) -> Daemon {
         let policy = work.join("policy.yaml");
-        std::fs::write(&policy, policy_yaml).unwrap();
         let ready = work.join("ready");
+        let _ = std::fs::remove_file(&ready);
         let audit_log = work.join("log/audit.jsonl");
         let pin_dir = std::path::Path::new("/sys/fs/bpf").join(name);
         let child = std::process::Command::new(agent_bin())
@@ -112,6 +119,7 @@ impl Daemon {
             .spawn()
             .expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
+            name: name.to_owned(),
             child,
             cgroup: safeclaw_agent::cgroup::find_mount().unwrap().path.join(name),
             audit_log,
@@ -192,6 +200,17 @@ impl Daemon {
             RunAs::Root => command.arg("--as-root"),
         };
         command.arg("--").args(argv).output().expect("cannot run safeclaw-agent exec")
+    }
+
+    /// SIGKILL and wait: pinned enforcement stays, and the audit log and ring are left as they are.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// A new daemon on the killed one's policy, pins, state and audit log.
+    pub fn restart(self) -> Daemon {
+        Daemon::launch(&self.name, self.work.clone())
     }
 
     /// SIGTERM, wait, and the audit entries written.

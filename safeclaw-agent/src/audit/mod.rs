@@ -15,6 +15,7 @@ pub mod recover;
 pub mod redact;
 pub mod retention;
 pub mod segment;
+pub mod sequence;
 pub mod signing;
 pub mod synthetic;
 pub mod tail;

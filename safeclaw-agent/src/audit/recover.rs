@@ -7,6 +7,7 @@ use std::path::Path;
 use super::chain::Digest;
 use super::parse::{parse, Kind, Summary};
 use super::segment::{open_reader, Segment};
+use super::sequence::SessionTail;
 use super::signing::HeadFile;
 
 /// Where the chain of one segment ends.
@@ -30,6 +31,8 @@ pub struct SegmentEnd {
     pub hash_at_probe: Option<Digest>,
     /// Timestamp of the last entry.
     pub last_timestamp: Option<String>,
+    /// The kernel sequences the current kernel session recorded or lost in this segment.
+    pub session: SessionTail,
 }
 
 /// Reads `segment` to its end; `probe` asks for the hash of one sequence number.
@@ -65,12 +68,22 @@ fn record(end: &mut SegmentEnd, summary: &Summary, probe: Option<u64>, line: &[u
         end.hash_at_probe = Some(summary.hash);
     }
     match &summary.kind {
-        Kind::Plain { kernel_seq: Some(k) } => end.last_kernel_seq = Some(*k),
+        Kind::Plain { kernel_seq: Some(k) } => {
+            end.last_kernel_seq = Some(*k);
+            end.session.record(*k);
+        }
         Kind::Plain { kernel_seq: None } | Kind::RetentionDelete { .. } | Kind::TamperDetected { .. } => {}
-        Kind::Gap { to_kernel_seq, .. } => end.last_kernel_seq = Some(*to_kernel_seq),
-        Kind::KernelSessionStart => end.last_kernel_seq = None,
+        Kind::Gap { from_kernel_seq, to_kernel_seq } => {
+            end.last_kernel_seq = Some(*to_kernel_seq);
+            end.session.lose(*from_kernel_seq..=*to_kernel_seq);
+        }
+        Kind::KernelSessionStart => {
+            end.last_kernel_seq = None;
+            end.session.start_session();
+        }
         Kind::SegmentStart { last_kernel_seq, log_id } => {
             end.last_kernel_seq = *last_kernel_seq;
+            end.session.start_segment();
             end.log_id = Some(log_id.clone());
         }
         Kind::LogStart { log_id, .. } => end.log_id = Some(log_id.clone()),

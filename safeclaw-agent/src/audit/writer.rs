@@ -19,6 +19,7 @@ use super::recover::{check_head, non_empty, scan, HeadCheck, SegmentEnd};
 use super::redact::Redactor;
 use super::retention::{expired, RetentionRule};
 use super::segment::{self, Compression, LogName, Segment};
+use super::sequence::{Arrival, KernelSeqs};
 use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError};
 use crate::policy::compiled::Effect;
 
@@ -62,6 +63,9 @@ pub struct WriterOptions {
     pub on_failure: FailureMode,
     /// Entries kept in memory while the log cannot be written; beyond this, attempts are counted only.
     pub max_buffered_bytes: usize,
+    /// How long a kernel sequence number may be missing, once later ones arrived, before it is recorded
+    /// as lost (events of different CPUs arrive out of order).
+    pub gap_wait: Duration,
 }
 
 impl WriterOptions {
@@ -82,6 +86,7 @@ impl WriterOptions {
             retention: None,
             on_failure: FailureMode::FailClosed,
             max_buffered_bytes: 64 << 20,
+            gap_wait: super::sequence::HOLE_WAIT,
         }
     }
 
@@ -134,6 +139,9 @@ pub enum Appended {
     Buffered { sequence: u64 },
     /// Writing is failing and the buffer is full: only counted (reported when writing recovers).
     Dropped,
+    /// The log already holds this event: a restarted daemon reads again what its predecessor recorded
+    /// but had not yet released from the ring.
+    AlreadyRecorded,
 }
 
 /// What opening found.
@@ -176,8 +184,8 @@ pub struct AuditWriter {
     /// Counts kernel sessions, so that a commit finishing after a new session began does not report the
     /// old session's kernel sequence as durable.
     kernel_session: u64,
-    /// Kernel sequence the next event should have; `None` when unknown.
-    expected_kernel_seq: Option<u64>,
+    /// Which kernel sequences arrived, and which are missing.
+    kernel_seqs: KernelSeqs,
     durable: Durable,
     last_checkpoint: Instant,
     last_retention: Option<Instant>,
@@ -212,10 +220,21 @@ impl AuditWriter {
         let probe = head.as_ref().ok().and_then(Option::as_ref).and_then(|h| h.size.checked_sub(1));
         let active = name.active();
         let last_segment = segments.iter().rev().find(|s| non_empty(&s.path));
-        let end = match last_segment {
+        let mut end = match last_segment {
             Some(s) => scan(s, probe).map_err(io_at(&s.path))?,
             None => SegmentEnd::default(),
         };
+        if end.session.wants_earlier() {
+            // Rotated shortly before a crash: the ring records not yet released may be in the previous
+            // segment, and so may the open holes of the kernel session.
+            let last_path = last_segment.map(|s| s.path.as_path());
+            let mut earlier =
+                segments.iter().rev().skip_while(|s| Some(s.path.as_path()) != last_path).skip(1);
+            if let Some(previous) = earlier.find(|s| non_empty(&s.path)) {
+                let before = scan(previous, None).map_err(io_at(&previous.path))?;
+                end.session.follow(before.session);
+            }
+        }
         let active_end = if last_segment.is_some_and(|s| s.path == active) { Some(&end) } else { None };
         if let Some(e) = active_end.filter(|e| e.partial_len > 0) {
             // An interrupted write: never committed, so never acknowledged. Cut it off.
@@ -251,7 +270,7 @@ impl AuditWriter {
             },
             pending_kernel_seq: None,
             kernel_session: 0,
-            expected_kernel_seq: end.last_kernel_seq.map(|k| k + 1),
+            kernel_seqs: KernelSeqs::resume(&end.session, end.last_kernel_seq, opts.gap_wait),
             durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
             last_checkpoint: Instant::now(),
             last_retention: None,
@@ -356,17 +375,24 @@ impl AuditWriter {
         self.chain.next_seq
     }
 
-    /// Records an attempt. Cheap: it is sealed into memory; `commit` (or `tick`) makes it durable. A jump
-    /// in kernel sequence numbers is recorded as a gap entry first.
+    /// Records an attempt. Cheap: it is sealed into memory; `commit` (or `tick`) makes it durable. Kernel
+    /// sequence numbers missing for longer than `sequence::HOLE_WAIT` (or `MAX_SPAN` numbers) become gap
+    /// entries; one going back below everything accounted for is recorded as a reset first.
     pub fn append(&mut self, record: &ActionRecord) -> Appended {
-        if let Some(expected) = self.expected_kernel_seq {
-            if record.kernel_seq > expected {
-                self.push_event(WriterEvent::Gap { from: expected, to: record.kernel_seq - 1 });
-            } else if record.kernel_seq < expected {
+        match self.kernel_seqs.arrive(record.kernel_seq, Instant::now) {
+            Arrival::New => {}
+            Arrival::AlreadyRecorded => return Appended::AlreadyRecorded,
+            Arrival::Late => {
+                tracing::warn!(
+                    kernel_seq = record.kernel_seq,
+                    "a kernel event arrived after it was recorded as lost"
+                )
+            }
+            Arrival::Reset { expected } => {
                 self.push_event(WriterEvent::KernelSeqReset { expected, got: record.kernel_seq });
             }
         }
-        self.expected_kernel_seq = record.kernel_seq.checked_add(1);
+        self.record_lost(None);
         if self.health != Health::Ok {
             match record.effect {
                 Effect::Deny => self.failure.denied += 1,
@@ -394,12 +420,27 @@ impl AuditWriter {
     /// to be number 0.
     pub fn log(&mut self, event: &Lifecycle) -> u64 {
         if *event == Lifecycle::KernelSessionStart {
+            self.record_all_lost();
             self.kernel_session += 1;
-            self.expected_kernel_seq = Some(0);
+            self.kernel_seqs = KernelSeqs::session_start(self.opts.gap_wait);
             self.pending_kernel_seq = None;
             self.durable.kernel_seq = None;
         }
         self.push(SystemTime::now(), |out, header| write_lifecycle(out, header, event))
+    }
+
+    /// Gap entries for the holes that waited long enough (`now`: `None` checks the span bound only).
+    fn record_lost(&mut self, now: Option<Instant>) {
+        while let Some(lost) = self.kernel_seqs.expire(now) {
+            self.push_event(WriterEvent::Gap { from: *lost.start(), to: *lost.end() });
+        }
+    }
+
+    /// Gap entries for every hole: no more events of this kernel session will come.
+    fn record_all_lost(&mut self) {
+        while let Some(lost) = self.kernel_seqs.expire_all() {
+            self.push_event(WriterEvent::Gap { from: *lost.start(), to: *lost.end() });
+        }
     }
 
     fn push_event(&mut self, event: WriterEvent) -> u64 {
@@ -546,6 +587,9 @@ impl AuditWriter {
     /// `durable()` reports what they finished.
     pub fn tick(&mut self) -> Result<Durable, AuditError> {
         self.settle(false)?;
+        if self.kernel_seqs.deadline().is_some() {
+            self.record_lost(Some(Instant::now()));
+        }
         if self.chain.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
         {
             self.checkpoint("interval");
@@ -577,14 +621,17 @@ impl AuditWriter {
             return Instant::now() + Duration::from_millis(5);
         }
         let checkpoint = self.last_checkpoint + self.opts.checkpoint_interval;
+        let hole = self.kernel_seqs.deadline().unwrap_or(checkpoint);
         match self.chain.pending_since {
-            Some(t) => checkpoint.min(t + self.opts.commit_interval),
-            None => checkpoint,
+            Some(t) => checkpoint.min(hole).min(t + self.opts.commit_interval),
+            None => checkpoint.min(hole),
         }
     }
 
-    /// Final checkpoint and commit; waits for background compression.
+    /// Gap entries for every hole, a final checkpoint and commit; waits for background compression. Call
+    /// it once no more kernel events of this session can arrive.
     pub fn close(mut self) -> Result<Durable, AuditError> {
+        self.record_all_lost();
         self.checkpoint("shutdown");
         let durable = self.commit()?;
         for handle in self.compressing.drain(..) {
@@ -778,6 +825,107 @@ mod tests {
         assert_eq!(gaps[0]["details"]["toKernelSeq"], 4);
         let report = check(dir.path());
         assert_eq!((report.gaps, report.lost_kernel_events), (1, 4));
+    }
+
+    #[test]
+    fn events_of_two_cpus_out_of_order_are_neither_gaps_nor_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 2, 1, 3, 6, 4, 5, 7] {
+            assert!(matches!(writer.append(&record(k)), Appended::Buffered { .. }));
+            writer.tick().unwrap();
+        }
+        writer.close().unwrap();
+        let actions: Vec<String> =
+            entries(dir.path()).iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+        assert!(!actions.iter().any(|a| a == "audit.gap" || a == "audit.kernel_seq_reset"), "{actions:?}");
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_number_still_missing_after_the_wait_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.gap_wait = Duration::from_millis(20);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3] {
+            writer.append(&record(k));
+        }
+        writer.tick().unwrap();
+        let deadline = writer.next_deadline();
+        assert!(deadline <= Instant::now() + Duration::from_millis(20));
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        writer.tick().unwrap();
+        writer.append(&record(4));
+        writer.commit().unwrap();
+        let gaps: Vec<_> = entries(dir.path()).into_iter().filter(|e| e["action"] == "audit.gap").collect();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(
+            (&gaps[0]["details"]["fromKernelSeq"], &gaps[0]["details"]["toKernelSeq"]),
+            (&2.into(), &2.into())
+        );
+        // The straggler is still recorded, after its gap entry, and is not a reset.
+        writer.append(&record(2));
+        writer.close().unwrap();
+        let all = entries(dir.path());
+        assert!(all.iter().any(|e| e["kernelSeq"] == 2));
+        assert!(!all.iter().any(|e| e["action"] == "audit.kernel_seq_reset"));
+    }
+
+    #[test]
+    fn a_reopened_writer_skips_what_it_recorded_and_fills_open_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3, 4] {
+            writer.append(&record(k));
+        }
+        writer.commit().unwrap();
+        // Killed: 3 and 4 were durable but still in the ring; 2 was not in the ring yet.
+        drop(writer);
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.append(&record(3)), Appended::AlreadyRecorded);
+        assert_eq!(writer.append(&record(4)), Appended::AlreadyRecorded);
+        assert!(matches!(writer.append(&record(2)), Appended::Buffered { .. }));
+        assert!(matches!(writer.append(&record(5)), Appended::Buffered { .. }));
+        writer.close().unwrap();
+        let seqs: Vec<u64> = entries(dir.path()).iter().filter_map(|e| e["kernelSeq"].as_u64()).collect();
+        assert_eq!(seqs, [0, 1, 3, 4, 2, 5]);
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_writer_reopened_just_after_rotation_still_knows_what_it_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in [0, 1, 3] {
+            writer.append(&record(k));
+        }
+        for k in 4..30 {
+            writer.append(&record(k));
+        }
+        // Commits, then rotates: the new segment holds only its start entry.
+        writer.commit().unwrap();
+        drop(writer);
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(8 << 10);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        assert_eq!(writer.append(&record(29)), Appended::AlreadyRecorded);
+        assert!(matches!(writer.append(&record(2)), Appended::Buffered { .. }));
+        assert!(matches!(writer.append(&record(30)), Appended::Buffered { .. }));
+        writer.close().unwrap();
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps, report.files > 1), (None, 0, true));
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        let last = fs::read_to_string(files.last().unwrap()).unwrap();
+        assert!(!last.contains("audit.kernel_seq_reset"), "{last}");
     }
 
     #[test]

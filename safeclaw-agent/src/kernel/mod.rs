@@ -4,6 +4,7 @@ pub mod events;
 pub mod loader;
 pub mod maps;
 pub mod pins;
+pub mod ring;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
