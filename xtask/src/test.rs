@@ -27,11 +27,11 @@ const EXITED: &str = "safeclaw-test: exited ";
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Run the VM tests on this kernel only (default: 6.1, then 6.12).
+    /// Run the VM tests on this kernel only (default: 6.1 and 6.12, side by side).
     #[arg(long)]
     kernel: Option<Kernel>,
     /// Seconds each VM may run before it is killed and counted as a failure.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1800)]
     timeout: u64,
 }
 
