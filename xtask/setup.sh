@@ -28,6 +28,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
+# start refused, so the host never runs them: a policy-rc.d already present is left alone.
+PEER_PACKAGES=(auditd fapolicyd)
+missing=()
+for p in "${PEER_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root "${missing[*]}"
+  log "apt-get install ${missing[*]} (not started on the host)"
+  policy_rc=/usr/sbin/policy-rc.d
+  own_policy_rc=
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy_rc"; chmod 0755 "$policy_rc"; own_policy_rc=1
+  fi
+  apt-get update -qq
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  [ -z "$own_policy_rc" ] || rm -f "$policy_rc"
+  [ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed"; exit 1; }
+fi
+
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "rustup toolchain install nightly"
   rustup toolchain install nightly --profile minimal
