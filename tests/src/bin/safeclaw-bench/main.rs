@@ -21,25 +21,30 @@ use safeclaw::Policy;
 pub struct Sizes {
     pub rounds: usize,
     pub open_iterations: u32,
+    pub denied_iterations: u32,
     pub exec_iterations: u32,
     pub connect_iterations: u32,
     pub repo_files: u32,
     pub burst_opens: u64,
     pub launcher_runs: u32,
     pub rule_counts: Vec<u32>,
+    /// Rounds that also run the real workloads (the first ones).
+    pub real_rounds: usize,
 }
 
 impl Sizes {
     fn full() -> Sizes {
         Sizes {
             rounds: 5,
-            open_iterations: 10_000,
-            exec_iterations: 200,
-            connect_iterations: 2_000,
+            open_iterations: 2_000,
+            denied_iterations: 500,
+            exec_iterations: 50,
+            connect_iterations: 500,
             repo_files: 2_000,
             burst_opens: 1_000_000,
             launcher_runs: 5,
             rule_counts: vec![10, 100, 1_000, 10_000],
+            real_rounds: 2,
         }
     }
 
@@ -47,18 +52,21 @@ impl Sizes {
         Sizes {
             rounds: 1,
             open_iterations: 200,
+            denied_iterations: 100,
             exec_iterations: 10,
             connect_iterations: 100,
             repo_files: 100,
             burst_opens: 4_000,
             launcher_runs: 2,
             rule_counts: vec![10, 1_000],
+            real_rounds: 1,
         }
     }
 
     fn iterations(&self, op: Op) -> u32 {
         match op {
-            Op::OpenAllowed | Op::OpenDenied => self.open_iterations,
+            Op::OpenAllowed => self.open_iterations,
+            Op::OpenDenied => self.denied_iterations,
             Op::Exec => self.exec_iterations,
             Op::Connect => self.connect_iterations,
         }
@@ -132,8 +140,8 @@ pub struct Results {
     pub real: Vec<Vec<Vec<f64>>>,
     /// `[env][workload]`: entries or records per round.
     pub real_logged: Vec<Vec<Vec<u64>>>,
-    /// Denied attempts in SafeClaw's log during the real workloads (all are false denials).
-    pub real_denials: u64,
+    /// Denied attempts in SafeClaw's log during the real workloads (all are false denials): action and path.
+    pub real_denials: Vec<String>,
     pub fapolicyd: peers::Decisions,
     pub auditd_lost: u64,
     /// Wall seconds of `safeclaw-agent exec -- true` and of plain `true`.
@@ -159,9 +167,18 @@ fn main() -> anyhow::Result<()> {
     }
     peers::require_installed()?;
     safeclaw_integration::require_bpf_lsm();
+    // The agent and `true` run from the guest's tmpfs: started from the virtiofs root, every page they
+    // fault in would be a FUSE round trip to the host, which no installed system pays.
+    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+    // In the workspace, where default.yaml lets the agent run binaries.
+    let bin = home.join("projects/bench-bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::copy(safeclaw_integration::agent_bin(), bin.join("safeclaw-agent")).context("copying the agent")?;
+    std::fs::copy("/bin/true", bin.join("true"))?;
+    // Single-threaded still: nothing reads the environment concurrently.
+    std::env::set_var("SAFECLAW_AGENT_BIN", bin.join("safeclaw-agent"));
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enabling kernel.bpf_stats_enabled")?;
 
-    let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
     let fixture = Fixture::create(&home.join("projects/bench"))?;
     eprintln!("safeclaw-bench: creating the real-workload fixture");
     let projects = Projects::create(&home.join("projects/real"), sizes.repo_files)?;
@@ -176,33 +193,40 @@ fn main() -> anyhow::Result<()> {
         logged: configs.iter().map(|_| Vec::new()).collect(),
         real: Env::ALL.iter().map(|_| Workload::ALL.iter().map(|_| Vec::new()).collect()).collect(),
         real_logged: Env::ALL.iter().map(|_| Workload::ALL.iter().map(|_| Vec::new()).collect()).collect(),
-        real_denials: 0,
+        real_denials: Vec::new(),
         fapolicyd: peers::Decisions::default(),
         auditd_lost: 0,
         launcher: (Vec::new(), Vec::new()),
         bpf_stats: Default::default(),
     };
+    let started = std::time::Instant::now();
     let bench = Bench { sizes: &sizes, configs: &configs, fixture: &fixture, projects: &projects };
     for round in 0..sizes.rounds {
         for k in 0..Env::ALL.len() {
             let env = Env::ALL[(round + k) % Env::ALL.len()];
-            eprintln!("safeclaw-bench: round {} of {}: {}", round + 1, sizes.rounds, env.label());
+            eprintln!(
+                "safeclaw-bench: round {} of {}: {} ({:.0} s)",
+                round + 1,
+                sizes.rounds,
+                env.label(),
+                started.elapsed().as_secs_f64()
+            );
             match env {
                 Env::Baseline => {
                     bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut || Ok(0))?;
-                    bench.real_phase(env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
+                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
                 }
                 Env::Auditd => {
                     auditd.enable()?;
                     let mut count = || Ok(auditd.settled_records());
                     bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut count)?;
-                    bench.real_phase(env, Some(&plain_cgroup), &mut results, &mut count)?;
+                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut count)?;
                     auditd.disable()?;
                 }
                 Env::Fapolicyd => {
                     let daemon = fapolicyd.start()?;
                     bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut || Ok(0))?;
-                    bench.real_phase(env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
+                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
                     let decisions = daemon.stop()?;
                     results.fapolicyd.allowed += decisions.allowed;
                     results.fapolicyd.denied += decisions.denied;
@@ -213,10 +237,11 @@ fn main() -> anyhow::Result<()> {
     }
     results.auditd_lost = auditd.status_field("lost")?;
     auditd.stop()?;
-    eprintln!("safeclaw-bench: burst of {} opens", sizes.burst_opens);
+    eprintln!("safeclaw-bench: burst of {} opens ({:.0} s)", sizes.burst_opens, started.elapsed().as_secs_f64());
     let burst = burst::run(&fixture, sizes.burst_opens)?;
     std::fs::remove_dir(&plain_cgroup).ok();
 
+    report::print_evidence_summary(&configs, &results);
     println!("safeclaw-bench: results");
     report::print(&sizes, &configs, &results, &burst)?;
     println!("safeclaw-bench: complete");
@@ -258,11 +283,15 @@ impl Bench<'_> {
 
     fn real_phase(
         &self,
+        round: usize,
         env: Env,
         cgroup: Option<&Path>,
         results: &mut Results,
         count: &mut dyn FnMut() -> anyhow::Result<u64>,
     ) -> anyhow::Result<()> {
+        if round >= self.sizes.real_rounds {
+            return Ok(());
+        }
         let e = Env::ALL.iter().position(|&x| x == env).unwrap_or(0);
         for (w, &workload) in Workload::ALL.iter().enumerate() {
             let before = count()?;
@@ -289,11 +318,12 @@ impl Bench<'_> {
         let defaults = self.indices(|c| c.env == Env::SafeClaw && c.policy == Some(Policy::Default));
         self.micro_phase(&defaults, round, results, &mut prepare, &mut count)?;
         let entries_before = safeclaw::entries(&daemon.audit_log).len();
-        self.real_phase(Env::SafeClaw, Some(&daemon.cgroup), results, &mut count)?;
-        results.real_denials += safeclaw::entries(&daemon.audit_log)[entries_before..]
-            .iter()
-            .filter(|e| e["effect"] == "deny")
-            .count() as u64;
+        self.real_phase(round, Env::SafeClaw, Some(&daemon.cgroup), results, &mut count)?;
+        let entries = safeclaw::entries(&daemon.audit_log);
+        results.real_denials.extend(entries.iter().skip(entries_before).filter(|e| e["effect"] == "deny").map(|e| {
+            let details = &e["requestDetails"];
+            format!("{} {} ({})", e["action"], details["path"], details["comm"])
+        }));
         self.launcher(&daemon, results)?;
         let generated = self.indices(|c| c.env == Env::SafeClaw && c.policy != Some(Policy::Default));
         self.micro_phase(&generated, round, results, &mut prepare, &mut count)?;
@@ -318,9 +348,10 @@ impl Bench<'_> {
             launched
                 .args(["exec", "--as-root", "--agent", "bench", "--cgroup", safeclaw::CGROUP, "--socket"])
                 .arg(&socket)
-                .args(["--", "/bin/true"]);
+                .arg("--")
+                .arg(agent.with_file_name("true"));
             results.launcher.0.push(timed(launched)?);
-            results.launcher.1.push(timed(std::process::Command::new("/bin/true"))?);
+            results.launcher.1.push(timed(std::process::Command::new(agent.with_file_name("true")))?);
         }
         Ok(())
     }

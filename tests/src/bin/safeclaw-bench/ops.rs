@@ -33,7 +33,9 @@ impl Op {
     }
 }
 
-/// Files and the listener the operations use, set up once per boot.
+/// Files and the listener the operations use, set up once per boot. The operations name the files
+/// relative to `dir`: in the VM `/` is virtiofs without caching, and every walk from it would add a FUSE
+/// round trip to the host (the tools still see and decide the full path).
 pub struct Fixture {
     pub dir: PathBuf,
     allowed: CString,
@@ -52,32 +54,37 @@ impl Fixture {
         let binary = dir.join("busybox");
         std::fs::copy("/bin/busybox", &binary).context("copying /bin/busybox (package busybox-static)")?;
         let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
+        // A backlog past any run's connects: on one vCPU the accepting thread may not run during a run,
+        // and a full backlog drops SYNs (a 1 s retransmit would then be measured).
+        // SAFETY: listen(2) again on our own bound socket only raises its backlog.
+        if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 65_535) } != 0 {
+            bail!("listen: {}", std::io::Error::last_os_error());
+        }
         let port = listener.local_addr()?.port();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 drop(stream);
             }
         });
-        let c = |p: PathBuf| CString::new(p.into_os_string().into_encoded_bytes()).context("NUL in path");
         Ok(Fixture {
-            allowed: c(dir.join("allowed.txt"))?,
-            denied: c(dir.join(".env"))?,
-            binary: c(binary)?,
+            allowed: c"allowed.txt".into(),
+            denied: c".env".into(),
+            binary: c"./busybox".into(),
             dir: dir.to_owned(),
             port,
         })
     }
 
     pub fn allowed_path(&self) -> String {
-        self.allowed.to_string_lossy().into_owned()
+        self.dir.join("allowed.txt").display().to_string()
     }
 
     pub fn denied_path(&self) -> String {
-        self.denied.to_string_lossy().into_owned()
+        self.dir.join(".env").display().to_string()
     }
 
     pub fn binary_path(&self) -> String {
-        self.binary.to_string_lossy().into_owned()
+        self.dir.join("busybox").display().to_string()
     }
 }
 
@@ -152,6 +159,7 @@ pub fn set_login_uid() -> anyhow::Result<()> {
 
 fn child(fixture: &Fixture, op: Op, iterations: u32, procs: Option<&Path>, strict: bool) -> anyhow::Result<Timing> {
     set_login_uid()?;
+    std::env::set_current_dir(&fixture.dir)?;
     if let Some(procs) = procs {
         std::fs::write(procs, std::process::id().to_string())
             .with_context(|| format!("entering {}", procs.display()))?;

@@ -23,7 +23,7 @@ impl Workload {
         match self {
             Workload::GitStatus => "git status",
             Workload::GitCommit => "git commit -a (one file changed)",
-            Workload::CBuild => "cc -O1 of a 4-file C project",
+            Workload::CBuild => "cc -O1 of a 2-file C project",
             Workload::PythonImport => "python3 -c \"import json, email, http.client\"",
         }
     }
@@ -51,9 +51,9 @@ impl Projects {
         }
         let c = dir.join("cproject");
         std::fs::create_dir_all(&c)?;
-        for part in 0..4 {
+        for part in 0..2 {
             let mut source = String::from("#include <stdio.h>\n#include <string.h>\n");
-            for f in 0..30 {
+            for f in 0..10 {
                 source.push_str(&format!(
                     "int p{part}_f{f}(const char *s) {{ int h = {f}; while (*s) h = h * 31 + *s++; return h ^ (int)strlen(\"{part}\"); }}\n"
                 ));
@@ -101,14 +101,17 @@ impl Projects {
             }
             Workload::CBuild => {
                 let mut cc = Command::new("sh");
-                cc.args(["-c", "exec cc -O1 -o app part0.c part1.c part2.c part3.c"])
+                cc.args(["-c", "exec cc -O1 -o app part0.c part1.c"])
                     .current_dir(self.dir.join("cproject"))
                     .stdin(Stdio::null());
                 cc
             }
             Workload::PythonImport => {
                 let mut py = Command::new("sh");
-                py.args(["-c", "exec python3 -c 'import json, email, http.client'"]).stdin(Stdio::null());
+                // From the workspace, as an agent would run it (Python reads its working directory).
+                py.args(["-c", "exec python3 -c 'import json, email, http.client'"])
+                    .current_dir(&self.dir)
+                    .stdin(Stdio::null());
                 py
             }
         }

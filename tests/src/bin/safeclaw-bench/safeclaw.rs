@@ -27,7 +27,7 @@ impl Policy {
     pub fn yaml(self, fixture: &Fixture) -> anyhow::Result<String> {
         match self {
             Policy::Default => {
-                let path = std::env::current_dir()?.join("policies/default.yaml");
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
             }
             Policy::Rules(n) => Ok(generated_policy(n, fixture)),
