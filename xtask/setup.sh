@@ -17,10 +17,15 @@ KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12
 VM_CACHE="${SAFECLAW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/safeclaw/vm}"
 BPF_LINKER_VERSION=0.13.0
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+# Sets `missing` to those of the given packages dpkg does not have installed.
+find_missing() {
+  missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+}
+
+find_missing "${APT_PACKAGES[@]}"
 if [ ${#missing[@]} -gt 0 ]; then
   need_root "${missing[*]}"
   log "apt-get install ${missing[*]}"
@@ -31,10 +36,7 @@ fi
 # The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
 # start refused, so the host never runs them: a policy-rc.d already present is left alone.
 PEER_PACKAGES=(auditd fapolicyd)
-missing=()
-for p in "${PEER_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+find_missing "${PEER_PACKAGES[@]}"
 if [ ${#missing[@]} -gt 0 ]; then
   need_root "${missing[*]}"
   log "apt-get install ${missing[*]} (not started on the host)"

@@ -26,7 +26,11 @@ fn the_bench_runs_end_to_end_and_every_tool_it_measures_was_active() {
     let get = |key: &str| *evidence.get(key).unwrap_or_else(|| panic!("evidence lacks {key}: {evidence:?}"));
     assert!(get("safeclaw_inside_entries") > 0, "{evidence:?}");
     assert!(get("safeclaw_inside_denied") > 0, "SafeClaw denied nothing: {evidence:?}");
-    assert_eq!(get("safeclaw_outside_entries"), 0, "SafeClaw logged a process outside its cgroup: {evidence:?}");
+    assert_eq!(
+        get("safeclaw_outside_entries"),
+        0,
+        "SafeClaw logged a process outside its cgroup: {evidence:?}"
+    );
     assert!(get("auditd_records") > 0, "auditd recorded nothing: {evidence:?}");
     assert_eq!(get("auditd_lost"), 0, "{evidence:?}");
     assert!(get("fapolicyd_denied_opens") > 0, "fapolicyd denied nothing: {evidence:?}");

@@ -56,11 +56,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     vm.env = vec![("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned())];
     let finished = vm.boot().context("the benchmark VM failed; nothing was written to docs/benchmarks.md")?;
     if finished.ending != Ending::Exited(0) {
-        bail!("the benchmark did not complete ({}); nothing was written to docs/benchmarks.md", finished.ending);
+        bail!(
+            "the benchmark did not complete ({}); nothing was written to docs/benchmarks.md",
+            finished.ending
+        );
     }
     let table = results(&finished.transcript)?;
     if args.dry_run || args.quick {
-        println!("xtask: {} run: docs/benchmarks.md left unchanged", if args.quick { "quick" } else { "dry" });
+        println!(
+            "xtask: {} run: docs/benchmarks.md left unchanged",
+            if args.quick { "quick" } else { "dry" }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let date = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
@@ -96,6 +102,29 @@ fn results(transcript: &[String]) -> anyhow::Result<Vec<&String>> {
     let end = transcript.iter().position(|l| l == COMPLETE);
     match (start, end) {
         (Some(start), Some(end)) if start < end => Ok(transcript[start + 1..end].iter().collect()),
-        _ => bail!("the benchmark printed no complete result table; nothing was written to docs/benchmarks.md"),
+        _ => {
+            bail!("the benchmark printed no complete result table; nothing was written to docs/benchmarks.md")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn only_a_complete_table_is_taken() {
+        let done =
+            lines("boot noise\nsafeclaw-bench: results\n| a |\n| b |\nsafeclaw-bench: complete\nafter");
+        assert_eq!(results(&done).unwrap(), vec!["| a |", "| b |"]);
+        let cut = lines("safeclaw-bench: results\n| a |");
+        assert!(results(&cut).is_err(), "a run that stopped mid-table must not be written");
+        assert!(results(&lines("| a |")).is_err());
+        let reversed = lines("safeclaw-bench: complete\nsafeclaw-bench: results\n| a |");
+        assert!(results(&reversed).is_err());
     }
 }

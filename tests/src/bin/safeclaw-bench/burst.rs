@@ -45,7 +45,11 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let start = Instant::now();
     let failures = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..PROCESSES)
-            .map(|_| scope.spawn(|| ops::measure_lenient(fixture, Op::OpenAllowed, per_process, Some(&daemon.cgroup))))
+            .map(|_| {
+                scope.spawn(|| {
+                    ops::measure_lenient(fixture, Op::OpenAllowed, per_process, Some(&daemon.cgroup))
+                })
+            })
             .collect();
         workers
             .into_iter()

@@ -30,6 +30,8 @@ pub struct Sizes {
     pub rule_counts: Vec<u32>,
     /// Rounds that also run the real workloads (the first ones).
     pub real_rounds: usize,
+    /// Rounds that also measure the generated policies (the first ones): each costs a reload.
+    pub rule_rounds: usize,
 }
 
 impl Sizes {
@@ -37,14 +39,15 @@ impl Sizes {
         Sizes {
             rounds: 5,
             open_iterations: 2_000,
-            denied_iterations: 500,
+            denied_iterations: 200,
             exec_iterations: 50,
             connect_iterations: 500,
             repo_files: 2_000,
             burst_opens: 1_000_000,
             launcher_runs: 5,
             rule_counts: vec![10, 100, 1_000, 10_000],
-            real_rounds: 2,
+            real_rounds: 1,
+            rule_rounds: 1,
         }
     }
 
@@ -60,6 +63,7 @@ impl Sizes {
             launcher_runs: 2,
             rule_counts: vec![10, 1_000],
             real_rounds: 1,
+            rule_rounds: 1,
         }
     }
 
@@ -108,8 +112,12 @@ impl Config {
     pub fn label(&self) -> String {
         match (self.env, self.policy, self.inside) {
             (Env::Baseline, ..) => "baseline (nothing attached)".into(),
-            (Env::SafeClaw, Some(policy), false) => format!("SafeClaw, outside the agent cgroup ({})", policy.label()),
-            (Env::SafeClaw, Some(policy), true) => format!("SafeClaw, inside, {}, full audit log", policy.label()),
+            (Env::SafeClaw, Some(policy), false) => {
+                format!("SafeClaw, outside the agent cgroup ({})", policy.label())
+            }
+            (Env::SafeClaw, Some(policy), true) => {
+                format!("SafeClaw, inside, {}, full audit log", policy.label())
+            }
             (Env::Auditd, ..) => "auditd, logging the same calls".into(),
             (Env::Fapolicyd, ..) => "fapolicyd, deciding every open".into(),
             (Env::SafeClaw, None, _) => "SafeClaw".into(),
@@ -126,7 +134,11 @@ fn configs(sizes: &Sizes) -> Vec<Config> {
         Config { env: Env::Auditd, policy: None, inside: false },
         Config { env: Env::Fapolicyd, policy: None, inside: false },
     ];
-    configs.extend(sizes.rule_counts.iter().map(|&n| Config { env: Env::SafeClaw, policy: Some(Policy::Rules(n)), inside: true }));
+    configs.extend(sizes.rule_counts.iter().map(|&n| Config {
+        env: Env::SafeClaw,
+        policy: Some(Policy::Rules(n)),
+        inside: true,
+    }));
     configs
 }
 
@@ -173,7 +185,8 @@ fn main() -> anyhow::Result<()> {
     // In the workspace, where default.yaml lets the agent run binaries.
     let bin = home.join("projects/bench-bin");
     std::fs::create_dir_all(&bin)?;
-    std::fs::copy(safeclaw_integration::agent_bin(), bin.join("safeclaw-agent")).context("copying the agent")?;
+    std::fs::copy(safeclaw_integration::agent_bin(), bin.join("safeclaw-agent"))
+        .context("copying the agent")?;
     std::fs::copy("/bin/true", bin.join("true"))?;
     // Single-threaded still: nothing reads the environment concurrently.
     std::env::set_var("SAFECLAW_AGENT_BIN", bin.join("safeclaw-agent"));
@@ -212,21 +225,17 @@ fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             match env {
-                Env::Baseline => {
-                    bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut || Ok(0))?;
-                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
-                }
+                Env::Baseline => bench.phase(round, env, &plain_cgroup, &mut results, &mut || Ok(0))?,
                 Env::Auditd => {
                     auditd.enable()?;
-                    let mut count = || Ok(auditd.settled_records());
-                    bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut count)?;
-                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut count)?;
+                    bench.phase(round, env, &plain_cgroup, &mut results, &mut || {
+                        Ok(auditd.settled_records())
+                    })?;
                     auditd.disable()?;
                 }
                 Env::Fapolicyd => {
                     let daemon = fapolicyd.start()?;
-                    bench.micro_phase(&bench.indices(|c| c.env == env), round, &mut results, &mut |_| Ok(None), &mut || Ok(0))?;
-                    bench.real_phase(round, env, Some(&plain_cgroup), &mut results, &mut || Ok(0))?;
+                    bench.phase(round, env, &plain_cgroup, &mut results, &mut || Ok(0))?;
                     let decisions = daemon.stop()?;
                     results.fapolicyd.allowed += decisions.allowed;
                     results.fapolicyd.denied += decisions.denied;
@@ -237,7 +246,11 @@ fn main() -> anyhow::Result<()> {
     }
     results.auditd_lost = auditd.status_field("lost")?;
     auditd.stop()?;
-    eprintln!("safeclaw-bench: burst of {} opens ({:.0} s)", sizes.burst_opens, started.elapsed().as_secs_f64());
+    eprintln!(
+        "safeclaw-bench: burst of {} opens ({:.0} s)",
+        sizes.burst_opens,
+        started.elapsed().as_secs_f64()
+    );
     let burst = burst::run(&fixture, sizes.burst_opens)?;
     std::fs::remove_dir(&plain_cgroup).ok();
 
@@ -256,6 +269,19 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
+    /// The micro configurations of `env` and the real workloads (in `cgroup`), with nothing to prepare.
+    fn phase(
+        &self,
+        round: usize,
+        env: Env,
+        cgroup: &Path,
+        results: &mut Results,
+        count: &mut dyn FnMut() -> anyhow::Result<u64>,
+    ) -> anyhow::Result<()> {
+        self.micro_phase(&self.indices(|c| c.env == env), round, results, &mut |_| Ok(None), count)?;
+        self.real_phase(round, env, Some(cgroup), results, count)
+    }
+
     /// Measures the configurations `indices` (order rotated by round): `prepare` readies one and returns
     /// the cgroup its processes enter, `count` reads the log's size.
     fn micro_phase(
@@ -320,13 +346,17 @@ impl Bench<'_> {
         let entries_before = safeclaw::entries(&daemon.audit_log).len();
         self.real_phase(round, Env::SafeClaw, Some(&daemon.cgroup), results, &mut count)?;
         let entries = safeclaw::entries(&daemon.audit_log);
-        results.real_denials.extend(entries.iter().skip(entries_before).filter(|e| e["effect"] == "deny").map(|e| {
-            let details = &e["requestDetails"];
-            format!("{} {} ({})", e["action"], details["path"], details["comm"])
-        }));
+        results.real_denials.extend(
+            entries.iter().skip(entries_before).filter(|e| e["effect"] == "deny").map(|e| {
+                let details = &e["requestDetails"];
+                format!("{} {} ({})", e["action"], details["path"], details["comm"])
+            }),
+        );
         self.launcher(&daemon, results)?;
-        let generated = self.indices(|c| c.env == Env::SafeClaw && c.policy != Some(Policy::Default));
-        self.micro_phase(&generated, round, results, &mut prepare, &mut count)?;
+        if round < self.sizes.rule_rounds {
+            let generated = self.indices(|c| c.env == Env::SafeClaw && c.policy != Some(Policy::Default));
+            self.micro_phase(&generated, round, results, &mut prepare, &mut count)?;
+        }
         report::add_bpf_stats(&mut results.bpf_stats)?;
         let (status, _) = daemon.stop();
         if !status.success() {

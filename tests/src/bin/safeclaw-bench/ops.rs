@@ -102,7 +102,12 @@ pub fn measure(fixture: &Fixture, op: Op, iterations: u32, cgroup: Option<&Path>
 }
 
 /// [`measure`], counting failures of any operation instead of failing.
-pub fn measure_lenient(fixture: &Fixture, op: Op, iterations: u32, cgroup: Option<&Path>) -> anyhow::Result<Timing> {
+pub fn measure_lenient(
+    fixture: &Fixture,
+    op: Op,
+    iterations: u32,
+    cgroup: Option<&Path>,
+) -> anyhow::Result<Timing> {
     measure_in_child(fixture, op, iterations, cgroup, false)
 }
 
@@ -157,7 +162,13 @@ pub fn set_login_uid() -> anyhow::Result<()> {
     std::fs::write("/proc/self/loginuid", BENCH_AUID.to_string()).context("writing /proc/self/loginuid")
 }
 
-fn child(fixture: &Fixture, op: Op, iterations: u32, procs: Option<&Path>, strict: bool) -> anyhow::Result<Timing> {
+fn child(
+    fixture: &Fixture,
+    op: Op,
+    iterations: u32,
+    procs: Option<&Path>,
+    strict: bool,
+) -> anyhow::Result<Timing> {
     set_login_uid()?;
     std::env::set_current_dir(&fixture.dir)?;
     if let Some(procs) = procs {

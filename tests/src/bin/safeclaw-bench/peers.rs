@@ -16,7 +16,12 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .with_context(|| format!("cannot run {program}"))?;
     if !output.status.success() {
-        bail!("{program} {} failed ({}): {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -109,7 +114,21 @@ impl Auditd {
         run("auditctl", &["-D"])?;
         run("auditctl", &["-e", "1"])?;
         let auid = format!("auid={BENCH_AUID}");
-        run("auditctl", &["-a", "always,exit", "-F", "arch=b64", "-S", "openat,execve,connect", "-F", &auid, "-k", "bench"])?;
+        run(
+            "auditctl",
+            &[
+                "-a",
+                "always,exit",
+                "-F",
+                "arch=b64",
+                "-S",
+                "openat,execve,connect",
+                "-F",
+                &auid,
+                "-k",
+                "bench",
+            ],
+        )?;
         Ok(())
     }
 
@@ -137,7 +156,10 @@ impl Auditd {
 
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.disable()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         self.child.wait()?;
         Ok(())
     }
@@ -233,7 +255,10 @@ impl Fapolicyd {
 
     /// SIGTERM, wait, and the decision counts of its shutdown report.
     pub fn stop(mut self) -> anyhow::Result<Decisions> {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         self.child.wait()?;
         let text = self.log_text();
         let count = |name: &str| {

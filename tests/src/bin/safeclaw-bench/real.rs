@@ -17,7 +17,8 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [Workload::GitStatus, Workload::GitCommit, Workload::CBuild, Workload::PythonImport];
+    pub const ALL: [Workload; 4] =
+        [Workload::GitStatus, Workload::GitCommit, Workload::CBuild, Workload::PythonImport];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -135,10 +136,18 @@ impl Projects {
             });
         }
         let start = Instant::now();
-        let output = command.stderr(Stdio::piped()).output().with_context(|| format!("cannot run {}", workload.label()))?;
+        let output = command
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("cannot run {}", workload.label()))?;
         let seconds = start.elapsed().as_secs_f64();
         if !output.status.success() {
-            bail!("{} failed ({}): {}", workload.label(), output.status, String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "{} failed ({}): {}",
+                workload.label(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(seconds)
     }

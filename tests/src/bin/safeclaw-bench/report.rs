@@ -48,7 +48,7 @@ fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -72,9 +72,10 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
         "Guest kernel {release}, 1 vCPU. {} rounds; each round runs baseline, SafeClaw, auditd and fapolicyd \
          as phases in rotated order, and the configurations within a phase in rotated order. Per round and \
          configuration: {} open()+close(), {} denied opens, {} fork+exec+wait, {} connects. Medians over \
-         rounds (min–max); ratios to the baseline of this boot. SafeClaw's audit log and auditd's log are on \
-         the guest's tmpfs (the VM has no disk).\n",
-        sizes.rounds, sizes.open_iterations, sizes.denied_iterations, sizes.exec_iterations, sizes.connect_iterations
+         rounds (min–max); ratios to the baseline of this boot. The generated-policy rows ran in the first {} \
+         round(s) only (each costs a reload). SafeClaw's audit log and auditd's log are on the guest's tmpfs \
+         (the VM has no disk).\n",
+        sizes.rounds, sizes.open_iterations, sizes.denied_iterations, sizes.exec_iterations, sizes.connect_iterations, sizes.rule_rounds.min(sizes.rounds)
     );
     let ns = |c: usize, o: usize| results.micro[c][o].iter().map(|t: &Timing| t.ns).collect::<Vec<_>>();
     for (o, &op) in Op::ALL.iter().enumerate() {
@@ -113,7 +114,11 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
         let logged = median(&results.logged[c].iter().map(|&n| n as f64).collect::<Vec<_>>());
         let what = match config.env {
             Env::SafeClaw => format!("{} audit entries", count(logged as u64)),
-            Env::Auditd => format!("{} SYSCALL records, kernel lost counter {}", count(logged as u64), results.auditd_lost),
+            Env::Auditd => format!(
+                "{} SYSCALL records, kernel lost counter {}",
+                count(logged as u64),
+                results.auditd_lost
+            ),
             Env::Fapolicyd => format!(
                 "{} allowed + {} denied decisions over all its phases (shutdown report)",
                 count(results.fapolicyd.allowed),
@@ -133,11 +138,15 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     let added = |env: Env| {
         configs
             .iter()
-            .position(|c| c.env == env && (env != Env::SafeClaw || (c.inside && c.policy == Some(Policy::Default))))
+            .position(|c| {
+                c.env == env && (env != Env::SafeClaw || (c.inside && c.policy == Some(Policy::Default)))
+            })
             .map_or(f64::NAN, |c| median(&ns(c, o_open)) - base)
     };
     let ours = added(Env::SafeClaw);
-    println!("| tool | added ns per open | times SafeClaw's added cost | target | result |\n|---|---|---|---|---|");
+    println!(
+        "| tool | added ns per open | times SafeClaw's added cost | target | result |\n|---|---|---|---|---|"
+    );
     println!("| SafeClaw (inside, default.yaml, full audit) | {ours:.0} | 1 | | |");
     for (env, goal) in [(Env::Fapolicyd, 30.0), (Env::Auditd, 60.0)] {
         let theirs = added(env);
@@ -156,7 +165,8 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     println!("|---|---|---|---|---|---|---|");
     for (w, &workload) in Workload::ALL.iter().enumerate() {
         let m = |e: usize| median(&results.real[e][w]);
-        let logged = |e: usize| median(&results.real_logged[e][w].iter().map(|&n| n as f64).collect::<Vec<_>>());
+        let logged =
+            |e: usize| median(&results.real_logged[e][w].iter().map(|&n| n as f64).collect::<Vec<_>>());
         let base = m(0);
         let ratio = m(1) / base;
         println!(
@@ -193,7 +203,10 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     println!("| added by the launcher | {added_ms:.1} | < 20 | {} |", verdict(added_ms < 20.0));
     println!();
 
-    println!("#### Audit burst: {} opens from {PROCESSES} processes inside the agent cgroup\n", count(burst.attempts));
+    println!(
+        "#### Audit burst: {} opens from {PROCESSES} processes inside the agent cgroup\n",
+        count(burst.attempts)
+    );
     println!("| | value | target | result |\n|---|---|---|---|");
     println!(
         "| entries durable (first open → daemon exit after SIGTERM, all fdatasync'ed) | {} in {:.1} s = {} /s | ≥ 100,000 /s | {} |",
@@ -214,10 +227,25 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
         burst.unexplained_seq_holes,
         verdict(burst.unexplained_seq_holes == 0)
     );
-    println!("| attempts neither recorded nor denied | {} | 0 | {} |", burst.unaccounted(), verdict(burst.unaccounted() == 0));
-    println!("| daemon RSS at idle | {:.1} MB | < 64 MB | {} |", burst.idle_rss_kb as f64 / 1024.0, verdict(burst.idle_rss_kb < 64 * 1024));
-    println!("| daemon peak RSS (VmHWM) after the burst | {:.1} MB | < 64 MB | {} |", burst.peak_rss_kb as f64 / 1024.0, verdict(burst.peak_rss_kb < 64 * 1024));
-    println!("| BPF map memory (memlock of the daemon's map fds) | {:.1} MB | | |", burst.bpf_map_bytes as f64 / 1048576.0);
+    println!(
+        "| attempts neither recorded nor denied | {} | 0 | {} |",
+        burst.unaccounted(),
+        verdict(burst.unaccounted() == 0)
+    );
+    println!(
+        "| daemon RSS at idle | {:.1} MB | < 64 MB | {} |",
+        burst.idle_rss_kb as f64 / 1024.0,
+        verdict(burst.idle_rss_kb < 64 * 1024)
+    );
+    println!(
+        "| daemon peak RSS (VmHWM) after the burst | {:.1} MB | < 64 MB | {} |",
+        burst.peak_rss_kb as f64 / 1024.0,
+        verdict(burst.peak_rss_kb < 64 * 1024)
+    );
+    println!(
+        "| BPF map memory (memlock of the daemon's map fds) | {:.1} MB | | |",
+        burst.bpf_map_bytes as f64 / 1048576.0
+    );
     println!();
 
     println!("#### SafeClaw's programs (kernel bpf_stats, summed over the SafeClaw phases)\n");
