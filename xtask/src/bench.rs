@@ -53,6 +53,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let mut vm = Vm::new(args.kernel, command);
     vm.timeout = Duration::from_secs(if args.quick { 900 } else { 3600 });
+    // The burst's audit log (about 700 MB for 1,000,000 entries) lives on the guest's tmpfs.
+    vm.mem = "3G".parse().map_err(|e: String| anyhow::anyhow!(e))?;
     vm.env = vec![("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned())];
     let finished = vm.boot().context("the benchmark VM failed; nothing was written to docs/benchmarks.md")?;
     if finished.ending != Ending::Exited(0) {

@@ -28,6 +28,7 @@ pub struct Sizes {
     pub burst_opens: u64,
     pub launcher_runs: u32,
     pub rule_counts: Vec<u32>,
+    pub workloads: Vec<Workload>,
     /// Rounds that also run the real workloads (the first ones).
     pub real_rounds: usize,
     /// Rounds that also measure the generated policies (the first ones): each costs a reload.
@@ -46,6 +47,7 @@ impl Sizes {
             burst_opens: 1_000_000,
             launcher_runs: 5,
             rule_counts: vec![10, 100, 1_000, 10_000],
+            workloads: Workload::ALL.to_vec(),
             real_rounds: 1,
             rule_rounds: 1,
         }
@@ -61,7 +63,8 @@ impl Sizes {
             repo_files: 100,
             burst_opens: 4_000,
             launcher_runs: 2,
-            rule_counts: vec![10, 1_000],
+            rule_counts: vec![100],
+            workloads: vec![Workload::GitStatus],
             real_rounds: 1,
             rule_rounds: 1,
         }
@@ -204,8 +207,8 @@ fn main() -> anyhow::Result<()> {
     let mut results = Results {
         micro: configs.iter().map(|_| Op::ALL.iter().map(|_| Vec::new()).collect()).collect(),
         logged: configs.iter().map(|_| Vec::new()).collect(),
-        real: Env::ALL.iter().map(|_| Workload::ALL.iter().map(|_| Vec::new()).collect()).collect(),
-        real_logged: Env::ALL.iter().map(|_| Workload::ALL.iter().map(|_| Vec::new()).collect()).collect(),
+        real: Env::ALL.iter().map(|_| sizes.workloads.iter().map(|_| Vec::new()).collect()).collect(),
+        real_logged: Env::ALL.iter().map(|_| sizes.workloads.iter().map(|_| Vec::new()).collect()).collect(),
         real_denials: Vec::new(),
         fapolicyd: peers::Decisions::default(),
         auditd_lost: 0,
@@ -319,7 +322,7 @@ impl Bench<'_> {
             return Ok(());
         }
         let e = Env::ALL.iter().position(|&x| x == env).unwrap_or(0);
-        for (w, &workload) in Workload::ALL.iter().enumerate() {
+        for (w, &workload) in self.sizes.workloads.iter().enumerate() {
             let before = count()?;
             let seconds = self.projects.run(workload, cgroup).with_context(|| env.label())?;
             results.real[e][w].push(seconds);

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::burst::{Burst, PROCESSES};
 use crate::ops::{Op, Timing};
-use crate::real::Workload;
 use crate::safeclaw::Policy;
 use crate::{Config, Env, Results, Sizes};
 
@@ -163,7 +162,7 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
         "| workload | baseline s | SafeClaw | auditd | fapolicyd | entries SafeClaw / auditd | target SafeClaw ≤ 1.05 |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (w, &workload) in Workload::ALL.iter().enumerate() {
+    for (w, &workload) in sizes.workloads.iter().enumerate() {
         let m = |e: usize| median(&results.real[e][w]);
         let logged =
             |e: usize| median(&results.real_logged[e][w].iter().map(|&n| n as f64).collect::<Vec<_>>());
