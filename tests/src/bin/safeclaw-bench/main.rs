@@ -200,6 +200,10 @@ fn main() -> anyhow::Result<()> {
     let projects = Projects::create(&home.join("projects/real"), sizes.repo_files)?;
     let plain_cgroup = safeclaw_agent::cgroup::find_mount()?.path.join("bench-plain");
     std::fs::create_dir_all(&plain_cgroup)?;
+    // One unmeasured run of each workload, so that no phase pays the cold virtiofs and page caches.
+    for &workload in &sizes.workloads {
+        projects.run(workload, Some(&plain_cgroup)).context("warm-up run")?;
+    }
     let auditd = peers::Auditd::start()?;
     let mut fapolicyd = peers::FapolicydSetup::prepare(&fixture)?;
 

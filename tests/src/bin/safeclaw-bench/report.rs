@@ -181,7 +181,7 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     println!(
         "\nFalse denials under default.yaml during the real workloads: {} ({}){}. fapolicyd writes no entry for \
          an allowed access; its decisions are counted in the evidence table. Real workloads ran in the first {} \
-         rounds; their binaries and libraries come from the virtiofs root (a FUSE round trip per uncached \
+         round(s), after one unmeasured warm-up run each; their binaries and libraries come from the virtiofs root (a FUSE round trip per uncached \
          lookup), which weighs on every configuration alike.\n",
         results.real_denials.len(),
         verdict(results.real_denials.is_empty()),
