@@ -17,15 +17,39 @@ KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12
 VM_CACHE="${SAFECLAW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/safeclaw/vm}"
 BPF_LINKER_VERSION=0.13.0
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+# Sets `missing` to those of the given packages dpkg does not have installed.
+find_missing() {
+  missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+}
+
+find_missing "${APT_PACKAGES[@]}"
 if [ ${#missing[@]} -gt 0 ]; then
   need_root "${missing[*]}"
   log "apt-get install ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
+# start refused, so the host never runs them: a policy-rc.d already present is left alone.
+PEER_PACKAGES=(auditd fapolicyd)
+find_missing "${PEER_PACKAGES[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root "${missing[*]}"
+  log "apt-get install ${missing[*]} (not started on the host)"
+  policy_rc=/usr/sbin/policy-rc.d
+  own_policy_rc=
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy_rc"; chmod 0755 "$policy_rc"; own_policy_rc=1
+  fi
+  apt-get update -qq
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+  [ -z "$own_policy_rc" ] || rm -f "$policy_rc"
+  [ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed"; exit 1; }
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
