@@ -13,6 +13,7 @@ use safeclaw_agent::policy::{compile_all, load_file, CompileContext, Evaluator};
 use safeclaw_integration::Daemon;
 
 const NAME: &str = "safeclaw-it-agree";
+const PROBE: &str = env!("CARGO_BIN_EXE_safeclaw-probe");
 const POLICIES: u64 = 6;
 const DIRS: [&str; 10] = ["a", "b", "a/b", "a/b/c", "c", "c/.git", "d-1", "d_2/e", "src", "src/deep/er"];
 const NAMES: [&str; 10] =
@@ -111,10 +112,12 @@ fn generate(seed: u64) -> String {
         }
     }
     let here = root().display().to_string();
+    // The probe runs from wherever the checkout is (CI clones anywhere).
+    let probe_dir = std::path::Path::new(PROBE).parent().map(|d| d.display().to_string()).unwrap_or_default();
     let _ = write!(
         yaml,
-        "  - name: probe-needs\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,work,run,var,root,opt}}/**\", \"{here}/x/**\", \"{here}/*.txt\"]\n\
-         \x20 - name: probe-runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin,work}}/**\"]\n"
+        "  - name: probe-needs\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt}}/**\", \"{probe_dir}/**\", \"{here}/x/**\", \"{here}/*.txt\"]\n\
+         \x20 - name: probe-runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\", \"{probe_dir}/**\"]\n"
     );
     yaml
 }
@@ -225,7 +228,7 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
     let probe_input = root().join("cases.txt");
     std::fs::write(&probe_input, cases.iter().map(|c| format!("{}\n", c.line)).collect::<String>()).unwrap();
     let policy_file = daemon.work().join("policy.yaml");
-    let probe = env!("CARGO_BIN_EXE_safeclaw-probe");
+    let probe = PROBE;
     let mut expected_by_hash: HashMap<String, Vec<(Effect, Option<String>)>> = HashMap::new();
     let mut checked = 0;
     for seed in 0..POLICIES {
