@@ -2,10 +2,9 @@
 //! session, reloads by command and by editing the file (a broken policy refused and audited, the old
 //! one still enforcing), and `safeclaw-agent stop` as the audited way to unload.
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use safeclaw_integration::{agent_bin, denied, read_entries, Daemon};
+use safeclaw_integration::{agent_bin, denied, read_entries, Daemon, RunAs};
 
 const PROFILES: &str = r#"
 version: 1
@@ -23,17 +22,6 @@ agents:
         effect: deny
         paths: [/tmp/safeclaw-it-profiles/files/drafts/**]
 "#;
-
-/// `safeclaw-agent exec --agent AGENT --user nobody -- CMD...` against `daemon`.
-fn exec_as(daemon: &Daemon, cgroup: &str, agent: &str, command: &[&str]) -> Output {
-    std::process::Command::new(agent_bin())
-        .args(["exec", "--agent", agent, "--user", "nobody", "--cgroup", cgroup, "--socket"])
-        .arg(daemon.socket())
-        .arg("--")
-        .args(command)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn each_agent_is_decided_by_its_own_profile_in_the_kernel() {
@@ -53,13 +41,13 @@ fn each_agent_is_decided_by_its_own_profile_in_the_kernel() {
     let drafts = files.join("drafts/plan.txt").display().to_string();
     let secret = files.join("base-secret").display().to_string();
 
-    let reviewer = exec_as(&daemon, name, "reviewer", &["cat", &drafts]);
+    let reviewer = daemon.session("reviewer", RunAs::Nobody, &["cat", &drafts]);
     assert!(denied(&reviewer), "the reviewer profile denies drafts: {reviewer:?}");
-    let builder = exec_as(&daemon, name, "builder", &["cat", &drafts]);
+    let builder = daemon.session("builder", RunAs::Nobody, &["cat", &drafts]);
     assert!(builder.status.success(), "an agent without a profile gets the base: {builder:?}");
     assert_eq!(String::from_utf8_lossy(&builder.stdout), "draft");
     for agent in ["reviewer", "builder"] {
-        let read = exec_as(&daemon, name, agent, &["cat", &secret]);
+        let read = daemon.session(agent, RunAs::Nobody, &["cat", &secret]);
         assert!(denied(&read), "{agent} inherits the base rules: {read:?}");
     }
 

@@ -157,8 +157,14 @@ impl PolicySource {
             tracing::warn!("{warning}");
         }
         let profiles = std::iter::once(None).chain(set.agents.iter().map(|p| p.agent.as_deref()));
+        let has_arguments = policy
+            .rules
+            .iter()
+            .chain(policy.agents.iter().flat_map(|a| a.rules.iter()))
+            .any(|rule| rule.argument_patterns().is_some());
         let mut argument_rules = Vec::new();
-        for agent in profiles {
+        // Evaluators cost as much as a compile; most policies have no argument rules at all.
+        for agent in profiles.filter(|_| has_arguments) {
             let evaluator = Evaluator::new(policy, agent, &ctx).map_err(|e| {
                 PolicyError::single(Location::file(&std::sync::Arc::from(self.path.display().to_string())), e)
             })?;
