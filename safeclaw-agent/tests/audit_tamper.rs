@@ -255,6 +255,22 @@ fn a_corrupt_line_is_named_by_file_and_line() {
 }
 
 #[test]
+fn damage_deep_in_a_log_of_many_chunks_is_named_by_its_line() {
+    // Over 3 MiB: verification reads 1 MiB chunks and parses them on several threads, then checks them
+    // in file order; the line number must count across chunks.
+    let log = TestLog::build(6_000, |_| {});
+    assert!(std::fs::metadata(log.active()).unwrap().len() > 3 << 20);
+    assert_eq!(log.verify().failure, None);
+    let mut lines = log.lines();
+    let target = attempt(&lines, 5_500);
+    lines[target] = lines[target].replacen("agent", "agenT", 1);
+    log.set_lines(&lines);
+    let f = failure(&log);
+    assert_eq!((f.sequence, f.damage), (Some(target as u64), Damage::ContentChanged));
+    assert_eq!(f.location.unwrap().line, target as u64 + 1);
+}
+
+#[test]
 fn entries_appended_after_the_last_signature_are_found() {
     let log = TestLog::build(20, |_| {});
     let mut lines = log.lines();

@@ -14,6 +14,7 @@ pub mod parse;
 pub mod recover;
 pub mod redact;
 pub mod retention;
+pub mod scan;
 pub mod segment;
 pub mod sequence;
 pub mod signing;

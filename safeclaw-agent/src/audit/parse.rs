@@ -5,18 +5,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::chain::{unseal, Digest};
-
-/// What every line is read for. Attempts (nearly all lines) need nothing more.
-#[derive(Deserialize)]
-struct Common<'a> {
-    sequence: u64,
-    #[serde(rename = "prevHash", borrow)]
-    prev_hash: Cow<'a, str>,
-    #[serde(borrow)]
-    action: Cow<'a, str>,
-    #[serde(rename = "kernelSeq")]
-    kernel_seq: Option<u64>,
-}
+use super::scan;
 
 /// Everything, for the entries verification and recovery look into.
 #[derive(Deserialize)]
@@ -120,35 +109,32 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
     let Some((body, claimed)) = unseal(line) else {
         return Err(LineError::Malformed("does not end in a \"hash\":\"sha256:…\" member".into()));
     };
-    // One UTF-8 check of the whole line is far cheaper than serde_json checking each string.
-    let Ok(text) = std::str::from_utf8(line) else {
-        return Err(LineError::Malformed("not UTF-8".into()));
-    };
-    let common: Common<'_> = match serde_json::from_str(text) {
+    let common = match scan::common(line) {
         Ok(common) => common,
-        Err(e) => {
+        Err(reason) => {
             let sequence =
                 serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["sequence"].as_u64());
             // A parseable line whose fields were altered still fails the hash first: say so.
             if sequence.is_some() && body.digest() != claimed {
                 return Err(LineError::HashMismatch { sequence });
             }
-            return Err(LineError::Malformed(e.to_string()));
+            return Err(LineError::Malformed(reason));
         }
     };
-    // The line parsed as one object and ends in the 82-byte hash member, so that member is its last,
+    // The line scanned as one object and ends in the 82-byte hash member, so that member is its last,
     // top-level member (a JSON parser keeps the last of duplicate keys, as Python's does).
     if body.digest() != claimed {
         return Err(LineError::HashMismatch { sequence: Some(common.sequence) });
     }
-    let prev = Digest::parse(&common.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
+    let prev = Digest::parse(common.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
     let summary = |kind| Summary { sequence: common.sequence, prev, hash: claimed, kind };
     if !common.action.starts_with("audit.") && !common.action.starts_with("kernel.") {
         return Ok(summary(Kind::Plain { kernel_seq: common.kernel_seq }));
     }
-    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| LineError::Malformed(e.to_string()))?;
+    // The few entries verification looks into are parsed in full, as strict JSON.
+    let fields: Fields<'_> = serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
     let d = fields.details.unwrap_or_default();
-    let action = common.action.as_ref();
+    let action = common.action;
     let text = |value: Option<Cow<'_, str>>, name: &str| {
         value.map(Cow::into_owned).ok_or_else(|| missing(action, name))
     };

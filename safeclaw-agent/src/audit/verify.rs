@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::{Digest, GENESIS};
@@ -244,7 +244,7 @@ pub fn verify(
         None => None,
     };
     let mut checker = Checker::new(opts, head);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let mut last_file = None;
     for path in &files {
         let progress = progress.clone();
@@ -261,7 +261,7 @@ pub fn verify(
         checker.report.files += 1;
         checker.file_start = true;
         let mut position = FilePosition { path: Arc::from(path.as_path()), carry: Vec::new(), next_line: 1 };
-        if check_file(&mut checker, &mut reader, &mut position, threads)? == Flow::Stop {
+        if check_file(&mut checker, &mut reader, &mut position, workers)? == Flow::Stop {
             break;
         }
         last_file = Some((reader, position));
@@ -286,42 +286,84 @@ struct FilePosition {
     next_line: u64,
 }
 
-/// Parses a file to its current end, `threads` chunks at a time, feeding the checker in order.
+/// Parses a file to its current end and feeds the checker in order. A reader thread cuts the file into
+/// chunks of whole lines, `workers` threads parse them (hashing is most of the work), and this thread
+/// checks their results in file order; buffers go back to the reader, and every channel is bounded, so
+/// memory stays constant.
 fn check_file(
     checker: &mut Checker<'_>,
-    reader: &mut dyn Read,
+    reader: &mut (dyn Read + Send),
     at: &mut FilePosition,
-    threads: usize,
+    workers: usize,
 ) -> Result<Flow, VerifyIoError> {
-    let mut spare: Vec<Vec<u8>> = Vec::new();
-    loop {
-        let mut batch = Vec::with_capacity(threads);
-        while batch.len() < threads {
-            let buffer = spare.pop().unwrap_or_default();
-            match read_chunk(reader, &mut at.carry, buffer)
-                .map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })?
-            {
-                Some(data) => {
-                    let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
-                    batch.push((data, at.next_line));
-                    at.next_line += lines;
-                }
-                None => break,
-            }
-        }
-        if batch.is_empty() {
-            return Ok(Flow::Continue);
-        }
-        for (parsed, (_, first_line)) in parse_batch(&batch).into_iter().zip(&batch) {
-            for (i, result) in parsed.into_iter().enumerate() {
-                let location = Location { file: at.path.clone(), line: first_line + i as u64 };
-                if checker.check(result, location).is_err() {
-                    return Ok(Flow::Stop);
+    let carry = &mut at.carry;
+    let (flow, read) = std::thread::scope(|scope| {
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
+        let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(u64, Vec<u8>, Vec<Parsed>)>(workers);
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        let reading = scope.spawn(move || -> io::Result<()> {
+            for index in 0.. {
+                let buffer = spare_rx.try_recv().unwrap_or_default();
+                let Some(data) = read_chunk(reader, carry, buffer)? else { return Ok(()) };
+                if chunk_tx.send((index, data)).is_err() {
+                    // The checker stopped at damage: nothing more to read.
+                    return Ok(());
                 }
             }
+            Ok(())
+        });
+        let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+        for _ in 0..workers {
+            let (chunk_rx, parsed_tx) = (chunk_rx.clone(), parsed_tx.clone());
+            scope.spawn(move || loop {
+                let next = chunk_rx.lock().map_or(None, |rx| rx.recv().ok());
+                let Some((index, data)) = next else { return };
+                let parsed = parse_chunk(&data);
+                if parsed_tx.send((index, data, parsed)).is_err() {
+                    return;
+                }
+            });
         }
-        spare.extend(batch.into_iter().map(|(data, _)| data));
+        drop(parsed_tx);
+        let flow = check_in_order(checker, &parsed_rx, &spare_tx, &at.path, &mut at.next_line);
+        // Dropping the receiver ends the workers, whose end ends the reader.
+        drop(parsed_rx);
+        let read = reading.join().unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")));
+        (flow, read)
+    });
+    if flow == Flow::Continue {
+        read.map_err(|source| VerifyIoError { path: at.path.to_path_buf(), source })?;
     }
+    Ok(flow)
+}
+
+/// Takes parsed chunks as the workers finish them and checks them in file order.
+fn check_in_order(
+    checker: &mut Checker<'_>,
+    parsed: &mpsc::Receiver<(u64, Vec<u8>, Vec<Parsed>)>,
+    spare: &mpsc::Sender<Vec<u8>>,
+    path: &Arc<Path>,
+    next_line: &mut u64,
+) -> Flow {
+    // At most `workers` chunks finish ahead of the one due, so this stays small.
+    let mut early = std::collections::BTreeMap::new();
+    let mut due = 0;
+    for (index, data, lines) in parsed {
+        early.insert(index, lines);
+        // A closed reader has nothing left to recycle for; then the buffer is simply freed.
+        let _ = spare.send(data);
+        while let Some(lines) = early.remove(&due) {
+            due += 1;
+            for result in lines {
+                let location = Location { file: path.clone(), line: *next_line };
+                *next_line += 1;
+                if checker.check(result, location).is_err() {
+                    return Flow::Stop;
+                }
+            }
+        }
+    }
+    Flow::Continue
 }
 
 /// A log being written ends with entries its writer has not signed yet: wait briefly for a head that
@@ -405,20 +447,6 @@ fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
         out.push(parse(&data[start..]));
     }
     out
-}
-
-fn parse_batch(batch: &[(Vec<u8>, u64)]) -> Vec<Vec<Parsed>> {
-    let Some(((first, _), rest)) = batch.split_first() else { return Vec::new() };
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = rest.iter().map(|(data, _)| scope.spawn(move || parse_chunk(data))).collect();
-        let mut out = vec![parse_chunk(first)];
-        // A panicking parse is a bug; show it as a malformed chunk rather than abort verification silently.
-        out.extend(handles.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| vec![Err(LineError::Malformed("internal error while parsing".into()))])
-        }));
-        out
-    })
 }
 
 /// Orders files by the sequence number of their first line; empty files are dropped.

@@ -1,0 +1,334 @@
+//! A single pass over a sealed line's top-level JSON members that finds the few fields every line is read
+//! for, stepping over nested values and strings without decoding them: verification's hot path.
+//!
+//! It checks the line's structure (one object, members `"key":value` separated by commas, balanced
+//! nesting, well-formed scalars), not the content of strings. That is enough because the hash chain and the
+//! signatures, not this scan, vouch for every byte: a line whose structure this scan accepts but a strict
+//! JSON parser would refuse can only have been written by someone holding the signing key.
+use std::cell::RefCell;
+/// The members every line is read for, borrowed from the line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Common<'a> {
+    pub sequence: u64,
+    pub prev_hash: &'a str,
+    pub action: &'a str,
+    pub kernel_seq: Option<u64>,
+}
+
+/// Nesting deeper than this is refused rather than scanned (the writer never nests beyond 3).
+const MAX_DEPTH: usize = 64;
+
+thread_local! {
+    /// The quote-and-backslash bitmap of the line being scanned, kept to save an allocation per line.
+    static SPECIALS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads the common members of `line` (one JSON object, no newline).
+pub fn common(line: &[u8]) -> Result<Common<'_>, String> {
+    SPECIALS.with_borrow_mut(|specials| {
+        mark_specials(line, specials);
+        scan_common(Scanner { line, specials, at: 0 })
+    })
+}
+
+fn scan_common<'a>(mut scan: Scanner<'a, '_>) -> Result<Common<'a>, String> {
+    let line = scan.line;
+    scan.expect(b'{')?;
+    let (mut sequence, mut prev_hash, mut action, mut kernel_seq) = (None, None, None, None);
+    if scan.peek() == Some(b'}') {
+        scan.at += 1;
+    } else {
+        loop {
+            let key = scan.string()?;
+            scan.expect(b':')?;
+            let value = scan.value()?;
+            let slot = match key {
+                b"sequence" => Some(&mut sequence),
+                b"prevHash" => Some(&mut prev_hash),
+                b"action" => Some(&mut action),
+                b"kernelSeq" => Some(&mut kernel_seq),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if slot.replace(value).is_some() {
+                    return Err(format!("duplicate member `{}`", String::from_utf8_lossy(key)));
+                }
+            }
+            match scan.next_byte()? {
+                b',' => continue,
+                b'}' => break,
+                other => return Err(scan.unexpected(other)),
+            }
+        }
+    }
+    if scan.at != line.len() {
+        return Err(format!("trailing bytes after the object at byte {}", scan.at));
+    }
+    let required =
+        |value: Option<&'a [u8]>, name: &str| value.ok_or_else(|| format!("missing field `{name}`"));
+    Ok(Common {
+        sequence: integer(required(sequence, "sequence")?, "sequence")?,
+        prev_hash: plain_string(required(prev_hash, "prevHash")?, "prevHash")?,
+        action: plain_string(required(action, "action")?, "action")?,
+        kernel_seq: match kernel_seq {
+            None | Some(b"null") => None,
+            Some(raw) => Some(integer(raw, "kernelSeq")?),
+        },
+    })
+}
+
+/// A non-negative integer written as JSON digits (no sign, fraction or exponent; canonical form has none).
+fn integer(raw: &[u8], name: &str) -> Result<u64, String> {
+    let bad = || format!("`{name}` is not a non-negative integer");
+    if raw.is_empty() || !raw.iter().all(u8::is_ascii_digit) || (raw.len() > 1 && raw[0] == b'0') {
+        return Err(bad());
+    }
+    raw.iter()
+        .try_fold(0u64, |n, &digit| n.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
+        .ok_or_else(bad)
+}
+
+/// A JSON string without escapes (the writer's fixed names and hashes never need one), as text.
+fn plain_string<'a>(raw: &'a [u8], name: &str) -> Result<&'a str, String> {
+    let inner = raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .filter(|inner| !inner.contains(&b'\\'))
+        .ok_or_else(|| format!("`{name}` is not a plain string"))?;
+    std::str::from_utf8(inner).map_err(|_| format!("`{name}` is not UTF-8"))
+}
+
+struct Scanner<'a, 's> {
+    line: &'a [u8],
+    /// Bit `i % 64` of word `i / 64` is set where `line[i]` is `"` or `\\`.
+    specials: &'s [u64],
+    at: usize,
+}
+
+impl<'a> Scanner<'a, '_> {
+    fn peek(&self) -> Option<u8> {
+        self.line.get(self.at).copied()
+    }
+
+    fn next_byte(&mut self) -> Result<u8, String> {
+        let byte = self.peek().ok_or("line ends inside the object")?;
+        self.at += 1;
+        Ok(byte)
+    }
+
+    fn unexpected(&self, byte: u8) -> String {
+        format!("unexpected `{}` at byte {}", char::from(byte).escape_default(), self.at - 1)
+    }
+
+    fn expect(&mut self, wanted: u8) -> Result<(), String> {
+        match self.next_byte()? {
+            byte if byte == wanted => Ok(()),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// A string's contents (between its quotes, escapes left as they are).
+    fn string(&mut self) -> Result<&'a [u8], String> {
+        self.expect(b'"')?;
+        let start = self.at;
+        self.skip_string_body()?;
+        Ok(&self.line[start..self.at - 1])
+    }
+
+    /// Steps past the closing quote of a string whose opening quote was consumed.
+    fn skip_string_body(&mut self) -> Result<(), String> {
+        loop {
+            let found = self.next_special().ok_or("unterminated string")?;
+            self.at = found + 1;
+            if self.line[found] == b'"' {
+                return Ok(());
+            }
+            // A backslash: the next byte is escaped, whatever it is.
+            self.next_byte().map_err(|_| "unterminated string")?;
+        }
+    }
+
+    /// Position of the first `"` or `\\` at or after `self.at`.
+    fn next_special(&self) -> Option<usize> {
+        let mut index = self.at / 64;
+        let mut word = self.specials.get(index)? & (u64::MAX << (self.at % 64));
+        while word == 0 {
+            index += 1;
+            word = *self.specials.get(index)?;
+        }
+        Some(index * 64 + word.trailing_zeros() as usize)
+    }
+
+    /// One value, returned raw (a string with its quotes).
+    fn value(&mut self) -> Result<&'a [u8], String> {
+        let start = self.at;
+        match self.next_byte()? {
+            b'"' => self.skip_string_body()?,
+            b'{' | b'[' => self.skip_nested()?,
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                while self.peek().is_some_and(|b| !matches!(b, b',' | b'}' | b']')) {
+                    self.at += 1;
+                }
+                let raw = &self.line[start..self.at];
+                if !is_scalar(raw) {
+                    return Err(format!("bad value at byte {start}"));
+                }
+            }
+            other => return Err(self.unexpected(other)),
+        }
+        Ok(&self.line[start..self.at])
+    }
+
+    /// Steps past an object or array whose opening bracket was consumed, checking bracket balance.
+    fn skip_nested(&mut self) -> Result<(), String> {
+        let mut open = [0u8; MAX_DEPTH];
+        open[0] = self.line[self.at - 1];
+        let mut depth = 1;
+        while depth > 0 {
+            match self.next_byte()? {
+                b'"' => self.skip_string_body()?,
+                byte @ (b'{' | b'[') => {
+                    if depth == MAX_DEPTH {
+                        return Err(format!("nested deeper than {MAX_DEPTH}"));
+                    }
+                    open[depth] = byte;
+                    depth += 1;
+                }
+                byte @ (b'}' | b']') => {
+                    depth -= 1;
+                    if open[depth] != if byte == b'}' { b'{' } else { b'[' } {
+                        return Err(self.unexpected(byte));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fills `specials` with the bitmap of `"` and `\\` in `line`, eight bytes at a time and without branches:
+/// a line has dozens of short strings, and finding each one's end separately costs a mispredicted branch.
+fn mark_specials(line: &[u8], specials: &mut Vec<u64>) {
+    specials.clear();
+    let mut blocks = line.chunks_exact(64);
+    specials.extend(blocks.by_ref().map(block_bits));
+    let mut last = [0u8; 64];
+    let rest = blocks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    specials.push(block_bits(&last));
+}
+
+/// The bitmap word of 64 bytes, built in a register (storing per word would chain through memory).
+fn block_bits(block: &[u8]) -> u64 {
+    block.chunks_exact(8).enumerate().fold(0, |bits, (index, word)| {
+        bits | byte_bits(u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default())) << (index * 8)
+    })
+}
+
+/// One bit per byte of `word` (bit `i` for byte `i`): whether that byte is `"` or `\\`.
+fn byte_bits(word: u64) -> u64 {
+    let high_bits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+    // Gathers the eight high bits into the top byte (each lands on its own bit: no carries), then down.
+    ((high_bits >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// The high bit of each byte of `word` that equals `byte`, and no other bit (exact, no carries between bytes).
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let zero_where_equal = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
+    !(((zero_where_equal & LOW7) + LOW7) | zero_where_equal | LOW7)
+}
+
+/// A JSON number or literal.
+fn is_scalar(raw: &[u8]) -> bool {
+    matches!(raw, b"true" | b"false" | b"null")
+        || (!raw.is_empty()
+            && raw.iter().all(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            && raw.iter().any(u8::is_ascii_digit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::Digest;
+    use crate::audit::redact::Redactor;
+    use crate::audit::synthetic;
+
+    const LINE: &[u8] = br#"{"action":"file.read","details":{"a":[1,{"sequence":9}],"s":"x\"}"},"kernelSeq":4,"prevHash":"sha256:00","requestDetails":{"path":"/a\\"},"sequence":3,"x":null}"#;
+
+    #[test]
+    fn finds_top_level_members_past_nested_values_and_escapes() {
+        assert_eq!(
+            common(LINE),
+            Ok(Common { sequence: 3, prev_hash: "sha256:00", action: "file.read", kernel_seq: Some(4) })
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_the_writer_s_lines() {
+        for i in 0..64 {
+            use crate::audit::entry::{write_action, FieldSet, Header};
+            let header = Header {
+                sequence: i,
+                prev_hash: Digest::of(b"prev"),
+                timestamp: b"2026-02-13T10:45:23.102Z",
+            };
+            let mut line = Vec::new();
+            write_action(&mut line, &header, &synthetic::record(i), FieldSet::ALL, &Redactor::builtin());
+            let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            let found = common(&line).unwrap();
+            assert_eq!(parsed["sequence"].as_u64(), Some(found.sequence));
+            assert_eq!(parsed["kernelSeq"].as_u64(), found.kernel_seq);
+            assert_eq!(parsed["action"].as_str(), Some(found.action));
+            assert_eq!(parsed["prevHash"].as_str(), Some(found.prev_hash));
+        }
+    }
+
+    #[test]
+    fn marks_quotes_and_backslashes_at_every_offset() {
+        let mut specials = Vec::new();
+        for len in 0..140 {
+            // Bytes one bit away from the wanted ones, and non-ASCII, must not be marked.
+            let mut line: Vec<u8> =
+                (0..len).map(|i| [b'a', 0xa2, 0xdc, b'"' ^ 0x80, b'\\' ^ 1][i % 5]).collect();
+            for (i, at) in (0..len).step_by(7).enumerate() {
+                line[at] = if i % 2 == 0 { b'"' } else { b'\\' };
+            }
+            mark_specials(&line, &mut specials);
+            for (i, &byte) in line.iter().enumerate() {
+                let marked = specials[i / 64] >> (i % 64) & 1 == 1;
+                assert_eq!(marked, byte == b'"' || byte == b'\\', "len {len} byte {i}");
+            }
+            assert!(specials.iter().map(|w| w.count_ones()).sum::<u32>() as usize == len.div_ceil(7));
+        }
+    }
+
+    #[test]
+    fn refuses_broken_structure_and_ambiguous_members() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"not json",
+            br#"{"sequence":3"#,
+            br#"{"sequence":3,"prevHash":"p","action":"a"} "#,
+            br#"{"sequence":3,"prevHash":"p","action":"a","sequence":4}"#,
+            br#"{"sequence":-3,"prevHash":"p","action":"a"}"#,
+            br#"{"sequence":03,"prevHash":"p","action":"a"}"#,
+            br#"{"sequence":3,"prevHash":"p","action":"a\u0041"}"#,
+            br#"{"sequence":3,"prevHash":"p","action":"a","d":{"x":[1}]}"#,
+            br#"{"sequence":3,"prevHash":"p","action":"a","d":"unterminated}"#,
+            br#"{"sequence":3,"prevHash":"p","action":"a","d":tru}"#,
+            br#"{"sequence":3,"prevHash":"p"}"#,
+            br#"{"sequence":99999999999999999999999,"prevHash":"p","action":"a"}"#,
+        ];
+        for case in cases {
+            assert!(common(case).is_err(), "accepted {}", String::from_utf8_lossy(case));
+        }
+        let deep = format!(
+            r#"{{"sequence":1,"prevHash":"p","action":"a","d":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(common(deep.as_bytes()).is_err());
+    }
+}
