@@ -288,26 +288,34 @@ struct FilePosition {
 
 /// Parses a file to its current end and feeds the checker in order. A reader thread cuts the file into
 /// chunks of whole lines, `workers` threads parse them (hashing is most of the work), and this thread
-/// checks their results in file order; buffers go back to the reader, and every channel is bounded, so
-/// memory stays constant.
+/// checks their results in file order. A fixed pool of chunk buffers circulates between them, so memory
+/// stays constant however long the log.
 fn check_file(
     checker: &mut Checker<'_>,
     reader: &mut (dyn Read + Send),
     at: &mut FilePosition,
     workers: usize,
 ) -> Result<Flow, VerifyIoError> {
+    let pool = 2 * workers + 1;
     let carry = &mut at.carry;
     let (flow, read) = std::thread::scope(|scope| {
-        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(workers);
-        let (parsed_tx, parsed_rx) = mpsc::sync_channel::<(u64, Vec<u8>, Vec<Parsed>)>(workers);
-        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<Chunk>(pool);
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(pool);
+        let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Chunk>(pool);
+        for _ in 0..pool {
+            let _ = spare_tx.send(Chunk::default());
+        }
         let reading = scope.spawn(move || -> io::Result<()> {
-            for index in 0.. {
-                let buffer = spare_rx.try_recv().unwrap_or_default();
-                let Some(data) = read_chunk(reader, carry, buffer)? else { return Ok(()) };
-                if chunk_tx.send((index, data)).is_err() {
-                    // The checker stopped at damage: nothing more to read.
-                    return Ok(());
+            let mut index = 0;
+            // Ends when the checker stops (it drops the spares' sender) or at the end of the file.
+            while let Ok(mut chunk) = spare_rx.recv() {
+                if !read_chunk(reader, carry, &mut chunk.data)? {
+                    break;
+                }
+                chunk.index = index;
+                index += 1;
+                if chunk_tx.send(chunk).is_err() {
+                    break;
                 }
             }
             Ok(())
@@ -317,17 +325,17 @@ fn check_file(
             let (chunk_rx, parsed_tx) = (chunk_rx.clone(), parsed_tx.clone());
             scope.spawn(move || loop {
                 let next = chunk_rx.lock().map_or(None, |rx| rx.recv().ok());
-                let Some((index, data)) = next else { return };
-                let parsed = parse_chunk(&data);
-                if parsed_tx.send((index, data, parsed)).is_err() {
+                let Some(mut chunk) = next else { return };
+                parse_chunk(&chunk.data, &mut chunk.parsed);
+                if parsed_tx.send(chunk).is_err() {
                     return;
                 }
             });
         }
         drop(parsed_tx);
         let flow = check_in_order(checker, &parsed_rx, &spare_tx, &at.path, &mut at.next_line);
-        // Dropping the receiver ends the workers, whose end ends the reader.
-        drop(parsed_rx);
+        // Closing these ends the reader and the workers, wherever they wait.
+        drop((parsed_rx, spare_tx));
         let read = reading.join().unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")));
         (flow, read)
     });
@@ -337,30 +345,38 @@ fn check_file(
     Ok(flow)
 }
 
-/// Takes parsed chunks as the workers finish them and checks them in file order.
+/// A piece of a file, whole lines, with what parsing them gave.
+#[derive(Default)]
+struct Chunk {
+    index: u64,
+    data: Vec<u8>,
+    parsed: Vec<Parsed>,
+}
+
+/// Takes parsed chunks as the workers finish them, checks them in file order, and returns their buffers.
 fn check_in_order(
     checker: &mut Checker<'_>,
-    parsed: &mpsc::Receiver<(u64, Vec<u8>, Vec<Parsed>)>,
-    spare: &mpsc::Sender<Vec<u8>>,
+    parsed: &mpsc::Receiver<Chunk>,
+    spare: &mpsc::SyncSender<Chunk>,
     path: &Arc<Path>,
     next_line: &mut u64,
 ) -> Flow {
-    // At most `workers` chunks finish ahead of the one due, so this stays small.
+    // Chunks finished ahead of the one due; the pool bounds how many.
     let mut early = std::collections::BTreeMap::new();
     let mut due = 0;
-    for (index, data, lines) in parsed {
-        early.insert(index, lines);
-        // A closed reader has nothing left to recycle for; then the buffer is simply freed.
-        let _ = spare.send(data);
-        while let Some(lines) = early.remove(&due) {
+    for chunk in parsed {
+        early.insert(chunk.index, chunk);
+        while let Some(mut chunk) = early.remove(&due) {
             due += 1;
-            for result in lines {
+            for result in chunk.parsed.drain(..) {
                 let location = Location { file: path.clone(), line: *next_line };
                 *next_line += 1;
                 if checker.check(result, location).is_err() {
                     return Flow::Stop;
                 }
             }
+            // The reader may have finished; then the buffer is simply freed.
+            let _ = spare.send(chunk);
         }
     }
     Flow::Continue
@@ -414,30 +430,31 @@ fn await_live_signature(
     Ok(())
 }
 
-/// Fills `data` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more, and
-/// returns the complete lines (or, at the end, whatever remains); a longer line is read whole.
-fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, mut data: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+/// Fills `data` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more: the
+/// complete lines or, at the end, whatever remains; a longer line is read whole. False at the end.
+fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, data: &mut Vec<u8>) -> io::Result<bool> {
     data.clear();
     data.append(carry);
     loop {
         let want = CHUNK_BYTES as u64;
-        let read = reader.take(want).read_to_end(&mut data)? as u64;
+        let read = reader.take(want).read_to_end(data)? as u64;
         if read < want {
             // The end of the file (for now).
-            return Ok((!data.is_empty()).then_some(data));
+            return Ok(!data.is_empty());
         }
-        if let Some(end) = memchr::memrchr(b'\n', &data) {
+        if let Some(end) = memchr::memrchr(b'\n', data) {
             carry.extend_from_slice(&data[end + 1..]);
             data.truncate(end + 1);
-            return Ok(Some(data));
+            return Ok(true);
         }
     }
 }
 
 type Parsed = Result<Summary, LineError>;
 
-fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
-    let mut out = Vec::with_capacity(data.len() / 256);
+/// Parses every line of `data` into `out` (emptied first).
+fn parse_chunk(data: &[u8], out: &mut Vec<Parsed>) {
+    out.clear();
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', data) {
         out.push(parse(&data[start..end]));
@@ -446,7 +463,6 @@ fn parse_chunk(data: &[u8]) -> Vec<Parsed> {
     if start < data.len() {
         out.push(parse(&data[start..]));
     }
-    out
 }
 
 /// Orders files by the sequence number of their first line; empty files are dropped.
