@@ -63,10 +63,16 @@ pub struct WriterOptions {
     pub on_failure: FailureMode,
     /// Entries kept in memory while the log cannot be written; beyond this, attempts are counted only.
     pub max_buffered_bytes: usize,
+    /// A commit starts early once this many bytes are pending (after the one in flight ends), so that a
+    /// burst cannot grow the daemon's memory: what waits meanwhile stays in the kernel's ring buffer.
+    pub max_batch_bytes: usize,
     /// How long a kernel sequence number may be missing, once later ones arrived, before it is recorded
     /// as lost (events of different CPUs arrive out of order).
     pub gap_wait: Duration,
 }
+
+/// Default `max_batch_bytes`: about 12,000 entries, a few times what 100 ms hold at 100,000 events/s.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
 
 impl WriterOptions {
     /// Defaults: key and head under `/var/lib/safeclaw`, every field, built-in redaction, 100 ms group
@@ -86,6 +92,7 @@ impl WriterOptions {
             retention: None,
             on_failure: FailureMode::FailClosed,
             max_buffered_bytes: 64 << 20,
+            max_batch_bytes: MAX_BATCH_BYTES,
             gap_wait: super::sequence::HOLE_WAIT,
         }
     }
@@ -412,6 +419,10 @@ impl AuditWriter {
         self.pending_kernel_seq = Some(record.kernel_seq);
         if self.chain.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint("count");
+        }
+        if self.health == Health::Ok && self.chain.pending.len() >= self.opts.max_batch_bytes {
+            // A failure here marks the log failing; `tick` reports it and retries.
+            let _ = self.settle(true).and_then(|()| self.submit());
         }
         Appended::Buffered { sequence }
     }
@@ -958,6 +969,27 @@ mod tests {
         let durable = writer.commit().unwrap();
         assert_eq!(durable.kernel_seq, Some(1));
         assert_eq!(durable.sequence, Some(writer.next_sequence() - 1));
+    }
+
+    #[test]
+    fn a_burst_commits_early_instead_of_growing_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_batch_bytes = 16 << 10;
+        opts.commit_interval = Duration::from_secs(3600);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        let mut largest_batch = 0;
+        for k in 0..500 {
+            writer.append(&record(k));
+            largest_batch = largest_batch.max(writer.chain.pending.len());
+        }
+        // No tick, no commit and a commit interval of an hour: only the size bound made entries durable.
+        let early = writer.durable().kernel_seq.expect("nothing was committed early");
+        assert!(early > 400, "durable only through kernel event {early}");
+        assert!(largest_batch < (16 << 10) + 4096, "batch grew to {largest_batch} bytes");
+        writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
     }
 
     #[test]
