@@ -145,8 +145,10 @@ pub const MAX_ARGS: u32 = 32;
 /// verifier can bound every argument copy by adding the bounds of its offset and its size.
 pub const EVENT_DATA_LEN: usize = PATH_MAX + 2 * ARGS_MAX;
 
-/// Ring buffer size: 16 MiB holds about 100,000 events with short paths while the daemon catches up.
-pub const EVENTS_RING_BYTES: u32 = 16 << 20;
+/// Ring buffer size: 8 MiB holds about 50,000 events with short paths, half a second at 100,000 events/s
+/// (a commit cycle is about 130 ms). The daemon maps the data twice (wrap-around), so it counts 16 MiB of
+/// the daemon's RSS; a larger ring buys burst headroom with memory the daemon's budget does not have.
+pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
 /// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
 pub const POLICY_SLOTS: u32 = 2;
