@@ -231,16 +231,19 @@ impl AuditWriter {
             Some(s) => scan(s, probe).map_err(io_at(&s.path))?,
             None => SegmentEnd::default(),
         };
-        if end.session.wants_earlier() {
-            // Rotated shortly before a crash: the ring records not yet released may be in the previous
-            // segment, and so may the open holes of the kernel session.
-            let last_path = last_segment.map(|s| s.path.as_path());
-            let mut earlier =
-                segments.iter().rev().skip_while(|s| Some(s.path.as_path()) != last_path).skip(1);
-            if let Some(previous) = earlier.find(|s| non_empty(&s.path)) {
-                let before = scan(previous, None).map_err(io_at(&previous.path))?;
-                end.session.follow(before.session);
-            }
+        // Rotated shortly before a crash: the ring records not yet released may be in earlier segments,
+        // and so may the open holes of the kernel session. Small segments may take several.
+        let last_path = last_segment.map(|s| s.path.as_path());
+        let mut earlier = segments
+            .iter()
+            .rev()
+            .skip_while(|s| Some(s.path.as_path()) != last_path)
+            .skip(1)
+            .filter(|s| non_empty(&s.path));
+        while end.session.wants_earlier() {
+            let Some(previous) = earlier.next() else { break };
+            let before = scan(previous, None).map_err(io_at(&previous.path))?;
+            end.session.follow(before.session);
         }
         let active_end = if last_segment.is_some_and(|s| s.path == active) { Some(&end) } else { None };
         if let Some(e) = active_end.filter(|e| e.partial_len > 0) {
@@ -905,6 +908,32 @@ mod tests {
         writer.close().unwrap();
         let seqs: Vec<u64> = entries(dir.path()).iter().filter_map(|e| e["kernelSeq"].as_u64()).collect();
         assert_eq!(seqs, [0, 1, 3, 4, 2, 5]);
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_writer_reopened_after_several_small_segments_reads_back_as_far_as_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = |dir: &Path| {
+            let mut opts = options(dir);
+            opts.max_segment_bytes = Some(2 << 10);
+            opts
+        };
+        let mut writer = AuditWriter::open(small(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in (0..20).filter(|&k| k != 2) {
+            writer.append(&record(k));
+            // A commit per entry rotates every few entries.
+            writer.commit().unwrap();
+        }
+        drop(writer);
+        assert!(log_files(&dir.path().join("log/audit.jsonl")).unwrap().len() > 5);
+        let mut writer = AuditWriter::open(small(dir.path())).unwrap();
+        // Both lie several segments back: the first is known, the second still an open hole.
+        assert_eq!(writer.append(&record(3)), Appended::AlreadyRecorded);
+        assert!(matches!(writer.append(&record(2)), Appended::Buffered { .. }));
+        writer.close().unwrap();
         let report = check(dir.path());
         assert_eq!((report.failure, report.gaps), (None, 0));
     }
