@@ -176,7 +176,11 @@ struct Enforcer {
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
-        let outcome = if self.owns_pins { self.kernel.detach() } else { self.kernel.abandon() };
+        let outcome = if self.owns_pins {
+            self.kernel.detach().and_then(|()| self.kernel.remove_pins())
+        } else {
+            self.kernel.abandon()
+        };
         if let Err(e) = outcome {
             tracing::error!("could not detach and unpin what this run attached: {e}");
         }
@@ -384,11 +388,16 @@ async fn enforce(
         }
     };
     tracing::info!("stopping: detaching programs");
-    // Detach first so nothing new arrives, then take what the kernel already recorded.
+    // Detach first so nothing new arrives, then take what the kernel already recorded. The maps stay
+    // pinned until that is durable: killed or failing before, this run leaves the events in the pinned
+    // ring for the next daemon to record.
     enforcer.kernel.detach()?;
+    enforcer.owns_pins = false;
     let slots = std::mem::take(&mut enforcer.slots);
-    drop(enforcer);
     while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
+    sink.writer.commit().context("cannot make the last kernel events durable; their maps stay pinned")?;
+    enforcer.kernel.remove_pins()?;
+    drop(enforcer);
     Ok(match stopped {
         Some((requested, done)) => {
             let _ = done.send(());

@@ -185,7 +185,9 @@ impl Loaded {
         }
     }
 
-    /// Detaches every attached program and removes every pin: the deliberate end of enforcement.
+    /// Detaches every attached program and unpins the links of every epoch: the deliberate end of
+    /// enforcement. The maps stay pinned until `remove_pins`, so that events still in the ring survive
+    /// this process until they are recorded.
     pub fn detach(&mut self) -> Result<(), KernelError> {
         while let Some((name, link)) = self.links.pop() {
             match link {
@@ -197,10 +199,18 @@ impl Loaded {
                 }
             }
         }
-        if let Some(pins) = &self.pins {
-            pins.remove_all()?;
+        match &self.pins {
+            Some(pins) => pins.remove_links_except(None),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Removes every pin, the maps' included: after `detach`, once the ring's events are recorded.
+    pub fn remove_pins(&self) -> Result<(), KernelError> {
+        match &self.pins {
+            Some(pins) => pins.remove_all(),
+            None => Ok(()),
+        }
     }
 
     /// Run counts and times of each program, as the kernel accounts them.
