@@ -232,11 +232,13 @@ pub fn bpf(ctx: LsmContext) -> i32 {
 #[lsm(hook = "inode_permission")]
 pub fn inode_permission(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
-    let Some(scope) = scope::current() else { return previous };
     let mask: i32 = ctx.arg(1);
+    // The kernel asks this for every component of every path any task walks: rule out reads and
+    // lookups before the scope check, which costs a cgroup walk and map lookups.
     if mask & (kernel::MAY_WRITE | kernel::MAY_APPEND) == 0 {
         return previous;
     }
+    let Some(scope) = scope::current() else { return previous };
     let magic = kernel::inode_fs_magic(ctx.arg(0));
     if magic != kernel::CGROUP2_SUPER_MAGIC
         && magic != kernel::CGROUP_SUPER_MAGIC
