@@ -1,10 +1,12 @@
 //! In-VM benchmark of SafeClaw against auditd and fapolicyd in one boot: micro operations, real workloads,
-//! the audit burst and memory, each configuration interleaved round by round with the order rotated.
+//! the audit burst (with a CPU profile of the daemon) and memory, each configuration interleaved round by
+//! round with the order rotated.
 //! Prints Markdown between `safeclaw-bench: results` and `safeclaw-bench: complete`; `cargo xtask bench`
 //! runs it in the VM and appends that to docs/benchmarks.md.
 mod burst;
 mod ops;
 mod peers;
+mod profile;
 mod real;
 mod report;
 mod safeclaw;

@@ -252,6 +252,18 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     );
     println!();
 
+    println!("#### Where the daemon spent its CPU during the burst (perf record -e cpu-clock, 200 Hz)\n");
+    match &burst.profile {
+        Ok(top) => {
+            println!("| share of samples | object and symbol |\n|---|---|");
+            for (share, symbol) in top {
+                println!("| {share:.1}% | `{}` |", symbol.replace('|', "\\|"));
+            }
+        }
+        Err(why) => println!("No profile: {why}."),
+    }
+    println!();
+
     println!("#### SafeClaw's programs (kernel bpf_stats, summed over the SafeClaw phases)\n");
     println!("| program | runs | ns per run |\n|---|---|---|");
     for (name, (runs, time)) in &results.bpf_stats {
