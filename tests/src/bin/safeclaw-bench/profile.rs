@@ -41,7 +41,17 @@ impl Recording {
         }
         let report = crate::peers::run(
             "perf",
-            &["report", "-i", DATA, "--stdio", "--no-children", "--sort", "dso,sym", "--percent-limit", "0.5"],
+            &[
+                "report",
+                "-i",
+                DATA,
+                "--stdio",
+                "--no-children",
+                "--sort",
+                "dso,sym",
+                "--percent-limit",
+                "0.5",
+            ],
         )?;
         let _ = std::fs::remove_file(DATA);
         Ok(parse(&report).into_iter().take(limit).collect())

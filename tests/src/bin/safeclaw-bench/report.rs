@@ -75,7 +75,11 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
          phase. Per round and configuration: {} open()+close(), {} denied opens, {} fork+exec+wait, {} \
          connects. Medians over rounds (min–max); ratios to the baseline of this boot. SafeClaw's audit log \
          and auditd's log are on the guest's tmpfs (the VM has no disk).\n",
-        sizes.rounds, sizes.open_iterations, sizes.denied_iterations, sizes.exec_iterations, sizes.connect_iterations
+        sizes.rounds,
+        sizes.open_iterations,
+        sizes.denied_iterations,
+        sizes.exec_iterations,
+        sizes.connect_iterations
     );
     let ns = |c: usize, o: usize| results.micro[c][o].iter().map(|t: &Timing| t.ns).collect::<Vec<_>>();
     for (o, &op) in Op::ALL.iter().enumerate() {
@@ -199,7 +203,9 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     println!("| added by the launcher | {added_ms:.1} | < 20 | {} |", verdict(added_ms < 20.0));
     println!();
 
-    println!("#### Policy reload (SIGHUP → `policy.load` entry, the new tables written into the idle slot)\n");
+    println!(
+        "#### Policy reload (SIGHUP → `policy.load` entry, the new tables written into the idle slot)\n"
+    );
     println!("| into | reloads | median s (min–max) |\n|---|---|---|");
     for (policy, seconds) in &results.reloads {
         let (lo, hi) = min_max(seconds);

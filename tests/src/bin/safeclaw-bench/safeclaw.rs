@@ -99,7 +99,8 @@ pub fn reload(daemon: &Daemon, policy: Policy, fixture: &Fixture) -> anyhow::Res
     loop {
         log.read_to_string(&mut written)?;
         let complete = written.rfind('\n').map_or("", |end| &written[..end]);
-        for entry in complete.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()) {
+        for entry in complete.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        {
             match entry["action"].as_str() {
                 Some("policy.load") => return Ok(started.elapsed().as_secs_f64()),
                 Some("policy.reload_rejected") => bail!("the daemon refused {}", policy.label()),
