@@ -1,24 +1,25 @@
 //! `safeclaw-agent exec`: runs one agent command in its own session cgroup, as its user, only once the
 //! daemon has registered the session; reports how it ended and leaves no cgroup behind.
-use std::ffi::{CStr, CString, OsStr, OsString};
-use std::os::unix::ffi::OsStringExt as _;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, ExitCode, ExitStatus};
+use std::process::{ExitCode, ExitStatus};
 
 use anyhow::Context as _;
-use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Pid, Uid, User};
 use tokio::io::unix::AsyncFd;
+
+use agent_process::AgentProcess;
 
 use crate::cgroup::{self, Cgroup, CgroupError};
 use crate::identity::client::{ClientError, DaemonConnection};
 use crate::identity::session_cgroup::{self, SessionCgroupError};
 use crate::identity::{self, AgentId, IdError, SessionExit, SessionId, SessionInfo, Timestamp, UserId};
+
+mod agent_process;
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
@@ -363,38 +364,34 @@ fn watch_signals() -> anyhow::Result<Signals> {
     Ok(Signals { fd, original_mask })
 }
 
-/// Forks the agent: it joins the session cgroup, drops to the user unless `--as-root`, and execs.
-fn spawn(plan: &Plan, cgroup: &Cgroup, mask: SigSet) -> std::io::Result<Child> {
-    let procs = CString::new(cgroup.path.join("cgroup.procs").into_os_string().into_vec())?;
-    let mut command = std::process::Command::new(&plan.program);
-    command.arg0(&plan.argv0).args(&plan.args);
-    let run_as = plan.run_as.clone();
-    if let Some(user) = &run_as {
-        command.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name);
+/// Starts the agent inside the session cgroup, as the user unless `--as-root`.
+fn spawn(plan: &Plan, cgroup: &Cgroup, mask: SigSet) -> std::io::Result<AgentProcess> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    if let Some(user) = &plan.run_as {
+        env.retain(|(name, _)| !["HOME", "USER", "LOGNAME"].iter().any(|n| name == n));
+        env.push(("HOME".into(), user.home.clone().into_os_string()));
+        env.push(("USER".into(), user.name.clone().into()));
+        env.push(("LOGNAME".into(), user.name.clone().into()));
     }
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls on data
-    // prepared here: no allocation and no locks, so it is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            mask.thread_set_mask()?;
-            enter_session(&procs, run_as.as_ref())
-        });
-    }
-    command.spawn()
-}
-
-/// In the child: join the session cgroup while still root, then give up root.
-fn enter_session(procs: &CStr, run_as: Option<&Credentials>) -> std::io::Result<()> {
-    let file = nix::fcntl::open(procs, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
-    // Writing "0" moves the writing process itself.
-    nix::unistd::write(&file, b"0")?;
-    drop(file);
-    if let Some(user) = run_as {
-        nix::unistd::setgroups(&user.groups)?;
-        nix::unistd::setgid(user.gid)?;
-        nix::unistd::setuid(user.uid)?;
-    }
-    Ok(())
+    let groups: Vec<u32> = plan.run_as.iter().flat_map(|u| u.groups.iter().map(|g| g.as_raw())).collect();
+    let launch = agent_process::Launch {
+        program: &plan.program,
+        argv: std::iter::once(plan.argv0.as_os_str())
+            .chain(plan.args.iter().map(OsString::as_os_str))
+            .collect(),
+        env: env
+            .into_iter()
+            .map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat())
+            .collect(),
+        cgroup: &cgroup.path,
+        ids: plan.run_as.as_ref().map(|user| agent_process::Ids {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: &groups,
+        }),
+        mask,
+    };
+    agent_process::spawn(&launch)
 }
 
 enum Supervised {
@@ -406,7 +403,7 @@ enum Supervised {
 /// (a terminal's Ctrl-C, hang-up or resize) already reached the agent, which shares the launcher's
 /// process group, so only signals sent by a process are passed on.
 async fn supervise(
-    child: &mut Child,
+    child: &mut AgentProcess,
     signals: &mut Signals,
     daemon: &mut DaemonConnection,
 ) -> anyhow::Result<Supervised> {

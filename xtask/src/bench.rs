@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Rounds instead of the default (5; 1 with --quick).
     #[arg(long)]
     rounds: Option<u32>,
+    /// Guest vCPUs: with 2, the daemons' userspace work runs beside the measured process instead of
+    /// being charged to it.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    cpus: u8,
     /// Print the results without appending them to docs/benchmarks.md.
     #[arg(long)]
     dry_run: bool,
@@ -42,7 +46,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     build.args(["build", "--release", "--package", "safeclaw-integration", "--bin", "safeclaw-bench"]);
     let bench = cargo::find_executable(cargo::build_executables(build, "safeclaw-bench")?, "safeclaw-bench")?;
     let mut command = vec![bench.display().to_string()];
-    let mut shown = format!("cargo xtask bench --kernel {}", args.kernel.name());
+    let mut shown = format!("cargo xtask bench --kernel {} --cpus {}", args.kernel.name(), args.cpus);
     if args.quick {
         command.push("--quick".into());
         shown.push_str(" --quick");
@@ -53,6 +57,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let mut vm = Vm::new(args.kernel, command);
     vm.timeout = Duration::from_secs(if args.quick { 900 } else { 3600 });
+    vm.cpus = args.cpus;
     // The burst's audit log (about 700 MB for 1,000,000 entries) lives on the guest's tmpfs.
     vm.mem = "3G".parse().map_err(|e: String| anyhow::anyhow!(e))?;
     vm.env = vec![("SAFECLAW_AGENT_BIN".to_owned(), agent.to_string_lossy().into_owned())];
@@ -86,10 +91,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     writeln!(
         doc,
         "\n### SafeClaw, auditd and fapolicyd in one VM boot, {} ({})\n\nHost: {cpu}, {cores} cores, load average \
-         {} at the end; guest: QEMU TCG. Command: `{shown}`.\n",
+         {} at the end; guest: QEMU TCG, {} vCPU(s). Command: `{shown}`.\n",
         String::from_utf8_lossy(&date.stdout).trim(),
         args.kernel.name(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        args.cpus,
     )?;
     for line in table {
         writeln!(doc, "{line}")?;

@@ -23,6 +23,8 @@ pub struct Burst {
     pub idle_rss_kb: u64,
     pub peak_rss_kb: u64,
     pub bpf_map_bytes: u64,
+    /// The daemon's most sampled symbols during the burst, or why there is no profile.
+    pub profile: Result<crate::profile::Top, String>,
 }
 
 impl Burst {
@@ -42,6 +44,7 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let idle_rss_kb = safeclaw::status_kb(daemon.pid(), "VmRSS")?;
     let bpf_map_bytes = safeclaw::bpf_map_bytes(daemon.pid())?;
     let per_process = u32::try_from(opens / u64::from(PROCESSES)).context("burst too large")?;
+    let recording = crate::profile::Recording::attach(daemon.pid());
     let start = Instant::now();
     let failures = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..PROCESSES)
@@ -62,6 +65,7 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let (status, _) = daemon.stop();
     let durable_seconds = start.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "the daemon exited with {status} after the burst");
+    let profile = recording.and_then(|r| r.finish(15)).map_err(|e| format!("{e:#}"));
     // Streamed: a million parsed entries would not fit the guest's memory.
     let allowed = fixture.allowed_path();
     let (mut recorded, mut gap_events, mut seqs) = (0u64, 0u64, Vec::new());
@@ -90,5 +94,6 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
         idle_rss_kb,
         peak_rss_kb,
         bpf_map_bytes,
+        profile,
     })
 }

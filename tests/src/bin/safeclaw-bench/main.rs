@@ -1,10 +1,12 @@
 //! In-VM benchmark of SafeClaw against auditd and fapolicyd in one boot: micro operations, real workloads,
-//! the audit burst and memory, each configuration interleaved round by round with the order rotated.
+//! the audit burst (with a CPU profile of the daemon) and memory, each configuration interleaved round by
+//! round with the order rotated.
 //! Prints Markdown between `safeclaw-bench: results` and `safeclaw-bench: complete`; `cargo xtask bench`
 //! runs it in the VM and appends that to docs/benchmarks.md.
 mod burst;
 mod ops;
 mod peers;
+mod profile;
 mod real;
 mod report;
 mod safeclaw;
@@ -29,10 +31,6 @@ pub struct Sizes {
     pub launcher_runs: u32,
     pub rule_counts: Vec<u32>,
     pub workloads: Vec<Workload>,
-    /// Rounds that also run the real workloads (the first ones).
-    pub real_rounds: usize,
-    /// Rounds that also measure the generated policies (the first ones): each costs a reload.
-    pub rule_rounds: usize,
 }
 
 impl Sizes {
@@ -48,8 +46,6 @@ impl Sizes {
             launcher_runs: 5,
             rule_counts: vec![10, 100, 1_000, 10_000],
             workloads: Workload::ALL.to_vec(),
-            real_rounds: 1,
-            rule_rounds: 1,
         }
     }
 
@@ -65,8 +61,6 @@ impl Sizes {
             launcher_runs: 2,
             rule_counts: vec![100],
             workloads: vec![Workload::GitStatus],
-            real_rounds: 1,
-            rule_rounds: 1,
         }
     }
 
@@ -161,6 +155,8 @@ pub struct Results {
     pub auditd_lost: u64,
     /// Wall seconds of `safeclaw-agent exec -- true` and of plain `true`.
     pub launcher: (Vec<f64>, Vec<f64>),
+    /// Policy → wall seconds of each reload into it (SIGHUP to its `policy.load` entry).
+    pub reloads: std::collections::BTreeMap<Policy, Vec<f64>>,
     /// Program name → (run count, run time ns) summed over SafeClaw phases.
     pub bpf_stats: std::collections::BTreeMap<String, (u64, u64)>,
 }
@@ -217,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         fapolicyd: peers::Decisions::default(),
         auditd_lost: 0,
         launcher: (Vec::new(), Vec::new()),
+        reloads: Default::default(),
         bpf_stats: Default::default(),
     };
     let started = std::time::Instant::now();
@@ -286,7 +283,7 @@ impl Bench<'_> {
         count: &mut dyn FnMut() -> anyhow::Result<u64>,
     ) -> anyhow::Result<()> {
         self.micro_phase(&self.indices(|c| c.env == env), round, results, &mut |_| Ok(None), count)?;
-        self.real_phase(round, env, Some(cgroup), results, count)
+        self.real_phase(env, Some(cgroup), results, count)
     }
 
     /// Measures the configurations `indices` (order rotated by round): `prepare` readies one and returns
@@ -316,15 +313,11 @@ impl Bench<'_> {
 
     fn real_phase(
         &self,
-        round: usize,
         env: Env,
         cgroup: Option<&Path>,
         results: &mut Results,
         count: &mut dyn FnMut() -> anyhow::Result<u64>,
     ) -> anyhow::Result<()> {
-        if round >= self.sizes.real_rounds {
-            return Ok(());
-        }
         let e = Env::ALL.iter().position(|&x| x == env).unwrap_or(0);
         for (w, &workload) in self.sizes.workloads.iter().enumerate() {
             let before = count()?;
@@ -335,23 +328,32 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// One daemon for all SafeClaw configurations, rotated together (a policy change is a SIGHUP
+    /// reload, timed); then, back on the default policy, the real workloads and the launcher.
     fn safeclaw_phase(&self, round: usize, results: &mut Results) -> anyhow::Result<()> {
         let daemon = safeclaw::start(Policy::Default, self.fixture)?;
         let mut count = || Ok(safeclaw::settled_count(&daemon));
         let mut current = Policy::Default;
-        let mut prepare = |config: &Config| {
-            let policy = config.policy.unwrap_or(Policy::Default);
+        let mut reloads = Vec::new();
+        let mut switch = |policy: Policy| -> anyhow::Result<()> {
             if policy != current {
-                safeclaw::reload(&daemon, policy, self.fixture)?;
+                reloads.push((policy, safeclaw::reload(&daemon, policy, self.fixture)?));
                 current = policy;
             }
+            Ok(())
+        };
+        let mut prepare = |config: &Config| {
+            switch(config.policy.unwrap_or(Policy::Default))?;
             Ok(config.inside.then(|| daemon.cgroup.clone()))
         };
-        // The default policy's configurations first: the real workloads and the launcher run under it.
-        let defaults = self.indices(|c| c.env == Env::SafeClaw && c.policy == Some(Policy::Default));
-        self.micro_phase(&defaults, round, results, &mut prepare, &mut count)?;
+        let all = self.indices(|c| c.env == Env::SafeClaw);
+        self.micro_phase(&all, round, results, &mut prepare, &mut count)?;
+        switch(Policy::Default)?;
+        for (policy, seconds) in reloads {
+            results.reloads.entry(policy).or_default().push(seconds);
+        }
         let entries_before = safeclaw::entries(&daemon.audit_log).len();
-        self.real_phase(round, Env::SafeClaw, Some(&daemon.cgroup), results, &mut count)?;
+        self.real_phase(Env::SafeClaw, Some(&daemon.cgroup), results, &mut count)?;
         let entries = safeclaw::entries(&daemon.audit_log);
         results.real_denials.extend(
             entries.iter().skip(entries_before).filter(|e| e["effect"] == "deny").map(|e| {
@@ -360,10 +362,6 @@ impl Bench<'_> {
             }),
         );
         self.launcher(&daemon, results)?;
-        if round < self.sizes.rule_rounds {
-            let generated = self.indices(|c| c.env == Env::SafeClaw && c.policy != Some(Policy::Default));
-            self.micro_phase(&generated, round, results, &mut prepare, &mut count)?;
-        }
         report::add_bpf_stats(&mut results.bpf_stats)?;
         let (status, _) = daemon.stop();
         if !status.success() {

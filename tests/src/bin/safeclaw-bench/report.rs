@@ -67,14 +67,19 @@ fn target(config: &Config, op: Op) -> Option<f64> {
 
 pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst) -> anyhow::Result<()> {
     let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "Guest kernel {release}, 1 vCPU. {} rounds; each round runs baseline, SafeClaw, auditd and fapolicyd \
-         as phases in rotated order, and the configurations within a phase in rotated order. Per round and \
-         configuration: {} open()+close(), {} denied opens, {} fork+exec+wait, {} connects. Medians over \
-         rounds (min–max); ratios to the baseline of this boot. The generated-policy rows ran in the first {} \
-         round(s) only (each costs a reload). SafeClaw's audit log and auditd's log are on the guest's tmpfs \
-         (the VM has no disk).\n",
-        sizes.rounds, sizes.open_iterations, sizes.denied_iterations, sizes.exec_iterations, sizes.connect_iterations, sizes.rule_rounds.min(sizes.rounds)
+        "Guest kernel {release}, {cpus} vCPU(s). {} rounds; each round runs baseline, SafeClaw, auditd and \
+         fapolicyd as phases in rotated order, and the configurations within a phase in rotated order (one \
+         SafeClaw daemon per round, its policy switched by SIGHUP reload), then the real workloads of the \
+         phase. Per round and configuration: {} open()+close(), {} denied opens, {} fork+exec+wait, {} \
+         connects. Medians over rounds (min–max); ratios to the baseline of this boot. SafeClaw's audit log \
+         and auditd's log are on the guest's tmpfs (the VM has no disk).\n",
+        sizes.rounds,
+        sizes.open_iterations,
+        sizes.denied_iterations,
+        sizes.exec_iterations,
+        sizes.connect_iterations
     );
     let ns = |c: usize, o: usize| results.micro[c][o].iter().map(|t: &Timing| t.ns).collect::<Vec<_>>();
     for (o, &op) in Op::ALL.iter().enumerate() {
@@ -154,10 +159,7 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     }
     println!();
 
-    println!(
-        "#### Real workloads inside the agent cgroup (wall time, median of {} runs)\n",
-        sizes.real_rounds.min(sizes.rounds)
-    );
+    println!("#### Real workloads inside the agent cgroup (wall time, median of {} runs)\n", sizes.rounds);
     println!(
         "| workload | baseline s | SafeClaw | auditd | fapolicyd | entries SafeClaw / auditd | target SafeClaw ≤ 1.05 |"
     );
@@ -180,17 +182,16 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     }
     println!(
         "\nFalse denials under default.yaml during the real workloads: {} ({}){}. fapolicyd writes no entry for \
-         an allowed access; its decisions are counted in the evidence table. Real workloads ran in the first {} \
-         round(s), after one unmeasured warm-up run each; their binaries and libraries come from the virtiofs root (a FUSE round trip per uncached \
-         lookup), which weighs on every configuration alike.\n",
+         an allowed access; its decisions are counted in the evidence table. Real workloads ran once per round, \
+         after one unmeasured warm-up run each; their binaries and libraries come from the virtiofs root (a \
+         FUSE round trip per uncached lookup), which weighs on every configuration alike.\n",
         results.real_denials.len(),
         verdict(results.real_denials.is_empty()),
         if results.real_denials.is_empty() {
             String::new()
         } else {
             format!(": {}", results.real_denials.iter().take(10).cloned().collect::<Vec<_>>().join("; "))
-        },
-        sizes.real_rounds.min(sizes.rounds)
+        }
     );
 
     println!("#### Launcher\n");
@@ -200,6 +201,16 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
     println!("| `/bin/true` | {:.1} | | |", plain * 1000.0);
     println!("| `safeclaw-agent exec --as-root --agent bench -- /bin/true` | {:.1} | | |", launched * 1000.0);
     println!("| added by the launcher | {added_ms:.1} | < 20 | {} |", verdict(added_ms < 20.0));
+    println!();
+
+    println!(
+        "#### Policy reload (SIGHUP → `policy.load` entry, the new tables written into the idle slot)\n"
+    );
+    println!("| into | reloads | median s (min–max) |\n|---|---|---|");
+    for (policy, seconds) in &results.reloads {
+        let (lo, hi) = min_max(seconds);
+        println!("| {} | {} | {:.2} ({lo:.2}–{hi:.2}) |", policy.label(), seconds.len(), median(seconds));
+    }
     println!();
 
     println!(
@@ -245,6 +256,18 @@ pub fn print(sizes: &Sizes, configs: &[Config], results: &Results, burst: &Burst
         "| BPF map memory (memlock of the daemon's map fds) | {:.1} MB | | |",
         burst.bpf_map_bytes as f64 / 1048576.0
     );
+    println!();
+
+    println!("#### Where the daemon spent its CPU during the burst (perf record -e cpu-clock, 200 Hz)\n");
+    match &burst.profile {
+        Ok(top) => {
+            println!("| share of samples | object and symbol |\n|---|---|");
+            for (share, symbol) in top {
+                println!("| {share:.1}% | `{}` |", symbol.replace('|', "\\|"));
+            }
+        }
+        Err(why) => println!("No profile: {why}."),
+    }
     println!();
 
     println!("#### SafeClaw's programs (kernel bpf_stats, summed over the SafeClaw phases)\n");

@@ -1,0 +1,43 @@
+//! The agent process `safeclaw-agent exec` starts: born in its session cgroup, as the user with the
+//! user's HOME, with no signal blocked and SIGPIPE not ignored, its exit status passed on; a program
+//! that cannot be executed is an error that runs nothing and leaves no session cgroup.
+use safeclaw_integration::{Daemon, RunAs};
+
+const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
+
+#[test]
+fn the_agent_starts_in_its_session_cgroup_as_the_user_with_default_signals() {
+    let daemon = Daemon::start("safeclaw-launch-process", ALLOW_ALL);
+    let script =
+        "cat /proc/self/cgroup; id -u; echo HOME=$HOME; grep -E '^Sig(Blk|Ign)' /proc/self/status; exit 7";
+    let out = daemon.session("proc", RunAs::Nobody, &["/bin/sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "the agent's exit status is the launcher's: {out:?}");
+    let cgroup = stdout.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_default();
+    assert!(cgroup.starts_with("/safeclaw-launch-process/proc/sess_"), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "65534"), "runs as nobody: {stdout}");
+    assert!(stdout.contains("HOME=/nonexistent"), "{stdout}");
+    assert!(stdout.contains("SigBlk:\t0000000000000000"), "{stdout}");
+    // What the guest's init ignores is inherited by everyone; SIGPIPE, which Rust ignores, must not be.
+    let ignored = stdout.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).unwrap_or_default();
+    let ignored = u64::from_str_radix(ignored, 16).unwrap_or(u64::MAX);
+    assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is back to default: {stdout}");
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_program_that_cannot_run_is_an_error_and_leaves_no_session() {
+    let daemon = Daemon::start("safeclaw-launch-noexec", ALLOW_ALL);
+    let bogus = daemon.files_dir().join("not-an-executable");
+    std::fs::write(&bogus, "no interpreter line, no ELF header\n").unwrap();
+    std::fs::set_permissions(&bogus, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = daemon.session("noexec", RunAs::Root, &[bogus.to_str().unwrap()]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Exec format error"), "{out:?}");
+    assert!(!daemon.cgroup.join("noexec").exists(), "the session cgroup was removed");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let ends: Vec<_> = entries.iter().filter(|e| e["action"] == "session.end").collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+}
