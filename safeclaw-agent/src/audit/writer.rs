@@ -424,8 +424,8 @@ impl AuditWriter {
             self.checkpoint("count");
         }
         if self.health == Health::Ok && self.chain.pending.len() >= self.opts.max_batch_bytes {
-            // A failure here marks the log failing; `tick` reports it and retries.
-            let _ = self.settle(true).and_then(|()| self.submit());
+            // A failure marks the log failing; `tick` reports it and retries.
+            let _ = self.commit_early();
         }
         Appended::Buffered { sequence }
     }
@@ -492,7 +492,7 @@ impl AuditWriter {
     /// error the entries stay buffered, health turns `Failing`, and the next call retries.
     pub fn commit(&mut self) -> Result<Durable, AuditError> {
         self.flush()?;
-        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
+        if self.segment_full() {
             self.rotate()?;
         }
         Ok(self.durable)
@@ -612,7 +612,7 @@ impl AuditWriter {
             return Ok(self.durable);
         }
         // Rotation first: under steady load a commit is due again as soon as the last one finishes.
-        if self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max) {
+        if self.segment_full() {
             self.rotate()?;
         }
         let due = self.chain.pending_since.is_some_and(|t| t.elapsed() >= self.opts.commit_interval);
@@ -652,6 +652,22 @@ impl AuditWriter {
             report_compression(handle.join());
         }
         Ok(durable)
+    }
+
+    /// Waits for the batch in flight, then hands over what is pending. Rotation comes first, as in `tick`:
+    /// a flood that keeps the committer busy must not grow one segment without bound.
+    fn commit_early(&mut self) -> Result<(), AuditError> {
+        self.settle(true)?;
+        if self.segment_full() {
+            self.rotate()
+        } else {
+            self.submit()
+        }
+    }
+
+    /// Whether the active segment has reached `max_segment_bytes`.
+    fn segment_full(&self) -> bool {
+        self.opts.max_segment_bytes.is_some_and(|max| self.durable_len >= max)
     }
 
     fn rotate(&mut self) -> Result<(), AuditError> {
@@ -1018,6 +1034,29 @@ mod tests {
         assert!(early > 400, "durable only through kernel event {early}");
         assert!(largest_batch < (16 << 10) + 4096, "batch grew to {largest_batch} bytes");
         writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn a_flood_of_early_commits_still_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_batch_bytes = 16 << 10;
+        opts.max_segment_bytes = Some(64 << 10);
+        opts.commit_interval = Duration::from_secs(3600);
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        // Only early commits run: no tick, no commit until the end.
+        for k in 0..2000 {
+            writer.append(&record(k));
+        }
+        writer.close().unwrap();
+        let files = log_files(&dir.path().join("log/audit.jsonl")).unwrap();
+        assert!(files.len() > 5, "{} segments", files.len());
+        for file in &files[..files.len() - 1] {
+            let len = fs::metadata(file).unwrap().len();
+            assert!(len < (64 << 10) + (16 << 10) + 8192, "{} has {len} bytes", file.display());
+        }
         assert_eq!(check(dir.path()).failure, None);
     }
 
