@@ -6,6 +6,7 @@
 //! signatures, not this scan, vouch for every byte: a line whose structure this scan accepts but a strict
 //! JSON parser would refuse can only have been written by someone holding the signing key.
 use std::cell::RefCell;
+
 /// The members every line is read for, borrowed from the line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Common<'a> {
@@ -337,6 +338,25 @@ mod tests {
                 *byte = [b'"', b'\\', b'a', 0xa2, b'"' ^ 0x80, (x >> 8) as u8][(x % 6) as usize];
             }
             assert_eq!(block_bits(&block), portable_block_bits(&block), "{block:?}");
+        }
+    }
+
+    #[test]
+    fn every_cut_and_every_changed_byte_of_a_line_gives_an_answer_not_a_panic() {
+        use crate::audit::entry::{write_action, FieldSet, Header};
+        let header =
+            Header { sequence: 7, prev_hash: Digest::of(b"prev"), timestamp: b"2026-02-13T10:45:23.102Z" };
+        let mut line = Vec::new();
+        write_action(&mut line, &header, &synthetic::record(7), FieldSet::ALL, &Redactor::builtin());
+        for cut in 0..line.len() {
+            assert!(common(&line[..cut]).is_err(), "accepted a line cut at byte {cut}");
+        }
+        for at in 0..line.len() {
+            for byte in [b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'x', 0xff] {
+                let mut changed = line.clone();
+                changed[at] = byte;
+                let _ = common(&changed);
+            }
         }
     }
 
