@@ -33,6 +33,10 @@ pub struct TestArgs {
     /// Seconds each VM may run before it is killed and counted as a failure.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Run only the VM test binaries with these names (e.g. `escape_files`), and skip the native tests.
+    /// For development: CI runs everything.
+    #[arg(long = "only", value_name = "TEST")]
+    only: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,10 +62,10 @@ struct Suite {
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     project::setup()?;
-    let mut suites = vec![native_tests()?];
+    let mut suites = if args.only.is_empty() { vec![native_tests()?] } else { Vec::new() };
     interruption_check()?;
     let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
-    match build_vm_tests() {
+    match build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &args.only)?))) {
         Ok((agent, tests)) => {
             interruption_check()?;
             // One guest per kernel, side by side: each is a single emulated CPU.
@@ -143,6 +147,26 @@ fn build_vm_tests() -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
         .map(|Executable { path, .. }| path)
         .collect();
     Ok((agent, tests))
+}
+
+/// The test binaries named by `--only` (cargo names them `NAME-HASH`), or all of them when none is named.
+fn select_tests(tests: Vec<PathBuf>, only: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    if only.is_empty() {
+        return Ok(tests);
+    }
+    let binary_name = |path: &Path| {
+        let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        file.rsplit_once('-').map_or(file.clone(), |(name, _hash)| name.to_owned())
+    };
+    let selected: Vec<PathBuf> =
+        tests.iter().filter(|test| only.contains(&binary_name(test))).cloned().collect();
+    for name in only {
+        if !selected.iter().any(|test| binary_name(test) == *name) {
+            let known: Vec<String> = tests.iter().map(|test| binary_name(test)).collect();
+            bail!("--only {name}: no such integration test binary (there are: {})", known.join(", "));
+        }
+    }
+    Ok(selected)
 }
 
 fn vm_tests(
