@@ -73,6 +73,7 @@ fn bench_verify(c: &mut Criterion) {
         trusted_key: Some(key),
         head_path: Some(dir.path().join("state/audit.head")),
         from: None,
+        ..Default::default()
     };
     let entries = verify(&files, &opts, Arc::new(|_| {})).expect("verify").entries;
     let mut group = c.benchmark_group("audit");

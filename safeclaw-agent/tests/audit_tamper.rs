@@ -190,6 +190,7 @@ fn a_wholly_regenerated_log_is_refused() {
         trusted_key: None,
         head_path: Some(original.head()),
         from: None,
+        ..Default::default()
     });
     assert!(matches!(report.failure.map(|f| f.damage), Some(Damage::BadHead { .. })));
 }
@@ -293,7 +294,7 @@ fn from_skips_what_was_verified_before() {
     let mut lines = log.lines();
     lines[3] = lines[3].replacen("agent", "agenT", 1);
     log.set_lines(&lines);
-    let opts = VerifyOptions { trusted_key: Some(log.key()), head_path: Some(log.head()), from: Some(10) };
+    let opts = VerifyOptions { trusted_key: Some(log.key()), head_path: Some(log.head()), from: Some(10), ..Default::default() };
     let report = log.verify_with(opts);
     assert_eq!(report.failure, None, "{report:?}");
     assert_eq!(report.first_sequence, Some(10));

@@ -1,4 +1,4 @@
-//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey.
+//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey, rotate-key.
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use super::export::{export, ExportFormat};
 use super::signing::{AuditKey, PublicKey};
 use super::tail::{Filter, Style};
-use super::verify::{log_files, verify, KeySource, Report, VerifyOptions};
+use super::verify::{log_files, verify, Acceptance, KeySource, Report, VerifyOptions};
+use super::writer::{pending_key_path, AuditWriter};
 use crate::config::Config;
 use crate::policy::compiled::Effect;
 
@@ -24,6 +25,9 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Print the public key auditors check signatures with (reads the root-only key).
     Pubkey(ConfigArg),
+    /// Change the signing key: a new key is created, and the log records its public key in an entry the
+    /// old key signs. Run it with the daemon stopped; give auditors the new key afterwards.
+    RotateKey(ConfigArg),
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +50,11 @@ pub struct VerifyArgs {
     /// Signed head file [default: the configured one, when verifying the configured log].
     #[arg(long)]
     pub head: Option<PathBuf>,
+    /// Accept a recorded incident after looking into it: `head_missing@SEQ` or `tamper_detected@SEQ`
+    /// (the entry's sequence), or `no-head` to verify files without a head file (a tail cut after the
+    /// last checkpoint cannot be seen then). Repeatable.
+    #[arg(long, value_name = "INCIDENT")]
+    pub accept: Vec<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -108,6 +117,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(args),
         AuditCommand::Tail(args) => run_tail(args),
         AuditCommand::Export(args) => run_export(args),
+        AuditCommand::RotateKey(args) => run_rotate_key(&args),
         AuditCommand::Pubkey(args) => {
             let config = load_config(&args)?;
             let key = AuditKey::load(&config.key_path())
@@ -173,22 +183,68 @@ fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<Publ
     Ok(AuditKey::load(&config.key_path()).ok().map(|k| k.public()))
 }
 
+/// `--accept no-head`: verify without a head file.
+const ACCEPT_NO_HEAD: &str = "no-head";
+
 fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let files = resolve_files(&args.paths, &config)?;
     let head_path = args.head.clone().or_else(|| args.paths.is_empty().then(|| config.head_path()));
+    let no_head = args.accept.iter().any(|a| a == ACCEPT_NO_HEAD);
+    let accept = args
+        .accept
+        .iter()
+        .filter(|a| *a != ACCEPT_NO_HEAD)
+        .map(|a| a.parse::<Acceptance>().map_err(|e| anyhow::anyhow!("--accept {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if head_path.is_none() && !no_head {
+        println!(
+            "FAILED at the log: no head file to check: a tail cut after the last checkpoint would not show; \
+             pass --head FILE, or --accept no-head"
+        );
+        return Ok(ExitCode::from(1));
+    }
     let opts = VerifyOptions {
         trusted_key: trusted_key(args.pubkey.as_deref(), &config)?,
         head_path,
         from: args.from,
+        accept,
     };
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = progress_bar(total);
     let counter = bar.clone();
-    let report = verify(&files, &opts, Arc::new(move |n| counter.inc(n)))?;
+    let report = verify(&files, &opts, Arc::new(move |n| counter.inc(n)));
     bar.finish_and_clear();
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            println!("FAILED at the log: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     print_report(&report);
+    if no_head && report.ok() {
+        println!("no head file checked (--accept no-head): a tail cut after the last checkpoint would not show");
+    }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_rotate_key(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = load_config(args)?;
+    let opts = config.writer_options(None)?;
+    let key_path = opts.key_path.clone();
+    let old = AuditKey::load(&key_path).context("rotating keys needs the current key")?;
+    let pending = pending_key_path(&key_path);
+    // A pending key from an interrupted rotation is used again rather than replaced.
+    let new = AuditKey::load_or_create(&pending)?;
+    let mut writer = AuditWriter::open(opts).context("opening the audit log (is the daemon stopped?)")?;
+    let recorded = writer.rotate_key()?;
+    writer.close()?;
+    anyhow::ensure!(recorded == new.public(), "the log recorded another key than the one created");
+    println!("old key: {}", old.public().to_text());
+    println!("new key: {}", recorded.to_text());
+    println!("give auditors the new key; the log records it, signed by the old key");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A byte progress bar on standard error, shown for logs over 64 MiB when it is a terminal.
@@ -239,6 +295,15 @@ fn print_report(report: &Report) {
         println!(
             "recorded gaps: {} ({} kernel events could not be recorded; each was denied)",
             report.gaps, report.lost_kernel_events
+        );
+    }
+    for accepted in &report.accepted {
+        println!("accepted by the operator: {:?} at entry {}", accepted.incident, accepted.sequence);
+    }
+    if report.partial_line_bytes > 0 {
+        println!(
+            "ignored: {} bytes after the last complete line (an interrupted write; the writer cuts it at restart)",
+            report.partial_line_bytes
         );
     }
     if report.retention_deletions > 0 {

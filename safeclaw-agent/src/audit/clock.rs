@@ -57,6 +57,14 @@ fn split_unix(at: SystemTime) -> (i64, u32) {
     (second, since.subsec_millis())
 }
 
+/// Whether `text` is a timestamp as we write them: `YYYY-MM-DDTHH:MM:SS.mmmZ`, a valid UTC time.
+pub fn is_canonical(text: &str) -> bool {
+    let pattern = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    text.len() == TIMESTAMP_LEN
+        && text.bytes().zip(pattern).all(|(b, &p)| if p == b'd' { b.is_ascii_digit() } else { b == p })
+        && parse(text).is_some()
+}
+
 /// Parses an RFC 3339 time (any offset), or a bare date `YYYY-MM-DD` meaning its UTC midnight.
 pub fn parse(text: &str) -> Option<SystemTime> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
@@ -88,5 +96,9 @@ mod tests {
         assert_eq!(parse("2026-02-13"), Some(UNIX_EPOCH + Duration::from_secs(1_770_940_800)));
         assert_eq!(parse("2026-02-13T11:45:23.102+01:00"), Some(at));
         assert_eq!(parse("yesterday"), None);
+        assert!(is_canonical("2026-02-13T10:45:23.102Z"));
+        for bad in ["2026-02-13T10:45:23.102+00:00", "2026-02-13T10:45:23Z", "2026-13-13T10:45:23.102Z"] {
+            assert!(!is_canonical(bad), "{bad}");
+        }
     }
 }

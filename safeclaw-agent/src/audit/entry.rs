@@ -231,6 +231,8 @@ pub(crate) enum WriterEvent {
     },
     RetentionDelete {
         segment: String,
+        /// Lowest sequence whose deletion the log accounts for (carried from round to round).
+        covered_from: u64,
         first: u64,
         last: u64,
         last_hash: Digest,
@@ -250,6 +252,16 @@ pub(crate) enum WriterEvent {
     /// At open: an incomplete last line (never committed) was cut off.
     CrashRecovered {
         discarded_bytes: u64,
+    },
+    /// A new signing key: the next checkpoint is signed by the previous key, later ones by this one.
+    KeyRotation {
+        log_id: String,
+        key_id: Digest,
+        public_key: String,
+    },
+    /// The wall clock is earlier than the previous checkpoint's time (`previous`).
+    ClockStep {
+        previous: String,
     },
     /// At open: the log does not reach the signed head kept outside it.
     TamperDetected {
@@ -551,6 +563,8 @@ impl WriterEvent {
             WriterEvent::CrashRecovered { .. } => "audit.crash_recovered",
             WriterEvent::TamperDetected { .. } => "audit.tamper_detected",
             WriterEvent::HeadMissing => "audit.head_missing",
+            WriterEvent::KeyRotation { .. } => "audit.key_rotation",
+            WriterEvent::ClockStep { .. } => "audit.clock_step",
         }
     }
 }
@@ -586,7 +600,8 @@ pub(crate) fn write_writer_event(out: &mut Vec<u8>, header: &Header<'_>, event: 
             d.u64("expectedKernelSeq", *expected);
             d.u64("gotKernelSeq", *got);
         }
-        WriterEvent::RetentionDelete { segment, first, last, last_hash, last_time, retention } => {
+        WriterEvent::RetentionDelete { segment, covered_from, first, last, last_hash, last_time, retention } => {
+            d.u64("coveredFrom", *covered_from);
             d.u64("firstSequence", *first);
             write_digest(d, "lastHash", last_hash);
             d.u64("lastSequence", *last);
@@ -611,6 +626,12 @@ pub(crate) fn write_writer_event(out: &mut Vec<u8>, header: &Header<'_>, event: 
             d.u64("signedSize", *signed_size);
         }
         WriterEvent::HeadMissing => {}
+        WriterEvent::KeyRotation { log_id, key_id, public_key } => {
+            write_digest(d, "keyId", key_id);
+            d.str("logId", log_id);
+            d.str("publicKey", public_key);
+        }
+        WriterEvent::ClockStep { previous } => d.str("previousCheckpoint", previous),
     });
     write_prev_hash(&mut obj, header);
     obj.u64("sequence", header.sequence);

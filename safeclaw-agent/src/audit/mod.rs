@@ -21,6 +21,8 @@ pub mod signing;
 pub mod synthetic;
 pub mod tail;
 pub mod verify;
+#[cfg(test)]
+mod vectors;
 pub mod writer;
 
 pub use chain::Digest;
@@ -30,8 +32,11 @@ pub use entry::{
 };
 pub use writer::{Appended, AuditError, AuditWriter, Durable, FailureMode, Health, Recovered, WriterOptions};
 
-/// `details.format` of a log's first entry.
-pub const FORMAT: &str = "safeclaw-audit/1";
+/// `details.format` of a log's first entry. Format 2 added fixed checkpoint lines, `audit.key_rotation`,
+/// `audit.clock_step` and `coveredFrom` in retention entries; format 1 logs verify under the same rules.
+pub const FORMAT: &str = "safeclaw-audit/2";
+/// Formats the verifier reads.
+pub const FORMATS: [&str; 2] = ["safeclaw-audit/1", FORMAT];
 /// Active log segment when neither `--audit-log` nor a file destination says otherwise.
 pub const DEFAULT_LOG: &str = "/var/log/safeclaw/audit.jsonl";
 /// Signing key (mode 0600, directory 0700).

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::chain::{unseal, Digest};
+use super::chain::{unseal, Digest, HASH_SUFFIX_LEN};
+use super::entry::{write_writer_event, Header, WriterEvent};
 use super::scan;
 
 /// Everything, for the entries verification and recovery look into.
@@ -20,6 +21,8 @@ struct Fields<'a> {
 #[serde(rename_all = "camelCase")]
 struct Details<'a> {
     #[serde(borrow)]
+    format: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     log_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     public_key: Option<Cow<'a, str>>,
@@ -30,6 +33,7 @@ struct Details<'a> {
     #[serde(borrow)]
     trigger: Option<Cow<'a, str>>,
     first_sequence: Option<u64>,
+    covered_from: Option<u64>,
     last_sequence: Option<u64>,
     #[serde(borrow)]
     last_hash: Option<Cow<'a, str>>,
@@ -79,7 +83,9 @@ pub enum Kind {
         to_kernel_seq: u64,
     },
     RetentionDelete {
-        first: u64,
+        /// Lowest sequence whose deletion the log accounts for, this entry's segment included
+        /// (`coveredFrom`; entries of format 1 without it cover their own segment only).
+        covered_from: u64,
         last: u64,
         last_hash: Digest,
     },
@@ -88,6 +94,15 @@ pub enum Kind {
         signed_size: u64,
         found_size: u64,
     },
+    /// The writer found the log but not its head file.
+    HeadMissing,
+    /// Checkpoints after the next one (which the previous key signs) are signed by `key_id`.
+    KeyRotation {
+        key_id: Digest,
+        public_key: String,
+    },
+    /// The wall clock went back before the previous checkpoint's time.
+    ClockStep,
 }
 
 /// Why a line could not be read as a sealed entry.
@@ -140,14 +155,28 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
     };
     let kind = match action {
         "audit.log_start" => {
+            let format = text(d.format, "format")?;
+            if !super::FORMATS.contains(&format.as_str()) {
+                return Err(LineError::Malformed(format!("format {format:?} is not one this verifier knows")));
+            }
             Kind::LogStart { log_id: text(d.log_id, "logId")?, public_key: text(d.public_key, "publicKey")? }
         }
-        "audit.checkpoint" => Kind::Checkpoint {
-            log_id: text(d.log_id, "logId")?,
-            key_id: text(d.key_id, "keyId")?,
-            signature: text(d.signature, "signature")?,
-            trigger: text(d.trigger, "trigger")?,
-            timestamp: fields.timestamp.into_owned(),
+        "audit.checkpoint" => {
+            let kind = Kind::Checkpoint {
+                log_id: text(d.log_id, "logId")?,
+                key_id: text(d.key_id, "keyId")?,
+                signature: text(d.signature, "signature")?,
+                trigger: text(d.trigger, "trigger")?,
+                timestamp: fields.timestamp.into_owned(),
+            };
+            check_checkpoint_form(line, common.sequence, prev, &kind)?;
+            kind
+        }
+        "audit.head_missing" => Kind::HeadMissing,
+        "audit.clock_step" => Kind::ClockStep,
+        "audit.key_rotation" => Kind::KeyRotation {
+            key_id: d.key_id.as_deref().and_then(Digest::parse).ok_or_else(|| missing(action, "keyId"))?,
+            public_key: text(d.public_key, "publicKey")?,
         },
         "audit.segment_start" => {
             Kind::SegmentStart { log_id: text(d.log_id, "logId")?, last_kernel_seq: d.last_kernel_seq }
@@ -158,7 +187,10 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
             to_kernel_seq: d.to_kernel_seq.ok_or_else(|| missing(action, "toKernelSeq"))?,
         },
         "audit.retention_delete" => Kind::RetentionDelete {
-            first: d.first_sequence.ok_or_else(|| missing(action, "firstSequence"))?,
+            covered_from: d
+                .covered_from
+                .or(d.first_sequence)
+                .ok_or_else(|| missing(action, "firstSequence"))?,
             last: d.last_sequence.ok_or_else(|| missing(action, "lastSequence"))?,
             last_hash: d
                 .last_hash
@@ -174,6 +206,45 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
         _ => Kind::Plain { kernel_seq: common.kernel_seq },
     };
     Ok(summary(kind))
+}
+
+/// Checkpoint triggers (`details.trigger`); any other value makes the entry malformed.
+pub const TRIGGERS: [&str; 6] = ["count", "interval", "rotation", "retention", "shutdown", "key_rotation"];
+
+/// A checkpoint's line must be exactly what the writer makes of the values its signature fixes: the
+/// members `action`, `details` {`keyId`, `logId`, `signature`, `trigger`}, `prevHash`, `sequence`,
+/// `timestamp`, `hash`, canonical JSON, lower-case hex. Without this the last checkpoint of a log (whose
+/// own hash nothing later covers) could gain members or be re-encoded without breaking a signature.
+fn check_checkpoint_form(line: &[u8], sequence: u64, prev: Digest, kind: &Kind) -> Result<(), LineError> {
+    let Kind::Checkpoint { log_id, key_id, signature, trigger, timestamp } = kind else { return Ok(()) };
+    let not_canonical = |what: &str| LineError::Malformed(format!("checkpoint not in its fixed form: {what}"));
+    let trigger = TRIGGERS.iter().find(|t| **t == trigger).ok_or_else(|| not_canonical("unknown trigger"))?;
+    let key_id = Digest::parse(key_id).ok_or_else(|| not_canonical("keyId"))?;
+    if !is_lower_hex(log_id, 32) {
+        return Err(not_canonical("logId"));
+    }
+    if !signature.strip_prefix(super::signing::ED25519_PREFIX).is_some_and(|h| is_lower_hex(h, 128)) {
+        return Err(not_canonical("signature"));
+    }
+    if !super::clock::is_canonical(timestamp) {
+        return Err(not_canonical("timestamp"));
+    }
+    let event =
+        WriterEvent::Checkpoint { log_id: log_id.clone(), key_id, trigger, signature: signature.clone() };
+    let header = Header { sequence, prev_hash: prev, timestamp: timestamp.as_bytes() };
+    let mut expected = Vec::with_capacity(line.len());
+    write_writer_event(&mut expected, &header, &event);
+    // `expected` ends in `}` where the line goes on with its hash member.
+    let body = &line[..line.len() - HASH_SUFFIX_LEN];
+    if expected.len() != body.len() + 1 || expected[..body.len()] != *body {
+        return Err(not_canonical("other members or another encoding than the canonical one"));
+    }
+    Ok(())
+}
+
+/// Whether `text` is exactly `digits` lower-case hex digits.
+pub fn is_lower_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

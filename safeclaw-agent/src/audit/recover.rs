@@ -8,7 +8,7 @@ use super::chain::Digest;
 use super::parse::{parse, Kind, Summary};
 use super::segment::{open_reader, Segment};
 use super::sequence::SessionTail;
-use super::signing::HeadFile;
+use super::signing::{HeadFile, PublicKey, KEY_ROTATION};
 
 /// Where the chain of one segment ends.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,29 @@ pub struct SegmentEnd {
     pub last_timestamp: Option<String>,
     /// The kernel sequences the current kernel session recorded or lost in this segment.
     pub session: SessionTail,
+    /// Id of the key that signs this segment's last checkpoints (named by the log start, a key rotation
+    /// or a checkpoint).
+    pub key_id: Option<Digest>,
+    /// Time of the last checkpoint.
+    pub last_checkpoint_time: Option<String>,
+    /// Deletions the retention entries in this segment account for: (`coveredFrom`, `lastSequence`).
+    pub retention: Vec<(u64, u64)>,
+}
+
+impl SegmentEnd {
+    /// Takes what the segment before this one knows and this one does not: the key and the last
+    /// checkpoint's time (the session is followed separately).
+    pub fn inherit(&mut self, before: &SegmentEnd) {
+        self.key_id = self.key_id.or(before.key_id);
+        if self.last_checkpoint_time.is_none() {
+            self.last_checkpoint_time.clone_from(&before.last_checkpoint_time);
+        }
+    }
+
+    /// Whether the key or the last checkpoint's time must come from an earlier segment.
+    pub fn wants_earlier(&self) -> bool {
+        self.session.wants_earlier() || self.key_id.is_none() || self.last_checkpoint_time.is_none()
+    }
 }
 
 /// Reads `segment` to its end; `probe` asks for the hash of one sequence number.
@@ -72,7 +95,12 @@ fn record(end: &mut SegmentEnd, summary: &Summary, probe: Option<u64>, line: &[u
             end.last_kernel_seq = Some(*k);
             end.session.record(*k);
         }
-        Kind::Plain { kernel_seq: None } | Kind::RetentionDelete { .. } | Kind::TamperDetected { .. } => {}
+        Kind::Plain { kernel_seq: None }
+        | Kind::TamperDetected { .. }
+        | Kind::HeadMissing
+        | Kind::ClockStep => {}
+        Kind::RetentionDelete { covered_from, last, .. } => end.retention.push((*covered_from, *last)),
+        Kind::KeyRotation { key_id, .. } => end.key_id = Some(*key_id),
         Kind::Gap { from_kernel_seq, to_kernel_seq } => {
             end.last_kernel_seq = Some(*to_kernel_seq);
             end.session.lose(*from_kernel_seq..=*to_kernel_seq);
@@ -86,10 +114,18 @@ fn record(end: &mut SegmentEnd, summary: &Summary, probe: Option<u64>, line: &[u
             end.session.start_segment();
             end.log_id = Some(log_id.clone());
         }
-        Kind::LogStart { log_id, .. } => end.log_id = Some(log_id.clone()),
-        Kind::Checkpoint { log_id, .. } => {
+        Kind::LogStart { log_id, public_key } => {
+            end.log_id = Some(log_id.clone());
+            end.key_id = PublicKey::parse(public_key).map(|k| k.key_id());
+        }
+        Kind::Checkpoint { log_id, key_id, trigger, timestamp, .. } => {
             end.log_id = Some(log_id.clone());
             end.since_checkpoint = 0;
+            end.last_checkpoint_time = Some(timestamp.clone());
+            // A key rotation's checkpoint is the previous key's last signature.
+            if trigger != KEY_ROTATION {
+                end.key_id = Digest::parse(key_id).or(end.key_id);
+            }
         }
     }
     end.last_timestamp = timestamp_of(line);

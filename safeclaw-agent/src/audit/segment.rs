@@ -25,14 +25,35 @@ impl Compression {
         }
     }
 
-    pub fn of_path(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("zst") => Compression::Zstd,
-            Some("gz") => Compression::Gzip,
-            _ => Compression::None,
+    /// The codec of a file, from its first bytes (the zstd and gzip magic numbers), not its name: a
+    /// segment recompressed with the other codec under its old name still reads.
+    pub fn of_content(path: &Path) -> io::Result<Self> {
+        let mut magic = [0u8; 4];
+        let mut file = File::open(path)?;
+        let mut filled = 0;
+        while filled < magic.len() {
+            match file.read(&mut magic[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(Self::of_magic(&magic[..filled]))
+    }
+
+    fn of_magic(magic: &[u8]) -> Self {
+        if magic.starts_with(&ZSTD_MAGIC) {
+            Compression::Zstd
+        } else if magic.starts_with(&GZIP_MAGIC) {
+            Compression::Gzip
+        } else {
+            Compression::None
         }
     }
 }
+
+/// First bytes of a zstd frame (RFC 8878) and of a gzip member (RFC 1952).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Digits of the first sequence number in a rotated segment's name.
 const SEQ_DIGITS: usize = 20;
@@ -122,10 +143,12 @@ pub struct Segment {
     pub compression: Compression,
 }
 
-/// A reader over `path`'s lines, decompressing by its extension; `counter` sees the bytes read from disk.
+/// A reader over `path`'s lines, decompressing by its content (see `Compression::of_content`);
+/// `counter` sees the bytes read from disk.
 pub fn open_reader(path: &Path, counter: impl Fn(u64) + Send + 'static) -> io::Result<Box<dyn Read + Send>> {
+    let compression = Compression::of_content(path)?;
     let raw = Counting { inner: File::open(path)?, counter };
-    Ok(match Compression::of_path(path) {
+    Ok(match compression {
         Compression::None => Box::new(raw),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(raw))),
@@ -209,6 +232,13 @@ mod tests {
         let firsts: Vec<_> = listed.iter().map(|s| s.first_seq).collect();
         assert_eq!(firsts, [Some(7), Some(42), Some(100), None]);
         assert_eq!(listed[1].compression, Compression::Zstd);
+        // Recompressed with the other codec under its old name: read by content.
+        let zst = name.rotated(42).with_extension("jsonl.zst");
+        fs::remove_file(&zst).unwrap();
+        fs::write(name.rotated(42), "42\n").unwrap();
+        let gz = compress(&name.rotated(42), Compression::Gzip).unwrap();
+        fs::rename(gz, &zst).unwrap();
+        assert_eq!(Compression::of_content(&zst).unwrap(), Compression::Gzip);
         for (segment, expected) in listed.iter().zip(["7\n", "42\n", "100\n"]) {
             let mut text = String::new();
             open_reader(&segment.path, |_| {}).unwrap().read_to_string(&mut text).unwrap();

@@ -70,7 +70,8 @@ impl AuditKey {
         Ok(AuditKey { signing: SigningKey::from_bytes(&seed) })
     }
 
-    fn create(path: &Path) -> Result<Self, KeyError> {
+    /// Creates a new key at `path` (which must not exist).
+    pub fn create(path: &Path) -> Result<Self, KeyError> {
         durable::create_private_dir(durable::parent_of(path)).map_err(io_err(path))?;
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| io_err(path)(io::Error::other(e.to_string())))?;
@@ -164,6 +165,9 @@ pub struct HeadFile {
     pub time: String,
     pub signature: String,
 }
+
+/// Trigger of the checkpoint the previous key signs after an `audit.key_rotation` entry.
+pub const KEY_ROTATION: &str = "key_rotation";
 
 /// `reason` of head-file statements.
 pub const HEAD_REASON: &str = "head";

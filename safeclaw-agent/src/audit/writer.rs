@@ -20,7 +20,7 @@ use super::redact::Redactor;
 use super::retention::{expired, RetentionRule};
 use super::segment::{self, Compression, LogName, Segment};
 use super::sequence::{Arrival, KernelSeqs};
-use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError};
+use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError, PublicKey, KEY_ROTATION};
 use crate::policy::compiled::Effect;
 
 /// What to do while the log cannot be written.
@@ -113,6 +113,17 @@ pub enum AuditError {
     Head(#[from] HeadError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the audit key {key} is missing but the log {log} exists: a new key would sign a log it did not \
+         start. Restore the key from its backup, or move the log aside to start a new one"
+    )]
+    KeyLost { key: PathBuf, log: PathBuf },
+    #[error(
+        "the audit key {key} ({file_key}) is not the key that signs the log {log} ({log_key}): restore \
+         that key, or change keys with `safeclaw-agent audit rotate-key`, which records the new key signed \
+         by the old"
+    )]
+    KeyMismatch { key: PathBuf, log: PathBuf, file_key: Digest, log_key: Digest },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -173,6 +184,8 @@ struct FailureCounts {
 }
 
 pub struct AuditWriter {
+    /// Held while the writer lives: one writer per log.
+    _lock: nix::fcntl::Flock<File>,
     opts: WriterOptions,
     name: LogName,
     key: AuditKey,
@@ -195,6 +208,8 @@ pub struct AuditWriter {
     kernel_seqs: KernelSeqs,
     durable: Durable,
     last_checkpoint: Instant,
+    /// Timestamp of the last checkpoint: one dated earlier is preceded by an `audit.clock_step` entry.
+    last_checkpoint_time: Option<String>,
     last_retention: Option<Instant>,
     timestamps: TimestampFormatter,
     health: Health,
@@ -217,10 +232,10 @@ impl AuditWriter {
     /// entry. Whatever recovery found (a cut-off write, a log that does not reach its signed head) is
     /// recorded as an entry and committed before this returns.
     pub fn open(opts: WriterOptions) -> Result<Self, AuditError> {
-        let key = AuditKey::load_or_create(&opts.key_path)?;
         let name = LogName::of_active(&opts.log_path);
         let log_dir = durable::parent_of(&opts.log_path).to_owned();
         durable::create_private_dir(&log_dir).map_err(io_at(&log_dir))?;
+        let lock = lock_log_dir(&log_dir)?;
         segment::remove_leftovers(&name).map_err(io_at(&log_dir))?;
         let head = HeadFile::read(&opts.head_path);
         let segments = name.list().map_err(io_at(&log_dir))?;
@@ -240,11 +255,15 @@ impl AuditWriter {
             .skip_while(|s| Some(s.path.as_path()) != last_path)
             .skip(1)
             .filter(|s| non_empty(&s.path));
-        while end.session.wants_earlier() {
+        while end.wants_earlier() {
             let Some(previous) = earlier.next() else { break };
             let before = scan(previous, None).map_err(io_at(&previous.path))?;
-            end.session.follow(before.session);
+            end.inherit(&before);
+            if end.session.wants_earlier() {
+                end.session.follow(before.session);
+            }
         }
+        let key = log_key(&opts.key_path, &opts.log_path, last_segment.is_some(), end.key_id)?;
         let active_end = if last_segment.is_some_and(|s| s.path == active) { Some(&end) } else { None };
         if let Some(e) = active_end.filter(|e| e.partial_len > 0) {
             // An interrupted write: never committed, so never acknowledged. Cut it off.
@@ -261,6 +280,7 @@ impl AuditWriter {
         };
         let segment_first_seq = active_end.and_then(|e| e.first_sequence).unwrap_or(next_seq);
         let mut writer = AuditWriter {
+            _lock: lock,
             name,
             key,
             key_id,
@@ -283,6 +303,7 @@ impl AuditWriter {
             kernel_seqs: KernelSeqs::resume(&end.session, end.last_kernel_seq, opts.gap_wait),
             durable: Durable { sequence: next_seq.checked_sub(1), kernel_seq: end.last_kernel_seq },
             last_checkpoint: Instant::now(),
+            last_checkpoint_time: end.last_checkpoint_time.clone(),
             last_retention: None,
             timestamps: TimestampFormatter::default(),
             health: Health::Ok,
@@ -339,6 +360,13 @@ impl AuditWriter {
             HeadCheck::Consistent => {}
             HeadCheck::Missing if found_size == 0 => {}
             HeadCheck::Missing => {
+                tracing::error!(
+                    head = %self.opts.head_path.display(),
+                    entries = found_size,
+                    "the audit log exists but its signed head file does not: a tail cut while the agent was \
+                     stopped cannot be ruled out; recorded as audit.head_missing, which fails verification \
+                     until an auditor accepts it"
+                );
                 self.push_event(WriterEvent::HeadMissing);
             }
             HeadCheck::Truncated { signed_size, signed_head, found_size } => {
@@ -472,6 +500,13 @@ impl AuditWriter {
         let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
         self.timestamps.write(SystemTime::now(), &mut stamp);
         let time = String::from_utf8_lossy(&stamp).into_owned();
+        if let Some(previous) = self.last_checkpoint_time.take().filter(|p| *p > time) {
+            // The wall clock was stepped back: say so before signing an earlier time.
+            tracing::warn!(%previous, now = %time, "the wall clock went back; recorded as audit.clock_step");
+            let event = WriterEvent::ClockStep { previous };
+            self.chain.push(&stamp, |out, header| write_writer_event(out, header, &event));
+        }
+        self.last_checkpoint_time = Some(time.clone());
         let statement = HeadStatement {
             log_id: &self.log_id,
             key_id: self.key_id,
@@ -486,6 +521,36 @@ impl AuditWriter {
         self.chain.push(&stamp, |out, header| write_writer_event(out, header, &event));
         self.chain.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
+    }
+
+    /// Changes the signing key to the one at `pending_key_path(key file)`: records the new public key in
+    /// an `audit.key_rotation` entry that the old key signs with a `key_rotation` checkpoint, commits,
+    /// then moves the new key over the old key file. Later checkpoints and heads are signed by the new key.
+    pub fn rotate_key(&mut self) -> Result<PublicKey, AuditError> {
+        let pending = pending_key_path(&self.opts.key_path);
+        let new = AuditKey::load(&pending)?;
+        let public_key = new.public();
+        let event = WriterEvent::KeyRotation {
+            log_id: self.log_id.clone(),
+            key_id: public_key.key_id(),
+            public_key: public_key.to_text(),
+        };
+        self.push_event(event);
+        self.checkpoint(KEY_ROTATION);
+        // The head file of this commit is the new key's first signature.
+        self.key = new;
+        self.key_id = public_key.key_id();
+        self.commit()?;
+        if self.health != Health::Ok {
+            return Err(AuditError::Io {
+                path: self.opts.log_path.clone(),
+                source: io::Error::other("the key rotation could not be committed; the new key stays pending"),
+            });
+        }
+        // A crash before this rename is completed by the next `open` (the log names the pending key).
+        fs::rename(&pending, &self.opts.key_path).map_err(io_at(&self.opts.key_path))?;
+        durable::sync_parent(&self.opts.key_path).map_err(io_at(&self.opts.key_path))?;
+        Ok(public_key)
     }
 
     /// Writes and fsyncs everything appended so far (then the signed head file) and waits for it. On
@@ -720,13 +785,13 @@ impl AuditWriter {
         let dir = durable::parent_of(&self.opts.log_path).to_owned();
         let segments = self.name.list().map_err(io_at(&dir))?;
         let doomed = expired(&segments, &rule, SystemTime::now()).map_err(io_at(&dir))?;
-        if doomed.is_empty() {
-            return Ok(());
-        }
+        let Some(first) = doomed.first().map(|e| e.first) else { return Ok(()) };
+        let covered_from = covered_from(&segments, first).map_err(io_at(&dir))?;
         for e in &doomed {
             let segment = e.segment.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             self.push_event(WriterEvent::RetentionDelete {
                 segment,
+                covered_from,
                 first: e.first,
                 last: e.last,
                 last_hash: e.last_hash,
@@ -768,6 +833,65 @@ impl Chain {
     }
 }
 
+/// The lowest sequence whose deletion the log accounts for, once the entries from `first` on are deleted
+/// too: `first` itself unless retention entries of earlier rounds (in any remaining segment) record
+/// deleting everything before it. The writer only carries forward what its log records, so a segment an
+/// attacker removed stays unaccounted for.
+fn covered_from(segments: &[Segment], first: u64) -> io::Result<u64> {
+    if first == 0 {
+        return Ok(0);
+    }
+    let mut recorded = Vec::new();
+    for segment in segments {
+        recorded.extend(scan(segment, None)?.retention);
+    }
+    let mut from = first;
+    while let Some(earlier) = recorded.iter().filter(|r| r.1 + 1 == from && r.0 < from).map(|r| r.0).min() {
+        from = earlier;
+    }
+    Ok(from)
+}
+
+/// The signing key for the log: the key file, which must be the key the log names last. A missing key
+/// next to an existing log, or another key, is refused (a new key would sign history it never saw);
+/// a key rotation interrupted after its entries were committed is completed.
+fn log_key(
+    key_path: &Path,
+    log_path: &Path,
+    log_exists: bool,
+    log_key: Option<Digest>,
+) -> Result<AuditKey, AuditError> {
+    let pending = pending_key_path(key_path);
+    let key = match fs::symlink_metadata(key_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && log_exists => {
+            return Err(AuditError::KeyLost { key: key_path.to_owned(), log: log_path.to_owned() })
+        }
+        _ => AuditKey::load_or_create(key_path)?,
+    };
+    let Some(log_key) = log_key.filter(|k| *k != key.public().key_id()) else { return Ok(key) };
+    if fs::symlink_metadata(&pending).is_ok() {
+        let new = AuditKey::load(&pending)?;
+        if new.public().key_id() == log_key {
+            fs::rename(&pending, key_path).map_err(io_at(key_path))?;
+            durable::sync_parent(key_path).map_err(io_at(key_path))?;
+            return Ok(new);
+        }
+    }
+    Err(AuditError::KeyMismatch {
+        key: key_path.to_owned(),
+        log: log_path.to_owned(),
+        file_key: key.public().key_id(),
+        log_key,
+    })
+}
+
+/// Where `audit rotate-key` keeps the new key until the log records it.
+pub fn pending_key_path(key_path: &Path) -> PathBuf {
+    let mut name = key_path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
 fn report_compression(result: std::thread::Result<io::Result<PathBuf>>) {
     match result {
         Ok(Ok(_)) => {}
@@ -783,6 +907,18 @@ fn open_active(path: &Path) -> Result<File, AuditError> {
     Ok(file)
 }
 
+/// Locks the log's directory (`flock`, released when the process dies) so that a second writer (a
+/// second daemon, `audit rotate-key` beside a running daemon) is refused instead of forking the chain.
+fn lock_log_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, AuditError> {
+    let handle = File::open(dir).map_err(io_at(dir))?;
+    nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let source = io::Error::other(format!(
+            "another audit writer (a running daemon?) has this log open ({errno})"
+        ));
+        AuditError::Io { path: dir.to_owned(), source }
+    })
+}
+
 fn new_log_id(dir: &Path) -> Result<String, AuditError> {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).map_err(|e| io_at(dir)(io::Error::other(e.to_string())))?;
@@ -791,6 +927,11 @@ fn new_log_id(dir: &Path) -> Result<String, AuditError> {
 
 #[cfg(test)]
 impl AuditWriter {
+    /// Pretends the last checkpoint was made at `time`, as if the wall clock had since been stepped back.
+    pub(crate) fn set_last_checkpoint_time(&mut self, time: &str) {
+        self.last_checkpoint_time = Some(time.to_owned());
+    }
+
     /// Makes every following write fail with `kind` (`None`: work again).
     pub(crate) fn inject_write_failure(&mut self, kind: Option<io::ErrorKind>) {
         let _ = self.committer.send(Job::FailWrites(kind));
@@ -811,7 +952,7 @@ mod tests {
         let opts = options(dir);
         let key = AuditKey::load(&opts.key_path).unwrap().public();
         let verify_opts =
-            VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None };
+            VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None, ..Default::default() };
         verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap()
     }
 

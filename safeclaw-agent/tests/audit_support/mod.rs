@@ -63,6 +63,7 @@ impl TestLog {
             trusted_key: Some(self.key()),
             head_path: Some(self.head()),
             from: None,
+            ..Default::default()
         })
     }
 

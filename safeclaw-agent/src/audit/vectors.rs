@@ -1,0 +1,423 @@
+//! Writes the conformance vectors in `tests/vectors/`: logs the writer produced through each of its paths
+//! (restart, rotation with both codecs, three retention rounds, a clock step, a key rotation, a lost
+//! head) and the same logs tampered with, each with the verdict and the entry a verifier must name.
+//! `tests/audit_vectors.rs` runs our verifier and the Python one in docs/audit-format.md on them.
+//! Regenerate with `cargo test -p safeclaw-agent --lib regenerate_vectors -- --ignored`.
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::chain::seal;
+use super::retention::RetentionRule;
+use super::segment::{self, open_reader, Compression, LogName};
+use super::signing::{AuditKey, HeadStatement};
+use super::synthetic::record;
+use super::writer::pending_key_path;
+use super::{AuditWriter, Lifecycle, WriterOptions};
+
+/// A log being built in a temporary directory: `log/` and `state/`.
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        Work { dir: tempfile::tempdir().expect("temporary directory") }
+    }
+
+    fn options(&self) -> WriterOptions {
+        let mut opts = WriterOptions::new(&self.active()).with_state_dir(&self.dir.path().join("state"));
+        opts.checkpoint_every = 10;
+        opts.compression = Compression::None;
+        opts
+    }
+
+    fn active(&self) -> PathBuf {
+        self.dir.path().join("log/audit.jsonl")
+    }
+
+    fn head(&self) -> PathBuf {
+        self.dir.path().join("state/audit.head")
+    }
+
+    fn key(&self) -> AuditKey {
+        AuditKey::load(&self.dir.path().join("state/audit.key")).expect("key")
+    }
+
+    /// Appends `count` attempts starting at kernel sequence `from`, committing now and then.
+    fn write(&self, opts: WriterOptions, from: u64, count: u64, close: bool) {
+        let mut writer = AuditWriter::open(opts).expect("open");
+        if from == 0 {
+            writer.log(&Lifecycle::KernelSessionStart);
+        }
+        for k in from..from + count {
+            writer.append(&record(k));
+            if k % 7 == 6 {
+                writer.commit().expect("commit");
+            }
+        }
+        if close {
+            writer.close().expect("close");
+        } else {
+            // Killed after its last commit: no shutdown checkpoint, the head file signs the tail.
+            writer.commit().expect("commit");
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        fs::read_to_string(self.active()).expect("log").lines().map(str::to_owned).collect()
+    }
+
+    fn set_lines(&self, lines: &[String]) {
+        fs::write(self.active(), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("write");
+    }
+
+    fn rotated(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = LogName::of_active(&self.active())
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|s| s.first_seq.is_some())
+            .map(|s| s.path)
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+/// Where a vector goes.
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
+}
+
+/// What a verifier must say of a vector.
+struct Expect<'a> {
+    description: &'a str,
+    with_head: bool,
+    accept: &'a [String],
+    /// `None`: verifies; `Some(entry)`: fails naming that entry (`None` inside: the log as a whole).
+    failure: Option<Option<u64>>,
+}
+
+fn save(name: &str, work: &Work, public_key: &str, expect: Expect<'_>) {
+    let target = vectors_dir().join(name);
+    let _ = fs::remove_dir_all(&target);
+    fs::create_dir_all(target.join("log")).expect("vector dir");
+    for dirent in fs::read_dir(work.dir.path().join("log")).expect("log dir") {
+        let path = dirent.expect("entry").path();
+        fs::copy(&path, target.join("log").join(path.file_name().expect("name"))).expect("copy");
+    }
+    if expect.with_head && work.head().exists() {
+        fs::copy(work.head(), target.join("audit.head")).expect("head");
+    }
+    let case = json!({
+        "description": expect.description,
+        "publicKey": public_key,
+        "head": if expect.with_head { Value::from("audit.head") } else { Value::Null },
+        "accept": expect.accept,
+        "verdict": if expect.failure.is_some() { "failed" } else { "ok" },
+        "entry": expect.failure.flatten(),
+    });
+    let text = serde_json::to_string_pretty(&case).expect("json") + "\n";
+    fs::write(target.join("case.json"), text).expect("case");
+}
+
+fn reseal_value(entry: &Value) -> String {
+    let mut entry = entry.clone();
+    if let Some(object) = entry.as_object_mut() {
+        object.remove("hash");
+    }
+    // serde_json's map is ordered by key: the canonical member order.
+    let mut out = Vec::new();
+    seal(&serde_json::to_vec(&entry).expect("json"), &mut out);
+    out.pop();
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// Replaces the body of `line` (everything before its hash member) by `body` + `}` and reseals it.
+fn reseal_text(body: &str) -> String {
+    let mut out = Vec::new();
+    seal(body.as_bytes(), &mut out);
+    out.pop();
+    String::from_utf8(out).expect("utf-8")
+}
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).expect("entry")
+}
+
+fn sequence(line: &str) -> u64 {
+    parse(line)["sequence"].as_u64().expect("sequence")
+}
+
+fn index_of(lines: &[String], action: &str) -> usize {
+    lines.iter().position(|l| parse(l)["action"] == action).expect("action present")
+}
+
+fn decompressed(path: &Path) -> Vec<u8> {
+    let mut data = Vec::new();
+    open_reader(path, |_| {}).expect("open").read_to_end(&mut data).expect("read");
+    data
+}
+
+fn ok(description: &str) -> Expect<'_> {
+    Expect { description, with_head: true, accept: &[], failure: None }
+}
+
+fn fails(description: &str, entry: Option<u64>) -> Expect<'_> {
+    Expect { description, with_head: true, accept: &[], failure: Some(entry) }
+}
+
+#[test]
+#[ignore = "writes tests/vectors: run by hand to regenerate them"]
+fn regenerate_vectors() {
+    honest_paths();
+    last_checkpoint_malleability();
+    restart_incidents();
+    chain_damage();
+}
+
+fn honest_paths() {
+    let w = Work::new();
+    w.write(w.options(), 0, 40, true);
+    let key = w.key().public().to_text();
+    save("honest-one-segment", &w, &key, ok("one segment, closed"));
+
+    // Rotated zstd segments, a kill after a commit, a restart, and a partial line the crash left.
+    let w = Work::new();
+    let rotating = |w: &Work, compression| {
+        let mut o = w.options();
+        o.max_segment_bytes = Some(4 << 10);
+        o.compression = compression;
+        o
+    };
+    w.write(rotating(&w, Compression::Zstd), 0, 40, false);
+    w.write(rotating(&w, Compression::Zstd), 40, 40, true);
+    let key = w.key().public().to_text();
+    assert!(w.rotated().len() > 3);
+    save("honest-rotated-zstd-restart", &w, &key, ok("rotated zstd segments across a restart"));
+    fs::OpenOptions::new()
+        .append(true)
+        .open(w.active())
+        .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"action":"file.read","agentId":"#))
+        .expect("append");
+    save("honest-partial-last-line", &w, &key, ok("a write interrupted by a crash: bytes after the last newline"));
+
+    // Names do not order segments: swap two names; and one recompressed with gzip under its .zst name.
+    let w = Work::new();
+    w.write(rotating(&w, Compression::Zstd), 0, 60, true);
+    let key = w.key().public().to_text();
+    let rotated = w.rotated();
+    let plain = rotated[1].with_extension("");
+    fs::write(&plain, decompressed(&rotated[1])).expect("plain");
+    fs::remove_file(&rotated[1]).expect("remove");
+    let gz = segment::compress(&plain, Compression::Gzip).expect("gzip");
+    fs::rename(gz, &rotated[1]).expect("rename");
+    save("honest-recompressed-other-codec", &w, &key, ok("a .zst segment holding gzip data"));
+    let temp = rotated[0].with_extension("swap");
+    fs::rename(&rotated[0], &temp).expect("swap");
+    fs::rename(&rotated[2], &rotated[0]).expect("swap");
+    fs::rename(&temp, &rotated[2]).expect("swap");
+    save("honest-misnamed-segments", &w, &key, ok("segment names out of order: order comes from content"));
+    fs::write(rotated[3].with_extension(""), decompressed(&rotated[3])).expect("copy");
+    save("honest-duplicated-segment", &w, &key, ok("a plain copy beside its compressed segment"));
+    let mut changed = decompressed(&rotated[3]);
+    let at = changed.iter().position(|&b| b == b'\n').expect("line") + 20;
+    changed[at] ^= 1;
+    fs::write(rotated[3].with_extension(""), &changed).expect("copy");
+    let first = sequence(String::from_utf8_lossy(&changed).lines().next().expect("line"));
+    save("duplicated-segment-differing", &w, &key, fails("two files start at the same entry and differ", Some(first)));
+
+    let w = Work::new();
+    w.write(rotating(&w, Compression::Gzip), 0, 40, true);
+    let key = w.key().public().to_text();
+    save("honest-gzip", &w, &key, ok("rotated gzip segments"));
+
+    // Three retention rounds: the segments holding the first rounds' retention entries are deleted too.
+    let w = Work::new();
+    let mut o = rotating(&w, Compression::None);
+    o.retention = Some(RetentionRule { keep: Duration::ZERO, label: "0d".into() });
+    let mut writer = AuditWriter::open(o).expect("open");
+    writer.log(&Lifecycle::KernelSessionStart);
+    for k in 0..200 {
+        writer.append(&record(k));
+        if k % 7 == 6 {
+            writer.commit().expect("commit");
+        }
+    }
+    writer.close().expect("close");
+    let key = w.key().public().to_text();
+    let lines = w.lines();
+    let first = sequence(&lines[0]);
+    let rounds = lines.iter().filter(|l| parse(l)["action"] == "audit.retention_delete").count();
+    assert!(first > 100 && rounds >= 1, "first {first}, {rounds} deletions in the active segment");
+    save("honest-retention-rounds", &w, &key, ok("many retention rounds, coverage carried forward"));
+
+    let w = Work::new();
+    w.write(rotating(&w, Compression::Zstd), 0, 60, true);
+    let key = w.key().public().to_text();
+    fs::remove_file(&w.rotated()[0]).expect("remove");
+    save("first-segment-removed", &w, &key, fails("the first segment removed, no retention entry", Some(0)));
+
+    // The wall clock stepped back before a checkpoint.
+    let w = Work::new();
+    let mut writer = AuditWriter::open(w.options()).expect("open");
+    writer.log(&Lifecycle::KernelSessionStart);
+    for k in 0..25 {
+        writer.append(&record(k));
+        if k == 12 {
+            writer.set_last_checkpoint_time("2099-01-01T00:00:00.000Z");
+        }
+    }
+    writer.close().expect("close");
+    assert!(w.lines().iter().any(|l| parse(l)["action"] == "audit.clock_step"));
+    let key = w.key().public().to_text();
+    save("honest-clock-step", &w, &key, ok("a checkpoint dated before the previous one, after a clock_step entry"));
+
+    // A key rotation: the old key signs the entry naming the new one.
+    let w = Work::new();
+    w.write(w.options(), 0, 15, true);
+    let old = w.key().public().to_text();
+    let pending = pending_key_path(&w.dir.path().join("state/audit.key"));
+    AuditKey::create(&pending).expect("new key");
+    let mut writer = AuditWriter::open(w.options()).expect("open");
+    writer.rotate_key().expect("rotate");
+    writer.close().expect("close");
+    w.write(w.options(), 15, 15, true);
+    save("honest-key-rotation", &w, &old, ok("a key rotation; the trusted key is the log's first"));
+}
+
+fn last_checkpoint_malleability() {
+    let w = Work::new();
+    w.write(w.options(), 0, 30, true);
+    let key = w.key().public().to_text();
+    let lines = w.lines();
+    let last = lines.len() - 1;
+    let seq = sequence(&lines[last]);
+    let no_head = |description| Expect { description, with_head: false, accept: &[], failure: Some(Some(seq)) };
+    let variants: [(&str, &str, Box<dyn Fn(&str) -> String>); 5] = [
+        ("last-checkpoint-extra-member", "an extra member in the last checkpoint", Box::new(|l: &str| {
+            let mut v = parse(l);
+            v["details"]["note"] = json!("x");
+            reseal_value(&v)
+        })),
+        ("last-checkpoint-forged-attempt-fields", "effect, agentId and requestDetails.path added to the last checkpoint", Box::new(|l: &str| {
+            let mut v = parse(l);
+            v["effect"] = json!("allow");
+            v["agentId"] = json!("someone-else");
+            v["requestDetails"] = json!({"path": "/etc/shadow"});
+            reseal_value(&v)
+        })),
+        ("last-checkpoint-reordered-members", "members of the last checkpoint reordered", Box::new(|l: &str| {
+            let body = l[..l.len() - 82]
+                .replacen("\"action\":\"audit.checkpoint\",", "", 1)
+                .replacen("},\"prevHash\"", "},\"action\":\"audit.checkpoint\",\"prevHash\"", 1);
+            reseal_text(&format!("{body}}}"))
+        })),
+        ("last-checkpoint-reescaped", "a member of the last checkpoint re-escaped (\\u0073hutdown)", Box::new(|l: &str| {
+            reseal_text(&format!("{}}}", l[..l.len() - 82].replacen("\"shutdown\"", "\"\\u0073hutdown\"", 1)))
+        })),
+        ("last-checkpoint-uppercase-hex", "the last checkpoint's signature in upper-case hex", Box::new(|l: &str| {
+            let mut v = parse(l);
+            let signature = v["details"]["signature"].as_str().expect("signature").to_owned();
+            v["details"]["signature"] = json!(format!("ed25519:{}", signature[8..].to_uppercase()));
+            reseal_value(&v)
+        })),
+    ];
+    for (name, description, change) in variants {
+        let mut changed = lines.clone();
+        changed[last] = change(&lines[last]);
+        assert_ne!(changed[last], lines[last]);
+        w.set_lines(&changed);
+        save(name, &w, &key, no_head(description));
+    }
+    w.set_lines(&lines);
+    save("honest-no-head", &w, &key, Expect { description: "no head file given", with_head: false, accept: &[], failure: None });
+    // A head file named but absent.
+    let target = vectors_dir().join("head-file-missing");
+    save("head-file-missing", &w, &key, fails("the head file named does not exist", None));
+    let _ = fs::remove_file(target.join("audit.head"));
+
+    // A re-signed last checkpoint dated before the previous one, with no clock_step entry.
+    let mut changed = lines.clone();
+    let mut v = parse(&lines[last]);
+    v["timestamp"] = json!("2000-01-01T00:00:00.000Z");
+    let signing = w.key();
+    let public = signing.public();
+    let statement = HeadStatement {
+        log_id: v["details"]["logId"].as_str().expect("logId"),
+        key_id: public.key_id(),
+        size: seq,
+        head: super::chain::Digest::parse(v["prevHash"].as_str().expect("prevHash")).expect("digest"),
+        time: "2000-01-01T00:00:00.000Z",
+        reason: "shutdown",
+    };
+    let signature = signing.sign(&statement);
+    v["details"]["signature"] = json!(signature);
+    changed[last] = reseal_value(&v);
+    w.set_lines(&changed);
+    save("checkpoint-time-regressed", &w, &key, Expect { description: "a checkpoint dated before the previous one, no clock_step", with_head: false, accept: &[], failure: Some(Some(seq)) });
+}
+
+fn restart_incidents() {
+    // Truncate and continue: cut after a checkpoint, delete the head, restart.
+    let w = Work::new();
+    w.write(w.options(), 0, 30, true);
+    let key = w.key().public().to_text();
+    let mut lines = w.lines();
+    let cut = lines.iter().position(|l| parse(l)["action"] == "audit.checkpoint").expect("checkpoint") + 1;
+    lines.truncate(cut);
+    w.set_lines(&lines);
+    fs::remove_file(w.head()).expect("head");
+    w.write(w.options(), 30, 5, true);
+    let at = sequence(&w.lines()[index_of(&w.lines(), "audit.head_missing")]);
+    save("truncate-and-continue", &w, &key, fails("cut after a checkpoint, head deleted, daemon restarted", Some(at)));
+    let accept = [format!("head_missing@{at}")];
+    save("head-missing-accepted", &w, &key, Expect { description: "the same, head_missing accepted by the operator", with_head: true, accept: &accept, failure: None });
+
+    // Cut with the head file kept: the writer records tamper_detected.
+    let w = Work::new();
+    w.write(w.options(), 0, 30, true);
+    let key = w.key().public().to_text();
+    let mut lines = w.lines();
+    lines.truncate(lines.len() - 5);
+    w.set_lines(&lines);
+    w.write(w.options(), 30, 5, true);
+    let at = sequence(&w.lines()[index_of(&w.lines(), "audit.tamper_detected")]);
+    save("tamper-detected", &w, &key, fails("cut while stopped, head kept: the writer recorded tamper_detected", Some(at)));
+}
+
+fn chain_damage() {
+    let w = Work::new();
+    w.write(w.options(), 0, 30, true);
+    let key = w.key().public().to_text();
+    let lines = w.lines();
+    let damaged = |name: &str, description: &str, change: &dyn Fn(&mut Vec<String>), entry: Option<u64>| {
+        let mut changed = lines.clone();
+        change(&mut changed);
+        w.set_lines(&changed);
+        save(name, &w, &key, fails(description, entry));
+    };
+    damaged("float-sequence", "\"sequence\": 12.0, rehashed", &|l| {
+        l[12] = reseal_text(&format!("{}}}", l[12][..l[12].len() - 82].replacen("\"sequence\":12", "\"sequence\":12.0", 1)));
+    }, Some(12));
+    damaged("uppercase-prev-hash", "an upper-case prevHash, rehashed", &|l| {
+        let mut v = parse(&l[12]);
+        v["prevHash"] = json!(format!("sha256:{}", v["prevHash"].as_str().expect("prev")[7..].to_uppercase()));
+        l[12] = reseal_value(&v);
+    }, Some(12));
+    damaged("deleted-entry", "entry 12 deleted", &|l| {
+        l.remove(12);
+    }, Some(12));
+    damaged("edited-entry", "a byte changed in entry 12", &|l| {
+        l[12] = l[12].replacen("agent", "agenT", 1);
+    }, Some(12));
+    // Another key's log put in place of this one.
+    let other = Work::new();
+    other.write(other.options(), 0, 30, true);
+    save("regenerated-log", &other, &key, fails("a whole log written with another key", Some(0)));
+    w.set_lines(&lines);
+}
