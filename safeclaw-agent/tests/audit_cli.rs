@@ -57,7 +57,22 @@ fn pubkey_prints_the_key_verify_accepts_for_a_copied_directory() {
     let key = stdout(&output).trim().to_owned();
     assert_eq!(key, log.key().to_text());
     let dir = log.dir.path().join("log");
+    // A copied directory without the head file: refused unless the auditor accepts verifying without it.
     let output = agent(&["audit", "verify", dir.to_str().unwrap(), "--pubkey", &key]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains("--accept no-head"), "{}", stdout(&output));
+    let output = agent(&["audit", "verify", dir.to_str().unwrap(), "--pubkey", &key, "--accept", "no-head"]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let head = log.head();
+    let output = agent(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--pubkey",
+        &key,
+        "--head",
+        head.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", stdout(&output));
     let other = "ed25519:0000000000000000000000000000000000000000000000000000000000000000";
     let output = agent(&["audit", "verify", dir.to_str().unwrap(), "--pubkey", other]);
@@ -153,4 +168,52 @@ fn a_bad_config_is_named_with_its_line() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.yaml:3:") && stderr.contains("\"huge\""), "{stderr}");
+}
+
+#[test]
+fn a_restart_without_the_head_fails_verify_until_accepted() {
+    let (log, config) = configured_log(20);
+    std::fs::remove_file(log.head()).unwrap();
+    let writer = AuditWriter::open(log.options()).unwrap();
+    writer.close().unwrap();
+    let at = log.lines().iter().position(|l| l.contains("audit.head_missing")).unwrap();
+    let output = agent(&["audit", "verify", "--config", &config]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains(&format!("FAILED at entry {at}")), "{}", stdout(&output));
+    let accept = format!("head_missing@{at}");
+    let output = agent(&["audit", "verify", "--config", &config, "--accept", &accept]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(stdout(&output).contains("accepted by the operator"), "{}", stdout(&output));
+    let output = agent(&["audit", "verify", "--config", &config, "--accept", "head_missing@1"]);
+    assert_eq!(output.status.code(), Some(1), "accepting another entry does not accept this one");
+}
+
+#[test]
+fn rotate_key_records_the_new_key_signed_by_the_old() {
+    let (log, config) = configured_log(20);
+    let old = log.key().to_text();
+    let output = agent(&["audit", "rotate-key", "--config", &config]);
+    assert!(output.status.success(), "{output:?}");
+    let new = log.key().to_text();
+    assert_ne!(old, new);
+    assert!(stdout(&output).contains(&new), "{}", stdout(&output));
+    let mut writer = AuditWriter::open(log.options()).unwrap();
+    writer.append(&record(20));
+    writer.close().unwrap();
+    // Trusting the old key (the log's first) verifies through the rotation; the head is the new key's.
+    let output = agent(&["audit", "verify", "--config", &config, "--pubkey", &old]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let output = agent(&["audit", "verify", "--config", &config, "--pubkey", &new]);
+    assert_eq!(output.status.code(), Some(1), "the new key did not start the log: {}", stdout(&output));
+}
+
+#[test]
+fn a_second_writer_and_a_rotation_beside_a_running_writer_are_refused() {
+    let (log, config) = configured_log(5);
+    let writer = AuditWriter::open(log.options()).unwrap();
+    assert!(AuditWriter::open(log.options()).is_err());
+    let output = agent(&["audit", "rotate-key", "--config", &config]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another audit writer"), "{output:?}");
+    writer.close().unwrap();
 }

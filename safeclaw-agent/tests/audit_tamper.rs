@@ -294,7 +294,12 @@ fn from_skips_what_was_verified_before() {
     let mut lines = log.lines();
     lines[3] = lines[3].replacen("agent", "agenT", 1);
     log.set_lines(&lines);
-    let opts = VerifyOptions { trusted_key: Some(log.key()), head_path: Some(log.head()), from: Some(10), ..Default::default() };
+    let opts = VerifyOptions {
+        trusted_key: Some(log.key()),
+        head_path: Some(log.head()),
+        from: Some(10),
+        ..Default::default()
+    };
     let report = log.verify_with(opts);
     assert_eq!(report.failure, None, "{report:?}");
     assert_eq!(report.first_sequence, Some(10));

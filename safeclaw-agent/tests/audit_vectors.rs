@@ -40,7 +40,12 @@ fn cases() -> Vec<Case> {
             Case {
                 public_key: case["publicKey"].as_str().unwrap().to_owned(),
                 head: case["head"].as_str().map(|h| dir.join(h)),
-                accept: case["accept"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+                accept: case["accept"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect(),
                 expected,
                 dir,
             }
@@ -70,7 +75,10 @@ fn verdict_of(success: bool, output: &str) -> Verdict {
         return None;
     }
     let rest = output.split("FAILED at ").nth(1).unwrap_or_else(|| panic!("no verdict in {output:?}"));
-    Some(rest.strip_prefix("entry ").map(|n| n.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()))
+    Some(
+        rest.strip_prefix("entry ")
+            .map(|n| n.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()),
+    )
 }
 
 fn cli(case: &Case) -> Verdict {
@@ -91,7 +99,8 @@ fn cli(case: &Case) -> Verdict {
 
 /// The ```python block of the format document, so that the spec's verifier and this suite cannot drift.
 fn python_source() -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md")).unwrap();
     let start = doc.find("```python\n").expect("a python block") + "```python\n".len();
     let end = start + doc[start..].find("```").unwrap();
     doc[start..end].to_owned()
@@ -107,7 +116,8 @@ fn python(script: &Path, case: &Case) -> Verdict {
         .args(&case.accept)
         .output()
         .expect("python3 is installed by xtask/setup.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(!text.contains("Traceback"), "{}: the sample verifier crashed: {text}", case.dir.display());
     verdict_of(output.status.success(), &text)
 }
@@ -123,7 +133,9 @@ fn every_vector_gets_its_verdict_from_all_three_verifiers() {
     let mut wrong = Vec::new();
     for case in &cases {
         let name = case.dir.file_name().unwrap().to_string_lossy().into_owned();
-        for (verifier, verdict) in [("ours", ours(case)), ("cli", cli(case)), ("python", python(&script, case))] {
+        for (verifier, verdict) in
+            [("ours", ours(case)), ("cli", cli(case)), ("python", python(&script, case))]
+        {
             if verdict != case.expected {
                 wrong.push(format!("{name}: {verifier} says {verdict:?}, expected {:?}", case.expected));
             }

@@ -224,7 +224,9 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     print_report(&report);
     if no_head && report.ok() {
-        println!("no head file checked (--accept no-head): a tail cut after the last checkpoint would not show");
+        println!(
+            "no head file checked (--accept no-head): a tail cut after the last checkpoint would not show"
+        );
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -235,9 +237,9 @@ fn run_rotate_key(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     let key_path = opts.key_path.clone();
     let old = AuditKey::load(&key_path).context("rotating keys needs the current key")?;
     let pending = pending_key_path(&key_path);
+    let mut writer = AuditWriter::open(opts).context("opening the audit log (is the daemon stopped?)")?;
     // A pending key from an interrupted rotation is used again rather than replaced.
     let new = AuditKey::load_or_create(&pending)?;
-    let mut writer = AuditWriter::open(opts).context("opening the audit log (is the daemon stopped?)")?;
     let recorded = writer.rotate_key()?;
     writer.close()?;
     anyhow::ensure!(recorded == new.public(), "the log recorded another key than the one created");

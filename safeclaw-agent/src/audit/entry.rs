@@ -600,7 +600,15 @@ pub(crate) fn write_writer_event(out: &mut Vec<u8>, header: &Header<'_>, event: 
             d.u64("expectedKernelSeq", *expected);
             d.u64("gotKernelSeq", *got);
         }
-        WriterEvent::RetentionDelete { segment, covered_from, first, last, last_hash, last_time, retention } => {
+        WriterEvent::RetentionDelete {
+            segment,
+            covered_from,
+            first,
+            last,
+            last_hash,
+            last_time,
+            retention,
+        } => {
             d.u64("coveredFrom", *covered_from);
             d.u64("firstSequence", *first);
             write_digest(d, "lastHash", last_hash);

@@ -20,9 +20,9 @@ pub mod sequence;
 pub mod signing;
 pub mod synthetic;
 pub mod tail;
-pub mod verify;
 #[cfg(test)]
 mod vectors;
+pub mod verify;
 pub mod writer;
 
 pub use chain::Digest;

@@ -157,7 +157,9 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
         "audit.log_start" => {
             let format = text(d.format, "format")?;
             if !super::FORMATS.contains(&format.as_str()) {
-                return Err(LineError::Malformed(format!("format {format:?} is not one this verifier knows")));
+                return Err(LineError::Malformed(format!(
+                    "format {format:?} is not one this verifier knows"
+                )));
             }
             Kind::LogStart { log_id: text(d.log_id, "logId")?, public_key: text(d.public_key, "publicKey")? }
         }
@@ -217,7 +219,8 @@ pub const TRIGGERS: [&str; 6] = ["count", "interval", "rotation", "retention", "
 /// own hash nothing later covers) could gain members or be re-encoded without breaking a signature.
 fn check_checkpoint_form(line: &[u8], sequence: u64, prev: Digest, kind: &Kind) -> Result<(), LineError> {
     let Kind::Checkpoint { log_id, key_id, signature, trigger, timestamp } = kind else { return Ok(()) };
-    let not_canonical = |what: &str| LineError::Malformed(format!("checkpoint not in its fixed form: {what}"));
+    let not_canonical =
+        |what: &str| LineError::Malformed(format!("checkpoint not in its fixed form: {what}"));
     let trigger = TRIGGERS.iter().find(|t| **t == trigger).ok_or_else(|| not_canonical("unknown trigger"))?;
     let key_id = Digest::parse(key_id).ok_or_else(|| not_canonical("keyId"))?;
     if !is_lower_hex(log_id, 32) {

@@ -204,7 +204,12 @@ fn honest_paths() {
         .open(w.active())
         .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"action":"file.read","agentId":"#))
         .expect("append");
-    save("honest-partial-last-line", &w, &key, ok("a write interrupted by a crash: bytes after the last newline"));
+    save(
+        "honest-partial-last-line",
+        &w,
+        &key,
+        ok("a write interrupted by a crash: bytes after the last newline"),
+    );
 
     // Names do not order segments: swap two names; and one recompressed with gzip under its .zst name.
     let w = Work::new();
@@ -229,7 +234,12 @@ fn honest_paths() {
     changed[at] ^= 1;
     fs::write(rotated[3].with_extension(""), &changed).expect("copy");
     let first = sequence(String::from_utf8_lossy(&changed).lines().next().expect("line"));
-    save("duplicated-segment-differing", &w, &key, fails("two files start at the same entry and differ", Some(first)));
+    save(
+        "duplicated-segment-differing",
+        &w,
+        &key,
+        fails("two files start at the same entry and differ", Some(first)),
+    );
 
     let w = Work::new();
     w.write(rotating(&w, Compression::Gzip), 0, 40, true);
@@ -275,7 +285,12 @@ fn honest_paths() {
     writer.close().expect("close");
     assert!(w.lines().iter().any(|l| parse(l)["action"] == "audit.clock_step"));
     let key = w.key().public().to_text();
-    save("honest-clock-step", &w, &key, ok("a checkpoint dated before the previous one, after a clock_step entry"));
+    save(
+        "honest-clock-step",
+        &w,
+        &key,
+        ok("a checkpoint dated before the previous one, after a clock_step entry"),
+    );
 
     // A key rotation: the old key signs the entry naming the new one.
     let w = Work::new();
@@ -297,36 +312,61 @@ fn last_checkpoint_malleability() {
     let lines = w.lines();
     let last = lines.len() - 1;
     let seq = sequence(&lines[last]);
-    let no_head = |description| Expect { description, with_head: false, accept: &[], failure: Some(Some(seq)) };
-    let variants: [(&str, &str, Box<dyn Fn(&str) -> String>); 5] = [
-        ("last-checkpoint-extra-member", "an extra member in the last checkpoint", Box::new(|l: &str| {
-            let mut v = parse(l);
-            v["details"]["note"] = json!("x");
-            reseal_value(&v)
-        })),
-        ("last-checkpoint-forged-attempt-fields", "effect, agentId and requestDetails.path added to the last checkpoint", Box::new(|l: &str| {
-            let mut v = parse(l);
-            v["effect"] = json!("allow");
-            v["agentId"] = json!("someone-else");
-            v["requestDetails"] = json!({"path": "/etc/shadow"});
-            reseal_value(&v)
-        })),
-        ("last-checkpoint-reordered-members", "members of the last checkpoint reordered", Box::new(|l: &str| {
-            let body = l[..l.len() - 82]
-                .replacen("\"action\":\"audit.checkpoint\",", "", 1)
-                .replacen("},\"prevHash\"", "},\"action\":\"audit.checkpoint\",\"prevHash\"", 1);
-            reseal_text(&format!("{body}}}"))
-        })),
-        ("last-checkpoint-reescaped", "a member of the last checkpoint re-escaped (\\u0073hutdown)", Box::new(|l: &str| {
-            reseal_text(&format!("{}}}", l[..l.len() - 82].replacen("\"shutdown\"", "\"\\u0073hutdown\"", 1)))
-        })),
-        ("last-checkpoint-uppercase-hex", "the last checkpoint's signature in upper-case hex", Box::new(|l: &str| {
-            let mut v = parse(l);
-            let signature = v["details"]["signature"].as_str().expect("signature").to_owned();
-            v["details"]["signature"] = json!(format!("ed25519:{}", signature[8..].to_uppercase()));
-            reseal_value(&v)
-        })),
-    ];
+    let no_head =
+        |description| Expect { description, with_head: false, accept: &[], failure: Some(Some(seq)) };
+    let variants: [(&str, &str, Box<dyn Fn(&str) -> String>); 5] =
+        [
+            (
+                "last-checkpoint-extra-member",
+                "an extra member in the last checkpoint",
+                Box::new(|l: &str| {
+                    let mut v = parse(l);
+                    v["details"]["note"] = json!("x");
+                    reseal_value(&v)
+                }),
+            ),
+            (
+                "last-checkpoint-forged-attempt-fields",
+                "effect, agentId and requestDetails.path added to the last checkpoint",
+                Box::new(|l: &str| {
+                    let mut v = parse(l);
+                    v["effect"] = json!("allow");
+                    v["agentId"] = json!("someone-else");
+                    v["requestDetails"] = json!({"path": "/etc/shadow"});
+                    reseal_value(&v)
+                }),
+            ),
+            (
+                "last-checkpoint-reordered-members",
+                "members of the last checkpoint reordered",
+                Box::new(|l: &str| {
+                    let body = l[..l.len() - 82]
+                        .replacen("\"action\":\"audit.checkpoint\",", "", 1)
+                        .replacen("},\"prevHash\"", "},\"action\":\"audit.checkpoint\",\"prevHash\"", 1);
+                    reseal_text(&format!("{body}}}"))
+                }),
+            ),
+            (
+                "last-checkpoint-reescaped",
+                "a member of the last checkpoint re-escaped (\\u0073hutdown)",
+                Box::new(|l: &str| {
+                    reseal_text(&format!(
+                        "{}}}",
+                        l[..l.len() - 82].replacen("\"shutdown\"", "\"\\u0073hutdown\"", 1)
+                    ))
+                }),
+            ),
+            (
+                "last-checkpoint-uppercase-hex",
+                "the last checkpoint's signature in upper-case hex",
+                Box::new(|l: &str| {
+                    let mut v = parse(l);
+                    let signature = v["details"]["signature"].as_str().expect("signature").to_owned();
+                    v["details"]["signature"] = json!(format!("ed25519:{}", signature[8..].to_uppercase()));
+                    reseal_value(&v)
+                }),
+            ),
+        ];
     for (name, description, change) in variants {
         let mut changed = lines.clone();
         changed[last] = change(&lines[last]);
@@ -335,7 +375,12 @@ fn last_checkpoint_malleability() {
         save(name, &w, &key, no_head(description));
     }
     w.set_lines(&lines);
-    save("honest-no-head", &w, &key, Expect { description: "no head file given", with_head: false, accept: &[], failure: None });
+    save(
+        "honest-no-head",
+        &w,
+        &key,
+        Expect { description: "no head file given", with_head: false, accept: &[], failure: None },
+    );
     // A head file named but absent.
     let target = vectors_dir().join("head-file-missing");
     save("head-file-missing", &w, &key, fails("the head file named does not exist", None));
@@ -359,7 +404,17 @@ fn last_checkpoint_malleability() {
     v["details"]["signature"] = json!(signature);
     changed[last] = reseal_value(&v);
     w.set_lines(&changed);
-    save("checkpoint-time-regressed", &w, &key, Expect { description: "a checkpoint dated before the previous one, no clock_step", with_head: false, accept: &[], failure: Some(Some(seq)) });
+    save(
+        "checkpoint-time-regressed",
+        &w,
+        &key,
+        Expect {
+            description: "a checkpoint dated before the previous one, no clock_step",
+            with_head: false,
+            accept: &[],
+            failure: Some(Some(seq)),
+        },
+    );
 }
 
 fn restart_incidents() {
@@ -374,9 +429,24 @@ fn restart_incidents() {
     fs::remove_file(w.head()).expect("head");
     w.write(w.options(), 30, 5, true);
     let at = sequence(&w.lines()[index_of(&w.lines(), "audit.head_missing")]);
-    save("truncate-and-continue", &w, &key, fails("cut after a checkpoint, head deleted, daemon restarted", Some(at)));
+    save(
+        "truncate-and-continue",
+        &w,
+        &key,
+        fails("cut after a checkpoint, head deleted, daemon restarted", Some(at)),
+    );
     let accept = [format!("head_missing@{at}")];
-    save("head-missing-accepted", &w, &key, Expect { description: "the same, head_missing accepted by the operator", with_head: true, accept: &accept, failure: None });
+    save(
+        "head-missing-accepted",
+        &w,
+        &key,
+        Expect {
+            description: "the same, head_missing accepted by the operator",
+            with_head: true,
+            accept: &accept,
+            failure: None,
+        },
+    );
 
     // Cut with the head file kept: the writer records tamper_detected.
     let w = Work::new();
@@ -387,7 +457,12 @@ fn restart_incidents() {
     w.set_lines(&lines);
     w.write(w.options(), 30, 5, true);
     let at = sequence(&w.lines()[index_of(&w.lines(), "audit.tamper_detected")]);
-    save("tamper-detected", &w, &key, fails("cut while stopped, head kept: the writer recorded tamper_detected", Some(at)));
+    save(
+        "tamper-detected",
+        &w,
+        &key,
+        fails("cut while stopped, head kept: the writer recorded tamper_detected", Some(at)),
+    );
 }
 
 fn chain_damage() {
@@ -401,20 +476,44 @@ fn chain_damage() {
         w.set_lines(&changed);
         save(name, &w, &key, fails(description, entry));
     };
-    damaged("float-sequence", "\"sequence\": 12.0, rehashed", &|l| {
-        l[12] = reseal_text(&format!("{}}}", l[12][..l[12].len() - 82].replacen("\"sequence\":12", "\"sequence\":12.0", 1)));
-    }, Some(12));
-    damaged("uppercase-prev-hash", "an upper-case prevHash, rehashed", &|l| {
-        let mut v = parse(&l[12]);
-        v["prevHash"] = json!(format!("sha256:{}", v["prevHash"].as_str().expect("prev")[7..].to_uppercase()));
-        l[12] = reseal_value(&v);
-    }, Some(12));
-    damaged("deleted-entry", "entry 12 deleted", &|l| {
-        l.remove(12);
-    }, Some(12));
-    damaged("edited-entry", "a byte changed in entry 12", &|l| {
-        l[12] = l[12].replacen("agent", "agenT", 1);
-    }, Some(12));
+    damaged(
+        "float-sequence",
+        "\"sequence\": 12.0, rehashed",
+        &|l| {
+            l[12] = reseal_text(&format!(
+                "{}}}",
+                l[12][..l[12].len() - 82].replacen("\"sequence\":12", "\"sequence\":12.0", 1)
+            ));
+        },
+        Some(12),
+    );
+    damaged(
+        "uppercase-prev-hash",
+        "an upper-case prevHash, rehashed",
+        &|l| {
+            let mut v = parse(&l[12]);
+            v["prevHash"] =
+                json!(format!("sha256:{}", v["prevHash"].as_str().expect("prev")[7..].to_uppercase()));
+            l[12] = reseal_value(&v);
+        },
+        Some(12),
+    );
+    damaged(
+        "deleted-entry",
+        "entry 12 deleted",
+        &|l| {
+            l.remove(12);
+        },
+        Some(12),
+    );
+    damaged(
+        "edited-entry",
+        "a byte changed in entry 12",
+        &|l| {
+            l[12] = l[12].replacen("agent", "agenT", 1);
+        },
+        Some(12),
+    );
     // Another key's log put in place of this one.
     let other = Work::new();
     other.write(other.options(), 0, 30, true);

@@ -57,8 +57,9 @@ impl std::str::FromStr for Acceptance {
 
     /// `head_missing@SEQ` or `tamper_detected@SEQ`.
     fn from_str(text: &str) -> Result<Self, String> {
-        let (name, sequence) =
-            text.split_once('@').ok_or_else(|| format!("{text:?}: expected head_missing@SEQ or tamper_detected@SEQ"))?;
+        let (name, sequence) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text:?}: expected head_missing@SEQ or tamper_detected@SEQ"))?;
         let incident = [Incident::HeadMissing, Incident::TamperDetected]
             .into_iter()
             .find(|i| i.name() == name)
@@ -351,7 +352,8 @@ fn check_files(
         Ordered::Duplicate { sequence, first, second } => {
             let damage = Damage::DuplicateSegment { first, second: second.clone() };
             let location = Location { file: Arc::from(second.as_path()), line: 1 };
-            checker.report.failure = Some(Failure { sequence: Some(sequence), location: Some(location), damage });
+            checker.report.failure =
+                Some(Failure { sequence: Some(sequence), location: Some(location), damage });
             return Ok(());
         }
     };
@@ -363,7 +365,11 @@ fn check_files(
         // A file being appended to is read up to its length now, so that a writer faster than the
         // verifier cannot keep it reading forever; `await_live_signature` reads on up to a signed head.
         let length = std::fs::metadata(path).map_err(io_err)?.len();
-        let limit = if Compression::of_content(path).map_err(io_err)? == Compression::None { length } else { u64::MAX };
+        let limit = if Compression::of_content(path).map_err(io_err)? == Compression::None {
+            length
+        } else {
+            u64::MAX
+        };
         let mut reader = open_reader(path, move |n| progress(n)).map_err(io_err)?.take(limit);
         checker.report.files += 1;
         checker.file_start = true;
@@ -604,7 +610,11 @@ pub fn order_by_first_sequence(files: &[PathBuf]) -> Result<Vec<PathBuf>, Verify
 enum Ordered {
     Files(Vec<PathBuf>),
     /// Two files start at entry `sequence` and their contents differ.
-    Duplicate { sequence: u64, first: PathBuf, second: PathBuf },
+    Duplicate {
+        sequence: u64,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 fn in_order(files: &[PathBuf]) -> Result<Ordered, VerifyIoError> {
@@ -828,7 +838,9 @@ impl<'a> Checker<'a> {
             Kind::Checkpoint { trigger, .. } if trigger == KEY_ROTATION => self.fail(
                 Some(seq),
                 Some(location.clone()),
-                Damage::Malformed { reason: "a key_rotation checkpoint without a key rotation before it".into() },
+                Damage::Malformed {
+                    reason: "a key_rotation checkpoint without a key rotation before it".into(),
+                },
             ),
             Kind::Checkpoint { .. } => self.check_checkpoint(summary, location),
             Kind::RetentionDelete { covered_from, last, last_hash } => {
@@ -844,7 +856,9 @@ impl<'a> Checker<'a> {
                 };
                 self.incident(Incident::TamperDetected, seq, location, damage)
             }
-            Kind::HeadMissing => self.incident(Incident::HeadMissing, seq, location, Damage::HeadMissingRecorded),
+            Kind::HeadMissing => {
+                self.incident(Incident::HeadMissing, seq, location, Damage::HeadMissingRecorded)
+            }
             Kind::KeyRotation { key_id, public_key } => match PublicKey::parse(public_key) {
                 Some(key) if key.key_id() == *key_id => {
                     self.rotation = Some((seq, location.clone(), key));
@@ -873,7 +887,13 @@ impl<'a> Checker<'a> {
     }
 
     /// An incident the writer recorded fails verification unless the operator accepted it.
-    fn incident(&mut self, incident: Incident, seq: u64, location: &Location, damage: Damage) -> Result<(), ()> {
+    fn incident(
+        &mut self,
+        incident: Incident,
+        seq: u64,
+        location: &Location,
+        damage: Damage,
+    ) -> Result<(), ()> {
         let acceptance = Acceptance { incident, sequence: seq };
         if self.opts.accept.contains(&acceptance) {
             self.report.accepted.push(acceptance);
@@ -923,7 +943,8 @@ impl<'a> Checker<'a> {
                     );
                 }
                 // Timestamps have one fixed form, so text order is time order.
-                let regressed = self.last_checkpoint.as_ref().is_some_and(|(_, t)| t.as_str() > timestamp.as_str());
+                let regressed =
+                    self.last_checkpoint.as_ref().is_some_and(|(_, t)| t.as_str() > timestamp.as_str());
                 if regressed && !self.clock_stepped {
                     return self.fail(Some(seq), Some(location.clone()), Damage::CheckpointTimeRegressed);
                 }

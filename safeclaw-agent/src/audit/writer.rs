@@ -544,7 +544,9 @@ impl AuditWriter {
         if self.health != Health::Ok {
             return Err(AuditError::Io {
                 path: self.opts.log_path.clone(),
-                source: io::Error::other("the key rotation could not be committed; the new key stays pending"),
+                source: io::Error::other(
+                    "the key rotation could not be committed; the new key stays pending",
+                ),
             });
         }
         // A crash before this rename is completed by the next `open` (the log names the pending key).
@@ -912,9 +914,8 @@ fn open_active(path: &Path) -> Result<File, AuditError> {
 fn lock_log_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, AuditError> {
     let handle = File::open(dir).map_err(io_at(dir))?;
     nix::fcntl::Flock::lock(handle, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        let source = io::Error::other(format!(
-            "another audit writer (a running daemon?) has this log open ({errno})"
-        ));
+        let source =
+            io::Error::other(format!("another audit writer (a running daemon?) has this log open ({errno})"));
         AuditError::Io { path: dir.to_owned(), source }
     })
 }
@@ -951,8 +952,12 @@ mod tests {
     fn check(dir: &Path) -> crate::audit::verify::Report {
         let opts = options(dir);
         let key = AuditKey::load(&opts.key_path).unwrap().public();
-        let verify_opts =
-            VerifyOptions { trusted_key: Some(key), head_path: Some(opts.head_path.clone()), from: None, ..Default::default() };
+        let verify_opts = VerifyOptions {
+            trusted_key: Some(key),
+            head_path: Some(opts.head_path.clone()),
+            from: None,
+            ..Default::default()
+        };
         verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap()
     }
 
@@ -1253,6 +1258,99 @@ mod tests {
         assert_eq!(writer.recovered().discarded_bytes, 18);
         writer.close().unwrap();
         assert!(entries(dir.path()).iter().any(|e| e["action"] == "audit.crash_recovered"));
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn a_lost_key_next_to_a_log_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.close().unwrap();
+        let before = fs::read(dir.path().join("log/audit.jsonl")).unwrap();
+        let opts = options(dir.path());
+        fs::remove_file(&opts.key_path).unwrap();
+        let refused = AuditWriter::open(opts).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("missing but the log") && refused.contains("audit.key"), "{refused}");
+        assert!(!options(dir.path()).key_path.exists(), "no new key was created");
+        assert_eq!(fs::read(dir.path().join("log/audit.jsonl")).unwrap(), before);
+    }
+
+    #[test]
+    fn another_key_next_to_a_log_is_refused_until_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.close().unwrap();
+        let opts = options(dir.path());
+        fs::remove_file(&opts.key_path).unwrap();
+        AuditKey::create(&opts.key_path).unwrap();
+        let refused = AuditWriter::open(opts).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("rotate-key"), "{refused}");
+    }
+
+    #[test]
+    fn a_key_rotation_interrupted_before_the_key_file_moved_is_completed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path());
+        let (key_path, pending) = (opts.key_path.clone(), pending_key_path(&opts.key_path));
+        AuditKey::create(&key_path).unwrap();
+        let old = fs::read(&key_path).unwrap();
+        let mut writer = AuditWriter::open(opts).unwrap();
+        writer.append(&record(0));
+        let new = AuditKey::create(&pending).unwrap().public();
+        writer.rotate_key().unwrap();
+        writer.close().unwrap();
+        // Put the old key file back with the new key pending, as a crash before the rename leaves them.
+        fs::rename(&key_path, &pending).unwrap();
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).unwrap();
+        std::io::Write::write_all(&mut file, &old).unwrap();
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.close().unwrap();
+        assert_eq!(AuditKey::load(&key_path).unwrap().public(), new);
+        assert!(!pending.exists());
+        let first_key = entries(dir.path())[0]["details"]["publicKey"].as_str().unwrap().to_owned();
+        let opts = options(dir.path());
+        let verify_opts = VerifyOptions {
+            trusted_key: crate::audit::signing::PublicKey::parse(&first_key),
+            head_path: Some(opts.head_path.clone()),
+            ..Default::default()
+        };
+        let report =
+            verify(&log_files(&opts.log_path).unwrap(), &verify_opts, std::sync::Arc::new(|_| {})).unwrap();
+        assert_eq!(report.failure, None, "{report:?}");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_is_recorded_and_the_log_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.append(&record(0));
+        writer.set_last_checkpoint_time("2099-01-01T00:00:00.000Z");
+        writer.close().unwrap();
+        let actions: Vec<_> =
+            entries(dir.path()).iter().map(|e| e["action"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(actions[actions.len() - 2..], ["audit.clock_step", "audit.checkpoint"]);
+        assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn retention_rounds_carry_coverage_and_the_log_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.max_segment_bytes = Some(4 << 10);
+        opts.compression = Compression::None;
+        opts.checkpoint_every = 10;
+        opts.retention = Some(RetentionRule { keep: Duration::ZERO, label: "0d".into() });
+        let mut writer = AuditWriter::open(opts).unwrap();
+        for k in 0..120 {
+            writer.append(&record(k));
+            writer.commit().unwrap();
+        }
+        writer.close().unwrap();
+        let all = entries(dir.path());
+        let deletions: Vec<_> = all.iter().filter(|e| e["action"] == "audit.retention_delete").collect();
+        assert!(all[0]["sequence"].as_u64().unwrap() > 50, "several rounds ran");
+        assert!(!deletions.is_empty() && deletions.iter().all(|e| e["details"]["coveredFrom"] == 0));
+        assert!(deletions.iter().all(|e| e["details"]["firstSequence"].as_u64().unwrap() > 0));
         assert_eq!(check(dir.path()).failure, None);
     }
 
