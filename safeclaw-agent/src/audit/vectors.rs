@@ -305,6 +305,9 @@ fn honest_paths() {
     save("honest-key-rotation", &w, &old, ok("a key rotation; the trusted key is the log's first"));
 }
 
+/// Rewrites a line as an attacker without the key would.
+type Forgery = Box<dyn Fn(&str) -> String>;
+
 fn last_checkpoint_malleability() {
     let w = Work::new();
     w.write(w.options(), 0, 30, true);
@@ -314,7 +317,7 @@ fn last_checkpoint_malleability() {
     let seq = sequence(&lines[last]);
     let no_head =
         |description| Expect { description, with_head: false, accept: &[], failure: Some(Some(seq)) };
-    let variants: [(&str, &str, Box<dyn Fn(&str) -> String>); 5] =
+    let variants: [(&str, &str, Forgery); 5] =
         [
             (
                 "last-checkpoint-extra-member",
