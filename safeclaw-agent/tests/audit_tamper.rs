@@ -379,3 +379,41 @@ fn a_log_being_written_verifies() {
     assert_eq!(report.signed_through, report.last_sequence);
     assert_eq!(log.verify().failure, None);
 }
+
+#[test]
+fn a_segment_cut_inside_a_line_is_malformed_unless_it_is_the_last() {
+    let log = TestLog::build(60, |o| {
+        o.max_segment_bytes = Some(8 << 10);
+        o.compression = safeclaw_agent::audit::segment::Compression::None;
+    });
+    let files = log.files();
+    assert!(files.len() > 2);
+    // The last segment: bytes after its last newline are an interrupted write, reported and ignored.
+    let active = log.active();
+    let mut text = std::fs::read(&active).unwrap();
+    text.extend_from_slice(br#"{"action":"file.read","seq"#);
+    std::fs::write(&active, &text).unwrap();
+    let report = log.verify();
+    assert_eq!(report.failure, None, "{report:?}");
+    assert_eq!(report.partial_line_bytes, 26);
+    // An earlier segment ending inside a line is damage, named at the entry due next.
+    let middle = &files[1];
+    let mut text = std::fs::read(middle).unwrap();
+    text.pop();
+    std::fs::write(middle, &text).unwrap();
+    let f = failure(&log);
+    assert!(matches!(f.damage, Damage::Malformed { .. }), "{f:?}");
+}
+
+#[test]
+fn an_undecodable_segment_is_a_failure_not_an_error() {
+    let log = TestLog::build(60, |o| o.max_segment_bytes = Some(8 << 10));
+    let files = log.files();
+    let zst = files.iter().find(|f| f.to_string_lossy().ends_with(".zst")).unwrap();
+    let mut data = std::fs::read(zst).unwrap();
+    let keep = data.len() / 2;
+    data.truncate(keep);
+    std::fs::write(zst, &data).unwrap();
+    let f = failure(&log);
+    assert!(matches!(f.damage, Damage::Unreadable { .. } | Damage::Malformed { .. }), "{f:?}");
+}

@@ -211,6 +211,8 @@ pub struct AuditWriter {
     /// Timestamp of the last checkpoint: one dated earlier is preceded by an `audit.clock_step` entry.
     last_checkpoint_time: Option<String>,
     last_retention: Option<Instant>,
+    /// What the last retention round this writer made accounts for: (`coveredFrom`, last deleted).
+    retention_coverage: Option<(u64, u64)>,
     timestamps: TimestampFormatter,
     health: Health,
     failure: FailureCounts,
@@ -305,6 +307,7 @@ impl AuditWriter {
             last_checkpoint: Instant::now(),
             last_checkpoint_time: end.last_checkpoint_time.clone(),
             last_retention: None,
+            retention_coverage: None,
             timestamps: TimestampFormatter::default(),
             health: Health::Ok,
             failure: FailureCounts::default(),
@@ -788,7 +791,8 @@ impl AuditWriter {
         let segments = self.name.list().map_err(io_at(&dir))?;
         let doomed = expired(&segments, &rule, SystemTime::now()).map_err(io_at(&dir))?;
         let Some(first) = doomed.first().map(|e| e.first) else { return Ok(()) };
-        let covered_from = covered_from(&segments, first).map_err(io_at(&dir))?;
+        let covered_from = covered_from(&segments, first, self.retention_coverage).map_err(io_at(&dir))?;
+        self.retention_coverage = doomed.last().map(|e| (covered_from, e.last));
         for e in &doomed {
             let segment = e.segment.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
             self.push_event(WriterEvent::RetentionDelete {
@@ -839,19 +843,25 @@ impl Chain {
 /// too: `first` itself unless retention entries of earlier rounds (in any remaining segment) record
 /// deleting everything before it. The writer only carries forward what its log records, so a segment an
 /// attacker removed stays unaccounted for.
-fn covered_from(segments: &[Segment], first: u64) -> io::Result<u64> {
-    if first == 0 {
-        return Ok(0);
-    }
-    let mut recorded = Vec::new();
-    for segment in segments {
-        recorded.extend(scan(segment, None)?.retention);
-    }
+/// The last round's coverage is usually known (`known`: what this writer recorded last); otherwise the
+/// segments are read newest first (the last round's entries are in the newest) until it is found.
+fn covered_from(segments: &[Segment], first: u64, known: Option<(u64, u64)>) -> io::Result<u64> {
     let mut from = first;
-    while let Some(earlier) = recorded.iter().filter(|r| r.1 + 1 == from && r.0 < from).map(|r| r.0).min() {
-        from = earlier;
+    let mut recorded: Vec<(u64, u64)> = known.into_iter().collect();
+    let mut unread = segments.iter().rev();
+    loop {
+        while let Some(earlier) = recorded.iter().filter(|r| r.1 + 1 == from && r.0 < from).map(|r| r.0).min()
+        {
+            from = earlier;
+        }
+        if from == 0 {
+            return Ok(0);
+        }
+        match unread.next() {
+            Some(segment) => recorded.extend(scan(segment, None)?.retention),
+            None => return Ok(from),
+        }
     }
-    Ok(from)
 }
 
 /// The signing key for the log: the key file, which must be the key the log names last. A missing key
