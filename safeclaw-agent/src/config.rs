@@ -19,6 +19,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub enum ConfigError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     /// `line` and `column` are 1-based; `None` when the YAML parser could not tell.
     #[error("{path}{}: {message}", at(*.line, *.column))]
     Invalid { path: PathBuf, line: Option<usize>, column: Option<usize>, message: String },
@@ -571,6 +573,25 @@ impl Config {
             None if default.exists() => Self::read(default),
             None => Ok(Config { base_dir: PathBuf::from("/"), ..Config::default() }),
         }
+    }
+
+    /// As [`Config::load`], for the daemon: the file is read through no link and only if nobody but
+    /// root can change it or a directory above it (see `trust`).
+    pub fn load_trusted(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let default = Path::new(crate::cli::DEFAULT_CONFIG);
+        let path = match path {
+            Some(path) => path,
+            None if default.exists() => default,
+            None => return Self::load(None),
+        };
+        let bytes = crate::trust::read(&crate::trust::resolve_at_startup(path), MAX_CONFIG_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        })?;
+        Self::parse(&text, path)
     }
 
     fn read(path: &Path) -> Result<Self, ConfigError> {
