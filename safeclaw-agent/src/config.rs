@@ -858,6 +858,23 @@ audit:
     }
 
     #[test]
+    fn the_daemon_reads_no_config_through_a_link_or_one_others_can_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("config.yaml");
+        std::fs::write(&real, "audit: {}\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load_trusted(Some(&real)).unwrap();
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = Config::load_trusted(Some(&link)).unwrap_err().to_string();
+        assert!(e.ends_with("link.yaml is a symbolic link: the daemon does not follow links to its policy or config (name the file itself, or a path without links)"), "{e}");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load_trusted(Some(&real)).unwrap_err().to_string();
+        assert!(e.contains("config.yaml is writable by its group or by others (mode 0666)"), "{e}");
+    }
+
+    #[test]
     fn unset_environment_variables_are_errors() {
         let e = error(
             "audit:\n  destinations:\n    - type: file\n      path: \"${SAFECLAW_TEST_SURELY_UNSET}/a\"\n",
