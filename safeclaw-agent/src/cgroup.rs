@@ -105,6 +105,20 @@ pub fn ensure(mount: &Mount, name: &str) -> Result<(Cgroup, bool), CgroupError> 
     Ok((Cgroup { path, id: meta.ino(), level: mount.root_depth + 1 }, created))
 }
 
+/// Whether process `pid` sits in `cgroup` or below it, by its cgroup2 path as this process's cgroup
+/// namespace shows it. An error when its cgroup cannot be read (gone, or no cgroup2 line): callers
+/// that decide on it refuse on doubt.
+pub fn process_is_in(pid: i32, cgroup: &std::path::Path) -> Result<bool, String> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read the cgroup of pid {pid}: {e}"))?;
+    let relative = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(|| format!("pid {pid} has no cgroup2 membership in /proc/{pid}/cgroup"))?;
+    let mount = find_mount().map_err(|e| e.to_string())?;
+    Ok(mount.path.join(relative.trim_start_matches('/')).starts_with(cgroup))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

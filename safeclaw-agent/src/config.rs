@@ -19,6 +19,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub enum ConfigError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     /// `line` and `column` are 1-based; `None` when the YAML parser could not tell.
     #[error("{path}{}: {message}", at(*.line, *.column))]
     Invalid { path: PathBuf, line: Option<usize>, column: Option<usize>, message: String },
@@ -573,6 +575,25 @@ impl Config {
         }
     }
 
+    /// As [`Config::load`], for the daemon: the file is read through no link and only if nobody but
+    /// root can change it or a directory above it (see `trust`).
+    pub fn load_trusted(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let default = Path::new(crate::cli::DEFAULT_CONFIG);
+        let path = match path {
+            Some(path) => path,
+            None if default.exists() => default,
+            None => return Self::load(None),
+        };
+        let bytes = crate::trust::read(&crate::trust::resolve_at_startup(path), MAX_CONFIG_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        })?;
+        Self::parse(&text, path)
+    }
+
     fn read(path: &Path) -> Result<Self, ConfigError> {
         let io_err = |source| ConfigError::Io { path: path.to_owned(), source };
         let size = std::fs::metadata(path).map_err(io_err)?.len();
@@ -834,6 +855,23 @@ audit:
         assert!(e.contains("audit.redaction") && e.contains("\"bad\""), "{e}");
         let e = error("audit:\n  commitInterval: 5s\n");
         assert!(e.contains("commitInterval \"5s\" must be between 1ms and 1s"), "{e}");
+    }
+
+    #[test]
+    fn the_daemon_reads_no_config_through_a_link_or_one_others_can_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("config.yaml");
+        std::fs::write(&real, "audit: {}\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load_trusted(Some(&real)).unwrap();
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = Config::load_trusted(Some(&link)).unwrap_err().to_string();
+        assert!(e.ends_with("link.yaml is a symbolic link: the daemon does not follow links to its policy or config (name the file itself, or a path without links)"), "{e}");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load_trusted(Some(&real)).unwrap_err().to_string();
+        assert!(e.contains("config.yaml is writable by its group or by others (mode 0666)"), "{e}");
     }
 
     #[test]

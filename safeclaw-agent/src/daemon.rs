@@ -1,14 +1,13 @@
 //! `safeclaw-agent run`: the enforcement daemon. Loads the policy, creates the agent cgroup, loads and
 //! attaches the programs, and turns every kernel event into an audit entry until SIGINT or SIGTERM.
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use safeclaw_common::{Scope, SessionProfiles};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::audit::writer::{Appended, Durable};
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
@@ -19,6 +18,9 @@ use crate::kernel::pins::PinDir;
 use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
+
+mod signals;
+mod stop;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -53,8 +55,10 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     require_root()?;
+    // Before any thread exists, so that every thread leaves them to the signalfd.
+    signals::block()?;
     cgroup::validate_name(&args.cgroup)?;
-    let config = crate::config::Config::load(args.config.as_deref())?;
+    let config = crate::config::Config::load_trusted(args.config.as_deref())?;
     let mut options = config
         .writer_options(args.audit_log.as_deref())
         .context("the config's redaction patterns are invalid")?;
@@ -126,14 +130,15 @@ impl Drop for RemoveOnDrop {
 
 /// Why the daemon stopped enforcing.
 enum Stopped {
-    Signal,
+    /// A stop signal from outside the agent cgroup; the text names it and its sender.
+    Signal(String),
     Requested(Requester),
 }
 
 impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stopped::Signal => f.write_str("signal"),
+            Stopped::Signal(by) => write!(f, "signal: {by}"),
             Stopped::Requested(by) => write!(f, "`safeclaw-agent stop` from {by}"),
         }
     }
@@ -165,6 +170,8 @@ impl Slots {
 /// The kernel programs and the policies in their slots.
 struct Enforcer {
     kernel: loader::Loaded,
+    /// The agent cgroup, whose processes end before this run detaches anything.
+    agents: PathBuf,
     scope: Scope,
     slots: Slots,
     next_generation: u32,
@@ -176,7 +183,17 @@ struct Enforcer {
 
 impl Drop for Enforcer {
     fn drop(&mut self) {
-        let outcome = if self.owns_pins {
+        // Detaching while an agent process lives would let it run unenforced: if they cannot all be
+        // ended, the pins stay and keep enforcing, as after a kill -9.
+        let ended = match self.owns_pins.then(|| stop::end_every_agent_process(&self.agents)) {
+            Some(Err(e)) => {
+                tracing::error!("{e}: leaving the programs pinned and enforcing");
+                false
+            }
+            Some(Ok(_)) => true,
+            None => false,
+        };
+        let outcome = if ended {
             self.kernel.detach().and_then(|()| self.kernel.remove_pins())
         } else {
             self.kernel.abandon()
@@ -222,8 +239,14 @@ impl Enforcer {
             scope.epoch = previous.epoch;
             next_generation = 1 + maps::generation(&mut kernel.ebpf, previous.active_slot)?;
         }
-        let mut enforcer =
-            Enforcer { kernel, scope, slots: Slots::default(), next_generation, owns_pins: !adopting };
+        let mut enforcer = Enforcer {
+            kernel,
+            agents: agents.path.clone(),
+            scope,
+            slots: Slots::default(),
+            next_generation,
+            owns_pins: !adopting,
+        };
         enforcer.install(policy, adopting, sessions)?;
         Ok((enforcer, adopting))
     }
@@ -317,9 +340,7 @@ async fn enforce(
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write ready file {}", ready.display()))?;
     }
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut signals = signals::DaemonSignals::new(&agents.path)?;
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
@@ -360,8 +381,22 @@ async fn enforce(
                     }
                     SessionEvent::Stop { by, done } => {
                         tracing::info!("stop requested by {by}");
-                        // Answered once the programs are detached (the socket outlives the loop).
-                        break Some((Stopped::Requested(by), done));
+                        match end_sessions(&agents.path, &format!("`safeclaw-agent stop` from {by}"), sink.writer) {
+                            // Answered once the programs are detached (the socket outlives the loop).
+                            Ok(()) => break (Stopped::Requested(by), Some(done)),
+                            Err(refused) => {
+                                let _ = done.send(Err(refused));
+                            }
+                        }
+                    }
+                    SessionEvent::Refused { by, uid, request, reason } => {
+                        sink.writer.log(&Lifecycle::RequestRefused {
+                            request: request.to_string(),
+                            uid,
+                            pid: by.pid.and_then(|pid| u32::try_from(pid).ok()).unwrap_or(0),
+                            command: by.command,
+                            reason,
+                        });
                     }
                 }
             }
@@ -375,11 +410,24 @@ async fn enforce(
                 }
             }
             _ = host_refresh.tick() => refresh_hosts(&mut enforcer, &mut source, &registry, sink.writer),
-            _ = hangup.recv() => {
-                let _ = reload(&mut enforcer, &mut source, &registry, sink.writer);
-            }
-            _ = terminate.recv() => break None,
-            _ = interrupt.recv() => break None,
+            asked = signals.next() => match asked? {
+                signals::Asked::Reload(by) => {
+                    tracing::info!("reload: {by}");
+                    let _ = reload(&mut enforcer, &mut source, &registry, sink.writer);
+                }
+                signals::Asked::Stop(by) => {
+                    tracing::info!("stopping: {by}");
+                    while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
+                    backlog = false;
+                    if end_sessions(&agents.path, &by, sink.writer).is_ok() {
+                        break (Stopped::Signal(by), None);
+                    }
+                }
+                signals::Asked::Refused { signal, sender_pid, reason } => {
+                    tracing::warn!("not obeyed: {reason}");
+                    sink.writer.log(&Lifecycle::SignalRefused { signal, sender_pid, reason });
+                }
+            },
         }
         sink.commit(&mut enforcer)?;
         if unreleased.release(ring.get_mut(), sink.writer.durable()) {
@@ -398,15 +446,30 @@ async fn enforce(
     sink.writer.commit().context("cannot make the last kernel events durable; their maps stay pinned")?;
     enforcer.kernel.remove_pins()?;
     drop(enforcer);
-    Ok(match stopped {
-        Some((requested, done)) => {
-            let _ = done.send(());
-            // The runtime ends with this function: give the socket task its turn to write the answer.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            requested
+    let (stopped, done) = stopped;
+    if let Some(done) = done {
+        let _ = done.send(Ok(()));
+        // The runtime ends with this function: give the socket task its turn to write the answer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(stopped)
+}
+
+/// Ends every agent process before a stop detaches anything, recorded; a stop that cannot end them
+/// all is refused (recorded too) and the daemon keeps enforcing.
+fn end_sessions(agents: &Path, by: &str, writer: &mut AuditWriter) -> Result<(), String> {
+    match stop::end_every_agent_process(agents) {
+        Ok(processes) => {
+            tracing::info!("ended {processes} agent processes");
+            writer.log(&Lifecycle::SessionsEnded { processes, reason: by.to_string() });
+            Ok(())
         }
-        None => Stopped::Signal,
-    })
+        Err(e) => {
+            tracing::error!("stop refused: {e}");
+            writer.log(&Lifecycle::StopRefused { by: by.to_string(), reason: e.to_string() });
+            Err(format!("stop refused: {e}"))
+        }
+    }
 }
 
 fn log_policy_load(writer: &mut AuditWriter, source: &str, policy: Option<&ActivePolicy>) {

@@ -41,6 +41,9 @@ pub struct ExecArgs {
     /// The daemon's socket [default: $SAFECLAW_SOCKET, else /run/safeclaw/agent.sock].
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// A descriptor above 2 the agent inherits (repeatable); every other one above 2 is closed.
+    #[arg(long = "keep-fd", value_name = "FD")]
+    pub keep_fds: Vec<i32>,
     /// The command to run and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -72,6 +75,10 @@ pub enum LaunchError {
     CommandNotFound(OsString),
     #[error("{path} is not a file {user} may execute")]
     NotExecutable { path: PathBuf, user: String },
+    #[error("--keep-fd {0}: only descriptors above 2 can be named (0, 1 and 2 are always passed on)")]
+    KeepStdFd(i32),
+    #[error("--keep-fd {0}: no such open descriptor")]
+    KeepClosedFd(i32),
     #[error("safeclaw-agent exec must run as root (it creates the agent's cgroup): try `sudo safeclaw-agent exec ...`")]
     NotRoot,
     #[error(transparent)]
@@ -121,6 +128,8 @@ pub struct Plan {
     pub args: Vec<OsString>,
     pub agents: Cgroup,
     pub socket: PathBuf,
+    /// Descriptors above 2 the agent inherits, sorted, without duplicates.
+    pub keep_fds: Vec<i32>,
 }
 
 /// Validates the arguments against the system; creates nothing.
@@ -137,12 +146,29 @@ pub fn plan(args: ExecArgs, env: &Env) -> Result<Plan, LaunchError> {
         None => return Err(LaunchError::CommandNotFound(OsString::new())),
     };
     let program = resolve_command(&argv0, env.path.as_deref(), run_as.as_ref())?;
+    let keep_fds = kept_descriptors(args.keep_fds)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(LaunchError::NotRoot);
     }
     let agents = session_cgroup::open_agents(&cgroup::find_mount()?, &args.cgroup)?;
     let socket = identity::socket_path(args.socket.as_deref());
-    Ok(Plan { agent, session, user, run_as, program, argv0, args: args_rest, agents, socket })
+    Ok(Plan { agent, session, user, run_as, program, argv0, args: args_rest, agents, socket, keep_fds })
+}
+
+/// The `--keep-fd` descriptors, checked to be above 2 and open in the launcher.
+fn kept_descriptors(mut fds: Vec<i32>) -> Result<Vec<i32>, LaunchError> {
+    fds.sort_unstable();
+    fds.dedup();
+    for &fd in &fds {
+        if fd <= 2 {
+            return Err(LaunchError::KeepStdFd(fd));
+        }
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            return Err(LaunchError::KeepClosedFd(fd));
+        }
+    }
+    Ok(fds)
 }
 
 /// The human the session is for, and the account the agent runs as (`None`: root, only with `--as-root`).
@@ -390,6 +416,7 @@ fn spawn(plan: &Plan, cgroup: &Cgroup, mask: SigSet) -> std::io::Result<AgentPro
             groups: &groups,
         }),
         mask,
+        keep_fds: &plan.keep_fds,
     };
     agent_process::spawn(&launch)
 }
@@ -399,9 +426,9 @@ enum Supervised {
     DaemonLost,
 }
 
-/// Forwards signals to the agent until it exits or the daemon goes away. Signals the kernel sent
-/// (a terminal's Ctrl-C, hang-up or resize) already reached the agent, which shares the launcher's
-/// process group, so only signals sent by a process are passed on.
+/// Forwards signals to the agent until it exits or the daemon goes away. A signal sent by a process
+/// goes to the agent; one the kernel sent (a terminal's Ctrl-C, hang-up or resize) goes to the agent's
+/// process group, as the terminal would have sent it there had the agent not its own session.
 async fn supervise(
     child: &mut AgentProcess,
     signals: &mut Signals,
@@ -418,9 +445,10 @@ async fn supervise(
                         if let Some(status) = child.try_wait().context("cannot wait for the agent")? {
                             return Ok(Supervised::Exited(status));
                         }
-                    } else if info.ssi_code != libc::SI_KERNEL {
+                    } else {
+                        let target = if info.ssi_code == libc::SI_KERNEL { Pid::from_raw(-pid.as_raw()) } else { pid };
                         // The agent may be exiting already; a failed kill changes nothing.
-                        let _ = nix::sys::signal::kill(pid, signal);
+                        let _ = nix::sys::signal::kill(target, signal);
                     }
                 }
                 ready.clear_ready();
@@ -442,6 +470,7 @@ mod tests {
             as_root: false,
             cgroup: "agents".to_string(),
             socket: None,
+            keep_fds: Vec::new(),
             command: command.iter().map(OsString::from).collect(),
         }
     }

@@ -1,6 +1,7 @@
 //! The launcher end to end on this host (root and cgroup v2 needed, BPF LSM not): `safeclaw-agent exec`
 //! and `sessions` against an in-process socket server, each test in its own throwaway cgroup.
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -270,6 +271,62 @@ fn the_agent_does_not_inherit_the_launchers_blocked_signals() {
     let (code, stdout, stderr) = run(cmd);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "SigBlk:\t0000000000000000\n");
+}
+
+#[test]
+fn the_agent_has_its_own_session_and_no_descriptor_of_the_caller_but_those_asked_for() {
+    use std::os::unix::process::CommandExt as _;
+    let cgroup = TestCgroup::new();
+    let daemon = TestDaemon::start(&cgroup.path);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (secret, shared) = (dir.path().join("secret"), dir.path().join("shared"));
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::write(&shared, "shared\n").unwrap();
+    // Opened by the caller, as root, before `exec`; duplicated without close-on-exec into fds 7 and 9
+    // of the launcher, as a shell's `7<secret 9<shared` would.
+    let (secret, shared) = (std::fs::File::open(&secret).unwrap(), std::fs::File::open(&shared).unwrap());
+    let (secret_fd, shared_fd) = (secret.as_raw_fd(), shared.as_raw_fd());
+    let script = "echo pid=$$ sid=$(cut -d' ' -f6 /proc/$$/stat) pgrp=$(cut -d' ' -f5 /proc/$$/stat); \
+                  ls /proc/$$/fd; echo end; cat <&9; cat <&7 || echo fd7-closed";
+    let mut cmd = exec_command(
+        &cgroup,
+        &daemon.socket,
+        &["--agent", "fds", "--user", "nobody", "--keep-fd", "9"],
+        &["sh", "-c", script],
+    );
+    // SAFETY: dup2 is async-signal-safe; the descriptors stay open in the parent until the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(secret_fd, 7) < 0 || libc::dup2(shared_fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (code, stdout, stderr) = run(cmd);
+    drop((secret, shared));
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let ids = stdout.lines().next().unwrap_or_default();
+    let field = |name: &str| ids.split(' ').find_map(|w| w.strip_prefix(name)).unwrap_or("?").to_string();
+    assert_eq!(field("sid="), field("pid="), "the agent leads a session of its own: {stdout}");
+    assert_eq!(field("pgrp="), field("pid="), "and a process group of its own: {stdout}");
+    // Listed by the shell's child with nothing but a plain command in flight, so the shell holds no pipe.
+    let fds: Vec<&str> = stdout.lines().skip(1).take_while(|l| *l != "end").collect();
+    assert_eq!(fds, ["0", "1", "2", "9"], "only stdio and --keep-fd 9 reach the agent: {stdout}");
+    assert!(stdout.contains("shared\n"), "the kept descriptor is readable: {stdout}");
+    assert!(!stdout.contains("s3cret"), "the caller's descriptor leaked: {stdout}");
+    assert!(stdout.contains("fd7-closed"), "{stdout}");
+    started(daemon.next_event());
+    assert_eq!(ended(daemon.next_event()).1, SessionExit::Exited(0));
+
+    for (bad, expected) in [("2", "only descriptors above 2"), ("1000", "no such open descriptor")] {
+        let flags = ["--agent", "fds", "--user", "nobody", "--keep-fd", bad];
+        let (code, _, stderr) = run(exec_command(&cgroup, &daemon.socket, &flags, &["true"]));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("--keep-fd {bad}: {expected}")), "{stderr}");
+    }
+    assert_eq!(cgroup.children(), Vec::<String>::new());
 }
 
 #[test]
@@ -601,6 +658,44 @@ fn non_root_peers_are_refused() {
     let (code, _, stderr) = run(cmd);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("is root-only: run this with sudo"), "{stderr}");
+}
+
+#[test]
+fn processes_inside_the_agent_cgroup_are_refused_whatever_name_reaches_the_socket() {
+    let cgroup = TestCgroup::new();
+    let daemon = TestDaemon::start(&cgroup.path);
+    let alias = daemon._dir.path().join("alias.sock");
+    std::os::unix::fs::symlink(&daemon.socket, &alias).unwrap();
+    let inside = cgroup.path.join("intruder");
+    std::fs::create_dir(&inside).unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {BIN} sessions --socket {}",
+        inside.display(),
+        alias.display()
+    );
+    let (code, stdout, stderr) = run({
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        cmd
+    });
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the daemon refused: processes inside the agent cgroup may not use this socket"),
+        "{stderr}"
+    );
+    match daemon.next_event() {
+        SessionEvent::Refused { by, uid, request, reason } => {
+            assert_eq!((uid, request), (0, "list"));
+            assert!(reason.contains("inside the agent cgroup"), "{reason}");
+            assert!(by.command.contains("sessions --socket"), "{by}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The same name from outside the agent cgroup is answered.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sessions", "--socket"]).arg(&alias);
+    let (code, _, stderr) = run(cmd);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[tokio::test]

@@ -93,6 +93,10 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         std::fs::write(work.join("policy.yaml"), policy_yaml).unwrap();
+        // The daemon reads a policy only if nobody but root can change it, whatever the umask.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(work.join("policy.yaml"), std::fs::Permissions::from_mode(0o644)).unwrap();
         Daemon::launch(name, work)
     }
 
@@ -156,6 +160,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Runs `script` with `sh -c` inside `cgroup` (created if missing).

@@ -200,6 +200,34 @@ pub enum Lifecycle {
         reason: String,
     },
     LockdownOff,
+    /// The control socket refused a peer outright (not root, or inside the agent cgroup).
+    RequestRefused {
+        /// The request's kind (`list`, `stop`, …), `malformed`, or `none`.
+        request: String,
+        uid: u32,
+        /// 0 when the peer's credentials carry no pid.
+        pid: u32,
+        command: String,
+        reason: String,
+    },
+    /// A stop or reload signal the daemon did not obey (sent from inside an agent session, or not
+    /// sent by a process at all, as SIGIO through F_SETOWN/F_SETSIG is).
+    SignalRefused {
+        signal: u32,
+        /// 0 when the kernel names no sender.
+        sender_pid: u32,
+        reason: String,
+    },
+    /// A deliberate stop froze and killed every process of every session before detaching anything.
+    SessionsEnded {
+        processes: u64,
+        reason: String,
+    },
+    /// A stop that was not carried out because agent processes could not be ended: still enforcing.
+    StopRefused {
+        by: String,
+        reason: String,
+    },
 }
 
 /// Entries the writer itself adds to keep the trail complete and verifiable.
@@ -515,6 +543,10 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::KernelSessionStart => ("kernel.session_start", None),
         Lifecycle::LockdownOn { .. } => ("kernel.lockdown_on", None),
         Lifecycle::LockdownOff => ("kernel.lockdown_off", None),
+        Lifecycle::RequestRefused { .. } => ("daemon.request_refused", None),
+        Lifecycle::SignalRefused { .. } => ("daemon.signal_refused", None),
+        Lifecycle::SessionsEnded { .. } => ("daemon.sessions_ended", None),
+        Lifecycle::StopRefused { .. } => ("daemon.stop_refused", None),
     };
     let mut obj = Object::begin(out);
     obj.str("action", action);
@@ -532,6 +564,26 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::PolicyReloadRejected { source, error } => {
             d.str("error", error);
             d.str("source", source);
+        }
+        Lifecycle::RequestRefused { request, uid, pid, command, reason } => {
+            d.str("command", command);
+            d.u64("pid", u64::from(*pid));
+            d.str("reason", reason);
+            d.str("request", request);
+            d.u64("uid", u64::from(*uid));
+        }
+        Lifecycle::SignalRefused { signal, sender_pid, reason } => {
+            d.str("reason", reason);
+            d.u64("senderPid", u64::from(*sender_pid));
+            d.u64("signal", u64::from(*signal));
+        }
+        Lifecycle::SessionsEnded { processes, reason } => {
+            d.u64("processes", *processes);
+            d.str("reason", reason);
+        }
+        Lifecycle::StopRefused { by, reason } => {
+            d.str("by", by);
+            d.str("reason", reason);
         }
         Lifecycle::SessionStart(_)
         | Lifecycle::SessionEnd(_)

@@ -110,6 +110,24 @@ pub struct Requester {
     pub command: String,
 }
 
+impl Requester {
+    /// The process `pid` (if known) with its command line as `/proc` shows it now (empty once gone).
+    pub fn of_pid(pid: Option<i32>) -> Requester {
+        let command = pid
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|raw| {
+                let words: Vec<String> = raw
+                    .split(|&b| b == 0)
+                    .filter(|w| !w.is_empty())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                words.join(" ")
+            })
+            .unwrap_or_default();
+        Requester { pid, command }
+    }
+}
+
 impl fmt::Display for Requester {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.pid {
@@ -138,10 +156,18 @@ pub enum SessionEvent {
         by: Requester,
         done: oneshot::Sender<Result<String, String>>,
     },
-    /// `safeclaw-agent stop`: detach, unpin and exit.
+    /// `safeclaw-agent stop`: end every session, detach, unpin and exit; or why the daemon would not.
     Stop {
         by: Requester,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A peer the socket refused outright (not root, or inside the agent cgroup), for the audit trail.
+    Refused {
+        by: Requester,
+        uid: u32,
+        /// The request's kind (`list`, `stop`, …), `malformed`, or `none` if it sent nothing.
+        request: &'static str,
+        reason: String,
     },
 }
 

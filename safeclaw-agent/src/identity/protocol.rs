@@ -27,6 +27,19 @@ pub enum Request {
     Stop,
 }
 
+impl Request {
+    /// The request's name, for logs and the audit trail (never its content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Start(_) => "start",
+            Request::End { .. } => "end",
+            Request::List => "list",
+            Request::Reload => "reload",
+            Request::Stop => "stop",
+        }
+    }
+}
+
 /// The daemon's answer to one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -96,19 +96,34 @@ async fn handle(stream: UnixStream, shared: Arc<Shared>) {
     let (read, mut writer) = stream.into_split();
     let mut reader = BufReader::new(read);
     let peer = match peer {
-        Ok(peer) if peer.uid() == 0 => peer,
-        Ok(peer) => {
-            tracing::warn!("launcher socket: refused uid {} (pid {:?})", peer.uid(), peer.pid());
-            // Take the request before refusing, so the client reads the refusal instead of a broken pipe.
-            let _ = tokio::time::timeout(IDLE_TIMEOUT, protocol::read_line(&mut reader)).await;
-            let _ = reply(&mut writer, Response::Error("only root may use this socket".into())).await;
-            return;
-        }
+        Ok(peer) => peer,
         Err(e) => {
             tracing::warn!("launcher socket: cannot read peer credentials: {e}");
             return;
         }
     };
+    if let Some(reason) = shared.refusal(&peer) {
+        // Take the request before refusing, so the client reads the refusal instead of a broken pipe.
+        let request = tokio::time::timeout(IDLE_TIMEOUT, protocol::read_line(&mut reader)).await;
+        let request = match request {
+            Ok(Ok(Some(line))) => match protocol::decode::<Request>(&line) {
+                Ok(request) => request.kind(),
+                Err(_) => "malformed",
+            },
+            _ => "none",
+        };
+        let by = requester(&peer);
+        tracing::warn!(
+            "launcher socket: refused a {request} request from {by} (uid {}): {reason}",
+            peer.uid()
+        );
+        let _ = reply(&mut writer, Response::Error(reason.clone())).await;
+        let refused = SessionEvent::Refused { by, uid: peer.uid(), request, reason };
+        if shared.events.send(refused).await.is_err() {
+            tracing::warn!("refusal not recorded: the daemon's event channel is closed");
+        }
+        return;
+    }
     let mut session: Option<Arc<SessionInfo>> = None;
     loop {
         let next = protocol::read_line(&mut reader);
@@ -151,6 +166,23 @@ async fn reply(writer: &mut OwnedWriteHalf, response: Response) -> Result<(), Pr
 }
 
 impl Shared {
+    /// Why this peer may not use the socket at all, if it may not: it is not root, or it runs inside
+    /// the agent cgroup (whatever path it reached the socket by: the check is on the process, not on
+    /// the name it connected to). A peer whose cgroup cannot be read is refused: refused on doubt.
+    fn refusal(&self, peer: &UCred) -> Option<String> {
+        if peer.uid() != 0 {
+            return Some("only root may use this socket".into());
+        }
+        let Some(pid) = peer.pid() else {
+            return Some("the connecting process is unknown (no pid in its credentials)".into());
+        };
+        match crate::cgroup::process_is_in(pid, &self.agent_cgroup) {
+            Ok(false) => None,
+            Ok(true) => Some("processes inside the agent cgroup may not use this socket".into()),
+            Err(e) => Some(format!("refused on doubt: {e}")),
+        }
+    }
+
     async fn answer(
         &self,
         request: Request,
@@ -196,28 +228,22 @@ impl Shared {
             }
             (Request::Stop, None) => {
                 match self.control(peer, |by, done| SessionEvent::Stop { by, done }).await {
-                    Ok(()) => Response::Ok,
-                    Err(e) => Response::Error(e),
+                    Ok(Ok(())) => Response::Ok,
+                    Ok(Err(refused)) | Err(refused) => Response::Error(refused),
                 }
             }
         }
     }
 
-    /// Forwards a control request to the daemon and waits for its answer. Refused to processes inside
-    /// the agent cgroup: an agent must not reload or stop what confines it, even as root.
+    /// Forwards a control request to the daemon and waits for its answer (the peer is root and
+    /// outside the agent cgroup: `refusal` let it in).
     async fn control<T>(
         &self,
         peer: &UCred,
         request: impl FnOnce(Requester, oneshot::Sender<T>) -> SessionEvent,
     ) -> Result<T, String> {
-        let by = requester(peer);
-        if let Some(pid) = peer.pid() {
-            if in_cgroup(pid, &self.agent_cgroup)? {
-                tracing::warn!("refused a control request from {by}, which runs inside the agent cgroup");
-                return Err("processes inside the agent cgroup may not control the daemon".into());
-            }
-        }
         let (done, answer) = oneshot::channel();
+        let by = requester(peer);
         self.events.send(request(by, done)).await.map_err(|_| "the daemon is shutting down".to_string())?;
         answer.await.map_err(|_| "the daemon is shutting down".to_string())
     }
@@ -299,30 +325,5 @@ impl Shared {
 
 /// Names a peer for the audit trail by its pid and command line.
 fn requester(peer: &UCred) -> Requester {
-    let command = peer
-        .pid()
-        .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-        .map(|raw| {
-            let words: Vec<String> = raw
-                .split(|&b| b == 0)
-                .filter(|w| !w.is_empty())
-                .map(|w| String::from_utf8_lossy(w).into_owned())
-                .collect();
-            words.join(" ")
-        })
-        .unwrap_or_default();
-    Requester { pid: peer.pid(), command }
-}
-
-/// Whether process `pid` sits in `cgroup` or below it (by its cgroup2 path). A process whose cgroup
-/// cannot be read is treated as inside: control is refused on doubt.
-fn in_cgroup(pid: i32, cgroup: &Path) -> Result<bool, String> {
-    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map_err(|e| format!("cannot read the cgroup of pid {pid}: {e}"))?;
-    let Some(relative) = own.lines().find_map(|line| line.strip_prefix("0::")) else {
-        return Ok(true);
-    };
-    let mount = crate::cgroup::find_mount().map_err(|e| e.to_string())?;
-    let path = mount.path.join(relative.trim_start_matches('/'));
-    Ok(path.starts_with(cgroup))
+    Requester::of_pid(peer.pid())
 }

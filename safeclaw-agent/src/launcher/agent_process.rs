@@ -1,5 +1,6 @@
 //! The agent's process: forked straight into its session cgroup (clone3 with CLONE_INTO_CGROUP), so it
-//! never runs outside it and no migration is needed, then waited for.
+//! never runs outside it and no migration is needed, in a session of its own with no descriptor of
+//! the launcher's beyond stdin, stdout, stderr and those asked for, then waited for.
 //!
 //! Moving a task by writing `cgroup.procs` takes the cgroup threadgroup lock for writing, which waits
 //! for an RCU grace period: 8–20 ms per launch measured on the development host, most of what the
@@ -55,6 +56,9 @@ pub struct Launch<'a> {
     pub ids: Option<Ids<'a>>,
     /// The signal mask the agent starts with.
     pub mask: SigSet,
+    /// Descriptors above 2 the agent keeps (`--keep-fd`), sorted and without duplicates; every other
+    /// one above 2 is closed at exec.
+    pub keep_fds: &'a [libc::c_int],
 }
 
 /// A started agent, reaped at most once.
@@ -176,9 +180,11 @@ pub fn spawn(launch: &Launch) -> std::io::Result<AgentProcess> {
     }
 }
 
-/// In the forked child: restore the signal mask and SIGPIPE, drop to the user, exec. Only raw system
-/// calls: the child of a raw clone3 must not touch glibc state (a glibc `setuid` would signal the
-/// parent's other threads to change their ids too).
+/// In the forked child: restore the signal mask and SIGPIPE, leave the caller's session (so the agent
+/// has no controlling terminal to push input into with TIOCSTI, nor the caller's process group to
+/// signal), mark every descriptor above 2 but the kept ones close-on-exec, drop to the user, exec.
+/// Only raw system calls: the child of a raw clone3 must not touch glibc state (a glibc `setuid`
+/// would signal the parent's other threads to change their ids too).
 unsafe fn exec_child(
     program: &CString,
     argv: &[*const libc::c_char],
@@ -196,6 +202,12 @@ unsafe fn exec_child(
         if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
             break 'setup errno();
         }
+        if libc::setsid() == -1 {
+            break 'setup errno();
+        }
+        if let Err(failed) = close_on_exec_all_but(launch.keep_fds) {
+            break 'setup failed;
+        }
         if let Some(ids) = &launch.ids {
             if libc::syscall(libc::SYS_setgroups, ids.groups.len(), ids.groups.as_ptr()) != 0
                 || libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) != 0
@@ -210,4 +222,27 @@ unsafe fn exec_child(
     let bytes = failed.to_ne_bytes();
     libc::write(report, bytes.as_ptr().cast(), bytes.len());
     libc::_exit(127)
+}
+
+/// Marks every descriptor above 2 close-on-exec except `keep` (sorted), and clears the flag on those:
+/// the report pipe stays open until the exec itself, and nothing else of the launcher's reaches the
+/// agent. `close_range` with CLOSE_RANGE_CLOEXEC (Linux 5.11) is one call per gap, whatever the
+/// descriptor table's size. Raw system calls only (see `exec_child`).
+unsafe fn close_on_exec_all_but(keep: &[libc::c_int]) -> Result<(), libc::c_int> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+    let mut first: libc::c_uint = 3;
+    for &fd in keep.iter().chain(std::iter::once(&-1)) {
+        let last = if fd < 0 { libc::c_uint::MAX } else { fd as libc::c_uint - 1 };
+        if first <= last && libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) != 0
+        {
+            return Err(errno());
+        }
+        if fd >= 0 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(errno());
+            }
+            first = fd as libc::c_uint + 1;
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use super::compiled::{CompiledPolicy, Decision};
 use super::{
-    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
+    compile_all, launching_user_home, load_file_trusted, resolve_system, CompileContext, CompiledProfile,
     CompiledSet, Evaluator, HostAddresses, HostCache, Location, Policy, PolicyError, PolicyHash,
 };
 
@@ -62,9 +62,10 @@ struct FileStamp {
 }
 
 impl FileStamp {
+    /// Of the name itself, not what a link there points to: a file swapped for a link is a change.
     fn of(path: &Path) -> FileStamp {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path)
+        let meta = std::fs::symlink_metadata(path)
             .ok()
             .map(|m| (m.dev(), m.ino(), m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
         FileStamp { path: path.to_path_buf(), meta }
@@ -75,6 +76,8 @@ impl FileStamp {
 /// rules were compiled with.
 pub struct PolicySource {
     path: PathBuf,
+    /// `path` with its directories' links resolved at startup: what every load reads (see `trust`).
+    resolved: PathBuf,
     home: PathBuf,
     /// The files of the last load attempt, as they were then.
     stamps: Vec<FileStamp>,
@@ -90,6 +93,7 @@ impl PolicySource {
     pub fn new(path: &Path) -> PolicySource {
         PolicySource {
             path: path.to_path_buf(),
+            resolved: crate::trust::resolve_at_startup(path),
             home: launching_user_home(),
             stamps: Vec::new(),
             policy: None,
@@ -103,11 +107,12 @@ impl PolicySource {
         &self.path
     }
 
-    /// Loads, validates, resolves host names and compiles every profile. On error the previous policy
-    /// stays the one this source refreshes.
+    /// Loads, validates, resolves host names and compiles every profile; every file read through no
+    /// link and only if nobody but root can change it. On error the previous policy stays the one
+    /// this source refreshes.
     pub fn load(&mut self) -> Result<ActivePolicy, PolicyError> {
-        self.stamps = vec![FileStamp::of(&self.path)];
-        let policy = load_file(&self.path)?;
+        self.stamps = vec![FileStamp::of(&self.resolved)];
+        let policy = load_file_trusted(&self.resolved)?;
         self.stamps = policy.files.iter().map(|f| FileStamp::of(Path::new(&**f))).collect();
         self.resolve(&policy);
         let active = self.compile(&policy)?;
@@ -213,6 +218,24 @@ mod tests {
         assert!(source.policy.is_some(), "the last good model is kept");
         std::fs::remove_file(&path).unwrap();
         assert!(source.changed());
+    }
+
+    #[test]
+    fn a_policy_swapped_for_a_link_is_noticed_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, BASE).unwrap();
+        let mut source = PolicySource::new(&path);
+        let enforcing = source.load().unwrap().hash();
+        // What a root agent did: unlink the policy, link the name to a file it wrote.
+        let planted = dir.path().join("planted.yaml");
+        std::fs::write(&planted, "version: 1\ndefault: allow\n").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&planted, &path).unwrap();
+        assert!(source.changed());
+        let error = source.load().err().expect("a link is never followed").to_string();
+        assert!(error.contains(&format!("{} is a symbolic link", source.resolved.display())), "{error}");
+        assert_eq!(source.policy.as_ref().map(|p| p.hash), Some(enforcing), "the last good model is kept");
     }
 
     #[test]

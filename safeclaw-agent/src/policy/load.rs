@@ -26,7 +26,16 @@ pub const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// Loads `path` and everything it includes.
 pub fn load_file(path: &Path) -> Result<Policy, PolicyError> {
-    let mut loader = Loader::default();
+    load_with(Loader::default(), path)
+}
+
+/// Loads `path` (absolute) and everything it includes as the daemon does: each file read with
+/// [`crate::trust::read`], so through no link and only if nobody but root can change it.
+pub fn load_file_trusted(path: &Path) -> Result<Policy, PolicyError> {
+    load_with(Loader { trusted: true, ..Loader::default() }, path)
+}
+
+fn load_with(mut loader: Loader, path: &Path) -> Result<Policy, PolicyError> {
     let name: Arc<str> = Arc::from(path.display().to_string());
     let loaded = loader.load(path, &name, None, 0);
     loader.finish(loaded)
@@ -55,6 +64,8 @@ struct Loader {
     /// Canonical paths of the files being loaded (the include chain), to refuse cycles.
     chain: Vec<PathBuf>,
     diagnostics: Vec<Diagnostic>,
+    /// Read every file with the daemon's trust checks.
+    trusted: bool,
 }
 
 impl Loader {
@@ -74,10 +85,15 @@ impl Loader {
             self.error(at(), format!("more than {MAX_FILES} policy files"));
             return Contribution::default();
         }
-        let bytes = match read_bounded(path) {
+        let read = if self.trusted {
+            crate::trust::read(path, MAX_FILE_BYTES).map_err(|e| e.to_string())
+        } else {
+            read_bounded(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(why) => {
-                self.error(at(), format!("cannot read {}: {why}", path.display()));
+                self.error(at(), why);
                 return Contribution::default();
             }
         };

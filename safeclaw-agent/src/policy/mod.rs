@@ -30,7 +30,7 @@ pub use diag::{Diagnostic, Level, Location, PolicyError};
 pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
 pub use glob::{Glob, GlobError, Syntax};
 pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_file_trusted, load_str};
 pub use model::{
     Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo,
     Severity,

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 const USAGE: &str =
     "usage: escape-probe open PATH | opath-reopen PATH | openat2 DIR NAME | io-uring-open PATH \
 | link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
-| tcp-connect ADDR PORT | ptrace PID | unshare-bind SRC DST | many-open PATH COUNT";
+| tcp-connect ADDR PORT | ptrace PID | unshare-bind SRC DST | many-open PATH COUNT \
+| tiocsti TEXT | sigio PID SIGNAL";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
         }
         [cmd, src, dst] if *cmd == "unshare-bind" => unshare_bind(src, dst),
         [cmd, path, count] if *cmd == "many-open" => many_open(path, parse(count)),
+        [cmd, text] if *cmd == "tiocsti" => tiocsti(text.as_bytes()),
+        [cmd, pid, signal] if *cmd == "sigio" => sigio(parse(pid), parse(signal)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -465,4 +468,36 @@ mod io_uring {
             }
         }
     }
+}
+
+/// Pushes `text` into the input queue of the terminal on stdin, byte by byte (TIOCSTI): were it the
+/// caller's terminal, the caller's shell would read it as typed.
+fn tiocsti(text: &[u8]) -> Outcome {
+    for byte in text {
+        // SAFETY: TIOCSTI reads one byte from the pointer.
+        check(unsafe { libc::ioctl(0, libc::TIOCSTI, byte as *const u8) })?;
+    }
+    Ok(())
+}
+
+/// Makes the kernel send `signal` to `pid` as SIGIO: a pipe owned by `pid` (F_SETOWN), with `signal`
+/// as its I/O signal (F_SETSIG) and O_ASYNC, then written to. `ok` means every step was accepted; the
+/// signal itself is sent (or refused) by the kernel, unseen by the caller.
+fn sigio(pid: libc::pid_t, signal: libc::c_int) -> Outcome {
+    /// From linux/fcntl.h; the libc crate does not declare it.
+    const F_SETSIG: libc::c_int = 10;
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    let [read, write] = fds;
+    // SAFETY: fcntl on our own pipe's read end.
+    unsafe {
+        check(libc::fcntl(read, libc::F_SETOWN, pid))?;
+        check(libc::fcntl(read, F_SETSIG, signal))?;
+        check(libc::fcntl(read, libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK))?;
+        check(libc::write(write, b"x".as_ptr().cast(), 1) as i32)?;
+    }
+    // Give the kernel's delivery its moment before the process (and its file) goes away.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    Ok(())
 }
