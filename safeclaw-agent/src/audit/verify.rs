@@ -228,7 +228,7 @@ impl fmt::Display for Damage {
             Damage::HeadMismatch { signed_size } => write!(
                 f,
                 "entry {} differs from the signed head: entries up to it were rewritten",
-                signed_size - 1
+                signed_size.saturating_sub(1)
             ),
             Damage::BadHead { reason } => write!(f, "head file rejected: {reason}"),
             Damage::UnsignedTail { from, to } => {
@@ -695,8 +695,9 @@ impl<'a> Checker<'a> {
     fn new(opts: &'a VerifyOptions, head: Option<HeadFile>) -> Self {
         Checker {
             opts,
+            // A head of size 0 (written before a new log's first entry) signs the genesis hash.
+            head_hash_seen: head.as_ref().filter(|h| h.size == 0).map(|_| GENESIS),
             head,
-            head_hash_seen: None,
             report: Report { key_source: opts.trusted_key.map(|_| KeySource::Trusted), ..Report::default() },
             expected: None,
             last_hash: GENESIS,
@@ -1048,9 +1049,13 @@ impl<'a> Checker<'a> {
             );
         }
         if self.head_hash_seen.map(|h| h.to_string()) != Some(head.head.clone()) {
-            return self.fail(Some(head.size - 1), None, Damage::HeadMismatch { signed_size: head.size });
+            return self.fail(
+                head.size.checked_sub(1),
+                None,
+                Damage::HeadMismatch { signed_size: head.size },
+            );
         }
-        let through = self.report.signed_through.max(Some(head.size - 1));
+        let through = self.report.signed_through.max(head.size.checked_sub(1));
         self.report.signed_through = through;
         Ok(())
     }

@@ -20,7 +20,9 @@ use super::redact::Redactor;
 use super::retention::{expired, RetentionRule};
 use super::segment::{self, Compression, LogName, Segment};
 use super::sequence::{Arrival, KernelSeqs};
-use super::signing::{AuditKey, HeadError, HeadFile, HeadStatement, KeyError, PublicKey, KEY_ROTATION};
+use super::signing::{
+    AuditKey, HeadError, HeadFile, HeadStatement, KeyError, PublicKey, HEAD_REASON, KEY_ROTATION,
+};
 use crate::policy::compiled::Effect;
 
 /// What to do while the log cannot be written.
@@ -280,6 +282,20 @@ impl AuditWriter {
             (Some((seq, hash)), Some(log_id)) => (log_id.clone(), seq + 1, *hash),
             _ => (new_log_id(&log_dir)?, 0, GENESIS),
         };
+        if next_seq == 0 && matches!(head, Ok(None)) {
+            // A head before the first entry, so that a crash between the first commit and its head file
+            // cannot look like a deleted head (`audit.head_missing`) at the next start.
+            let time = TimestampFormatter::default().format(SystemTime::now());
+            let statement = HeadStatement {
+                log_id: &log_id,
+                key_id,
+                size: 0,
+                head: GENESIS,
+                time: &time,
+                reason: HEAD_REASON,
+            };
+            HeadFile::signed(&key, statement).write(&opts.head_path).map_err(io_at(&opts.head_path))?;
+        }
         let segment_first_seq = active_end.and_then(|e| e.first_sequence).unwrap_or(next_seq);
         let mut writer = AuditWriter {
             _lock: lock,
