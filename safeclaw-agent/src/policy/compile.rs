@@ -174,11 +174,15 @@ fn compile_profile(
         .iter()
         .enumerate()
         .filter_map(|(id, rule)| {
-            rule.inet().map(|inet| InetRule {
-                rule: id as u32,
-                cidrs: expander.cidrs(inet),
-                ports: inet.ports.clone(),
-                protocols: inet.protocol.wire_values(),
+            rule.inet().map(|inet| {
+                let cidrs = expander.cidrs(inet);
+                let raw = super::net::decides_raw_sockets(&cidrs, &inet.ports);
+                InetRule {
+                    rule: id as u32,
+                    cidrs,
+                    ports: inet.ports.clone(),
+                    protocols: inet.protocol.wire_values(raw),
+                }
             })
         })
         .collect();
