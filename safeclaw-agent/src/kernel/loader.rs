@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 20] = [
+pub const PROGRAMS: [&str; 22] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -38,6 +38,8 @@ pub const PROGRAMS: [&str; 20] = [
     "path_mknod",
     "file_send_sigiotask",
     "socket_create",
+    "file_fcntl",
+    "file_ioctl",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.

@@ -112,7 +112,8 @@ fn opath_reopen(path: &OsStr) -> Outcome {
 
 /// Signal `pid` without kill(): a pipe's read end owned by `pid` (F_SETOWN) with `signal` as its
 /// I/O signal (F_SETSIG) and O_ASYNC; writing to the pipe makes the kernel send the signal. The
-/// write succeeds either way, so the outcome is the write's: the caller checks the target.
+/// outcome is the first failing call's (F_SETOWN naming an outsider is refused), else the write's:
+/// the caller checks the target.
 fn sigio(pid: libc::pid_t, signal: i32) -> Outcome {
     /// `F_SETSIG` (Linux), which the libc crate does not export.
     const F_SETSIG: i32 = 10;
