@@ -694,6 +694,9 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
         Detail::Connect(K::Disconnect) => {
             audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: 0 })
         }
+        Detail::Connect(K::RawSocket { family, .. }) => {
+            audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: *family })
+        }
         Detail::Connect(K::Other { family }) => {
             audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: *family })
         }

@@ -79,6 +79,17 @@ pub mod flag {
     /// The exec's argv is incomplete: more than `MAX_ARGS` arguments or `ARGS_MAX` bytes, an
     /// unreadable argument, or a syscall whose argv the programs do not know (32-bit compat).
     pub const ARGV_INCOMPLETE: u16 = 1 << 9;
+    /// A datagram's address said `AF_UNSPEC` on an IPv4 socket, which the kernel sends as IPv4: it
+    /// was decided (and is recorded) as the IPv4 address it carries. (Taken from the top bits down,
+    /// so that flags added for other hooks do not collide.)
+    pub const UNSPEC_AS_INET: u16 = 1 << 15;
+    /// A signal the kernel would send for I/O on a descriptor the agent owns (F_SETOWN/F_SETSIG,
+    /// SIGURG), rather than kill().
+    pub const SIGIO: u16 = 1 << 14;
+    /// The creation of a raw IP or packet socket, which can send to any address past the address
+    /// rules: decided by `RAW_SOCKET_PROTOCOL` (`net.family` = the socket's family, `net.protocol`
+    /// = socket()'s protocol argument, `detail_arg` = its type).
+    pub const RAW_SOCKET: u16 = 1 << 13;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -135,6 +146,9 @@ pub struct KernelOffsets {
     pub fs_struct_root: u64,
     pub path_mnt: u64,
     pub path_dentry: u64,
+    // The family of a socket (network hooks decide the address the kernel will use).
+    pub socket_sk: u64,
+    pub sock_common_skc_family: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.
@@ -256,6 +270,9 @@ pub struct NetKeyData {
     pub protocol: u8,
     pub addr: [u8; 16],
 }
+/// `NetKeyData::protocol` of a raw IP or packet socket's creation, looked up at address `::`, port 0:
+/// only rules for every address and port hold an entry for it.
+pub const RAW_SOCKET_PROTOCOL: u8 = 255;
 /// Prefix bits taken by `slot`, `profile` and `protocol` in `NetKeyData`.
 pub const NET_KEY_HEADER_BITS: u32 = 24;
 

@@ -116,6 +116,16 @@ impl Pending {
         self.event.header.action = action::PROCESS_EXEC;
     }
 
+    /// The creation of a raw IP or packet socket: `socket(family, kind, protocol)`.
+    #[inline(always)]
+    pub fn set_raw_socket(&mut self, family: u16, kind: u32, protocol: u16) {
+        self.event.header.action = action::NETWORK_CONNECT;
+        self.event.header.detail_arg = kind;
+        self.event.header.flags |= flag::RAW_SOCKET;
+        self.event.net.family = family;
+        self.event.net.protocol = protocol;
+    }
+
     /// A self-protection action (`safeclaw_common::action::SIGNAL` and after).
     #[inline(always)]
     pub fn set_guarded(&mut self, act: u8, target_pid: u32, detail_arg: u32) {
@@ -189,32 +199,34 @@ impl Pending {
         self.event.args_len = walk.used;
     }
 
-    /// Reads the connect's address into the event.
+    /// Reads the connect's (or, `sending`, a datagram's) address into the event.
     #[inline(always)]
-    pub fn read_sockaddr(&mut self, sock: *const u8, address: *const u8, addrlen: i32) -> Destination {
+    pub fn read_sockaddr(
+        &mut self,
+        sock: *const u8,
+        address: *const u8,
+        addrlen: i32,
+        sending: bool,
+    ) -> Destination {
         self.event.header.action = action::NETWORK_CONNECT;
         // SAFETY: `address` is the kernel's copy of the user's sockaddr (a sockaddr_storage).
         let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
             return Destination::Undecided;
         };
-        let net = &mut self.event.net;
-        net.family = family;
-        net.protocol = match kernel::socket_type(sock) {
+        self.event.net.family = family;
+        self.event.net.protocol = match kernel::socket_type(sock) {
             SOCK_STREAM => IPPROTO_TCP,
             SOCK_DGRAM => IPPROTO_UDP,
             _ => 0,
         };
         match family {
-            AF_INET if addrlen >= 16 => {
-                // SAFETY: sockaddr_in: port at 2, address at 4; within the kernel's copy.
-                let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
-                let addr = unsafe { bpf_probe_read_kernel(address.add(4) as *const [u8; 4]) };
-                let (Ok(port), Ok(addr)) = (port, addr) else {
-                    return Destination::Undecided;
-                };
-                net.port = u16::from_be(port);
-                net.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
-                Destination::Inet
+            AF_INET if addrlen >= 16 => self.read_inet4(address),
+            // udp_sendmsg and raw_sendmsg send an AF_UNSPEC address on an IPv4 socket as IPv4 (a
+            // connect with it disconnects instead): decide the address the kernel will use.
+            AF_UNSPEC if sending && addrlen >= 16 && kernel::socket_family(sock) == AF_INET => {
+                self.event.net.family = AF_INET;
+                self.event.header.flags |= flag::UNSPEC_AS_INET;
+                self.read_inet4(address)
             }
             AF_INET6 if addrlen >= 24 => {
                 // SAFETY: sockaddr_in6: port at 2, address at 8; within the kernel's copy.
@@ -223,14 +235,30 @@ impl Pending {
                 let (Ok(port), Ok(addr)) = (port, addr) else {
                     return Destination::Undecided;
                 };
-                net.port = u16::from_be(port);
-                net.addr = addr;
+                self.event.net.port = u16::from_be(port);
+                self.event.net.addr = addr;
                 Destination::Inet
             }
             AF_UNIX if addrlen > 2 => self.read_unix_path(address, addrlen as u32 - 2),
+            // A connect disconnects; an IPv6 datagram goes to the connected peer, decided at connect.
             AF_UNSPEC => Destination::Disconnect,
             _ => Destination::Undecided,
         }
+    }
+
+    /// A `sockaddr_in` (at least 16 bytes in the kernel's copy), keyed IPv4-mapped.
+    #[inline(always)]
+    fn read_inet4(&mut self, address: *const u8) -> Destination {
+        // SAFETY: sockaddr_in: port at 2, address at 4; within the kernel's copy.
+        let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
+        let addr = unsafe { bpf_probe_read_kernel(address.add(4) as *const [u8; 4]) };
+        let (Ok(port), Ok(addr)) = (port, addr) else {
+            return Destination::Undecided;
+        };
+        let net = &mut self.event.net;
+        net.port = u16::from_be(port);
+        net.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
+        Destination::Inet
     }
 
     /// Copies `sun_path` into the event; an abstract name (leading NUL) is shown as `@name`.

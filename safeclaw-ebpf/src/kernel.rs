@@ -51,6 +51,8 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     fs_struct_root: 0,
     path_mnt: 0,
     path_dentry: 0,
+    socket_sk: 0,
+    sock_common_skc_family: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -177,5 +179,18 @@ pub fn msghdr_destination(msg: *const u8) -> Option<(*const u8, i32)> {
             bpf_probe_read_kernel(msg.add(offset(&OFFSETS.msghdr_msg_name)) as *const *const u8).ok()?;
         let len = bpf_probe_read_kernel(msg.add(offset(&OFFSETS.msghdr_msg_namelen)) as *const i32).ok()?;
         (!name.is_null() && len > 0).then_some((name, len))
+    }
+}
+
+/// `sock->sk->__sk_common.skc_family`: the family the kernel will use for the socket's traffic,
+/// whatever a sockaddr says. 0 (`AF_UNSPEC`) if unreadable.
+#[inline(always)]
+pub fn socket_family(sock: *const u8) -> u16 {
+    // SAFETY: probe reads; `struct sock` starts with its `sock_common`.
+    unsafe {
+        let Ok(sk) = bpf_probe_read_kernel(sock.add(offset(&OFFSETS.socket_sk)) as *const *const u8) else {
+            return 0;
+        };
+        bpf_probe_read_kernel(sk.add(offset(&OFFSETS.sock_common_skc_family)) as *const u16).unwrap_or(0)
     }
 }

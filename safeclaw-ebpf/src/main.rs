@@ -9,6 +9,8 @@ mod emit;
 mod kernel;
 mod maps;
 mod scope;
+mod signals;
+mod sockets;
 mod walk;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
@@ -151,7 +153,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     let Some(scope) = scope::current() else { return previous };
     let Some(pending) = Pending::start(scope, previous) else { return emit::DENIED };
-    decide_destination(pending, ctx.arg(0), ctx.arg(1), ctx.arg(2))
+    decide_destination(pending, ctx.arg(0), ctx.arg(1), ctx.arg(2), false)
 }
 
 /// `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: a datagram sent to an explicit
@@ -164,12 +166,18 @@ pub fn socket_sendmsg(ctx: LsmContext) -> i32 {
     let Some((address, addrlen)) = kernel::msghdr_destination(ctx.arg(1)) else { return previous };
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     pending.add_flags(flag::SENDTO);
-    decide_destination(pending, ctx.arg(0), address, addrlen)
+    decide_destination(pending, ctx.arg(0), address, addrlen, true)
 }
 
 #[inline(always)]
-fn decide_destination(mut pending: Pending, sock: *const u8, address: *const u8, addrlen: i32) -> i32 {
-    let verdict = match pending.read_sockaddr(sock, address, addrlen) {
+fn decide_destination(
+    mut pending: Pending,
+    sock: *const u8,
+    address: *const u8,
+    addrlen: i32,
+    sending: bool,
+) -> i32 {
+    let verdict = match pending.read_sockaddr(sock, address, addrlen, sending) {
         Destination::Inet => {
             let net = pending.net();
             decide::by_address(pending.slot(), net.protocol as u8, &net.addr, net.port)
@@ -177,7 +185,8 @@ fn decide_destination(mut pending: Pending, sock: *const u8, address: *const u8,
         Destination::Unix(len) => {
             decide::by_path(pending.slot(), dfa_class::UNIX_CONNECT, pending.path(), len)
         }
-        // AF_UNSPEC disconnects a datagram socket: nothing is reached.
+        // AF_UNSPEC disconnects (or, sent on IPv6, goes to the peer decided at connect): nothing new
+        // is reached.
         Destination::Disconnect => Verdict::allow_unconditionally(),
         Destination::Undecided => Verdict::by_default(pending.slot(), flag::UNDECIDED_FAMILY),
     };

@@ -1,5 +1,7 @@
-//! Escape suite, network: a denied address stays denied when reached without connect (UDP sendto) or
-//! through an IPv6 socket as an IPv4-mapped address. Each try fails with EPERM and is a deny entry.
+//! Escape suite, network: a denied address stays denied when reached without connect (UDP sendto),
+//! through an IPv6 socket as an IPv4-mapped address, with an `AF_UNSPEC` family the kernel sends
+//! as IPv4, or through another address of this host (loopback, any-address). Each try fails with
+//! EPERM and is a deny entry.
 use safeclaw_integration::{probe_outcome, Daemon, RunAs};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
@@ -63,4 +65,108 @@ fn ipv4_mapped_ipv6_is_decided_as_the_ipv4_address() {
     }
     let protocols: Vec<_> = found.iter().map(|e| e["requestDetails"]["protocol"].clone()).collect();
     assert_eq!(protocols, [serde_json::json!("tcp"), serde_json::json!("udp")]);
+}
+
+#[test]
+fn udp_sendto_with_an_unspecified_family_is_decided_as_ipv4() {
+    let daemon = Daemon::start("safeclaw-esc-unspec", POLICY);
+    let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto-unspec", "127.0.0.2", "9999"]);
+    assert_eq!(probe_outcome(&out), "EPERM");
+    // The same send to an allowed port goes out: the kernel does send AF_UNSPEC as IPv4.
+    let allowed = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto-unspec", "127.0.0.2", "9998"]);
+    assert_eq!(probe_outcome(&allowed), "ok");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let found = denials(&entries);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["effect"], "deny");
+    assert_eq!(found[0]["matchedRule"], "blocked-host");
+    assert_eq!(found[0]["requestDetails"]["protocol"], "udp");
+    assert_eq!(found[0]["requestDetails"]["address"], "127.0.0.2", "the address the kernel uses");
+    assert_eq!(found[0]["flags"], serde_json::json!(["sendto", "unspec_as_inet"]));
+}
+
+#[test]
+fn every_alias_of_this_host_is_decided_as_the_denied_loopback_address() {
+    let daemon = Daemon::start("safeclaw-esc-aliases", POLICY);
+    // One dual-stack listener answers all of them without SafeClaw.
+    let listener = std::net::TcpListener::bind("[::]:9999").unwrap();
+    let aliases = ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"];
+    for alias in aliases {
+        let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", alias, "9999"]);
+        assert_eq!(probe_outcome(&out), "EPERM", "{alias}");
+    }
+    // The listener is reachable on another port of the same aliases: the rule, not the address, decided.
+    let listener_9998 = std::net::TcpListener::bind("[::]:9998").unwrap();
+    let allowed = daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", "::1", "9998"]);
+    assert_eq!(probe_outcome(&allowed), "ok");
+    drop((listener, listener_9998));
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let found = denials(&entries);
+    assert_eq!(found.len(), aliases.len(), "{found:#?}");
+    for (entry, alias) in found.iter().zip(aliases) {
+        assert_eq!(entry["effect"], "deny");
+        assert_eq!(entry["matchedRule"], "blocked-host");
+        assert_eq!(entry["requestDetails"]["address"], alias, "recorded as written");
+    }
+}
+
+/// The raw-socket entries (`network.connect` flagged `raw_socket`).
+fn raw_socket_entries(entries: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    entries
+        .iter()
+        .filter(|e| e["action"] == "network.connect" && e["flags"] == serde_json::json!(["raw_socket"]))
+        .collect()
+}
+
+#[test]
+fn raw_and_packet_sockets_follow_the_raw_rule() {
+    let policy = "version: 1\ndefault: allow\nrules:\n  - {name: no-raw, action: network.connect, effect: deny, protocol: raw}\n";
+    let daemon = Daemon::start("safeclaw-esc-raw", policy);
+    // Root: without CAP_NET_RAW the kernel refuses these sockets before any LSM hook.
+    for family in ["inet", "inet6", "packet"] {
+        let out = daemon.session("escape", RunAs::Root, &[PROBE, "raw-socket", family]);
+        assert_eq!(probe_outcome(&out), "EPERM", "{family}");
+    }
+    // Ordinary sockets are decided by their destination, not by the raw rule.
+    let udp = daemon.session("escape", RunAs::Root, &[PROBE, "udp-sendto", "127.0.0.1", "9"]);
+    assert_eq!(probe_outcome(&udp), "ok");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let found = raw_socket_entries(&entries);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    for (entry, family) in found.iter().zip([2, 10, 17]) {
+        assert_eq!(entry["effect"], "deny");
+        assert_eq!(entry["matchedRule"], "no-raw");
+        assert_eq!(entry["requestDetails"]["family"], family);
+    }
+}
+
+#[test]
+fn raw_and_packet_sockets_are_denied_under_the_default_policy() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
+    let policy = std::fs::read_to_string(&path).unwrap();
+    let daemon = Daemon::start("safeclaw-esc-raw-default", &policy);
+    // An allowed interpreter (the probe's own directory is not an allowed place to run from).
+    let script = [
+        "import socket",
+        "for f, p in ((socket.AF_INET, 1), (socket.AF_INET6, 58), (socket.AF_PACKET, 0x0300)):",
+        "    try:",
+        "        socket.socket(f, socket.SOCK_RAW, p)",
+        "        print('ok')",
+        "    except OSError as e:",
+        "        print(e.errno)",
+    ]
+    .join("\n");
+    let out = daemon.session("escape", RunAs::Root, &["/usr/bin/python3", "-c", &script]);
+    assert_eq!(probe_outcome(&out), "1\n1\n1", "EPERM three times: {out:?}");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let found = raw_socket_entries(&entries);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    for entry in found {
+        assert_eq!(entry["effect"], "deny");
+        assert!(entry.get("matchedRule").is_none(), "the deny default decided: {entry:#}");
+    }
 }

@@ -147,17 +147,20 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 10] = [
+const FLAG_NAMES: [(u16, &str); 13] = [
     (flag::ARGV_INCOMPLETE, "argv_incomplete"),
     (flag::HARD_LINK, "hard_link"),
     (flag::LOCKDOWN, "lockdown"),
     (flag::NO_POLICY, "no_policy"),
     (flag::PATH_UNRESOLVED, "path_unresolved"),
     (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
+    (flag::RAW_SOCKET, "raw_socket"),
     (flag::RENAME, "rename"),
     (flag::SENDTO, "sendto"),
+    (flag::SIGIO, "sigio"),
     (flag::TABLE_BOUND, "table_bound"),
     (flag::UNDECIDED_FAMILY, "undecided_family"),
+    (flag::UNSPEC_AS_INET, "unspec_as_inet"),
 ];
 
 impl KernelFlags {

@@ -2,7 +2,9 @@
 //! blindly: unknown actions or effects and impossible lengths are errors, not guesses.
 use std::net::{IpAddr, Ipv6Addr};
 
-use safeclaw_common::{action, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX};
+use safeclaw_common::{
+    action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX, RAW_SOCKET_PROTOCOL,
+};
 
 use crate::policy::compiled::{Effect, Request};
 
@@ -50,6 +52,12 @@ pub enum ConnectTarget {
     },
     /// AF_UNSPEC: a datagram socket disconnecting.
     Disconnect,
+    /// The creation of a raw IP or packet socket (`flag::RAW_SOCKET`): `socket(family, kind, protocol)`.
+    RawSocket {
+        family: u16,
+        kind: u32,
+        protocol: u16,
+    },
     /// A family the policy does not describe.
     Other {
         family: u16,
@@ -197,6 +205,13 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 .map(|a| a.strip_suffix(&[0]).unwrap_or(a).to_vec())
                 .collect(),
         },
+        action::NETWORK_CONNECT if header.flags & flag::RAW_SOCKET != 0 => {
+            Detail::Connect(ConnectTarget::RawSocket {
+                family: net.family,
+                kind: header.detail_arg,
+                protocol: net.protocol,
+            })
+        }
         action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
         action::SIGNAL => {
             Detail::Guarded(Guarded::Signal { target_pid: header.target_pid, signal: header.detail_arg })
@@ -283,6 +298,9 @@ impl KernelEvent {
                 port: *port,
             },
             Detail::Connect(ConnectTarget::Unix { path }) => Request::ConnectUnix { path },
+            Detail::Connect(ConnectTarget::RawSocket { .. }) => {
+                Request::ConnectInet { protocol: RAW_SOCKET_PROTOCOL, addr: [0; 16], port: 0 }
+            }
             Detail::Connect(ConnectTarget::Other { .. }) => Request::ConnectOther,
             Detail::Connect(ConnectTarget::Disconnect) | Detail::Guarded(_) => return None,
         })

@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 18] = [
+pub const PROGRAMS: [&str; 22] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -36,6 +36,10 @@ pub const PROGRAMS: [&str; 18] = [
     "path_link",
     "path_rename",
     "path_mknod",
+    "file_send_sigiotask",
+    "socket_create",
+    "file_fcntl",
+    "file_ioctl",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -70,6 +74,8 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         fs_struct_root: btf.member_offset("fs_struct", "root")?,
         path_mnt: btf.member_offset("path", "mnt")?,
         path_dentry: btf.member_offset("path", "dentry")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_common_skc_family: btf.member_offset("sock_common", "skc_family")?,
     })
 }
 

@@ -75,18 +75,22 @@ impl Attempt {
             return Err("`args` only go with process.exec".to_owned());
         }
         let inet = match (action, path, address, port) {
+            (AttemptAction::NetworkConnect, None, None, None) if protocol == Some(Protocol::Raw) => {
+                Some((safeclaw_common::RAW_SOCKET_PROTOCOL, [0; 16], 0))
+            }
             (AttemptAction::NetworkConnect, None, Some(address), Some(port)) => {
                 let protocol = match protocol.unwrap_or(Protocol::Tcp) {
                     Protocol::Tcp => libc::IPPROTO_TCP as u8,
                     Protocol::Udp => libc::IPPROTO_UDP as u8,
                     Protocol::Any => return Err("an attempt has one protocol: tcp or udp".to_owned()),
+                    Protocol::Raw => return Err("a raw socket attempt takes no address or port".to_owned()),
                 };
                 Some((protocol, mapped(address), port))
             }
             (AttemptAction::NetworkConnect, Some(_), None, None) => None,
             (AttemptAction::NetworkConnect, _, _, _) => {
                 return Err(
-                    "network.connect takes either `path` (a Unix socket) or `address` and `port`".to_owned()
+                    "network.connect takes either `path` (a Unix socket), `address` and `port`, or `protocol: raw` alone".to_owned()
                 )
             }
             (_, Some(_), None, None) => None,

@@ -83,7 +83,8 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
     match text {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
-        _ => Err(format!("`{text}`: expected tcp or udp")),
+        "raw" => Ok(Protocol::Raw),
+        _ => Err(format!("`{text}`: expected tcp, udp or raw")),
     }
 }
 
@@ -249,6 +250,7 @@ fn explain(
 
 fn describe(attempt: &Attempt) -> String {
     match attempt.inet {
+        Some((safeclaw_common::RAW_SOCKET_PROTOCOL, ..)) => "a raw or packet socket".to_owned(),
         Some((protocol, addr, port)) => {
             let v6 = std::net::Ipv6Addr::from(addr);
             let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);

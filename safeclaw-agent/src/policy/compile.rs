@@ -174,11 +174,15 @@ fn compile_profile(
         .iter()
         .enumerate()
         .filter_map(|(id, rule)| {
-            rule.inet().map(|inet| InetRule {
-                rule: id as u32,
-                cidrs: expander.cidrs(inet),
-                ports: inet.ports.clone(),
-                protocols: inet.protocol.wire_values(),
+            rule.inet().map(|inet| {
+                let cidrs = expander.cidrs(inet);
+                let raw = super::net::decides_raw_sockets(&cidrs, &inet.ports);
+                InetRule {
+                    rule: id as u32,
+                    cidrs,
+                    ports: inet.ports.clone(),
+                    protocols: inet.protocol.wire_values(raw),
+                }
             })
         })
         .collect();
@@ -408,6 +412,28 @@ mod tests {
     }
 
     #[test]
+    fn raw_sockets_are_decided_only_by_rules_for_every_address_and_port() {
+        let text = "version: 1\ndefault: allow\nrules:\n\
+  - {name: lan, action: network.connect, effect: deny, cidrs: [10.0.0.0/8, 0.0.0.0]}\n\
+  - {name: web, action: network.connect, effect: deny, ports: [443]}\n\
+  - {name: raw-with-port, action: network.connect, effect: deny, protocol: raw, ports: [0]}\n\
+  - {name: tcp, action: network.connect, effect: deny, protocol: tcp}\n\
+  - {name: raw, action: network.connect, effect: allow, protocol: raw}\n";
+        let policy = load_str("p.yaml", text).unwrap();
+        let ctx = CompileContext::new("/home/u");
+        let set = compile_all(&policy, &ctx).unwrap();
+        let evaluator = super::super::Evaluator::new(&policy, None, &ctx).unwrap();
+        let raw = super::super::compiled::Request::ConnectInet {
+            protocol: safeclaw_common::RAW_SOCKET_PROTOCOL,
+            addr: [0; 16],
+            port: 0,
+        };
+        assert_eq!(set.base.tables.decide(&raw).rule, Some(4));
+        assert_eq!(evaluator.evaluate(&raw).rule, Some(4));
+        assert_eq!(evaluator.evaluate(&raw).effect, Effect::Allow);
+    }
+
+    #[test]
     fn ten_thousand_directory_rules_fit_the_kernel_tables() {
         let mut text = String::from("version: 1\nrules:\n");
         for i in 0..10_000 {
@@ -423,8 +449,9 @@ mod tests {
         let stats = set.base.stats;
         assert_eq!(stats.rules, 10_000);
         assert!(stats.dfa_transitions() <= MAX_DFA_TRANSITIONS as usize, "{stats:?}");
-        // One prefix per CIDR and per protocol the rules name (tcp, udp and other), plus /0 each.
-        assert_eq!(stats.net_prefixes, 3 * 2501);
+        // One prefix per CIDR and per protocol the rules name (tcp, udp and other), plus /0 each,
+        // and the /0 of raw sockets.
+        assert_eq!(stats.net_prefixes, 3 * 2501 + 1);
         let read = set.base.tables.decide(&super::super::compiled::Request::FileOpen {
             path: b"/srv/p4/a",
             read: true,

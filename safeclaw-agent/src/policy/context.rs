@@ -100,6 +100,7 @@ impl Expander<'_> {
         }
         let mut cidrs = inet.cidrs.clone();
         cidrs.extend(inet.hosts.iter().flat_map(|host| self.hosts.get(host)).map(Cidr::host));
+        super::net::widen_to_this_host(&mut cidrs);
         cidrs.sort();
         cidrs.dedup();
         cidrs

@@ -65,7 +65,17 @@ struct InetSpec {
 impl InetSpec {
     /// `Err(why not)` or `Ok(what matched)`.
     fn check(&self, protocol: u8, addr: &[u8; 16], port: u16) -> Result<String, String> {
-        if !self.protocol.wire_values().contains(&protocol) {
+        let every_address_and_port = super::net::decides_raw_sockets(&self.cidrs, &self.ports);
+        if !self.protocol.wire_values(every_address_and_port).contains(&protocol) {
+            if protocol == safeclaw_common::RAW_SOCKET_PROTOCOL
+                && self.protocol != Protocol::Tcp
+                && self.protocol != Protocol::Udp
+            {
+                return Err(
+                    "a raw socket can reach any address: only a rule for every address and port decides it"
+                        .to_owned(),
+                );
+            }
             return Err(format!("protocol {} is not {}", protocol_name(protocol), self.protocol.as_str()));
         }
         let Some(cidr) = self.cidrs.iter().find(|c| c.contains(addr)) else {
@@ -431,6 +441,9 @@ fn protocol_name(protocol: u8) -> String {
         libc::IPPROTO_TCP => "tcp".to_owned(),
         libc::IPPROTO_UDP => "udp".to_owned(),
         0 => "other (neither tcp nor udp)".to_owned(),
+        protocol if protocol == i32::from(safeclaw_common::RAW_SOCKET_PROTOCOL) => {
+            "raw (socket creation)".to_owned()
+        }
         other => format!("{other}"),
     }
 }

@@ -29,6 +29,31 @@ impl Cidr {
     }
 }
 
+/// Addresses that all reach this host, whatever listens: loopback (`127.0.0.0/8`, `::1`) and the
+/// any-address (`0.0.0.0`, `::`), to which the kernel connects as loopback. A listener on `0.0.0.0`
+/// or `::` answers every one of them, so a rule naming one of them names them all.
+pub const THIS_HOST: [Cidr; 4] = [
+    Cidr { addr: [0; 16], prefix_len: 128 },
+    Cidr { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], prefix_len: 128 },
+    Cidr { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], prefix_len: 128 },
+    Cidr { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 0], prefix_len: 104 },
+];
+
+/// Adds every `THIS_HOST` prefix to `cidrs` if any of them overlaps one of `cidrs`: a rule written
+/// for `127.0.0.1` also decides `127.0.0.2`, `0.0.0.0`, `::1` and `::` (each as IPv4-mapped too).
+pub fn widen_to_this_host(cidrs: &mut Vec<Cidr>) {
+    let overlaps = |a: &Cidr, b: &Cidr| a.covers(b) || b.covers(a);
+    if cidrs.iter().any(|c| THIS_HOST.iter().any(|h| overlaps(c, h))) {
+        cidrs.extend(THIS_HOST);
+    }
+}
+
+/// Whether a rule with these (expanded) CIDRs and ports covers every address on every port, the
+/// only rules that decide raw and packet sockets.
+pub fn decides_raw_sockets(cidrs: &[Cidr], ports: &[PortRange]) -> bool {
+    cidrs.iter().any(|c| c.prefix_len == 0) && ports.iter().all(|p| *p == PortRange::ALL)
+}
+
 /// The 16-byte form the kernel uses for `addr`.
 pub fn mapped(addr: IpAddr) -> [u8; 16] {
     match addr {
@@ -161,17 +186,25 @@ impl FromStr for PortRange {
 pub enum Protocol {
     Tcp,
     Udp,
+    /// Raw IP and packet sockets, at their creation.
+    Raw,
     #[default]
     Any,
 }
 
 impl Protocol {
-    /// The kernel's protocol values (`NetKeyData::protocol`) this covers.
-    pub fn wire_values(self) -> &'static [u8] {
-        match self {
-            Protocol::Tcp => &[libc::IPPROTO_TCP as u8],
-            Protocol::Udp => &[libc::IPPROTO_UDP as u8],
-            Protocol::Any => &[0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8],
+    /// The kernel's protocol values (`NetKeyData::protocol`) a rule of this protocol covers. A raw
+    /// socket has no destination when it is created and can reach any, so only a rule for every
+    /// address and port (`every_address_and_port`, see `decides_raw_sockets`) covers it.
+    pub fn wire_values(self, every_address_and_port: bool) -> &'static [u8] {
+        const RAW: u8 = safeclaw_common::RAW_SOCKET_PROTOCOL;
+        match (self, every_address_and_port) {
+            (Protocol::Tcp, _) => &[libc::IPPROTO_TCP as u8],
+            (Protocol::Udp, _) => &[libc::IPPROTO_UDP as u8],
+            (Protocol::Raw, true) => &[RAW],
+            (Protocol::Raw, false) => &[],
+            (Protocol::Any, true) => &[0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8, RAW],
+            (Protocol::Any, false) => &[0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8],
         }
     }
 
@@ -179,6 +212,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::Raw => "raw",
             Protocol::Any => "any",
         }
     }
@@ -240,6 +274,25 @@ mod tests {
         assert_eq!(host.prefix_len, 128);
         let v6: Cidr = "fd00::/8".parse().unwrap();
         assert_eq!(v6.to_string(), "fd00::/8");
+    }
+
+    #[test]
+    fn a_rule_on_one_local_address_covers_every_alias_of_this_host() {
+        let widened = |text: &str| {
+            let mut cidrs = vec![text.parse::<Cidr>().unwrap()];
+            widen_to_this_host(&mut cidrs);
+            cidrs
+        };
+        for rule in ["127.0.0.1/32", "127.0.0.2", "::1", "0.0.0.0", "::", "127.0.0.0/8", "0.0.0.0/1"] {
+            let cidrs = widened(rule);
+            for alias in ["127.0.0.1", "127.0.0.2", "127.255.0.9", "0.0.0.0", "::", "::1", "::ffff:0.0.0.0"] {
+                let addr = mapped(alias.parse().unwrap());
+                assert!(cidrs.iter().any(|c| c.contains(&addr)), "{rule} does not cover {alias}");
+            }
+        }
+        for rule in ["10.0.0.0/8", "169.254.169.254", "fd00::/8", "128.0.0.0/1"] {
+            assert_eq!(widened(rule).len(), 1, "{rule} is not a local address");
+        }
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct NetAnalysis {
 }
 
 /// The protocols the kernel keys network entries by.
-const PROTOCOLS: [u8; 3] = [0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8];
+const PROTOCOLS: [u8; 4] =
+    [0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8, safeclaw_common::RAW_SOCKET_PROTOCOL];
 
 pub fn compile(rules: &[InetRule]) -> Result<(CompiledNet, NetAnalysis), NetLimitError> {
     let mut prefixes = Vec::new();

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 const USAGE: &str =
     "usage: escape-probe open PATH | opath-reopen PATH | openat2 DIR NAME | io-uring-open PATH \
 | link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
-| tcp-connect ADDR PORT | ptrace PID | unshare-bind SRC DST | many-open PATH COUNT \
-| tiocsti TEXT | sigio PID SIGNAL";
+| tcp-connect ADDR PORT | udp-sendto-unspec IPV4 PORT | raw-socket inet|inet6|packet | ptrace PID | unshare-bind SRC DST \
+| many-open PATH COUNT | tiocsti TEXT | sigio PID SIGNAL";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -31,6 +31,8 @@ fn main() -> ExitCode {
         [cmd, path] if *cmd == "memfd-exec" => exec::memfd(path),
         [cmd, addr, port] if *cmd == "udp-sendto" => net::udp_sendto(&parse(addr), parse(port)),
         [cmd, addr, port] if *cmd == "tcp-connect" => net::tcp_connect(&parse(addr), parse(port)),
+        [cmd, addr, port] if *cmd == "udp-sendto-unspec" => net::udp_sendto_unspec(&parse(addr), parse(port)),
+        [cmd, family] if *cmd == "raw-socket" => net::raw_socket(family),
         [cmd, pid] if *cmd == "ptrace" => {
             let pid: libc::pid_t = parse(pid);
             // SAFETY: PTRACE_ATTACH with no address or data.
@@ -300,6 +302,34 @@ mod net {
             libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, sa.as_ptr().cast(), sa.len() as libc::socklen_t)
         };
         check(sent as i32)
+    }
+
+    /// An IPv4 UDP socket given a `sockaddr_in` whose family is `AF_UNSPEC`: the kernel sends to its
+    /// address as IPv4.
+    pub fn udp_sendto_unspec(addr: &std::net::Ipv4Addr, port: u16) -> Outcome {
+        let mut sa = inet4(addr, port);
+        sa.sin_family = libc::AF_UNSPEC as u16;
+        // SAFETY: plain socket().
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        check(fd)?;
+        let sa = as_bytes(&sa);
+        // SAFETY: sendto with our buffer and a sockaddr of the length given.
+        let sent = unsafe {
+            libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, sa.as_ptr().cast(), sa.len() as libc::socklen_t)
+        };
+        check(sent as i32)
+    }
+
+    /// A raw ICMP socket (IPv4 or IPv6), or a packet socket for every protocol.
+    pub fn raw_socket(family: &OsStr) -> Outcome {
+        let (family, protocol) = match family.to_str() {
+            Some("inet") => (libc::AF_INET, libc::IPPROTO_ICMP),
+            Some("inet6") => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+            Some("packet") => (libc::AF_PACKET, i32::from((libc::ETH_P_ALL as u16).to_be())),
+            _ => fail("raw-socket takes inet, inet6 or packet"),
+        };
+        // SAFETY: plain socket().
+        check(unsafe { libc::socket(family, libc::SOCK_RAW, protocol) })
     }
 
     pub fn tcp_connect(addr: &std::net::IpAddr, port: u16) -> Outcome {
