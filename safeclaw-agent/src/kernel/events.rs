@@ -90,7 +90,40 @@ pub enum MountOp {
     Umount,
     PivotRoot,
     MoveMount,
+    Chroot,
     Unknown(u32),
+}
+
+/// A change to a file or directory without an open for write, decided by the write rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileChange {
+    /// unlink or rmdir.
+    Delete,
+    Symlink,
+    Mkdir,
+    Truncate,
+    Chmod {
+        mode: u32,
+    },
+    /// `None`: that id is left as it is.
+    Chown {
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+}
+
+impl FileChange {
+    /// Audit action name.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            FileChange::Delete => "file.delete",
+            FileChange::Symlink => "file.symlink",
+            FileChange::Mkdir => "file.mkdir",
+            FileChange::Truncate => "file.truncate",
+            FileChange::Chmod { .. } => "file.chmod",
+            FileChange::Chown { .. } => "file.chown",
+        }
+    }
 }
 
 impl MountOp {
@@ -101,6 +134,7 @@ impl MountOp {
             MountOp::Umount => mount_op::UMOUNT,
             MountOp::PivotRoot => mount_op::PIVOT_ROOT,
             MountOp::MoveMount => mount_op::MOVE_MOUNT,
+            MountOp::Chroot => mount_op::CHROOT,
             MountOp::Unknown(code) => code,
         }
     }
@@ -136,6 +170,10 @@ pub enum Detail {
     },
     Connect(ConnectTarget),
     Guarded(Guarded),
+    FileChange {
+        change: FileChange,
+        path: Vec<u8>,
+    },
 }
 
 /// One decision the kernel made.
@@ -215,10 +253,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 mount_op::UMOUNT => MountOp::Umount,
                 mount_op::PIVOT_ROOT => MountOp::PivotRoot,
                 mount_op::MOVE_MOUNT => MountOp::MoveMount,
+                mount_op::CHROOT => MountOp::Chroot,
                 other => MountOp::Unknown(other),
             },
         }),
         action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
+        action::FILE_DELETE..=action::FILE_CHOWN => Detail::FileChange { change: file_change(&header), path },
         other => return Err(DecodeError::Action(other)),
     };
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
@@ -240,6 +280,20 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
         detail,
     })
+}
+
+/// The change an event of `action::FILE_DELETE..=action::FILE_CHOWN` records.
+fn file_change(header: &EventHeader) -> FileChange {
+    // chown's -1 (INVALID_UID) leaves that id unchanged.
+    let id = |raw: u32| (raw != u32::MAX).then_some(raw);
+    match header.action {
+        action::FILE_DELETE => FileChange::Delete,
+        action::FILE_SYMLINK => FileChange::Symlink,
+        action::FILE_MKDIR => FileChange::Mkdir,
+        action::FILE_TRUNCATE => FileChange::Truncate,
+        action::FILE_CHMOD => FileChange::Chmod { mode: header.detail_arg },
+        _ => FileChange::Chown { uid: id(header.detail_arg), gid: id(header.target_pid) },
+    }
 }
 
 const AF_UNSPEC: u16 = 0;
@@ -273,6 +327,8 @@ impl KernelEvent {
                 read: matches!(access, FileAccess::Read | FileAccess::ReadWrite),
                 write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
             },
+            // Decided by the write rules.
+            Detail::FileChange { path, .. } => Request::FileOpen { path, read: false, write: true },
             Detail::Exec { path, .. } => Request::Exec { path },
             Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
                 protocol: *protocol,
@@ -288,7 +344,8 @@ impl KernelEvent {
         })
     }
 
-    /// The policy action name (`file.read`, `file.write`, `process.exec`, `network.connect`).
+    /// The audit action name (`file.read`, `file.write`, `file.delete`, …, `process.exec`,
+    /// `network.connect`, `guard.*`).
     pub fn action_name(&self) -> &'static str {
         match &self.detail {
             Detail::File { access: FileAccess::Read, .. } => "file.read",
@@ -296,6 +353,7 @@ impl KernelEvent {
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
             Detail::Guarded(guarded) => guarded.action_name(),
+            Detail::FileChange { change, .. } => change.action_name(),
         }
     }
 }
@@ -363,6 +421,41 @@ mod tests {
             })
         );
         assert_eq!(event.request(), Some(Request::ConnectInet { protocol: 6, addr, port: 80 }));
+    }
+
+    #[test]
+    fn decodes_file_changes_as_write_requests() {
+        let chown = EventHeader {
+            action: action::FILE_CHOWN,
+            effect: effect::DENY,
+            detail_arg: 65534,
+            target_pid: u32::MAX,
+            ..EventHeader::default()
+        };
+        let event = decode(&encode(chown, NetDetail::default(), b"/home/u/.bashrc")).unwrap();
+        assert_eq!(event.action_name(), "file.chown");
+        assert_eq!(
+            event.detail,
+            Detail::FileChange {
+                change: FileChange::Chown { uid: Some(65534), gid: None },
+                path: b"/home/u/.bashrc".to_vec()
+            }
+        );
+        assert_eq!(
+            event.request(),
+            Some(Request::FileOpen { path: b"/home/u/.bashrc", read: false, write: true })
+        );
+        let names = [
+            (action::FILE_DELETE, "file.delete"),
+            (action::FILE_SYMLINK, "file.symlink"),
+            (action::FILE_MKDIR, "file.mkdir"),
+            (action::FILE_TRUNCATE, "file.truncate"),
+            (action::FILE_CHMOD, "file.chmod"),
+        ];
+        for (code, name) in names {
+            let header = EventHeader { action: code, ..EventHeader::default() };
+            assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")).unwrap().action_name(), name);
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 18] = [
+pub const PROGRAMS: [&str; 26] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -36,6 +36,14 @@ pub const PROGRAMS: [&str; 18] = [
     "path_link",
     "path_rename",
     "path_mknod",
+    "path_unlink",
+    "path_rmdir",
+    "path_symlink",
+    "path_mkdir",
+    "path_truncate",
+    "path_chmod",
+    "path_chown",
+    "path_chroot",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -70,6 +78,12 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         fs_struct_root: btf.member_offset("fs_struct", "root")?,
         path_mnt: btf.member_offset("path", "mnt")?,
         path_dentry: btf.member_offset("path", "dentry")?,
+        file_f_flags: btf.member_offset("file", "f_flags")?,
+        dentry_d_hash_pprev: btf.member_offset("dentry", "d_hash")?
+            + btf.member_offset("hlist_bl_node", "pprev")?,
+        task_struct_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
+        mount_mnt_ns: btf.member_offset("mount", "mnt_ns")?,
     })
 }
 
