@@ -604,7 +604,7 @@ fn identity_of(session: Option<&SessionInfo>) -> audit::Identity {
 }
 
 fn request_details(detail: &events::Detail) -> audit::RequestDetails {
-    use events::{ConnectTarget as K, Detail, FileAccess, FileChange, Guarded};
+    use events::{ConnectTarget as K, Detail, FileAccess, FileAction, Guarded};
     match detail {
         Detail::File { access, path, .. } => audit::RequestDetails::File {
             path: path.clone(),
@@ -646,14 +646,14 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
             };
             audit::RequestDetails::Guard { action: guarded.action_name(), target_pid, detail }
         }
-        Detail::FileChange { change, path } => {
-            let (new_mode, new_uid, new_gid) = match *change {
-                FileChange::Chmod { mode } => (Some(mode), None, None),
-                FileChange::Chown { uid, gid } => (None, uid, gid),
+        Detail::FileAction { kind, path } => {
+            let (new_mode, new_uid, new_gid) = match *kind {
+                FileAction::Chmod { mode } => (Some(mode), None, None),
+                FileAction::Chown { uid, gid } => (None, uid, gid),
                 _ => (None, None, None),
             };
-            audit::RequestDetails::FileChange {
-                action: change.action_name(),
+            audit::RequestDetails::FileAction {
+                action: kind.action_name(),
                 path: path.clone(),
                 new_mode,
                 new_uid,

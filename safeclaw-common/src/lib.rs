@@ -49,6 +49,9 @@ pub mod action {
     pub const FILE_CHMOD: u8 = 36;
     /// chown of the path (`detail_arg` = the new uid, `target_pid` = the new gid; `u32::MAX`: unchanged).
     pub const FILE_CHOWN: u8 = 37;
+    /// A file's code mapped executable (mmap or mprotect with PROT_EXEC) outside an exec, decided by
+    /// the exec rules (`detail_arg` = the protection asked for).
+    pub const PROCESS_MAP_EXEC: u8 = 38;
 }
 
 /// Which mount operation (`EventHeader::detail_arg` of `action::MOUNT`).
@@ -163,6 +166,7 @@ pub struct KernelOffsets {
     pub task_struct_nsproxy: u64,
     pub nsproxy_mnt_ns: u64,
     pub mount_mnt_ns: u64,
+    pub vm_area_struct_vm_file: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

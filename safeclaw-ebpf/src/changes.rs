@@ -30,7 +30,7 @@ impl Change {
 #[inline(always)]
 fn decide(scope: &'static Scope, previous: i32, change: Change, dentry: u64, vfsmount: u64) -> i32 {
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
-    pending.set_file_change(change.act, change.detail_arg, change.target_pid);
+    pending.set_file_action(change.act, change.detail_arg, change.target_pid);
     let verdict = match crate::resolve_dentry(&mut pending, dentry as *const u8, vfsmount) {
         None => Verdict::flagged(flag::PATH_UNRESOLVED),
         Some(len) => {

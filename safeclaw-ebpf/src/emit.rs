@@ -116,10 +116,10 @@ impl Pending {
         self.event.header.action = action::PROCESS_EXEC;
     }
 
-    /// A change to a file without an open (`safeclaw_common::action::FILE_DELETE` and after), with
-    /// its action-specific numbers.
+    /// An action on a file other than an open (`safeclaw_common::action::FILE_DELETE` and after),
+    /// with its action-specific numbers.
     #[inline(always)]
-    pub fn set_file_change(&mut self, act: u8, detail_arg: u32, target_pid: u32) {
+    pub fn set_file_action(&mut self, act: u8, detail_arg: u32, target_pid: u32) {
         self.set_guarded(act, target_pid, detail_arg);
     }
 

@@ -60,6 +60,7 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_struct_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mount_mnt_ns: 0,
+    vm_area_struct_vm_file: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -96,6 +97,21 @@ pub fn exec_argv() -> Option<u64> {
         SYS_EXECVEAT => user_register(&OFFSETS.pt_regs_dx),
         _ => None,
     }
+}
+
+/// Whether the current task is in execve/execveat, whose mappings of the binary and its loader
+/// belong to the exec that `bprm_check_security` decided.
+#[inline(always)]
+pub fn in_exec() -> bool {
+    matches!(user_register(&OFFSETS.pt_regs_orig_ax), Some(SYS_EXECVE | SYS_EXECVEAT))
+}
+
+/// `vma->vm_file`, as an address for probe reads (0: an anonymous mapping, or unreadable).
+#[inline(always)]
+pub fn vma_file(vma: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(vma.add(offset(&OFFSETS.vm_area_struct_vm_file)) as *const u64) }
+        .unwrap_or(0)
 }
 
 /// Whether the current syscall is one whose truncation `file_open` already decided and recorded as a

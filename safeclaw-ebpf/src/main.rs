@@ -7,6 +7,7 @@
 mod changes;
 mod decide;
 mod emit;
+mod exec_map;
 mod kernel;
 mod maps;
 mod reach;

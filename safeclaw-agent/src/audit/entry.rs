@@ -77,10 +77,11 @@ pub enum RequestDetails {
         target_pid: Option<u32>,
         detail: u32,
     },
-    /// A change to a file without an open for write: `action` is its `file.*` name (`file.delete`,
-    /// `file.symlink`, `file.mkdir`, `file.truncate`, `file.chmod`, `file.chown`), with the new mode
-    /// of a chmod and the new ids of a chown (`None`: unchanged or not that action).
-    FileChange {
+    /// An action on a file other than an open or exec: a change without an open for write
+    /// (`action` = `file.delete`, `file.symlink`, `file.mkdir`, `file.truncate`, `file.chmod`,
+    /// `file.chown`), or its code mapped executable (`process.map_exec`); with the new mode of a chmod
+    /// and the new ids of a chown (`None`: unchanged, or not that action).
+    FileAction {
         action: &'static str,
         path: Vec<u8>,
         new_mode: Option<u32>,
@@ -148,7 +149,7 @@ impl RequestDetails {
             RequestDetails::File { .. } => "file.write",
             RequestDetails::Exec { .. } => "process.exec",
             RequestDetails::Connect(_) => "network.connect",
-            RequestDetails::Guard { action, .. } | RequestDetails::FileChange { action, .. } => action,
+            RequestDetails::Guard { action, .. } | RequestDetails::FileAction { action, .. } => action,
         }
     }
 }
@@ -435,7 +436,7 @@ struct RedactedDetails<'a> {
 impl<'a> RedactedDetails<'a> {
     fn new(record: &'a ActionRecord, redactor: &Redactor, hits: &mut Hits) -> Self {
         let (path, argv) = match &record.details {
-            RequestDetails::File { path, .. } | RequestDetails::FileChange { path, .. } => (Some(path), None),
+            RequestDetails::File { path, .. } | RequestDetails::FileAction { path, .. } => (Some(path), None),
             RequestDetails::Exec { path, argv } => (
                 Some(path),
                 argv.as_ref().map(|args| args.iter().map(|a| redactor.redact(a, hits)).collect()),
@@ -478,7 +479,7 @@ impl<'a> RedactedDetails<'a> {
                 },
             );
         }
-        if let RequestDetails::FileChange { new_mode, new_uid, new_gid, .. } = &record.details {
+        if let RequestDetails::FileAction { new_mode, new_uid, new_gid, .. } = &record.details {
             for (key, value) in [("newGid", new_gid), ("newMode", new_mode), ("newUid", new_uid)] {
                 if let Some(value) = value {
                     d.u64(key, u64::from(*value));
@@ -732,7 +733,7 @@ mod tests {
     #[test]
     fn file_change_bodies_are_sorted_and_name_their_action() {
         let mut record = sample(1);
-        record.details = RequestDetails::FileChange {
+        record.details = RequestDetails::FileAction {
             action: "file.chown",
             path: b"/home/u/.bashrc".to_vec(),
             new_mode: None,

@@ -94,9 +94,10 @@ pub enum MountOp {
     Unknown(u32),
 }
 
-/// A change to a file or directory without an open for write, decided by the write rules.
+/// An action on a file other than an open or exec: a change without an open for write (decided by
+/// the write rules), or its code mapped executable (decided by the exec rules).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileChange {
+pub enum FileAction {
     /// unlink or rmdir.
     Delete,
     Symlink,
@@ -110,18 +111,21 @@ pub enum FileChange {
         uid: Option<u32>,
         gid: Option<u32>,
     },
+    /// mmap or mprotect with PROT_EXEC outside an exec.
+    MapExec,
 }
 
-impl FileChange {
+impl FileAction {
     /// Audit action name.
     pub fn action_name(self) -> &'static str {
         match self {
-            FileChange::Delete => "file.delete",
-            FileChange::Symlink => "file.symlink",
-            FileChange::Mkdir => "file.mkdir",
-            FileChange::Truncate => "file.truncate",
-            FileChange::Chmod { .. } => "file.chmod",
-            FileChange::Chown { .. } => "file.chown",
+            FileAction::Delete => "file.delete",
+            FileAction::Symlink => "file.symlink",
+            FileAction::Mkdir => "file.mkdir",
+            FileAction::Truncate => "file.truncate",
+            FileAction::Chmod { .. } => "file.chmod",
+            FileAction::Chown { .. } => "file.chown",
+            FileAction::MapExec => "process.map_exec",
         }
     }
 }
@@ -170,8 +174,8 @@ pub enum Detail {
     },
     Connect(ConnectTarget),
     Guarded(Guarded),
-    FileChange {
-        change: FileChange,
+    FileAction {
+        kind: FileAction,
         path: Vec<u8>,
     },
 }
@@ -258,7 +262,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             },
         }),
         action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
-        action::FILE_DELETE..=action::FILE_CHOWN => Detail::FileChange { change: file_change(&header), path },
+        action::FILE_DELETE..=action::PROCESS_MAP_EXEC => {
+            Detail::FileAction { kind: file_action(&header), path }
+        }
         other => return Err(DecodeError::Action(other)),
     };
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
@@ -282,17 +288,18 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     })
 }
 
-/// The change an event of `action::FILE_DELETE..=action::FILE_CHOWN` records.
-fn file_change(header: &EventHeader) -> FileChange {
+/// The action an event of `action::FILE_DELETE..=action::PROCESS_MAP_EXEC` records.
+fn file_action(header: &EventHeader) -> FileAction {
     // chown's -1 (INVALID_UID) leaves that id unchanged.
     let id = |raw: u32| (raw != u32::MAX).then_some(raw);
     match header.action {
-        action::FILE_DELETE => FileChange::Delete,
-        action::FILE_SYMLINK => FileChange::Symlink,
-        action::FILE_MKDIR => FileChange::Mkdir,
-        action::FILE_TRUNCATE => FileChange::Truncate,
-        action::FILE_CHMOD => FileChange::Chmod { mode: header.detail_arg },
-        _ => FileChange::Chown { uid: id(header.detail_arg), gid: id(header.target_pid) },
+        action::FILE_DELETE => FileAction::Delete,
+        action::FILE_SYMLINK => FileAction::Symlink,
+        action::FILE_MKDIR => FileAction::Mkdir,
+        action::FILE_TRUNCATE => FileAction::Truncate,
+        action::FILE_CHMOD => FileAction::Chmod { mode: header.detail_arg },
+        action::PROCESS_MAP_EXEC => FileAction::MapExec,
+        _ => FileAction::Chown { uid: id(header.detail_arg), gid: id(header.target_pid) },
     }
 }
 
@@ -327,8 +334,9 @@ impl KernelEvent {
                 read: matches!(access, FileAccess::Read | FileAccess::ReadWrite),
                 write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
             },
+            Detail::FileAction { kind: FileAction::MapExec, path } => Request::Exec { path },
             // Decided by the write rules.
-            Detail::FileChange { path, .. } => Request::FileOpen { path, read: false, write: true },
+            Detail::FileAction { path, .. } => Request::FileOpen { path, read: false, write: true },
             Detail::Exec { path, .. } => Request::Exec { path },
             Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
                 protocol: *protocol,
@@ -353,7 +361,7 @@ impl KernelEvent {
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
             Detail::Guarded(guarded) => guarded.action_name(),
-            Detail::FileChange { change, .. } => change.action_name(),
+            Detail::FileAction { kind, .. } => kind.action_name(),
         }
     }
 }
@@ -436,8 +444,8 @@ mod tests {
         assert_eq!(event.action_name(), "file.chown");
         assert_eq!(
             event.detail,
-            Detail::FileChange {
-                change: FileChange::Chown { uid: Some(65534), gid: None },
+            Detail::FileAction {
+                kind: FileAction::Chown { uid: Some(65534), gid: None },
                 path: b"/home/u/.bashrc".to_vec()
             }
         );
@@ -451,6 +459,7 @@ mod tests {
             (action::FILE_MKDIR, "file.mkdir"),
             (action::FILE_TRUNCATE, "file.truncate"),
             (action::FILE_CHMOD, "file.chmod"),
+            (action::PROCESS_MAP_EXEC, "process.map_exec"),
         ];
         for (code, name) in names {
             let header = EventHeader { action: code, ..EventHeader::default() };

@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 26] = [
+pub const PROGRAMS: [&str; 28] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -44,6 +44,8 @@ pub const PROGRAMS: [&str; 26] = [
     "path_chmod",
     "path_chown",
     "path_chroot",
+    "mmap_file",
+    "file_mprotect",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -84,6 +86,7 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         task_struct_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
         nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
         mount_mnt_ns: btf.member_offset("mount", "mnt_ns")?,
+        vm_area_struct_vm_file: btf.member_offset("vm_area_struct", "vm_file")?,
     })
 }
 

@@ -1,13 +1,14 @@
-//! escape-probe subcommands that change a file without opening it for write, or reach it by a path
-//! that does not lead to it from the root (tests/tests/escape_changes.rs, escape_paths.rs).
+//! escape-probe subcommands that change a file without opening it for write, reach it by a path
+//! that does not lead to it from the root, or map its code without an exec (tests/tests/
+//! escape_changes.rs, escape_paths.rs, escape_exec_map.rs).
 use std::ffi::OsStr;
 
 use super::{check, cstring, open, parse, Outcome};
 
 pub const USAGE: &str = "open-trunc PATH | truncate PATH | unlink PATH | rmdir PATH | symlink TARGET LINK \
-| mkdir PATH | chmod PATH OCTAL | chown PATH UID GID | unlink-reopen PATH | open-tree-reopen DIR NAME | chroot DIR";
+| mkdir PATH | chmod PATH OCTAL | chown PATH UID GID | unlink-reopen PATH | open-tree-reopen DIR NAME | chroot DIR | mmap-exec PATH | mprotect-exec PATH";
 
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 13] = [
     "open-trunc",
     "truncate",
     "unlink",
@@ -19,6 +20,8 @@ const COMMANDS: [&str; 11] = [
     "unlink-reopen",
     "open-tree-reopen",
     "chroot",
+    "mmap-exec",
+    "mprotect-exec",
 ];
 
 /// Whether `cmd` is one of these subcommands.
@@ -49,6 +52,8 @@ pub fn run(cmd: &OsStr, args: &[&OsStr]) -> Outcome {
         ("unlink-reopen", [path]) => unlink_reopen(path),
         ("open-tree-reopen", [dir, name]) => open_tree_reopen(dir, name),
         ("chroot", [dir]) => check(unsafe { libc::chroot(cstring(dir).as_ptr()) }),
+        ("mmap-exec", [path]) => map_code(path, false),
+        ("mprotect-exec", [path]) => map_code(path, true),
         _ => super::fail(&format!("usage: {USAGE}")),
     }
 }
@@ -79,4 +84,23 @@ fn open_tree_reopen(dir: &OsStr, name: &OsStr) -> Outcome {
     check(tree)?;
     // SAFETY: openat on our descriptor and a valid C string.
     check(unsafe { libc::openat(tree, cstring(name).as_ptr(), libc::O_RDONLY) })
+}
+
+/// Maps the first page of `path` executable, as a loader maps a binary's code: directly, or (with
+/// `later`) readable first and made executable with mprotect.
+fn map_code(path: &OsStr, later: bool) -> Outcome {
+    // SAFETY: plain syscalls on a valid C string, our own descriptor and our own fresh mapping.
+    unsafe {
+        let fd = libc::open(cstring(path).as_ptr(), libc::O_RDONLY);
+        check(fd)?;
+        let prot = if later { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_EXEC };
+        let map = libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_PRIVATE, fd, 0);
+        if map == libc::MAP_FAILED {
+            return Err(super::last_errno());
+        }
+        if later {
+            check(libc::mprotect(map, 4096, libc::PROT_READ | libc::PROT_EXEC))?;
+        }
+        Ok(())
+    }
 }
