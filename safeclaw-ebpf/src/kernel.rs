@@ -9,6 +9,8 @@ use safeclaw_common::{KernelOffsets, Scope};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
+/// The open of a binary by execve (or of its ELF loader by the kernel).
+pub const FMODE_EXEC: u32 = 0x20;
 /// open(2) flags as they stay in `file->f_flags` until `file_open` has run.
 pub const O_TRUNC: u32 = 0o1000;
 /// `__O_TMPFILE | O_DIRECTORY`: both are set for an O_TMPFILE open.

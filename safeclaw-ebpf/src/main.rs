@@ -23,7 +23,8 @@ use crate::emit::{Destination, Pending};
 /// `file_open(struct file *file)`: every open, whatever the syscall (open, openat, openat2, io_uring).
 /// O_TRUNC empties the file, so it makes any open a write (a read-only one a read-write). A file the
 /// path does not reach (unlinked, on a foreign mount) is decided by `reach`, except a fresh
-/// O_TMPFILE, which is unlinked by design and decided by its directory's path.
+/// O_TMPFILE, which is unlinked by design and decided by its directory's path, and the open of a
+/// binary by exec, which `bprm_check_security` decides next by the exec rules.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
@@ -41,7 +42,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     pending.set_file(act, mode);
     let verdict = match pending.resolve_file_path(file) {
-        Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE => {
+        Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && mode & kernel::FMODE_EXEC == 0 => {
             reach::decide_resolved(&pending, act, file, len)
         }
         len => decide_open(&pending, act, len),
