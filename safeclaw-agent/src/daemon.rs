@@ -667,7 +667,7 @@ fn identity_of(session: Option<&SessionInfo>) -> audit::Identity {
 }
 
 fn request_details(detail: &events::Detail) -> audit::RequestDetails {
-    use events::{ConnectTarget as K, Detail, FileAccess, Guarded};
+    use events::{ConnectTarget as K, Detail, FileAccess, FileAction, Guarded};
     match detail {
         Detail::File { access, path, .. } => audit::RequestDetails::File {
             path: path.clone(),
@@ -711,6 +711,20 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
                 Guarded::UsernsCreate => (None, 0),
             };
             audit::RequestDetails::Guard { action: guarded.action_name(), target_pid, detail }
+        }
+        Detail::FileAction { kind, path } => {
+            let (new_mode, new_uid, new_gid) = match *kind {
+                FileAction::Chmod { mode } => (Some(mode), None, None),
+                FileAction::Chown { uid, gid } => (None, uid, gid),
+                _ => (None, None, None),
+            };
+            audit::RequestDetails::FileAction {
+                action: kind.action_name(),
+                path: path.clone(),
+                new_mode,
+                new_uid,
+                new_gid,
+            }
         }
     }
 }

@@ -35,6 +35,23 @@ pub mod action {
     pub const MOUNT: u8 = 11;
     /// Creating a user namespace (the way to new mount namespaces without root).
     pub const USERNS_CREATE: u8 = 12;
+    // Changes to a file or directory that need no open for write, each decided by the write rules
+    // on the path it changes. Numbered from 32 so that other new kinds can be appended below them.
+    /// unlink or rmdir of the path.
+    pub const FILE_DELETE: u8 = 32;
+    /// A symbolic link created at the path.
+    pub const FILE_SYMLINK: u8 = 33;
+    /// A directory created at the path.
+    pub const FILE_MKDIR: u8 = 34;
+    /// truncate(2) of the path (an O_TRUNC open is decided at the open, as a write).
+    pub const FILE_TRUNCATE: u8 = 35;
+    /// chmod of the path (`detail_arg` = the new mode).
+    pub const FILE_CHMOD: u8 = 36;
+    /// chown of the path (`detail_arg` = the new uid, `target_pid` = the new gid; `u32::MAX`: unchanged).
+    pub const FILE_CHOWN: u8 = 37;
+    /// A file's code mapped executable (mmap or mprotect with PROT_EXEC) outside an exec, decided by
+    /// the exec rules (`detail_arg` = the protection asked for).
+    pub const PROCESS_MAP_EXEC: u8 = 38;
 }
 
 /// Which mount operation (`EventHeader::detail_arg` of `action::MOUNT`).
@@ -43,6 +60,8 @@ pub mod mount_op {
     pub const UMOUNT: u32 = 2;
     pub const PIVOT_ROOT: u32 = 3;
     pub const MOVE_MOUNT: u32 = 4;
+    /// chroot: paths would be resolved from another root.
+    pub const CHROOT: u32 = 5;
 }
 
 /// Outcome of a decision (`EventHeader::effect`, `RuleEntry::effect`, `PolicyHeader::default_effect`).
@@ -90,6 +109,11 @@ pub mod flag {
     /// rules: decided by `RAW_SOCKET_PROTOCOL` (`net.family` = the socket's family, `net.protocol`
     /// = socket()'s protocol argument, `detail_arg` = its type).
     pub const RAW_SOCKET: u16 = 1 << 13;
+    /// The object is not reachable by its path from the task's root: an unlinked file (its path
+    /// ends in ` (deleted)`), or a mount outside the task's mount namespace (a detached `open_tree`
+    /// clone, a lazily unmounted tree, another namespace's files through `/proc/PID/root`). Denied
+    /// under a deny-by-default policy.
+    pub const PATH_UNREACHABLE: u16 = 1 << 10;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -149,6 +173,14 @@ pub struct KernelOffsets {
     // The family of a socket (network hooks decide the address the kernel will use).
     pub socket_sk: u64,
     pub sock_common_skc_family: u64,
+    // Whether an object is reachable by its path (`flag::PATH_UNREACHABLE`), and O_TRUNC opens.
+    pub file_f_flags: u64,
+    /// `dentry.d_hash` plus `hlist_bl_node.pprev`: null once the dentry is unhashed (unlinked).
+    pub dentry_d_hash_pprev: u64,
+    pub task_struct_nsproxy: u64,
+    pub nsproxy_mnt_ns: u64,
+    pub mount_mnt_ns: u64,
+    pub vm_area_struct_vm_file: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

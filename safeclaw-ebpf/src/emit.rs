@@ -126,6 +126,13 @@ impl Pending {
         self.event.net.protocol = protocol;
     }
 
+    /// An action on a file other than an open (`safeclaw_common::action::FILE_DELETE` and after),
+    /// with its action-specific numbers.
+    #[inline(always)]
+    pub fn set_file_action(&mut self, act: u8, detail_arg: u32, target_pid: u32) {
+        self.set_guarded(act, target_pid, detail_arg);
+    }
+
     /// A self-protection action (`safeclaw_common::action::SIGNAL` and after).
     #[inline(always)]
     pub fn set_guarded(&mut self, act: u8, target_pid: u32, detail_arg: u32) {

@@ -9,6 +9,12 @@ use safeclaw_common::{KernelOffsets, Scope};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
+/// The open of a binary by execve (or of its ELF loader by the kernel).
+pub const FMODE_EXEC: u32 = 0x20;
+/// open(2) flags as they stay in `file->f_flags` until `file_open` has run.
+pub const O_TRUNC: u32 = 0o1000;
+/// `__O_TMPFILE | O_DIRECTORY`: both are set for an O_TMPFILE open.
+pub const O_TMPFILE: u32 = 0o20_200_000;
 pub const MAY_WRITE: i32 = 0x2;
 pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
@@ -53,28 +59,73 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     path_dentry: 0,
     socket_sk: 0,
     sock_common_skc_family: 0,
+    file_f_flags: 0,
+    dentry_d_hash_pprev: 0,
+    task_struct_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mount_mnt_ns: 0,
+    vm_area_struct_vm_file: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
 const SYS_EXECVE: u64 = 59;
 const SYS_EXECVEAT: u64 = 322;
 
-/// The user address of the argv array the current task passed to execve/execveat, read from its
-/// syscall registers (the old image is still mapped when exec hooks run). `None` for anything else.
+/// x86-64 syscalls that reach `path_truncate` on 6.1 (6.2 and later call `file_truncate` there)
+/// after `file_open` decided the file as a write: an O_TRUNC open, ftruncate of a descriptor, which
+/// only one opened for writing allows.
+const SYS_OPEN: u64 = 2;
+const SYS_FTRUNCATE: u64 = 77;
+const SYS_CREAT: u64 = 85;
+const SYS_OPENAT: u64 = 257;
+const SYS_OPENAT2: u64 = 437;
+
+/// A register of the current task's user context (at its BTF offset in `struct pt_regs`).
 #[inline(always)]
-pub fn exec_argv() -> Option<u64> {
+fn user_register(field: &'static u64) -> Option<u64> {
     // SAFETY: plain helpers; the pt_regs pointer is only read through bpf_probe_read_kernel.
     let regs = unsafe {
         let task = generated::bpf_get_current_task_btf();
         generated::bpf_task_pt_regs(task) as *const u8
     };
-    // SAFETY: reads within struct pt_regs at offsets from BTF.
-    let read = |field| unsafe { bpf_probe_read_kernel(regs.add(offset(field)) as *const u64) }.ok();
-    match read(&OFFSETS.pt_regs_orig_ax)? {
-        SYS_EXECVE => read(&OFFSETS.pt_regs_si),
-        SYS_EXECVEAT => read(&OFFSETS.pt_regs_dx),
+    // SAFETY: a read within struct pt_regs at an offset from BTF.
+    unsafe { bpf_probe_read_kernel(regs.add(offset(field)) as *const u64) }.ok()
+}
+
+/// The user address of the argv array the current task passed to execve/execveat, read from its
+/// syscall registers (the old image is still mapped when exec hooks run). `None` for anything else.
+#[inline(always)]
+pub fn exec_argv() -> Option<u64> {
+    match user_register(&OFFSETS.pt_regs_orig_ax)? {
+        SYS_EXECVE => user_register(&OFFSETS.pt_regs_si),
+        SYS_EXECVEAT => user_register(&OFFSETS.pt_regs_dx),
         _ => None,
     }
+}
+
+/// Whether the current task is in execve/execveat, whose mappings of the binary and its loader
+/// belong to the exec that `bprm_check_security` decided.
+#[inline(always)]
+pub fn in_exec() -> bool {
+    matches!(user_register(&OFFSETS.pt_regs_orig_ax), Some(SYS_EXECVE | SYS_EXECVEAT))
+}
+
+/// `vma->vm_file`, as an address for probe reads (0: an anonymous mapping, or unreadable).
+#[inline(always)]
+pub fn vma_file(vma: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(vma.add(offset(&OFFSETS.vm_area_struct_vm_file)) as *const u64) }
+        .unwrap_or(0)
+}
+
+/// Whether the current syscall is one whose truncation `file_open` already decided and recorded as a
+/// write. Anything else (truncate(2), a syscall we do not know, a kernel thread) is not.
+#[inline(always)]
+pub fn truncate_decided_at_open() -> bool {
+    matches!(
+        user_register(&OFFSETS.pt_regs_orig_ax),
+        Some(SYS_OPEN | SYS_OPENAT | SYS_OPENAT2 | SYS_CREAT | SYS_FTRUNCATE)
+    )
 }
 
 #[inline(always)]
@@ -88,6 +139,13 @@ pub fn offset(field: &'static u64) -> usize {
 pub fn file_mode(file: *const u8) -> u32 {
     // SAFETY: `file` is the hook's BTF pointer; the verifier checks the field access.
     unsafe { *(file.add(offset(&OFFSETS.file_f_mode)) as *const u32) }
+}
+
+/// `file->f_flags` (the open's flags; O_TRUNC is still set when `file_open` runs).
+#[inline(always)]
+pub fn file_flags(file: *const u8) -> u32 {
+    // SAFETY: `file` is the hook's BTF pointer; the verifier checks the field access.
+    unsafe { *(file.add(offset(&OFFSETS.file_f_flags)) as *const u32) }
 }
 
 /// `&file->f_path`, still a trusted pointer as `bpf_d_path` requires.
@@ -168,6 +226,66 @@ pub fn inode_fs_magic(inode: *const u8) -> u32 {
 pub fn path_vfsmount(path: *const u8) -> u64 {
     // SAFETY: probe read.
     unsafe { bpf_probe_read_kernel(path.add(offset(&OFFSETS.path_mnt)) as *const u64) }.unwrap_or(0)
+}
+
+/// `path->dentry`, as an address for probe reads (0 if unreadable).
+#[inline(always)]
+pub fn path_dentry(path: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(path.add(offset(&OFFSETS.path_dentry)) as *const u64) }.unwrap_or(0)
+}
+
+/// Whether an object can be reached by the path its hook resolved, judged on kernel objects rather
+/// than on the path string (which a name ending in ` (deleted)` could imitate).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Reachable,
+    /// Unlinked: its path is its last name plus ` (deleted)`.
+    Unlinked,
+    /// On a mount outside the task's mount namespace, disconnected from its mount's root, or
+    /// unreadable (which counts as outside).
+    ForeignMount,
+}
+
+#[inline(always)]
+fn read_address(address: u64) -> Option<u64> {
+    // SAFETY: probe read of a kernel address; a fault is an error.
+    unsafe { bpf_probe_read_kernel(address as *const u64) }.ok()
+}
+
+/// Where `dentry` in `vfsmount` stands: its mount must belong to the current task's mount namespace
+/// (a detached `open_tree` clone has its own anonymous one, a lazily unmounted tree none), and, if
+/// `check_unlinked`, the dentry must still be hashed or be its mount's root (the kernel's
+/// `d_unlinked`, and no disconnected dentry).
+#[inline(always)]
+pub fn reach(dentry: u64, vfsmount: u64, check_unlinked: bool) -> Reach {
+    // SAFETY: a plain helper; the task pointer is only used for probe reads.
+    let task = unsafe { generated::bpf_get_current_task() };
+    let mount = vfsmount.wrapping_sub(offset(&OFFSETS.mount_mnt) as u64);
+    let task_ns = read_address(task + offset(&OFFSETS.task_struct_nsproxy) as u64)
+        .and_then(|nsproxy| read_address(nsproxy + offset(&OFFSETS.nsproxy_mnt_ns) as u64));
+    let object_ns = read_address(mount + offset(&OFFSETS.mount_mnt_ns) as u64);
+    match (task_ns, object_ns) {
+        (Some(task_ns), Some(object_ns)) if task_ns == object_ns && task_ns != 0 => {}
+        _ => return Reach::ForeignMount,
+    }
+    if !check_unlinked {
+        return Reach::Reachable;
+    }
+    let pprev = read_address(dentry + offset(&OFFSETS.dentry_d_hash_pprev) as u64);
+    let parent = read_address(dentry + offset(&OFFSETS.dentry_d_parent) as u64);
+    let mnt_root = read_address(vfsmount + offset(&OFFSETS.vfsmount_mnt_root) as u64);
+    match (pprev, parent, mnt_root) {
+        // A root of its own that is not its mount's root: a disconnected dentry (open_by_handle_at),
+        // whose path is only its own name.
+        (Some(_), Some(parent), Some(mnt_root)) if parent == dentry && dentry != mnt_root => {
+            Reach::ForeignMount
+        }
+        (Some(0), Some(parent), Some(_)) if parent != dentry => Reach::Unlinked,
+        (Some(_), Some(_), Some(_)) => Reach::Reachable,
+        // Unreadable: as unreachable as can be.
+        _ => Reach::ForeignMount,
+    }
 }
 
 /// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.

@@ -4,10 +4,13 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod changes;
 mod decide;
 mod emit;
+mod exec_map;
 mod kernel;
 mod maps;
+mod reach;
 mod scope;
 mod signals;
 mod sockets;
@@ -20,6 +23,10 @@ use crate::decide::Verdict;
 use crate::emit::{Destination, Pending};
 
 /// `file_open(struct file *file)`: every open, whatever the syscall (open, openat, openat2, io_uring).
+/// O_TRUNC empties the file, so it makes any open a write (a read-only one a read-write). A file the
+/// path does not reach (unlinked, on a foreign mount) is decided by `reach`, except a fresh
+/// O_TMPFILE, which is unlinked by design and decided by its directory's path, and the open of a
+/// binary by exec, which `bprm_check_security` decides next by the exec rules.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
@@ -27,16 +34,21 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let file: *const u8 = ctx.arg(0);
     let mode = kernel::file_mode(file);
+    let flags = kernel::file_flags(file);
     let readable = mode & kernel::FMODE_READ != 0;
-    let writable = mode & kernel::FMODE_WRITE != 0;
+    let writable = mode & kernel::FMODE_WRITE != 0 || flags & kernel::O_TRUNC != 0;
     let act = match (readable, writable) {
         (true, true) => action::FILE_READ_WRITE,
         (false, true) => action::FILE_WRITE,
         _ => action::FILE_READ,
     };
     pending.set_file(act, mode);
-    let len = pending.resolve_file_path(file);
-    let verdict = decide_open(&pending, act, len);
+    let verdict = match pending.resolve_file_path(file) {
+        Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && mode & kernel::FMODE_EXEC == 0 => {
+            reach::decide_resolved(&pending, act, file, len)
+        }
+        len => decide_open(&pending, act, len),
+    };
     pending.finish(verdict)
 }
 

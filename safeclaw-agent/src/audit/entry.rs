@@ -77,6 +77,17 @@ pub enum RequestDetails {
         target_pid: Option<u32>,
         detail: u32,
     },
+    /// An action on a file other than an open or exec: a change without an open for write
+    /// (`action` = `file.delete`, `file.symlink`, `file.mkdir`, `file.truncate`, `file.chmod`,
+    /// `file.chown`), or its code mapped executable (`process.map_exec`); with the new mode of a chmod
+    /// and the new ids of a chown (`None`: unchanged, or not that action).
+    FileAction {
+        action: &'static str,
+        path: Vec<u8>,
+        new_mode: Option<u32>,
+        new_uid: Option<u32>,
+        new_gid: Option<u32>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +149,7 @@ impl RequestDetails {
             RequestDetails::File { .. } => "file.write",
             RequestDetails::Exec { .. } => "process.exec",
             RequestDetails::Connect(_) => "network.connect",
-            RequestDetails::Guard { action, .. } => action,
+            RequestDetails::Guard { action, .. } | RequestDetails::FileAction { action, .. } => action,
         }
     }
 }
@@ -147,11 +158,12 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 13] = [
+const FLAG_NAMES: [(u16, &str); 14] = [
     (flag::ARGV_INCOMPLETE, "argv_incomplete"),
     (flag::HARD_LINK, "hard_link"),
     (flag::LOCKDOWN, "lockdown"),
     (flag::NO_POLICY, "no_policy"),
+    (flag::PATH_UNREACHABLE, "path_unreachable"),
     (flag::PATH_UNRESOLVED, "path_unresolved"),
     (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
     (flag::RAW_SOCKET, "raw_socket"),
@@ -467,7 +479,7 @@ struct RedactedDetails<'a> {
 impl<'a> RedactedDetails<'a> {
     fn new(record: &'a ActionRecord, redactor: &Redactor, hits: &mut Hits) -> Self {
         let (path, argv) = match &record.details {
-            RequestDetails::File { path, .. } => (Some(path), None),
+            RequestDetails::File { path, .. } | RequestDetails::FileAction { path, .. } => (Some(path), None),
             RequestDetails::Exec { path, argv } => (
                 Some(path),
                 argv.as_ref().map(|args| args.iter().map(|a| redactor.redact(a, hits)).collect()),
@@ -509,6 +521,13 @@ impl<'a> RedactedDetails<'a> {
                     FileMode::ReadWrite => "rw",
                 },
             );
+        }
+        if let RequestDetails::FileAction { new_mode, new_uid, new_gid, .. } = &record.details {
+            for (key, value) in [("newGid", new_gid), ("newMode", new_mode), ("newUid", new_uid)] {
+                if let Some(value) = value {
+                    d.u64(key, u64::from(*value));
+                }
+            }
         }
         if let Some(path) = &self.path {
             d.str("path", &path.text);
@@ -796,6 +815,27 @@ mod tests {
     }
 
     #[test]
+    fn file_change_bodies_are_sorted_and_name_their_action() {
+        let mut record = sample(1);
+        record.details = RequestDetails::FileAction {
+            action: "file.chown",
+            path: b"/home/u/.bashrc".to_vec(),
+            new_mode: None,
+            new_uid: Some(0),
+            new_gid: Some(7),
+        };
+        let mut out = Vec::new();
+        write_action(&mut out, &header(), &record, FieldSet::ALL, &Redactor::builtin());
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(serde_json::to_vec(&value).unwrap(), out, "canonical member order");
+        assert_eq!(value["action"], "file.chown");
+        assert_eq!(value["requestDetails"]["newUid"], 0);
+        assert_eq!(value["requestDetails"]["newGid"], 7);
+        assert!(value["requestDetails"].get("newMode").is_none());
+        assert!(value["requestDetails"].get("mode").is_none());
+    }
+
+    #[test]
     fn non_utf8_paths_keep_their_bytes() {
         let mut record = sample(1);
         record.details = RequestDetails::File { path: b"/tmp/\xff".to_vec(), mode: FileMode::Read };
@@ -808,6 +848,6 @@ mod tests {
 
     #[test]
     fn unknown_kernel_flags_are_named() {
-        assert_eq!(KernelFlags(flag::TABLE_BOUND | 0x8000).names(), ["table_bound", "unknown_0x8000"]);
+        assert_eq!(KernelFlags(flag::TABLE_BOUND | 0x4000).names(), ["table_bound", "unknown_0x4000"]);
     }
 }

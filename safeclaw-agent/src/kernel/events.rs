@@ -98,7 +98,44 @@ pub enum MountOp {
     Umount,
     PivotRoot,
     MoveMount,
+    Chroot,
     Unknown(u32),
+}
+
+/// An action on a file other than an open or exec: a change without an open for write (decided by
+/// the write rules), or its code mapped executable (decided by the exec rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAction {
+    /// unlink or rmdir.
+    Delete,
+    Symlink,
+    Mkdir,
+    Truncate,
+    Chmod {
+        mode: u32,
+    },
+    /// `None`: that id is left as it is.
+    Chown {
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// mmap or mprotect with PROT_EXEC outside an exec.
+    MapExec,
+}
+
+impl FileAction {
+    /// Audit action name.
+    pub fn action_name(self) -> &'static str {
+        match self {
+            FileAction::Delete => "file.delete",
+            FileAction::Symlink => "file.symlink",
+            FileAction::Mkdir => "file.mkdir",
+            FileAction::Truncate => "file.truncate",
+            FileAction::Chmod { .. } => "file.chmod",
+            FileAction::Chown { .. } => "file.chown",
+            FileAction::MapExec => "process.map_exec",
+        }
+    }
 }
 
 impl MountOp {
@@ -109,6 +146,7 @@ impl MountOp {
             MountOp::Umount => mount_op::UMOUNT,
             MountOp::PivotRoot => mount_op::PIVOT_ROOT,
             MountOp::MoveMount => mount_op::MOVE_MOUNT,
+            MountOp::Chroot => mount_op::CHROOT,
             MountOp::Unknown(code) => code,
         }
     }
@@ -144,6 +182,10 @@ pub enum Detail {
     },
     Connect(ConnectTarget),
     Guarded(Guarded),
+    FileAction {
+        kind: FileAction,
+        path: Vec<u8>,
+    },
 }
 
 /// One decision the kernel made.
@@ -230,10 +272,14 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 mount_op::UMOUNT => MountOp::Umount,
                 mount_op::PIVOT_ROOT => MountOp::PivotRoot,
                 mount_op::MOVE_MOUNT => MountOp::MoveMount,
+                mount_op::CHROOT => MountOp::Chroot,
                 other => MountOp::Unknown(other),
             },
         }),
         action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
+        action::FILE_DELETE..=action::PROCESS_MAP_EXEC => {
+            Detail::FileAction { kind: file_action(&header), path }
+        }
         other => return Err(DecodeError::Action(other)),
     };
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(header.comm.len());
@@ -255,6 +301,21 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
         detail,
     })
+}
+
+/// The action an event of `action::FILE_DELETE..=action::PROCESS_MAP_EXEC` records.
+fn file_action(header: &EventHeader) -> FileAction {
+    // chown's -1 (INVALID_UID) leaves that id unchanged.
+    let id = |raw: u32| (raw != u32::MAX).then_some(raw);
+    match header.action {
+        action::FILE_DELETE => FileAction::Delete,
+        action::FILE_SYMLINK => FileAction::Symlink,
+        action::FILE_MKDIR => FileAction::Mkdir,
+        action::FILE_TRUNCATE => FileAction::Truncate,
+        action::FILE_CHMOD => FileAction::Chmod { mode: header.detail_arg },
+        action::PROCESS_MAP_EXEC => FileAction::MapExec,
+        _ => FileAction::Chown { uid: id(header.detail_arg), gid: id(header.target_pid) },
+    }
 }
 
 const AF_UNSPEC: u16 = 0;
@@ -288,6 +349,9 @@ impl KernelEvent {
                 read: matches!(access, FileAccess::Read | FileAccess::ReadWrite),
                 write: matches!(access, FileAccess::Write | FileAccess::ReadWrite),
             },
+            Detail::FileAction { kind: FileAction::MapExec, path } => Request::Exec { path },
+            // Decided by the write rules.
+            Detail::FileAction { path, .. } => Request::FileOpen { path, read: false, write: true },
             Detail::Exec { path, .. } => Request::Exec { path },
             Detail::Connect(ConnectTarget::Inet { protocol, addr, port }) => Request::ConnectInet {
                 protocol: *protocol,
@@ -306,7 +370,8 @@ impl KernelEvent {
         })
     }
 
-    /// The policy action name (`file.read`, `file.write`, `process.exec`, `network.connect`).
+    /// The audit action name (`file.read`, `file.write`, `file.delete`, …, `process.exec`,
+    /// `network.connect`, `guard.*`).
     pub fn action_name(&self) -> &'static str {
         match &self.detail {
             Detail::File { access: FileAccess::Read, .. } => "file.read",
@@ -314,6 +379,7 @@ impl KernelEvent {
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
             Detail::Guarded(guarded) => guarded.action_name(),
+            Detail::FileAction { kind, .. } => kind.action_name(),
         }
     }
 }
@@ -381,6 +447,42 @@ mod tests {
             })
         );
         assert_eq!(event.request(), Some(Request::ConnectInet { protocol: 6, addr, port: 80 }));
+    }
+
+    #[test]
+    fn decodes_file_changes_as_write_requests() {
+        let chown = EventHeader {
+            action: action::FILE_CHOWN,
+            effect: effect::DENY,
+            detail_arg: 65534,
+            target_pid: u32::MAX,
+            ..EventHeader::default()
+        };
+        let event = decode(&encode(chown, NetDetail::default(), b"/home/u/.bashrc")).unwrap();
+        assert_eq!(event.action_name(), "file.chown");
+        assert_eq!(
+            event.detail,
+            Detail::FileAction {
+                kind: FileAction::Chown { uid: Some(65534), gid: None },
+                path: b"/home/u/.bashrc".to_vec()
+            }
+        );
+        assert_eq!(
+            event.request(),
+            Some(Request::FileOpen { path: b"/home/u/.bashrc", read: false, write: true })
+        );
+        let names = [
+            (action::FILE_DELETE, "file.delete"),
+            (action::FILE_SYMLINK, "file.symlink"),
+            (action::FILE_MKDIR, "file.mkdir"),
+            (action::FILE_TRUNCATE, "file.truncate"),
+            (action::FILE_CHMOD, "file.chmod"),
+            (action::PROCESS_MAP_EXEC, "process.map_exec"),
+        ];
+        for (code, name) in names {
+            let header = EventHeader { action: code, ..EventHeader::default() };
+            assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")).unwrap().action_name(), name);
+        }
     }
 
     #[test]

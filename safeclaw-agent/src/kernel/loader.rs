@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 22] = [
+pub const PROGRAMS: [&str; 32] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -40,6 +40,16 @@ pub const PROGRAMS: [&str; 22] = [
     "socket_create",
     "file_fcntl",
     "file_ioctl",
+    "path_unlink",
+    "path_rmdir",
+    "path_symlink",
+    "path_mkdir",
+    "path_truncate",
+    "path_chmod",
+    "path_chown",
+    "path_chroot",
+    "mmap_file",
+    "file_mprotect",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -76,6 +86,13 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         path_dentry: btf.member_offset("path", "dentry")?,
         socket_sk: btf.member_offset("socket", "sk")?,
         sock_common_skc_family: btf.member_offset("sock_common", "skc_family")?,
+        file_f_flags: btf.member_offset("file", "f_flags")?,
+        dentry_d_hash_pprev: btf.member_offset("dentry", "d_hash")?
+            + btf.member_offset("hlist_bl_node", "pprev")?,
+        task_struct_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
+        mount_mnt_ns: btf.member_offset("mount", "mnt_ns")?,
+        vm_area_struct_vm_file: btf.member_offset("vm_area_struct", "vm_file")?,
     })
 }
 

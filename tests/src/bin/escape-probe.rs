@@ -5,6 +5,9 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
 use std::process::ExitCode;
 
+#[path = "../probe/changes.rs"]
+mod changes;
+
 const USAGE: &str =
     "usage: escape-probe open PATH | opath-reopen PATH | openat2 DIR NAME | io-uring-open PATH \
 | link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
@@ -15,6 +18,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
     let outcome = match args.as_slice() {
+        [cmd, rest @ ..] if changes::handles(cmd) => changes::run(cmd, rest),
         [cmd, path] if *cmd == "open" => open(path, libc::O_RDONLY),
         [cmd, path] if *cmd == "opath-reopen" => opath_reopen(path),
         [cmd, dir, name] if *cmd == "openat2" => openat2_beneath(dir, name),
@@ -43,7 +47,7 @@ fn main() -> ExitCode {
         [cmd, text] if *cmd == "tiocsti" => tiocsti(text.as_bytes()),
         [cmd, pid, signal] if *cmd == "sigio" => sigio(parse(pid), parse(signal)),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{USAGE} | {}", changes::USAGE);
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,90 @@
+//! Objects whose path does not lead to them from the task's root (`flag::PATH_UNREACHABLE`), decided
+//! on what the kernel says the object is, never on the path string: a file on a mount outside the
+//! task's mount namespace is denied; an unlinked file is decided by the rules on its last name and
+//! denied as well when the policy default denies.
+use safeclaw_common::{effect, flag, PATH_MAX};
+
+use crate::decide::{Slot, Verdict};
+use crate::emit::{masked, Pending};
+use crate::kernel::{self, Reach};
+
+/// What `d_path` appends to the path of an unlinked dentry.
+const DELETED_SUFFIX: &[u8; 10] = b" (deleted)";
+
+/// Decides an object of `reach` whose path is `len` bytes (its last name: `last_len` bytes) with
+/// `by_rules`, which walks the policy over that many bytes of the event's path.
+#[inline(always)]
+fn decide(
+    reach: Reach,
+    slot: Slot,
+    len: u32,
+    last_len: u32,
+    by_rules: impl FnOnce(u32) -> Verdict,
+) -> Verdict {
+    match reach {
+        Reach::Reachable => by_rules(len),
+        Reach::ForeignMount => Verdict::flagged(flag::PATH_UNREACHABLE),
+        Reach::Unlinked => {
+            let mut verdict = by_rules(last_len);
+            if verdict.effect != effect::DENY {
+                let default = Verdict::by_default(slot, 0);
+                if default.effect == effect::DENY {
+                    verdict = default;
+                }
+            }
+            verdict.flags |= flag::PATH_UNREACHABLE;
+            verdict
+        }
+    }
+}
+
+/// A file whose path `bpf_d_path` wrote into the event (`len` bytes). Pseudo files (`pipe:[…]`,
+/// `socket:[…]`, `anon_inode:…`: no leading `/`) live on the kernel's internal mounts and are named
+/// by what they are, so they are decided by their name as before.
+#[inline(always)]
+pub fn decide_resolved(pending: &Pending, act: u8, file: *const u8, len: u32) -> Verdict {
+    if len == 0 || pending.path()[0] != b'/' {
+        return crate::decide_open(pending, act, Some(len));
+    }
+    let path = kernel::file_path(file);
+    let reach = kernel::reach(kernel::path_dentry(path), kernel::path_vfsmount(path), true);
+    let last_len = if ends_deleted(pending.path(), len) { len - DELETED_SUFFIX.len() as u32 } else { len };
+    decide(reach, pending.slot(), len, last_len, |n| crate::decide_open(pending, act, Some(n)))
+}
+
+/// A path the dentry walk built (`len` bytes; the walk appends no suffix). Only an `existing` object
+/// can be unlinked; a dentry about to be created is not hashed yet.
+#[inline(always)]
+pub fn decide_walked(
+    pending: &Pending,
+    act: u8,
+    dentry: u64,
+    vfsmount: u64,
+    len: u32,
+    existing: bool,
+) -> Verdict {
+    let reach = kernel::reach(dentry, vfsmount, existing);
+    decide(reach, pending.slot(), len, len, |n| crate::decide_open(pending, act, Some(n)))
+}
+
+/// Whether the first `len` bytes of `path` end in ` (deleted)`. The dentry said it is unlinked; the
+/// suffix is checked too, because an unlink racing `d_path` may leave a path without it.
+#[inline(always)]
+fn ends_deleted(path: &[u8; PATH_MAX], len: u32) -> bool {
+    let suffix = DELETED_SUFFIX.len() as u32;
+    if len <= suffix || len >= PATH_MAX as u32 {
+        return false;
+    }
+    let start = len - suffix;
+    let mut i = 0;
+    while i < DELETED_SUFFIX.len() {
+        let at = masked::<{ PATH_MAX as u64 - 1 }>(start + i as u32) as usize;
+        // SAFETY: `at` is masked below PATH_MAX (a raw read: an indexing bounds check would leave a
+        // panic path the verifier rejects).
+        if unsafe { *path.as_ptr().add(at) } != DELETED_SUFFIX[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
