@@ -24,6 +24,10 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Print the public key auditors check signatures with (reads the root-only key).
     Pubkey(ConfigArg),
+    /// Show each remote destination's cursor, lag, last success and last error (exits 1 if one fails).
+    Destinations(crate::destinations::cli::DestinationsArgs),
+    /// Deliver the log to the configured remote destinations until SIGTERM, without the daemon.
+    Deliver(crate::destinations::cli::DeliverArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +112,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(args),
         AuditCommand::Tail(args) => run_tail(args),
         AuditCommand::Export(args) => run_export(args),
+        AuditCommand::Destinations(args) => crate::destinations::cli::run_status(args),
+        AuditCommand::Deliver(args) => crate::destinations::cli::run_deliver(args),
         AuditCommand::Pubkey(args) => {
             let config = load_config(&args)?;
             let key = AuditKey::load(&config.key_path())

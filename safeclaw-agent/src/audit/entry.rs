@@ -200,6 +200,17 @@ pub enum Lifecycle {
         reason: String,
     },
     LockdownOff,
+    /// A remote destination started failing: evidence is not leaving the host.
+    DestinationFailing {
+        destination: String,
+        error: String,
+        since: String,
+    },
+    /// A destination that was failing delivers again (from its cursor: nothing was skipped).
+    DestinationRecovered {
+        destination: String,
+        failing_since: String,
+    },
 }
 
 /// Entries the writer itself adds to keep the trail complete and verifiable.
@@ -503,6 +514,8 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::KernelSessionStart => ("kernel.session_start", None),
         Lifecycle::LockdownOn { .. } => ("kernel.lockdown_on", None),
         Lifecycle::LockdownOff => ("kernel.lockdown_off", None),
+        Lifecycle::DestinationFailing { .. } => ("destination.failing", None),
+        Lifecycle::DestinationRecovered { .. } => ("destination.recovered", None),
     };
     let mut obj = Object::begin(out);
     obj.str("action", action);
@@ -520,6 +533,15 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::PolicyReloadRejected { source, error } => {
             d.str("error", error);
             d.str("source", source);
+        }
+        Lifecycle::DestinationFailing { destination, error, since } => {
+            d.str("destination", destination);
+            d.str("error", error);
+            d.str("since", since);
+        }
+        Lifecycle::DestinationRecovered { destination, failing_since } => {
+            d.str("destination", destination);
+            d.str("failingSince", failing_since);
         }
         Lifecycle::SessionStart(_)
         | Lifecycle::SessionEnd(_)
