@@ -57,12 +57,31 @@ pub struct ChainReader {
     prev: Option<Digest>,
     /// Whether the open segment's next line is entry `next` (false while skipping to it).
     positioned: bool,
+    /// Whether the open segment was chosen from a listing made for `next` (rather than taken from an
+    /// older listing, whose active segment may since have been rotated away).
+    fresh: bool,
+}
+
+/// What one line is to the reader.
+enum Line {
+    Entry(ChainEntry),
+    /// Before the entry wanted.
+    Skipped,
+    /// After the entry wanted: the segment does not hold it.
+    Ahead(u64),
 }
 
 impl ChainReader {
     /// A reader of the log whose active segment is `active`.
     pub fn new(active: &Path) -> Self {
-        ChainReader { name: LogName::of_active(active), open: None, next: 0, prev: None, positioned: false }
+        ChainReader {
+            name: LogName::of_active(active),
+            open: None,
+            next: 0,
+            prev: None,
+            positioned: false,
+            fresh: false,
+        }
     }
 
     /// Up to `max` entries from `from` on, none at or beyond `until`; fewer (even none) when the log does
@@ -76,6 +95,7 @@ impl ChainReader {
             self.locate(from)?;
         }
         let mut relocated = false;
+        let mut fresh_misses = 0u8;
         let mut line = Vec::new();
         while out.len() < max && self.next < until {
             let Some(open) = self.open.as_mut() else { break };
@@ -98,25 +118,35 @@ impl ChainReader {
                 continue;
             }
             line.pop();
-            if let Some(entry) = self.accept(&line)? {
-                out.push(entry);
+            match self.accept(&line)? {
+                Line::Entry(entry) => out.push(entry),
+                Line::Skipped => {}
+                Line::Ahead(first_available) => {
+                    // Listings made for this very entry keep missing it (not a rotation racing the
+                    // listing): retention deleted it.
+                    fresh_misses += u8::from(self.fresh);
+                    if fresh_misses >= 3 {
+                        return Err(ReadError::Deleted { wanted: self.next, first_available });
+                    }
+                    self.locate(self.next)?;
+                }
             }
         }
         Ok(out)
     }
 
     /// Checks one complete line; `None` for lines before `next` (skipped while finding the place).
-    fn accept(&mut self, line: &[u8]) -> Result<Option<ChainEntry>, ReadError> {
+    fn accept(&mut self, line: &[u8]) -> Result<Line, ReadError> {
         let path = self.open.as_ref().map(|o| o.path.clone()).unwrap_or_default();
         let damaged = |sequence: u64, reason: String| ReadError::Damaged { path: path.clone(), sequence, reason };
         if !self.positioned {
             // Still looking for `next`: the sequence is enough to skip a line.
             let sequence = scan::common(line).map_err(|e| damaged(self.next, e))?.sequence;
             if sequence < self.next {
-                return Ok(None);
+                return Ok(Line::Skipped);
             }
             if sequence > self.next {
-                return Err(ReadError::Deleted { wanted: self.next, first_available: sequence });
+                return Ok(Line::Ahead(sequence));
             }
             self.positioned = true;
         }
@@ -132,7 +162,7 @@ impl ChainReader {
         }
         self.next += 1;
         self.prev = Some(summary.hash);
-        Ok(Some(ChainEntry { sequence: summary.sequence, hash: summary.hash, line: line.to_vec() }))
+        Ok(Line::Entry(ChainEntry { sequence: summary.sequence, hash: summary.hash, line: line.to_vec() }))
     }
 
     /// Opens the segment that holds `from` (the last one named as starting at or before it) and the
@@ -143,6 +173,7 @@ impl ChainReader {
             self.next = from;
         }
         self.positioned = false;
+        self.fresh = true;
         let dir_error = |e| io_error(&self.name.active(), e);
         let segments = self.name.list().map_err(dir_error)?;
         let start = segments.iter().rposition(|s| s.first_seq.is_some_and(|first| first <= from)).unwrap_or(0);
@@ -156,6 +187,7 @@ impl ChainReader {
     fn advance_segment(&mut self) -> Result<(), ReadError> {
         let following = self.open.take().map(|o| o.following).unwrap_or_default();
         self.positioned = false;
+        self.fresh = false;
         self.open_next(following)
     }
 

@@ -18,8 +18,8 @@ use crate::audit::Lifecycle;
 pub enum Sent {
     /// The receiver acknowledged it (an HTTP 2xx): delivered.
     Acknowledged,
-    /// Written to a stream that has no acknowledgements (syslog over TCP or TLS): delivered once the
-    /// connection has stayed up for `Transport::settle` after it.
+    /// Written to a stream that has no acknowledgements (syslog over TCP or TLS): delivered once
+    /// `Transport::confirmed` says so.
     Written,
     /// Sent as datagrams: nothing will ever confirm or refute it.
     Fired,
@@ -52,15 +52,12 @@ pub trait Transport: Send {
     fn flush_interval(&self) -> Duration {
         Duration::ZERO
     }
-    /// How long a connection must stay up after a `Written` batch for it to count as delivered.
-    fn settle(&self) -> Duration {
-        Duration::ZERO
-    }
     fn send(&mut self, batch: &[ChainEntry]) -> Result<Sent, SendError>;
-    /// Whether the connection that carried the `Written` batches not yet settled is still up; an error
-    /// makes the engine send them again.
-    fn check_connection(&mut self) -> Result<(), SendError> {
-        Ok(())
+    /// For `Written` batches: the end (last sequence + 1) of the latest one now known to be delivered,
+    /// if any became so. An error means the connection that carried them broke: the engine sends
+    /// everything after its cursor again.
+    fn confirmed(&mut self) -> Result<Option<u64>, SendError> {
+        Ok(None)
     }
 }
 
@@ -200,29 +197,16 @@ impl Worker {
     fn run(mut self) {
         let mut backoff = Backoff::default();
         let mut next = self.status.delivered;
-        // Batches written but not settled: (end, when written).
-        let mut unsettled: std::collections::VecDeque<(u64, Instant)> = Default::default();
         let mut waiting_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            if !unsettled.is_empty() {
-                match self.transport.check_connection() {
-                    Ok(()) => {
-                        let settle = self.transport.settle();
-                        let mut settled = None;
-                        while let Some(&(end, at)) = unsettled.front() {
-                            if at.elapsed() < settle {
-                                break;
-                            }
-                            settled = Some(end);
-                            unsettled.pop_front();
-                        }
-                        if let Some(end) = settled {
-                            self.delivered(end);
-                            backoff.reset();
-                        }
+            if next > self.status.delivered {
+                match self.transport.confirmed() {
+                    Ok(Some(end)) => {
+                        self.delivered(end);
+                        backoff.reset();
                     }
+                    Ok(None) => {}
                     Err(e) => {
-                        unsettled.clear();
                         next = self.status.delivered;
                         self.failed(&e);
                         let wait = backoff.next(None);
@@ -288,12 +272,8 @@ impl Worker {
                     self.delivered(batch_end);
                     backoff.reset();
                 }
-                Ok(Sent::Written) => {
-                    next = batch_end;
-                    unsettled.push_back((batch_end, Instant::now()));
-                }
+                Ok(Sent::Written) => next = batch_end,
                 Err(e) => {
-                    unsettled.clear();
                     next = self.status.delivered;
                     let after = match &e {
                         SendError::Retry { after, .. } => *after,
@@ -305,10 +285,9 @@ impl Worker {
                 }
             }
         }
-        // Stopping: what was written has had its chance; count it only if it settled.
-        if !unsettled.is_empty() && self.transport.check_connection().is_ok() {
-            let settle = self.transport.settle();
-            if let Some(&(end, _)) = unsettled.iter().rev().find(|(_, at)| at.elapsed() >= settle) {
+        // Stopping: what was written counts only if it is confirmed by now.
+        if next > self.status.delivered {
+            if let Ok(Some(end)) = self.transport.confirmed() {
                 self.delivered(end);
             }
         }

@@ -1,9 +1,11 @@
 //! The syslog transport: RFC 5424 messages over UDP (RFC 5426), TCP with octet-counting framing
 //! (RFC 6587) or TLS (RFC 5425, rustls), carrying each entry as CEF or as its exact JSON line.
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -19,8 +21,9 @@ const FACILITY: u8 = 13;
 const APP_NAME: &str = "safeclaw";
 /// Entries per write.
 const BATCH: usize = 500;
-/// A written batch counts as delivered once its connection has stayed up this long.
-const SETTLE: Duration = Duration::from_secs(1);
+/// A written batch counts as delivered once the receiver's TCP stack has acknowledged all of it, and
+/// the connection has stayed up this long after that (time for the receiver to process it).
+const SETTLE: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A receiver that takes no bytes for this long is treated as down (the batch is sent again).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,14 +40,72 @@ pub enum SyslogSetupError {
 
 enum Connection {
     Udp(UdpSocket),
-    Tcp(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tcp(Counted),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Counted>>),
+}
+
+impl Connection {
+    fn stream(&mut self) -> Option<&mut Counted> {
+        match self {
+            Connection::Udp(_) => None,
+            Connection::Tcp(counted) => Some(counted),
+            Connection::Tls(tls) => Some(&mut tls.sock),
+        }
+    }
+}
+
+/// A TCP stream that counts the bytes written to it, to compare with what the peer acknowledged.
+struct Counted {
+    stream: TcpStream,
+    written: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Counted {
+    /// Bytes written that the peer's TCP stack has acknowledged.
+    fn acknowledged(&self) -> io::Result<u64> {
+        let mut unacknowledged: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) on a TCP socket writes one int: the bytes not yet acknowledged.
+        let result = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut unacknowledged) };
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(self.written.saturating_sub(u64::try_from(unacknowledged).unwrap_or(0)))
+    }
+}
+
+/// A batch written to the current connection and not yet confirmed.
+struct Pending {
+    /// Last sequence + 1.
+    end: u64,
+    /// Bytes written on the connection once the batch was.
+    offset: u64,
+    /// When the peer was first seen to have acknowledged all of it.
+    acknowledged_at: Option<Instant>,
 }
 
 pub struct SyslogTransport {
     config: SyslogConfig,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     connection: Option<Connection>,
+    pending: VecDeque<Pending>,
     hostname: String,
     procid: String,
     buffer: Vec<u8>,
@@ -63,6 +124,7 @@ impl SyslogTransport {
             config,
             tls,
             connection: None,
+            pending: VecDeque::new(),
             hostname: hostname(),
             procid: std::process::id().to_string(),
             buffer: Vec::with_capacity(1 << 20),
@@ -94,6 +156,7 @@ impl SyslogTransport {
                     stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(failed)?;
                     stream.set_read_timeout(Some(WRITE_TIMEOUT)).map_err(failed)?;
                     let _ = stream.set_nodelay(true);
+                    let stream = Counted { stream, written: 0 };
                     match &self.tls {
                         Some((config, name)) => {
                             let client = rustls::ClientConnection::new(Arc::clone(config), name.clone())
@@ -142,6 +205,7 @@ impl SyslogTransport {
 
     fn fail(&mut self, e: io::Error) -> SendError {
         self.connection = None;
+        self.pending.clear();
         SendError::retry(format!("sending to {}: {e}", self.address()))
     }
 }
@@ -164,10 +228,6 @@ impl Transport for SyslogTransport {
         BATCH
     }
 
-    fn settle(&self) -> Duration {
-        SETTLE
-    }
-
     fn send(&mut self, batch: &[ChainEntry]) -> Result<Sent, SendError> {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
@@ -176,14 +236,32 @@ impl Transport for SyslogTransport {
         result
     }
 
-    fn check_connection(&mut self) -> Result<(), SendError> {
-        let alive = match &mut self.connection {
+    fn confirmed(&mut self) -> Result<Option<u64>, SendError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let acknowledged = match &mut self.connection {
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
-            Some(Connection::Udp(_)) => Ok(()),
-            Some(Connection::Tcp(stream)) => peer_open(stream),
-            Some(Connection::Tls(tls)) => tls_peer_open(tls),
+            Some(Connection::Udp(_)) => return Ok(None),
+            Some(Connection::Tcp(counted)) => peer_open(&counted.stream).and_then(|()| counted.acknowledged()),
+            Some(Connection::Tls(tls)) => tls_peer_open(tls).and_then(|()| tls.sock.acknowledged()),
         };
-        alive.map_err(|e| self.fail(e))
+        let acknowledged = acknowledged.map_err(|e| self.fail(e))?;
+        let now = Instant::now();
+        for pending in self.pending.iter_mut().filter(|p| p.acknowledged_at.is_none()) {
+            if pending.offset <= acknowledged {
+                pending.acknowledged_at = Some(now);
+            }
+        }
+        let mut confirmed = None;
+        while let Some(front) = self.pending.front() {
+            if !front.acknowledged_at.is_some_and(|at| at.elapsed() >= SETTLE) {
+                break;
+            }
+            confirmed = Some(front.end);
+            self.pending.pop_front();
+        }
+        Ok(confirmed)
     }
 }
 
@@ -210,12 +288,16 @@ impl SyslogTransport {
         if udp {
             return Ok(Sent::Fired);
         }
-        let written = match self.connect()? {
+        let connection = self.connect()?;
+        let written = match connection {
             Connection::Tcp(stream) => stream.write_all(buffer).and_then(|()| stream.flush()),
             Connection::Tls(tls) => tls.write_all(buffer).and_then(|()| tls.flush()),
             Connection::Udp(_) => Ok(()),
         };
+        let offset = connection.stream().map_or(0, |s| s.written);
         written.map_err(|e| self.fail(e))?;
+        let end = batch.last().map_or(0, |e| e.sequence + 1);
+        self.pending.push_back(Pending { end, offset, acknowledged_at: None });
         Ok(Sent::Written)
     }
 }
@@ -236,8 +318,8 @@ fn peer_open(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// The same over TLS: reads whatever records arrived (session tickets, close_notify) without blocking.
-fn tls_peer_open(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> io::Result<()> {
-    tls.sock.set_nonblocking(true)?;
+fn tls_peer_open(tls: &mut rustls::StreamOwned<rustls::ClientConnection, Counted>) -> io::Result<()> {
+    tls.sock.stream.set_nonblocking(true)?;
     let result = loop {
         match tls.conn.read_tls(&mut tls.sock) {
             Ok(0) => break Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the receiver closed the connection")),
@@ -256,7 +338,7 @@ fn tls_peer_open(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStre
             Err(e) => break Err(e),
         }
     };
-    tls.sock.set_nonblocking(false)?;
+    tls.sock.stream.set_nonblocking(false)?;
     result
 }
 

@@ -168,6 +168,8 @@ impl Drop for Deliverer {
 /// `0..end` present, each either the next one or the restart of a re-sent range (so duplicates only come
 /// from re-sending); returns how many times sending restarted.
 pub fn assert_complete_in_order(received: &[u64], end: u64) -> usize {
+    let runs = runs(received);
+    eprintln!("received {} entries of {end} in {} runs: {:?}", received.len(), runs.len(), &runs[..runs.len().min(20)]);
     let mut seen = vec![false; end as usize];
     let mut restarts = 0;
     let mut highest: Option<u64> = None;
@@ -195,4 +197,16 @@ pub fn assert_complete_in_order(received: &[u64], end: u64) -> usize {
     let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i).take(10).collect();
     assert!(missing.is_empty(), "never received: {missing:?} (first 10)");
     restarts
+}
+
+/// Contiguous ranges of `sequences` in arrival order, for failure messages.
+fn runs(sequences: &[u64]) -> Vec<std::ops::RangeInclusive<u64>> {
+    let mut runs: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
+    for &s in sequences {
+        match runs.last_mut() {
+            Some(run) if *run.end() + 1 == s => *run = *run.start()..=s,
+            _ => runs.push(s..=s),
+        }
+    }
+    runs
 }
