@@ -2,6 +2,9 @@
 //! the `audit deliver` process the tests kill, free loopback ports, and waiting with a deadline.
 #![allow(dead_code)]
 
+pub mod rsyslog;
+pub mod webhook;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
