@@ -701,7 +701,6 @@ impl Config {
         }
         Ok(opts)
     }
-
 }
 
 /// 1-based line and column of the first `${NAME}` in `text`, when `message` says NAME is not set.

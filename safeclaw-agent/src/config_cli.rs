@@ -8,9 +8,7 @@ use crate::config::Config;
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate a config file; errors name file, line and cause [default: /etc/safeclaw/config.yaml].
-    Check {
-        file: Option<PathBuf>,
-    },
+    Check { file: Option<PathBuf> },
 }
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -19,7 +17,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let config = Config::load(Some(&path))?;
     config.writer_options(None)?;
     let (built, undelivered) = crate::destinations::build(&config)?;
-    let names: Vec<String> = built.into_iter().map(|d| format!("{} ({})", d.name, d.transport.target())).collect();
+    let names: Vec<String> =
+        built.into_iter().map(|d| format!("{} ({})", d.name, d.transport.target())).collect();
     println!("OK: {}: audit log {}", path.display(), config.audit_log_path(None).display());
     for name in names {
         println!("  destination {name}");

@@ -34,7 +34,8 @@ fn parse_5424(line: &str) -> Syslog5424 {
     let rest = rest.strip_prefix("1 ").unwrap_or_else(|| panic!("not version 1: {line}"));
     let mut parts = rest.splitn(7, ' ');
     let mut next = || parts.next().unwrap_or_else(|| panic!("short header: {line}")).to_owned();
-    let (timestamp, host, app, procid, msgid, sd, msg) = (next(), next(), next(), next(), next(), next(), next());
+    let (timestamp, host, app, procid, msgid, sd, msg) =
+        (next(), next(), next(), next(), next(), next(), next());
     assert!(!host.is_empty() && host != "-", "{line}");
     assert_eq!(app, "safeclaw", "{line}");
     assert!(procid.parse::<u32>().is_ok(), "{line}");
@@ -219,7 +220,11 @@ fn every_entry_arrives_in_order_through_kills_of_receiver_and_sender() {
     for message in &tls_messages {
         let value: serde_json::Value = serde_json::from_str(&message.msg).unwrap();
         let sequence = value["sequence"].as_u64().unwrap();
-        assert_eq!(message.msg.as_bytes(), &entries[sequence as usize].line[..], "JSON must be the entry as written");
+        assert_eq!(
+            message.msg.as_bytes(),
+            &entries[sequence as usize].line[..],
+            "JSON must be the entry as written"
+        );
         sequences.push(sequence);
     }
     assert_complete_in_order(&sequences, end);

@@ -26,7 +26,10 @@ fn config(workspace: &Workspace, port: u16, batch: usize) -> PathBuf {
 
 /// Sequences of every received batch in order, checking each batch's signature, idempotency key and
 /// that its entries are the log's lines byte for byte.
-fn received_sequences(server: &HookServer, entries: &[safeclaw_agent::audit::reader::ChainEntry]) -> Vec<u64> {
+fn received_sequences(
+    server: &HookServer,
+    entries: &[safeclaw_agent::audit::reader::ChainEntry],
+) -> Vec<u64> {
     let mut sequences = Vec::new();
     for batch in server.batches() {
         let body = batch["body"].as_str().unwrap();
@@ -38,13 +41,18 @@ fn received_sequences(server: &HookServer, entries: &[safeclaw_agent::audit::rea
         let value: serde_json::Value = serde_json::from_str(body).unwrap();
         let (first, last) = (value["first"].as_u64().unwrap(), value["last"].as_u64().unwrap());
         assert_eq!(batch["idempotencyKey"], format!("{first}-{last}"));
-        let lines: Vec<&str> = body.lines().filter(|l| l.starts_with("{\"")).map(|l| l.trim_end_matches(',')).collect();
+        let lines: Vec<&str> =
+            body.lines().filter(|l| l.starts_with("{\"")).map(|l| l.trim_end_matches(',')).collect();
         let listed = value["entries"].as_array().unwrap();
         assert_eq!(listed.len() as u64, last - first + 1);
         assert_eq!(value["count"].as_u64().unwrap(), last - first + 1);
         for (n, line) in lines.iter().skip(1).enumerate() {
             let sequence = first + n as u64;
-            assert_eq!(line.as_bytes(), &entries[sequence as usize].line[..], "entry {sequence} changed on the way");
+            assert_eq!(
+                line.as_bytes(),
+                &entries[sequence as usize].line[..],
+                "entry {sequence} changed on the way"
+            );
             sequences.push(sequence);
         }
     }
@@ -125,4 +133,36 @@ fn a_refused_batch_is_stuck_and_reported_never_skipped() {
     let sequences = received_sequences(&server, &workspace.entries());
     assert_eq!(sequences.first(), Some(&0));
     assert_complete_in_order(&sequences, end);
+}
+
+#[test]
+fn config_check_validates_without_starting_and_names_an_unset_variable() {
+    let workspace = Workspace::new();
+    let good = config(&workspace, 1, 10);
+    let checked = Command::new(env!("CARGO_BIN_EXE_safeclaw-agent"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{stdout} {}", String::from_utf8_lossy(&checked.stderr));
+    assert!(stdout.contains("destination hook (webhook http://127.0.0.1:1/…)"), "{stdout}");
+    assert!(!stdout.contains(TOKEN), "{stdout}");
+    let bad: PathBuf = workspace.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "audit:\n  destinations:\n    - type: webhook\n      url: \"${SAFECLAW_TEST_NEVER_SET}\"\n",
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_safeclaw-agent"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("bad.yaml:4:13:") && stderr.contains("SAFECLAW_TEST_NEVER_SET is not set"),
+        "{stderr}"
+    );
 }

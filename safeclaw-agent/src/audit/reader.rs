@@ -138,7 +138,8 @@ impl ChainReader {
     /// Checks one complete line; `None` for lines before `next` (skipped while finding the place).
     fn accept(&mut self, line: &[u8]) -> Result<Line, ReadError> {
         let path = self.open.as_ref().map(|o| o.path.clone()).unwrap_or_default();
-        let damaged = |sequence: u64, reason: String| ReadError::Damaged { path: path.clone(), sequence, reason };
+        let damaged =
+            |sequence: u64, reason: String| ReadError::Damaged { path: path.clone(), sequence, reason };
         if !self.positioned {
             // Still looking for `next`: the sequence is enough to skip a line.
             let sequence = scan::common(line).map_err(|e| damaged(self.next, e))?.sequence;
@@ -176,7 +177,8 @@ impl ChainReader {
         self.fresh = true;
         let dir_error = |e| io_error(&self.name.active(), e);
         let segments = self.name.list().map_err(dir_error)?;
-        let start = segments.iter().rposition(|s| s.first_seq.is_some_and(|first| first <= from)).unwrap_or(0);
+        let start =
+            segments.iter().rposition(|s| s.first_seq.is_some_and(|first| first <= from)).unwrap_or(0);
         let mut remaining: Vec<Segment> = segments[start..].to_vec();
         remaining.reverse();
         self.open = None;
@@ -291,10 +293,7 @@ mod tests {
         let text = std::fs::read_to_string(&active).unwrap();
         std::fs::write(&active, text.replacen("module_4.rs", "module_6.rs", 1)).unwrap();
         let error = ChainReader::new(&active).read(0, u64::MAX, 100).unwrap_err();
-        assert!(
-            matches!(&error, ReadError::Damaged { reason, .. } if reason.contains("hash")),
-            "{error}"
-        );
+        assert!(matches!(&error, ReadError::Damaged { reason, .. } if reason.contains("hash")), "{error}");
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub fn format(entry: &Value, host: &str) -> String {
         ext.push("flexString2Label", "details");
         ext.push("flexString2", &other.to_string());
     }
-    for (n, key) in ["agentId", "sessionId", "matchedRule", "policyHash", "hash", "prevHash"].iter().enumerate() {
+    for (n, key) in
+        ["agentId", "sessionId", "matchedRule", "policyHash", "hash", "prevHash"].iter().enumerate()
+    {
         if let Some(value) = entry[*key].as_str() {
             ext.push(&format!("cs{}Label", n + 1), key);
             ext.push(&format!("cs{}", n + 1), value);
@@ -160,7 +162,10 @@ mod tests {
         });
         let line = format(&entry, "host1");
         assert!(line.starts_with("CEF:0|Authensor|SafeClaw|"), "{line}");
-        assert!(line.contains("|file.write|file.write deny|7|rt=1770979523102 dvchost=host1 externalId=12 "), "{line}");
+        assert!(
+            line.contains("|file.write|file.write deny|7|rt=1770979523102 dvchost=host1 externalId=12 "),
+            "{line}"
+        );
         assert!(line.contains(" msg=a\\=b\\\\c\\nd|e "), "{line}");
         assert!(line.contains(" filePath=/tmp/x\\=y fname=x\\=y "), "{line}");
         assert!(line.contains(" cs1Label=agentId cs1=bot cs3Label=matchedRule cs3=r|1 "), "{line}");

@@ -94,10 +94,7 @@ pub fn run_status(args: DestinationsArgs) -> anyhow::Result<ExitCode> {
         let s = &row.status;
         let lag_time = row.lag_seconds.map_or("?".into(), |s| format!("{s}s"));
         println!("{} ({})", row.name, if s.target.is_empty() { "never started" } else { &s.target });
-        println!(
-            "  cursor: {} delivered; lag {} entries, {lag_time}",
-            s.delivered, row.lag_entries
-        );
+        println!("  cursor: {} delivered; lag {} entries, {lag_time}", s.delivered, row.lag_entries);
         println!("  last success: {}", s.last_success.as_deref().unwrap_or("never"));
         if let Some(error) = &s.last_error {
             let state = match (&s.failing_since, s.stuck) {

@@ -320,7 +320,11 @@ pub const EVIDENCE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Deliveries {
     /// Starts one thread per destination; cursors live in `state_dir`.
-    pub fn start(destinations: Vec<Destination>, source: &LogSource, state_dir: &Path) -> std::io::Result<Self> {
+    pub fn start(
+        destinations: Vec<Destination>,
+        source: &LogSource,
+        state_dir: &Path,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for destination in destinations {
@@ -464,7 +468,9 @@ mod tests {
             "{evidence:?}"
         );
         let status = Status::load(&status_path).unwrap().unwrap();
-        assert!(status.failing_since.is_none() && status.last_error.is_some() && status.last_success.is_some());
+        assert!(
+            status.failing_since.is_none() && status.last_error.is_some() && status.last_success.is_some()
+        );
     }
 
     #[test]

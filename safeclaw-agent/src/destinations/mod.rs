@@ -64,7 +64,9 @@ pub fn build(config: &Config) -> anyhow::Result<(Vec<engine::Destination>, Vec<S
 fn resolved_syslog(config: &Config, syslog: &config::SyslogConfig) -> config::SyslogConfig {
     let mut syslog = syslog.clone();
     if let Some(tls) = &mut syslog.tls {
-        for path in [Some(&mut tls.ca_file), tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten() {
+        for path in
+            [Some(&mut tls.ca_file), tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten()
+        {
             path.0 = config.resolve(&path.0);
         }
     }
@@ -92,8 +94,45 @@ pub fn start(config: &Config, active: &Path, head: &Path) -> anyhow::Result<Deli
         tracing::warn!("audit destination {name} (s3) is configured but not delivered by this build");
     }
     if config.audit.rotation.archive_to.is_some() {
-        tracing::warn!("rotation.archiveTo is configured but not applied by this build: rotated segments stay local");
+        tracing::warn!(
+            "rotation.archiveTo is configured but not applied by this build: rotated segments stay local"
+        );
     }
     let source = LogSource { active: active.to_owned(), head: head.to_owned() };
     Ok(Deliveries::start(destinations, &source, &state_dir(head))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("/etc/safeclaw/config.yaml"))
+    }
+
+    #[test]
+    fn readme_config_with_every_destination_parses() {
+        let readme = include_str!("../../../README.md");
+        let start =
+            readme.find("```yaml\naudit:\n  rotation").expect("README shows the destinations config") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        std::env::set_var("COMPLIANCE_WEBHOOK", "https://hooks.example/t/abc");
+        std::env::set_var("COMPLIANCE_WEBHOOK_SECRET", "k");
+        let config = parse(&readme[start..end]).unwrap();
+        let names: Vec<String> = named(&config).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["syslog-1", "webhook-1", "s3-1"]);
+    }
+
+    #[test]
+    fn names_are_unique_and_tls_files_are_checked_before_starting() {
+        let twice = "audit:\n  destinations:\n    - {type: syslog, name: a, host: h, port: 1}\n    - {type: webhook, name: a, url: \"http://h/\"}\n";
+        let error = parse(twice).unwrap_err().to_string();
+        assert!(error.contains("two destinations are named \"a\""), "{error}");
+        let tls = "audit:\n  destinations:\n    - type: syslog\n      host: h\n      port: 1\n      protocol: tls\n      tls: {caFile: /nonexistent/ca.pem}\n";
+        let error = build(&parse(tls).unwrap()).err().unwrap().to_string();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        let no_ca = "audit:\n  destinations:\n    - {type: syslog, host: h, port: 1, protocol: tls}\n";
+        let error = build(&parse(no_ca).unwrap()).err().unwrap().to_string();
+        assert!(error.contains("needs tls.caFile"), "{error}");
+    }
 }

@@ -164,9 +164,9 @@ impl SyslogTransport {
                             let mut tls = rustls::StreamOwned::new(client, stream);
                             // Handshake now, so that a certificate problem shows as such.
                             while tls.conn.is_handshaking() {
-                                tls.conn
-                                    .complete_io(&mut tls.sock)
-                                    .map_err(|e| SendError::retry(format!("TLS handshake with {address}: {e}")))?;
+                                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                                    SendError::retry(format!("TLS handshake with {address}: {e}"))
+                                })?;
                             }
                             Connection::Tls(Box::new(tls))
                         }
@@ -188,7 +188,8 @@ impl SyslogTransport {
             _ if cef::severity(&value) >= 8 => 3,
             _ => 6,
         };
-        let timestamp = value["timestamp"].as_str().filter(|t| t.is_ascii() && !t.contains(' ')).unwrap_or("-");
+        let timestamp =
+            value["timestamp"].as_str().filter(|t| t.is_ascii() && !t.contains(' ')).unwrap_or("-");
         let msgid = printable(value["action"].as_str().unwrap_or("-"), 32);
         let header = format!(
             "<{}>1 {timestamp} {} {APP_NAME} {} {msgid} - ",
@@ -243,7 +244,9 @@ impl Transport for SyslogTransport {
         let acknowledged = match &mut self.connection {
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
             Some(Connection::Udp(_)) => return Ok(None),
-            Some(Connection::Tcp(counted)) => peer_open(&counted.stream).and_then(|()| counted.acknowledged()),
+            Some(Connection::Tcp(counted)) => {
+                peer_open(&counted.stream).and_then(|()| counted.acknowledged())
+            }
             Some(Connection::Tls(tls)) => tls_peer_open(tls).and_then(|()| tls.sock.acknowledged()),
         };
         let acknowledged = acknowledged.map_err(|e| self.fail(e))?;
@@ -255,7 +258,7 @@ impl Transport for SyslogTransport {
         }
         let mut confirmed = None;
         while let Some(front) = self.pending.front() {
-            if !front.acknowledged_at.is_some_and(|at| at.elapsed() >= SETTLE) {
+            if front.acknowledged_at.is_none_or(|at| at.elapsed() < SETTLE) {
                 break;
             }
             confirmed = Some(front.end);
@@ -322,7 +325,12 @@ fn tls_peer_open(tls: &mut rustls::StreamOwned<rustls::ClientConnection, Counted
     tls.sock.stream.set_nonblocking(true)?;
     let result = loop {
         match tls.conn.read_tls(&mut tls.sock) {
-            Ok(0) => break Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the receiver closed the connection")),
+            Ok(0) => {
+                break Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the receiver closed the connection",
+                ))
+            }
             Ok(_) => match tls.conn.process_new_packets() {
                 Ok(state) if state.peer_has_closed() => {
                     break Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the receiver closed TLS"))
@@ -346,7 +354,10 @@ fn tls_config(
     files: &TlsFiles,
     host: &str,
 ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), SyslogSetupError> {
-    let pem = |path: &std::path::Path, reason: String| SyslogSetupError::Pem { path: path.display().to_string(), reason };
+    let pem = |path: &std::path::Path, reason: String| SyslogSetupError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
     let mut roots = rustls::RootCertStore::empty();
     let ca = &files.ca_file.0;
     let certs = CertificateDer::pem_file_iter(ca)

@@ -157,7 +157,10 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_paths_queries_or_credentials() {
-        assert_eq!(redact_url("https://user:pw@hooks.example:8443/t/SECRET?k=v"), "https://hooks.example:8443/…");
+        assert_eq!(
+            redact_url("https://user:pw@hooks.example:8443/t/SECRET?k=v"),
+            "https://hooks.example:8443/…"
+        );
         assert_eq!(redact_url("http://h"), "http://h/…");
     }
 }

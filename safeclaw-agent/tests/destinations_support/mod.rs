@@ -172,7 +172,12 @@ impl Drop for Deliverer {
 /// from re-sending); returns how many times sending restarted.
 pub fn assert_complete_in_order(received: &[u64], end: u64) -> usize {
     let runs = runs(received);
-    eprintln!("received {} entries of {end} in {} runs: {:?}", received.len(), runs.len(), &runs[..runs.len().min(20)]);
+    eprintln!(
+        "received {} entries of {end} in {} runs: {:?}",
+        received.len(),
+        runs.len(),
+        &runs[..runs.len().min(20)]
+    );
     let mut seen = vec![false; end as usize];
     let mut restarts = 0;
     let mut highest: Option<u64> = None;
@@ -197,7 +202,8 @@ pub fn assert_complete_in_order(received: &[u64], end: u64) -> usize {
         seen[sequence as usize] = true;
         highest = highest.max(Some(sequence));
     }
-    let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i).take(10).collect();
+    let missing: Vec<usize> =
+        seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| i).take(10).collect();
     assert!(missing.is_empty(), "never received: {missing:?} (first 10)");
     restarts
 }

@@ -71,7 +71,10 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls" streamDriver.n
         wait_for("rsyslogd to listen", Duration::from_secs(20), || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("rsyslogd exited with {status}: {}", std::fs::read_to_string(&out).unwrap_or_default());
+                    panic!(
+                        "rsyslogd exited with {status}: {}",
+                        std::fs::read_to_string(&out).unwrap_or_default()
+                    );
                 }
             }
             [tcp, tls].iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
@@ -124,4 +127,3 @@ fn make_certificates(dir: &Path) {
     std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
 }
-

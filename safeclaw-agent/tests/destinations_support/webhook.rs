@@ -20,7 +20,8 @@ impl HookServer {
     }
 
     fn spawn(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/destinations_support/webhook_server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/destinations_support/webhook_server.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(self.port.to_string())
@@ -70,4 +71,3 @@ impl Drop for HookServer {
         }
     }
 }
-
