@@ -176,16 +176,16 @@ fn every_entry_arrives_in_order_through_kills_of_receiver_and_sender() {
     let writer = workspace.write_in_background(120_000, Duration::from_millis(5));
     let mut deliverer = Deliverer::start(&workspace, &config);
     let progress = |name: &str| workspace.status(name).delivered;
-    wait_for("the first 20,000 entries over TCP", Duration::from_secs(180), || progress("siem-tcp") > 20_000);
+    wait_for("the first 20,000 entries over TCP", Duration::from_secs(600), || progress("siem-tcp") > 20_000);
     with_rsyslog(Rsyslog::kill9_and_restart);
-    wait_for("50,000 entries over TCP and TLS", Duration::from_secs(180), || {
+    wait_for("50,000 entries over TCP and TLS", Duration::from_secs(600), || {
         progress("siem-tcp") > 50_000 && progress("siem-tls") > 50_000
     });
     deliverer.kill9_and_restart();
     writer.join().unwrap();
     let end = workspace.durable_end();
     assert!(end > 120_000, "{end}");
-    wait_for("every entry delivered over TCP and TLS", Duration::from_secs(300), || {
+    wait_for("every entry delivered over TCP and TLS", Duration::from_secs(600), || {
         progress("siem-tcp") == end && progress("siem-tls") == end && progress("siem-udp") == end
     });
     // Delivered means rsyslog's TCP stack acknowledged it two seconds ago: it is in the files.

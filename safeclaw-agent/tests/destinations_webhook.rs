@@ -67,19 +67,19 @@ fn every_entry_arrives_signed_through_errors_restarts_and_kill9() {
     let writer = workspace.write_in_background(110_000, Duration::from_millis(5));
     let mut deliverer = Deliverer::start(&workspace, &config);
     let progress = || workspace.status("hook").delivered;
-    wait_for("10,000 entries", Duration::from_secs(120), || progress() > 10_000);
+    wait_for("10,000 entries", Duration::from_secs(600), || progress() > 10_000);
     // Every kind of trouble in turn, then normal service.
     server.control(&["500", "429", "stall", "drop", "503", "408"], "200");
-    wait_for("the server's errors to be retried through", Duration::from_secs(120), || {
+    wait_for("the server's errors to be retried through", Duration::from_secs(600), || {
         let status = workspace.status("hook");
         status.delivered > 30_000 && status.last_error.is_some()
     });
     server.kill9_and_restart();
-    wait_for("60,000 entries", Duration::from_secs(120), || progress() > 60_000);
+    wait_for("60,000 entries", Duration::from_secs(600), || progress() > 60_000);
     deliverer.kill9_and_restart();
     writer.join().unwrap();
     let end = workspace.durable_end();
-    wait_for("every entry", Duration::from_secs(300), || progress() == end);
+    wait_for("every entry", Duration::from_secs(600), || progress() == end);
     deliverer.stop();
 
     let entries = workspace.entries();
