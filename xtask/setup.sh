@@ -36,6 +36,9 @@ fi
 # The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
 # start refused, so the host never runs them: a policy-rc.d already present is left alone.
 PEER_PACKAGES=(auditd fapolicyd)
+# The syslog destination tests start their own rsyslogd (with the gtls driver) on loopback ports; the
+# system service stays off like the peers above.
+PEER_PACKAGES+=(rsyslog rsyslog-gnutls)
 find_missing "${PEER_PACKAGES[@]}"
 if [ ${#missing[@]} -gt 0 ]; then
   need_root "${missing[*]}"

@@ -33,6 +33,9 @@ pub enum Command {
     Sessions(crate::sessions::SessionsArgs),
     /// Stop the daemon deliberately: audited, then every program detached and unpinned.
     Stop(crate::control::StopArgs),
+    /// Validate the agent's config file.
+    #[command(subcommand)]
+    Config(crate::config_cli::ConfigCommand),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -44,6 +47,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => crate::launcher::run(args),
         Command::Sessions(args) => crate::sessions::run(args),
         Command::Stop(args) => crate::control::stop(args),
+        Command::Config(cmd) => crate::config_cli::run(cmd),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::audit::redact::{RedactError, Redactor};
 use crate::audit::retention::RetentionRule;
 use crate::audit::segment::Compression;
 use crate::audit::writer::{FailureMode, WriterOptions};
+use crate::destinations::config::{SyslogConfig, WebhookConfig};
 
 /// Largest config file read (a config is a few KiB; this bounds a mistaken path to a huge file).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -376,26 +377,16 @@ pub struct RedactionPattern {
     pub pattern: String,
 }
 
-/// Where entries go. Only `file` is written today; the others are validated now and built later.
+/// Where entries go: the file (the chain itself), and remote destinations fed from it
+/// (`crate::destinations`); `s3` is validated but not delivered yet.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Destination {
     File {
         path: ConfigPath,
     },
-    Syslog {
-        host: EnvString,
-        port: u16,
-        #[serde(default)]
-        format: SyslogFormat,
-    },
-    Webhook {
-        url: WebhookUrl,
-        #[serde(rename = "batchSize")]
-        batch_size: Option<u32>,
-        #[serde(rename = "flushInterval")]
-        flush_interval: Option<FlushInterval>,
-    },
+    Syslog(SyslogConfig),
+    Webhook(WebhookConfig),
     S3 {
         bucket: EnvString,
         prefix: Option<EnvString>,
@@ -406,14 +397,6 @@ pub enum Destination {
         #[serde(rename = "retentionDays")]
         retention_days: Option<u32>,
     },
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyslogFormat {
-    #[default]
-    Json,
-    Cef,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -457,10 +440,17 @@ impl TryFrom<String> for ConfigPath {
     }
 }
 
-/// An `http(s)://` URL (with `${ENV}` expanded).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// An `http(s)://` URL (with `${ENV}` expanded); `Debug` shows only its scheme and host, since webhook
+/// URLs often embed tokens.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct WebhookUrl(pub String);
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookUrl({})", crate::destinations::webhook::redact_url(&self.0))
+    }
+}
 
 impl TryFrom<String> for WebhookUrl {
     type Error = String;
@@ -620,12 +610,13 @@ impl Config {
                     message = stripped.to_owned();
                 }
             }
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line: location.as_ref().map(|l| l.line()),
-                column: location.as_ref().map(|l| l.column()),
-                message,
-            }
+            // serde_yaml places errors inside lists at the list's first line; an unset variable can be
+            // placed exactly, at its own `${NAME}`.
+            let (line, column) = match unset_variable_position(text, &message) {
+                Some((line, column)) => (Some(line), Some(column)),
+                None => (location.as_ref().map(|l| l.line()), location.as_ref().map(|l| l.column())),
+            };
+            ConfigError::Invalid { path: path.to_owned(), line, column, message }
         };
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
@@ -647,6 +638,12 @@ impl Config {
                 message: format!("audit.destinations: {files} file destinations; one is supported"),
             });
         }
+        crate::destinations::validate(self).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+            message,
+        })?;
         self.audit.redactor().map(drop).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             line: None,
@@ -655,7 +652,8 @@ impl Config {
         })
     }
 
-    fn resolve(&self, path: &Path) -> PathBuf {
+    /// `path`, taken from the config file's directory when relative.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_owned()
         } else {
@@ -724,11 +722,13 @@ impl Config {
         }
         Ok(opts)
     }
+}
 
-    /// Destinations configured but not written yet (built in a later issue); the daemon warns about them.
-    pub fn inactive_destinations(&self) -> impl Iterator<Item = &Destination> {
-        self.audit.destinations.iter().filter(|d| !matches!(d, Destination::File { .. }))
-    }
+/// 1-based line and column of the first `${NAME}` in `text`, when `message` says NAME is not set.
+fn unset_variable_position(text: &str, message: &str) -> Option<(usize, usize)> {
+    let name = message.split("environment variable ").nth(1)?.split(' ').next()?;
+    let needle = format!("${{{name}}}");
+    text.lines().enumerate().find_map(|(n, line)| line.find(&needle).map(|at| (n + 1, at + 1)))
 }
 
 impl AuditConfig {
@@ -812,9 +812,8 @@ audit:
         assert_eq!(rule.label, "7y");
         assert!(!opts.fields.has(FieldSet::POLICY_HASH));
         assert!(opts.fields.has(FieldSet::REQUEST_DETAILS));
-        assert_eq!(config.inactive_destinations().count(), 3);
         let webhook = config.audit.destinations.iter().find_map(|d| match d {
-            Destination::Webhook { url, .. } => Some(url.0.clone()),
+            Destination::Webhook(webhook) => Some(webhook.url.0.clone()),
             _ => None,
         });
         assert_eq!(webhook.as_deref(), Some("https://hooks.example/abc"));
@@ -879,7 +878,11 @@ audit:
         let e = error(
             "audit:\n  destinations:\n    - type: file\n      path: \"${SAFECLAW_TEST_SURELY_UNSET}/a\"\n",
         );
-        assert!(e.contains(":3:") && e.contains("SAFECLAW_TEST_SURELY_UNSET is not set"), "{e}");
+        assert!(e.contains(":4:14:") && e.contains("SAFECLAW_TEST_SURELY_UNSET is not set"), "{e}");
+        let e = error(
+            "audit:\n  destinations:\n    - type: webhook\n      batchSize: 10\n      url: \"${SAFECLAW_TEST_UNSET_HOOK}\"\n",
+        );
+        assert!(e.contains(":5:13:") && e.contains("SAFECLAW_TEST_UNSET_HOOK is not set"), "{e}");
     }
 
     #[test]

@@ -65,25 +65,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.state_dir {
         options = options.with_state_dir(dir);
     }
-    for inactive in config.inactive_destinations() {
-        tracing::warn!(
-            "audit destination {inactive:?} is configured but not built yet: only the file is written"
-        );
-    }
     let mut source = PolicySource::new(&args.policy);
     let policy = source.load()?;
     let mount = cgroup::find_mount()?;
     let (agents, created) = cgroup::ensure(&mount, &args.cgroup)?;
     let _cgroup_guard = CreatedCgroup { cgroup: agents.clone(), created };
     let log_path = options.log_path.clone();
+    let head_path = options.head_path.clone();
     let mut writer = AuditWriter::open(options)
         .with_context(|| format!("cannot open the audit log {}", log_path.display()))?;
     writer.log(&Lifecycle::DaemonStart { version: env!("CARGO_PKG_VERSION").to_string() });
+    let mut deliveries = crate::destinations::start(&config, &log_path, &head_path)
+        .context("cannot start the remote audit destinations")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(enforce(&agents, &args, policy, source, &mut writer));
+    let outcome = runtime.block_on(enforce(&agents, &args, policy, source, &mut writer, &mut deliveries));
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
     }
@@ -93,6 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     writer.log(&Lifecycle::DaemonStop { reason });
     writer.close().with_context(|| format!("cannot close the audit log {}", log_path.display()))?;
+    deliveries.stop();
     outcome.map(|_| ExitCode::SUCCESS)
 }
 
@@ -309,6 +308,7 @@ async fn enforce(
     policy: ActivePolicy,
     mut source: PolicySource,
     writer: &mut AuditWriter,
+    deliveries: &mut crate::destinations::engine::Deliveries,
 ) -> anyhow::Result<Stopped> {
     let registry = Arc::new(Registry::new());
     let (mut enforcer, adopting) = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir), &registry)?;
@@ -344,7 +344,7 @@ async fn enforce(
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-    let mut sink = Sink { writer, clock, locked: false };
+    let mut sink = Sink { writer, deliveries, clock, locked: false };
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -565,6 +565,8 @@ impl WallClock {
 /// The audit writer as the event loop feeds it, and whether the kernel is locked down because of it.
 struct Sink<'a> {
     writer: &'a mut AuditWriter,
+    /// Remote destinations: whether they fail is recorded in the chain.
+    deliveries: &'a mut crate::destinations::engine::Deliveries,
     clock: WallClock,
     locked: bool,
 }
@@ -619,6 +621,9 @@ impl Sink<'_> {
     /// Group commit, and the fail-closed switch: while the log cannot be written, every in-scope action
     /// is denied (in the default mode); when writing works again the lockdown lifts, audited.
     fn commit(&mut self, enforcer: &mut Enforcer) -> anyhow::Result<()> {
+        for evidence in self.deliveries.evidence() {
+            self.writer.log(&evidence);
+        }
         if let Err(e) = self.writer.tick() {
             tracing::error!("audit log write failed: {e}");
         }

@@ -28,6 +28,10 @@ pub enum AuditCommand {
     /// Change the signing key: a new key is created, and the log records its public key in an entry the
     /// old key signs. Run it with the daemon stopped; give auditors the new key afterwards.
     RotateKey(ConfigArg),
+    /// Show each remote destination's cursor, lag, last success and last error (exits 1 if one fails).
+    Destinations(crate::destinations::cli::DestinationsArgs),
+    /// Deliver the log to the configured remote destinations until SIGTERM, without the daemon.
+    Deliver(crate::destinations::cli::DeliverArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,6 +122,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Tail(args) => run_tail(args),
         AuditCommand::Export(args) => run_export(args),
         AuditCommand::RotateKey(args) => run_rotate_key(&args),
+        AuditCommand::Destinations(args) => crate::destinations::cli::run_status(args),
+        AuditCommand::Deliver(args) => crate::destinations::cli::run_deliver(args),
         AuditCommand::Pubkey(args) => {
             let config = load_config(&args)?;
             let key = AuditKey::load(&config.key_path())

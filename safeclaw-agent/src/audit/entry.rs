@@ -243,6 +243,17 @@ pub enum Lifecycle {
         by: String,
         reason: String,
     },
+    /// A remote destination started failing: evidence is not leaving the host.
+    DestinationFailing {
+        destination: String,
+        error: String,
+        since: String,
+    },
+    /// A destination that was failing delivers again (from its cursor: nothing was skipped).
+    DestinationRecovered {
+        destination: String,
+        failing_since: String,
+    },
 }
 
 /// Entries the writer itself adds to keep the trail complete and verifiable.
@@ -569,6 +580,8 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::SignalRefused { .. } => ("daemon.signal_refused", None),
         Lifecycle::SessionsEnded { .. } => ("daemon.sessions_ended", None),
         Lifecycle::StopRefused { .. } => ("daemon.stop_refused", None),
+        Lifecycle::DestinationFailing { .. } => ("destination.failing", None),
+        Lifecycle::DestinationRecovered { .. } => ("destination.recovered", None),
     };
     let mut obj = Object::begin(out);
     obj.str("action", action);
@@ -606,6 +619,15 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::StopRefused { by, reason } => {
             d.str("by", by);
             d.str("reason", reason);
+        }
+        Lifecycle::DestinationFailing { destination, error, since } => {
+            d.str("destination", destination);
+            d.str("error", error);
+            d.str("since", since);
+        }
+        Lifecycle::DestinationRecovered { destination, failing_since } => {
+            d.str("destination", destination);
+            d.str("failingSince", failing_since);
         }
         Lifecycle::SessionStart(_)
         | Lifecycle::SessionEnd(_)

@@ -11,6 +11,7 @@ pub mod durable;
 pub mod entry;
 pub mod export;
 pub mod parse;
+pub mod reader;
 pub mod recover;
 pub mod redact;
 pub mod retention;

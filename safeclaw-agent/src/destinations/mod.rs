@@ -1,0 +1,138 @@
+//! Remote audit destinations (syslog, webhook): the evidence leaves the host. The local chain is the
+//! queue; each destination reads it back from its own durable cursor (see `engine`).
+pub mod cef;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod status;
+pub mod syslog;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Destination};
+use engine::{Deliveries, LogSource, Transport};
+
+/// Each remote destination of `config` with its name: its own `name`, else `<type>-<n>` counting the
+/// destinations of that type from 1.
+pub fn named(config: &Config) -> Vec<(String, &Destination)> {
+    let mut counts = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for destination in &config.audit.destinations {
+        let (kind, explicit) = match destination {
+            Destination::File { .. } => continue,
+            Destination::Syslog(s) => ("syslog", s.name.as_ref()),
+            Destination::Webhook(w) => ("webhook", w.name.as_ref()),
+            Destination::S3 { .. } => ("s3", None),
+        };
+        let n = counts.entry(kind).and_modify(|n| *n += 1).or_insert(1);
+        out.push((explicit.map_or_else(|| format!("{kind}-{n}"), |name| name.0.clone()), destination));
+    }
+    out
+}
+
+/// Two destinations sharing a name would share a cursor: refused.
+pub fn validate(config: &Config) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in named(config) {
+        if !seen.insert(name.clone()) {
+            return Err(format!("audit.destinations: two destinations are named {name:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the transports of every destination this build delivers to (reading TLS files); the others
+/// (s3) are returned by name so that the caller can say they are not delivered.
+pub fn build(config: &Config) -> anyhow::Result<(Vec<engine::Destination>, Vec<String>)> {
+    let mut built = Vec::new();
+    let mut unsupported = Vec::new();
+    for (name, destination) in named(config) {
+        let transport: Box<dyn Transport> = match destination {
+            Destination::Syslog(s) => Box::new(syslog::SyslogTransport::new(resolved_syslog(config, s))?),
+            Destination::Webhook(w) => Box::new(webhook::WebhookTransport::new(resolved_webhook(config, w))?),
+            Destination::File { .. } | Destination::S3 { .. } => {
+                unsupported.push(name);
+                continue;
+            }
+        };
+        built.push(engine::Destination { name, transport });
+    }
+    Ok((built, unsupported))
+}
+
+fn resolved_syslog(config: &Config, syslog: &config::SyslogConfig) -> config::SyslogConfig {
+    let mut syslog = syslog.clone();
+    if let Some(tls) = &mut syslog.tls {
+        for path in
+            [Some(&mut tls.ca_file), tls.cert_file.as_mut(), tls.key_file.as_mut()].into_iter().flatten()
+        {
+            path.0 = config.resolve(&path.0);
+        }
+    }
+    syslog
+}
+
+fn resolved_webhook(config: &Config, webhook: &config::WebhookConfig) -> config::WebhookConfig {
+    let mut webhook = webhook.clone();
+    if let Some(ca) = &mut webhook.ca_file {
+        ca.0 = config.resolve(&ca.0);
+    }
+    webhook
+}
+
+/// Where cursors live: `destinations/` beside the signed head (the state directory).
+pub fn state_dir(head: &Path) -> PathBuf {
+    crate::audit::durable::parent_of(head).to_owned()
+}
+
+/// Starts delivery for every destination of `config`, reading the log at `active` with its head at
+/// `head`; says which configured destinations this build does not deliver to.
+pub fn start(config: &Config, active: &Path, head: &Path) -> anyhow::Result<Deliveries> {
+    let (destinations, unsupported) = build(config)?;
+    for name in unsupported {
+        tracing::warn!("audit destination {name} (s3) is configured but not delivered by this build");
+    }
+    if config.audit.rotation.archive_to.is_some() {
+        tracing::warn!(
+            "rotation.archiveTo is configured but not applied by this build: rotated segments stay local"
+        );
+    }
+    let source = LogSource { active: active.to_owned(), head: head.to_owned() };
+    Ok(Deliveries::start(destinations, &source, &state_dir(head))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("/etc/safeclaw/config.yaml"))
+    }
+
+    #[test]
+    fn readme_config_with_every_destination_parses() {
+        let readme = include_str!("../../../README.md");
+        let start =
+            readme.find("```yaml\naudit:\n  rotation").expect("README shows the destinations config") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        std::env::set_var("COMPLIANCE_WEBHOOK", "https://hooks.example/t/abc");
+        std::env::set_var("COMPLIANCE_WEBHOOK_SECRET", "k");
+        let config = parse(&readme[start..end]).unwrap();
+        let names: Vec<String> = named(&config).into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["syslog-1", "webhook-1", "s3-1"]);
+    }
+
+    #[test]
+    fn names_are_unique_and_tls_files_are_checked_before_starting() {
+        let twice = "audit:\n  destinations:\n    - {type: syslog, name: a, host: h, port: 1}\n    - {type: webhook, name: a, url: \"http://h/\"}\n";
+        let error = parse(twice).unwrap_err().to_string();
+        assert!(error.contains("two destinations are named \"a\""), "{error}");
+        let tls = "audit:\n  destinations:\n    - type: syslog\n      host: h\n      port: 1\n      protocol: tls\n      tls: {caFile: /nonexistent/ca.pem}\n";
+        let error = build(&parse(tls).unwrap()).err().unwrap().to_string();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        let no_ca = "audit:\n  destinations:\n    - {type: syslog, host: h, port: 1, protocol: tls}\n";
+        let error = build(&parse(no_ca).unwrap()).err().unwrap().to_string();
+        assert!(error.contains("needs tls.caFile"), "{error}");
+    }
+}
