@@ -11,4 +11,5 @@ pub mod identity;
 pub mod kernel;
 pub mod launcher;
 pub mod policy;
+pub mod report;
 pub mod sessions;

@@ -1,4 +1,4 @@
-//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey.
+//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey, report (in `crate::report`).
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +24,9 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Print the public key auditors check signatures with (reads the root-only key).
     Pubkey(ConfigArg),
+    /// A compliance report for a framework and period (PDF, HTML, JSON, or a .zip evidence pack),
+    /// computed while the chain is verified; `report verify PACK.zip` checks a pack.
+    Report(crate::report::cli::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +111,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(args),
         AuditCommand::Tail(args) => run_tail(args),
         AuditCommand::Export(args) => run_export(args),
+        AuditCommand::Report(args) => crate::report::cli::run(args),
         AuditCommand::Pubkey(args) => {
             let config = load_config(&args)?;
             let key = AuditKey::load(&config.key_path())
@@ -118,12 +122,12 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+pub(crate) fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(arg.config.as_deref())?)
 }
 
 /// The files named on the command line (a directory stands for its segment files), or the configured log.
-fn resolve_files(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn resolve_files(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     if paths.is_empty() {
         let active = config.audit_log_path(None);
         let files = log_files(&active).with_context(|| format!("listing {}", active.display()))?;
@@ -159,7 +163,7 @@ fn segment_files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<PublicKey>> {
+pub(crate) fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<PublicKey>> {
     if let Some(text) = arg {
         if let Some(key) = PublicKey::parse(text) {
             return Ok(Some(key));
