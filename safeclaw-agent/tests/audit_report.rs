@@ -168,6 +168,24 @@ fn every_framework_in_every_format_says_what_the_log_says() {
             .count();
         assert_eq!(rendered as u32, pages);
 
+        // `REPORT_PAGE1_PNG=docs/report-page1.png` keeps the picture of page one the docs show.
+        if let (Some(png), "soc2") = (std::env::var_os("REPORT_PAGE1_PNG"), framework) {
+            let png = PathBuf::from(png);
+            let stem = png.with_extension("");
+            let args = [
+                "-png",
+                "-r",
+                "70",
+                "-f",
+                "1",
+                "-l",
+                "1",
+                "-singlefile",
+                pdf.to_str().unwrap(),
+                stem.to_str().unwrap(),
+            ];
+            assert!(poppler("pdftoppm", &args).status.success());
+        }
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join(format!("{framework}.json"))).unwrap()).unwrap();
         assert_eq!(json["verification"]["verdict"], "PASSED");

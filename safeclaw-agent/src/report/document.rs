@@ -79,7 +79,14 @@ fn accesses(listing: &Listing, what: &str, pack_file: &str) -> Vec<Block> {
         ]
     };
     blocks.push(Block::Table {
-        columns: vec![("Sequence", 8), ("Time", 21), ("Action", 13), ("Effect", 6), ("Target", 36), ("Rule", 16)],
+        columns: vec![
+            ("Sequence", 8),
+            ("Time", 21),
+            ("Action", 13),
+            ("Effect", 6),
+            ("Target", 36),
+            ("Rule", 16),
+        ],
         rows: listing.shown.iter().map(row).collect(),
     });
     let more = listing.total - listing.shown.len() as u64;
