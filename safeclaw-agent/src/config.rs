@@ -161,7 +161,7 @@ pub struct RetentionConfig {
     pub default: Option<RetentionPeriod>,
     /// Per compliance framework (`hipaa: "6y"`); the longest period of all applies.
     #[serde(default)]
-    pub overrides: std::collections::BTreeMap<String, RetentionPeriod>,
+    pub overrides: std::collections::BTreeMap<crate::audit::retention::RetentionFramework, RetentionPeriod>,
 }
 
 /// A retention period: a duration of at least one day, `forever`, or `matched` (no minimum of its own:
@@ -904,6 +904,13 @@ audit:
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999TB").is_err());
+    }
+
+    #[test]
+    fn unknown_retention_frameworks_are_refused_with_their_line() {
+        let e = parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      hipa: 6y\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("hipa") && text.contains(":5:"), "{text}");
     }
 
     #[test]

@@ -591,6 +591,10 @@ impl Sink<'_> {
                 (events::Detail::Guarded(_), _) => Some("agents may not tamper with enforcement".to_string()),
                 (_, rule) => rule.and_then(|r| r.reason.clone()),
             },
+            rule_meta: match (&event.detail, rule) {
+                (events::Detail::Guarded(_), _) => audit::RuleMeta::default(),
+                (_, rule) => rule.map_or_else(audit::RuleMeta::default, audit::RuleMeta::of),
+            },
             identity: identity_of(session),
             details: request_details(&event.detail),
             process: audit::ProcessInfo {

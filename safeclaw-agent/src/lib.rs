@@ -13,5 +13,6 @@ pub mod identity;
 pub mod kernel;
 pub mod launcher;
 pub mod policy;
+pub mod report;
 pub mod sessions;
 pub mod trust;

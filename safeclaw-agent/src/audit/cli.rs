@@ -1,4 +1,5 @@
-//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey, rotate-key.
+//! `safeclaw-agent audit …` subcommands: verify, tail, export, pubkey, rotate-key, destinations, deliver,
+//! report (in `crate::report`).
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ pub enum AuditCommand {
     Destinations(crate::destinations::cli::DestinationsArgs),
     /// Deliver the log to the configured remote destinations until SIGTERM, without the daemon.
     Deliver(crate::destinations::cli::DeliverArgs),
+    /// A compliance report for a framework and period (PDF, HTML, JSON, or a .zip evidence pack),
+    /// computed while the chain is verified; `report verify PACK.zip` checks a pack.
+    Report(crate::report::cli::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +128,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::RotateKey(args) => run_rotate_key(&args),
         AuditCommand::Destinations(args) => crate::destinations::cli::run_status(args),
         AuditCommand::Deliver(args) => crate::destinations::cli::run_deliver(args),
+        AuditCommand::Report(args) => crate::report::cli::run(args),
         AuditCommand::Pubkey(args) => {
             let config = load_config(&args)?;
             let key = AuditKey::load(&config.key_path())
@@ -134,12 +139,12 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
+pub(crate) fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(Config::load(arg.config.as_deref())?)
 }
 
 /// The files named on the command line (a directory stands for its segment files), or the configured log.
-fn resolve_files(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn resolve_files(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<PathBuf>> {
     if paths.is_empty() {
         let active = config.audit_log_path(None);
         let files = log_files(&active).with_context(|| format!("listing {}", active.display()))?;
@@ -175,7 +180,7 @@ fn segment_files_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<PublicKey>> {
+pub(crate) fn trusted_key(arg: Option<&str>, config: &Config) -> anyhow::Result<Option<PublicKey>> {
     if let Some(text) = arg {
         if let Some(key) = PublicKey::parse(text) {
             return Ok(Some(key));

@@ -10,6 +10,7 @@ use super::canonical::{write_duration_ms, Object};
 use super::chain::Digest;
 use super::redact::{Hits, Redactor};
 use crate::policy::compiled::Effect;
+use crate::policy::Severity;
 
 /// One attempt the kernel decided on, as the daemon decodes it from the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct ActionRecord {
     /// Name of the rule that decided; `None` when the policy default did.
     pub matched_rule: Option<String>,
     pub reason: Option<String>,
+    /// The deciding rule's `severity` and `tags`, as the policy in force said: reports read them from the
+    /// entry rather than guessing which policy text applied.
+    pub rule_meta: RuleMeta,
     pub identity: Identity,
     /// What was attempted; it also names the action (`file.read`, `process.exec`, …).
     pub details: RequestDetails,
@@ -31,6 +35,19 @@ pub struct ActionRecord {
     /// SHA-256 of the policy that decided.
     pub policy_hash: Digest,
     pub flags: KernelFlags,
+}
+
+/// A rule's compliance labels, copied into each entry it decides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleMeta {
+    pub severity: Option<Severity>,
+    pub tags: Vec<String>,
+}
+
+impl RuleMeta {
+    pub fn of(rule: &crate::policy::RuleInfo) -> Self {
+        RuleMeta { severity: rule.severity, tags: rule.tags.clone() }
+    }
 }
 
 /// Who the attempt is attributed to (filled in by the launcher, when there is one).
@@ -454,6 +471,12 @@ pub(crate) fn write_action(
     if fields.has(FieldSet::SESSION_ID) {
         obj.opt_str("sessionId", id.session_id.as_deref());
     }
+    if fields.has(FieldSet::MATCHED_RULE) {
+        obj.opt_str("severity", record.rule_meta.severity.map(Severity::as_str));
+    }
+    if fields.has(FieldSet::MATCHED_RULE) && !record.rule_meta.tags.is_empty() {
+        obj.str_array("tags", record.rule_meta.tags.iter().map(String::as_str));
+    }
     write_timestamp(&mut obj, header);
     if fields.has(FieldSet::USER_ID) {
         obj.opt_str("userId", id.user_id.as_deref());
@@ -755,6 +778,10 @@ mod tests {
             effect: Effect::Deny,
             matched_rule: Some("block-secrets".into()),
             reason: Some("no secrets".into()),
+            rule_meta: RuleMeta {
+                severity: Some(Severity::Critical),
+                tags: vec!["soc2:CC6.1".into(), "hipaa:164.312(b)".into()],
+            },
             identity: Identity {
                 agent_id: Some("agent-1".into()),
                 session_id: Some("s1".into()),
@@ -796,6 +823,8 @@ mod tests {
         assert_eq!(value["requestDetails"]["argv"][2], "Authorization: Bearer [REDACTED]");
         assert_eq!(value["redacted"], serde_json::json!(["bearer-token"]));
         assert_eq!(value["flags"], serde_json::json!(["lockdown"]));
+        assert_eq!(value["severity"], "critical");
+        assert_eq!(value["tags"], serde_json::json!(["soc2:CC6.1", "hipaa:164.312(b)"]));
         assert!(value.get("userId").is_none());
     }
 

@@ -49,3 +49,25 @@ pub fn expired(segments: &[Segment], rule: &RetentionRule, now: SystemTime) -> i
     }
     Ok(out)
 }
+
+/// Names `retention.overrides` accepts: the report frameworks, GDPR, financial record keeping (SOX and
+/// similar) and legal holds. An unknown name is refused, so a misspelt `hipa: 6y` cannot silently
+/// leave a log under a shorter period than intended.
+pub const RETENTION_FRAMEWORKS: [&str; 8] =
+    ["financial", "gdpr", "hipaa", "iso27001", "legal", "pci-dss", "soc2", "sox"];
+
+/// A framework name of `retention.overrides`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct RetentionFramework(String);
+
+impl TryFrom<String> for RetentionFramework {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        if RETENTION_FRAMEWORKS.contains(&name.as_str()) {
+            Ok(RetentionFramework(name))
+        } else {
+            Err(format!("unknown retention framework {name:?}; known: {}", RETENTION_FRAMEWORKS.join(", ")))
+        }
+    }
+}

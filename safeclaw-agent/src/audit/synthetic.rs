@@ -5,8 +5,10 @@ use std::time::SystemTime;
 use super::chain::Digest;
 use super::entry::{
     ActionRecord, ConnectTarget, FileMode, Identity, KernelFlags, ProcessInfo, Protocol, RequestDetails,
+    RuleMeta,
 };
 use crate::policy::compiled::Effect;
+use crate::policy::Severity;
 
 /// A deterministic record for kernel sequence `kernel_seq`: file reads and writes, execs and connects in
 /// turn, every seventh denied.
@@ -37,6 +39,16 @@ pub fn record(kernel_seq: u64) -> ActionRecord {
         effect: if denied { Effect::Deny } else { Effect::Allow },
         matched_rule: Some(if denied { "block-outside-project".into() } else { "allow-project".into() }),
         reason: Some(if denied { "agents stay inside their project".into() } else { "project files".into() }),
+        rule_meta: if denied {
+            RuleMeta {
+                severity: Some(Severity::High),
+                tags: ["soc2:CC6.1", "hipaa:164.312(a)(1)", "iso27001:A.8.3", "pci-dss:7.2.1", "phi"]
+                    .map(String::from)
+                    .to_vec(),
+            }
+        } else {
+            RuleMeta { severity: Some(Severity::Low), tags: vec!["soc2:CC6.1".into()] }
+        },
         identity: Identity {
             agent_id: Some("coding-agent-01".into()),
             session_id: Some("sess_synthetic".into()),

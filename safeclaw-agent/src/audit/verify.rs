@@ -311,6 +311,19 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// How long verify waits for a running writer to sign the entries it has read.
 const LIVE_WAIT: Duration = Duration::from_secs(3);
 
+/// Sees every entry that verification accepted, in chain order, with its line (without the newline), so
+/// that a reader such as a report is computed in the same pass over the log.
+pub trait EntryVisitor {
+    fn visit(&mut self, summary: &Summary, line: &[u8]);
+}
+
+/// A visitor that looks at nothing.
+struct NoVisitor;
+
+impl EntryVisitor for NoVisitor {
+    fn visit(&mut self, _: &Summary, _: &[u8]) {}
+}
+
 /// Verifies the files of one log (any order: they are sorted by their first sequence number).
 /// `progress` is told how many file bytes have been read. Every damage, unreadable files included, is a
 /// failure in the report; the error is kept for callers of older versions and is not returned.
@@ -318,6 +331,16 @@ pub fn verify(
     files: &[PathBuf],
     opts: &VerifyOptions,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<Report, VerifyIoError> {
+    verify_visiting(files, opts, progress, &mut NoVisitor)
+}
+
+/// `verify`, showing each accepted entry to `visitor` as it goes.
+pub fn verify_visiting(
+    files: &[PathBuf],
+    opts: &VerifyOptions,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    visitor: &mut dyn EntryVisitor,
 ) -> Result<Report, VerifyIoError> {
     let head = match &opts.head_path {
         Some(path) => match HeadFile::read(path) {
@@ -327,7 +350,7 @@ pub fn verify(
         },
         None => None,
     };
-    let mut checker = Checker::new(opts, head);
+    let mut checker = Checker::new(opts, head, visitor);
     if let Err(e) = check_files(&mut checker, files, progress) {
         let sequence = checker.expected;
         let damage = Damage::Unreadable { reason: e.to_string() };
@@ -492,10 +515,11 @@ fn check_in_order(
         early.insert(chunk.index, chunk);
         while let Some(mut chunk) = early.remove(&due) {
             due += 1;
-            for result in chunk.parsed.drain(..) {
+            let lines = chunk_lines(&chunk.data);
+            for (result, line) in chunk.parsed.drain(..).zip(lines) {
                 let location = Location { file: path.clone(), line: *next_line };
                 *next_line += 1;
-                if checker.check(result, location).is_err() {
+                if checker.check(result, line, location).is_err() {
                     return Flow::Stop;
                 }
             }
@@ -545,7 +569,8 @@ fn await_live_signature(
             }
             let location = Location { file: at.path.clone(), line: at.next_line };
             at.next_line += 1;
-            if checker.check(parse(&line[..line.len() - 1]), location).is_err() {
+            let line = &line[..line.len() - 1];
+            if checker.check(parse(line), line, location).is_err() {
                 return Ok(());
             }
         }
@@ -583,14 +608,23 @@ type Parsed = Result<Summary, LineError>;
 /// Parses every line of `data` into `out` (emptied first).
 fn parse_chunk(data: &[u8], out: &mut Vec<Parsed>) {
     out.clear();
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', data) {
-        out.push(parse(&data[start..end]));
-        start = end + 1;
-    }
-    if start < data.len() {
-        out.push(parse(&data[start..]));
-    }
+    out.extend(chunk_lines(data).map(parse));
+}
+
+/// The lines of a chunk without their newlines; a last line without one counts too.
+fn chunk_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        Some(line)
+    })
 }
 
 /// Orders files by the sequence number of their first line; empty files are dropped, and of two files
@@ -689,10 +723,11 @@ struct Checker<'a> {
     /// Retention entries: (`coveredFrom`, `lastSequence`, `lastHash`).
     retention: Vec<(u64, u64, Digest)>,
     jump: Option<PendingJump>,
+    visitor: &'a mut dyn EntryVisitor,
 }
 
 impl<'a> Checker<'a> {
-    fn new(opts: &'a VerifyOptions, head: Option<HeadFile>) -> Self {
+    fn new(opts: &'a VerifyOptions, head: Option<HeadFile>, visitor: &'a mut dyn EntryVisitor) -> Self {
         Checker {
             opts,
             // A head of size 0 (written before a new log's first entry) signs the genesis hash.
@@ -711,6 +746,7 @@ impl<'a> Checker<'a> {
             rotation: None,
             retention: Vec::new(),
             jump: None,
+            visitor,
         }
     }
 
@@ -719,7 +755,7 @@ impl<'a> Checker<'a> {
         Err(())
     }
 
-    fn check(&mut self, parsed: Parsed, location: Location) -> Result<(), ()> {
+    fn check(&mut self, parsed: Parsed, line: &[u8], location: Location) -> Result<(), ()> {
         let summary = match parsed {
             Ok(summary) => summary,
             Err(LineError::HashMismatch { sequence: Some(s) })
@@ -775,6 +811,7 @@ impl<'a> Checker<'a> {
         }
         self.check_kind(&summary, &location)?;
         self.accept(&summary, location);
+        self.visitor.visit(&summary, line);
         Ok(())
     }
 
