@@ -33,6 +33,11 @@ pub enum Command {
     Sessions(crate::sessions::SessionsArgs),
     /// Stop the daemon deliberately: audited, then every program detached and unpinned.
     Stop(crate::control::StopArgs),
+    /// Run by Claude Code or Codex for each tool call: asks the daemon and answers in the CLI's format.
+    Hook(crate::tools::hook::HookArgs),
+    /// Install the tool-call hooks into an agent CLI's settings.
+    #[command(subcommand)]
+    Hooks(crate::tools::install::HooksCommand),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -44,6 +49,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => crate::launcher::run(args),
         Command::Sessions(args) => crate::sessions::run(args),
         Command::Stop(args) => crate::control::stop(args),
+        Command::Hook(args) => crate::tools::hook::run(args),
+        Command::Hooks(cmd) => crate::tools::install::run(cmd),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod sequence;
 pub mod signing;
 pub mod synthetic;
 pub mod tail;
+pub mod tool_entry;
 pub mod verify;
 pub mod writer;
 
