@@ -2,9 +2,9 @@
 """A scripted model server for driving Claude Code and Codex offline in tests.
 
 Serves the Anthropic Messages API (POST /v1/messages) and the OpenAI Responses API
-(POST /v1/responses) as server-sent events on 127.0.0.1. The prompt names the tool call:
-a user message containing `RUN: <command>` gets one Bash / exec_command call with that command;
-once the request carries the tool's result, the answer is the final text `done`. Requests without
+(POST /v1/responses) as server-sent events on 127.0.0.1. The prompt names the tool calls: each
+line `RUN: <command>` of it is one Bash / exec_command call, made in order, the next one once the
+request carries the previous one's result; after the last, the answer is the final text `done`. Requests without
 tools (titles and the like) get text. Every request body is appended to the log file (one JSON
 line each), so a test can read what the CLI sent back, e.g. a hook's deny reason.
 
@@ -32,11 +32,12 @@ def texts(value):
             yield from texts(item)
 
 
-def command_of(body):
+def next_command(body, results):
+    """The command to call after `results` tool results, or None when all were called."""
     for text in texts(body.get("messages", body.get("input", []))):
-        match = re.search(r"RUN: (.+)", text)
-        if match:
-            return match.group(1).strip()
+        commands = re.findall(r"^RUN: (.+)$", text, re.MULTILINE)
+        if commands:
+            return commands[results].strip() if results < len(commands) else None
     return None
 
 
@@ -54,15 +55,14 @@ def sse(handler, events):
 def anthropic(handler, body):
     n = next(COUNTER)
     messages = body.get("messages", [])
-    last = messages[-1] if messages else {}
-    has_result = isinstance(last.get("content"), list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
-    command = command_of(body)
+    results = sum(1 for m in messages if isinstance(m.get("content"), list)
+                  for b in m["content"] if isinstance(b, dict) and b.get("type") == "tool_result")
+    command = next_command(body, results)
     start = {"type": "message_start", "message": {
         "id": f"msg_{n}", "type": "message", "role": "assistant", "model": body.get("model", "claude"),
         "content": [], "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": 1, "output_tokens": 1}}}
-    if body.get("tools") and command and not has_result:
+    if body.get("tools") and command:
         block = {"type": "tool_use", "id": f"toolu_scripted{n:04d}", "name": "Bash", "input": {}}
         delta = {"type": "input_json_delta", "partial_json": json.dumps({"command": command, "description": "scripted"})}
         stop = "tool_use"
@@ -84,10 +84,10 @@ def anthropic(handler, body):
 def openai(handler, body):
     n = next(COUNTER)
     items = body.get("input", [])
-    has_result = any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
-    command = command_of(body)
+    results = sum(1 for i in items if isinstance(i, dict) and i.get("type") == "function_call_output")
+    command = next_command(body, results)
     rid = f"resp_{n}"
-    if body.get("tools") and command and not has_result:
+    if body.get("tools") and command:
         item = {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_scripted{n:04d}",
                 "name": "exec_command", "arguments": json.dumps({"cmd": command}), "status": "completed"}
         events = [("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
