@@ -118,7 +118,11 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                     Some(text) => serde_json::from_str(&text).context("--input is not JSON")?,
                     None => serde_json::json!({}),
                 };
-                return explain_tool(&policy, agent.as_deref(), &ToolRequest { phase, tool: &tool, input: &input });
+                return explain_tool(
+                    &policy,
+                    agent.as_deref(),
+                    &ToolRequest { phase, tool: &tool, input: &input },
+                );
             }
             let attempt = Attempt::new(action, path.as_deref(), address, port, protocol, args, &ctx.home)
                 .map_err(anyhow::Error::msg)?;
@@ -279,7 +283,8 @@ fn explain_tool(policy: &Policy, agent: Option<&str>, request: &ToolRequest<'_>)
     let check = evaluator.explain(request);
     let profile = policy.profile(agent);
     let mut out = String::new();
-    let profile_name = profile.agent.map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
+    let profile_name =
+        profile.agent.map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
     writeln!(out, "policy {} ({profile_name})", policy.hash)?;
     writeln!(out, "{} {} {}", check.label, request.tool, request.input)?;
     for step in &check.steps {
@@ -292,7 +297,11 @@ fn explain_tool(policy: &Policy, agent: Option<&str>, request: &ToolRequest<'_>)
     }
     let rule = check.decision.rule.and_then(|id| profile.rules.get(id as usize));
     let by = rule.map_or_else(|| "the default".to_owned(), |r| format!("rule `{}`", r.info.name));
-    writeln!(out, "decision: {} by {by} (decided by the daemon; the kernel never sees tool calls)", check.decision.effect.as_str())?;
+    writeln!(
+        out,
+        "decision: {} by {by} (decided by the daemon; the kernel never sees tool calls)",
+        check.decision.effect.as_str()
+    )?;
     if let Some(rule) = rule {
         if let Some(reason) = &rule.info.reason {
             writeln!(out, "reason: {reason}")?;
@@ -413,7 +422,11 @@ fn run_case(
             Some(input) => serde_json::to_value(input).map_err(|e| format!("`input`: {e}"))?,
             None => serde_json::json!({}),
         };
-        let decision = ToolEvaluator::new(policy, case.agent.as_deref()).evaluate(&ToolRequest { phase, tool, input: &input });
+        let decision = ToolEvaluator::new(policy, case.agent.as_deref()).evaluate(&ToolRequest {
+            phase,
+            tool,
+            input: &input,
+        });
         let profile = set.profile(case.agent.as_deref());
         return Ok(judge(case, decision, profile));
     }
@@ -494,6 +507,10 @@ mod tests {
         assert_eq!(outcomes[1], Ok(None));
         assert_eq!(outcomes[2], Ok(Some("expected deny, got allow by `tools`".to_owned())));
         assert_eq!(outcomes[3], Err("a tool case needs `tool`".to_owned()));
-        assert!(outcomes[4].as_ref().is_err_and(|e| e.contains("only go with tool.call")), "{:?}", outcomes[4]);
+        assert!(
+            outcomes[4].as_ref().is_err_and(|e| e.contains("only go with tool.call")),
+            "{:?}",
+            outcomes[4]
+        );
     }
 }
