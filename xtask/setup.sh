@@ -95,4 +95,22 @@ for entry in "${KERNELS[@]}"; do
   touch "$dir.tmp/.complete"
   mv "$dir.tmp" "$dir"
 done
+# The real agent CLIs the agent_hooks VM test drives (offline, against a scripted model server), from the
+# npm registry into the checkout's target/ (the VM sees the checkout, not ~/.cache). Pinned versions.
+AGENT_CLIS=("@anthropic-ai/claude-code@2.1.197" "@openai/codex@0.171.0")
+AGENT_CLI_DIR="$(cd "$(dirname "$0")/.." && pwd)/target/agent-clis"
+# npm may come with a nodejs that is not Debian's (NodeSource bundles it): only install when missing.
+if ! command -v npm >/dev/null 2>&1; then
+  need_root "nodejs npm"
+  log "apt-get install nodejs npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -f "$AGENT_CLI_DIR/.complete" ] || [ "$(cat "$AGENT_CLI_DIR/.complete")" != "${AGENT_CLIS[*]}" ]; then
+  log "npm install ${AGENT_CLIS[*]} into $AGENT_CLI_DIR"
+  mkdir -p "$AGENT_CLI_DIR"
+  npm install --prefix "$AGENT_CLI_DIR" --no-audit --no-fund --loglevel=error "${AGENT_CLIS[@]}" >/dev/null
+  echo "${AGENT_CLIS[*]}" >"$AGENT_CLI_DIR/.complete"
+fi
+
 log "ok (kernels in $VM_CACHE)"

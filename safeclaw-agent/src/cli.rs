@@ -36,6 +36,11 @@ pub enum Command {
     /// Validate the agent's config file.
     #[command(subcommand)]
     Config(crate::config_cli::ConfigCommand),
+    /// Run by Claude Code or Codex for each tool call: asks the daemon and answers in the CLI's format.
+    Hook(crate::tools::hook::HookArgs),
+    /// Install the tool-call hooks into an agent CLI's settings.
+    #[command(subcommand)]
+    Hooks(crate::tools::install::HooksCommand),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -48,6 +53,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions(args) => crate::sessions::run(args),
         Command::Stop(args) => crate::control::stop(args),
         Command::Config(cmd) => crate::config_cli::run(cmd),
+        Command::Hook(args) => crate::tools::hook::run(args),
+        Command::Hooks(cmd) => crate::tools::install::run(cmd),
     }
 }
 

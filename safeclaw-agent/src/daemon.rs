@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// /run/safeclaw/agent.sock).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Unix socket where agent CLI hooks ask about tool calls, open to every user (default:
+    /// $SAFECLAW_TOOL_SOCKET, else /run/safeclaw-tools/tool.sock).
+    #[arg(long)]
+    pub tool_socket: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -336,6 +340,17 @@ async fn enforce(
     let _socket_guard = RemoveOnDrop(socket.clone());
     let (session_tx, mut session_rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(identity::server::serve(listener, agents.path.clone(), Arc::clone(&registry), session_tx));
+    let tool_socket = crate::tools::server::socket_path(args.tool_socket.as_deref());
+    let tool_listener = crate::tools::server::bind(&tool_socket)
+        .with_context(|| format!("cannot listen for tool hooks on {}", tool_socket.display()))?;
+    let _tool_socket_guard = RemoveOnDrop(tool_socket);
+    let (tool_tx, mut tool_rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(crate::tools::server::serve(
+        tool_listener,
+        agents.path.clone(),
+        Arc::clone(&registry),
+        tool_tx,
+    ));
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write ready file {}", ready.display()))?;
@@ -344,7 +359,7 @@ async fn enforce(
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-    let mut sink = Sink { writer, deliveries, clock, locked: false };
+    let mut sink = Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default() };
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -373,6 +388,7 @@ async fn enforce(
                             tracing::warn!("session {}: {e}", session.session_id);
                         }
                         sink.session_end(&session, &exit);
+                        sink.tool_calls.end_session(session.cgroup_id);
                     }
                     SessionEvent::Reload { by, done } => {
                         tracing::info!("reload requested by {by}");
@@ -399,6 +415,12 @@ async fn enforce(
                         });
                     }
                 }
+            }
+            Some(tool_event) = tool_rx.recv() => {
+                // The kernel events of the call's tool are recorded (and linked) before it closes.
+                while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
+                backlog = false;
+                crate::tools::decide::decide(tool_event, enforcer.active(), sink.writer, &mut sink.tool_calls);
             }
             _ = tokio::time::sleep_until(deadline) => {
                 backlog = drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
@@ -569,6 +591,8 @@ struct Sink<'a> {
     deliveries: &'a mut crate::destinations::engine::Deliveries,
     clock: WallClock,
     locked: bool,
+    /// Agent tool calls open per session, to link kernel events to them.
+    tool_calls: crate::tools::correlate::Correlator,
 }
 
 impl Sink<'_> {
@@ -609,8 +633,21 @@ impl Sink<'_> {
             kernel_seq: event.kernel_seq,
             policy_hash: policy.map_or(Digest([0; 32]), |p| Digest(p.hash().0)),
             flags: audit::KernelFlags(event.flags),
+            tool_use_id: self
+                .tool_calls
+                .link(event.session_cgroup_id, event.tgid, event.boot_ns)
+                .map(str::to_owned),
         };
-        self.writer.append(&record)
+        let appended = self.writer.append(&record);
+        if let Appended::Buffered { sequence } = appended {
+            crate::tools::decide::note_kernel_entry(
+                &mut self.tool_calls,
+                event.session_cgroup_id,
+                &record,
+                sequence,
+            );
+        }
+        appended
     }
 
     fn session_end(&mut self, session: &SessionInfo, exit: &identity::SessionExit) {

@@ -15,4 +15,5 @@ pub mod launcher;
 pub mod policy;
 pub mod report;
 pub mod sessions;
+pub mod tools;
 pub mod trust;

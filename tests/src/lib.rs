@@ -120,6 +120,8 @@ impl Daemon {
             .arg(&pin_dir)
             .arg("--socket")
             .arg(work.join("agent.sock"))
+            .arg("--tool-socket")
+            .arg(work.join("tools/tool.sock"))
             .spawn()
             .expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
@@ -185,6 +187,11 @@ impl Daemon {
     /// The socket launchers and control commands (`--socket`) reach this daemon on.
     pub fn socket(&self) -> std::path::PathBuf {
         self.work.join("agent.sock")
+    }
+
+    /// The socket agent CLI hooks reach this daemon on (open to every user).
+    pub fn tool_socket(&self) -> std::path::PathBuf {
+        self.work.join("tools/tool.sock")
     }
 
     /// `safeclaw-agent ARGS...` against this daemon's socket (from outside the agent cgroup).

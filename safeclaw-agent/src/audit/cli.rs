@@ -85,6 +85,10 @@ pub struct TailArgs {
     /// Only actions matching this pattern (`*` is a wildcard, e.g. 'file.*').
     #[arg(long)]
     pub action: Option<String>,
+    /// Only the entries of this agent tool call (its tool.call, tool.result and the kernel's entries
+    /// linked to it).
+    #[arg(long)]
+    pub tool_use: Option<String>,
     /// Print the raw JSON entries.
     #[arg(long)]
     pub json: bool,
@@ -327,7 +331,8 @@ fn print_report(report: &Report) {
 fn run_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let active = args.path.clone().unwrap_or_else(|| config.audit_log_path(None));
-    let filter = Filter { effect: args.effect, agent: args.agent, action: args.action };
+    let filter =
+        Filter { effect: args.effect, agent: args.agent, action: args.action, tool_use: args.tool_use };
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let style = if args.json { Style::Json } else { Style::Text { color } };

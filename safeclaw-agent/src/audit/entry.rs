@@ -35,6 +35,8 @@ pub struct ActionRecord {
     /// SHA-256 of the policy that decided.
     pub policy_hash: Digest,
     pub flags: KernelFlags,
+    /// The agent tool call this attempt belongs to, when the daemon could link it (see `tools::correlate`).
+    pub tool_use_id: Option<String>,
 }
 
 /// A rule's compliance labels, copied into each entry it decides.
@@ -583,6 +585,7 @@ impl<'a> RedactedDetails<'a> {
             d.u64("targetPid", u64::from(*target));
         }
         d.u64("tid", u64::from(p.tid));
+        d.opt_str("toolUseId", record.tool_use_id.as_deref());
         d.u64("uid", u64::from(p.uid));
     }
 }
@@ -803,6 +806,7 @@ mod tests {
             kernel_seq,
             policy_hash: Digest::of(b"policy"),
             flags: KernelFlags(flag::LOCKDOWN),
+            tool_use_id: None,
         }
     }
 

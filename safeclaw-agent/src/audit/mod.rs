@@ -21,6 +21,7 @@ pub mod sequence;
 pub mod signing;
 pub mod synthetic;
 pub mod tail;
+pub mod tool_entry;
 #[cfg(test)]
 mod vectors;
 pub mod verify;

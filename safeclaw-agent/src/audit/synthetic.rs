@@ -67,5 +67,6 @@ pub fn record(kernel_seq: u64) -> ActionRecord {
         kernel_seq,
         policy_hash: Digest::of(b"synthetic policy"),
         flags: KernelFlags::default(),
+        tool_use_id: None,
     }
 }

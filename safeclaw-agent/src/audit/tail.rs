@@ -20,10 +20,17 @@ pub struct Filter {
     pub agent: Option<String>,
     /// A pattern on `action` where `*` matches any run of characters (`file.*`).
     pub action: Option<String>,
+    /// Only the entries of this agent tool call: the call, its result and the kernel events linked to it.
+    pub tool_use: Option<String>,
 }
 
 impl Filter {
     pub fn matches(&self, entry: &Value) -> bool {
+        if let Some(id) = &self.tool_use {
+            if entry["requestDetails"]["toolUseId"].as_str() != Some(id.as_str()) {
+                return false;
+            }
+        }
         if let Some(effect) = self.effect {
             if entry["effect"].as_str() != Some(effect.as_str()) {
                 return false;
@@ -302,11 +309,16 @@ mod tests {
         assert!(Filter {
             effect: Some(Effect::Deny),
             agent: Some("a1".into()),
-            action: Some("file.*".into())
+            action: Some("file.*".into()),
+            tool_use: None,
         }
         .matches(&entry));
         assert!(!Filter { effect: Some(Effect::Allow), ..Filter::default() }.matches(&entry));
         assert!(!Filter { agent: Some("a2".into()), ..Filter::default() }.matches(&entry));
+        let linked =
+            serde_json::json!({"action": "process.exec", "requestDetails": {"toolUseId": "toolu_1"}});
+        assert!(Filter { tool_use: Some("toolu_1".into()), ..Filter::default() }.matches(&linked));
+        assert!(!Filter { tool_use: Some("toolu_1".into()), ..Filter::default() }.matches(&entry));
     }
 
     #[test]

@@ -477,6 +477,15 @@ impl AuditWriter {
         Appended::Buffered { sequence }
     }
 
+    /// Records an agent tool call or result the daemon decided; its sequence number.
+    pub fn record_tool(&mut self, record: &super::tool_entry::ToolRecord) -> u64 {
+        let (fields, redactor) = (self.opts.fields, &self.opts.redactor);
+        let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
+        self.timestamps.write(record.time, &mut stamp);
+        self.chain
+            .push(&stamp, |out, header| super::tool_entry::write_tool(out, header, record, fields, redactor))
+    }
+
     /// Records a daemon or session event. `KernelSessionStart` also makes the next kernel event expected
     /// to be number 0.
     pub fn log(&mut self, event: &Lifecycle) -> u64 {

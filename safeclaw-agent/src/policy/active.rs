@@ -6,7 +6,8 @@ use std::time::{Instant, SystemTime};
 use super::compiled::{CompiledPolicy, Decision};
 use super::{
     compile_all, launching_user_home, load_file_trusted, resolve_system, CompileContext, CompiledProfile,
-    CompiledSet, Evaluator, HostAddresses, HostCache, Location, Policy, PolicyError, PolicyHash,
+    CompiledSet, Evaluator, HostAddresses, HostCache, Location, Policy, PolicyError, PolicyHash, RuleInfo,
+    ToolEvaluator, ToolRequest,
 };
 
 /// A compiled policy as the kernel holds it: profile 0 is the base, profile `i + 1` the `i`-th entry
@@ -16,6 +17,8 @@ pub struct ActivePolicy {
     /// By profile number: the evaluator of each profile that has argument rules, which the kernel
     /// does not apply and the daemon does on the argv the kernel recorded.
     argument_rules: Vec<Option<Evaluator>>,
+    /// By profile number: how the daemon decides agent tool calls, which the kernel never sees.
+    tools: Vec<ToolEvaluator>,
 }
 
 impl ActivePolicy {
@@ -46,6 +49,16 @@ impl ActivePolicy {
     pub fn exec_with_args(&self, profile: u32, path: &[u8], args: &[&[u8]]) -> Option<Decision> {
         let evaluator = self.argument_rules.get(profile as usize)?.as_ref()?;
         Some(evaluator.evaluate_exec_with_args(path, args))
+    }
+
+    /// The decision on an agent tool call for the profile `profile`, and the rule that made it.
+    pub fn decide_tool(&self, profile: u32, request: &ToolRequest<'_>) -> (Decision, Option<&RuleInfo>) {
+        let Some(evaluator) = self.tools.get(profile as usize) else {
+            return (Decision { effect: super::compiled::Effect::Deny, rule: None, bound_hit: false }, None);
+        };
+        let decision = evaluator.evaluate(request);
+        let rule = decision.rule.and_then(|id| self.profile(profile)?.rule(id));
+        (decision, rule)
     }
 
     pub fn rule_count(&self) -> usize {
@@ -176,7 +189,11 @@ impl PolicySource {
             argument_rules.push(evaluator.has_argument_rules().then_some(evaluator));
         }
         self.compiled_hosts = hosts;
-        Ok(ActivePolicy { set, argument_rules })
+        let tools = std::iter::once(None)
+            .chain(set.agents.iter().map(|p| p.agent.as_deref()))
+            .map(|agent| ToolEvaluator::new(policy, agent))
+            .collect();
+        Ok(ActivePolicy { set, argument_rules, tools })
     }
 }
 

@@ -29,6 +29,13 @@ pub enum AttemptAction {
     #[serde(rename = "network.connect")]
     #[value(name = "network.connect")]
     NetworkConnect,
+    /// An agent tool call (with `tool` and `input`): decided by the daemon, not the kernel.
+    #[serde(rename = "tool.call")]
+    #[value(name = "tool.call")]
+    ToolCall,
+    #[serde(rename = "tool.result")]
+    #[value(name = "tool.result")]
+    ToolResult,
 }
 
 impl AttemptAction {
@@ -39,6 +46,17 @@ impl AttemptAction {
             AttemptAction::FileReadWrite => "file.read-write",
             AttemptAction::ProcessExec => "process.exec",
             AttemptAction::NetworkConnect => "network.connect",
+            AttemptAction::ToolCall => "tool.call",
+            AttemptAction::ToolResult => "tool.result",
+        }
+    }
+
+    /// The phase of a tool attempt; `None` for the attempts the kernel decides.
+    pub fn tool_phase(self) -> Option<super::ToolPhase> {
+        match self {
+            AttemptAction::ToolCall => Some(super::ToolPhase::Call),
+            AttemptAction::ToolResult => Some(super::ToolPhase::Result),
+            _ => None,
         }
     }
 }
@@ -71,6 +89,9 @@ impl Attempt {
                 None => p.as_bytes().to_vec(),
             }
         };
+        if action.tool_phase().is_some() {
+            return Err(format!("{} takes `tool` and `input`, not a path or address", action.as_str()));
+        }
         if args.is_some() && action != AttemptAction::ProcessExec {
             return Err("`args` only go with process.exec".to_owned());
         }
@@ -116,6 +137,8 @@ impl Attempt {
                 Request::ConnectInet { protocol, addr, port }
             }
             (AttemptAction::NetworkConnect, None) => Request::ConnectUnix { path },
+            // `Attempt::new` refuses tool actions: the kernel never decides them.
+            (AttemptAction::ToolCall | AttemptAction::ToolResult, _) => Request::ConnectOther,
         }
     }
 

@@ -16,6 +16,7 @@ use super::positions::Positions;
 use super::{
     compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
     CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
+    ToolEvaluator, ToolRequest,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -57,6 +58,12 @@ pub enum PolicyCommand {
         /// The agent (child cgroup name) whose profile decides; the base profile by default.
         #[arg(long)]
         agent: Option<String>,
+        /// Tool name of a tool.call or tool.result (`Bash`, `WebFetch`, `mcp__github__create_issue`).
+        #[arg(long)]
+        tool: Option<String>,
+        /// Tool input of a tool.call or tool.result, as JSON (`{"command": "rm -rf /"}`).
+        #[arg(long)]
+        input: Option<String>,
         #[command(flatten)]
         context: ContextArgs,
     },
@@ -92,8 +99,32 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCommand::Check { file, context } => check(&file, &context),
         PolicyCommand::Test { file, cases, context } => test(&file, &cases, &context),
-        PolicyCommand::Explain { file, action, path, address, port, protocol, args, agent, context } => {
+        PolicyCommand::Explain {
+            file,
+            action,
+            path,
+            address,
+            port,
+            protocol,
+            args,
+            agent,
+            tool,
+            input,
+            context,
+        } => {
             let Some((policy, ctx)) = load(&file, &context)? else { return Ok(ExitCode::from(1)) };
+            if let Some(phase) = action.tool_phase() {
+                let tool = tool.context("tool.call and tool.result need --tool NAME")?;
+                let input: serde_json::Value = match input {
+                    Some(text) => serde_json::from_str(&text).context("--input is not JSON")?,
+                    None => serde_json::json!({}),
+                };
+                return explain_tool(
+                    &policy,
+                    agent.as_deref(),
+                    &ToolRequest { phase, tool: &tool, input: &input },
+                );
+            }
             let attempt = Attempt::new(action, path.as_deref(), address, port, protocol, args, &ctx.home)
                 .map_err(anyhow::Error::msg)?;
             explain(&policy, &ctx, agent.as_deref(), &attempt)
@@ -248,6 +279,40 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
+fn explain_tool(policy: &Policy, agent: Option<&str>, request: &ToolRequest<'_>) -> anyhow::Result<ExitCode> {
+    let evaluator = ToolEvaluator::new(policy, agent);
+    let check = evaluator.explain(request);
+    let profile = policy.profile(agent);
+    let mut out = String::new();
+    let profile_name =
+        profile.agent.map_or_else(|| "base profile".to_owned(), |a| format!("profile of agent `{a}`"));
+    writeln!(out, "policy {} ({profile_name})", policy.hash)?;
+    writeln!(out, "{} {} {}", check.label, request.tool, request.input)?;
+    for step in &check.steps {
+        let (mark, text) = match &step.verdict {
+            StepVerdict::NotApplicable(why) => ("  skip", why),
+            StepVerdict::NoMatch(why) => ("  miss", why),
+            StepVerdict::Decides(why) => ("  HIT ", why),
+        };
+        writeln!(out, "{mark} #{} `{}`: {text}", step.rule, step.name)?;
+    }
+    let rule = check.decision.rule.and_then(|id| profile.rules.get(id as usize));
+    let by = rule.map_or_else(|| "the default".to_owned(), |r| format!("rule `{}`", r.info.name));
+    writeln!(
+        out,
+        "decision: {} by {by} (decided by the daemon; the kernel never sees tool calls)",
+        check.decision.effect.as_str()
+    )?;
+    if let Some(rule) = rule {
+        if let Some(reason) = &rule.info.reason {
+            writeln!(out, "reason: {reason}")?;
+        }
+        writeln!(out, "rule defined at {}", rule.info.location)?;
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn describe(attempt: &Attempt) -> String {
     match attempt.inet {
         Some((safeclaw_common::RAW_SOCKET_PROTOCOL, ..)) => "a raw or packet socket".to_owned(),
@@ -282,6 +347,10 @@ struct Case {
     address: Option<IpAddr>,
     port: Option<u16>,
     protocol: Option<Protocol>,
+    /// Tool name of a tool.call or tool.result case.
+    tool: Option<String>,
+    /// Tool input of a tool.call or tool.result case (any YAML, read as JSON).
+    input: Option<serde_yaml::Value>,
     expect: Effect,
     /// A rule name, or `default`.
     rule: Option<String>,
@@ -344,6 +413,28 @@ fn run_case(
     set: &CompiledSet,
     evaluators: &mut BTreeMap<Option<String>, Evaluator>,
 ) -> Result<Option<String>, String> {
+    if let Some(agent) = &case.agent {
+        if policy.agent(agent).is_none() {
+            return Err(format!("agent `{agent}` has no profile in the policy"));
+        }
+    }
+    if let Some(phase) = case.action.tool_phase() {
+        let tool = case.tool.as_deref().ok_or("a tool case needs `tool`")?;
+        let input = match &case.input {
+            Some(input) => serde_json::to_value(input).map_err(|e| format!("`input`: {e}"))?,
+            None => serde_json::json!({}),
+        };
+        let decision = ToolEvaluator::new(policy, case.agent.as_deref()).evaluate(&ToolRequest {
+            phase,
+            tool,
+            input: &input,
+        });
+        let profile = set.profile(case.agent.as_deref());
+        return Ok(judge(case, decision, profile));
+    }
+    if case.tool.is_some() || case.input.is_some() {
+        return Err("`tool` and `input` only go with tool.call and tool.result".to_owned());
+    }
     let attempt = Attempt::new(
         case.action,
         case.path.as_deref(),
@@ -353,11 +444,6 @@ fn run_case(
         case.args.clone(),
         &ctx.home,
     )?;
-    if let Some(agent) = &case.agent {
-        if policy.agent(agent).is_none() {
-            return Err(format!("agent `{agent}` has no profile in the policy"));
-        }
-    }
     let evaluator = match evaluators.entry(case.agent.clone()) {
         std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
         std::collections::btree_map::Entry::Vacant(entry) => {
@@ -381,15 +467,52 @@ fn run_case(
         (Some(args), AttemptAction::ProcessExec) => evaluator.evaluate_exec_with_args(&attempt.path, &args),
         _ => reference,
     };
+    Ok(judge(case, decision, profile))
+}
+
+/// `None` if the decision is what the case expects, else why not.
+fn judge(case: &Case, decision: Decision, profile: &CompiledProfile) -> Option<String> {
     let got_rule = decision.rule.and_then(|id| profile.rule(id)).map_or("default", |r| r.name.as_str());
     let effect_ok = decision.effect == case.expect;
     let rule_ok = case.rule.as_deref().is_none_or(|want| want == got_rule);
     if effect_ok && rule_ok {
-        return Ok(None);
+        return None;
     }
     let expected = match &case.rule {
         Some(rule) => format!("{} by `{rule}`", case.expect.as_str()),
         None => case.expect.as_str().to_owned(),
     };
-    Ok(Some(format!("expected {expected}, got {} by `{got_rule}`", decision.effect.as_str())))
+    Some(format!("expected {expected}, got {} by `{got_rule}`", decision.effect.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_cases_are_judged_by_the_tool_rules() {
+        let policy = super::super::load_str(
+            "p.yaml",
+            "version: 1\nrules:\n  - {name: no-rm, action: tool.call, effect: deny, tools: [Bash], input: {command: \"rm *\"}}\n  - {name: tools, action: tool.*, effect: allow}\n",
+        )
+        .unwrap();
+        let ctx = CompileContext::new("/home/u");
+        let set = compile(&policy, &ctx).unwrap();
+        let cases: CasesFile = serde_yaml::from_str(
+            "cases:\n  - {action: tool.call, tool: Bash, input: {command: rm -rf /}, expect: deny, rule: no-rm}\n  - {action: tool.result, tool: Bash, input: {command: rm -rf /}, expect: allow, rule: tools}\n  - {action: tool.call, tool: Bash, input: {command: ls}, expect: deny}\n  - {action: tool.call, path: /x, expect: deny}\n  - {action: file.read, path: /x, tool: Bash, expect: deny}\n",
+        )
+        .unwrap();
+        let mut evaluators = BTreeMap::new();
+        let outcomes: Vec<_> =
+            cases.cases.iter().map(|case| run_case(case, &policy, &ctx, &set, &mut evaluators)).collect();
+        assert_eq!(outcomes[0], Ok(None));
+        assert_eq!(outcomes[1], Ok(None));
+        assert_eq!(outcomes[2], Ok(Some("expected deny, got allow by `tools`".to_owned())));
+        assert_eq!(outcomes[3], Err("a tool case needs `tool`".to_owned()));
+        assert!(
+            outcomes[4].as_ref().is_err_and(|e| e.contains("only go with tool.call")),
+            "{:?}",
+            outcomes[4]
+        );
+    }
 }

@@ -212,6 +212,7 @@ impl Loader {
             Action::FileRead | Action::FileWrite | Action::FileAny => &["paths"],
             Action::ProcessExec => &["binary", "args"],
             Action::NetworkConnect => &["cidrs", "hosts", "ports", "protocol", "unix"],
+            Action::ToolCall | Action::ToolResult | Action::ToolAny => &["tools", "input"],
             Action::Any => &[],
         };
         let present = [
@@ -223,6 +224,8 @@ impl Loader {
             ("ports", spec.ports.is_some()),
             ("protocol", spec.protocol.is_some()),
             ("unix", spec.unix.is_some()),
+            ("tools", spec.tools.is_some()),
+            ("input", spec.input.is_some()),
         ];
         for (field, is_present) in present {
             if is_present && !allowed.contains(&field) {
@@ -245,6 +248,8 @@ impl Loader {
             ("hosts", spec.hosts.as_ref().map(Vec::len)),
             ("ports", spec.ports.as_ref().map(Vec::len)),
             ("unix", spec.unix.as_ref().map(Vec::len)),
+            ("tools", spec.tools.as_ref().map(Vec::len)),
+            ("input", spec.input.as_ref().map(|input| input.0.len())),
         ];
         for (field, len) in lists {
             if len == Some(0) {
@@ -292,6 +297,16 @@ impl Loader {
                 let unix = if has_inet || unix.is_some() { unix } else { Some(Paths::Every) };
                 Matcher::Connect { inet, unix }
             }
+            Action::ToolCall | Action::ToolResult | Action::ToolAny => Matcher::Tool {
+                tools: globs(spec.tools),
+                input: spec
+                    .input
+                    .unwrap_or_default()
+                    .0
+                    .into_iter()
+                    .map(|(name, list)| (name, list.into_iter().map(Pattern::into_glob).collect()))
+                    .collect(),
+            },
             Action::Any => Matcher::Any,
         };
         Some(Rule {

@@ -22,6 +22,7 @@ mod net;
 mod netcompile;
 mod positions;
 mod schema;
+mod tools;
 
 pub use active::{ActivePolicy, PolicySource};
 pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, TableStats};
@@ -36,3 +37,4 @@ pub use model::{
     Severity,
 };
 pub use net::{Cidr, HostName, PortRange, Protocol};
+pub use tools::{member_text, ToolEvaluator, ToolPhase, ToolRequest};

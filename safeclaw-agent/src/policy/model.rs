@@ -23,6 +23,14 @@ pub enum Action {
     ProcessExec,
     #[serde(rename = "network.connect", alias = "network.*")]
     NetworkConnect,
+    /// An agent CLI's tool call, before it runs (a PreToolUse hook); decided by the daemon, not the kernel.
+    #[serde(rename = "tool.call")]
+    ToolCall,
+    /// A tool call's result (a PostToolUse hook).
+    #[serde(rename = "tool.result")]
+    ToolResult,
+    #[serde(rename = "tool.*")]
+    ToolAny,
     /// Every attempt; such a rule takes no matchers.
     #[serde(rename = "*")]
     Any,
@@ -36,6 +44,9 @@ impl Action {
             Action::FileAny => "file.*",
             Action::ProcessExec => "process.exec",
             Action::NetworkConnect => "network.connect",
+            Action::ToolCall => "tool.call",
+            Action::ToolResult => "tool.result",
+            Action::ToolAny => "tool.*",
             Action::Any => "*",
         }
     }
@@ -151,6 +162,12 @@ pub enum Matcher {
     Connect {
         inet: Option<InetMatch>,
         unix: Option<Paths>,
+    },
+    /// An agent tool call or result: the tool name (`None`: every tool) and named members of its input,
+    /// every member listed must match one of its globs (argument syntax: `*` matches any bytes).
+    Tool {
+        tools: Option<Vec<Glob>>,
+        input: Vec<(String, Vec<Glob>)>,
     },
     Any,
 }

@@ -55,6 +55,83 @@ pub struct RuleSpec {
     pub ports: Option<Vec<PortRange>>,
     pub protocol: Option<Protocol>,
     pub unix: Option<Vec<Pattern<UnixSyntax>>>,
+    /// `tool.*`: globs on the tool name (`Bash`, `mcp__github__*`).
+    pub tools: Option<Vec<Pattern<ArgumentSyntax>>>,
+    /// `tool.*`: globs on named members of the tool input (`command: "rm -rf *"`).
+    pub input: Option<InputMatch>,
+}
+
+/// `input:` of a tool rule: member name to one glob or a list of globs, in file order.
+#[derive(Debug, Default)]
+pub struct InputMatch(pub Vec<(String, Vec<Pattern<ArgumentSyntax>>)>);
+
+/// One glob or a list of them.
+struct GlobList(Vec<Pattern<ArgumentSyntax>>);
+
+impl<'de> Deserialize<'de> for GlobList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = GlobList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a glob or a list of globs")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GlobList, E> {
+                Pattern::<ArgumentSyntax>::parse(v).map(|p| GlobList(vec![p])).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<GlobList, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GlobList, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<GlobList, E> {
+                self.visit_str(if v { "true" } else { "false" })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<GlobList, A::Error> {
+                let mut globs = Vec::new();
+                while let Some(glob) = seq.next_element()? {
+                    globs.push(glob);
+                }
+                Ok(GlobList(globs))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for InputMatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InputVisitor;
+        impl<'de> Visitor<'de> for InputVisitor {
+            type Value = InputMatch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping from input member name to glob(s), like `command: \"rm -rf *\"`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputMatch, A::Error> {
+                let mut members: Vec<(String, Vec<Pattern<ArgumentSyntax>>)> = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                        return Err(de::Error::custom(format!(
+                            "input member name `{name}` must be 1-128 printable bytes"
+                        )));
+                    }
+                    if members.iter().any(|(seen, _)| *seen == name) {
+                        return Err(de::Error::custom(format!("input member `{name}` is listed twice")));
+                    }
+                    let GlobList(globs) = map.next_value()?;
+                    if globs.is_empty() {
+                        return Err(de::Error::custom(format!(
+                            "input member `{name}` has no glob, so the rule could never match"
+                        )));
+                    }
+                    members.push((name, globs));
+                }
+                Ok(InputMatch(members))
+            }
+        }
+        deserializer.deserialize_map(InputVisitor)
+    }
 }
 
 /// `version: 1`.
@@ -246,12 +323,16 @@ impl<S> Pattern<S> {
     }
 }
 
+impl<S: GlobField> Pattern<S> {
+    fn parse(text: &str) -> Result<Self, String> {
+        Glob::parse(text, S::SYNTAX)
+            .map(|glob| Pattern(glob, PhantomData))
+            .map_err(|e| format!("bad glob `{text}`: {e}"))
+    }
+}
+
 impl<'de, S: GlobField> Deserialize<'de> for Pattern<S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        scalar(deserializer, "a glob", |text| {
-            Glob::parse(text, S::SYNTAX)
-                .map(|glob| Pattern(glob, PhantomData))
-                .map_err(|e| format!("bad glob `{text}`: {e}"))
-        })
+        scalar(deserializer, "a glob", Pattern::<S>::parse)
     }
 }
