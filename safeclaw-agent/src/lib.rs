@@ -12,3 +12,4 @@ pub mod kernel;
 pub mod launcher;
 pub mod policy;
 pub mod sessions;
+pub mod yaml_guard;

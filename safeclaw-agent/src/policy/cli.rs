@@ -288,6 +288,10 @@ struct Case {
 fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
     let name: Arc<str> = Arc::from(path.display().to_string());
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Err(deep) = crate::yaml_guard::check_depth(&text) {
+        let at = Location::new(&name, deep.line, deep.column);
+        anyhow::bail!("{}", Diagnostic::error(at, deep.to_string()));
+    }
     let cases: CasesFile = serde_yaml::from_str(&text).map_err(|e| {
         let at = e
             .location()

@@ -21,7 +21,7 @@ mod model;
 mod net;
 mod netcompile;
 mod positions;
-mod schema;
+pub(crate) mod schema;
 
 pub use active::{ActivePolicy, PolicySource};
 pub use compile::{compile_all, load_and_compile, CompiledProfile, CompiledSet, TableStats};
