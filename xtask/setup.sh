@@ -8,9 +8,10 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (try: sudo $0)"; exit 1; }; }
 
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd (qemu-system-common); busybox-static is the guest's init
-# userland; python3 and iproute2 are used by tests/demo/session.sh inside the guest.
+# userland; python3 and iproute2 are used by tests/demo/session.sh inside the guest; systemd brings
+# systemd-analyze, which the package test verifies the unit with.
 APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool python3-cryptography
-  python3 iproute2)
+  python3 iproute2 systemd)
 # The kernels the VM boots. Pinned so runs are comparable; the newest of each line is the fallback when the
 # pinned build has left the archive.
 KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12-cloud-amd64")
@@ -33,9 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
-# start refused, so the host never runs them: a policy-rc.d already present is left alone.
-PEER_PACKAGES=(auditd fapolicyd)
+# The benchmark's peers (cargo xtask bench runs them inside the VM only), and Prometheus, which the metrics
+# test starts itself on 127.0.0.1. Installed with every init script start refused, so the host never runs
+# them as services: a policy-rc.d already present is left alone.
+PEER_PACKAGES=(auditd fapolicyd prometheus)
 find_missing "${PEER_PACKAGES[@]}"
 if [ ${#missing[@]} -gt 0 ]; then
   need_root "${missing[*]}"

@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod identity;
 pub mod kernel;
 pub mod launcher;
+pub mod metrics;
 pub mod policy;
 pub mod sessions;
 pub mod yaml_guard;
