@@ -54,6 +54,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed"; exit 1; }
 fi
 
+# kubernetes-validate (PyPI) checks deploy/kubernetes/ against the Kubernetes schemas in a native test.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    need_root python3-pip
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  log "pip install kubernetes-validate"
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
+fi
+
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "rustup toolchain install nightly"
   rustup toolchain install nightly --profile minimal
