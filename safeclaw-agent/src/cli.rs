@@ -33,6 +33,13 @@ pub enum Command {
     Sessions(crate::sessions::SessionsArgs),
     /// Stop the daemon deliberately: audited, then every program detached and unpinned.
     Stop(crate::control::StopArgs),
+    /// Write a starting /etc/safeclaw/ (policy.yaml and config.yaml) and print the next steps.
+    Init(crate::init::InitArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Write the man pages (used by packaging).
+    #[command(hide = true)]
+    Manpages(crate::cli_docs::ManpagesArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -44,6 +51,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => crate::launcher::run(args),
         Command::Sessions(args) => crate::sessions::run(args),
         Command::Stop(args) => crate::control::stop(args),
+        Command::Init(args) => crate::init::run(args),
+        Command::Completions(args) => crate::cli_docs::completions(args),
+        Command::Manpages(args) => crate::cli_docs::manpages(args),
     }
 }
 

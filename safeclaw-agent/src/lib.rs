@@ -3,11 +3,13 @@
 pub mod audit;
 pub mod cgroup;
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod identity;
+pub mod init;
 pub mod kernel;
 pub mod launcher;
 pub mod metrics;
