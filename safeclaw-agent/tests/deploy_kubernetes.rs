@@ -28,7 +28,8 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 #[test]
 fn manifests_pass_the_kubernetes_schemas_and_a_broken_copy_does_not() {
     let output = validate(&manifest());
-    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{said}");
     assert_eq!(said.matches("passed for resource").count(), 3, "{said}");
 
@@ -48,8 +49,12 @@ fn the_daemonset_has_what_the_agent_needs_from_its_node() {
     assert_eq!(container["securityContext"]["privileged"], true);
     let args: Vec<&str> = container["args"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(args.contains(&"--ready-file=/run/safeclaw/ready"), "{args:?}");
-    let probe: Vec<&str> =
-        container["readinessProbe"]["exec"]["command"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    let probe: Vec<&str> = container["readinessProbe"]["exec"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert_eq!(probe.last(), Some(&"/run/safeclaw/ready"));
     let host_paths: Vec<&str> =
         pod["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
@@ -62,9 +67,11 @@ fn the_daemonset_has_what_the_agent_needs_from_its_node() {
 fn the_configmap_policy_and_config_load() {
     let docs = documents(&std::fs::read_to_string(manifest()).unwrap());
     let data = &kind(&docs, "ConfigMap")["data"];
-    let policy = safeclaw_agent::policy::load_str("configmap/policy.yaml", data["policy.yaml"].as_str().unwrap());
+    let policy =
+        safeclaw_agent::policy::load_str("configmap/policy.yaml", data["policy.yaml"].as_str().unwrap());
     assert!(policy.is_ok(), "{:?}", policy.err().map(|e| e.to_string()));
     let config = data["config.yaml"].as_str().unwrap();
-    let config = safeclaw_agent::config::Config::parse(config, Path::new("/etc/safeclaw/config.yaml")).unwrap();
+    let config =
+        safeclaw_agent::config::Config::parse(config, Path::new("/etc/safeclaw/config.yaml")).unwrap();
     assert_eq!(config.audit_log_path(None), PathBuf::from("/var/log/safeclaw/audit.jsonl"));
 }
