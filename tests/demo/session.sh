@@ -72,7 +72,7 @@ metadata=$!
 
 echo "demo: starting safeclaw-agent on policies/default.yaml"
 "$SAFECLAW_AGENT_BIN" run --cgroup agents --policy policies/default.yaml --audit-log "$audit_log" \
-    --state-dir "$OUT/state" --ready-file "$ready" &
+    --state-dir "$OUT/state" --ready-file "$ready" --metrics 127.0.0.1:9464 &
 agent=$!
 
 # Loading the programs takes seconds under emulation; give up after 60.
@@ -103,6 +103,17 @@ tail=$!
 mismatches=$?
 
 sleep 1 # the last audit lines
+# The Prometheus endpoint counts what the log holds: every attempt, by action and effect.
+python3 - "$audit_log" <<'EOF_PY'
+import json, sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=10).read().decode()
+counted = sum(int(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith("safeclaw_decisions_total{"))
+with open(sys.argv[1]) as log:
+    attempts = sum(1 for line in log if json.loads(line)["action"].split(".")[0] in ("file", "process", "network"))
+print(f"demo: metrics endpoint counted {counted} decisions; the log holds {attempts} attempts")
+sys.exit(0 if counted == attempts else 1)
+EOF_PY
+metrics_ok=$?
 kill -TERM "$agent"
 wait "$agent"
 agent_status=$?
@@ -126,4 +137,4 @@ print(f"demo: {attempts} attempt entries, {anonymous} without agentId, sessionId
 sys.exit(1 if anonymous or not attempts else 0)
 EOF_PY
 identified=$?
-[ "$mismatches" -eq 0 ] && [ "$agent_status" -eq 0 ] && [ "$identified" -eq 0 ]
+[ "$mismatches" -eq 0 ] && [ "$agent_status" -eq 0 ] && [ "$identified" -eq 0 ] && [ "$metrics_ok" -eq 0 ]

@@ -1,6 +1,7 @@
 //! The scripted demo `cargo xtask run` shows (tests/demo/session.sh), run as it runs there: every outcome
-//! as the default policy promises, and its agent launched with `safeclaw-agent exec`, so that every
-//! attempt entry names the agent, the session and the user.
+//! as the default policy promises, its agent launched with `safeclaw-agent exec`, so that every
+//! attempt entry names the agent, the session and the user, and the daemon's `--metrics` endpoint
+//! counting as many decisions as the log holds attempts.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,6 +29,10 @@ fn the_demo_runs_its_agent_through_exec_and_every_entry_names_it() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("without agentId, sessionId and userId"), "{stdout}");
+    let metrics =
+        stdout.lines().find(|l| l.starts_with("demo: metrics endpoint counted")).expect("no metrics line");
+    let numbers: Vec<&str> = metrics.split(' ').filter(|w| w.parse::<u64>().is_ok()).collect();
+    assert!(numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] != "0", "{metrics}");
 
     let log = std::fs::read_to_string(out.join("audit.jsonl")).expect("reading the demo's audit log");
     let attempts: Vec<serde_json::Value> = log
