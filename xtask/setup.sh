@@ -9,9 +9,10 @@ need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (t
 
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd (qemu-system-common); busybox-static is the guest's init
 # userland; python3 and iproute2 are used by tests/demo/session.sh inside the guest; poppler-utils
-# (pdftotext, pdftoppm) check the PDF reports in safeclaw-agent/tests/audit_report.rs.
+# (pdftotext, pdftoppm) check the PDF reports in safeclaw-agent/tests/audit_report.rs; systemd brings
+# systemd-analyze, which the package test verifies the unit with.
 APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool python3-cryptography
-  poppler-utils python3 iproute2)
+  poppler-utils python3 iproute2 systemd)
 # The kernels the VM boots. Pinned so runs are comparable; the newest of each line is the fallback when the
 # pinned build has left the archive.
 KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12-cloud-amd64")
@@ -34,9 +35,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The benchmark's peers (cargo xtask bench runs them inside the VM only). Installed with every init script
-# start refused, so the host never runs them: a policy-rc.d already present is left alone.
-PEER_PACKAGES=(auditd fapolicyd)
+# The benchmark's peers (cargo xtask bench runs them inside the VM only), and Prometheus, which the metrics
+# test starts itself on 127.0.0.1. Installed with every init script start refused, so the host never runs
+# them as services: a policy-rc.d already present is left alone.
+PEER_PACKAGES=(auditd fapolicyd prometheus)
 # The syslog destination tests start their own rsyslogd (with the gtls driver) on loopback ports; the
 # system service stays off like the peers above.
 PEER_PACKAGES+=(rsyslog rsyslog-gnutls)
@@ -54,6 +56,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
   [ -z "$own_policy_rc" ] || rm -f "$policy_rc"
   [ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed"; exit 1; }
+fi
+
+# kubernetes-validate (PyPI) checks deploy/kubernetes/ against the Kubernetes schemas in a native test.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    need_root python3-pip
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  log "pip install kubernetes-validate"
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then

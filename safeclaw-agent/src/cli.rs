@@ -41,6 +41,13 @@ pub enum Command {
     /// Install the tool-call hooks into an agent CLI's settings.
     #[command(subcommand)]
     Hooks(crate::tools::install::HooksCommand),
+    /// Write a starting /etc/safeclaw/ (policy.yaml and config.yaml) and print the next steps.
+    Init(crate::init::InitArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Write the man pages (used by packaging).
+    #[command(hide = true)]
+    Manpages(crate::cli_docs::ManpagesArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,6 +62,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => crate::config_cli::run(cmd),
         Command::Hook(args) => crate::tools::hook::run(args),
         Command::Hooks(cmd) => crate::tools::install::run(cmd),
+        Command::Init(args) => crate::init::run(args),
+        Command::Completions(args) => crate::cli_docs::completions(args),
+        Command::Manpages(args) => crate::cli_docs::manpages(args),
     }
 }
 

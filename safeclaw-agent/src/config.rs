@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::audit::entry::FieldSet;
 use crate::audit::redact::{RedactError, Redactor};
-use crate::audit::retention::RetentionRule;
+use crate::audit::retention::{RetentionFramework, RetentionRule};
 use crate::audit::segment::Compression;
 use crate::audit::writer::{FailureMode, WriterOptions};
 use crate::destinations::config::{SyslogConfig, WebhookConfig};
@@ -141,8 +141,7 @@ pub enum Format {
 }
 
 /// A name from `audit.fields`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldName(pub FieldSet);
 
 impl TryFrom<String> for FieldName {
@@ -161,13 +160,12 @@ pub struct RetentionConfig {
     pub default: Option<RetentionPeriod>,
     /// Per compliance framework (`hipaa: "6y"`); the longest period of all applies.
     #[serde(default)]
-    pub overrides: std::collections::BTreeMap<crate::audit::retention::RetentionFramework, RetentionPeriod>,
+    pub overrides: std::collections::BTreeMap<RetentionFramework, RetentionPeriod>,
 }
 
 /// A retention period: a duration of at least one day, `forever`, or `matched` (no minimum of its own:
 /// GDPR's "only as long as necessary" defers to the other settings).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetentionPeriod {
     Keep { period: Duration, text: String },
     Forever,
@@ -220,8 +218,7 @@ pub struct RotationConfig {
 }
 
 /// `rotation.maxSize`: 4 KiB to 1 TiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentSize(pub u64);
 
 impl TryFrom<String> for SegmentSize {
@@ -236,8 +233,7 @@ impl TryFrom<String> for SegmentSize {
 }
 
 /// A size such as `500MB` or `64MiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
 
 impl TryFrom<String> for Size {
@@ -268,8 +264,7 @@ impl TryFrom<serde_yaml::Value> for CompressSetting {
 }
 
 /// `archiveTo`: `s3://bucket/prefix` or an absolute directory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveTarget(pub String);
 
 impl TryFrom<String> for ArchiveTarget {
@@ -284,8 +279,7 @@ impl TryFrom<String> for ArchiveTarget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitInterval(pub Duration);
 
 impl TryFrom<String> for CommitInterval {
@@ -297,8 +291,7 @@ impl TryFrom<String> for CommitInterval {
 }
 
 /// A webhook's `flushInterval`, up to one hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushInterval(pub Duration);
 
 impl TryFrom<String> for FlushInterval {
@@ -333,8 +326,7 @@ impl TryFrom<u64> for CheckpointEvery {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointInterval(pub Duration);
 
 impl TryFrom<String> for CheckpointInterval {
@@ -407,8 +399,7 @@ pub enum S3RetentionMode {
 }
 
 /// A string with `${NAME}` replaced by the environment variable (`$$` for a literal `$`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvString(pub String);
 
 impl TryFrom<String> for EnvString {
@@ -425,8 +416,7 @@ impl fmt::Display for EnvString {
 }
 
 /// A path with `${ENV}` expanded; relative ones are taken from the config file's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigPath(pub PathBuf);
 
 impl TryFrom<String> for ConfigPath {
@@ -442,8 +432,7 @@ impl TryFrom<String> for ConfigPath {
 
 /// An `http(s)://` URL (with `${ENV}` expanded); `Debug` shows only its scheme and host, since webhook
 /// URLs often embed tokens.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(pub String);
 
 impl fmt::Debug for WebhookUrl {
@@ -554,6 +543,32 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     count.checked_mul(unit_bytes).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Values converted from a string by `TryFrom<String>` inside the scalar's own visitor, so that serde_yaml
+/// places a refusal at the value itself, not at the map or list holding it.
+macro_rules! from_placed_string {
+    ($($type:ty),* $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                crate::policy::schema::scalar(deserializer, stringify!($type), |text| <$type>::try_from(text.to_owned()))
+            }
+        }
+    )*};
+}
+from_placed_string!(
+    FieldName,
+    RetentionFramework,
+    RetentionPeriod,
+    SegmentSize,
+    Size,
+    ArchiveTarget,
+    CommitInterval,
+    FlushInterval,
+    CheckpointInterval,
+    EnvString,
+    ConfigPath,
+    WebhookUrl
+);
+
 impl Config {
     /// Reads `path`; with `None`, the default file if it exists, else the defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -616,11 +631,22 @@ impl Config {
                 Some((line, column)) => (Some(line), Some(column)),
                 None => (location.as_ref().map(|l| l.line()), location.as_ref().map(|l| l.column())),
             };
-            ConfigError::Invalid { path: path.to_owned(), line, column, message }
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: crate::yaml_guard::elide(&message).into_owned(),
+            }
         };
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
+            crate::yaml_guard::check_depth(text).map_err(|deep| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: Some(deep.line),
+                column: Some(deep.column),
+                message: deep.to_string(),
+            })?;
             serde_yaml::from_str(text).map_err(invalid)?
         };
         config.base_dir = crate::audit::durable::parent_of(path).to_owned();
@@ -832,9 +858,9 @@ audit:
         let e = error("audit:\n  rotation:\n    maxSize: lots\n");
         assert!(e.starts_with("/etc/safeclaw/config.yaml:3:"), "{e}");
         assert!(e.contains("\"lots\""), "{e}");
-        // Inside a list, serde_yaml places errors at the list's first line.
+        // At the bad value, not at the list or map holding it.
         let e = error("audit:\n  fields:\n    - timestamp\n    - colour\n");
-        assert!(e.starts_with("/etc/safeclaw/config.yaml:3:"), "{e}");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:4:7:"), "{e}");
         assert!(e.contains("unknown audit field \"colour\""), "{e}");
         let e = error("audit:\n  enabled: false\n");
         assert!(e.contains(":2:") && e.contains("enabled: false is not supported"), "{e}");
@@ -871,6 +897,29 @@ audit:
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o666)).unwrap();
         let e = Config::load_trusted(Some(&real)).unwrap_err().to_string();
         assert!(e.contains("config.yaml is writable by its group or by others (mode 0666)"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_placed_at_their_own_line() {
+        let e = error("audit:\n  rotation:\n    compress: true\n    maxSize: lots\n");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:4:14:"), "{e}");
+        let e = error("audit:\n  checkpoint:\n    every: 10\n    interval: 1ms\n");
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:4:15:") && e.contains("1ms"), "{e}");
+        let e = error(
+            "audit:\n  retention:\n    default: 3y\n    overrides:\n      hipaa: 6y\n      hippa: 7y\n",
+        );
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:6:"), "{e}");
+        assert!(e.contains("unknown retention framework \"hippa\"") && e.contains("gdpr, hipaa"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_values_are_refused_briefly() {
+        let deep = format!("audit:\n  fields: {}{}\n", "[".repeat(160_000), "]".repeat(160_000));
+        let e = error(&deep);
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:2:") && e.contains("deeper than 64"), "{e}");
+        let huge = format!("audit:\n  fields:\n    - {}\n", "x".repeat(900_000));
+        let e = error(&huge);
+        assert!(e.starts_with("/etc/safeclaw/config.yaml:3:7:") && e.len() < 1024, "{e}");
     }
 
     #[test]
@@ -916,7 +965,8 @@ audit:
     #[test]
     fn forever_anywhere_keeps_everything() {
         let config =
-            parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal: forever\n").unwrap();
+            parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal-hold: forever\n")
+                .unwrap();
         assert_eq!(config.audit.retention.unwrap().rule(), None);
     }
 }

@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// $SAFECLAW_TOOL_SOCKET, else /run/safeclaw-tools/tool.sock).
     #[arg(long)]
     pub tool_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (counted from the entries written) on a loopback address such as
+    /// 127.0.0.1:9464, or a unix socket (unix:/PATH). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<crate::metrics::MetricsAddr>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -78,6 +82,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let head_path = options.head_path.clone();
     let mut writer = AuditWriter::open(options)
         .with_context(|| format!("cannot open the audit log {}", log_path.display()))?;
+    let metrics = args.metrics.as_ref().map(|addr| (addr, crate::metrics::Metrics::follow(&log_path)));
     writer.log(&Lifecycle::DaemonStart { version: env!("CARGO_PKG_VERSION").to_string() });
     let mut deliveries = crate::destinations::start(&config, &log_path, &head_path)
         .context("cannot start the remote audit destinations")?;
@@ -85,7 +90,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(enforce(&agents, &args, policy, source, &mut writer, &mut deliveries));
+    let outcome = runtime.block_on(async {
+        if let Some((addr, metrics)) = metrics {
+            let listener = crate::metrics::Listener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr:?}"))?;
+            tokio::spawn(listener.serve(metrics));
+        }
+        enforce(&agents, &args, policy, source, &mut writer, &mut deliveries).await
+    });
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
     }

@@ -9,6 +9,9 @@ pub struct DoctorArgs {
     /// Only probe whether BPF LSM programs load (exit 0 if they do, 1 if not).
     #[arg(long)]
     pub probe_lsm: bool,
+    /// Print one JSON document (schema in docs/cli.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Outcome of one check: `Err` carries what failed and the fix.
@@ -27,22 +30,43 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             ("cgroup-v2", check_cgroup()),
         ]
     };
-    let mut failed = 0;
-    for (name, outcome) in &checks {
+    let failed = checks.iter().filter(|(_, outcome)| outcome.is_err()).count();
+    if args.json {
+        println!("{}", report_json(&checks));
+    } else {
+        print_report(&checks, failed);
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `{"ok", "checks": [{"name", "ok", "detail", "fix"}]}`; `fix` is null for a check that passed.
+fn report_json(checks: &[(&str, Check)]) -> serde_json::Value {
+    let checks: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|(name, outcome)| match outcome {
+            Ok(detail) => serde_json::json!({ "name": name, "ok": true, "detail": detail, "fix": null }),
+            Err((detail, fix)) => {
+                serde_json::json!({ "name": name, "ok": false, "detail": detail, "fix": fix })
+            }
+        })
+        .collect();
+    let ok = checks.iter().all(|check| check["ok"] == true);
+    serde_json::json!({ "ok": ok, "checks": checks })
+}
+
+fn print_report(checks: &[(&str, Check)], failed: usize) {
+    for (name, outcome) in checks {
         match outcome {
             Ok(detail) => println!("PASS  {name:<13} {detail}"),
             Err((detail, fix)) => {
-                failed += 1;
                 println!("FAIL  {name:<13} {detail}\n      {:<13} fix: {fix}", "");
             }
         }
     }
     if failed == 0 {
         println!("all {} checks passed: `safeclaw-agent run` can enforce on this host", checks.len());
-        Ok(ExitCode::SUCCESS)
     } else {
         println!("{failed} of {} checks failed: enforcement cannot start on this host", checks.len());
-        Ok(ExitCode::from(1))
     }
 }
 
@@ -112,4 +136,25 @@ fn check_cgroup() -> Check {
         (e.to_string(), "mount cgroup v2: `mount -t cgroup2 none /sys/fs/cgroup`".to_string())
     })?;
     Ok(format!("cgroup v2 mounted at {}", mount.path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_report_names_each_check_and_its_fix() {
+        let checks: Vec<(&str, Check)> = vec![
+            ("root", Ok("running as root".into())),
+            ("btf", Err(("no BTF".into(), "use a BTF kernel".into()))),
+        ];
+        let report = report_json(&checks);
+        assert_eq!(report["ok"], false);
+        assert_eq!(
+            report["checks"][0],
+            serde_json::json!({"name": "root", "ok": true, "detail": "running as root", "fix": null})
+        );
+        assert_eq!(report["checks"][1]["fix"], "use a BTF kernel");
+        assert_eq!(report_json(&checks[..1])["ok"], true);
+    }
 }

@@ -2,6 +2,8 @@
 mod bench;
 mod build_ebpf;
 mod cargo;
+mod package;
+mod package_test;
 mod process;
 mod project;
 mod run;
@@ -38,6 +40,8 @@ enum Task {
     Run(run::RunArgs),
     /// Measure open()+close() with and without SafeClaw in one VM boot; append to docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (binary, systemd unit, policies, man pages, completions) in target/package.
+    Package(package::PackageArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(args),
         Task::Run(args) => run::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Package(args) => package::run(args),
     };
     match result {
         Ok(code) => code,

@@ -33,7 +33,8 @@ pub struct TestArgs {
     /// Seconds each VM may run before it is killed and counted as a failure.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
-    /// Run only the VM test binaries with these names (e.g. `escape_files`), and skip the native tests.
+    /// Run only the VM test binaries with these names (e.g. `escape_files`; `package` for the package
+    /// tests), and skip the native tests.
     /// For development: CI runs everything.
     #[arg(long = "only", value_name = "TEST")]
     only: Vec<String>,
@@ -64,8 +65,18 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     project::setup()?;
     let mut suites = if args.only.is_empty() { vec![native_tests()?] } else { Vec::new() };
     interruption_check()?;
+    let package_only = !args.only.is_empty() && args.only.iter().all(|name| name == PACKAGE_SUITE);
+    if args.only.is_empty() || args.only.iter().any(|name| name == PACKAGE_SUITE) {
+        suites.push(package_tests());
+        interruption_check()?;
+    }
+    if package_only {
+        let total = print_summary(&suites);
+        return Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let only: Vec<String> = args.only.iter().filter(|name| *name != PACKAGE_SUITE).cloned().collect();
     let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
-    match build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &args.only)?))) {
+    match build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &only)?))) {
         Ok((agent, tests)) => {
             interruption_check()?;
             // One guest per kernel, side by side: each is a single emulated CPU.
@@ -134,6 +145,34 @@ fn native_tests() -> anyhow::Result<Suite> {
         ));
     }
     Ok(Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() })
+}
+
+/// `--only package` runs the package tests alone.
+const PACKAGE_SUITE: &str = "package";
+
+/// The Debian package's tests (crate::package_test), on the host: one count per check.
+fn package_tests() -> Suite {
+    let started = Instant::now();
+    let outcomes = match cargo::build_release_agent() {
+        Ok(agent) => crate::package_test::run(&agent),
+        Err(e) => vec![("package builds", Err(e))],
+    };
+    let mut tally = Tally::default();
+    let mut notes = Vec::new();
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                tally.passed += 1;
+                println!("package test {name} ... ok");
+            }
+            Err(e) => {
+                tally.failed += 1;
+                println!("package test {name} ... FAILED: {e:#}");
+                notes.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    Suite { name: "package".to_owned(), tally, notes, elapsed: started.elapsed() }
 }
 
 /// The release agent and the integration test binaries, built on the host for the guest to run.

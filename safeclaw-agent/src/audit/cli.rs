@@ -63,6 +63,9 @@ pub struct VerifyArgs {
     /// last checkpoint cannot be seen then). Repeatable.
     #[arg(long, value_name = "INCIDENT")]
     pub accept: Vec<String>,
+    /// Print one JSON document (schema in docs/cli.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -93,7 +96,22 @@ pub struct TailArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub check: VerifyFirst,
+    #[command(flatten)]
     pub config: ConfigArg,
+}
+
+/// `--verify` of tail and export: check the chain before showing entries, and stop at the first
+/// broken link (exit 1). Without it, they say on standard error that what they show is unverified.
+#[derive(clap::Args, Debug)]
+pub struct VerifyFirst {
+    /// Verify the chain (as `audit verify` does) and show only the entries before the first damage;
+    /// while following, check each new entry's hash and link and stop at the first broken one.
+    #[arg(long)]
+    pub verify: bool,
+    /// Trusted public key for --verify: `ed25519:<hex>` or a file holding it [default: the configured key's].
+    #[arg(long, requires = "verify")]
+    pub pubkey: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -111,6 +129,8 @@ pub struct ExportArgs {
     /// Output file [default: standard output].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub check: VerifyFirst,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -237,8 +257,12 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    print_report(&report);
-    if no_head && report.ok() {
+    if args.json {
+        println!("{}", report_json(&report));
+    } else {
+        print_report(&report);
+    }
+    if no_head && report.ok() && !args.json {
         println!(
             "no head file checked (--accept no-head): a tail cut after the last checkpoint would not show"
         );
@@ -328,18 +352,105 @@ fn print_report(report: &Report) {
     }
 }
 
+/// `audit verify --json`: the report with stable camelCase names; `failure` is null for a sound log.
+fn report_json(report: &Report) -> serde_json::Value {
+    let failure = report.failure.as_ref().map(|failure| {
+        serde_json::json!({
+            "sequence": failure.sequence,
+            "file": failure.location.as_ref().map(|l| l.file.display().to_string()),
+            "line": failure.location.as_ref().map(|l| l.line),
+            "kind": damage_kind(&failure.damage),
+            "message": failure.damage.to_string(),
+        })
+    });
+    serde_json::json!({
+        "ok": report.ok(),
+        "entries": report.entries,
+        "firstSequence": report.first_sequence,
+        "lastSequence": report.last_sequence,
+        "files": report.files,
+        "checkpoints": report.checkpoints,
+        "signedThrough": report.signed_through,
+        "keySource": match report.key_source {
+            Some(KeySource::Trusted) => Some("trusted"),
+            Some(KeySource::Embedded) => Some("embedded"),
+            None => None,
+        },
+        "gaps": report.gaps,
+        "lostKernelEvents": report.lost_kernel_events,
+        "retentionDeletions": report.retention_deletions,
+        "failure": failure,
+    })
+}
+
+/// The damage's variant in kebab case (`ContentChanged` is `content-changed`): a name scripts can match.
+fn damage_kind(damage: &super::verify::Damage) -> String {
+    let debug = format!("{damage:?}");
+    let variant = debug.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or_default();
+    let mut kind = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kind.push('-');
+        }
+        kind.push(c.to_ascii_lowercase());
+    }
+    kind
+}
+
+/// Under `--verify`: the sequence of the first damaged entry (`Some(0)` when it has none), after saying
+/// what is wrong on standard error; `None` for a sound log. Without it, the unverified note.
+fn damage_before_showing(
+    check: &VerifyFirst,
+    files: &[PathBuf],
+    config: &Config,
+) -> anyhow::Result<Option<u64>> {
+    if !check.verify {
+        eprintln!(
+            "safeclaw-agent: showing entries as read, NOT verified (pass --verify, or run `audit verify`)"
+        );
+        return Ok(None);
+    }
+    let opts = VerifyOptions {
+        trusted_key: trusted_key(check.pubkey.as_deref(), config)?,
+        ..Default::default()
+    };
+    let report = verify(files, &opts, Arc::new(|_| {}))?;
+    match &report.failure {
+        None => Ok(None),
+        // A tail the writer has not signed yet is not damage: its entries are chained, not yet signed.
+        Some(failure) if matches!(failure.damage, super::verify::Damage::UnsignedTail { .. }) => {
+            eprintln!("safeclaw-agent: verified; {}", failure.damage);
+            Ok(None)
+        }
+        Some(failure) => {
+            let at = failure.sequence.unwrap_or(0);
+            eprintln!(
+                "safeclaw-agent: verification FAILED at entry {at}: {}; showing only the entries before it",
+                failure.damage
+            );
+            Ok(Some(at))
+        }
+    }
+}
+
 fn run_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let active = args.path.clone().unwrap_or_else(|| config.audit_log_path(None));
-    let filter =
-        Filter { effect: args.effect, agent: args.agent, action: args.action, tool_use: args.tool_use };
+    let segments = if args.check.verify {
+        log_files(&active).with_context(|| format!("listing {}", active.display()))?
+    } else {
+        Vec::new()
+    };
+    let damaged = damage_before_showing(&args.check, &segments, &config)?;
+    let filter = Filter { effect: args.effect, agent: args.agent, action: args.action, before_sequence: damaged, tool_use: args.tool_use };
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let style = if args.json { Style::Json } else { Style::Text { color } };
     let mut out = stdout.lock();
-    super::tail::run(&active, &filter, args.lines, args.follow, style, &mut out)
+    let follow = args.follow && damaged.is_none();
+    super::tail::run(&active, &filter, args.lines, follow, style, args.check.verify, &mut out)
         .with_context(|| format!("tailing {}", active.display()))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if damaged.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -355,13 +466,14 @@ fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
             .transpose()
     };
     let (since, until) = (time(&args.since, "--since")?, time(&args.until, "--until")?);
+    let damaged = damage_before_showing(&args.check, &files, &config)?;
     let count = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-            export(&files, since, until, args.format, &mut std::io::BufWriter::new(file))?
+            export(&files, since, until, damaged, args.format, &mut std::io::BufWriter::new(file))?
         }
-        None => export(&files, since, until, args.format, &mut std::io::stdout().lock())?,
+        None => export(&files, since, until, damaged, args.format, &mut std::io::stdout().lock())?,
     };
     eprintln!("exported {count} entries");
-    Ok(ExitCode::SUCCESS)
+    Ok(if damaged.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

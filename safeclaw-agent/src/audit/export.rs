@@ -54,11 +54,13 @@ fn csv_cell(value: &Value) -> String {
     }
 }
 
-/// Writes the entries of `files` (in order) timed in `since..until` to `out`; returns how many.
+/// Writes the entries of `files` (in order) timed in `since..until` to `out`, stopping at sequence
+/// `before` (the first damaged entry, under `--verify`); returns how many.
 pub fn export(
     files: &[PathBuf],
     since: Option<SystemTime>,
     until: Option<SystemTime>,
+    before: Option<u64>,
     format: ExportFormat,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
@@ -71,7 +73,7 @@ pub fn export(
     }
     let mut count = 0;
     let mut line = Vec::new();
-    for path in files {
+    'files: for path in files {
         let mut reader = BufReader::new(open_reader(path, |_| {})?);
         loop {
             line.clear();
@@ -79,6 +81,9 @@ pub fn export(
                 break;
             }
             let Ok(entry) = serde_json::from_slice::<Value>(&line) else { continue };
+            if before.is_some_and(|before| entry["sequence"].as_u64().is_none_or(|s| s >= before)) {
+                break 'files;
+            }
             let stamp = entry["timestamp"].as_str().unwrap_or_default();
             if since.as_deref().is_some_and(|s| stamp < s) || until.as_deref().is_some_and(|u| stamp >= u) {
                 continue;

@@ -57,8 +57,8 @@ pub const RETENTION_FRAMEWORKS: [&str; 8] =
     ["financial", "gdpr", "hipaa", "iso27001", "legal", "pci-dss", "soc2", "sox"];
 
 /// A framework name of `retention.overrides`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
-#[serde(try_from = "String")]
+/// Deserialized in `crate::config`, which places a refused name at its line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RetentionFramework(String);
 
 impl TryFrom<String> for RetentionFramework {

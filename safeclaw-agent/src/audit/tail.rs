@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::chain::{unseal, Digest};
 use super::segment::{open_reader, LogName};
 
 use crate::policy::compiled::Effect;
@@ -22,10 +23,17 @@ pub struct Filter {
     pub action: Option<String>,
     /// Only the entries of this agent tool call: the call, its result and the kernel events linked to it.
     pub tool_use: Option<String>,
+    /// Entries from this sequence on are not shown (the first damaged one, under `--verify`).
+    pub before_sequence: Option<u64>,
 }
 
 impl Filter {
     pub fn matches(&self, entry: &Value) -> bool {
+        if let (Some(before), Some(sequence)) = (self.before_sequence, entry["sequence"].as_u64()) {
+            if sequence >= before {
+                return false;
+            }
+        }
         if let Some(id) = &self.tool_use {
             if entry["requestDetails"]["toolUseId"].as_str() != Some(id.as_str()) {
                 return false;
@@ -150,11 +158,16 @@ struct Printer<'a> {
     out: &'a mut dyn Write,
     /// Sequence after the last entry seen (shown or filtered out).
     next: Option<u64>,
+    /// Under `--verify` while following: the hash of the last entry read, which the next must link to.
+    chain: Option<Digest>,
 }
 
 impl Printer<'_> {
     /// Handles one line (newline excluded); unreadable lines are shown as such.
     fn line(&mut self, line: &[u8]) -> io::Result<()> {
+        if let Some(previous) = self.chain {
+            self.chain = Some(linked_hash(line, previous)?);
+        }
         let Ok(entry) = serde_json::from_slice::<Value>(line) else {
             return writeln!(self.out, "(unreadable line: {})", sanitize(&String::from_utf8_lossy(line)));
         };
@@ -220,6 +233,24 @@ impl Printer<'_> {
     }
 }
 
+/// The hash of `line` if its bytes hash to the hash it claims and its `prevHash` is `previous`: one link
+/// of the chain `audit verify` checks whole. An error stops `tail -f --verify` at the first broken link.
+fn linked_hash(line: &[u8], previous: Digest) -> io::Result<Digest> {
+    let broken = |why: &str| {
+        let sequence = super::scan::common(line).map_or_else(|_| "?".to_owned(), |c| c.sequence.to_string());
+        io::Error::other(format!("the chain breaks at entry {sequence}: {why}; nothing after it is shown"))
+    };
+    let (body, claimed) = unseal(line).ok_or_else(|| broken("not a sealed entry"))?;
+    if body.digest() != claimed {
+        return Err(broken("its content does not match its hash"));
+    }
+    let common = super::scan::common(line).map_err(|e| broken(&e))?;
+    if Digest::parse(common.prev_hash) != Some(previous) {
+        return Err(broken("its prevHash is not the previous entry's hash"));
+    }
+    Ok(claimed)
+}
+
 /// Bytes read back from the end of the active segment to find the last entries.
 const TAIL_WINDOW: u64 = 4 << 20;
 
@@ -231,6 +262,7 @@ pub fn run(
     count: usize,
     follow: bool,
     style: Style,
+    verify_follow: bool,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let mut file = File::open(active)?;
@@ -244,11 +276,13 @@ pub fn run(
     }
     let mut last = std::collections::VecDeque::with_capacity(count);
     let mut next = None;
+    let mut last_hash = None;
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
             break;
         }
+        last_hash = unseal(&line[..line.len() - 1]).map(|(_, hash)| hash);
         let entry = serde_json::from_slice::<Value>(&line).ok();
         if let Some(sequence) = entry.as_ref().and_then(|e| e["sequence"].as_u64()) {
             next = Some(sequence + 1);
@@ -260,11 +294,14 @@ pub fn run(
             last.push_back(line[..line.len() - 1].to_vec());
         }
     }
-    let mut printer = Printer { filter, style, out, next: None };
+    let mut printer = Printer { filter, style, out, next: None, chain: None };
     for entry in &last {
         printer.line(entry)?;
     }
     printer.next = next;
+    if verify_follow {
+        printer.chain = Some(last_hash.unwrap_or(super::chain::GENESIS));
+    }
     printer.out.flush()?;
     if !follow {
         return Ok(());
@@ -293,6 +330,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn following_with_verify_checks_each_link() {
+        let sealed = |sequence: u64, previous: Digest| {
+            let mut line = Vec::new();
+            let body = format!(r#"{{"sequence":{sequence},"action":"file.read","prevHash":"{previous}"}}"#);
+            let hash = super::super::chain::seal(body.as_bytes(), &mut line);
+            line.pop();
+            (line, hash)
+        };
+        let (first, first_hash) = sealed(0, super::super::chain::GENESIS);
+        let (second, second_hash) = sealed(1, first_hash);
+        assert_eq!(linked_hash(&first, super::super::chain::GENESIS).unwrap(), first_hash);
+        assert_eq!(linked_hash(&second, first_hash).unwrap(), second_hash);
+        let e = linked_hash(&second, second_hash).unwrap_err().to_string();
+        assert!(e.contains("entry 1") && e.contains("prevHash"), "{e}");
+        let changed = String::from_utf8(second).unwrap().replace("file.read", "file.wrte");
+        let e = linked_hash(changed.as_bytes(), first_hash).unwrap_err().to_string();
+        assert!(e.contains("does not match its hash"), "{e}");
+    }
+
+    #[test]
     fn globs_match_like_shell_stars() {
         assert!(glob_match("file.*", "file.read"));
         assert!(glob_match("*.connect", "network.connect"));
@@ -311,6 +368,7 @@ mod tests {
             agent: Some("a1".into()),
             action: Some("file.*".into()),
             tool_use: None,
+            before_sequence: None,
         }
         .matches(&entry));
         assert!(!Filter { effect: Some(Effect::Allow), ..Filter::default() }.matches(&entry));
@@ -319,6 +377,9 @@ mod tests {
             serde_json::json!({"action": "process.exec", "requestDetails": {"toolUseId": "toolu_1"}});
         assert!(Filter { tool_use: Some("toolu_1".into()), ..Filter::default() }.matches(&linked));
         assert!(!Filter { tool_use: Some("toolu_1".into()), ..Filter::default() }.matches(&entry));
+        let numbered = serde_json::json!({"sequence": 5, "action": "file.read"});
+        assert!(Filter { before_sequence: Some(6), ..Filter::default() }.matches(&numbered));
+        assert!(!Filter { before_sequence: Some(5), ..Filter::default() }.matches(&numbered));
     }
 
     #[test]

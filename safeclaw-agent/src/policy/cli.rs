@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::Deserialize;
+use serde_json::{json, Value};
 
 use super::attempt::{Attempt, AttemptAction};
 use super::compiled::{Decision, Effect};
@@ -26,6 +27,8 @@ pub enum PolicyCommand {
         file: PathBuf,
         #[command(flatten)]
         context: ContextArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Run the cases of a cases file against the policy; exits 1 if any case does not hold.
     Test {
@@ -35,6 +38,8 @@ pub enum PolicyCommand {
         cases: PathBuf,
         #[command(flatten)]
         context: ContextArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Say which rule decides an attempt, and why each rule before it did not.
     Explain {
@@ -66,6 +71,8 @@ pub enum PolicyCommand {
         input: Option<String>,
         #[command(flatten)]
         context: ContextArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Make the running daemon load its policy file again (as SIGHUP does); exits 1 if the new
     /// policy is refused (the old one keeps enforcing).
@@ -74,6 +81,14 @@ pub enum PolicyCommand {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+}
+
+/// `--json`: one JSON document on standard output instead of text (schema in docs/cli.md).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct OutputArgs {
+    /// Print one JSON document (schema in docs/cli.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,8 +112,8 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { file, context } => check(&file, &context),
-        PolicyCommand::Test { file, cases, context } => test(&file, &cases, &context),
+        PolicyCommand::Check { file, context, output } => check(&file, &context, output),
+        PolicyCommand::Test { file, cases, context, output } => test(&file, &cases, &context, output),
         PolicyCommand::Explain {
             file,
             action,
@@ -111,8 +126,9 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             tool,
             input,
             context,
+            output,
         } => {
-            let Some((policy, ctx)) = load(&file, &context)? else { return Ok(ExitCode::from(1)) };
+            let Some((policy, ctx)) = load(&file, &context, output)? else { return Ok(ExitCode::from(1)) };
             if let Some(phase) = action.tool_phase() {
                 let tool = tool.context("tool.call and tool.result need --tool NAME")?;
                 let input: serde_json::Value = match input {
@@ -127,18 +143,22 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
             let attempt = Attempt::new(action, path.as_deref(), address, port, protocol, args, &ctx.home)
                 .map_err(anyhow::Error::msg)?;
-            explain(&policy, &ctx, agent.as_deref(), &attempt)
+            explain(&policy, &ctx, agent.as_deref(), &attempt, output)
         }
         PolicyCommand::Reload { socket } => crate::control::reload(socket.as_deref()),
     }
 }
 
 /// Loads the policy and builds the context; `None` after printing the policy's errors.
-fn load(file: &Path, args: &ContextArgs) -> anyhow::Result<Option<(Policy, CompileContext)>> {
+fn load(
+    file: &Path,
+    args: &ContextArgs,
+    output: OutputArgs,
+) -> anyhow::Result<Option<(Policy, CompileContext)>> {
     let policy = match load_file(file) {
         Ok(policy) => policy,
         Err(e) => {
-            print_errors(&e);
+            print_errors(&e, output);
             return Ok(None);
         }
     };
@@ -154,30 +174,67 @@ fn load(file: &Path, args: &ContextArgs) -> anyhow::Result<Option<(Policy, Compi
     Ok(Some((policy, ctx)))
 }
 
-fn print_errors(error: &PolicyError) {
+/// A refused policy: its diagnostics on standard error, or `{"ok": false, "errors": [...]}`.
+fn print_errors(error: &PolicyError, output: OutputArgs) {
+    if output.json {
+        let errors: Vec<Value> = error.diagnostics.iter().map(diagnostic_json).collect();
+        println!("{}", json!({ "ok": false, "errors": errors }));
+        return;
+    }
     for diagnostic in &error.diagnostics {
         eprintln!("{diagnostic}");
     }
 }
 
-fn compile(policy: &Policy, ctx: &CompileContext) -> Option<CompiledSet> {
+/// `{"level", "file", "line", "column", "message"}`; line and column are null when unknown.
+fn diagnostic_json(diagnostic: &Diagnostic) -> Value {
+    let place = |n: usize| if diagnostic.location.line == 0 { Value::Null } else { json!(n) };
+    json!({
+        "level": match diagnostic.level { super::Level::Error => "error", super::Level::Warning => "warning" },
+        "file": &*diagnostic.location.file,
+        "line": place(diagnostic.location.line),
+        "column": place(diagnostic.location.column),
+        "message": diagnostic.message,
+    })
+}
+
+/// Compiles every profile; warnings go to standard error in text mode (the JSON carries them).
+fn compile(policy: &Policy, ctx: &CompileContext, output: OutputArgs) -> Option<CompiledSet> {
     match compile_all(policy, ctx) {
         Ok(set) => {
-            for warning in &set.warnings {
-                eprintln!("{warning}");
+            if !output.json {
+                for warning in &set.warnings {
+                    eprintln!("{warning}");
+                }
             }
             Some(set)
         }
         Err(e) => {
-            print_errors(&e);
+            print_errors(&e, output);
             None
         }
     }
 }
 
-fn check(file: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
-    let Some((policy, ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
-    let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
+fn check(file: &Path, args: &ContextArgs, output: OutputArgs) -> anyhow::Result<ExitCode> {
+    let Some((policy, ctx)) = load(file, args, output)? else { return Ok(ExitCode::from(1)) };
+    let Some(set) = compile(&policy, &ctx, output) else { return Ok(ExitCode::from(1)) };
+    let unresolved = policy.host_names().len();
+    if output.json {
+        let profiles: Vec<Value> = std::iter::once(&set.base).chain(&set.agents).map(profile_json).collect();
+        let warnings: Vec<Value> = set.warnings.iter().map(diagnostic_json).collect();
+        let document = json!({
+            "ok": true,
+            "file": file.display().to_string(),
+            "policyHash": set.hash.to_string(),
+            "files": policy.files.iter().map(|f| &**f).collect::<Vec<&str>>(),
+            "warnings": warnings,
+            "unresolvedHostNames": if args.resolve { 0 } else { unresolved },
+            "profiles": profiles,
+        });
+        println!("{document}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{}: ok, {} ({} file(s), {} warning(s))",
         file.display(),
@@ -185,7 +242,6 @@ fn check(file: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
         policy.files.len(),
         set.warnings.len()
     );
-    let unresolved = policy.host_names().len();
     if !args.resolve && unresolved > 0 {
         println!("  {unresolved} host name(s) not resolved, so matching no address here (pass --resolve to resolve them)");
     }
@@ -210,6 +266,25 @@ fn profile_summary(profile: &CompiledProfile) -> String {
     )
 }
 
+fn profile_json(profile: &CompiledProfile) -> Value {
+    let stats = &profile.stats;
+    json!({
+        "agent": profile.agent,
+        "rules": stats.rules,
+        "default": profile.tables.default_effect.as_str(),
+        "dfaStates": { "read": stats.dfa_states[0], "write": stats.dfa_states[1], "exec": stats.dfa_states[2], "unix": stats.dfa_states[3] },
+        "dfaTransitions": stats.dfa_transitions(),
+        "networkPrefixes": stats.net_prefixes,
+        "portIntervals": stats.port_intervals,
+        "mapBytes": stats.map_bytes(),
+    })
+}
+
+/// The deciding rule's name, or null for the default (and the kernel bound).
+fn rule_name(profile: &CompiledProfile, decision: &Decision) -> Value {
+    decision.rule.and_then(|id| profile.rule(id)).map_or(Value::Null, |rule| json!(rule.name))
+}
+
 fn rule_label(profile: &CompiledProfile, decision: &Decision) -> String {
     match decision.rule.and_then(|id| profile.rule(id)) {
         Some(rule) => format!("rule `{}`", rule.name),
@@ -223,13 +298,15 @@ fn explain(
     ctx: &CompileContext,
     agent: Option<&str>,
     attempt: &Attempt,
+    output: OutputArgs,
 ) -> anyhow::Result<ExitCode> {
-    let Some(set) = compile(policy, ctx) else { return Ok(ExitCode::from(1)) };
+    let Some(set) = compile(policy, ctx, output) else { return Ok(ExitCode::from(1)) };
     let profile = set.profile(agent);
     let evaluator = Evaluator::new(policy, agent, ctx).map_err(anyhow::Error::msg)?;
     let request = attempt.request();
     let explanation = evaluator.explain(&request);
     let mut out = String::new();
+    let mut checks_json = Vec::new();
     let profile_name = profile
         .agent
         .as_deref()
@@ -246,7 +323,14 @@ fn explain(
             writeln!(out, "{mark} #{} `{}`: {text}", step.rule, step.name)?;
         }
         writeln!(out, "  => {} by {}", check.decision.effect.as_str(), rule_label(profile, &check.decision))?;
+        checks_json.push(json!({
+            "label": check.label,
+            "steps": check.steps.iter().map(step_json).collect::<Vec<_>>(),
+            "effect": check.decision.effect.as_str(),
+            "rule": rule_name(profile, &check.decision),
+        }));
     }
+    let mut argument_steps = Vec::new();
     let mut decision = explanation.decision;
     if let (Some(args), AttemptAction::ProcessExec) = (attempt.arg_slices(), attempt.action) {
         for step in evaluator.explain_arguments(&attempt.path, &args) {
@@ -256,19 +340,42 @@ fn explain(
                 }
             };
             writeln!(out, "  args #{} `{}`: {text}", step.rule, step.name)?;
+            argument_steps.push(step_json(&step));
         }
         decision = evaluator.evaluate_exec_with_args(&attempt.path, &args);
     }
     writeln!(out, "decision: {} by {}", decision.effect.as_str(), rule_label(profile, &decision))?;
-    if let Some(rule) = decision.rule.and_then(|id| profile.rule(id)) {
+    let deciding = decision.rule.and_then(|id| profile.rule(id));
+    if let Some(rule) = deciding {
         if let Some(reason) = &rule.reason {
             writeln!(out, "reason: {reason}")?;
         }
         writeln!(out, "rule defined at {}", rule.location)?;
     }
-    print!("{out}");
     let kernel = profile.tables.decide(&request);
-    if kernel != explanation.decision {
+    let agrees = kernel == explanation.decision;
+    if output.json {
+        let document = json!({
+            "ok": agrees,
+            "policyHash": set.hash.to_string(),
+            "agent": profile.agent,
+            "attempt": describe(attempt),
+            "checks": checks_json,
+            "argumentSteps": argument_steps,
+            "decision": {
+                "effect": decision.effect.as_str(),
+                "rule": rule_name(profile, &decision),
+                "boundHit": decision.bound_hit,
+                "reason": deciding.and_then(|r| r.reason.clone()),
+                "definedAt": deciding.map(|r| r.location.to_string()),
+            },
+            "kernelAgrees": agrees,
+        });
+        println!("{document}");
+    } else {
+        print!("{out}");
+    }
+    if !agrees {
         eprintln!(
             "BUG: the kernel tables decide {} by {}; please report this policy",
             kernel.effect.as_str(),
@@ -311,6 +418,16 @@ fn explain_tool(policy: &Policy, agent: Option<&str>, request: &ToolRequest<'_>)
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `{"rule": index, "name", "verdict": "skip"|"miss"|"hit", "why"}`.
+fn step_json(step: &super::Step) -> Value {
+    let (verdict, why) = match &step.verdict {
+        StepVerdict::NotApplicable(why) => ("skip", why),
+        StepVerdict::NoMatch(why) => ("miss", why),
+        StepVerdict::Decides(why) => ("hit", why),
+    };
+    json!({ "rule": step.rule, "name": step.name, "verdict": verdict, "why": why })
 }
 
 fn describe(attempt: &Attempt) -> String {
@@ -359,6 +476,10 @@ struct Case {
 fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
     let name: Arc<str> = Arc::from(path.display().to_string());
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Err(deep) = crate::yaml_guard::check_depth(&text) {
+        let at = Location::new(&name, deep.line, deep.column);
+        anyhow::bail!("{}", Diagnostic::error(at, deep.to_string()));
+    }
     let cases: CasesFile = serde_yaml::from_str(&text).map_err(|e| {
         let at = e
             .location()
@@ -368,9 +489,9 @@ fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
     Ok((cases, Positions::scan(&text), name))
 }
 
-fn test(file: &Path, cases_path: &Path, args: &ContextArgs) -> anyhow::Result<ExitCode> {
+fn test(file: &Path, cases_path: &Path, args: &ContextArgs, output: OutputArgs) -> anyhow::Result<ExitCode> {
     let (cases, positions, cases_name) = read_cases(cases_path)?;
-    let Some((policy, mut ctx)) = load(file, args)? else { return Ok(ExitCode::from(1)) };
+    let Some((policy, mut ctx)) = load(file, args, output)? else { return Ok(ExitCode::from(1)) };
     if let Some(home) = &cases.home {
         ctx.home = home.clone();
     }
@@ -381,7 +502,8 @@ fn test(file: &Path, cases_path: &Path, args: &ContextArgs) -> anyhow::Result<Ex
         }
         ctx.hosts = hosts;
     }
-    let Some(set) = compile(&policy, &ctx) else { return Ok(ExitCode::from(1)) };
+    let Some(set) = compile(&policy, &ctx, output) else { return Ok(ExitCode::from(1)) };
+    let mut results = Vec::new();
     let mut evaluators: BTreeMap<Option<String>, Evaluator> = BTreeMap::new();
     let (mut passed, mut failed) = (0usize, 0usize);
     for (index, case) in cases.cases.iter().enumerate() {
@@ -390,18 +512,36 @@ fn test(file: &Path, cases_path: &Path, args: &ContextArgs) -> anyhow::Result<Ex
             |(line, column)| Location::new(&cases_name, line, column),
         );
         let label = case.name.clone().unwrap_or_else(|| format!("case {}", index + 1));
-        match run_case(case, &policy, &ctx, &set, &mut evaluators) {
+        let why = match run_case(case, &policy, &ctx, &set, &mut evaluators) {
             Ok(None) => {
                 passed += 1;
-                println!("ok   {label}");
+                if !output.json {
+                    println!("ok   {label}");
+                }
+                None
             }
             Ok(Some(why)) | Err(why) => {
                 failed += 1;
-                println!("FAIL {label} ({at}): {why}");
+                if !output.json {
+                    println!("FAIL {label} ({at}): {why}");
+                }
+                Some(why)
             }
-        }
+        };
+        results.push(json!({ "name": label, "at": at.to_string(), "ok": why.is_none(), "why": why }));
     }
-    println!("{passed} passed, {failed} failed");
+    if output.json {
+        let document = json!({
+            "ok": failed == 0,
+            "policyHash": set.hash.to_string(),
+            "passed": passed,
+            "failed": failed,
+            "cases": results,
+        });
+        println!("{document}");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -46,12 +46,20 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// Messages quoting a huge value are cut to their start and end (`yaml_guard::elide`).
     pub fn error(location: Location, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { level: Level::Error, location, message: message.into() }
+        Diagnostic { level: Level::Error, location, message: elided(message.into()) }
     }
 
     pub fn warning(location: Location, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { level: Level::Warning, location, message: message.into() }
+        Diagnostic { level: Level::Warning, location, message: elided(message.into()) }
+    }
+}
+
+fn elided(message: String) -> String {
+    match crate::yaml_guard::elide(&message) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(short) => short,
     }
 }
 

@@ -123,6 +123,10 @@ impl Loader {
             self.error(whole, "policy file is empty (it needs at least `version: 1`)");
             return Contribution::default();
         }
+        if let Err(deep) = crate::yaml_guard::check_depth(text) {
+            self.error(Location::new(name, deep.line, deep.column), deep.to_string());
+            return Contribution::default();
+        }
         let file: PolicyFile = match serde_yaml::from_str(text) {
             Ok(file) => file,
             Err(e) => {
@@ -610,5 +614,27 @@ mod tests {
         assert!(!errors(bomb).is_empty());
         let deep = format!("version: 1\nrules: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
         assert!(!errors(&deep).is_empty());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_at_its_place() {
+        // 320 KB of brackets: serde_yaml alone spent a minute of CPU on this.
+        let deep = format!("version: 1\nrules: {}{}\n", "[".repeat(160_000), "]".repeat(160_000));
+        let e = one_error(&deep);
+        assert!(
+            e.starts_with("p.yaml:2:7") && e.contains(": error: YAML nests deeper than 64 levels"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_huge_value_is_not_echoed_whole() {
+        let glob = format!("/{}", "a".repeat(10 << 20));
+        let e = one_error(&format!(
+            "{HEAD}  - name: a\n    action: file.read\n    effect: allow\n    paths: [\"{glob}\"]\n"
+        ));
+        assert!(e.len() < 1024, "{} bytes", e.len());
+        assert!(e.starts_with("p.yaml:6:13: error: rules[0].paths[0]: bad glob `/aaa"), "{e}");
+        assert!(e.contains("characters elided") && e.ends_with("at most 4096 are accepted"), "{e}");
     }
 }

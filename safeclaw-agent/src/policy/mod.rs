@@ -21,7 +21,7 @@ mod model;
 mod net;
 mod netcompile;
 mod positions;
-mod schema;
+pub(crate) mod schema;
 mod tools;
 
 pub use active::{ActivePolicy, PolicySource};

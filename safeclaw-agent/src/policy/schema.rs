@@ -180,7 +180,7 @@ impl<'de> Deserialize<'de> for Agents {
 
 /// Reads a scalar (string or number) and parses it while serde_yaml still points at it, so that a
 /// parse error carries the scalar's own line and column.
-fn scalar<'de, D: Deserializer<'de>, T>(
+pub(crate) fn scalar<'de, D: Deserializer<'de>, T>(
     deserializer: D,
     expecting: &'static str,
     parse: fn(&str) -> Result<T, String>,

@@ -1,0 +1,171 @@
+//! `run --metrics`: a real Prometheus (Debian's package) scrapes the endpoint while entries are written,
+//! and the counters read back through its query API equal the counts of the log itself.
+//!
+//! Native, not in the VM: the daemon's metrics are counted from the entries its writer appends, so the
+//! real writer, log follower and endpoint are driven here without the kernel.
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use safeclaw_agent::audit::synthetic::record;
+use safeclaw_agent::audit::{AuditWriter, Lifecycle, WriterOptions};
+use safeclaw_agent::metrics::{Listener, Metrics, MetricsAddr};
+use serde_json::Value;
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Prometheus, stopped by its pid when the test ends.
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain HTTP GET; the body of a 200 answer.
+fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(head.lines().next().unwrap_or_default().to_owned());
+    }
+    Ok(body.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `query` through Prometheus's HTTP API: each series' labels (action, effect) and value.
+fn query(prometheus: SocketAddr, name: &str) -> BTreeMap<(String, String), u64> {
+    let Ok(body) = get(prometheus, &format!("/api/v1/query?query={name}")) else { return BTreeMap::new() };
+    let Ok(answer) = serde_json::from_str::<Value>(&body) else { return BTreeMap::new() };
+    let mut series = BTreeMap::new();
+    for result in answer["data"]["result"].as_array().into_iter().flatten() {
+        let label = |key: &str| result["metric"][key].as_str().unwrap_or_default().to_owned();
+        let value = result["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(-1.0);
+        series.insert((label("action"), label("effect")), value as u64);
+    }
+    series
+}
+
+/// What the log holds from line `from` on, counted here independently of the agent's own counting.
+fn log_counts(active: &Path, from: usize) -> BTreeMap<String, BTreeMap<(String, String), u64>> {
+    let text = std::fs::read_to_string(active).unwrap();
+    let mut counts: BTreeMap<String, BTreeMap<(String, String), u64>> = BTreeMap::new();
+    let mut bump = |metric: &str, key: (String, String), by: u64| {
+        *counts.entry(metric.to_owned()).or_default().entry(key).or_default() += by;
+    };
+    let none = || (String::new(), String::new());
+    for line in text.lines().skip(from) {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        let action = entry["action"].as_str().unwrap().to_owned();
+        bump("safeclaw_audit_entries_total", none(), 1);
+        match action.as_str() {
+            "audit.gap" => {
+                bump("safeclaw_ring_full_denials_total", none(), entry["details"]["count"].as_u64().unwrap())
+            }
+            "kernel.lockdown_on" => bump("safeclaw_lockdowns_total", none(), 1),
+            "policy.reload_rejected" => bump("safeclaw_policy_reloads_rejected_total", none(), 1),
+            _ => {
+                if let Some(effect) = entry["effect"].as_str() {
+                    bump("safeclaw_decisions_total", (action.clone(), effect.to_owned()), 1);
+                }
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn prometheus_reads_back_the_counts_the_log_holds() {
+    assert!(
+        Path::new(PROMETHEUS).is_file(),
+        "{PROMETHEUS} is missing: `xtask/setup.sh` installs Debian's prometheus package"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let active = dir.path().join("log/audit.jsonl");
+    let mut opts = WriterOptions::new(&active).with_state_dir(&dir.path().join("state"));
+    opts.gap_wait = Duration::ZERO;
+    let mut writer = AuditWriter::open(opts).unwrap();
+    writer.log(&Lifecycle::KernelSessionStart);
+    writer.commit().unwrap();
+    let before = std::fs::read_to_string(&active).unwrap().lines().count();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let metrics = Metrics::follow(&active);
+    let listener =
+        runtime.block_on(Listener::bind(&MetricsAddr::Tcp("127.0.0.1:0".parse().unwrap()))).unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    runtime.spawn(listener.serve(metrics.clone()));
+    assert!(get(endpoint, "/other").unwrap_err().contains("404"));
+    // The follower has read the log's end (and counted nothing) once the endpoint answers with zero.
+    let started = Instant::now();
+    while !get(endpoint, "/metrics").is_ok_and(|body| body.contains("safeclaw_audit_entries_total 0")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the endpoint never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let prometheus_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: safeclaw\n    static_configs:\n      - targets: [\"{endpoint}\"]\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Prometheus(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address={prometheus_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting prometheus"),
+    );
+
+    // A session's worth of attempts, with a hole in the kernel sequence (9 events the ring could not
+    // take), a lockdown and a refused reload.
+    for kernel_seq in (0..=120).chain(130..=200) {
+        writer.append(&record(kernel_seq));
+        if kernel_seq % 50 == 0 {
+            writer.commit().unwrap();
+        }
+    }
+    writer.tick().unwrap();
+    writer.log(&Lifecycle::LockdownOn { reason: "test".into() });
+    writer.log(&Lifecycle::LockdownOff);
+    writer.log(&Lifecycle::PolicyReloadRejected { source: "p.yaml".into(), error: "bad".into() });
+    writer.commit().unwrap();
+    let expected = log_counts(&active, before);
+    assert_eq!(
+        expected["safeclaw_ring_full_denials_total"][&(String::new(), String::new())],
+        9,
+        "{expected:?}"
+    );
+    assert!(expected["safeclaw_decisions_total"].len() >= 4, "{expected:?}");
+
+    let started = Instant::now();
+    let mut seen = BTreeMap::new();
+    while started.elapsed() < Duration::from_secs(90) {
+        seen = expected.keys().map(|name| (name.clone(), query(prometheus_addr, name))).collect();
+        if seen == expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(seen, expected, "what Prometheus scraped differs from the log");
+    writer.close().unwrap();
+}
