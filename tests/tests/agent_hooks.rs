@@ -44,6 +44,7 @@ fn codex_bin() -> PathBuf {
 /// The scripted model server, started once for the whole binary: its port and its request log.
 fn model_server() -> &'static (u16, PathBuf) {
     static SERVER: OnceLock<(u16, PathBuf)> = OnceLock::new();
+    static PROCESS: OnceLock<std::process::Child> = OnceLock::new();
     SERVER.get_or_init(|| {
         let dir = std::env::temp_dir().join("safeclaw-model-server");
         let _ = std::fs::remove_dir_all(&dir);
@@ -51,7 +52,9 @@ fn model_server() -> &'static (u16, PathBuf) {
         let (port_file, log) = (dir.join("port"), dir.join("requests.jsonl"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/model_server.py");
         // Runs until the VM powers off; it answers nothing but loopback.
-        std::process::Command::new("python3").arg(script).arg(&port_file).arg(&log).spawn().unwrap();
+        let child =
+            std::process::Command::new("python3").arg(script).arg(&port_file).arg(&log).spawn().unwrap();
+        let _ = PROCESS.set(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let port = loop {
             if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {

@@ -410,10 +410,8 @@ fn damage_before_showing(
         );
         return Ok(None);
     }
-    let opts = VerifyOptions {
-        trusted_key: trusted_key(check.pubkey.as_deref(), config)?,
-        ..Default::default()
-    };
+    let opts =
+        VerifyOptions { trusted_key: trusted_key(check.pubkey.as_deref(), config)?, ..Default::default() };
     let report = verify(files, &opts, Arc::new(|_| {}))?;
     match &report.failure {
         None => Ok(None),
@@ -442,7 +440,13 @@ fn run_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         Vec::new()
     };
     let damaged = damage_before_showing(&args.check, &segments, &config)?;
-    let filter = Filter { effect: args.effect, agent: args.agent, action: args.action, before_sequence: damaged, tool_use: args.tool_use };
+    let filter = Filter {
+        effect: args.effect,
+        agent: args.agent,
+        action: args.action,
+        before_sequence: damaged,
+        tool_use: args.tool_use,
+    };
     let stdout = std::io::stdout();
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let style = if args.json { Style::Json } else { Style::Text { color } };

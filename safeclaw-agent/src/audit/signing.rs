@@ -239,6 +239,41 @@ impl HeadFile {
     }
 }
 
+/// Signatures over documents other than chain statements (the evidence pack's manifest). The message is
+/// `context`, a newline, then the document: a context such as `safeclaw-evidence-manifest/v1` is no
+/// checkpoint statement's first line, so no such signature can pass for a checkpoint.
+fn document_message(context: &str, document: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(context.len() + 1 + document.len());
+    message.extend_from_slice(context.as_bytes());
+    message.push(b'\n');
+    message.extend_from_slice(document);
+    message
+}
+
+impl AuditKey {
+    /// `ed25519:<128 hex>` signature of `document` under `context`.
+    pub fn sign_document(&self, context: &str, document: &[u8]) -> String {
+        let signature = self.signing.sign(&document_message(context, document));
+        let mut out = ED25519_PREFIX.as_bytes().to_vec();
+        encode_hex(&signature.to_bytes(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl PublicKey {
+    /// Whether `signature` is this key's signature of `document` under `context` (strict checks).
+    pub fn verifies_document(&self, context: &str, document: &[u8], signature: &str) -> bool {
+        let mut bytes = [0u8; 64];
+        let parsed =
+            signature.trim().strip_prefix(ED25519_PREFIX).and_then(|hex| decode_hex(hex, &mut bytes));
+        parsed.is_some()
+            && self
+                .0
+                .verify_strict(&document_message(context, document), &Signature::from_bytes(&bytes))
+                .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -310,40 +345,5 @@ mod tests {
         assert!(key.public().verifies(&back.statement().unwrap(), &back.signature));
         fs::write(&path, "{}").unwrap();
         assert!(matches!(HeadFile::read(&path), Err(HeadError::Malformed { .. })));
-    }
-}
-
-/// Signatures over documents other than chain statements (the evidence pack's manifest). The message is
-/// `context`, a newline, then the document: a context such as `safeclaw-evidence-manifest/v1` is no
-/// checkpoint statement's first line, so no such signature can pass for a checkpoint.
-fn document_message(context: &str, document: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(context.len() + 1 + document.len());
-    message.extend_from_slice(context.as_bytes());
-    message.push(b'\n');
-    message.extend_from_slice(document);
-    message
-}
-
-impl AuditKey {
-    /// `ed25519:<128 hex>` signature of `document` under `context`.
-    pub fn sign_document(&self, context: &str, document: &[u8]) -> String {
-        let signature = self.signing.sign(&document_message(context, document));
-        let mut out = ED25519_PREFIX.as_bytes().to_vec();
-        encode_hex(&signature.to_bytes(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-}
-
-impl PublicKey {
-    /// Whether `signature` is this key's signature of `document` under `context` (strict checks).
-    pub fn verifies_document(&self, context: &str, document: &[u8], signature: &str) -> bool {
-        let mut bytes = [0u8; 64];
-        let parsed =
-            signature.trim().strip_prefix(ED25519_PREFIX).and_then(|hex| decode_hex(hex, &mut bytes));
-        parsed.is_some()
-            && self
-                .0
-                .verify_strict(&document_message(context, document), &Signature::from_bytes(&bytes))
-                .is_ok()
     }
 }

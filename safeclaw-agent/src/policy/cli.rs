@@ -637,7 +637,7 @@ mod tests {
         )
         .unwrap();
         let ctx = CompileContext::new("/home/u");
-        let set = compile(&policy, &ctx).unwrap();
+        let set = compile(&policy, &ctx, OutputArgs { json: false }).unwrap();
         let cases: CasesFile = serde_yaml::from_str(
             "cases:\n  - {action: tool.call, tool: Bash, input: {command: rm -rf /}, expect: deny, rule: no-rm}\n  - {action: tool.result, tool: Bash, input: {command: rm -rf /}, expect: allow, rule: tools}\n  - {action: tool.call, tool: Bash, input: {command: ls}, expect: deny}\n  - {action: tool.call, path: /x, expect: deny}\n  - {action: file.read, path: /x, tool: Bash, expect: deny}\n",
         )

@@ -39,7 +39,7 @@ impl Framework {
     }
 
     /// The control a policy tag names for this framework (`soc2:CC6.1` → `CC6.1`).
-    pub fn control_of<'t>(self, tag: &'t str) -> Option<&'t str> {
+    pub fn control_of(self, tag: &str) -> Option<&str> {
         tag.strip_prefix(self.id())?.strip_prefix(':').filter(|c| !c.is_empty())
     }
 }

@@ -109,11 +109,14 @@ fn file_options(size: u64) -> SimpleFileOptions {
         .large_file(size >= u64::from(u32::MAX))
 }
 
+/// Adds one file to the archive: its name, contents and size.
+type AddFile<'a> = dyn FnMut(&str, &mut dyn Read, u64) -> io::Result<()> + 'a;
+
 /// Writes the archive: manifest and signature first, then the files in manifest order, all stored
 /// uncompressed with fixed metadata, so that the bytes follow from the contents alone.
 fn write_archive<W: Write>(
     out: W,
-    entries: &mut dyn FnMut(&mut dyn FnMut(&str, &mut dyn Read, u64) -> io::Result<()>) -> io::Result<()>,
+    entries: &mut dyn FnMut(&mut AddFile<'_>) -> io::Result<()>,
 ) -> io::Result<W> {
     let mut zip = zip::ZipWriter::new_stream(out);
     entries(&mut |name, data, size| {
@@ -154,7 +157,11 @@ pub fn write(
         names.insert(format!("segments/{name}"), to.clone());
         staged.push(to);
     }
-    let opts = VerifyOptions { trusted_key: Some(key.public()), head_path: staged_head.clone(), ..Default::default() };
+    let opts = VerifyOptions {
+        trusted_key: Some(key.public()),
+        head_path: staged_head.clone(),
+        ..Default::default()
+    };
     let data = {
         let mut denials = BufWriter::new(File::create(staging.path("denials.jsonl"))?);
         let mut access = BufWriter::new(File::create(staging.path("access.jsonl"))?);
@@ -451,8 +458,11 @@ pub fn verify(path: &Path, trusted: Option<PublicKey>) -> anyhow::Result<Checked
         .map(|f| extract.join(&f.path))
         .collect();
     let head = extract.join(HEAD);
-    let opts =
-        VerifyOptions { trusted_key: Some(pack_key), head_path: head.exists().then_some(head), ..Default::default() };
+    let opts = VerifyOptions {
+        trusted_key: Some(pack_key),
+        head_path: head.exists().then_some(head),
+        ..Default::default()
+    };
     let report = crate::audit::verify::verify(&segments, &opts, std::sync::Arc::new(|_| {}))?;
     let chain = match &report.failure {
         None => format!(

@@ -119,9 +119,7 @@ pub fn note_kernel_entry(calls: &mut Correlator, session: u64, record: &ActionRe
     let target = match &record.details {
         RequestDetails::File { path, .. }
         | RequestDetails::Exec { path, .. }
-        | RequestDetails::FileAction { path, .. } => {
-            String::from_utf8_lossy(path).into_owned()
-        }
+        | RequestDetails::FileAction { path, .. } => String::from_utf8_lossy(path).into_owned(),
         RequestDetails::Connect(ConnectTarget::Inet { address, port, .. }) => {
             format!("{address} port {port}")
         }
