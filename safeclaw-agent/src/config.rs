@@ -965,8 +965,7 @@ audit:
     #[test]
     fn forever_anywhere_keeps_everything() {
         let config =
-            parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal-hold: forever\n")
-                .unwrap();
+            parse("audit:\n  retention:\n    default: 3y\n    overrides:\n      legal: forever\n").unwrap();
         assert_eq!(config.audit.retention.unwrap().rule(), None);
     }
 }

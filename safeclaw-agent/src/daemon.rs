@@ -82,7 +82,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let head_path = options.head_path.clone();
     let mut writer = AuditWriter::open(options)
         .with_context(|| format!("cannot open the audit log {}", log_path.display()))?;
-    let metrics = args.metrics.as_ref().map(|addr| (addr, crate::metrics::Metrics::follow(&log_path)));
+    let metrics = args.metrics.as_ref().map(|addr| {
+        let status_files = crate::destinations::status_files(&config, &head_path);
+        (addr, crate::metrics::Metrics::follow(&log_path).with_destinations(status_files))
+    });
     writer.log(&Lifecycle::DaemonStart { version: env!("CARGO_PKG_VERSION").to_string() });
     let mut deliveries = crate::destinations::start(&config, &log_path, &head_path)
         .context("cannot start the remote audit destinations")?;

@@ -102,7 +102,15 @@ fn prometheus_reads_back_the_counts_the_log_holds() {
     let before = std::fs::read_to_string(&active).unwrap().lines().count();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let metrics = Metrics::follow(&active);
+    // A destination that has delivered entries 0..10 and is failing.
+    let status_file = dir.path().join("state/destinations/siem.json");
+    let status = safeclaw_agent::destinations::status::Status {
+        delivered: 10,
+        failing_since: Some("2026-01-01T00:00:00.000Z".into()),
+        ..Default::default()
+    };
+    status.save(&status_file).unwrap();
+    let metrics = Metrics::follow(&active).with_destinations(vec![("siem".into(), status_file)]);
     let listener =
         runtime.block_on(Listener::bind(&MetricsAddr::Tcp("127.0.0.1:0".parse().unwrap()))).unwrap();
     let endpoint = listener.local_addr().unwrap();
@@ -167,5 +175,24 @@ fn prometheus_reads_back_the_counts_the_log_holds() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(seen, expected, "what Prometheus scraped differs from the log");
+
+    // The writer's latency histograms (this process's writer) and the destination's lag, through Prometheus.
+    let written = std::fs::read_to_string(&active).unwrap().lines().count() as u64;
+    let scalar = |name: &str| query(prometheus_addr, name).into_values().next();
+    let started = Instant::now();
+    while scalar("safeclaw_destination_lag_entries") != Some(written - 10) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "lag {:?}, expected {}",
+            scalar("safeclaw_destination_lag_entries"),
+            written - 10
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(scalar("safeclaw_destination_failing"), Some(1));
+    assert!(scalar("safeclaw_audit_append_seconds_count").is_some_and(|n| n >= 192), "every append is timed");
+    assert!(scalar("safeclaw_audit_commit_seconds_count").is_some_and(|n| n >= 5), "every commit is timed");
+    let under_5s = query(prometheus_addr, "safeclaw_audit_commit_seconds_bucket%7Ble%3D%225%22%7D");
+    assert_eq!(under_5s.into_values().next(), scalar("safeclaw_audit_commit_seconds_count"));
     writer.close().unwrap();
 }

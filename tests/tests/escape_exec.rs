@@ -49,6 +49,11 @@ rules:
     fn assert_denied_exec(self, path: &str) {
         let (status, entries) = self.daemon.stop();
         assert!(status.success(), "daemon exit: {status}");
+        let denials: Vec<_> = entries.iter().filter(|e| e["effect"] == "deny").collect();
+        assert!(
+            !safeclaw_integration::entries_for(&entries, "process.exec", path).is_empty(),
+            "no process.exec entry for {path}; the denials: {denials:#?}"
+        );
         let entry = the_denial(&entries, "process.exec", path);
         assert_eq!(entry["matchedRule"], "nothing-else", "{entry:#}");
     }

@@ -159,8 +159,8 @@ fn reports_over_a_vm_written_log_say_what_the_log_says() {
         let output = agent(&["audit", "report", "verify", pack.to_str().unwrap()]);
         assert!(output.status.success(), "{framework} pack: {output:?}");
         let mut bytes = std::fs::read(&pack).unwrap();
-        let at =
-            bytes.windows(16).position(|w| w == b"\"action\":\"file.").expect("a file entry in the pack");
+        let needle = b"\"action\":\"file.";
+        let at = bytes.windows(needle.len()).position(|w| w == needle).expect("a file entry in the pack");
         bytes[at + 12] ^= 0x01;
         let changed = out.join(format!("{framework}-changed.zip"));
         std::fs::write(&changed, &bytes).unwrap();

@@ -110,9 +110,11 @@ fn run(mut file: File, head_path: PathBuf, jobs: Receiver<Job>, outcomes: mpsc::
                     let _ = outcomes.send(Outcome::Failed { error: io::Error::from(kind), bytes });
                     continue;
                 }
-                match write(&mut file, &bytes, durable_len)
-                    .and_then(|len| head.write(&head_path).map(|()| len))
-                {
+                let started = std::time::Instant::now();
+                let written = write(&mut file, &bytes, durable_len)
+                    .and_then(|len| head.write(&head_path).map(|()| len));
+                crate::metrics::histogram::COMMIT.observe(started.elapsed());
+                match written {
                     Ok(len) => Outcome::Written { len, bytes },
                     Err(error) => Outcome::Failed { error, bytes },
                 }

@@ -464,8 +464,10 @@ impl AuditWriter {
         let mut stamp = Vec::with_capacity(TIMESTAMP_LEN);
         self.timestamps.write(record.time, &mut stamp);
         let (fields, redactor) = (self.opts.fields, &self.opts.redactor);
+        let sealing = Instant::now();
         let sequence =
             self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
+        crate::metrics::histogram::APPEND.observe(sealing.elapsed());
         self.pending_kernel_seq = Some(record.kernel_seq);
         if self.chain.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint("count");

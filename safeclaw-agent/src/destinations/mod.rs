@@ -86,6 +86,18 @@ pub fn state_dir(head: &Path) -> PathBuf {
     crate::audit::durable::parent_of(head).to_owned()
 }
 
+/// Each configured destination's name and status file, for the metrics endpoint.
+pub fn status_files(config: &Config, head: &Path) -> Vec<(String, PathBuf)> {
+    let dir = state_dir(head);
+    named(config)
+        .into_iter()
+        .map(|(name, _)| {
+            let path = config::status_path(&dir, &name);
+            (name, path)
+        })
+        .collect()
+}
+
 /// Starts delivery for every destination of `config`, reading the log at `active` with its head at
 /// `head`; says which configured destinations this build does not deliver to.
 pub fn start(config: &Config, active: &Path, head: &Path) -> anyhow::Result<Deliveries> {

@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::audit::tail::{Filter, Style};
 
+pub mod histogram;
+
 /// Where the endpoint listens: a loopback TCP address, or a unix socket (`unix:/PATH`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetricsAddr {
@@ -65,12 +67,17 @@ pub struct Counts {
     /// Entries lost while the log could not be written (from `audit.write_recovered`).
     pub entries_dropped: u64,
     pub tamper_detected: u64,
+    /// One past the highest sequence number seen: where a destination's cursor is measured from.
+    pub next_sequence: Option<u64>,
 }
 
 impl Counts {
     /// Counts one audit entry.
     pub fn add(&mut self, entry: &Value) {
         self.entries += 1;
+        if let Some(sequence) = entry["sequence"].as_u64() {
+            self.next_sequence = Some(self.next_sequence.unwrap_or(0).max(sequence + 1));
+        }
         let action = entry["action"].as_str().unwrap_or_default();
         let detail = |name: &str| entry["details"][name].as_u64().unwrap_or(0);
         match action {
@@ -199,9 +206,13 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Counts shared between the log follower and the endpoint.
+/// Counts shared between the log follower and the endpoint, and the remote destinations' cursor files.
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Counts>>);
+pub struct Metrics {
+    counts: Arc<Mutex<Counts>>,
+    /// (destination name, its status file): lag is read from the cursor at each scrape.
+    destinations: Arc<Vec<(String, PathBuf)>>,
+}
 
 impl Metrics {
     /// Follows `active` (across rotation) from its current end on a thread of its own, counting each
@@ -235,7 +246,54 @@ impl Metrics {
     }
 
     pub fn counts(&self) -> Counts {
-        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Also reports each remote destination's lag, from its status file (`crate::destinations`).
+    pub fn with_destinations(mut self, status_files: Vec<(String, PathBuf)>) -> Metrics {
+        self.destinations = Arc::new(status_files);
+        self
+    }
+
+    /// One scrape: the counts, memory, destination lag, and the writer's latency histograms.
+    pub fn render(&self) -> String {
+        let counts = self.counts();
+        let mut out = counts.render(resident_bytes());
+        if let (Some(end), false) = (counts.next_sequence, self.destinations.is_empty()) {
+            out.push_str("# HELP safeclaw_destination_lag_entries Entries written and not yet delivered.\n");
+            out.push_str("# TYPE safeclaw_destination_lag_entries gauge\n");
+            let mut failing = String::new();
+            for (name, path) in self.destinations.iter() {
+                // A destination whose cursor cannot be read has delivered nothing we can vouch for.
+                let status =
+                    crate::destinations::status::Status::load(path).ok().flatten().unwrap_or_default();
+                let name = label(name);
+                let _ = writeln!(
+                    out,
+                    "safeclaw_destination_lag_entries{{destination=\"{name}\"}} {}",
+                    end.saturating_sub(status.delivered)
+                );
+                let _ = writeln!(
+                    failing,
+                    "safeclaw_destination_failing{{destination=\"{name}\"}} {}",
+                    u8::from(status.failing_since.is_some())
+                );
+            }
+            out.push_str("# HELP safeclaw_destination_failing 1 while deliveries to the destination fail.\n");
+            out.push_str("# TYPE safeclaw_destination_failing gauge\n");
+            out.push_str(&failing);
+        }
+        histogram::APPEND.render(
+            "safeclaw_audit_append_seconds",
+            "Time to seal one attempt into the chain in memory (hash and serialise).",
+            &mut out,
+        );
+        histogram::COMMIT.render(
+            "safeclaw_audit_commit_seconds",
+            "Time of one group commit: write, fsync and the signed head file.",
+            &mut out,
+        );
+        out
     }
 }
 
@@ -251,7 +309,7 @@ impl io::Write for LineCounter {
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             if let (Ok(entry), Ok(mut counts)) =
-                (serde_json::from_slice::<Value>(&line), self.metrics.0.lock())
+                (serde_json::from_slice::<Value>(&line), self.metrics.counts.lock())
             {
                 counts.add(&entry);
             }
@@ -348,7 +406,7 @@ async fn answer(mut stream: Box<dyn Stream>, metrics: Metrics) {
     }
     let line = request.split(|&b| b == b'\r').next().unwrap_or_default();
     let (status, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics" {
-        ("200 OK", metrics.counts().render(resident_bytes()))
+        ("200 OK", metrics.render())
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_owned())
     };
