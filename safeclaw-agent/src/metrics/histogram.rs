@@ -34,6 +34,12 @@ pub static APPEND: Histogram = Histogram::new();
 /// Time one group commit takes: write, fsync and the signed head file.
 pub static COMMIT: Histogram = Histogram::new();
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
 impl Histogram {
     pub const fn new() -> Self {
         Histogram {
