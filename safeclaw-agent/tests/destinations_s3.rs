@@ -44,14 +44,18 @@ fn agent(args: &[&str], extra: &[&Path]) -> (bool, String) {
 
 #[test]
 fn sealed_segments_and_heads_are_locked_verified_and_compared() {
-    let Some(moto) = Moto::start() else { return };
+    let Some(mut moto) = Moto::start() else { return };
     let workspace = Workspace::new();
     let config = config(&workspace, &moto.endpoint());
     let writer = workspace.write_in_background(110_000, Duration::from_millis(5));
     let mut deliverer = Deliverer::start(&workspace, &config);
     wait_for("a first segment stored", Duration::from_secs(600), || workspace.status("vault").delivered > 0);
     moto.stall(Duration::from_secs(3));
-    wait_for("a later segment", Duration::from_secs(600), || workspace.status("vault").delivered > 40_000);
+    wait_for("a later segment", Duration::from_secs(600), || workspace.status("vault").delivered > 30_000);
+    moto.kill9_and_restart();
+    wait_for("segments after the server's restart", Duration::from_secs(600), || {
+        workspace.status("vault").delivered > 60_000
+    });
     deliverer.kill9_and_restart();
     writer.join().unwrap();
     let sealed_end = active_first(&workspace);
@@ -134,6 +138,28 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     let (ok, text) = against(&[]);
     assert!(ok, "{text}");
     assert!(text.contains(&format!("({sealed_end} entries) equal")), "{text}");
+
+    // The unsealed tail cut and the head rolled back with it (to one the bucket holds): named.
+    let head_path = workspace.state().join("audit.head");
+    let current_head = std::fs::read(&head_path).unwrap();
+    let current_active = std::fs::read(workspace.active()).unwrap();
+    let older = moto.python(&format!(
+        "r = s3.list_objects_v2(Bucket='{BUCKET}')\nheads = sorted(o['Key'] for o in r['Contents'] if o['Key'].rsplit('/', 1)[1].startswith('head-'))\nprint(s3.get_object(Bucket='{BUCKET}', Key=heads[-2])['Body'].read().decode())"
+    ));
+    let older_size = serde_json::from_str::<serde_json::Value>(older.trim()).unwrap()["size"].as_u64().unwrap();
+    assert!(older_size < end);
+    std::fs::write(&head_path, older.trim_end().to_owned() + "\n").unwrap();
+    let kept: Vec<&str> = std::str::from_utf8(&current_active)
+        .unwrap()
+        .lines()
+        .take(older_size.saturating_sub(sealed_end) as usize)
+        .collect();
+    std::fs::write(workspace.active(), kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (ok, text) = against(&[]);
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("the host's head covers {older_size} entries")) && text.contains("rolled back"), "{text}");
+    std::fs::write(&head_path, current_head).unwrap();
+    std::fs::write(workspace.active(), current_active).unwrap();
 
     // An entry edited on the host after upload: named.
     let segments = LogName::of_active(&workspace.active()).list().unwrap();

@@ -21,6 +21,9 @@ pub fn venv() -> PathBuf {
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// Every request, appended by moto's recorder before it answers: replayed into a restarted server,
+    /// as a store's disk would survive its crash.
+    recording: tempfile::TempDir,
 }
 
 impl Moto {
@@ -34,17 +37,10 @@ impl Moto {
             eprintln!("SKIPPED (not CI): {reason}");
             return None;
         }
+        let recording = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let moto = Moto { child, port };
-        wait_for("moto_server to answer", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let child = spawn(port, &recording);
+        let moto = Moto { child, port, recording };
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
         std::env::set_var("AWS_REGION", "us-east-1");
@@ -69,6 +65,15 @@ impl Moto {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// SIGKILL, then a new server on the same port with every recorded request replayed.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn(self.port, &self.recording);
+        let url = format!("{}/moto-api/recorder/replay-recording", self.endpoint());
+        self.python(&format!("import requests\nassert requests.post('{url}').ok"));
+    }
+
     /// SIGSTOP then SIGCONT after `pause`: the server hangs mid-stream, then answers again.
     pub fn stall(&self, pause: Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
@@ -76,6 +81,23 @@ impl Moto {
         std::thread::sleep(pause);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     }
+}
+
+/// moto_server on 127.0.0.1:`port`, recording into `recording`, once it answers.
+fn spawn(port: u16, recording: &tempfile::TempDir) -> Child {
+    let server = venv().join("bin/moto_server");
+    let child = Command::new(&server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_ENABLE_RECORDING", "true")
+        .env("MOTO_RECORDER_FILEPATH", recording.path().join("requests.jsonl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+    wait_for("moto_server to answer", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
 }
 
 impl Drop for Moto {
