@@ -1402,6 +1402,37 @@ mod tests {
     }
 
     #[test]
+    fn with_an_archive_retention_deletes_only_what_it_stored() {
+        for archived in [0, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = options(dir.path());
+            opts.max_segment_bytes = Some(4 << 10);
+            opts.compression = Compression::None;
+            opts.retention = Some(RetentionRule { keep: Duration::ZERO, label: "0d".into() });
+            let state = dir.path().join("state");
+            opts.archived = Some(std::sync::Arc::new(move |state_dir: &Path| {
+                assert_eq!(state_dir, state);
+                archived
+            }));
+            let mut writer = AuditWriter::open(opts).unwrap();
+            for k in 0..120 {
+                writer.append(&record(k));
+                writer.commit().unwrap();
+            }
+            writer.close().unwrap();
+            let segments = LogName::of_active(&dir.path().join("log/audit.jsonl")).list().unwrap();
+            let first = segments[0].first_seq.unwrap();
+            if archived == 0 {
+                assert_eq!(first, 0, "a segment was deleted before it was archived");
+            } else {
+                // Deleted up to the archive's cursor, never past it.
+                assert!(first > 0 && first <= archived, "first remaining segment starts at {first}");
+            }
+            assert_eq!(check(dir.path()).failure, None);
+        }
+    }
+
+    #[test]
     fn truncate_and_continue_is_recorded_and_fails_verification() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = AuditWriter::open(options(dir.path())).unwrap();

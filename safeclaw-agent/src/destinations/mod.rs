@@ -166,9 +166,30 @@ mod tests {
         let end = start + readme[start..].find("```").unwrap();
         std::env::set_var("COMPLIANCE_WEBHOOK", "https://hooks.example/t/abc");
         std::env::set_var("COMPLIANCE_WEBHOOK_SECRET", "k");
+        std::env::set_var("S3_ENDPOINT", "https://s3.eu-central-1.amazonaws.com");
         let config = parse(&readme[start..end]).unwrap();
         let names: Vec<String> = named(&config).into_iter().map(|(name, _)| name).collect();
         assert_eq!(names, ["syslog-1", "webhook-1", "s3-1"]);
+    }
+
+    #[test]
+    fn archive_to_s3_is_the_s3_destination_of_its_bucket_or_its_own() {
+        let own = parse("audit:\n  rotation: {archiveTo: \"s3://arch/logs/\"}\n").unwrap();
+        assert_eq!(archive_name(&own).as_deref(), Some(ARCHIVE));
+        let shared = parse(
+            "audit:\n  rotation: {archiveTo: \"s3://vault/x/\"}\n  destinations:\n    - {type: s3, name: v, bucket: vault}\n",
+        )
+        .unwrap();
+        assert_eq!(archive_name(&shared).as_deref(), Some("v"));
+        assert_eq!(named(&shared).len(), 1);
+        let directory = parse("audit:\n  rotation: {archiveTo: /srv/archive}\n").unwrap();
+        assert_eq!(archive_name(&directory), None);
+        let half = "audit:\n  destinations:\n    - {type: s3, bucket: b, objectLock: true, retentionDays: 3}\n";
+        let error = parse(half).unwrap_err().to_string();
+        assert!(error.contains("objectLock needs retentionMode"), "{error}");
+        let placeholder = "audit:\n  destinations:\n    - {type: s3, bucket: b, prefix: \"{{week}}/\"}\n";
+        let error = parse(placeholder).unwrap_err().to_string();
+        assert!(error.contains("unknown placeholder {{week}}"), "{error}");
     }
 
     #[test]
