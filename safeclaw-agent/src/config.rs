@@ -374,9 +374,7 @@ pub struct RedactionPattern {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Destination {
-    File {
-        path: ConfigPath,
-    },
+    File { path: ConfigPath },
     Syslog(SyslogConfig),
     Webhook(WebhookConfig),
     S3(S3Config),

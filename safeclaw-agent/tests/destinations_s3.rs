@@ -61,7 +61,9 @@ fn sealed_segments_and_heads_are_locked_verified_and_compared() {
     let sealed_end = active_first(&workspace);
     let end = workspace.durable_end();
     assert!(sealed_end > 100_000, "the log did not rotate as expected: {sealed_end}");
-    wait_for("every sealed segment", Duration::from_secs(600), || workspace.status("vault").delivered == sealed_end);
+    wait_for("every sealed segment", Duration::from_secs(600), || {
+        workspace.status("vault").delivered == sealed_end
+    });
     let head_name = format!("head-{end:020}.json");
     wait_for("the final head", Duration::from_secs(120), || {
         moto.python(&format!(
@@ -112,7 +114,12 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     ));
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     eprintln!("{report}");
-    let rotated = LogName::of_active(&workspace.active()).list().unwrap().iter().filter(|s| s.first_seq.is_some()).count();
+    let rotated = LogName::of_active(&workspace.active())
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|s| s.first_seq.is_some())
+        .count();
     assert_eq!(report["segments"].as_u64().unwrap() as usize, rotated, "{report}");
     assert!(report["heads"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["refused"], "AccessDenied", "{report}");
@@ -133,7 +140,21 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
         let mut paths: Vec<&Path> = vec![Path::new("--head"), &head];
         paths.extend_from_slice(extra);
         paths.push(&active);
-        agent(&["audit", "verify", "--config", config.to_str().unwrap(), "--against", &url, "--endpoint", &endpoint, "--pubkey", &pubkey], &paths)
+        agent(
+            &[
+                "audit",
+                "verify",
+                "--config",
+                config.to_str().unwrap(),
+                "--against",
+                &url,
+                "--endpoint",
+                &endpoint,
+                "--pubkey",
+                &pubkey,
+            ],
+            &paths,
+        )
     };
     let (ok, text) = against(&[]);
     assert!(ok, "{text}");
@@ -146,7 +167,8 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     let older = moto.python(&format!(
         "r = s3.list_objects_v2(Bucket='{BUCKET}')\nheads = sorted(o['Key'] for o in r['Contents'] if o['Key'].rsplit('/', 1)[1].startswith('head-'))\nprint(s3.get_object(Bucket='{BUCKET}', Key=heads[-2])['Body'].read().decode())"
     ));
-    let older_size = serde_json::from_str::<serde_json::Value>(older.trim()).unwrap()["size"].as_u64().unwrap();
+    let older_size =
+        serde_json::from_str::<serde_json::Value>(older.trim()).unwrap()["size"].as_u64().unwrap();
     assert!(older_size < end);
     std::fs::write(&head_path, older.trim_end().to_owned() + "\n").unwrap();
     let kept: Vec<&str> = std::str::from_utf8(&current_active)
@@ -157,7 +179,11 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     std::fs::write(workspace.active(), kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let (ok, text) = against(&[]);
     assert!(!ok, "{text}");
-    assert!(text.contains(&format!("the host's head covers {older_size} entries")) && text.contains("rolled back"), "{text}");
+    assert!(
+        text.contains(&format!("the host's head covers {older_size} entries"))
+            && text.contains("rolled back"),
+        "{text}"
+    );
     std::fs::write(&head_path, current_head).unwrap();
     std::fs::write(workspace.active(), current_active).unwrap();
 
@@ -166,7 +192,10 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     let second = &segments[1];
     let first_seq = second.first_seq.unwrap();
     let mut plain = String::new();
-    safeclaw_agent::audit::segment::open_reader(&second.path, |_| {}).unwrap().read_to_string(&mut plain).unwrap();
+    safeclaw_agent::audit::segment::open_reader(&second.path, |_| {})
+        .unwrap()
+        .read_to_string(&mut plain)
+        .unwrap();
     let edited = plain.replacen("\"effect\":\"deny\"", "\"effect\":\"allow\"", 1);
     assert_ne!(edited, plain);
     let line = plain.lines().zip(edited.lines()).position(|(a, b)| a != b).unwrap() as u64;

@@ -293,7 +293,8 @@ fn run_verify_against(args: &VerifyArgs, url: &str, config: &Config) -> anyhow::
         crate::config::Destination::S3(s) if s.bucket.0 == bucket => Some(s),
         _ => None,
     });
-    let endpoint = args.endpoint.clone().or_else(|| configured.as_ref().and_then(|s| s.endpoint.clone()).map(|e| e.0));
+    let endpoint =
+        args.endpoint.clone().or_else(|| configured.as_ref().and_then(|s| s.endpoint.clone()).map(|e| e.0));
     let region = configured.as_ref().and_then(|s| s.region.clone()).map(|r| r.0);
     let client = Client::new(&bucket, endpoint.as_deref(), region.as_deref()).map_err(anyhow::Error::msg)?;
     let active = match args.paths.as_slice() {

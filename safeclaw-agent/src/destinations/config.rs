@@ -200,9 +200,10 @@ impl S3Config {
                 "s3 bucket {}: objectLock needs retentionMode (COMPLIANCE or GOVERNANCE) and retentionDays",
                 self.bucket
             )),
-            (false, _, _) => {
-                Err(format!("s3 bucket {}: retentionMode and retentionDays need objectLock: true", self.bucket))
-            }
+            (false, _, _) => Err(format!(
+                "s3 bucket {}: retentionMode and retentionDays need objectLock: true",
+                self.bucket
+            )),
         }
     }
 }

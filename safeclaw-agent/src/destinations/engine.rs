@@ -93,9 +93,10 @@ fn next_sealed(active: &Path, cursor: u64, compression: Compression) -> std::io:
     let rotated: Vec<(u64, &PathBuf, Compression)> =
         segments.iter().filter_map(|s| s.first_seq.map(|f| (f, &s.path, s.compression))).collect();
     // The segment holding `cursor` starts at or before it; else the first one after it.
-    let index = rotated.iter().rposition(|(first, _, _)| *first <= cursor).or_else(|| {
-        rotated.iter().position(|(first, _, _)| *first > cursor)
-    });
+    let index = rotated
+        .iter()
+        .rposition(|(first, _, _)| *first <= cursor)
+        .or_else(|| rotated.iter().position(|(first, _, _)| *first > cursor));
     let Some(index) = index else { return Ok(None) };
     let (first, path, kind) = rotated[index];
     if compression != Compression::None && kind == Compression::None {

@@ -28,7 +28,10 @@ pub fn named(config: &Config) -> Vec<(String, Destination)> {
             Destination::S3(s) => ("s3", s.name.as_ref()),
         };
         let n = counts.entry(kind).and_modify(|n| *n += 1).or_insert(1);
-        out.push((explicit.map_or_else(|| format!("{kind}-{n}"), |name| name.0.clone()), destination.clone()));
+        out.push((
+            explicit.map_or_else(|| format!("{kind}-{n}"), |name| name.0.clone()),
+            destination.clone(),
+        ));
     }
     if let Some((bucket, prefix)) = archive_bucket(config) {
         let taken = out.iter().any(|(_, d)| matches!(d, Destination::S3(s) if s.bucket.0 == bucket));
@@ -184,7 +187,8 @@ mod tests {
         assert_eq!(named(&shared).len(), 1);
         let directory = parse("audit:\n  rotation: {archiveTo: /srv/archive}\n").unwrap();
         assert_eq!(archive_name(&directory), None);
-        let half = "audit:\n  destinations:\n    - {type: s3, bucket: b, objectLock: true, retentionDays: 3}\n";
+        let half =
+            "audit:\n  destinations:\n    - {type: s3, bucket: b, objectLock: true, retentionDays: 3}\n";
         let error = parse(half).unwrap_err().to_string();
         assert!(error.contains("objectLock needs retentionMode"), "{error}");
         let placeholder = "audit:\n  destinations:\n    - {type: s3, bucket: b, prefix: \"{{week}}/\"}\n";

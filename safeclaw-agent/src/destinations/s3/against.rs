@@ -16,7 +16,8 @@ use crate::audit::verify::{verify, VerifyOptions};
 
 /// `s3://BUCKET/PREFIX` split.
 pub fn parse_url(url: &str) -> anyhow::Result<(String, String)> {
-    let rest = url.strip_prefix("s3://").with_context(|| format!("{url:?} is not an s3://BUCKET/PREFIX URL"))?;
+    let rest =
+        url.strip_prefix("s3://").with_context(|| format!("{url:?} is not an s3://BUCKET/PREFIX URL"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         bail!("{url:?} names no bucket");
@@ -39,7 +40,8 @@ pub struct Comparison {
 fn segment_first(name: &str) -> Option<u64> {
     let (_, tail) = name.rsplit_once('-')?;
     let digits = tail.get(..20)?;
-    (digits.bytes().all(|b| b.is_ascii_digit()) && tail[20..].starts_with('.')).then(|| digits.parse().ok())?
+    (digits.bytes().all(|b| b.is_ascii_digit()) && tail[20..].starts_with('.'))
+        .then(|| digits.parse().ok())?
 }
 
 fn head_size(name: &str) -> Option<u64> {
@@ -69,7 +71,8 @@ pub fn compare(
         .with_context(|| format!("reading {}", head_path.display()))?
         .with_context(|| format!("no head file at {}", head_path.display()))?;
     let log_id = host_head.log_id.clone();
-    let keys = client.list(prefix).map_err(|e| anyhow::anyhow!("listing s3://{}/{prefix}: {e}", client.bucket))?;
+    let keys =
+        client.list(prefix).map_err(|e| anyhow::anyhow!("listing s3://{}/{prefix}: {e}", client.bucket))?;
     let mut segments: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut heads: BTreeMap<u64, String> = BTreeMap::new();
     for object in keys {
@@ -106,7 +109,11 @@ pub fn compare(
         };
         let report = verify(&files, &opts, Arc::new(|_| {})).context("verifying the bucket's copy")?;
         if let Some(failure) = &report.failure {
-            bail!("the bucket's own copy fails verification at entry {:?}: {}", failure.sequence, failure.damage);
+            bail!(
+                "the bucket's own copy fails verification at entry {:?}: {}",
+                failure.sequence,
+                failure.damage
+            );
         }
     }
     // Entry by entry against the host's segments of the same first sequence.
@@ -119,8 +126,10 @@ pub fn compare(
     for ((first, (object, _)), downloaded) in segments.iter().zip(&files) {
         let Some(host_path) = host.get(first) else {
             if comparison.difference.is_none() && host.keys().next().is_some_and(|h| h < first) {
-                comparison.difference =
-                    Some((Some(*first), format!("the host has no segment starting at entry {first}; the bucket has {object}")));
+                comparison.difference = Some((
+                    Some(*first),
+                    format!("the host has no segment starting at entry {first}; the bucket has {object}"),
+                ));
             }
             continue;
         };
@@ -157,7 +166,10 @@ pub fn compare(
             let sequence = first + theirs.len() as u64;
             comparison.difference = Some((
                 Some(sequence),
-                format!("entry {sequence}: {} has entries the bucket's sealed {object} does not", host_path.display()),
+                format!(
+                    "entry {sequence}: {} has entries the bucket's sealed {object} does not",
+                    host_path.display()
+                ),
             ));
             return Ok(comparison);
         }

@@ -179,7 +179,8 @@ impl Client {
         } else {
             format!("{}{path}?{}", self.origin, query_text.join("&"))
         };
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url).header("authorization", auth);
+        let mut builder =
+            ureq::http::Request::builder().method(method).uri(&url).header("authorization", auth);
         for (name, value) in headers.iter().filter(|(n, _)| n != "host") {
             builder = builder.header(name.as_str(), value.as_str());
         }

@@ -137,7 +137,9 @@ impl Archive for S3Transport {
         let (sha256, length) = sha256_of(segment).map_err(|e| SendError::retry(format!("{name}: {e}")))?;
         if length > MAX_SINGLE_PUT {
             return Err(SendError::Refused {
-                reason: format!("{name}: {length} bytes is more than one S3 PUT takes (5 GiB): lower rotation.maxSize"),
+                reason: format!(
+                    "{name}: {length} bytes is more than one S3 PUT takes (5 GiB): lower rotation.maxSize"
+                ),
             });
         }
         let key = self.key(log_id, &name);

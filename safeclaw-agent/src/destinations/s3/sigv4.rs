@@ -44,7 +44,12 @@ pub fn uri_encode(text: &str, keep_slash: bool) -> String {
 }
 
 /// The `Authorization` header value for `request` at `amz_date` (`YYYYMMDDTHHMMSSZ`).
-pub fn authorization(request: &Request<'_>, credentials: &Credentials, region: &str, amz_date: &str) -> String {
+pub fn authorization(
+    request: &Request<'_>,
+    credentials: &Credentials,
+    region: &str,
+    amz_date: &str,
+) -> String {
     let date = &amz_date[..8];
     let mut headers: Vec<(String, String)> =
         request.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned())).collect();
@@ -94,8 +99,13 @@ mod tests {
             ("x-amz-content-sha256".to_string(), empty.clone()),
             ("x-amz-date".to_string(), "20130524T000000Z".to_string()),
         ];
-        let request =
-            Request { method: "GET", path: "/test.txt", query: &[], headers: &headers, payload_sha256: &empty };
+        let request = Request {
+            method: "GET",
+            path: "/test.txt",
+            query: &[],
+            headers: &headers,
+            payload_sha256: &empty,
+        };
         assert_eq!(
             authorization(&request, &credentials, "us-east-1", "20130524T000000Z"),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
