@@ -203,4 +203,29 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     let (ok, text) = against(&[]);
     assert!(!ok, "{text}");
     assert!(text.contains(&format!("entry {} differs", first_seq + line)), "{text}");
+
+    // `rotation.archiveTo` alone: its own `archive` destination, the endpoint from the environment.
+    let archived = Workspace::new();
+    archived.write_in_background(20_000, Duration::ZERO).join().unwrap();
+    let archive_config = archived.dir.path().join("config.yaml");
+    std::fs::write(&archive_config, format!("audit:\n  rotation:\n    archiveTo: \"s3://{BUCKET}/arch/\"\n"))
+        .unwrap();
+    let (ok, text) = agent(&["config", "check"], &[&archive_config]);
+    assert!(ok && text.contains("rotation.archiveTo: by destination archive"), "{text}");
+    std::env::set_var("AWS_ENDPOINT_URL_S3", moto.endpoint());
+    let mut deliverer = Deliverer::start(&archived, &archive_config);
+    let sealed_end = active_first(&archived);
+    wait_for("the archive", Duration::from_secs(300), || archived.status("archive").delivered == sealed_end);
+    deliverer.stop();
+    let stored = moto.python(&format!(
+        "r = s3.list_objects_v2(Bucket='{BUCKET}', Prefix='arch/')\nprint(sum(1 for o in r['Contents'] if '/head-' not in o['Key']))"
+    ));
+    let rotated = LogName::of_active(&archived.active())
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|s| s.first_seq.is_some())
+        .count();
+    assert!(rotated >= 2, "{rotated}");
+    assert_eq!(stored.trim(), rotated.to_string());
 }
