@@ -295,7 +295,12 @@ impl Worker {
                 }
             };
             let cursor = self.status.delivered;
-            let outcome = match next_sealed(&self.source.active, cursor, compression) {
+            // A moving head goes first once per interval, so a backlog of segments cannot hold it back.
+            let head_due =
+                head_put.is_none_or(|(size, at)| size != head.size && at.elapsed() >= head_interval);
+            let sealed =
+                if head_due { Ok(None) } else { next_sealed(&self.source.active, cursor, compression) };
+            let outcome = match sealed {
                 Ok(Some(sealed)) if sealed.first > cursor => {
                     let reason = format!(
                         "entries {cursor}..{} were deleted by retention before delivery",
@@ -312,29 +317,23 @@ impl Worker {
                     let Some(archive) = self.transport.archive() else { return };
                     archive.upload_segment(&head.log_id, &sealed.path).map(|()| Some(sealed.end))
                 }
+                Ok(None) if head_due => {
+                    let Some(archive) = self.transport.archive() else { return };
+                    let size = head.size;
+                    archive.upload_head(&head, head_bytes).map(|()| {
+                        head_put = Some((size, Instant::now()));
+                        None
+                    })
+                }
                 Ok(None) => {
-                    let due =
-                        head_put.is_none_or(|(size, at)| size != head.size && at.elapsed() >= head_interval);
-                    if due {
-                        let Some(archive) = self.transport.archive() else { return };
-                        let size = head.size;
-                        archive.upload_head(&head, head_bytes).map(|()| {
-                            head_put = Some((size, Instant::now()));
-                            None
-                        })
-                    } else {
-                        self.sleep(POLL * 4);
-                        continue;
-                    }
+                    self.sleep(POLL * 4);
+                    continue;
                 }
                 Err(e) => Err(SendError::retry(format!("cannot list the log's segments: {e}"))),
             };
             match outcome {
                 Ok(Some(end)) => {
                     self.delivered(end);
-                    // The head is put again soon after each segment.
-                    head_put = head_put
-                        .map(|(size, at)| (size, Instant::now().checked_sub(head_interval).unwrap_or(at)));
                     backoff.reset();
                 }
                 Ok(None) => {

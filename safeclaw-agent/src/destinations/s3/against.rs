@@ -95,9 +95,10 @@ pub fn compare(
     // The bucket's segments, downloaded and verified as one chain.
     let mut files: Vec<PathBuf> = Vec::new();
     for (object, name) in segments.values() {
-        let bytes = client.get(object, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         let path = scratch.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        client.get_to(object, None, &mut file).map_err(|e| anyhow::anyhow!("{e}"))?;
         files.push(path);
     }
     if let Some(first) = segments.keys().next() {
@@ -180,7 +181,8 @@ pub fn compare(
     // The newest head in the bucket against the host's head and log.
     if let Some((size, object)) = heads.iter().next_back() {
         comparison.bucket_head = Some(*size);
-        let bytes = client.get(object, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut bytes = Vec::new();
+        client.get_to(object, None, &mut bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let bucket_head: HeadFile =
             serde_json::from_slice(&bytes).with_context(|| format!("{object}: not a head file"))?;
         if let Some(key) = key {

@@ -1,6 +1,6 @@
 //! A small S3 client over the blocking `ureq` agent, signed with SigV4: put (with checksum and object
 //! lock), head, get and list, path-style for custom endpoints and virtual-hosted for AWS.
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -239,17 +239,13 @@ impl Client {
         Ok(info(&response))
     }
 
-    /// The object's bytes.
-    pub fn get(&self, key: &str, version: Option<&str>) -> Result<Vec<u8>, SendError> {
+    /// Streams the object's bytes into `out`; how many.
+    pub fn get_to(&self, key: &str, version: Option<&str>, out: &mut dyn Write) -> Result<u64, SendError> {
         let query: Vec<(String, String)> =
             version.map(|v| ("versionId".to_string(), uri_encode(v, false))).into_iter().collect();
         let mut response = self.request("GET", key, &query, &[], None)?;
-        response
-            .body_mut()
-            .with_config()
-            .limit(8 << 30)
-            .read_to_vec()
-            .map_err(|e| SendError::retry(format!("GET {key}: {e}")))
+        let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut body, out).map_err(|e| SendError::retry(format!("GET {key}: {e}")))
     }
 
     /// Every key under `prefix`, in the store's order (ListObjectsV2, all pages).

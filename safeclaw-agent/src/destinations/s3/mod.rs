@@ -94,8 +94,9 @@ impl S3Transport {
             }
             None => {
                 // The store keeps no checksum: read the object back.
-                let back = self.client.get(key, put.version_id.as_deref())?;
-                if Sha256::digest(&back).as_slice() != sha256 {
+                let mut back = Sha256::new();
+                self.client.get_to(key, put.version_id.as_deref(), &mut back)?;
+                if back.finalize().as_slice() != sha256 {
                     return Err(SendError::retry(format!("{key}: the object read back differs from ours")));
                 }
             }
