@@ -71,6 +71,16 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   command -v pyenv >/dev/null 2>&1 && pyenv rehash
 fi
 
+# moto's standalone S3 server (PyPI), with object lock: the S3 destination tests start it on 127.0.0.1. In its
+# own venv under the cache directory (tests find it at $SAFECLAW_CACHE/moto/bin/moto_server). Pinned.
+MOTO_VERSION=5.2.5
+MOTO_VENV="${SAFECLAW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/safeclaw}/moto"
+if ! "$MOTO_VENV/bin/python" -m pip show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION\$"; then
+  log "pip install moto[server]==$MOTO_VERSION into $MOTO_VENV"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet "moto[server]==$MOTO_VERSION"
+fi
+
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "rustup toolchain install nightly"
   rustup toolchain install nightly --profile minimal

@@ -11,7 +11,7 @@ use crate::audit::redact::{RedactError, Redactor};
 use crate::audit::retention::{RetentionFramework, RetentionRule};
 use crate::audit::segment::Compression;
 use crate::audit::writer::{FailureMode, WriterOptions};
-use crate::destinations::config::{SyslogConfig, WebhookConfig};
+use crate::destinations::config::{S3Config, SyslogConfig, WebhookConfig};
 
 /// Largest config file read (a config is a few KiB; this bounds a mistaken path to a huge file).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -213,7 +213,7 @@ pub struct RotationConfig {
     pub max_size: Option<SegmentSize>,
     #[serde(default)]
     pub compress: CompressSetting,
-    /// Where rotated segments are copied (built in a later issue; validated now).
+    /// Where rotated segments are archived (`s3://` only is delivered; see `crate::destinations`).
     pub archive_to: Option<ArchiveTarget>,
 }
 
@@ -370,32 +370,14 @@ pub struct RedactionPattern {
 }
 
 /// Where entries go: the file (the chain itself), and remote destinations fed from it
-/// (`crate::destinations`); `s3` is validated but not delivered yet.
+/// (`crate::destinations`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Destination {
-    File {
-        path: ConfigPath,
-    },
+    File { path: ConfigPath },
     Syslog(SyslogConfig),
     Webhook(WebhookConfig),
-    S3 {
-        bucket: EnvString,
-        prefix: Option<EnvString>,
-        #[serde(rename = "objectLock", default)]
-        object_lock: bool,
-        #[serde(rename = "retentionMode")]
-        retention_mode: Option<S3RetentionMode>,
-        #[serde(rename = "retentionDays")]
-        retention_days: Option<u32>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum S3RetentionMode {
-    Compliance,
-    Governance,
+    S3(S3Config),
 }
 
 /// A string with `${NAME}` replaced by the environment variable (`$$` for a literal `$`).
@@ -739,6 +721,7 @@ impl Config {
         opts.max_segment_bytes = a.rotation.max_size.map(|s| s.0);
         opts.compression = a.rotation.compress.0;
         opts.retention = a.retention.as_ref().and_then(RetentionConfig::rule);
+        opts.archived = crate::destinations::archived_through(self);
         opts.on_failure = match a.on_write_failure {
             OnWriteFailure::FailClosed => FailureMode::FailClosed,
             OnWriteFailure::EnforceAndCount => FailureMode::EnforceAndCount,

@@ -16,18 +16,17 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     let path = file.unwrap_or_else(|| PathBuf::from(crate::cli::DEFAULT_CONFIG));
     let config = Config::load(Some(&path))?;
     config.writer_options(None)?;
-    let (built, undelivered) = crate::destinations::build(&config)?;
+    let built = crate::destinations::build(&config)?;
     let names: Vec<String> =
         built.into_iter().map(|d| format!("{} ({})", d.name, d.transport.target())).collect();
     println!("OK: {}: audit log {}", path.display(), config.audit_log_path(None).display());
     for name in names {
         println!("  destination {name}");
     }
-    for name in undelivered {
-        println!("  destination {name}: accepted, but this build does not deliver to s3 yet");
-    }
-    if config.audit.rotation.archive_to.is_some() {
-        println!("  rotation.archiveTo: accepted, but this build does not archive yet");
+    if let Some(name) = crate::destinations::archive_name(&config) {
+        println!("  rotation.archiveTo: by destination {name}; retention deletes only what it stored");
+    } else if config.audit.rotation.archive_to.is_some() {
+        println!("  rotation.archiveTo: a directory, which this build does not archive to");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::{bail, Context};
 
 use super::export::{export, ExportFormat};
@@ -66,6 +68,15 @@ pub struct VerifyArgs {
     /// Print one JSON document (schema in docs/cli.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Compare the host's log and head with the copy an s3 destination stored (`s3://BUCKET/PREFIX`,
+    /// PREFIX being the part of the destination's prefix before any placeholder); names the first
+    /// difference.
+    #[arg(long, value_name = "S3_URL", conflicts_with_all = ["from", "accept", "json"])]
+    pub against: Option<String>,
+    /// S3 endpoint URL for --against [default: the configured s3 destination's for that bucket, else
+    /// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, requires = "against")]
+    pub endpoint: Option<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -223,6 +234,9 @@ const ACCEPT_NO_HEAD: &str = "no-head";
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
+    if let Some(url) = &args.against {
+        return run_verify_against(&args, url, &config);
+    }
     let files = resolve_files(&args.paths, &config)?;
     let head_path = args.head.clone().or_else(|| args.paths.is_empty().then(|| config.head_path()));
     let no_head = args.accept.iter().any(|a| a == ACCEPT_NO_HEAD);
@@ -268,6 +282,78 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `audit verify --against s3://…`: exit 0 when the host's copy and the bucket's agree, 1 naming the
+/// first difference.
+fn run_verify_against(args: &VerifyArgs, url: &str, config: &Config) -> anyhow::Result<ExitCode> {
+    use crate::destinations::s3::{against, client::Client};
+    let (bucket, prefix) = against::parse_url(url)?;
+    let configured = crate::destinations::named(config).into_iter().find_map(|(_, d)| match d {
+        crate::config::Destination::S3(s) if s.bucket.0 == bucket => Some(s),
+        _ => None,
+    });
+    let endpoint =
+        args.endpoint.clone().or_else(|| configured.as_ref().and_then(|s| s.endpoint.clone()).map(|e| e.0));
+    let region = configured.as_ref().and_then(|s| s.region.clone()).map(|r| r.0);
+    let client = Client::new(&bucket, endpoint.as_deref(), region.as_deref()).map_err(anyhow::Error::msg)?;
+    let active = match args.paths.as_slice() {
+        [] => config.audit_log_path(None),
+        [one] => one.clone(),
+        _ => bail!("--against takes the active log file (or none for the configured log)"),
+    };
+    let head = args.head.clone().unwrap_or_else(|| config.head_path());
+    let key = trusted_key(args.pubkey.as_deref(), config)?;
+    let scratch = tempfile_dir()?;
+    let result = against::compare(&client, &prefix, &active, &head, key.as_ref(), scratch.path());
+    let comparison = match result {
+        Ok(comparison) => comparison,
+        Err(e) => {
+            println!("FAILED: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Some((_, difference)) = &comparison.difference {
+        println!("DIFFERENT from {url}: {difference}");
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "OK: {} segments ({} entries) equal the bucket's copy at {url}; the host's head reaches the bucket's newest          head ({})",
+        comparison.segments,
+        comparison.entries_compared,
+        comparison.bucket_head.map_or("none".into(), |s| format!("{s} entries"))
+    );
+    if key.is_none() {
+        println!("no trusted key: signatures in the bucket were checked against the key the log names");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A private directory for downloads, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<ScratchDir> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let name = format!("safeclaw-against-{}", crate::audit::chain::hex_string(&random));
+    let dir = std::env::temp_dir().join(name);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(ScratchDir(dir))
 }
 
 fn run_rotate_key(args: &ConfigArg) -> anyhow::Result<ExitCode> {

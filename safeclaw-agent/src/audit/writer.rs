@@ -62,6 +62,9 @@ pub struct WriterOptions {
     pub max_segment_bytes: Option<u64>,
     pub compression: Compression,
     pub retention: Option<RetentionRule>,
+    /// With `rotation.archiveTo`: how far the archive has stored the log (read with the state directory);
+    /// retention deletes only segments wholly before it.
+    pub archived: Option<ArchivedThrough>,
     pub on_failure: FailureMode,
     /// Entries kept in memory while the log cannot be written; beyond this, attempts are counted only.
     pub max_buffered_bytes: usize,
@@ -72,6 +75,9 @@ pub struct WriterOptions {
     /// as lost (events of different CPUs arrive out of order).
     pub gap_wait: Duration,
 }
+
+/// Entries `0 .. n` are archived off the host, given the state directory.
+pub type ArchivedThrough = std::sync::Arc<dyn Fn(&Path) -> u64 + Send + Sync>;
 
 /// Default `max_batch_bytes`: about 12,000 entries, a few times what 100 ms hold at 100,000 events/s.
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -92,6 +98,7 @@ impl WriterOptions {
             max_segment_bytes: None,
             compression: Compression::Zstd,
             retention: None,
+            archived: None,
             on_failure: FailureMode::FailClosed,
             max_buffered_bytes: 64 << 20,
             max_batch_bytes: MAX_BATCH_BYTES,
@@ -816,7 +823,12 @@ impl AuditWriter {
         }
         let dir = durable::parent_of(&self.opts.log_path).to_owned();
         let segments = self.name.list().map_err(io_at(&dir))?;
-        let doomed = expired(&segments, &rule, SystemTime::now()).map_err(io_at(&dir))?;
+        let mut doomed = expired(&segments, &rule, SystemTime::now()).map_err(io_at(&dir))?;
+        if let Some(archived) = &self.opts.archived {
+            // Only what the archive has stored; the rest waits for it (looked at again next pass).
+            let through = archived(durable::parent_of(&self.opts.head_path));
+            doomed.retain(|e| e.last < through);
+        }
         let Some(first) = doomed.first().map(|e| e.first) else { return Ok(()) };
         let covered_from = covered_from(&segments, first, self.retention_coverage).map_err(io_at(&dir))?;
         self.retention_coverage = doomed.last().map(|e| (covered_from, e.last));
@@ -1389,6 +1401,37 @@ mod tests {
         assert!(!deletions.is_empty() && deletions.iter().all(|e| e["details"]["coveredFrom"] == 0));
         assert!(deletions.iter().all(|e| e["details"]["firstSequence"].as_u64().unwrap() > 0));
         assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn with_an_archive_retention_deletes_only_what_it_stored() {
+        for archived in [0, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut opts = options(dir.path());
+            opts.max_segment_bytes = Some(4 << 10);
+            opts.compression = Compression::None;
+            opts.retention = Some(RetentionRule { keep: Duration::ZERO, label: "0d".into() });
+            let state = dir.path().join("state");
+            opts.archived = Some(std::sync::Arc::new(move |state_dir: &Path| {
+                assert_eq!(state_dir, state);
+                archived
+            }));
+            let mut writer = AuditWriter::open(opts).unwrap();
+            for k in 0..120 {
+                writer.append(&record(k));
+                writer.commit().unwrap();
+            }
+            writer.close().unwrap();
+            let segments = LogName::of_active(&dir.path().join("log/audit.jsonl")).list().unwrap();
+            let first = segments[0].first_seq.unwrap();
+            if archived == 0 {
+                assert_eq!(first, 0, "a segment was deleted before it was archived");
+            } else {
+                // Deleted up to the archive's cursor, never past it.
+                assert!(first > 0 && first <= archived, "first remaining segment starts at {first}");
+            }
+            assert_eq!(check(dir.path()).failure, None);
+        }
     }
 
     #[test]

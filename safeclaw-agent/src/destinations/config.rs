@@ -163,3 +163,112 @@ impl fmt::Debug for Secret {
 pub fn status_path(state_dir: &std::path::Path, name: &str) -> PathBuf {
     state_dir.join("destinations").join(format!("{name}.json"))
 }
+
+/// `type: s3`: sealed segments and signed heads, object-locked, in a bucket of any S3-compatible store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3Config {
+    /// Names the destination's cursor and status [default: `s3-<n>`].
+    pub name: Option<DestinationName>,
+    pub bucket: EnvString,
+    /// Key prefix, with `{{year}}`, `{{month}}`, `{{day}}` (UTC, at upload), `{{host}}` and `{{logId}}`.
+    pub prefix: Option<S3Prefix>,
+    /// Put every object with an object-lock retention (`retentionMode`, `retentionDays`).
+    #[serde(default)]
+    pub object_lock: bool,
+    pub retention_mode: Option<S3RetentionMode>,
+    pub retention_days: Option<RetentionDays>,
+    /// Endpoint URL of an S3-compatible store [default: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else
+    /// AWS's regional endpoint].
+    pub endpoint: Option<EnvString>,
+    /// Signing region [default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's, else us-east-1].
+    pub region: Option<EnvString>,
+}
+
+impl S3Config {
+    /// The bucket-relative prefix template (empty when unset).
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_ref().map_or("", |p| p.0.as_str())
+    }
+
+    /// The lock every object gets, or why the settings are incomplete.
+    pub fn lock(&self) -> Result<Option<(S3RetentionMode, u32)>, String> {
+        match (self.object_lock, self.retention_mode, self.retention_days) {
+            (false, None, None) => Ok(None),
+            (true, Some(mode), Some(days)) => Ok(Some((mode, days.0))),
+            (true, _, _) => Err(format!(
+                "s3 bucket {}: objectLock needs retentionMode (COMPLIANCE or GOVERNANCE) and retentionDays",
+                self.bucket
+            )),
+            (false, _, _) => Err(format!(
+                "s3 bucket {}: retentionMode and retentionDays need objectLock: true",
+                self.bucket
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum S3RetentionMode {
+    /// No one, the root account included, can delete or shorten it before retain-until.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can.
+    Governance,
+}
+
+impl S3RetentionMode {
+    pub fn header(self) -> &'static str {
+        match self {
+            S3RetentionMode::Compliance => "COMPLIANCE",
+            S3RetentionMode::Governance => "GOVERNANCE",
+        }
+    }
+}
+
+/// `retentionDays`: 1 to 36,500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u64")]
+pub struct RetentionDays(pub u32);
+
+impl TryFrom<u64> for RetentionDays {
+    type Error = String;
+    fn try_from(days: u64) -> Result<Self, String> {
+        match u32::try_from(days) {
+            Ok(days) if (1..=36_500).contains(&days) => Ok(RetentionDays(days)),
+            _ => Err(format!("retentionDays {days} must be between 1 and 36500")),
+        }
+    }
+}
+
+/// Placeholders a `prefix` may use.
+pub const PREFIX_PLACEHOLDERS: [&str; 5] = ["year", "month", "day", "host", "logId"];
+
+/// A key prefix template; `${ENV}` expanded, placeholders checked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct S3Prefix(pub String);
+
+impl TryFrom<String> for S3Prefix {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = crate::config::expand_env(&text)?;
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let close = after.find("}}").ok_or_else(|| format!("prefix {text:?}: unclosed {{{{"))?;
+            let name = &after[..close];
+            if !PREFIX_PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "prefix {text:?}: unknown placeholder {{{{{name}}}}}; known: {}",
+                    PREFIX_PLACEHOLDERS.join(", ")
+                ));
+            }
+            rest = &after[close + 2..];
+        }
+        if text.starts_with('/') {
+            return Err(format!("prefix {text:?} must not start with '/'"));
+        }
+        Ok(S3Prefix(text))
+    }
+}

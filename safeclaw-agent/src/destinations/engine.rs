@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::status::Status;
 use crate::audit::clock::TimestampFormatter;
 use crate::audit::reader::{ChainEntry, ChainReader, ReadError};
+use crate::audit::segment::{Compression, LogName};
 use crate::audit::signing::HeadFile;
 use crate::audit::Lifecycle;
 
@@ -59,6 +60,76 @@ pub trait Transport: Send {
     fn confirmed(&mut self) -> Result<Option<u64>, SendError> {
         Ok(None)
     }
+    /// Destinations that take whole sealed segments and the signed head instead of entry batches (S3):
+    /// the worker hands them those, and the cursor is the end of the last segment confirmed stored.
+    fn archive(&mut self) -> Option<&mut dyn Archive> {
+        None
+    }
+}
+
+/// What an archiving destination stores.
+pub trait Archive {
+    /// Stores one sealed rotated segment file of log `log_id`; Ok once the store confirmed it.
+    fn upload_segment(&mut self, log_id: &str, segment: &Path) -> Result<(), SendError>;
+    /// Stores the signed head file (`bytes`, as on disk).
+    fn upload_head(&mut self, head: &HeadFile, bytes: Vec<u8>) -> Result<(), SendError>;
+    /// What rotated segments are compressed with: a segment is sealed once it is.
+    fn compression(&self) -> Compression;
+    /// Least time between two puts of a moving head.
+    fn head_interval(&self) -> Duration;
+}
+
+/// The rotated segment holding entry `cursor` or the first after it, if it is sealed (rotated, compressed
+/// as configured, and followed by a segment whose first entry is known).
+#[derive(Debug, PartialEq, Eq)]
+struct Sealed {
+    path: PathBuf,
+    first: u64,
+    end: u64,
+}
+
+fn next_sealed(active: &Path, cursor: u64, compression: Compression) -> std::io::Result<Option<Sealed>> {
+    let segments = LogName::of_active(active).list()?;
+    let rotated: Vec<(u64, &PathBuf, Compression)> =
+        segments.iter().filter_map(|s| s.first_seq.map(|f| (f, &s.path, s.compression))).collect();
+    // The segment holding `cursor` starts at or before it; else the first one after it.
+    let index = rotated
+        .iter()
+        .rposition(|(first, _, _)| *first <= cursor)
+        .or_else(|| rotated.iter().position(|(first, _, _)| *first > cursor));
+    let Some(index) = index else { return Ok(None) };
+    let (first, path, kind) = rotated[index];
+    if compression != Compression::None && kind == Compression::None {
+        return Ok(None);
+    }
+    let end = match rotated.get(index + 1) {
+        Some((next, _, _)) => *next,
+        None => match first_sequence(active)? {
+            Some(next) => next,
+            None => return Ok(None),
+        },
+    };
+    if end <= cursor {
+        return Ok(None);
+    }
+    Ok(Some(Sealed { path: path.clone(), first, end }))
+}
+
+/// The sequence of the first entry of the active segment, once it has one.
+fn first_sequence(active: &Path) -> std::io::Result<Option<u64>> {
+    use std::io::{BufRead, Read};
+    let file = match std::fs::File::open(active) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut line = Vec::new();
+    std::io::BufReader::new(file.take(1 << 20)).read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+    Ok(value["sequence"].as_u64())
 }
 
 /// Exponential backoff with full jitter between `BACKOFF_MIN` and `BACKOFF_MAX`.
@@ -194,7 +265,98 @@ impl Worker {
         self.save();
     }
 
+    /// Archiving destinations: each sealed segment after the cursor in turn, and the head as it moves.
+    fn run_archive(mut self) {
+        let mut backoff = Backoff::default();
+        // The head last put: its size and when.
+        let mut head_put: Option<(u64, Instant)> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(archive) = self.transport.archive() else { return };
+            let (compression, head_interval) = (archive.compression(), archive.head_interval());
+            let head_bytes = match std::fs::read(&self.source.head) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.sleep(POLL * 10);
+                    continue;
+                }
+                Err(e) => {
+                    self.failed(&SendError::retry(format!("cannot read the signed head: {e}")));
+                    self.sleep(backoff.next(None));
+                    continue;
+                }
+            };
+            let head: HeadFile = match serde_json::from_slice(&head_bytes) {
+                Ok(head) => head,
+                Err(e) => {
+                    // Replaced atomically by the writer: a bad one is not a half-written one.
+                    self.failed(&SendError::retry(format!("the signed head is unreadable: {e}")));
+                    self.sleep(backoff.next(None));
+                    continue;
+                }
+            };
+            let cursor = self.status.delivered;
+            // A moving head goes first once per interval, so a backlog of segments cannot hold it back.
+            let head_due =
+                head_put.is_none_or(|(size, at)| size != head.size && at.elapsed() >= head_interval);
+            let sealed =
+                if head_due { Ok(None) } else { next_sealed(&self.source.active, cursor, compression) };
+            let outcome = match sealed {
+                Ok(Some(sealed)) if sealed.first > cursor => {
+                    let reason = format!(
+                        "entries {cursor}..{} were deleted by retention before delivery",
+                        sealed.first - 1
+                    );
+                    tracing::error!(destination = %self.name, "{reason}");
+                    self.status.lost_to_retention += sealed.first - cursor;
+                    self.status.last_error = Some(reason);
+                    self.status.delivered = sealed.first;
+                    self.save();
+                    continue;
+                }
+                Ok(Some(sealed)) => {
+                    let Some(archive) = self.transport.archive() else { return };
+                    archive.upload_segment(&head.log_id, &sealed.path).map(|()| Some(sealed.end))
+                }
+                Ok(None) if head_due => {
+                    let Some(archive) = self.transport.archive() else { return };
+                    let size = head.size;
+                    archive.upload_head(&head, head_bytes).map(|()| {
+                        head_put = Some((size, Instant::now()));
+                        None
+                    })
+                }
+                Ok(None) => {
+                    self.sleep(POLL * 4);
+                    continue;
+                }
+                Err(e) => Err(SendError::retry(format!("cannot list the log's segments: {e}"))),
+            };
+            match outcome {
+                Ok(Some(end)) => {
+                    self.delivered(end);
+                    backoff.reset();
+                }
+                Ok(None) => {
+                    if self.status.failing_since.is_some() {
+                        let end = self.status.delivered;
+                        self.delivered(end);
+                    }
+                    backoff.reset();
+                }
+                Err(e) => {
+                    let after = matches!(e, SendError::Refused { .. }).then_some(REFUSED_RETRY);
+                    self.failed(&e);
+                    let wait = backoff.next(after);
+                    self.sleep(wait);
+                }
+            }
+        }
+    }
+
     fn run(mut self) {
+        if self.transport.archive().is_some() {
+            return self.run_archive();
+        }
         let mut backoff = Backoff::default();
         let mut next = self.status.delivered;
         let mut waiting_since: Option<Instant> = None;

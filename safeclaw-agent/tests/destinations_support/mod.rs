@@ -2,6 +2,7 @@
 //! the `audit deliver` process the tests kill, free loopback ports, and waiting with a deadline.
 #![allow(dead_code)]
 
+pub mod moto;
 pub mod rsyslog;
 pub mod webhook;
 
