@@ -9,8 +9,12 @@ use safeclaw_common::{KernelOffsets, Scope};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
-/// The open of a binary by execve (or of its ELF loader by the kernel).
+/// The open of a binary by execve (or of its ELF loader by the kernel), in `f_mode` where the kernel
+/// sets it there.
 pub const FMODE_EXEC: u32 = 0x20;
+/// `__FMODE_EXEC`: the same bit as an open flag, which exec's own open puts in `f_flags` (6.1 and 6.12
+/// leave it out of `f_mode` at `file_open`). open(2) strips it from user flags, so only exec sets it.
+pub const O_FMODE_EXEC: u32 = 0x20;
 /// open(2) flags as they stay in `file->f_flags` until `file_open` has run.
 pub const O_TRUNC: u32 = 0o1000;
 /// `__O_TMPFILE | O_DIRECTORY`: both are set for an O_TMPFILE open.
