@@ -19,6 +19,7 @@ use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
+mod repeats;
 mod signals;
 mod stop;
 
@@ -97,7 +98,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot serve metrics on {addr:?}"))?;
             tokio::spawn(listener.serve(metrics));
         }
-        enforce(&agents, &args, policy, source, &mut writer, &mut deliveries).await
+        let repeat_window = config.repeat_window();
+        enforce(&agents, &args, policy, source, repeat_window, &mut writer, &mut deliveries).await
     });
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
@@ -324,6 +326,7 @@ async fn enforce(
     args: &RunArgs,
     policy: ActivePolicy,
     mut source: PolicySource,
+    repeat_window: crate::config::RepeatWindow,
     writer: &mut AuditWriter,
     deliveries: &mut crate::destinations::engine::Deliveries,
 ) -> anyhow::Result<Stopped> {
@@ -336,6 +339,8 @@ async fn enforce(
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let mut ring = EventRing::new(ring)?.pollable().context("cannot poll the ring buffer")?;
     let mut unreleased = Unreleased::default();
+    enforcer.scope.repeat_window_ms = repeat_window.millis();
+    let mut repeats = repeats::RepeatSweeper::new(repeat_window);
     enforcer.take_over()?;
     let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
@@ -372,7 +377,9 @@ async fn enforce(
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-    let mut sink = Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default() };
+    let recorded_through = writer.durable().kernel_seq;
+    let mut sink =
+        Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default(), recorded_through };
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -464,7 +471,13 @@ async fn enforce(
                 }
             },
         }
+        for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, false) {
+            if let Appended::Buffered { sequence } = sink.repeats(&closed, &enforcer.slots, &registry) {
+                repeats.recorded(closed.key, sequence);
+            }
+        }
         sink.commit(&mut enforcer)?;
+        repeats.release(&mut enforcer.kernel.ebpf, sink.writer.durable());
         if unreleased.release(ring.get_mut(), sink.writer.durable()) {
             // The kernel wakes a consumer only when it has released everything read; look again.
             backlog |= drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
@@ -478,7 +491,13 @@ async fn enforce(
     enforcer.owns_pins = false;
     let slots = std::mem::take(&mut enforcer.slots);
     while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
+    for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, true) {
+        if let Appended::Buffered { sequence } = sink.repeats(&closed, &slots, &registry) {
+            repeats.recorded(closed.key, sequence);
+        }
+    }
     sink.writer.commit().context("cannot make the last kernel events durable; their maps stay pinned")?;
+    repeats.release(&mut enforcer.kernel.ebpf, sink.writer.durable());
     enforcer.kernel.remove_pins()?;
     drop(enforcer);
     let (stopped, done) = stopped;
@@ -606,6 +625,8 @@ struct Sink<'a> {
     locked: bool,
     /// Agent tool calls open per session, to link kernel events to them.
     tool_calls: crate::tools::correlate::Correlator,
+    /// Highest kernel sequence appended: counted repeats of attempts up to it may follow them.
+    recorded_through: Option<u64>,
 }
 
 impl Sink<'_> {
@@ -614,6 +635,30 @@ impl Sink<'_> {
         event: &KernelEvent,
         policy: Option<&ActivePolicy>,
         session: Option<&SessionInfo>,
+    ) -> Appended {
+        self.recorded_through = Some(self.recorded_through.map_or(event.kernel_seq, |s| s.max(event.kernel_seq)));
+        self.record(event, policy, session, None)
+    }
+
+    /// One entry for the attempts the kernel counted after a recorded one.
+    fn repeats(&mut self, closed: &repeats::ClosedRepeat, slots: &Slots, registry: &Registry) -> Appended {
+        let (event, count) = (&closed.event, &closed.count);
+        let mut times = audit::clock::TimestampFormatter::default();
+        let repeats = audit::Repeats {
+            count: count.repeats,
+            first_time: times.format(self.clock.at(count.first_ns)),
+            last_time: times.format(self.clock.at(count.last_ns)),
+        };
+        let session = registry.get(event.session_cgroup_id);
+        self.record(event, slots.by_generation(event.policy_generation), session.as_deref(), Some(repeats))
+    }
+
+    fn record(
+        &mut self,
+        event: &KernelEvent,
+        policy: Option<&ActivePolicy>,
+        session: Option<&SessionInfo>,
+        repeats: Option<audit::Repeats>,
     ) -> Appended {
         let (effect, rule) = argument_marking(event, policy).unwrap_or((event.effect, event.rule));
         let rule = rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
@@ -650,6 +695,7 @@ impl Sink<'_> {
                 .tool_calls
                 .link(event.session_cgroup_id, event.tgid, event.boot_ns)
                 .map(str::to_owned),
+            repeats,
         };
         let appended = self.writer.append(&record);
         if let Appended::Buffered { sequence } = appended {

@@ -436,7 +436,12 @@ impl AuditWriter {
     /// sequence numbers missing for longer than `sequence::HOLE_WAIT` (or `MAX_SPAN` numbers) become gap
     /// entries; one going back below everything accounted for is recorded as a reset first.
     pub fn append(&mut self, record: &ActionRecord) -> Appended {
-        match self.kernel_seqs.arrive(record.kernel_seq, Instant::now) {
+        // Repeats take no kernel sequence number of their own: their attempt's was accounted for.
+        let arrival = match record.repeats {
+            Some(_) => Arrival::New,
+            None => self.kernel_seqs.arrive(record.kernel_seq, Instant::now),
+        };
+        match arrival {
             Arrival::New => {}
             Arrival::AlreadyRecorded => return Appended::AlreadyRecorded,
             Arrival::Late => {
@@ -466,7 +471,9 @@ impl AuditWriter {
         let (fields, redactor) = (self.opts.fields, &self.opts.redactor);
         let sequence =
             self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
-        self.pending_kernel_seq = Some(record.kernel_seq);
+        if record.repeats.is_none() {
+            self.pending_kernel_seq = Some(record.kernel_seq);
+        }
         if self.chain.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint("count");
         }

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use safeclaw_common::{
-    action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX, RAW_SOCKET_PROTOCOL,
+    action, flag, mount_op, EventHeader, NetDetail, RepeatCount, RepeatKey, EVENT_FIXED_LEN, NO_RULE,
+    PATH_MAX, RAW_SOCKET_PROTOCOL, REPEAT_PATH_MAX,
 };
 
 use crate::policy::compiled::{Effect, Request};
@@ -216,6 +217,56 @@ fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
     debug_assert!(at + std::mem::size_of::<T>() <= bytes.len());
     // SAFETY: callers check the length first; T is a plain #[repr(C)] integer struct valid for any bits.
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(at).cast::<T>()) }
+}
+
+/// The event of a `REPEATS` entry: the recorded attempt it repeats (its `kernel_seq`), at the time of
+/// the latest repeat. Checked as a ring record is; only opens are ever counted.
+pub fn decode_repeated(key: &RepeatKey, count: &RepeatCount) -> Result<KernelEvent, DecodeError> {
+    if !matches!(key.action, action::FILE_READ | action::FILE_WRITE | action::FILE_READ_WRITE) {
+        return Err(DecodeError::Action(key.action));
+    }
+    let len = key.path_len as usize;
+    if len >= REPEAT_PATH_MAX {
+        return Err(DecodeError::PathLength { claimed: len, carried: REPEAT_PATH_MAX });
+    }
+    let header = EventHeader {
+        kernel_seq: count.kernel_seq,
+        boot_ns: count.last_ns,
+        cgroup_id: key.cgroup_id,
+        session_cgroup_id: key.session_cgroup_id,
+        decide_ns: 0,
+        pid: key.pid,
+        tgid: key.tgid,
+        uid: key.uid,
+        gid: key.gid,
+        rule_id: key.rule_id,
+        profile: key.profile,
+        policy_generation: key.policy_generation,
+        file_mode: key.file_mode,
+        target_pid: 0,
+        detail_arg: 0,
+        action: key.action,
+        effect: key.effect,
+        flags: key.flags,
+        comm: key.comm,
+        _pad: 0,
+    };
+    let mut bytes = Vec::with_capacity(EVENT_FIXED_LEN + len);
+    push_plain(&mut bytes, &header);
+    push_plain(&mut bytes, &NetDetail::default());
+    push_plain(&mut bytes, &(len as u32));
+    push_plain(&mut bytes, &0u32);
+    bytes.extend_from_slice(&key.path[..len]);
+    decode(&bytes)
+}
+
+/// Appends the bytes of a plain `#[repr(C)]` wire struct without implicit padding.
+fn push_plain<T: Copy>(out: &mut Vec<u8>, value: &T) {
+    // SAFETY: the wire types are integers and byte arrays with explicit padding fields: every byte
+    // of `value` is initialised.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+    out.extend_from_slice(bytes);
 }
 
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {

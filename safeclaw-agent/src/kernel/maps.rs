@@ -5,7 +5,8 @@
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RuleEntry, Scope,
+    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatCount,
+    RepeatKey, RuleEntry, Scope,
     SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES,
     NET_KEY_HEADER_BITS,
 };
@@ -214,7 +215,7 @@ fn session_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, SessionProf
 }
 
 /// The scope that puts `agents` and everything below it under the programs of `epoch`, deciding by
-/// slot 0.
+/// slot 0, recording every attempt on its own (no repeat window).
 pub fn enforcing_scope(agents: &crate::cgroup::Cgroup, epoch: u32) -> Scope {
     Scope {
         cgroup_id: agents.id,
@@ -223,7 +224,7 @@ pub fn enforcing_scope(agents: &crate::cgroup::Cgroup, epoch: u32) -> Scope {
         lockdown: 0,
         enabled: 1,
         epoch,
-        _pad: 0,
+        repeat_window_ms: 0,
     }
 }
 
@@ -251,4 +252,44 @@ pub fn generation(ebpf: &mut Ebpf, slot: u32) -> Result<u32, KernelError> {
         .get(&(slot * MAX_PROFILES), 0)
         .map_err(|source| KernelError::Map { map: "POLICY", source })?;
     Ok(header.generation)
+}
+
+fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, RepeatKey, RepeatCount>, KernelError> {
+    let map = "REPEATS";
+    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
+    HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
+}
+
+/// The `REPEATS` entries the kernel no longer adds to: those whose window closed at least `margin_ns`
+/// before `now_ns` (boot time), or all of them with `all` (once the programs are detached). The
+/// kernel only adds while an entry is younger than the window, and never replaces one, so a count
+/// read here is final. Entries whose first attempt (its kernel sequence) is not yet
+/// `recorded_through` are left for later, so that repeats follow their attempt in the log.
+pub fn closed_repeats(
+    ebpf: &mut Ebpf,
+    now_ns: u64,
+    window_ns: u64,
+    margin_ns: u64,
+    recorded_through: Option<u64>,
+    all: bool,
+) -> Result<Vec<(RepeatKey, RepeatCount)>, KernelError> {
+    let repeats = repeats_map(ebpf)?;
+    let closed_before = now_ns.saturating_sub(window_ns.saturating_add(margin_ns));
+    let mut closed = Vec::new();
+    for entry in repeats.iter() {
+        let (key, count) = entry.map_err(|source| KernelError::Map { map: "REPEATS", source })?;
+        let recorded = recorded_through.is_some_and(|through| count.kernel_seq <= through);
+        if all || (recorded && count.first_ns < closed_before) {
+            closed.push((key, count));
+        }
+    }
+    Ok(closed)
+}
+
+/// Forgets a `REPEATS` entry once its count is durably recorded.
+pub fn remove_repeat(ebpf: &mut Ebpf, key: &RepeatKey) -> Result<(), KernelError> {
+    match repeats_map(ebpf)?.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(KernelError::Map { map: "REPEATS", source }),
+    }
 }
