@@ -1028,6 +1028,32 @@ mod tests {
     }
 
     #[test]
+    fn counted_repeats_take_no_kernel_sequence_and_the_log_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        let repeats = crate::audit::Repeats {
+            count: 41,
+            first_time: "2026-12-05T10:00:00.000Z".into(),
+            last_time: "2026-12-05T10:00:00.900Z".into(),
+        };
+        writer.append(&ActionRecord { repeats: Some(repeats), ..record(0) });
+        writer.append(&record(1));
+        assert_eq!(writer.close().unwrap().kernel_seq, Some(1));
+        let written = entries(dir.path());
+        let counted: Vec<_> = written.iter().filter(|e| e["repeats"].is_object()).collect();
+        assert_eq!(counted.len(), 1, "{written:#?}");
+        assert!(counted[0]["kernelSeq"].is_null());
+        assert_eq!(counted[0]["repeats"]["count"], 41);
+        assert_eq!(counted[0]["repeats"]["ofKernelSeq"], 0);
+        assert_eq!(counted[0]["repeats"]["firstTime"], "2026-12-05T10:00:00.000Z");
+        assert!(written.iter().all(|e| e["action"] != "audit.gap" && e["action"] != "audit.kernel_seq_reset"));
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
     fn kernel_sequence_jumps_become_gap_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = AuditWriter::open(options(dir.path())).unwrap();
