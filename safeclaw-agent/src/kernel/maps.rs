@@ -11,6 +11,7 @@ use safeclaw_common::{
     NET_KEY_HEADER_BITS,
 };
 
+use super::batch::write_run;
 use super::KernelError;
 use crate::policy::compiled::CompiledPolicy;
 
@@ -87,12 +88,10 @@ fn write_profile(
         loaded: 1,
         ..PolicyHeader::default()
     };
-    let mut rules = array::<RuleEntry>(ebpf, "RULES")?;
-    for effect in &policy.rule_effects {
-        let entry = RuleEntry { effect: effect.to_wire(), _pad: [0; 3] };
-        set(&mut rules, "RULES", slot * MAX_RULES + cursor.rules, entry)?;
-        cursor.rules += 1;
-    }
+    let rules: Vec<RuleEntry> =
+        policy.rule_effects.iter().map(|e| RuleEntry { effect: e.to_wire(), _pad: [0; 3] }).collect();
+    write_run(ebpf, "RULES", slot * MAX_RULES + cursor.rules, &rules)?;
+    cursor.rules += rules.len() as u32;
     for (class, dfa) in policy.dfas.iter().enumerate() {
         header.dfa[class] = DfaDesc {
             trans_base: cursor.transitions,
@@ -110,19 +109,11 @@ fn write_profile(
         let index = (slot * MAX_PROFILES + profile) * dfa_class::COUNT + class;
         set(&mut classes, "DFA_CLASSES", index, ByteClasses(dfa.classes))?;
     }
-    let mut trans = array::<u32>(ebpf, "DFA_TRANS")?;
     for (class, dfa) in policy.dfas.iter().enumerate() {
         let base = slot * MAX_DFA_TRANSITIONS + header.dfa[class].trans_base;
-        for (i, &next) in (0u32..).zip(&dfa.transitions) {
-            set(&mut trans, "DFA_TRANS", base + i, next)?;
-        }
-    }
-    let mut accept = array::<u32>(ebpf, "DFA_ACCEPT")?;
-    for (class, dfa) in policy.dfas.iter().enumerate() {
+        write_run(ebpf, "DFA_TRANS", base, &dfa.transitions)?;
         let base = slot * MAX_DFA_STATES + header.dfa[class].accept_base;
-        for (i, &rule) in (0u32..).zip(&dfa.accept) {
-            set(&mut accept, "DFA_ACCEPT", base + i, rule)?;
-        }
+        write_run(ebpf, "DFA_ACCEPT", base, &dfa.accept)?;
     }
     Ok(header)
 }
@@ -138,13 +129,10 @@ fn write_network(
     remove_stale: bool,
 ) -> Result<(), KernelError> {
     let first_interval = cursor.intervals;
-    {
-        let mut intervals = array::<safeclaw_common::PortInterval>(ebpf, "PORT_INTERVALS")?;
-        for interval in policy.net.prefixes.iter().flat_map(|p| p.intervals.iter()) {
-            set(&mut intervals, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, *interval)?;
-            cursor.intervals += 1;
-        }
-    }
+    let intervals: Vec<safeclaw_common::PortInterval> =
+        policy.net.prefixes.iter().flat_map(|p| p.intervals.iter().copied()).collect();
+    write_run(ebpf, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, &intervals)?;
+    cursor.intervals += intervals.len() as u32;
     let map = "NET_PREFIXES";
     let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     let mut trie: LpmTrie<&mut MapData, NetKeyData, NetPrefixValue> =
