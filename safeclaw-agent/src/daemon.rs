@@ -377,7 +377,8 @@ async fn enforce(
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-    let recorded_through = writer.durable().kernel_seq;
+    // Counts a previous daemon left are of attempts it recorded; fresh programs number from 0.
+    let recorded_through = if adopting { writer.durable().kernel_seq } else { None };
     let mut sink =
         Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default(), recorded_through };
     // Whether the last drain left records in the ring (it reads a bounded batch).
