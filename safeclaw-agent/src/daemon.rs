@@ -637,7 +637,8 @@ impl Sink<'_> {
         policy: Option<&ActivePolicy>,
         session: Option<&SessionInfo>,
     ) -> Appended {
-        self.recorded_through = Some(self.recorded_through.map_or(event.kernel_seq, |s| s.max(event.kernel_seq)));
+        self.recorded_through =
+            Some(self.recorded_through.map_or(event.kernel_seq, |s| s.max(event.kernel_seq)));
         self.record(event, policy, session, None)
     }
 

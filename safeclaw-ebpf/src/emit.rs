@@ -11,8 +11,8 @@ use aya_ebpf::{
 use core::ffi::c_void;
 
 use safeclaw_common::{
-    action, counter, effect, flag, Event, NetDetail, RepeatCount, RepeatKey, Scope, ARGS_MAX,
-    EVENT_DATA_LEN, EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX, REPEAT_PATH_MAX,
+    action, counter, effect, flag, Event, NetDetail, RepeatCount, RepeatKey, Scope, ARGS_MAX, EVENT_DATA_LEN,
+    EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX, REPEAT_PATH_MAX,
 };
 
 use crate::decide::{Slot, Verdict};

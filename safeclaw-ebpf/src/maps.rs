@@ -5,8 +5,9 @@ use aya_ebpf::{
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RepeatCount, RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_REPEATS, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
-    MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
+    RepeatCount, RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES,
+    MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES,
+    MAX_SESSIONS, POLICY_SLOTS,
 };
 
 use crate::walk::WalkBuffer;

@@ -375,7 +375,8 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
         let evaluator = Evaluator::new(&policy, None, &ctx).unwrap();
         let output = daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" ")));
         assert!(output.status.success(), "phase {phase}: {output:?}");
-        let answers: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+        let answers: Vec<String> =
+            String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
         let opens: Vec<&String> = args.iter().filter(|a| !a.starts_with("mv:")).collect();
         assert_eq!(answers.len(), opens.len(), "phase {phase}: {answers:?}");
         for (open, answer) in opens.iter().zip(&answers) {
@@ -385,7 +386,11 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
             }
             let request = Request::FileOpen { path: open.as_bytes(), read: true, write: false };
             let effect = evaluator.evaluate(&request).effect;
-            assert_eq!(answer == "1", effect == Effect::Deny, "phase {phase}: {open}: kernel {answer}, evaluator {effect:?}");
+            assert_eq!(
+                answer == "1",
+                effect == Effect::Deny,
+                "phase {phase}: {open}: kernel {answer}, evaluator {effect:?}"
+            );
             *attempts.entry((hash.clone(), open.to_string(), effect.as_str())).or_default() += 1;
         }
     }

@@ -1048,7 +1048,9 @@ mod tests {
         assert_eq!(counted[0]["repeats"]["count"], 41);
         assert_eq!(counted[0]["repeats"]["ofKernelSeq"], 0);
         assert_eq!(counted[0]["repeats"]["firstTime"], "2026-12-05T10:00:00.000Z");
-        assert!(written.iter().all(|e| e["action"] != "audit.gap" && e["action"] != "audit.kernel_seq_reset"));
+        assert!(written
+            .iter()
+            .all(|e| e["action"] != "audit.gap" && e["action"] != "audit.kernel_seq_reset"));
         let report = check(dir.path());
         assert_eq!((report.failure, report.gaps), (None, 0));
     }

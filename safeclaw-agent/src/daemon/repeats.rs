@@ -35,7 +35,11 @@ pub struct RepeatSweeper {
 
 impl RepeatSweeper {
     pub fn new(window: RepeatWindow) -> Self {
-        RepeatSweeper { window: window.0, next_sweep: Instant::now() + SWEEP_INTERVAL, awaiting: HashMap::new() }
+        RepeatSweeper {
+            window: window.0,
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
+            awaiting: HashMap::new(),
+        }
     }
 
     /// The counted repeats to record now: windows closed (all of them with `all`, once the programs

@@ -27,7 +27,12 @@ struct BatchAttr {
 }
 
 /// Writes `values` into array map `map` at indices `first..first + values.len()`.
-pub fn write_run<V: aya::Pod>(ebpf: &Ebpf, map: &'static str, first: u32, values: &[V]) -> Result<(), KernelError> {
+pub fn write_run<V: aya::Pod>(
+    ebpf: &Ebpf,
+    map: &'static str,
+    first: u32,
+    values: &[V],
+) -> Result<(), KernelError> {
     let Some(Map::Array(data)) = ebpf.map(map) else {
         return Err(KernelError::Missing { what: "array map", name: map });
     };

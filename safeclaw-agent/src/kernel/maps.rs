@@ -6,9 +6,8 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatCount,
-    RepeatKey, RuleEntry, Scope,
-    SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES,
-    NET_KEY_HEADER_BITS,
+    RepeatKey, RuleEntry, Scope, SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS,
+    MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS,
 };
 
 use super::batch::write_run;
