@@ -300,13 +300,13 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
 }
 
 /// Opens each path of argv read-only in one process, so that identical opens can be counted as
-/// repeats (docs/audit-format.md); `mv:SRC>DST` renames instead. One line per open: `ok`, `1`
+/// repeats (docs/audit-format.md); `mv:SRC,DST` renames instead. One line per open: `ok`, `1`
 /// (EPERM) or `enoent`.
 const REPEAT_AGENT: &str = r#"
 import errno, os, sys
 for arg in sys.argv[1:]:
     if arg.startswith("mv:"):
-        src, dst = arg[3:].split(">")
+        src, dst = arg[3:].split(",")
         os.rename(src, dst)
         continue
     try:
@@ -350,10 +350,10 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
             "b.txt",
             [
                 vec![a.clone(); 4],
-                vec![format!("mv:{a}>{b}")],
+                vec![format!("mv:{a},{b}")],
                 vec![b.clone(); 3],
                 vec![a.clone()],
-                vec![format!("mv:{c}>{a}")],
+                vec![format!("mv:{c},{a}")],
                 vec![a.clone(); 3],
             ]
             .concat(),
