@@ -456,6 +456,47 @@ mod tests {
         all[..EVENT_FIXED_LEN + path.len()].to_vec()
     }
 
+    fn repeat_key(act: u8, path: &[u8]) -> RepeatKey {
+        let mut key = RepeatKey {
+            cgroup_id: 9,
+            session_cgroup_id: 0,
+            pid: 41,
+            tgid: 40,
+            uid: 1000,
+            gid: 1000,
+            rule_id: 2,
+            profile: 0,
+            policy_generation: 3,
+            file_mode: 1,
+            path_len: path.len() as u32,
+            action: act,
+            effect: effect::ALLOW,
+            flags: 0,
+            comm: *b"cc1\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            path: [0; REPEAT_PATH_MAX],
+        };
+        key.path[..path.len()].copy_from_slice(path);
+        key
+    }
+
+    #[test]
+    fn a_counted_repeat_decodes_as_its_first_attempt_at_the_last_time() {
+        let count = RepeatCount { kernel_seq: 12, first_ns: 100, last_ns: 900, repeats: 5 };
+        let event = decode_repeated(&repeat_key(action::FILE_READ, b"/src/lib.rs"), &count).unwrap();
+        assert_eq!((event.kernel_seq, event.boot_ns, event.tgid, event.pid), (12, 900, 40, 41));
+        assert_eq!((event.rule, event.policy_generation, event.effect), (Some(2), 3, Effect::Allow));
+        assert_eq!(event.comm, "cc1");
+        assert_eq!(
+            event.detail,
+            Detail::File { access: FileAccess::Read, f_mode: 1, path: b"/src/lib.rs".to_vec() }
+        );
+        let exec = decode_repeated(&repeat_key(action::PROCESS_EXEC, b"/bin/sh"), &count);
+        assert_eq!(exec.unwrap_err(), DecodeError::Action(action::PROCESS_EXEC));
+        let mut long = repeat_key(action::FILE_READ, b"/x");
+        long.path_len = REPEAT_PATH_MAX as u32;
+        assert!(matches!(decode_repeated(&long, &count), Err(DecodeError::PathLength { .. })));
+    }
+
     #[test]
     fn decodes_a_denied_read() {
         let header = EventHeader {
