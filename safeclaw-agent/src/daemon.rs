@@ -165,14 +165,32 @@ impl std::fmt::Display for Stopped {
 /// How often the policy files are checked for changes.
 const POLICY_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Which policy each kernel slot holds, with the generation the kernel stamps on its events.
+/// Which policy each kernel slot holds, with the generation the kernel stamps on its events; and the
+/// policies reloads replaced lately, which counted repeats (recorded a window after their attempt)
+/// may still name.
 #[derive(Default)]
-struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
+struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2], VecDeque<(std::time::Instant, u32, Arc<ActivePolicy>)>);
+
+/// How long a replaced policy stays known: past the longest repeat window, its margin and a sweep.
+const RETIRED_POLICY_KEPT: Duration = Duration::from_secs(60);
 
 impl Slots {
     /// The policy that decided an event, by the generation stamped on it.
     fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
-        self.0.iter().flatten().find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
+        let current = self.0.iter().flatten().map(|(g, p)| (*g, p));
+        let retired = self.1.iter().map(|(_, g, p)| (*g, p));
+        current.chain(retired).find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
+    }
+
+    /// Puts `policy` into `slot`, keeping the one it replaces known for a while.
+    fn fill(&mut self, slot: u32, generation: u32, policy: ActivePolicy) {
+        let now = std::time::Instant::now();
+        while self.1.front().is_some_and(|(at, ..)| now.duration_since(*at) > RETIRED_POLICY_KEPT) {
+            self.1.pop_front();
+        }
+        if let Some((old, replaced)) = self.0[slot as usize].replace((generation, Arc::new(policy))) {
+            self.1.push_back((now, old, replaced));
+        }
     }
 
     /// The profile numbers `agent` is decided by in each slot (0 where a slot holds no policy).
@@ -277,7 +295,7 @@ impl Enforcer {
         let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.tables())?;
-        self.slots.0[slot as usize] = Some((generation, Arc::new(policy)));
+        self.slots.fill(slot, generation, policy);
         self.next_generation += 1;
         for session in sessions.live() {
             self.enforce_profile(&session)?;
