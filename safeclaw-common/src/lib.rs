@@ -426,12 +426,16 @@ pub struct RepeatKey {
     pub effect: u8,
     pub flags: u16,
     pub comm: [u8; COMM_LEN],
+    /// `boot_ns / window`: each window is counted under its own key, so an attempt after one closes
+    /// starts the next count at once, while the daemon still has the closed one to record.
+    pub window: u32,
+    pub _pad: u32,
     pub path: [u8; REPEAT_PATH_MAX],
 }
 
 /// The repeats of one recorded attempt (value of `REPEATS`). The kernel creates it when it records the
-/// first attempt and only adds to it while `boot_ns` is less than the window old; the daemon records
-/// and deletes it once the window (and a margin) has passed.
+/// first attempt of a window (`RepeatKey::window`) and adds to it during that window only; the daemon
+/// records and deletes it once the window (and a margin) has passed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RepeatCount {

@@ -343,12 +343,12 @@ impl Pending {
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
         let window_ns = u64::from(scope.repeat_window_ms) * 1_000_000;
         let repeat = if repeatable && window_ns != 0 && header.effect == effect::ALLOW && header.flags == 0 {
-            repeat_key(event)
+            repeat_key(event, window_ns)
         } else {
             None
         };
         if let Some(key) = repeat {
-            if counted_as_repeat(key, window_ns) {
+            if counted_as_repeat(key) {
                 return 0;
             }
         }
@@ -387,9 +387,10 @@ impl Pending {
     }
 }
 
-/// The `REPEATS` key of the event in this CPU's key scratch, if its path is short enough to count.
+/// The `REPEATS` key of the event in this CPU's key scratch, for the window of `window_ns` its time
+/// falls in, if its path is short enough to count.
 #[inline(always)]
-fn repeat_key(event: &Event) -> Option<&'static RepeatKey> {
+fn repeat_key(event: &Event, window_ns: u64) -> Option<&'static RepeatKey> {
     let len = event.path_len;
     if len as usize >= REPEAT_PATH_MAX {
         return None;
@@ -430,21 +431,20 @@ fn repeat_key(event: &Event) -> Option<&'static RepeatKey> {
     key.effect = header.effect;
     key.flags = header.flags;
     key.comm = header.comm;
+    key.window = (header.boot_ns / window_ns) as u32;
+    key._pad = 0;
     Some(key)
 }
 
-/// Counts the attempt as a repeat of `key` if that was recorded less than `window_ns` ago.
+/// Counts the attempt as a repeat of `key` if an attempt was recorded under it (in this window).
 #[inline(always)]
-fn counted_as_repeat(key: &RepeatKey, window_ns: u64) -> bool {
+fn counted_as_repeat(key: &RepeatKey) -> bool {
     let Some(count) = REPEATS.get_ptr_mut(key) else { return false };
     // SAFETY: plain helper.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: a hash map value, valid for this invocation; other CPUs may update it concurrently,
     // hence the atomic add (`last_ns` is only informative).
     unsafe {
-        if now.wrapping_sub((*count).first_ns) >= window_ns {
-            return false;
-        }
         fetch_add_one(core::ptr::addr_of_mut!((*count).repeats));
         (*count).last_ns = now;
     }

@@ -473,6 +473,8 @@ mod tests {
             effect: effect::ALLOW,
             flags: 0,
             comm: *b"cc1\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            window: 5,
+            _pad: 0,
             path: [0; REPEAT_PATH_MAX],
         };
         key.path[..path.len()].copy_from_slice(path);

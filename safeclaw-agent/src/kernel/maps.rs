@@ -249,8 +249,8 @@ fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, RepeatKey, Repea
 
 /// The `REPEATS` entries the kernel no longer adds to: those whose window closed at least `margin_ns`
 /// before `now_ns` (boot time), or all of them with `all` (once the programs are detached). The
-/// kernel only adds while an entry is younger than the window, and never replaces one, so a count
-/// read here is final. Entries whose first attempt (its kernel sequence) is not yet
+/// kernel only adds to an entry during the window its key names, which ends less than `window_ns`
+/// after the entry's first attempt, and never replaces one, so a count read here is final. Entries whose first attempt (its kernel sequence) is not yet
 /// `recorded_through` are left for later, so that repeats follow their attempt in the log.
 pub fn closed_repeats(
     ebpf: &mut Ebpf,
