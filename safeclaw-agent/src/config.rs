@@ -76,6 +76,8 @@ pub struct AuditConfig {
     pub redaction: RedactionConfig,
     /// Memory for entries while the log cannot be written.
     pub max_buffered: Option<Size>,
+    /// Window within which identical allowed opens become one entry with a count; `0ms` turns it off.
+    pub repeat_window: Option<RepeatWindow>,
 }
 
 fn enabled() -> bool {
@@ -99,6 +101,7 @@ impl Default for AuditConfig {
             on_write_failure: OnWriteFailure::FailClosed,
             redaction: RedactionConfig::default(),
             max_buffered: None,
+            repeat_window: None,
         }
     }
 }
@@ -287,6 +290,27 @@ impl TryFrom<String> for CommitInterval {
     fn try_from(text: String) -> Result<Self, String> {
         duration_between(&text, "commitInterval", Duration::from_millis(1), Duration::from_secs(1))
             .map(CommitInterval)
+    }
+}
+
+/// `repeatWindow`: how long identical allowed opens are counted into one entry, 0 (off) to 10 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatWindow(pub Duration);
+
+impl RepeatWindow {
+    /// Default: long enough to fold a build's rereads of a file, short enough that the entry follows soon.
+    pub const DEFAULT: RepeatWindow = RepeatWindow(Duration::from_secs(1));
+
+    /// The kernel's `Scope::repeat_window_ms`.
+    pub fn millis(self) -> u32 {
+        u32::try_from(self.0.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+impl TryFrom<String> for RepeatWindow {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        duration_between(&text, "repeatWindow", Duration::ZERO, Duration::from_secs(10)).map(RepeatWindow)
     }
 }
 
@@ -544,6 +568,7 @@ from_placed_string!(
     Size,
     ArchiveTarget,
     CommitInterval,
+    RepeatWindow,
     FlushInterval,
     CheckpointInterval,
     EnvString,
@@ -697,6 +722,11 @@ impl Config {
             .head_file
             .as_ref()
             .map_or_else(|| PathBuf::from(crate::audit::DEFAULT_HEAD), |p| self.resolve(&p.0))
+    }
+
+    /// How long the kernel counts identical allowed opens into one entry (zero: never).
+    pub fn repeat_window(&self) -> RepeatWindow {
+        self.audit.repeat_window.unwrap_or(RepeatWindow::DEFAULT)
     }
 
     /// Writer options for this config; `log_override` is the daemon's `--audit-log`.

@@ -19,6 +19,7 @@ use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
+mod repeats;
 mod signals;
 mod stop;
 
@@ -100,7 +101,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot serve metrics on {addr:?}"))?;
             tokio::spawn(listener.serve(metrics));
         }
-        enforce(&agents, &args, policy, source, &mut writer, &mut deliveries).await
+        let repeat_window = config.repeat_window();
+        enforce(&agents, &args, policy, source, repeat_window, &mut writer, &mut deliveries).await
     });
     if let Some(ready) = &args.ready_file {
         let _ = std::fs::remove_file(ready);
@@ -166,14 +168,32 @@ impl std::fmt::Display for Stopped {
 /// How often the policy files are checked for changes.
 const POLICY_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Which policy each kernel slot holds, with the generation the kernel stamps on its events.
+/// Which policy each kernel slot holds, with the generation the kernel stamps on its events; and the
+/// policies reloads replaced lately, which counted repeats (recorded a window after their attempt)
+/// may still name.
 #[derive(Default)]
-struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2]);
+struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2], VecDeque<(std::time::Instant, u32, Arc<ActivePolicy>)>);
+
+/// How long a replaced policy stays known: past the longest repeat window, its margin and a sweep.
+const RETIRED_POLICY_KEPT: Duration = Duration::from_secs(60);
 
 impl Slots {
     /// The policy that decided an event, by the generation stamped on it.
     fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
-        self.0.iter().flatten().find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
+        let current = self.0.iter().flatten().map(|(g, p)| (*g, p));
+        let retired = self.1.iter().map(|(_, g, p)| (*g, p));
+        current.chain(retired).find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
+    }
+
+    /// Puts `policy` into `slot`, keeping the one it replaces known for a while.
+    fn fill(&mut self, slot: u32, generation: u32, policy: ActivePolicy) {
+        let now = std::time::Instant::now();
+        while self.1.front().is_some_and(|(at, ..)| now.duration_since(*at) > RETIRED_POLICY_KEPT) {
+            self.1.pop_front();
+        }
+        if let Some((old, replaced)) = self.0[slot as usize].replace((generation, Arc::new(policy))) {
+            self.1.push_back((now, old, replaced));
+        }
     }
 
     /// The profile numbers `agent` is decided by in each slot (0 where a slot holds no policy).
@@ -278,7 +298,7 @@ impl Enforcer {
         let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.tables())?;
-        self.slots.0[slot as usize] = Some((generation, Arc::new(policy)));
+        self.slots.fill(slot, generation, policy);
         self.next_generation += 1;
         for session in sessions.live() {
             self.enforce_profile(&session)?;
@@ -327,6 +347,7 @@ async fn enforce(
     args: &RunArgs,
     policy: ActivePolicy,
     mut source: PolicySource,
+    repeat_window: crate::config::RepeatWindow,
     writer: &mut AuditWriter,
     deliveries: &mut crate::destinations::engine::Deliveries,
 ) -> anyhow::Result<Stopped> {
@@ -339,6 +360,8 @@ async fn enforce(
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let mut ring = EventRing::new(ring)?.pollable().context("cannot poll the ring buffer")?;
     let mut unreleased = Unreleased::default();
+    enforcer.scope.repeat_window_ms = repeat_window.millis();
+    let mut repeats = repeats::RepeatSweeper::new(repeat_window);
     enforcer.take_over()?;
     let clock = WallClock::now()?;
     if let Some(active) = enforcer.active() {
@@ -375,7 +398,10 @@ async fn enforce(
     let mut watch = tokio::time::interval(POLICY_WATCH_INTERVAL);
     let mut host_refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
-    let mut sink = Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default() };
+    // Counts a previous daemon left are of attempts it recorded; fresh programs number from 0.
+    let recorded_through = if adopting { writer.durable().kernel_seq } else { None };
+    let mut sink =
+        Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default(), recorded_through };
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -467,7 +493,13 @@ async fn enforce(
                 }
             },
         }
+        for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, false) {
+            if let Appended::Buffered { sequence } = sink.repeats(&closed, &enforcer.slots, &registry) {
+                repeats.recorded(closed.key, sequence);
+            }
+        }
         sink.commit(&mut enforcer)?;
+        repeats.release(&mut enforcer.kernel.ebpf, sink.writer.durable());
         if unreleased.release(ring.get_mut(), sink.writer.durable()) {
             // The kernel wakes a consumer only when it has released everything read; look again.
             backlog |= drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
@@ -481,7 +513,13 @@ async fn enforce(
     enforcer.owns_pins = false;
     let slots = std::mem::take(&mut enforcer.slots);
     while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
+    for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, true) {
+        if let Appended::Buffered { sequence } = sink.repeats(&closed, &slots, &registry) {
+            repeats.recorded(closed.key, sequence);
+        }
+    }
     sink.writer.commit().context("cannot make the last kernel events durable; their maps stay pinned")?;
+    repeats.release(&mut enforcer.kernel.ebpf, sink.writer.durable());
     enforcer.kernel.remove_pins()?;
     drop(enforcer);
     let (stopped, done) = stopped;
@@ -609,6 +647,8 @@ struct Sink<'a> {
     locked: bool,
     /// Agent tool calls open per session, to link kernel events to them.
     tool_calls: crate::tools::correlate::Correlator,
+    /// Highest kernel sequence appended: counted repeats of attempts up to it may follow them.
+    recorded_through: Option<u64>,
 }
 
 impl Sink<'_> {
@@ -617,6 +657,31 @@ impl Sink<'_> {
         event: &KernelEvent,
         policy: Option<&ActivePolicy>,
         session: Option<&SessionInfo>,
+    ) -> Appended {
+        self.recorded_through =
+            Some(self.recorded_through.map_or(event.kernel_seq, |s| s.max(event.kernel_seq)));
+        self.record(event, policy, session, None)
+    }
+
+    /// One entry for the attempts the kernel counted after a recorded one.
+    fn repeats(&mut self, closed: &repeats::ClosedRepeat, slots: &Slots, registry: &Registry) -> Appended {
+        let (event, count) = (&closed.event, &closed.count);
+        let mut times = audit::clock::TimestampFormatter::default();
+        let repeats = audit::Repeats {
+            count: count.repeats,
+            first_time: times.format(self.clock.at(count.first_ns)),
+            last_time: times.format(self.clock.at(count.last_ns)),
+        };
+        let session = registry.get(event.session_cgroup_id);
+        self.record(event, slots.by_generation(event.policy_generation), session.as_deref(), Some(repeats))
+    }
+
+    fn record(
+        &mut self,
+        event: &KernelEvent,
+        policy: Option<&ActivePolicy>,
+        session: Option<&SessionInfo>,
+        repeats: Option<audit::Repeats>,
     ) -> Appended {
         let (effect, rule) = argument_marking(event, policy).unwrap_or((event.effect, event.rule));
         let rule = rule.and_then(|r| policy?.profile(event.profile)?.rule(r));
@@ -653,6 +718,7 @@ impl Sink<'_> {
                 .tool_calls
                 .link(event.session_cgroup_id, event.tgid, event.boot_ns)
                 .map(str::to_owned),
+            repeats,
         };
         let appended = self.writer.append(&record);
         if let Appended::Buffered { sequence } = appended {

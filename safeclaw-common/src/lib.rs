@@ -196,6 +196,13 @@ pub const EVENT_DATA_LEN: usize = PATH_MAX + 2 * ARGS_MAX;
 /// the daemon's RSS; a larger ring buys burst headroom with memory the daemon's budget does not have.
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
+/// Longest path (bytes, without NUL) whose allowed opens are counted as repeats; longer paths are
+/// always recorded one by one. Keeps `RepeatKey` within the kernel's 512-byte hash key limit.
+pub const REPEAT_PATH_MAX: usize = 256;
+/// Distinct repeated attempts counted at once (`REPEATS` entries). When it is full, attempts are
+/// recorded one by one as without counting.
+pub const MAX_REPEATS: u32 = 4096;
+
 /// Two policy slots: the daemon fills the inactive one, then flips `Scope::active_slot`.
 pub const POLICY_SLOTS: u32 = 2;
 /// Profiles per policy slot: the base profile (0) and one per `agents:` entry.
@@ -233,7 +240,9 @@ pub struct Scope {
     /// Only programs loaded with this `PROGRAM_EPOCH` decide; others return at once. A restarted
     /// daemon attaches its programs beside the previous daemon's, then hands over in one update.
     pub epoch: u32,
-    pub _pad: u32,
+    /// Milliseconds within which repeats of an allowed open are counted in `REPEATS` instead of
+    /// recorded one by one (docs/audit-format.md, "Repeated attempts"); 0 turns that off.
+    pub repeat_window_ms: u32,
 }
 
 /// Where one class's DFA sits in the slot's tables.
@@ -397,6 +406,49 @@ pub struct Event {
 /// Size of an event before its path bytes.
 pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - EVENT_DATA_LEN;
 
+/// What makes two allowed opens the same attempt (key of the `REPEATS` hash map): everything an audit
+/// entry says about it except its time. `path` holds `path_len` bytes, zero after them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RepeatKey {
+    pub cgroup_id: u64,
+    pub session_cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rule_id: u32,
+    pub profile: u32,
+    pub policy_generation: u32,
+    pub file_mode: u32,
+    pub path_len: u32,
+    pub action: u8,
+    pub effect: u8,
+    pub flags: u16,
+    pub comm: [u8; COMM_LEN],
+    /// `boot_ns / window`: each window is counted under its own key, so an attempt after one closes
+    /// starts the next count at once, while the daemon still has the closed one to record.
+    pub window: u32,
+    pub _pad: u32,
+    pub path: [u8; REPEAT_PATH_MAX],
+}
+
+/// The repeats of one recorded attempt (value of `REPEATS`). The kernel creates it when it records the
+/// first attempt of a window (`RepeatKey::window`) and adds to it during that window only; the daemon
+/// records and deletes it once the window (and a margin) has passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatCount {
+    /// `kernel_seq` of the recorded first attempt.
+    pub kernel_seq: u64,
+    /// `boot_ns` of the recorded first attempt.
+    pub first_ns: u64,
+    /// `boot_ns` of the latest repeat.
+    pub last_ns: u64,
+    /// Attempts after the first, counted and allowed without a record of their own.
+    pub repeats: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -411,4 +463,6 @@ mod pod {
     unsafe impl aya::Pod for NetKeyData {}
     unsafe impl aya::Pod for NetPrefixValue {}
     unsafe impl aya::Pod for PortInterval {}
+    unsafe impl aya::Pod for RepeatKey {}
+    unsafe impl aya::Pod for RepeatCount {}
 }

@@ -11,13 +11,13 @@ use aya_ebpf::{
 use core::ffi::c_void;
 
 use safeclaw_common::{
-    action, counter, effect, flag, Event, NetDetail, Scope, ARGS_MAX, EVENT_DATA_LEN, EVENT_FIXED_LEN,
-    MAX_ARGS, PATH_MAX,
+    action, counter, effect, flag, Event, NetDetail, RepeatCount, RepeatKey, Scope, ARGS_MAX, EVENT_DATA_LEN,
+    EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX, REPEAT_PATH_MAX,
 };
 
 use crate::decide::{Slot, Verdict};
 use crate::kernel;
-use crate::maps::{COUNTERS, EVENTS, SCRATCH};
+use crate::maps::{COUNTERS, EVENTS, REPEATS, REPEAT_SCRATCH, SCRATCH};
 
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
@@ -50,6 +50,8 @@ pub struct Pending {
     slot: Slot,
     previous: i32,
     started_ns: u64,
+    /// Whether an allowed outcome may be counted as a repeat of an identical recorded one.
+    repeatable: bool,
 }
 
 impl Pending {
@@ -86,7 +88,7 @@ impl Pending {
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending { event, scope, slot, previous, started_ns })
+        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false })
     }
 
     #[inline(always)]
@@ -109,6 +111,12 @@ impl Pending {
     pub fn set_file(&mut self, act: u8, mode: u32) {
         self.event.header.action = act;
         self.event.header.file_mode = mode;
+    }
+
+    /// An open: allowed, it may be counted as a repeat instead of recorded (`RepeatCount`).
+    #[inline(always)]
+    pub fn count_repeats(&mut self) {
+        self.repeatable = true;
     }
 
     #[inline(always)]
@@ -318,7 +326,7 @@ impl Pending {
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
-        let Pending { event, scope, previous, started_ns, .. } = self;
+        let Pending { event, scope, previous, started_ns, repeatable, .. } = self;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -333,8 +341,19 @@ impl Pending {
         }
         // SAFETY: plain helper.
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
-        header.kernel_seq = next(counter::NEXT_SEQ);
-        let denied = header.effect == effect::DENY;
+        let window_ns = u64::from(scope.repeat_window_ms) * 1_000_000;
+        let repeat = if repeatable && window_ns != 0 && header.effect == effect::ALLOW && header.flags == 0 {
+            repeat_key(event, window_ns)
+        } else {
+            None
+        };
+        if let Some(key) = repeat {
+            if counted_as_repeat(key) {
+                return 0;
+            }
+        }
+        event.header.kernel_seq = next(counter::NEXT_SEQ);
+        let denied = event.header.effect == effect::DENY;
         let args = match event.args_len as usize & (ARGS_MAX - 1) {
             0 => 0,
             used => 1 + used,
@@ -346,6 +365,18 @@ impl Pending {
             next(counter::RINGBUF_FULL);
             return DENIED;
         }
+        if let Some(key) = repeat {
+            let header = &event.header;
+            let first = RepeatCount {
+                kernel_seq: header.kernel_seq,
+                first_ns: header.boot_ns,
+                last_ns: header.boot_ns,
+                repeats: 0,
+            };
+            // Only ever created here, never replaced: an entry the daemon has not recorded yet keeps
+            // its count. Full or present: later repeats are recorded one by one.
+            let _ = REPEATS.insert(key, first, aya_ebpf::bindings::BPF_NOEXIST as u64);
+        }
         if !denied {
             0
         } else if previous != 0 {
@@ -354,6 +385,70 @@ impl Pending {
             DENIED
         }
     }
+}
+
+/// The `REPEATS` key of the event in this CPU's key scratch, for the window of `window_ns` its time
+/// falls in, if its path is short enough to count.
+#[inline(always)]
+fn repeat_key(event: &Event, window_ns: u64) -> Option<&'static RepeatKey> {
+    let len = event.path_len;
+    if len as usize >= REPEAT_PATH_MAX {
+        return None;
+    }
+    let key = REPEAT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU map value, only used by this program invocation.
+    let key = unsafe { &mut *key };
+    let words = key.path.as_mut_ptr() as *mut u64;
+    for word in 0..REPEAT_PATH_MAX / 8 {
+        // SAFETY: within the REPEAT_PATH_MAX bytes of `path` (8-byte aligned in the key); volatile so
+        // that LLVM keeps plain stores rather than a memset call the BPF target lacks.
+        unsafe { core::ptr::write_volatile(words.add(word), 0) };
+    }
+    // SAFETY: `len` < REPEAT_PATH_MAX bytes from the event's path into the key's path.
+    let copied = unsafe {
+        generated::bpf_probe_read_kernel(
+            key.path.as_mut_ptr() as *mut c_void,
+            masked::<{ REPEAT_PATH_MAX as u64 - 1 }>(len),
+            event.path.as_ptr() as *const c_void,
+        )
+    };
+    if copied < 0 {
+        return None;
+    }
+    let header = &event.header;
+    key.cgroup_id = header.cgroup_id;
+    key.session_cgroup_id = header.session_cgroup_id;
+    key.pid = header.pid;
+    key.tgid = header.tgid;
+    key.uid = header.uid;
+    key.gid = header.gid;
+    key.rule_id = header.rule_id;
+    key.profile = header.profile;
+    key.policy_generation = header.policy_generation;
+    key.file_mode = header.file_mode;
+    key.path_len = len;
+    key.action = header.action;
+    key.effect = header.effect;
+    key.flags = header.flags;
+    key.comm = header.comm;
+    key.window = (header.boot_ns / window_ns) as u32;
+    key._pad = 0;
+    Some(key)
+}
+
+/// Counts the attempt as a repeat of `key` if an attempt was recorded under it (in this window).
+#[inline(always)]
+fn counted_as_repeat(key: &RepeatKey) -> bool {
+    let Some(count) = REPEATS.get_ptr_mut(key) else { return false };
+    // SAFETY: plain helper.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: a hash map value, valid for this invocation; other CPUs may update it concurrently,
+    // hence the atomic add (`last_ns` is only informative).
+    unsafe {
+        fetch_add_one(core::ptr::addr_of_mut!((*count).repeats));
+        (*count).last_ns = now;
+    }
+    true
 }
 
 /// State of one argv copy, shared with the `bpf_loop` callback.
@@ -429,20 +524,26 @@ pub fn masked<const MASK: u64>(value: u32) -> u32 {
 fn next(index: u32) -> u64 {
     match COUNTERS.get_ptr_mut(index) {
         // SAFETY: array map values are 8-byte aligned and live as long as the map.
-        Some(ptr) => {
-            let mut value: u64 = 1;
-            // SAFETY: `ptr` is a valid, 8-byte aligned map value. aya-build links for the generic
-            // CPU, where LLVM refuses to use the result of an atomic add, so the fetching form
-            // (kernel >= 5.12) is written out.
-            unsafe {
-                core::arch::asm!(
-                    "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
-                    v = inout(reg) value,
-                    p = in(reg) ptr,
-                )
-            };
-            value
-        }
+        Some(ptr) => unsafe { fetch_add_one(ptr) },
         None => 0,
     }
+}
+
+/// Atomically increments `*ptr`, returning the old value.
+///
+/// # Safety
+/// `ptr` must be a valid, 8-byte aligned map value.
+#[inline(always)]
+unsafe fn fetch_add_one(ptr: *mut u64) -> u64 {
+    let mut value: u64 = 1;
+    // SAFETY: the caller's promise. aya-build links for the generic CPU, where LLVM refuses to use
+    // the result of an atomic add, so the fetching form (kernel >= 5.12) is written out.
+    unsafe {
+        core::arch::asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            v = inout(reg) value,
+            p = in(reg) ptr,
+        )
+    };
+    value
 }

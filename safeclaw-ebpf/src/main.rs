@@ -43,6 +43,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         _ => action::FILE_READ,
     };
     pending.set_file(act, mode);
+    pending.count_repeats();
     let by_exec = mode & kernel::FMODE_EXEC != 0 || flags & kernel::O_FMODE_EXEC != 0;
     let verdict = match pending.resolve_file_path(file) {
         Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec => {

@@ -5,8 +5,9 @@ use aya_ebpf::{
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
-    MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
+    RepeatCount, RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES,
+    MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES,
+    MAX_SESSIONS, POLICY_SLOTS,
 };
 
 use crate::walk::WalkBuffer;
@@ -51,6 +52,15 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU buffer of the dentry walk (`walk.rs`).
 #[map(name = "WALK_SCRATCH")]
 pub static WALK_SCRATCH: PerCpuArray<WalkBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Repeats of recently recorded allowed opens (see `RepeatCount`): created and counted by the kernel,
+/// recorded and deleted by the daemon.
+#[map(name = "REPEATS")]
+pub static REPEATS: HashMap<RepeatKey, RepeatCount> = HashMap::with_max_entries(MAX_REPEATS, 0);
+
+/// The key of the attempt being decided, per CPU (too large for the stack).
+#[map(name = "REPEAT_SCRATCH")]
+pub static REPEAT_SCRATCH: PerCpuArray<RepeatKey> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

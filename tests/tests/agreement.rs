@@ -298,3 +298,128 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
     }
     assert!(checked >= 2_000, "a few thousand cases: {checked}");
 }
+
+/// Opens each path of argv read-only in one process, so that identical opens can be counted as
+/// repeats (docs/audit-format.md); `mv:SRC,DST` renames instead. One line per open: `ok`, `1`
+/// (EPERM) or `enoent`.
+const REPEAT_AGENT: &str = r#"
+import errno, os, sys
+for arg in sys.argv[1:]:
+    if arg.startswith("mv:"):
+        src, dst = arg[3:].split(",")
+        os.rename(src, dst)
+        continue
+    try:
+        os.close(os.open(arg, os.O_RDONLY))
+        print("ok")
+    except PermissionError:
+        print("1")
+    except FileNotFoundError:
+        print("enoent")
+"#;
+
+/// Everything under `dir` allowed but reads of `denied`; what python needs to run.
+fn repeat_policy(dir: &std::path::Path, denied: &str) -> String {
+    let dir = dir.display();
+    format!(
+        "version: 1\ndefault: deny\nrules:\n\
+         \x20 - name: no-read\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/{denied}\"]\n\
+         \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
+         \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
+         \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
+    )
+}
+
+#[test]
+fn counted_repeats_never_outlive_a_reload_or_a_rename() {
+    const REPEAT_NAME: &str = "safeclaw-it-agree-repeat";
+    let dir = std::env::temp_dir().join(REPEAT_NAME).join("t");
+    let daemon = Daemon::start(REPEAT_NAME, &repeat_policy(&dir, "b.txt"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["a.txt", "c.txt"] {
+        std::fs::write(dir.join(name), "x").unwrap();
+    }
+    let agent = daemon.work().join("agent.py");
+    std::fs::write(&agent, REPEAT_AGENT).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (a, b, c) = (path("a.txt"), path("b.txt"), path("c.txt"));
+    // Before the reload: a counted, a renamed to b (now denied by its name), c renamed to a (allowed
+    // again); after the reload a is the denied name and b the allowed one.
+    let phases: [(&str, Vec<String>); 2] = [
+        (
+            "b.txt",
+            [
+                vec![a.clone(); 4],
+                vec![format!("mv:{a},{b}")],
+                vec![b.clone(); 3],
+                vec![a.clone()],
+                vec![format!("mv:{c},{a}")],
+                vec![a.clone(); 3],
+            ]
+            .concat(),
+        ),
+        ("a.txt", [vec![a.clone(); 3], vec![b.clone(); 3]].concat()),
+    ];
+    let policy_file = daemon.work().join("policy.yaml");
+    let ctx = CompileContext::new(safeclaw_agent::policy::launching_user_home());
+    // (policy hash, path, effect) → attempts.
+    let mut attempts: HashMap<(String, String, &'static str), u64> = HashMap::new();
+    for (phase, (denied, args)) in phases.iter().enumerate() {
+        if phase > 0 {
+            std::fs::write(&policy_file, repeat_policy(&dir, denied)).unwrap();
+            let reloaded = daemon.agent_command(&["policy", "reload"]);
+            assert!(reloaded.status.success(), "{reloaded:?}");
+        }
+        let policy = load_file(&policy_file).unwrap();
+        let hash = compile_all(&policy, &ctx).unwrap().hash.to_string();
+        let evaluator = Evaluator::new(&policy, None, &ctx).unwrap();
+        let output = daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" ")));
+        assert!(output.status.success(), "phase {phase}: {output:?}");
+        let answers: Vec<String> =
+            String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+        let opens: Vec<&String> = args.iter().filter(|a| !a.starts_with("mv:")).collect();
+        assert_eq!(answers.len(), opens.len(), "phase {phase}: {answers:?}");
+        for (open, answer) in opens.iter().zip(&answers) {
+            if answer == "enoent" {
+                assert_eq!(open.as_str(), a, "phase {phase}: only a is missing, between the renames");
+                continue;
+            }
+            let request = Request::FileOpen { path: open.as_bytes(), read: true, write: false };
+            let effect = evaluator.evaluate(&request).effect;
+            assert_eq!(
+                answer == "1",
+                effect == Effect::Deny,
+                "phase {phase}: {open}: kernel {answer}, evaluator {effect:?}"
+            );
+            *attempts.entry((hash.clone(), open.to_string(), effect.as_str())).or_default() += 1;
+        }
+    }
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let mut recorded: HashMap<(String, String, &'static str), u64> = HashMap::new();
+    let mut counted_entries = 0;
+    for entry in entries.iter().filter(|e| e["action"] == "file.read") {
+        let path = entry["requestDetails"]["path"].as_str().unwrap_or_default();
+        if !path.starts_with(&dir.display().to_string()) {
+            continue;
+        }
+        let effect = match entry["effect"].as_str() {
+            Some("allow") => "allow",
+            Some("deny") => "deny",
+            other => panic!("unexpected effect {other:?}: {entry}"),
+        };
+        let count = match entry["repeats"]["count"].as_u64() {
+            Some(count) => {
+                assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
+                assert!(entry["kernelSeq"].is_null(), "a repeat has no kernelSeq of its own: {entry}");
+                counted_entries += 1;
+                count
+            }
+            None => 1,
+        };
+        let hash = entry["policyHash"].as_str().unwrap_or_default().to_string();
+        *recorded.entry((hash, path.to_string(), effect)).or_default() += count;
+    }
+    assert_eq!(recorded, attempts, "every attempt accounted for once, under the policy that decided it");
+    assert!(counted_entries >= 1, "the repeated opens of a were counted: {entries:#?}");
+}

@@ -20,16 +20,19 @@ rules:
     paths: [/tmp/safeclaw-it-durable/files/secret.txt]
 "#;
 
-/// Opens `public` and `secret` alternately until `stop` exists, then writes how many opens of each
-/// succeeded and failed with EPERM (anything else is an error).
+/// Opens `public`, then `secret` read-only and read-write, in turn until `stop` exists, then writes how
+/// many opens of each succeeded and failed with EPERM (anything else is an error). The opens of
+/// `public` are identical, so most are counted as repeats rather than recorded one by one; the two
+/// denials of `secret` alternate, so no two consecutive kernel sequences are the same attempt.
 const AGENT: &str = r#"
 import errno, os, sys
 public, secret, stop, counts = sys.argv[1:5]
-n = {"public_ok": 0, "public_denied": 0, "secret_ok": 0, "secret_denied": 0}
+n = {k + s: 0 for k in ("public", "secret", "secret_rw") for s in ("_ok", "_denied")}
 while not os.path.exists(stop):
-    for name, path in (("public", public), ("secret", secret)):
+    for name, path, flags in (("public", public, os.O_RDONLY), ("secret", secret, os.O_RDONLY),
+                              ("secret_rw", secret, os.O_RDWR)):
         try:
-            os.close(os.open(path, os.O_RDONLY))
+            os.close(os.open(path, flags))
             n[name + "_ok"] += 1
         except PermissionError:
             n[name + "_denied"] += 1
@@ -99,30 +102,34 @@ fn kill_9_loses_no_event_and_records_none_twice() {
     let restarts = entries.iter().filter(|e| e["action"] == "daemon.start").count();
     assert_eq!(restarts, 3);
 
-    // Every attempt the agent counted has exactly one entry, with the effect it saw.
+    // Every attempt the agent counted is in exactly one entry, with the effect it saw.
     let counted = parse_counts(&counts);
     // A restarted daemon hands over from the old programs in one scope update (epochs): no attempt
     // is decided, and recorded, by two attached programs.
     let doubled = doubled_attempts(&entries);
     assert!(doubled.is_empty(), "attempts recorded twice across the restarts: {doubled:#?}");
     eprintln!("{} entries, kernel sequences 0..={}, agent: {counted:?}", entries.len(), seqs.len() - 1);
-    let entries_of = |path: &Path, effect: &str| {
-        entries_for(&entries, "file.read", &path.display().to_string())
+    // An entry with `repeats` stands for that many identical attempts after a recorded one.
+    let entries_of = |action: &str, path: &Path, effect: &str| {
+        entries_for(&entries, action, &path.display().to_string())
             .into_iter()
             .filter(|e| e["effect"] == effect)
-            .count() as u64
+            .map(|e| e["repeats"]["count"].as_u64().unwrap_or(1))
+            .sum::<u64>()
     };
     assert!(counted.public_ok > 100, "the agent made too few attempts to mean anything: {counted:?}");
-    assert_eq!(counted.public_denied + counted.secret_ok, 0, "{counted:?}");
-    assert_eq!(entries_of(&public, "allow"), counted.public_ok);
-    assert_eq!(entries_of(&public, "deny"), 0);
+    assert_eq!(counted.public_denied + counted.secret_ok + counted.secret_rw_ok, 0, "{counted:?}");
+    assert_eq!(entries_of("file.read", &public, "allow"), counted.public_ok);
+    assert_eq!(entries_of("file.read", &public, "deny"), 0);
     // The agent's denied reads, plus the two `cat`s while the daemon was dead.
-    assert_eq!(entries_of(&secret, "deny"), counted.secret_denied + 2);
+    assert_eq!(entries_of("file.read", &secret, "deny"), counted.secret_denied + 2);
+    assert_eq!(entries_of("file.write", &secret, "deny"), counted.secret_rw_denied);
 }
 
 /// Pairs of entries one kernel sequence apart for the same thread, path and effect within a few
 /// milliseconds (emulated CPUs are slow): one attempt that two attached programs both recorded (the
-/// agent alternates paths, so it never opens one path twice in a row), as (millisecond of day, path).
+/// agent's recorded attempts alternate, so it never makes one twice in a row), as (millisecond of day,
+/// path).
 fn doubled_attempts(entries: &[serde_json::Value]) -> Vec<(u64, String)> {
     let mut by_seq: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kernelSeq"].is_u64()).collect();
     by_seq.sort_by_key(|e| e["kernelSeq"].as_u64());
@@ -168,6 +175,8 @@ struct Counts {
     public_denied: u64,
     secret_ok: u64,
     secret_denied: u64,
+    secret_rw_ok: u64,
+    secret_rw_denied: u64,
 }
 
 fn parse_counts(path: &Path) -> Counts {
@@ -181,6 +190,8 @@ fn parse_counts(path: &Path) -> Counts {
             "public_denied" => counts.public_denied = value,
             "secret_ok" => counts.secret_ok = value,
             "secret_denied" => counts.secret_denied = value,
+            "secret_rw_ok" => counts.secret_rw_ok = value,
+            "secret_rw_denied" => counts.secret_rw_denied = value,
             other => panic!("unknown count {other}"),
         }
     }

@@ -37,6 +37,20 @@ pub struct ActionRecord {
     pub flags: KernelFlags,
     /// The agent tool call this attempt belongs to, when the daemon could link it (see `tools::correlate`).
     pub tool_use_id: Option<String>,
+    /// Set when this entry stands for the repeats of the attempt recorded at `kernel_seq`, which the
+    /// kernel counted instead of recording one by one; the entry then has no `kernelSeq` of its own.
+    pub repeats: Option<Repeats>,
+}
+
+/// Identical allowed attempts after a recorded one (docs/audit-format.md, "Repeated attempts").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repeats {
+    /// Attempts after the recorded one.
+    pub count: u64,
+    /// Time of the recorded attempt (canonical timestamp text).
+    pub first_time: String,
+    /// Time of the latest repeat (canonical timestamp text).
+    pub last_time: String,
 }
 
 /// A rule's compliance labels, copied into each entry it decides.
@@ -452,7 +466,9 @@ pub(crate) fn write_action(
         let names = record.flags.names();
         obj.str_array("flags", names.iter().map(String::as_str));
     }
-    obj.u64("kernelSeq", record.kernel_seq);
+    if record.repeats.is_none() {
+        obj.u64("kernelSeq", record.kernel_seq);
+    }
     if fields.has(FieldSet::MATCHED_RULE) {
         obj.opt_str("matchedRule", record.matched_rule.as_deref());
     }
@@ -465,6 +481,14 @@ pub(crate) fn write_action(
     }
     if !hits.is_empty() {
         obj.str_array("redacted", redactor.names(hits));
+    }
+    if let Some(repeats) = &record.repeats {
+        obj.object("repeats", |r| {
+            r.u64("count", repeats.count);
+            r.str("firstTime", &repeats.first_time);
+            r.str("lastTime", &repeats.last_time);
+            r.u64("ofKernelSeq", record.kernel_seq);
+        });
     }
     if let Some(details) = &details {
         obj.object("requestDetails", |d| details.write(d, record));
@@ -807,6 +831,7 @@ mod tests {
             policy_hash: Digest::of(b"policy"),
             flags: KernelFlags(flag::LOCKDOWN),
             tool_use_id: None,
+            repeats: None,
         }
     }
 

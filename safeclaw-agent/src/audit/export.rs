@@ -15,7 +15,7 @@ pub enum ExportFormat {
 }
 
 /// CSV columns, in order; nested objects are written as compact JSON.
-pub const CSV_COLUMNS: [&str; 17] = [
+pub const CSV_COLUMNS: [&str; 18] = [
     "sequence",
     "timestamp",
     "action",
@@ -29,6 +29,7 @@ pub const CSV_COLUMNS: [&str; 17] = [
     "details",
     "evaluationDurationMs",
     "kernelSeq",
+    "repeats",
     "policyHash",
     "flags",
     "hash",

@@ -30,7 +30,7 @@ pub mod writer;
 pub use chain::Digest;
 pub use entry::{
     ActionRecord, ConnectTarget, FieldSet, FileMode, Identity, KernelFlags, Lifecycle, ProcessInfo, Protocol,
-    RequestDetails, RuleMeta,
+    Repeats, RequestDetails, RuleMeta,
 };
 pub use writer::{Appended, AuditError, AuditWriter, Durable, FailureMode, Health, Recovered, WriterOptions};
 

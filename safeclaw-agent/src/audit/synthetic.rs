@@ -68,5 +68,6 @@ pub fn record(kernel_seq: u64) -> ActionRecord {
         policy_hash: Digest::of(b"synthetic policy"),
         flags: KernelFlags::default(),
         tool_use_id: None,
+        repeats: None,
     }
 }

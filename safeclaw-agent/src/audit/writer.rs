@@ -443,7 +443,12 @@ impl AuditWriter {
     /// sequence numbers missing for longer than `sequence::HOLE_WAIT` (or `MAX_SPAN` numbers) become gap
     /// entries; one going back below everything accounted for is recorded as a reset first.
     pub fn append(&mut self, record: &ActionRecord) -> Appended {
-        match self.kernel_seqs.arrive(record.kernel_seq, Instant::now) {
+        // Repeats take no kernel sequence number of their own: their attempt's was accounted for.
+        let arrival = match record.repeats {
+            Some(_) => Arrival::New,
+            None => self.kernel_seqs.arrive(record.kernel_seq, Instant::now),
+        };
+        match arrival {
             Arrival::New => {}
             Arrival::AlreadyRecorded => return Appended::AlreadyRecorded,
             Arrival::Late => {
@@ -475,7 +480,9 @@ impl AuditWriter {
         let sequence =
             self.chain.push(&stamp, |out, header| write_action(out, header, record, fields, redactor));
         crate::metrics::histogram::APPEND.observe(sealing.elapsed());
-        self.pending_kernel_seq = Some(record.kernel_seq);
+        if record.repeats.is_none() {
+            self.pending_kernel_seq = Some(record.kernel_seq);
+        }
         if self.chain.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint("count");
         }
@@ -1032,6 +1039,34 @@ mod tests {
         assert_eq!(writer.recovered().last_kernel_seq, Some(24));
         writer.close().unwrap();
         assert_eq!(check(dir.path()).failure, None);
+    }
+
+    #[test]
+    fn counted_repeats_take_no_kernel_sequence_and_the_log_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        let repeats = crate::audit::Repeats {
+            count: 41,
+            first_time: "2026-12-05T10:00:00.000Z".into(),
+            last_time: "2026-12-05T10:00:00.900Z".into(),
+        };
+        writer.append(&ActionRecord { repeats: Some(repeats), ..record(0) });
+        writer.append(&record(1));
+        assert_eq!(writer.close().unwrap().kernel_seq, Some(1));
+        let written = entries(dir.path());
+        let counted: Vec<_> = written.iter().filter(|e| e["repeats"].is_object()).collect();
+        assert_eq!(counted.len(), 1, "{written:#?}");
+        assert!(counted[0]["kernelSeq"].is_null());
+        assert_eq!(counted[0]["repeats"]["count"], 41);
+        assert_eq!(counted[0]["repeats"]["ofKernelSeq"], 0);
+        assert_eq!(counted[0]["repeats"]["firstTime"], "2026-12-05T10:00:00.000Z");
+        assert!(written
+            .iter()
+            .all(|e| e["action"] != "audit.gap" && e["action"] != "audit.kernel_seq_reset"));
+        let report = check(dir.path());
+        assert_eq!((report.failure, report.gaps), (None, 0));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use safeclaw_common::{
-    action, flag, mount_op, EventHeader, NetDetail, EVENT_FIXED_LEN, NO_RULE, PATH_MAX, RAW_SOCKET_PROTOCOL,
+    action, flag, mount_op, EventHeader, NetDetail, RepeatCount, RepeatKey, EVENT_FIXED_LEN, NO_RULE,
+    PATH_MAX, RAW_SOCKET_PROTOCOL, REPEAT_PATH_MAX,
 };
 
 use crate::policy::compiled::{Effect, Request};
@@ -218,6 +219,56 @@ fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
     unsafe { std::ptr::read_unaligned(bytes.as_ptr().add(at).cast::<T>()) }
 }
 
+/// The event of a `REPEATS` entry: the recorded attempt it repeats (its `kernel_seq`), at the time of
+/// the latest repeat. Checked as a ring record is; only opens are ever counted.
+pub fn decode_repeated(key: &RepeatKey, count: &RepeatCount) -> Result<KernelEvent, DecodeError> {
+    if !matches!(key.action, action::FILE_READ | action::FILE_WRITE | action::FILE_READ_WRITE) {
+        return Err(DecodeError::Action(key.action));
+    }
+    let len = key.path_len as usize;
+    if len >= REPEAT_PATH_MAX {
+        return Err(DecodeError::PathLength { claimed: len, carried: REPEAT_PATH_MAX });
+    }
+    let header = EventHeader {
+        kernel_seq: count.kernel_seq,
+        boot_ns: count.last_ns,
+        cgroup_id: key.cgroup_id,
+        session_cgroup_id: key.session_cgroup_id,
+        decide_ns: 0,
+        pid: key.pid,
+        tgid: key.tgid,
+        uid: key.uid,
+        gid: key.gid,
+        rule_id: key.rule_id,
+        profile: key.profile,
+        policy_generation: key.policy_generation,
+        file_mode: key.file_mode,
+        target_pid: 0,
+        detail_arg: 0,
+        action: key.action,
+        effect: key.effect,
+        flags: key.flags,
+        comm: key.comm,
+        _pad: 0,
+    };
+    let mut bytes = Vec::with_capacity(EVENT_FIXED_LEN + len);
+    push_plain(&mut bytes, &header);
+    push_plain(&mut bytes, &NetDetail::default());
+    push_plain(&mut bytes, &(len as u32));
+    push_plain(&mut bytes, &0u32);
+    bytes.extend_from_slice(&key.path[..len]);
+    decode(&bytes)
+}
+
+/// Appends the bytes of a plain `#[repr(C)]` wire struct without implicit padding.
+fn push_plain<T: Copy>(out: &mut Vec<u8>, value: &T) {
+    // SAFETY: the wire types are integers and byte arrays with explicit padding fields: every byte
+    // of `value` is initialised.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+    out.extend_from_slice(bytes);
+}
+
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     if bytes.len() < EVENT_FIXED_LEN {
         return Err(DecodeError::Short(bytes.len()));
@@ -403,6 +454,49 @@ mod tests {
             std::slice::from_raw_parts(&event as *const Event as *const u8, std::mem::size_of::<Event>())
         };
         all[..EVENT_FIXED_LEN + path.len()].to_vec()
+    }
+
+    fn repeat_key(act: u8, path: &[u8]) -> RepeatKey {
+        let mut key = RepeatKey {
+            cgroup_id: 9,
+            session_cgroup_id: 0,
+            pid: 41,
+            tgid: 40,
+            uid: 1000,
+            gid: 1000,
+            rule_id: 2,
+            profile: 0,
+            policy_generation: 3,
+            file_mode: 1,
+            path_len: path.len() as u32,
+            action: act,
+            effect: effect::ALLOW,
+            flags: 0,
+            comm: *b"cc1\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            window: 5,
+            _pad: 0,
+            path: [0; REPEAT_PATH_MAX],
+        };
+        key.path[..path.len()].copy_from_slice(path);
+        key
+    }
+
+    #[test]
+    fn a_counted_repeat_decodes_as_its_first_attempt_at_the_last_time() {
+        let count = RepeatCount { kernel_seq: 12, first_ns: 100, last_ns: 900, repeats: 5 };
+        let event = decode_repeated(&repeat_key(action::FILE_READ, b"/src/lib.rs"), &count).unwrap();
+        assert_eq!((event.kernel_seq, event.boot_ns, event.tgid, event.pid), (12, 900, 40, 41));
+        assert_eq!((event.rule, event.policy_generation, event.effect), (Some(2), 3, Effect::Allow));
+        assert_eq!(event.comm, "cc1");
+        assert_eq!(
+            event.detail,
+            Detail::File { access: FileAccess::Read, f_mode: 1, path: b"/src/lib.rs".to_vec() }
+        );
+        let exec = decode_repeated(&repeat_key(action::PROCESS_EXEC, b"/bin/sh"), &count);
+        assert_eq!(exec.unwrap_err(), DecodeError::Action(action::PROCESS_EXEC));
+        let mut long = repeat_key(action::FILE_READ, b"/x");
+        long.path_len = REPEAT_PATH_MAX as u32;
+        assert!(matches!(decode_repeated(&long, &count), Err(DecodeError::PathLength { .. })));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RuleEntry, Scope,
-    SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES,
-    NET_KEY_HEADER_BITS,
+    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatCount,
+    RepeatKey, RuleEntry, Scope, SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS,
+    MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS,
 };
 
+use super::batch::write_run;
 use super::KernelError;
 use crate::policy::compiled::CompiledPolicy;
 
@@ -86,12 +87,10 @@ fn write_profile(
         loaded: 1,
         ..PolicyHeader::default()
     };
-    let mut rules = array::<RuleEntry>(ebpf, "RULES")?;
-    for effect in &policy.rule_effects {
-        let entry = RuleEntry { effect: effect.to_wire(), _pad: [0; 3] };
-        set(&mut rules, "RULES", slot * MAX_RULES + cursor.rules, entry)?;
-        cursor.rules += 1;
-    }
+    let rules: Vec<RuleEntry> =
+        policy.rule_effects.iter().map(|e| RuleEntry { effect: e.to_wire(), _pad: [0; 3] }).collect();
+    write_run(ebpf, "RULES", slot * MAX_RULES + cursor.rules, &rules)?;
+    cursor.rules += rules.len() as u32;
     for (class, dfa) in policy.dfas.iter().enumerate() {
         header.dfa[class] = DfaDesc {
             trans_base: cursor.transitions,
@@ -109,19 +108,11 @@ fn write_profile(
         let index = (slot * MAX_PROFILES + profile) * dfa_class::COUNT + class;
         set(&mut classes, "DFA_CLASSES", index, ByteClasses(dfa.classes))?;
     }
-    let mut trans = array::<u32>(ebpf, "DFA_TRANS")?;
     for (class, dfa) in policy.dfas.iter().enumerate() {
         let base = slot * MAX_DFA_TRANSITIONS + header.dfa[class].trans_base;
-        for (i, &next) in (0u32..).zip(&dfa.transitions) {
-            set(&mut trans, "DFA_TRANS", base + i, next)?;
-        }
-    }
-    let mut accept = array::<u32>(ebpf, "DFA_ACCEPT")?;
-    for (class, dfa) in policy.dfas.iter().enumerate() {
+        write_run(ebpf, "DFA_TRANS", base, &dfa.transitions)?;
         let base = slot * MAX_DFA_STATES + header.dfa[class].accept_base;
-        for (i, &rule) in (0u32..).zip(&dfa.accept) {
-            set(&mut accept, "DFA_ACCEPT", base + i, rule)?;
-        }
+        write_run(ebpf, "DFA_ACCEPT", base, &dfa.accept)?;
     }
     Ok(header)
 }
@@ -137,13 +128,10 @@ fn write_network(
     remove_stale: bool,
 ) -> Result<(), KernelError> {
     let first_interval = cursor.intervals;
-    {
-        let mut intervals = array::<safeclaw_common::PortInterval>(ebpf, "PORT_INTERVALS")?;
-        for interval in policy.net.prefixes.iter().flat_map(|p| p.intervals.iter()) {
-            set(&mut intervals, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, *interval)?;
-            cursor.intervals += 1;
-        }
-    }
+    let intervals: Vec<safeclaw_common::PortInterval> =
+        policy.net.prefixes.iter().flat_map(|p| p.intervals.iter().copied()).collect();
+    write_run(ebpf, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, &intervals)?;
+    cursor.intervals += intervals.len() as u32;
     let map = "NET_PREFIXES";
     let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     let mut trie: LpmTrie<&mut MapData, NetKeyData, NetPrefixValue> =
@@ -214,7 +202,7 @@ fn session_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, SessionProf
 }
 
 /// The scope that puts `agents` and everything below it under the programs of `epoch`, deciding by
-/// slot 0.
+/// slot 0, recording every attempt on its own (no repeat window).
 pub fn enforcing_scope(agents: &crate::cgroup::Cgroup, epoch: u32) -> Scope {
     Scope {
         cgroup_id: agents.id,
@@ -223,7 +211,7 @@ pub fn enforcing_scope(agents: &crate::cgroup::Cgroup, epoch: u32) -> Scope {
         lockdown: 0,
         enabled: 1,
         epoch,
-        _pad: 0,
+        repeat_window_ms: 0,
     }
 }
 
@@ -251,4 +239,44 @@ pub fn generation(ebpf: &mut Ebpf, slot: u32) -> Result<u32, KernelError> {
         .get(&(slot * MAX_PROFILES), 0)
         .map_err(|source| KernelError::Map { map: "POLICY", source })?;
     Ok(header.generation)
+}
+
+fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, RepeatKey, RepeatCount>, KernelError> {
+    let map = "REPEATS";
+    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
+    HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
+}
+
+/// The `REPEATS` entries the kernel no longer adds to: those whose window closed at least `margin_ns`
+/// before `now_ns` (boot time), or all of them with `all` (once the programs are detached). The
+/// kernel only adds to an entry during the window its key names, which ends less than `window_ns`
+/// after the entry's first attempt, and never replaces one, so a count read here is final. Entries whose first attempt (its kernel sequence) is not yet
+/// `recorded_through` are left for later, so that repeats follow their attempt in the log.
+pub fn closed_repeats(
+    ebpf: &mut Ebpf,
+    now_ns: u64,
+    window_ns: u64,
+    margin_ns: u64,
+    recorded_through: Option<u64>,
+    all: bool,
+) -> Result<Vec<(RepeatKey, RepeatCount)>, KernelError> {
+    let repeats = repeats_map(ebpf)?;
+    let closed_before = now_ns.saturating_sub(window_ns.saturating_add(margin_ns));
+    let mut closed = Vec::new();
+    for entry in repeats.iter() {
+        let (key, count) = entry.map_err(|source| KernelError::Map { map: "REPEATS", source })?;
+        let recorded = recorded_through.is_some_and(|through| count.kernel_seq <= through);
+        if all || (recorded && count.first_ns < closed_before) {
+            closed.push((key, count));
+        }
+    }
+    Ok(closed)
+}
+
+/// Forgets a `REPEATS` entry once its count is durably recorded.
+pub fn remove_repeat(ebpf: &mut Ebpf, key: &RepeatKey) -> Result<(), KernelError> {
+    match repeats_map(ebpf)?.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(KernelError::Map { map: "REPEATS", source }),
+    }
 }

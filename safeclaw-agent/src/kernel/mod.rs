@@ -1,4 +1,5 @@
 //! Kernel side: loading and attaching the BPF LSM programs, filling their maps, reading their events.
+pub mod batch;
 pub mod btf;
 pub mod events;
 pub mod loader;
@@ -24,6 +25,8 @@ pub enum KernelError {
     Map { map: &'static str, source: aya::maps::MapError },
     #[error("bpffs pins: {0}")]
     Pins(String),
+    #[error("map `{map}`: batch update failed after {written} entries: {error}")]
+    Batch { map: &'static str, written: u64, error: std::io::Error },
     #[error("policy does not fit the kernel tables: {0}")]
     Limit(String),
 }

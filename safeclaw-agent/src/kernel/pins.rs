@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::MapData;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RuleEntry,
-    Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES,
-    MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
+    counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RepeatCount,
+    RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
 use super::KernelError;
@@ -33,7 +33,7 @@ const fn map<K, V>(name: &'static str, max_entries: u32) -> PersistentMap {
 }
 
 /// Every map whose state must survive a daemon restart (the per-CPU scratch map need not).
-pub const PERSISTENT_MAPS: [PersistentMap; 11] = [
+pub const PERSISTENT_MAPS: [PersistentMap; 12] = [
     map::<u32, Scope>("SCOPE", 1),
     map::<u32, PolicyHeader>("POLICY", POLICY_SLOTS * MAX_PROFILES),
     map::<u64, SessionProfiles>("SESSION_PROFILES", MAX_SESSIONS),
@@ -50,6 +50,8 @@ pub const PERSISTENT_MAPS: [PersistentMap; 11] = [
     },
     map::<u32, PortInterval>("PORT_INTERVALS", POLICY_SLOTS * MAX_PORT_INTERVALS),
     map::<u32, u64>("COUNTERS", counter::COUNT),
+    // Counted repeats not yet recorded: a restarted daemon records them.
+    map::<RepeatKey, RepeatCount>("REPEATS", MAX_REPEATS),
     PersistentMap { name: "EVENTS", key_size: 0, value_size: 0, max_entries: EVENTS_RING_BYTES },
 ];
 

@@ -13,7 +13,10 @@ pub struct Burst {
     pub attempts: u64,
     /// Opens that failed (the kernel denies what the ring buffer cannot take).
     pub failed: u64,
+    /// Attempts the log accounts for: entries, plus the attempts an entry's `repeats` counts.
     pub recorded: u64,
+    /// Entries written for the burst's attempts.
+    pub entries: u64,
     /// Kernel events the daemon recorded as missing (`audit.gap`).
     pub gap_events: u64,
     /// Holes in the kernelSeq sequence of the log that no `audit.gap` entry covers.
@@ -68,12 +71,14 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let profile = recording.and_then(|r| r.finish(15)).map_err(|e| format!("{e:#}"));
     // Streamed: a million parsed entries would not fit the guest's memory.
     let allowed = fixture.allowed_path();
-    let (mut recorded, mut gap_events, mut seqs) = (0u64, 0u64, Vec::new());
+    let (mut recorded, mut entries, mut gap_events, mut seqs) = (0u64, 0u64, 0u64, Vec::new());
     let file = std::fs::File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
     for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
         let entry: serde_json::Value = serde_json::from_str(&line?).context("a corrupt audit line")?;
         if entry["action"] == "file.read" && entry["requestDetails"]["path"] == allowed.as_str() {
-            recorded += 1;
+            // An entry with `repeats` stands for that many identical attempts after a recorded one.
+            recorded += entry["repeats"]["count"].as_u64().unwrap_or(1);
+            entries += 1;
         }
         if entry["action"] == "audit.gap" {
             gap_events += entry["details"]["count"].as_u64().unwrap_or(0);
@@ -88,6 +93,7 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
         attempts: u64::from(per_process) * u64::from(PROCESSES),
         failed,
         recorded,
+        entries,
         gap_events,
         unexplained_seq_holes: holes.saturating_sub(gap_events),
         durable_seconds,
