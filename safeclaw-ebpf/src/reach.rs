@@ -74,8 +74,16 @@ pub fn decide_walked(
 #[inline(always)]
 pub fn decide_socket(pending: &Pending, dentry: u64, vfsmount: u64, len: u32) -> Verdict {
     let slot = pending.slot();
-    let reach = kernel::dentry_reach(dentry, vfsmount);
+    let reach = socket_file_reach(dentry, vfsmount);
     decide(reach, slot, len, len, |n| decide::by_path(slot, dfa_class::UNIX_CONNECT, pending.path(), n))
+}
+
+/// `kernel::dentry_reach` as a function of its own: inlined into the Unix socket hooks, LLVM merged
+/// its tests with a spilled pointer of the walk, which 6.1's verifier refuses (bitwise operation on
+/// a pointer).
+#[inline(never)]
+fn socket_file_reach(dentry: u64, vfsmount: u64) -> Reach {
+    kernel::dentry_reach(dentry, vfsmount)
 }
 
 /// Whether the first `len` bytes of `path` end in ` (deleted)`. The dentry said it is unlinked; the
