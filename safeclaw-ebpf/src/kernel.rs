@@ -20,6 +20,9 @@ pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
 pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// Socket families whose local addresses `sock_local_address` reads.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
 /// renameat2 flag: the two names swap.
 pub const RENAME_EXCHANGE: u32 = 1 << 1;
 /// Deepest cgroup level the target-task check follows (the kernel's own limit is far higher, but
@@ -84,9 +87,6 @@ const SYS_FTRUNCATE: u64 = 77;
 const SYS_CREAT: u64 = 85;
 const SYS_OPENAT: u64 = 257;
 const SYS_OPENAT2: u64 = 437;
-pub const AF_INET: u16 = 2;
-pub const AF_INET6: u16 = 10;
-
 /// connect(2): a Unix datagram socket's `unix_may_send` from a connect rather than a send.
 const SYS_CONNECT: u64 = 42;
 

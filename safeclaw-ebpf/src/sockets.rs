@@ -46,7 +46,7 @@ const IPPROTO_UDP: u8 = 17;
 /// the kernel does unasked on a first send, with no hook): not decided, no event. A TCP socket
 /// serves only once it listens (`socket_listen`).
 #[lsm(hook = "socket_bind")]
-// Inlined into the program: 6.1's verifier refuses a call passing the context struct.
+// The body stays in the program itself: no call passing the context to a subprogram.
 #[inline(always)]
 pub fn socket_bind(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
@@ -77,7 +77,7 @@ pub fn socket_bind(ctx: LsmContext) -> i32 {
 /// where the kernel binds it next). Unix listeners were decided when their socket file was created
 /// (`path_mknod`).
 #[lsm(hook = "socket_listen")]
-// Inlined into the program: 6.1's verifier refuses a call passing the context struct.
+// The body stays in the program itself: no call passing the context to a subprogram.
 #[inline(always)]
 pub fn socket_listen(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
