@@ -828,6 +828,19 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
         Detail::Connect(K::Other { family }) => {
             audit::RequestDetails::Connect(audit::ConnectTarget::Other { family: *family })
         }
+        Detail::Listen(K::Inet { protocol, addr, port }) => {
+            audit::RequestDetails::Listen(audit::ConnectTarget::Inet {
+                address: *addr,
+                port: *port,
+                protocol: audit::Protocol::from_number(u16::from(*protocol)),
+            })
+        }
+        Detail::Listen(K::Other { family } | K::RawSocket { family, .. }) => {
+            audit::RequestDetails::Listen(audit::ConnectTarget::Other { family: *family })
+        }
+        Detail::Listen(K::Unix { .. } | K::Disconnect) => {
+            audit::RequestDetails::Listen(audit::ConnectTarget::Other { family: 0 })
+        }
         Detail::Guarded(guarded) => {
             let (target_pid, detail) = match *guarded {
                 Guarded::Signal { target_pid, signal } => (Some(target_pid), signal),

@@ -52,6 +52,10 @@ pub mod action {
     /// A file's code mapped executable (mmap or mprotect with PROT_EXEC) outside an exec, decided by
     /// the exec rules (`detail_arg` = the protection asked for).
     pub const PROCESS_MAP_EXEC: u8 = 38;
+    /// A socket about to serve: listen() on a TCP socket, bind() of a UDP socket, decided by the
+    /// `network.listen` rules on its local address and port (`net`; an unbound listener is the
+    /// any-address of its family, port 0).
+    pub const NETWORK_LISTEN: u8 = 39;
 }
 
 /// Which mount operation (`EventHeader::detail_arg` of `action::MOUNT`).
@@ -181,6 +185,15 @@ pub struct KernelOffsets {
     pub nsproxy_mnt_ns: u64,
     pub mount_mnt_ns: u64,
     pub vm_area_struct_vm_file: u64,
+    // The socket a Unix-domain connect or send reaches, named by the path it was bound at.
+    /// `unix_sock.path`: where the socket was bound (null dentry: abstract or unbound).
+    pub unix_sock_path: u64,
+    /// `unix_sock.peer`: the socket a datagram socket is connected to.
+    pub unix_sock_peer: u64,
+    // The local address a TCP socket listens on.
+    pub sock_common_skc_rcv_saddr: u64,
+    pub sock_common_skc_v6_rcv_saddr: u64,
+    pub sock_common_skc_num: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.
@@ -314,6 +327,9 @@ pub struct NetKeyData {
 /// `NetKeyData::protocol` of a raw IP or packet socket's creation, looked up at address `::`, port 0:
 /// only rules for every address and port hold an entry for it.
 pub const RAW_SOCKET_PROTOCOL: u8 = 255;
+/// Or'ed into `NetKeyData::protocol` (`IPPROTO_TCP`, `IPPROTO_UDP`) for a listen: listen rules have
+/// entries of their own in the same trie.
+pub const LISTEN_PROTOCOL: u8 = 0x80;
 /// Prefix bits taken by `slot`, `profile` and `protocol` in `NetKeyData`.
 pub const NET_KEY_HEADER_BITS: u32 = 24;
 

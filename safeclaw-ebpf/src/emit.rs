@@ -37,8 +37,11 @@ const SUN_PATH_LEN: usize = 108;
 pub enum Destination {
     /// AF_INET or AF_INET6; see `Pending::net`.
     Inet,
-    /// AF_UNIX with this many bytes of path in `Pending::path`.
-    Unix(u32),
+    /// An abstract AF_UNIX name, this many bytes of `@name` in `Pending::path`.
+    UnixAbstract(u32),
+    /// An AF_UNIX path: decided on the socket it reaches (`unix_stream_connect`, `unix_may_send`),
+    /// never on the name as written.
+    UnixPath,
     Disconnect,
     Undecided,
 }
@@ -122,6 +125,40 @@ impl Pending {
     #[inline(always)]
     pub fn set_exec(&mut self) {
         self.event.header.action = action::PROCESS_EXEC;
+    }
+
+    /// A TCP listen on `addr` (IPv4-mapped for IPv4), `port`, of a socket of `family`.
+    #[inline(always)]
+    pub fn set_listen(&mut self, family: u16, addr: [u8; 16], port: u16) {
+        self.event.header.action = action::NETWORK_LISTEN;
+        let net = &mut self.event.net;
+        net.family = family;
+        net.protocol = IPPROTO_TCP;
+        net.addr = addr;
+        net.port = port;
+    }
+
+    /// Reads the local address a UDP socket of `family` asks to bind (`None`: unreadable, too short
+    /// or another family). IPv4 accepts `AF_UNSPEC` as the kernel does (`INADDR_ANY` only; the
+    /// kernel refuses others).
+    #[inline(always)]
+    pub fn read_bind_address(&mut self, family: u16, address: *const u8, addrlen: i32) -> Option<()> {
+        self.event.header.action = action::NETWORK_LISTEN;
+        self.event.net.family = family;
+        self.event.net.protocol = IPPROTO_UDP;
+        let destination = match family {
+            AF_INET if addrlen >= 16 => self.read_inet4(address),
+            AF_INET6 if addrlen >= 24 => self.read_inet6(address),
+            _ => Destination::Undecided,
+        };
+        matches!(destination, Destination::Inet).then_some(())
+    }
+
+    /// A connect or send to the Unix socket bound at the path the caller then resolves.
+    #[inline(always)]
+    pub fn set_unix_peer(&mut self) {
+        self.event.header.action = action::NETWORK_CONNECT;
+        self.event.net.family = AF_UNIX;
     }
 
     /// The creation of a raw IP or packet socket: `socket(family, kind, protocol)`.
@@ -243,22 +280,26 @@ impl Pending {
                 self.event.header.flags |= flag::UNSPEC_AS_INET;
                 self.read_inet4(address)
             }
-            AF_INET6 if addrlen >= 24 => {
-                // SAFETY: sockaddr_in6: port at 2, address at 8; within the kernel's copy.
-                let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
-                let addr = unsafe { bpf_probe_read_kernel(address.add(8) as *const [u8; 16]) };
-                let (Ok(port), Ok(addr)) = (port, addr) else {
-                    return Destination::Undecided;
-                };
-                self.event.net.port = u16::from_be(port);
-                self.event.net.addr = addr;
-                Destination::Inet
-            }
+            AF_INET6 if addrlen >= 24 => self.read_inet6(address),
             AF_UNIX if addrlen > 2 => self.read_unix_path(address, addrlen as u32 - 2),
             // A connect disconnects; an IPv6 datagram goes to the connected peer, decided at connect.
             AF_UNSPEC => Destination::Disconnect,
             _ => Destination::Undecided,
         }
+    }
+
+    /// A `sockaddr_in6` (at least 24 bytes in the kernel's copy).
+    #[inline(always)]
+    fn read_inet6(&mut self, address: *const u8) -> Destination {
+        // SAFETY: sockaddr_in6: port at 2, address at 8; within the kernel's copy.
+        let port = unsafe { bpf_probe_read_kernel(address.add(2) as *const u16) };
+        let addr = unsafe { bpf_probe_read_kernel(address.add(8) as *const [u8; 16]) };
+        let (Ok(port), Ok(addr)) = (port, addr) else {
+            return Destination::Undecided;
+        };
+        self.event.net.port = u16::from_be(port);
+        self.event.net.addr = addr;
+        Destination::Inet
     }
 
     /// A `sockaddr_in` (at least 16 bytes in the kernel's copy), keyed IPv4-mapped.
@@ -276,7 +317,8 @@ impl Pending {
         Destination::Inet
     }
 
-    /// Copies `sun_path` into the event; an abstract name (leading NUL) is shown as `@name`.
+    /// Copies an abstract `sun_path` (leading NUL) into the event as `@name`; a path is left to the
+    /// hooks that see the socket it reaches.
     #[inline(always)]
     fn read_unix_path(&mut self, address: *const u8, given: u32) -> Destination {
         // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
@@ -298,19 +340,17 @@ impl Pending {
                 self.event.path[0] = b'@';
                 given
             }
-            Ok(_) => {
-                let copied = unsafe {
-                    generated::bpf_probe_read_kernel_str(buf as *mut _, given + 1, address.add(2) as *const _)
-                };
-                if copied <= 0 {
-                    return Destination::Undecided;
-                }
-                copied as u32 - 1
-            }
+            Ok(_) => return Destination::UnixPath,
         };
         let len = len & (PATH_MAX as u32 - 1);
         self.event.path_len = len;
-        Destination::Unix(len)
+        Destination::UnixAbstract(len)
+    }
+
+    /// The earlier LSMs' verdict, returned unrecorded when a later hook decides this attempt.
+    #[inline(always)]
+    pub fn previous(&self) -> i32 {
+        self.previous
     }
 
     /// `finish` for a denial; an allowed verdict returns at once, unrecorded (a later hook records

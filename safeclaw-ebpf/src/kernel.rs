@@ -24,6 +24,9 @@ pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
 pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// Socket families whose local addresses `sock_local_address` reads.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
 /// renameat2 flag: the two names swap.
 pub const RENAME_EXCHANGE: u32 = 1 << 1;
 /// Deepest cgroup level the target-task check follows (the kernel's own limit is far higher, but
@@ -69,6 +72,11 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     nsproxy_mnt_ns: 0,
     mount_mnt_ns: 0,
     vm_area_struct_vm_file: 0,
+    unix_sock_path: 0,
+    unix_sock_peer: 0,
+    sock_common_skc_rcv_saddr: 0,
+    sock_common_skc_v6_rcv_saddr: 0,
+    sock_common_skc_num: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -83,6 +91,8 @@ const SYS_FTRUNCATE: u64 = 77;
 const SYS_CREAT: u64 = 85;
 const SYS_OPENAT: u64 = 257;
 const SYS_OPENAT2: u64 = 437;
+/// connect(2): a Unix datagram socket's `unix_may_send` from a connect rather than a send.
+const SYS_CONNECT: u64 = 42;
 
 /// A register of the current task's user context (at its BTF offset in `struct pt_regs`).
 #[inline(always)]
@@ -276,6 +286,13 @@ pub fn reach(dentry: u64, vfsmount: u64, check_unlinked: bool) -> Reach {
     if !check_unlinked {
         return Reach::Reachable;
     }
+    dentry_reach(dentry, vfsmount)
+}
+
+/// Whether `dentry` in `vfsmount` is still linked: hashed, or its mount's root (the kernel's
+/// `d_unlinked`); a disconnected dentry or an unreadable one counts as unreachable.
+#[inline(always)]
+pub fn dentry_reach(dentry: u64, vfsmount: u64) -> Reach {
     let pprev = read_address(dentry + offset(&OFFSETS.dentry_d_hash_pprev) as u64);
     let parent = read_address(dentry + offset(&OFFSETS.dentry_d_parent) as u64);
     let mnt_root = read_address(vfsmount + offset(&OFFSETS.vfsmount_mnt_root) as u64);
@@ -314,5 +331,61 @@ pub fn socket_family(sock: *const u8) -> u16 {
             return 0;
         };
         bpf_probe_read_kernel(sk.add(offset(&OFFSETS.sock_common_skc_family)) as *const u16).unwrap_or(0)
+    }
+}
+
+/// `sock->sk`, as an address for probe reads (0 if unreadable).
+#[inline(always)]
+pub fn socket_sock(sock: *const u8) -> u64 {
+    // SAFETY: probe read.
+    unsafe { bpf_probe_read_kernel(sock.add(offset(&OFFSETS.socket_sk)) as *const u64) }.unwrap_or(0)
+}
+
+/// Where the Unix socket `sk` was bound: `(dentry, vfsmount)` of `unix_sk(sk)->path`, both 0 for an
+/// abstract or unbound socket; `None` if unreadable.
+#[inline(always)]
+pub fn unix_bound_path(sk: u64) -> Option<(u64, u64)> {
+    let path = sk + offset(&OFFSETS.unix_sock_path) as u64;
+    let dentry = read_address(path + offset(&OFFSETS.path_dentry) as u64)?;
+    let vfsmount = read_address(path + offset(&OFFSETS.path_mnt) as u64)?;
+    Some((dentry, vfsmount))
+}
+
+/// `unix_sk(sk)->peer`: the socket a Unix datagram socket is connected to (0: none, or unreadable).
+#[inline(always)]
+pub fn unix_peer(sk: u64) -> u64 {
+    read_address(sk + offset(&OFFSETS.unix_sock_peer) as u64).unwrap_or(0)
+}
+
+/// Whether the current syscall is connect(2) (a `unix_may_send` from anything else is a send).
+#[inline(always)]
+pub fn in_connect() -> bool {
+    user_register(&OFFSETS.pt_regs_orig_ax) == Some(SYS_CONNECT)
+}
+
+/// The local address and port (host order) a socket is bound to, IPv4 as IPv4-mapped IPv6; `None`
+/// if unreadable or neither IPv4 nor IPv6. An unbound socket reads as the any-address, port 0.
+#[inline(always)]
+pub fn sock_local_address(sk: u64, family: u16) -> Option<([u8; 16], u16)> {
+    let common = sk as *const u8;
+    // SAFETY: probe reads of the socket's `sock_common`, at BTF offsets.
+    unsafe {
+        let port =
+            bpf_probe_read_kernel(common.add(offset(&OFFSETS.sock_common_skc_num)) as *const u16).ok()?;
+        let addr = match family {
+            AF_INET => {
+                let v4 = bpf_probe_read_kernel(
+                    common.add(offset(&OFFSETS.sock_common_skc_rcv_saddr)) as *const [u8; 4]
+                )
+                .ok()?;
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+            }
+            AF_INET6 => bpf_probe_read_kernel(
+                common.add(offset(&OFFSETS.sock_common_skc_v6_rcv_saddr)) as *const [u8; 16]
+            )
+            .ok()?,
+            _ => return None,
+        };
+        Some((addr, port))
     }
 }

@@ -14,6 +14,7 @@ mod reach;
 mod scope;
 mod signals;
 mod sockets;
+mod unix;
 mod walk;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
@@ -196,9 +197,12 @@ fn decide_destination(
             let net = pending.net();
             decide::by_address(pending.slot(), net.protocol as u8, &net.addr, net.port)
         }
-        Destination::Unix(len) => {
+        Destination::UnixAbstract(len) => {
             decide::by_path(pending.slot(), dfa_class::UNIX_CONNECT, pending.path(), len)
         }
+        // Decided (and recorded) by `unix_stream_connect` or `unix_may_send` on the socket the path
+        // leads to: `..`, symlinks, bind mounts and second names all reach the same socket.
+        Destination::UnixPath => return pending.previous(),
         // AF_UNSPEC disconnects (or, sent on IPv6, goes to the peer decided at connect): nothing new
         // is reached.
         Destination::Disconnect => Verdict::allow_unconditionally(),

@@ -2,9 +2,9 @@
 //! on what the kernel says the object is, never on the path string: a file on a mount outside the
 //! task's mount namespace is denied; an unlinked file is decided by the rules on its last name and
 //! denied as well when the policy default denies.
-use safeclaw_common::{effect, flag, PATH_MAX};
+use safeclaw_common::{dfa_class, effect, flag, PATH_MAX};
 
-use crate::decide::{Slot, Verdict};
+use crate::decide::{self, Slot, Verdict};
 use crate::emit::{masked, Pending};
 use crate::kernel::{self, Reach};
 
@@ -65,6 +65,25 @@ pub fn decide_walked(
 ) -> Verdict {
     let reach = kernel::reach(dentry, vfsmount, existing);
     decide(reach, pending.slot(), len, len, |n| crate::decide_open(pending, act, Some(n)))
+}
+
+/// The Unix socket bound at `dentry` in `vfsmount`, whose walked path is `len` bytes, by the
+/// `network.connect` Unix rules. Its mount may belong to the namespace of the process that bound it
+/// (a service with a mount namespace of its own): the path is the one it was bound at, so only an
+/// unlinked or disconnected socket file is treated as unreachable.
+#[inline(always)]
+pub fn decide_socket(pending: &Pending, dentry: u64, vfsmount: u64, len: u32) -> Verdict {
+    let slot = pending.slot();
+    let reach = socket_file_reach(dentry, vfsmount);
+    decide(reach, slot, len, len, |n| decide::by_path(slot, dfa_class::UNIX_CONNECT, pending.path(), n))
+}
+
+/// `kernel::dentry_reach` as a function of its own: inlined into the Unix socket hooks, LLVM merged
+/// its tests with a spilled pointer of the walk, which 6.1's verifier refuses (bitwise operation on
+/// a pointer).
+#[inline(never)]
+fn socket_file_reach(dentry: u64, vfsmount: u64) -> Reach {
+    kernel::dentry_reach(dentry, vfsmount)
 }
 
 /// Whether the first `len` bytes of `path` end in ` (deleted)`. The dentry said it is unlinked; the

@@ -1,7 +1,7 @@
 //! The kernel and the reference evaluator agree on real syscalls: generated policies (globs of
 //! every kind, file, exec and network rules, allow/deny/audit, either default) are loaded into the
 //! running daemon one after another, a probe inside the agent cgroup makes a few thousand opens,
-//! execs and connects, and each outcome and audit entry (effect and rule) must be what
+//! execs, connects, listens and binds, and each outcome and audit entry (effect and rule) must be what
 //! `Evaluator::evaluate` says.
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -81,7 +81,7 @@ fn generate(seed: u64) -> String {
     for i in 0..30 {
         let effect = rng.pick(&["allow", "deny", "audit"]);
         let _ = write!(yaml, "  - name: g{i}\n    effect: {effect}\n");
-        match rng.below(4) {
+        match rng.below(5) {
             0 | 1 => {
                 let action = rng.pick(&["file.read", "file.write", "file.*"]);
                 let globs: Vec<String> =
@@ -90,6 +90,17 @@ fn generate(seed: u64) -> String {
             }
             2 => {
                 let _ = write!(yaml, "    action: process.exec\n    binary: [\"{}\"]\n", exec_glob(&mut rng));
+            }
+            3 => {
+                let cidr = rng.pick(&["127.0.0.0/8", "127.0.0.2/32", "127.0.0.0/30", "::1/128", "0.0.0.0/0"]);
+                let _ = write!(yaml, "    action: network.listen\n    cidrs: [\"{cidr}\"]\n");
+                if rng.below(2) == 0 {
+                    let ports = rng.pick(&["\"1000-2000\"", "8080", "443", "\"1-999\""]);
+                    let _ = writeln!(yaml, "    ports: [{ports}]");
+                }
+                if rng.below(2) == 0 {
+                    let _ = writeln!(yaml, "    protocol: {}", rng.pick(&["tcp", "udp"]));
+                }
             }
             _ => {
                 let cidr = rng.pick(&[
@@ -129,9 +140,32 @@ struct Case {
 }
 
 enum Owned {
-    File { path: String, read: bool, write: bool },
-    Exec { path: String },
-    Connect { protocol: &'static str, address: IpAddr, port: u16 },
+    File {
+        path: String,
+        read: bool,
+        write: bool,
+    },
+    Exec {
+        path: String,
+    },
+    Connect {
+        protocol: &'static str,
+        address: IpAddr,
+        port: u16,
+    },
+    /// A TCP listen or UDP bind.
+    Listen {
+        protocol: &'static str,
+        address: IpAddr,
+        port: u16,
+    },
+}
+
+fn mapped(address: &IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 impl Owned {
@@ -143,10 +177,12 @@ impl Owned {
             Owned::Exec { path } => Request::Exec { path: path.as_bytes() },
             Owned::Connect { protocol, address, port } => Request::ConnectInet {
                 protocol: if *protocol == "tcp" { 6 } else { 17 },
-                addr: match address {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                    IpAddr::V6(v6) => v6.octets(),
-                },
+                addr: mapped(address),
+                port: *port,
+            },
+            Owned::Listen { protocol, address, port } => Request::ListenInet {
+                protocol: if *protocol == "tcp" { 6 } else { 17 },
+                addr: mapped(address),
                 port: *port,
             },
         }
@@ -169,6 +205,12 @@ impl Owned {
             Owned::Exec { path } => entry["action"] == "process.exec" && details["path"] == path.as_str(),
             Owned::Connect { protocol, address, port } => {
                 entry["action"] == "network.connect"
+                    && details["address"] == address.to_string()
+                    && details["port"] == *port
+                    && details["protocol"] == *protocol
+            }
+            Owned::Listen { protocol, address, port } => {
+                entry["action"] == "network.listen"
                     && details["address"] == address.to_string()
                     && details["port"] == *port
                     && details["protocol"] == *protocol
@@ -218,6 +260,17 @@ fn prepare() -> Vec<Case> {
             }
         }
     }
+    // Serving: every address above and the any-addresses, on ports the listen rules split.
+    for address in ADDRESSES.into_iter().chain(["0.0.0.0", "::"]) {
+        for port in [443, 999, 1500, 8080] {
+            for protocol in ["tcp", "udp"] {
+                cases.push(Case {
+                    line: format!("listen-{protocol}\t{address}\t{port}"),
+                    request: Owned::Listen { protocol, address: address.parse().unwrap(), port },
+                });
+            }
+        }
+    }
     cases
 }
 
@@ -256,11 +309,11 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
                 case.line
             );
             // EPERM is the hook's answer; a connect the hook allows may still fail further on
-            // (nothing listens: ECONNREFUSED), a file open or exec must not.
+            // (nothing listens: ECONNREFUSED; an address in use), a file open or exec must not.
             let kernel_denied = answer == "1";
-            let is_connect = matches!(case.request, Owned::Connect { .. });
+            let may_fail_further = matches!(case.request, Owned::Connect { .. } | Owned::Listen { .. });
             assert!(
-                kernel_denied || answer == "ok" || is_connect,
+                kernel_denied || answer == "ok" || may_fail_further,
                 "seed {seed}: {} answered errno {answer}",
                 case.line
             );

@@ -102,6 +102,9 @@ pub enum RequestDetails {
         argv: Option<Vec<String>>,
     },
     Connect(ConnectTarget),
+    /// Serving on a local address (`network.listen`): a TCP listen or UDP bind; `Inet`, or `Other`
+    /// for an address the kernel could not read.
+    Listen(ConnectTarget),
     /// A self-protection action (always denied): `action` is its `guard.*` name, `target_pid` the
     /// signalled or traced process, `detail` the signal, ptrace mode, bpf command, filesystem magic,
     /// kernel read id or mount operation.
@@ -182,6 +185,7 @@ impl RequestDetails {
             RequestDetails::File { .. } => "file.write",
             RequestDetails::Exec { .. } => "process.exec",
             RequestDetails::Connect(_) => "network.connect",
+            RequestDetails::Listen(_) => "network.listen",
             RequestDetails::Guard { action, .. } | RequestDetails::FileAction { action, .. } => action,
         }
     }
@@ -545,7 +549,9 @@ impl<'a> RedactedDetails<'a> {
                 argv.as_ref().map(|args| args.iter().map(|a| redactor.redact(a, hits)).collect()),
             ),
             RequestDetails::Connect(ConnectTarget::Unix { path }) => (Some(path), None),
-            RequestDetails::Connect(_) | RequestDetails::Guard { .. } => (None, None),
+            RequestDetails::Connect(_) | RequestDetails::Listen(_) | RequestDetails::Guard { .. } => {
+                (None, None)
+            }
         };
         RedactedDetails { path: path.map(|p| PathText::new(p, redactor, hits)), argv }
     }
@@ -553,7 +559,8 @@ impl<'a> RedactedDetails<'a> {
     fn write(&self, d: &mut Object<'_>, record: &ActionRecord) {
         let p = &record.process;
         let inet = match &record.details {
-            RequestDetails::Connect(ConnectTarget::Inet { address, port, protocol }) => {
+            RequestDetails::Connect(ConnectTarget::Inet { address, port, protocol })
+            | RequestDetails::Listen(ConnectTarget::Inet { address, port, protocol }) => {
                 Some((address, *port, *protocol))
             }
             _ => None,
@@ -569,7 +576,9 @@ impl<'a> RedactedDetails<'a> {
         if let RequestDetails::Guard { detail, .. } = &record.details {
             d.u64("detail", u64::from(*detail));
         }
-        if let RequestDetails::Connect(ConnectTarget::Other { family }) = &record.details {
+        if let RequestDetails::Connect(ConnectTarget::Other { family })
+        | RequestDetails::Listen(ConnectTarget::Other { family }) = &record.details
+        {
             d.u64("family", u64::from(*family));
         }
         if let RequestDetails::File { mode, .. } = &record.details {

@@ -182,6 +182,8 @@ pub enum Detail {
         argv: Vec<Vec<u8>>,
     },
     Connect(ConnectTarget),
+    /// A TCP listen or UDP bind (`action::NETWORK_LISTEN`) on this local address.
+    Listen(ConnectTarget),
     Guarded(Guarded),
     FileAction {
         kind: FileAction,
@@ -306,6 +308,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             })
         }
         action::NETWORK_CONNECT => Detail::Connect(connect_target(&net, path)),
+        action::NETWORK_LISTEN => Detail::Listen(connect_target(&net, path)),
         action::SIGNAL => {
             Detail::Guarded(Guarded::Signal { target_pid: header.target_pid, signal: header.detail_arg })
         }
@@ -417,6 +420,16 @@ impl KernelEvent {
                 Request::ConnectInet { protocol: RAW_SOCKET_PROTOCOL, addr: [0; 16], port: 0 }
             }
             Detail::Connect(ConnectTarget::Other { .. }) => Request::ConnectOther,
+            Detail::Listen(ConnectTarget::Inet { protocol, addr, port }) => Request::ListenInet {
+                protocol: *protocol,
+                addr: match addr {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                },
+                port: *port,
+            },
+            // An unreadable local address: the default decided.
+            Detail::Listen(_) => Request::ConnectOther,
             Detail::Connect(ConnectTarget::Disconnect) | Detail::Guarded(_) => return None,
         })
     }
@@ -429,6 +442,7 @@ impl KernelEvent {
             Detail::File { .. } => "file.write",
             Detail::Exec { .. } => "process.exec",
             Detail::Connect(_) => "network.connect",
+            Detail::Listen(_) => "network.listen",
             Detail::Guarded(guarded) => guarded.action_name(),
             Detail::FileAction { kind, .. } => kind.action_name(),
         }

@@ -17,7 +17,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 32] = [
+pub const PROGRAMS: [&str; 36] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -50,6 +50,10 @@ pub const PROGRAMS: [&str; 32] = [
     "path_chroot",
     "mmap_file",
     "file_mprotect",
+    "unix_stream_connect",
+    "unix_may_send",
+    "socket_bind",
+    "socket_listen",
 ];
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
@@ -93,6 +97,11 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
         mount_mnt_ns: btf.member_offset("mount", "mnt_ns")?,
         vm_area_struct_vm_file: btf.member_offset("vm_area_struct", "vm_file")?,
+        unix_sock_path: btf.member_offset("unix_sock", "path")?,
+        unix_sock_peer: btf.member_offset("unix_sock", "peer")?,
+        sock_common_skc_rcv_saddr: btf.member_offset("sock_common", "skc_rcv_saddr")?,
+        sock_common_skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
+        sock_common_skc_num: btf.member_offset("sock_common", "skc_num")?,
     })
 }
 

@@ -29,6 +29,10 @@ pub enum AttemptAction {
     #[serde(rename = "network.connect")]
     #[value(name = "network.connect")]
     NetworkConnect,
+    /// With `address` and `port` (the local ones), a TCP listen or UDP bind.
+    #[serde(rename = "network.listen")]
+    #[value(name = "network.listen")]
+    NetworkListen,
     /// An agent tool call (with `tool` and `input`): decided by the daemon, not the kernel.
     #[serde(rename = "tool.call")]
     #[value(name = "tool.call")]
@@ -46,6 +50,7 @@ impl AttemptAction {
             AttemptAction::FileReadWrite => "file.read-write",
             AttemptAction::ProcessExec => "process.exec",
             AttemptAction::NetworkConnect => "network.connect",
+            AttemptAction::NetworkListen => "network.listen",
             AttemptAction::ToolCall => "tool.call",
             AttemptAction::ToolResult => "tool.result",
         }
@@ -99,7 +104,7 @@ impl Attempt {
             (AttemptAction::NetworkConnect, None, None, None) if protocol == Some(Protocol::Raw) => {
                 Some((safeclaw_common::RAW_SOCKET_PROTOCOL, [0; 16], 0))
             }
-            (AttemptAction::NetworkConnect, None, Some(address), Some(port)) => {
+            (AttemptAction::NetworkConnect | AttemptAction::NetworkListen, None, Some(address), Some(port)) => {
                 let protocol = match protocol.unwrap_or(Protocol::Tcp) {
                     Protocol::Tcp => libc::IPPROTO_TCP as u8,
                     Protocol::Udp => libc::IPPROTO_UDP as u8,
@@ -109,6 +114,9 @@ impl Attempt {
                 Some((protocol, mapped(address), port))
             }
             (AttemptAction::NetworkConnect, Some(_), None, None) => None,
+            (AttemptAction::NetworkListen, _, _, _) => {
+                return Err("network.listen takes the local `address` and `port`, and no path".to_owned())
+            }
             (AttemptAction::NetworkConnect, _, _, _) => {
                 return Err(
                     "network.connect takes either `path` (a Unix socket), `address` and `port`, or `protocol: raw` alone".to_owned()
@@ -137,6 +145,11 @@ impl Attempt {
                 Request::ConnectInet { protocol, addr, port }
             }
             (AttemptAction::NetworkConnect, None) => Request::ConnectUnix { path },
+            (AttemptAction::NetworkListen, Some((protocol, addr, port))) => {
+                Request::ListenInet { protocol, addr, port }
+            }
+            // `Attempt::new` gives a listen an address.
+            (AttemptAction::NetworkListen, None) => Request::ConnectOther,
             // `Attempt::new` refuses tool actions: the kernel never decides them.
             (AttemptAction::ToolCall | AttemptAction::ToolResult, _) => Request::ConnectOther,
         }

@@ -49,7 +49,7 @@ pub enum PolicyCommand {
         /// File, binary or Unix socket path (`~` is the home).
         #[arg(long)]
         path: Option<String>,
-        /// Destination of a network.connect.
+        /// Destination of a network.connect, or the local address of a network.listen.
         #[arg(long)]
         address: Option<IpAddr>,
         #[arg(long)]

@@ -181,7 +181,7 @@ fn compile_profile(
                     rule: id as u32,
                     cidrs,
                     ports: inet.ports.clone(),
-                    protocols: inet.protocol.wire_values(raw),
+                    protocols: inet.protocol.wire_values(raw, inet.direction),
                 }
             })
         })
@@ -434,6 +434,55 @@ mod tests {
     }
 
     #[test]
+    fn listen_rules_decide_only_listens_and_do_not_widen_loopback() {
+        let text = "version: 1\ndefault: deny\nrules:\n\
+  - {name: connect-all, action: network.connect, effect: allow}\n\
+  - {name: loopback-listen, action: network.listen, effect: allow, cidrs: [127.0.0.0/8, \"::1\"]}\n\
+  - {name: dns-bind, action: network.listen, effect: allow, protocol: udp, ports: [53]}\n\
+  - {name: any-listen, action: network.listen, effect: deny, cidrs: [0.0.0.0]}\n";
+        let policy = load_str("p.yaml", text).unwrap();
+        let ctx = CompileContext::new("/home/u");
+        let set = compile_all(&policy, &ctx).unwrap();
+        let evaluator = super::super::Evaluator::new(&policy, None, &ctx).unwrap();
+        let v4 = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets();
+        let any6 = [0u8; 16];
+        let listen = |protocol: u8, addr: [u8; 16], port: u16| super::super::compiled::Request::ListenInet {
+            protocol,
+            addr,
+            port,
+        };
+        let cases = [
+            (listen(6, v4([127, 0, 0, 1]), 8000), Some(1), Effect::Allow),
+            (listen(6, std::net::Ipv6Addr::LOCALHOST.octets(), 8000), Some(1), Effect::Allow),
+            // Loopback is not widened for listens: the any-address is not loopback's.
+            (listen(6, v4([0, 0, 0, 0]), 8000), Some(3), Effect::Deny),
+            // ...but the any-address is: `::` (dual-stack) is decided by the `0.0.0.0` rule.
+            (listen(6, any6, 8000), Some(3), Effect::Deny),
+            (listen(17, v4([0, 0, 0, 0]), 53), Some(2), Effect::Allow),
+            (listen(6, v4([0, 0, 0, 0]), 53), Some(3), Effect::Deny),
+            // A connect rule decides no listen: the default does.
+            (listen(6, v4([10, 0, 0, 1]), 8000), None, Effect::Deny),
+        ];
+        for (request, rule, effect) in cases {
+            let decision = evaluator.evaluate(&request);
+            assert_eq!((decision.rule, decision.effect), (rule, effect), "{request:?}");
+            assert_eq!(set.base.tables.decide(&request), decision, "{request:?}");
+        }
+        // And a listen rule decides no connect.
+        let connect =
+            super::super::compiled::Request::ConnectInet { protocol: 6, addr: v4([0, 0, 0, 0]), port: 8000 };
+        assert_eq!(evaluator.evaluate(&connect).rule, Some(0));
+        assert_eq!(set.base.tables.decide(&connect).rule, Some(0));
+    }
+
+    #[test]
+    fn a_raw_listen_rule_is_refused() {
+        let text = "version: 1\nrules:\n  - {name: r, action: network.listen, effect: deny, protocol: raw}\n";
+        let error = load_str("p.yaml", text).unwrap_err().to_string();
+        assert!(error.contains("a raw socket does not listen"), "{error}");
+    }
+
+    #[test]
     fn ten_thousand_directory_rules_fit_the_kernel_tables() {
         let mut text = String::from("version: 1\nrules:\n");
         for i in 0..10_000 {
@@ -450,8 +499,8 @@ mod tests {
         assert_eq!(stats.rules, 10_000);
         assert!(stats.dfa_transitions() <= MAX_DFA_TRANSITIONS as usize, "{stats:?}");
         // One prefix per CIDR and per protocol the rules name (tcp, udp and other), plus /0 each,
-        // and the /0 of raw sockets.
-        assert_eq!(stats.net_prefixes, 3 * 2501 + 1);
+        // and the /0 of raw sockets, TCP listens and UDP binds.
+        assert_eq!(stats.net_prefixes, 3 * 2501 + 3);
         let read = set.base.tables.decide(&super::super::compiled::Request::FileOpen {
             path: b"/srv/p4/a",
             read: true,

@@ -209,6 +209,13 @@ pub enum Request<'a> {
     },
     /// A socket family the policy does not describe: the default decides.
     ConnectOther,
+    /// A TCP listen or UDP bind on a local address (IPv4 as IPv4-mapped IPv6); `protocol` is
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    ListenInet {
+        protocol: u8,
+        addr: [u8; 16],
+        port: u16,
+    },
 }
 
 /// A decision: the effect and the rule that made it (`None`: the default).
@@ -252,6 +259,9 @@ impl CompiledPolicy {
                 self.by_rule(self.net.lookup(*protocol, addr, *port))
             }
             Request::ConnectOther => self.by_rule(Ok(None)),
+            Request::ListenInet { protocol, addr, port } => {
+                self.by_rule(self.net.lookup(safeclaw_common::LISTEN_PROTOCOL | *protocol, addr, *port))
+            }
         }
     }
 

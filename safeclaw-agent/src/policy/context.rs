@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::glob::Token;
 use super::hosts::HostAddresses;
 use super::model::{InetMatch, Paths};
-use super::net::{Cidr, HostName};
+use super::net::{Cidr, Direction, HostName};
 
 /// Inputs of `compile_all` and `Evaluator::new` beyond the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +100,10 @@ impl Expander<'_> {
         }
         let mut cidrs = inet.cidrs.clone();
         cidrs.extend(inet.hosts.iter().flat_map(|host| self.hosts.get(host)).map(Cidr::host));
-        super::net::widen_to_this_host(&mut cidrs);
+        match inet.direction {
+            Direction::Listen => super::net::widen_any_address(&mut cidrs),
+            Direction::Connect | Direction::Both => super::net::widen_to_this_host(&mut cidrs),
+        }
         cidrs.sort();
         cidrs.dedup();
         cidrs

@@ -12,7 +12,7 @@ use super::context::{Alternatives, CompileContext, Expander};
 use super::glob::display_tokens;
 use super::matcher::{ArgumentPattern, PathPattern, SplitPath};
 use super::model::{PathClass, Policy, Rule};
-use super::net::{mask, Cidr, PortRange, Protocol};
+use super::net::{mask, Cidr, Direction, PortRange, Protocol};
 
 /// Decides attempts for one profile.
 #[derive(Debug)]
@@ -57,6 +57,7 @@ impl PathSet {
 
 #[derive(Debug)]
 struct InetSpec {
+    direction: Direction,
     cidrs: Vec<Cidr>,
     ports: Vec<PortRange>,
     protocol: Protocol,
@@ -66,7 +67,7 @@ impl InetSpec {
     /// `Err(why not)` or `Ok(what matched)`.
     fn check(&self, protocol: u8, addr: &[u8; 16], port: u16) -> Result<String, String> {
         let every_address_and_port = super::net::decides_raw_sockets(&self.cidrs, &self.ports);
-        if !self.protocol.wire_values(every_address_and_port).contains(&protocol) {
+        if !self.protocol.wire_values(every_address_and_port, self.direction).contains(&protocol) {
             if protocol == safeclaw_common::RAW_SOCKET_PROTOCOL
                 && self.protocol != Protocol::Tcp
                 && self.protocol != Protocol::Udp
@@ -210,6 +211,9 @@ impl Evaluator {
             Request::ConnectUnix { path } => self.by_path(PathClass::UnixConnect, path),
             Request::ConnectInet { protocol, addr, port } => self.by_inet(protocol, &addr, port),
             Request::ConnectOther => self.by_default(),
+            Request::ListenInet { protocol, addr, port } => {
+                self.by_inet(safeclaw_common::LISTEN_PROTOCOL | protocol, &addr, port)
+            }
         }
     }
 
@@ -255,7 +259,17 @@ impl Evaluator {
             Request::FileOpen { path, .. } => vec![self.explain_path(PathClass::FileRead, path)],
             Request::Exec { path } => vec![self.explain_path(PathClass::Exec, path)],
             Request::ConnectUnix { path } => vec![self.explain_path(PathClass::UnixConnect, path)],
-            Request::ConnectInet { protocol, addr, port } => vec![self.explain_inet(protocol, &addr, port)],
+            Request::ConnectInet { protocol, addr, port } => {
+                vec![self.explain_inet("network.connect", protocol, &addr, port)]
+            }
+            Request::ListenInet { protocol, addr, port } => {
+                vec![self.explain_inet(
+                    "network.listen",
+                    safeclaw_common::LISTEN_PROTOCOL | protocol,
+                    &addr,
+                    port,
+                )]
+            }
             Request::ConnectOther => {
                 vec![Check { label: "network.connect", decision: self.by_default(), steps: Vec::new() }]
             }
@@ -368,13 +382,12 @@ impl Evaluator {
         Check { label, decision: self.by_default(), steps }
     }
 
-    fn explain_inet(&self, protocol: u8, addr: &[u8; 16], port: u16) -> Check {
-        let label = "network.connect";
+    fn explain_inet(&self, label: &'static str, protocol: u8, addr: &[u8; 16], port: u16) -> Check {
         let mut steps = Vec::new();
         for (id, rule) in self.rules.iter().enumerate() {
             let id = id as u32;
             let verdict = match &rule.inet {
-                None => StepVerdict::NotApplicable("does not apply to IP connects".to_owned()),
+                None => StepVerdict::NotApplicable(format!("does not apply to {label}")),
                 Some(spec) => match spec.check(protocol, addr, port) {
                     Ok(why) => StepVerdict::Decides(why),
                     Err(why) => StepVerdict::NoMatch(why),
@@ -444,6 +457,12 @@ fn protocol_name(protocol: u8) -> String {
         protocol if protocol == i32::from(safeclaw_common::RAW_SOCKET_PROTOCOL) => {
             "raw (socket creation)".to_owned()
         }
+        protocol if protocol & i32::from(safeclaw_common::LISTEN_PROTOCOL) != 0 => {
+            format!(
+                "{} (listen)",
+                protocol_name((protocol & !i32::from(safeclaw_common::LISTEN_PROTOCOL)) as u8)
+            )
+        }
         other => format!("{other}"),
     }
 }
@@ -466,6 +485,7 @@ fn eval_rule(rule: &Rule, expander: &Expander<'_>) -> EvalRule {
         effect: rule.info.effect,
         paths,
         inet: rule.inet().map(|inet| InetSpec {
+            direction: inet.direction,
             cidrs: expander.cidrs(inet),
             ports: inet.ports.clone(),
             protocol: inet.protocol,

@@ -14,6 +14,7 @@ use super::compiled::Effect;
 use super::diag::{Diagnostic, Level, Location, PolicyError};
 use super::glob::Glob;
 use super::model::{Action, Agent, InetMatch, Matcher, Paths, Policy, PolicyHash, Rule, RuleInfo};
+use super::net::{Direction, Protocol};
 use super::positions::Positions;
 use super::schema::{AgentSpec, Pattern, PolicyFile, RuleSpec};
 
@@ -216,6 +217,7 @@ impl Loader {
             Action::FileRead | Action::FileWrite | Action::FileAny => &["paths"],
             Action::ProcessExec => &["binary", "args"],
             Action::NetworkConnect => &["cidrs", "hosts", "ports", "protocol", "unix"],
+            Action::NetworkListen => &["cidrs", "ports", "protocol"],
             Action::ToolCall | Action::ToolResult | Action::ToolAny => &["tools", "input"],
             Action::Any => &[],
         };
@@ -272,6 +274,12 @@ impl Loader {
                 ),
             );
         }
+        if action == Action::NetworkListen && spec.protocol == Some(Protocol::Raw) {
+            self.error(
+                field_at("protocol"),
+                "`network.listen` rules take protocol `tcp`, `udp` or `any`: a raw socket does not listen (raw sockets are `network.connect` rules)".to_owned(),
+            );
+        }
         if self.diagnostics.len() > errors_before {
             return None;
         }
@@ -293,6 +301,7 @@ impl Loader {
                     || spec.protocol.is_some();
                 let unix = globs(spec.unix).map(Paths::Globs);
                 let inet = (has_inet || unix.is_none()).then(|| InetMatch {
+                    direction: Direction::Connect,
                     cidrs: spec.cidrs.unwrap_or_default(),
                     hosts: spec.hosts.unwrap_or_default(),
                     ports: spec.ports.unwrap_or_default(),
@@ -301,6 +310,15 @@ impl Loader {
                 let unix = if has_inet || unix.is_some() { unix } else { Some(Paths::Every) };
                 Matcher::Connect { inet, unix }
             }
+            Action::NetworkListen => Matcher::Listen {
+                inet: InetMatch {
+                    direction: Direction::Listen,
+                    cidrs: spec.cidrs.unwrap_or_default(),
+                    hosts: Vec::new(),
+                    ports: spec.ports.unwrap_or_default(),
+                    protocol: spec.protocol.unwrap_or_default(),
+                },
+            },
             Action::ToolCall | Action::ToolResult | Action::ToolAny => Matcher::Tool {
                 tools: globs(spec.tools),
                 input: spec

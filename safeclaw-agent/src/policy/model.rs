@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::compiled::Effect;
 use super::diag::{Diagnostic, Location};
 use super::glob::Glob;
-use super::net::{Cidr, HostName, PortRange, Protocol};
+use super::net::{Cidr, Direction, HostName, PortRange, Protocol};
 
 /// What a rule applies to, as written in `action:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -23,6 +23,9 @@ pub enum Action {
     ProcessExec,
     #[serde(rename = "network.connect", alias = "network.*")]
     NetworkConnect,
+    /// Serving: listen() on a TCP socket, bind() of a UDP socket, by local address and port.
+    #[serde(rename = "network.listen")]
+    NetworkListen,
     /// An agent CLI's tool call, before it runs (a PreToolUse hook); decided by the daemon, not the kernel.
     #[serde(rename = "tool.call")]
     ToolCall,
@@ -44,6 +47,7 @@ impl Action {
             Action::FileAny => "file.*",
             Action::ProcessExec => "process.exec",
             Action::NetworkConnect => "network.connect",
+            Action::NetworkListen => "network.listen",
             Action::ToolCall => "tool.call",
             Action::ToolResult => "tool.result",
             Action::ToolAny => "tool.*",
@@ -125,9 +129,11 @@ pub enum Paths {
 
 static EVERY_PATH: Paths = Paths::Every;
 
-/// The IP side of a `network.connect` rule.
+/// The IP side of a `network.connect` or `network.listen` rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InetMatch {
+    /// Whether the addresses are destinations (connect) or local addresses (listen).
+    pub direction: Direction,
     /// Empty together with `hosts`: every address.
     pub cidrs: Vec<Cidr>,
     /// Resolved by the daemon; see `hosts.rs`.
@@ -138,8 +144,13 @@ pub struct InetMatch {
 }
 
 /// What a `*` rule matches of IP connects.
-static EVERY_INET: InetMatch =
-    InetMatch { cidrs: Vec::new(), hosts: Vec::new(), ports: Vec::new(), protocol: Protocol::Any };
+static EVERY_INET: InetMatch = InetMatch {
+    direction: Direction::Both,
+    cidrs: Vec::new(),
+    hosts: Vec::new(),
+    ports: Vec::new(),
+    protocol: Protocol::Any,
+};
 
 impl InetMatch {
     pub fn every_address(&self) -> bool {
@@ -162,6 +173,10 @@ pub enum Matcher {
     Connect {
         inet: Option<InetMatch>,
         unix: Option<Paths>,
+    },
+    /// Serving on a local address and port (`inet.hosts` is empty).
+    Listen {
+        inet: InetMatch,
     },
     /// An agent tool call or result: the tool name (`None`: every tool) and named members of its input,
     /// every member listed must match one of its globs (argument syntax: `*` matches any bytes).
@@ -208,10 +223,10 @@ impl Rule {
         }
     }
 
-    /// The IP matcher, if the rule applies to IP connects.
+    /// The IP matcher, if the rule applies to IP connects or listens.
     pub fn inet(&self) -> Option<&InetMatch> {
         match &self.matcher {
-            Matcher::Connect { inet: Some(inet), .. } => Some(inet),
+            Matcher::Connect { inet: Some(inet), .. } | Matcher::Listen { inet } => Some(inet),
             Matcher::Any => Some(&EVERY_INET),
             _ => None,
         }

@@ -48,6 +48,22 @@ pub fn widen_to_this_host(cidrs: &mut Vec<Cidr>) {
     }
 }
 
+/// The any-address, as IPv6 and as IPv4-mapped: a listener on either (a dual-stack `::`) serves
+/// every address of this host.
+pub const ANY_ADDRESS: [Cidr; 2] = [
+    Cidr { addr: [0; 16], prefix_len: 128 },
+    Cidr { addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], prefix_len: 128 },
+];
+
+/// Adds both `ANY_ADDRESS` forms to a listen rule's `cidrs` if one of them covers either: a rule
+/// for `0.0.0.0` also decides a listener on `::`. Loopback is not widened for listening: a
+/// listener on `127.0.0.1` serves only this host, one on the any-address serves every network.
+pub fn widen_any_address(cidrs: &mut Vec<Cidr>) {
+    if cidrs.iter().any(|c| ANY_ADDRESS.iter().any(|a| c.covers(a))) {
+        cidrs.extend(ANY_ADDRESS);
+    }
+}
+
 /// Whether a rule with these (expanded) CIDRs and ports covers every address on every port, the
 /// only rules that decide raw and packet sockets.
 pub fn decides_raw_sockets(cidrs: &[Cidr], ports: &[PortRange]) -> bool {
@@ -180,6 +196,18 @@ impl FromStr for PortRange {
     }
 }
 
+/// Which socket actions an IP rule decides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// `network.connect`: connects, and datagrams sent with an address.
+    #[default]
+    Connect,
+    /// `network.listen`: listen() on TCP sockets, bind() of UDP sockets.
+    Listen,
+    /// A `*` rule: both.
+    Both,
+}
+
 /// Socket protocols a rule applies to; `Any` covers the three the kernel distinguishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,8 +224,33 @@ impl Protocol {
     /// The kernel's protocol values (`NetKeyData::protocol`) a rule of this protocol covers. A raw
     /// socket has no destination when it is created and can reach any, so only a rule for every
     /// address and port (`every_address_and_port`, see `decides_raw_sockets`) covers it.
-    pub fn wire_values(self, every_address_and_port: bool) -> &'static [u8] {
+    pub fn wire_values(self, every_address_and_port: bool, direction: Direction) -> &'static [u8] {
         const RAW: u8 = safeclaw_common::RAW_SOCKET_PROTOCOL;
+        const TCP: u8 = libc::IPPROTO_TCP as u8;
+        const UDP: u8 = libc::IPPROTO_UDP as u8;
+        const LISTEN_TCP: u8 = safeclaw_common::LISTEN_PROTOCOL | TCP;
+        const LISTEN_UDP: u8 = safeclaw_common::LISTEN_PROTOCOL | UDP;
+        match direction {
+            Direction::Connect => {}
+            Direction::Listen => {
+                return match self {
+                    Protocol::Tcp => &[LISTEN_TCP],
+                    Protocol::Udp => &[LISTEN_UDP],
+                    Protocol::Raw => &[],
+                    Protocol::Any => &[LISTEN_TCP, LISTEN_UDP],
+                }
+            }
+            Direction::Both => {
+                return match (self, every_address_and_port) {
+                    (Protocol::Tcp, _) => &[TCP, LISTEN_TCP],
+                    (Protocol::Udp, _) => &[UDP, LISTEN_UDP],
+                    (Protocol::Raw, true) => &[RAW],
+                    (Protocol::Raw, false) => &[],
+                    (Protocol::Any, true) => &[0, TCP, UDP, RAW, LISTEN_TCP, LISTEN_UDP],
+                    (Protocol::Any, false) => &[0, TCP, UDP, LISTEN_TCP, LISTEN_UDP],
+                }
+            }
+        }
         match (self, every_address_and_port) {
             (Protocol::Tcp, _) => &[libc::IPPROTO_TCP as u8],
             (Protocol::Udp, _) => &[libc::IPPROTO_UDP as u8],

@@ -49,8 +49,14 @@ pub struct NetAnalysis {
 }
 
 /// The protocols the kernel keys network entries by.
-const PROTOCOLS: [u8; 4] =
-    [0, libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8, safeclaw_common::RAW_SOCKET_PROTOCOL];
+const PROTOCOLS: [u8; 6] = [
+    0,
+    libc::IPPROTO_TCP as u8,
+    libc::IPPROTO_UDP as u8,
+    safeclaw_common::RAW_SOCKET_PROTOCOL,
+    safeclaw_common::LISTEN_PROTOCOL | libc::IPPROTO_TCP as u8,
+    safeclaw_common::LISTEN_PROTOCOL | libc::IPPROTO_UDP as u8,
+];
 
 pub fn compile(rules: &[InetRule]) -> Result<(CompiledNet, NetAnalysis), NetLimitError> {
     let mut prefixes = Vec::new();

@@ -123,6 +123,10 @@ pub fn note_kernel_entry(calls: &mut Correlator, session: u64, record: &ActionRe
         RequestDetails::Connect(ConnectTarget::Inet { address, port, .. }) => {
             format!("{address} port {port}")
         }
+        RequestDetails::Listen(ConnectTarget::Inet { address, port, .. }) => {
+            format!("listening on {address} port {port}")
+        }
+        RequestDetails::Listen(_) => "listening".to_owned(),
         RequestDetails::Connect(ConnectTarget::Unix { path }) => String::from_utf8_lossy(path).into_owned(),
         RequestDetails::Connect(ConnectTarget::Other { family }) => format!("socket family {family}"),
         RequestDetails::Guard { action, .. } => (*action).to_owned(),

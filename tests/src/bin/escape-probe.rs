@@ -12,7 +12,8 @@ const USAGE: &str =
     "usage: escape-probe open PATH | opath-reopen PATH | openat2 DIR NAME | io-uring-open PATH \
 | link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
 | tcp-connect ADDR PORT | udp-sendto-unspec IPV4 PORT | raw-socket inet|inet6|packet | ptrace PID | unshare-bind SRC DST \
-| many-open PATH COUNT | tiocsti TEXT | sigio PID SIGNAL";
+| many-open PATH COUNT | tiocsti TEXT | sigio PID SIGNAL | unix-connect PATH | unix-dgram-sendto PATH \
+| unix-dgram-connect PATH | tcp-listen ADDR PORT | tcp-listen-unbound inet|inet6 | udp-bind ADDR PORT";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -37,6 +38,19 @@ fn main() -> ExitCode {
         [cmd, addr, port] if *cmd == "tcp-connect" => net::tcp_connect(&parse(addr), parse(port)),
         [cmd, addr, port] if *cmd == "udp-sendto-unspec" => net::udp_sendto_unspec(&parse(addr), parse(port)),
         [cmd, family] if *cmd == "raw-socket" => net::raw_socket(family),
+        [cmd, addr, port] if *cmd == "tcp-listen" => net::tcp_listen(&parse(addr), parse(port)),
+        [cmd, family] if *cmd == "tcp-listen-unbound" => net::tcp_listen_unbound(family),
+        [cmd, addr, port] if *cmd == "udp-bind" => net::udp_bind(&parse(addr), parse(port)),
+        [cmd, path] if *cmd == "unix-connect" => {
+            std::os::unix::net::UnixStream::connect(path).map(drop).map_err(errno_of)
+        }
+        [cmd, path] if *cmd == "unix-dgram-sendto" => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|socket| socket.send_to(b"x", path))
+            .map(drop)
+            .map_err(errno_of),
+        [cmd, path] if *cmd == "unix-dgram-connect" => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|socket| socket.connect(path))
+            .map_err(errno_of),
         [cmd, pid] if *cmd == "ptrace" => {
             let pid: libc::pid_t = parse(pid);
             // SAFETY: PTRACE_ATTACH with no address or data.
@@ -68,6 +82,10 @@ fn parse<T: std::str::FromStr>(s: &OsStr) -> T {
 fn fail(message: &str) -> ! {
     eprintln!("escape-probe: {message}");
     std::process::exit(2)
+}
+
+fn errno_of(error: std::io::Error) -> i32 {
+    error.raw_os_error().unwrap_or(0)
 }
 
 fn last_errno() -> i32 {
@@ -334,6 +352,33 @@ mod net {
         };
         // SAFETY: plain socket().
         check(unsafe { libc::socket(family, libc::SOCK_RAW, protocol) })
+    }
+
+    /// bind, then listen: EPERM from listen is SafeClaw's (bind of a TCP socket is not decided).
+    pub fn tcp_listen(addr: &std::net::IpAddr, port: u16) -> Outcome {
+        let (fd, sa) = socket_for(addr, port, libc::SOCK_STREAM)?;
+        // SAFETY: bind with a sockaddr of the length given, then listen.
+        check(unsafe { libc::bind(fd, sa.as_ptr().cast(), sa.len() as libc::socklen_t) })?;
+        check(unsafe { libc::listen(fd, 8) })
+    }
+
+    /// listen without bind: the kernel binds the any-address and a port of its choosing.
+    pub fn tcp_listen_unbound(family: &OsStr) -> Outcome {
+        let family = match family.to_str() {
+            Some("inet") => libc::AF_INET,
+            Some("inet6") => libc::AF_INET6,
+            _ => fail("tcp-listen-unbound takes inet or inet6"),
+        };
+        // SAFETY: plain socket() and listen().
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+        check(fd)?;
+        check(unsafe { libc::listen(fd, 8) })
+    }
+
+    pub fn udp_bind(addr: &std::net::IpAddr, port: u16) -> Outcome {
+        let (fd, sa) = socket_for(addr, port, libc::SOCK_DGRAM)?;
+        // SAFETY: bind with a sockaddr of the length given.
+        check(unsafe { libc::bind(fd, sa.as_ptr().cast(), sa.len() as libc::socklen_t) })
     }
 
     pub fn tcp_connect(addr: &std::net::IpAddr, port: u16) -> Outcome {

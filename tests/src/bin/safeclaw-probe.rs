@@ -1,6 +1,7 @@
 //! Makes the syscalls the agreement test asks for, one per stdin line, and prints what the kernel
 //! answered: `ok` or the errno. Lines: `r|w|rw|x PATH` (open for read, write, both; execute) and
-//! `tcp|udp ADDRESS PORT` (connect). Runs inside the agent cgroup.
+//! `tcp|udp ADDRESS PORT` (connect), `listen-tcp|listen-udp ADDRESS PORT` (TCP listen, UDP bind).
+//! Runs inside the agent cgroup.
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,6 +17,12 @@ fn main() -> anyhow::Result<()> {
             ["rw", path] => open(path, libc::O_RDWR),
             ["x", path] => exec(path),
             [protocol @ ("tcp" | "udp"), address, port] => connect(protocol, address.parse()?, port.parse()?),
+            ["listen-tcp", address, port] => {
+                std::net::TcpListener::bind(SocketAddr::new(address.parse()?, port.parse()?)).map(drop)
+            }
+            ["listen-udp", address, port] => {
+                std::net::UdpSocket::bind(SocketAddr::new(address.parse()?, port.parse()?)).map(drop)
+            }
             _ => anyhow::bail!("bad probe line {line:?}"),
         };
         match outcome {
