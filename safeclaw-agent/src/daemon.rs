@@ -850,6 +850,7 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
                 Guarded::ModuleLoad { id } => (None, id),
                 Guarded::Mount { op } => (None, op.code()),
                 Guarded::UsernsCreate => (None, 0),
+                Guarded::TerminalInput { command } => (None, command),
             };
             audit::RequestDetails::Guard { action: guarded.action_name(), target_pid, detail }
         }

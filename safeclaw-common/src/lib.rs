@@ -35,6 +35,9 @@ pub mod action {
     pub const MOUNT: u8 = 11;
     /// Creating a user namespace (the way to new mount namespaces without root).
     pub const USERNS_CREATE: u8 = 12;
+    /// Pushing input into a terminal (`TIOCSTI`) or driving the virtual console (`TIOCLINUX`, whose
+    /// selection paste is the same injection): `detail_arg` = the ioctl command.
+    pub const TERMINAL_INPUT: u8 = 13;
     // Changes to a file or directory that need no open for write, each decided by the write rules
     // on the path it changes. Numbered from 32 so that other new kinds can be appended below them.
     /// unlink or rmdir of the path.

@@ -40,6 +40,10 @@ const F_SETOWN_EX: u32 = 15;
 const F_OWNER_PGRP: i32 = 2;
 const FIOSETOWN: u32 = 0x8901;
 const SIOCSPGRP: u32 = 0x8902;
+/// Push a byte into a terminal's input queue, as if typed.
+const TIOCSTI: u32 = 0x5412;
+/// Virtual console requests, among them pasting the selection into the input (subcommand 3).
+const TIOCLINUX: u32 = 0x541c;
 
 /// `file_fcntl(struct file *file, unsigned int cmd, unsigned long arg)`: F_SETOWN and F_SETOWN_EX
 /// choose who gets a descriptor's I/O signals, which the kernel then sends from whatever context the
@@ -65,11 +69,17 @@ pub fn file_fcntl(ctx: LsmContext) -> i32 {
 }
 
 /// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: FIOSETOWN and SIOCSPGRP
-/// are F_SETOWN by ioctl.
+/// are F_SETOWN by ioctl; TIOCSTI and TIOCLINUX put input into a terminal, which reaches whatever
+/// reads it outside the agent cgroup (the caller's shell), so they are refused outright, root agents
+/// included (the kernel lets `CAP_SYS_ADMIN` push into any terminal it holds open).
 #[lsm(hook = "file_ioctl")]
 pub fn file_ioctl(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     let cmd: u32 = ctx.arg(1);
+    if cmd == TIOCSTI || cmd == TIOCLINUX {
+        let Some(scope) = scope::current() else { return previous };
+        return crate::guard(scope, action::TERMINAL_INPUT, 0, cmd);
+    }
     if cmd != FIOSETOWN && cmd != SIOCSPGRP {
         return previous;
     }

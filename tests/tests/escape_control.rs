@@ -266,24 +266,30 @@ fn pending_input(slave: &OwnedFd) -> i32 {
 
 #[test]
 fn an_agent_cannot_push_input_into_the_callers_terminal() {
+    terminal_injection_is_refused_and_recorded(false);
+}
+
+/// Root has CAP_SYS_ADMIN, with which the kernel lets TIOCSTI into any terminal the caller holds
+/// open: only the `file_ioctl` guard stands in the way.
+#[test]
+fn a_root_agent_cannot_push_input_into_the_callers_terminal() {
+    terminal_injection_is_refused_and_recorded(true);
+}
+
+fn terminal_injection_is_refused_and_recorded(as_root: bool) {
     use std::os::unix::process::CommandExt as _;
-    let daemon = Daemon::start("safeclaw-esc-tiocsti", "version: 1\ndefault: allow\nrules: []\n");
+    let name = if as_root { "safeclaw-esc-tiocsti-root" } else { "safeclaw-esc-tiocsti" };
+    let daemon = Daemon::start(name, "version: 1\ndefault: allow\nrules: []\n");
     let (master, slave) = open_pty();
     let caller_tty = slave.as_raw_fd();
     let mut launcher = std::process::Command::new(agent_bin());
-    launcher
-        .args([
-            "exec",
-            "--agent",
-            "escape",
-            "--user",
-            "nobody",
-            "--cgroup",
-            "safeclaw-esc-tiocsti",
-            "--socket",
-        ])
-        .arg(daemon.socket())
-        .args(["--", PROBE, "tiocsti", "id\n"]);
+    launcher.args(["exec", "--agent", "escape"]);
+    if as_root {
+        launcher.arg("--as-root");
+    } else {
+        launcher.args(["--user", "nobody"]);
+    }
+    launcher.args(["--cgroup", name, "--socket"]).arg(daemon.socket()).args(["--", PROBE, "tiocsti", "id\n"]);
     for stdio in 0..3 {
         let fd = slave.try_clone().unwrap();
         match stdio {
@@ -312,9 +318,12 @@ fn an_agent_cannot_push_input_into_the_callers_terminal() {
     let _ = std::fs::File::from(master).read_to_end(&mut printed);
     let printed = String::from_utf8_lossy(&printed);
     assert_eq!(injected, 0, "the agent pushed input into the caller's terminal: {printed}");
-    // The agent has its own session, so the terminal is not its controlling one: EPERM (EIO where the
-    // kernel has legacy TIOCSTI turned off altogether).
-    assert!(printed.contains("EPERM") || printed.contains("errno 5"), "{printed}");
-    let (status, _) = daemon.stop();
+    // The guard refuses before the terminal's own checks (no controlling terminal, legacy TIOCSTI off).
+    assert!(printed.contains("EPERM"), "{printed}");
+    let (status, entries) = daemon.stop();
     assert!(status.success());
+    let refused: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.terminal_input").collect();
+    assert_eq!(refused.len(), 1, "one refusal, the first byte's: {refused:#?}");
+    assert_eq!(refused[0]["effect"], "deny");
+    assert_eq!(refused[0]["requestDetails"]["detail"], 0x5412, "{:#}", refused[0]);
 }

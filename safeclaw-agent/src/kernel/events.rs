@@ -91,6 +91,10 @@ pub enum Guarded {
         op: MountOp,
     },
     UsernsCreate,
+    /// TIOCSTI or TIOCLINUX on a terminal, by ioctl command.
+    TerminalInput {
+        command: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +168,7 @@ impl Guarded {
             Guarded::ModuleLoad { .. } => "guard.module_load",
             Guarded::Mount { .. } => "guard.mount",
             Guarded::UsernsCreate => "guard.userns_create",
+            Guarded::TerminalInput { .. } => "guard.terminal_input",
         }
     }
 }
@@ -331,6 +336,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             },
         }),
         action::USERNS_CREATE => Detail::Guarded(Guarded::UsernsCreate),
+        action::TERMINAL_INPUT => Detail::Guarded(Guarded::TerminalInput { command: header.detail_arg }),
         action::FILE_DELETE..=action::PROCESS_MAP_EXEC => {
             Detail::FileAction { kind: file_action(&header), path }
         }
