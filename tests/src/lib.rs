@@ -92,22 +92,33 @@ impl Daemon {
         let work = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(work.join("policy.yaml"), policy_yaml).unwrap();
-        // The daemon reads a policy only if nobody but root can change it, whatever the umask.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(work.join("policy.yaml"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_policy(&work, policy_yaml);
         Daemon::launch(name, work)
     }
 
     /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
     fn launch(name: &str, work: std::path::PathBuf) -> Daemon {
+        Daemon::launch_as(name, work, Lifetime::UntilStopped)
+    }
+
+    /// `start`, for a `SharedDaemon`: the daemon gets SIGTERM when the calling thread ends.
+    fn start_bound_to_thread(name: &str, policy_yaml: &str) -> Daemon {
+        require_bpf_lsm();
+        let work = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        write_policy(&work, policy_yaml);
+        Daemon::launch_as(name, work, Lifetime::UntilThreadEnds)
+    }
+
+    fn launch_as(name: &str, work: std::path::PathBuf, lifetime: Lifetime) -> Daemon {
         let policy = work.join("policy.yaml");
         let ready = work.join("ready");
         let _ = std::fs::remove_file(&ready);
         let audit_log = work.join("log/audit.jsonl");
         let pin_dir = std::path::Path::new("/sys/fs/bpf").join(name);
-        let child = std::process::Command::new(agent_bin())
+        let mut command = std::process::Command::new(agent_bin());
+        command
             .args(["run", "--cgroup", name, "--policy"])
             .arg(&policy)
             .arg("--audit-log")
@@ -121,9 +132,18 @@ impl Daemon {
             .arg("--socket")
             .arg(work.join("agent.sock"))
             .arg("--tool-socket")
-            .arg(work.join("tools/tool.sock"))
-            .spawn()
-            .expect("cannot start safeclaw-agent");
+            .arg(work.join("tools/tool.sock"));
+        if lifetime == Lifetime::UntilThreadEnds {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: between fork and exec only prctl(2) runs, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command.spawn().expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
             name: name.to_owned(),
             child,
@@ -261,6 +281,141 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// How long a test's daemon runs when the test does not stop it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifetime {
+    /// Until `stop`, `kill` or drop.
+    UntilStopped,
+    /// Until the thread that started it ends (`PR_SET_PDEATHSIG`), then SIGTERM.
+    UntilThreadEnds,
+}
+
+/// Writes `work/policy.yaml` as the daemon requires it (nobody but root can change it, whatever the
+/// umask), by rename so that the daemon's watcher never reads half a policy.
+fn write_policy(work: &std::path::Path, policy_yaml: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let next = work.join("policy.yaml.next");
+    std::fs::write(&next, policy_yaml).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&next, work.join("policy.yaml")).unwrap();
+}
+
+/// One daemon for all the tests of a test binary, each test enforcing its own policy on it in turn.
+/// Starting and stopping a daemon costs about 10 s in the emulated VM (verifying and attaching every
+/// program, then an RCU-tasks grace period for each link detached), most of a short test's time.
+/// The daemon ends with the test binary; tests that stop, kill or restart it start their own.
+pub struct SharedDaemon {
+    name: &'static str,
+    daemon: std::sync::Mutex<Option<Daemon>>,
+}
+
+impl SharedDaemon {
+    /// A daemon on agent cgroup `name`, started by the first `turn`.
+    pub const fn new(name: &'static str) -> SharedDaemon {
+        SharedDaemon { name, daemon: std::sync::Mutex::new(None) }
+    }
+
+    /// Waits for the daemon (starting it on first use), makes it enforce `policy_yaml`, and holds it
+    /// for this test alone until the turn is dropped.
+    pub fn turn(&'static self, policy_yaml: &str) -> Turn {
+        // A test that failed during its turn leaves the daemon usable by the next.
+        let mut daemon = self.daemon.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match daemon.as_mut() {
+            Some(running) => {
+                assert!(running.running(), "the shared daemon {} has exited", self.name);
+                write_policy(&running.work, policy_yaml);
+            }
+            None => {
+                let (name, policy) = (self.name, policy_yaml.to_owned());
+                let (started, receive) = std::sync::mpsc::channel();
+                // The daemon lives as long as this thread, which parks until the test binary exits.
+                std::thread::spawn(move || {
+                    let _ = started.send(Daemon::start_bound_to_thread(name, &policy));
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                *daemon = Some(receive.recv().expect("the shared daemon did not start"));
+            }
+        }
+        let mut turn = Turn { daemon, from: 0 };
+        turn.from = turn.recorded();
+        turn
+    }
+}
+
+/// One test's use of a `SharedDaemon`, which enforces the test's policy meanwhile.
+pub struct Turn {
+    daemon: std::sync::MutexGuard<'static, Option<Daemon>>,
+    /// How many entries the log held when the test's policy began to enforce.
+    from: usize,
+}
+
+impl Turn {
+    /// The entries written during this turn, once everything the kernel recorded before this call is
+    /// in the log.
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        let through = self.recorded();
+        let mut entries = read_complete_entries(&self.audit_log);
+        entries.truncate(through);
+        entries.split_off(self.from.min(through))
+    }
+
+    /// Reloads the policy file and returns how many entries the log holds once the reload's own
+    /// entry is there. The daemon records what the kernel saw before a request ahead of the request
+    /// and writes its entries in order, so everything before the reload is then in the log too.
+    fn recorded(&self) -> usize {
+        let before = read_complete_entries(&self.audit_log).len();
+        let out = self.agent_command(&["policy", "reload"]);
+        assert!(out.status.success(), "policy reload failed: {out:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let entries = read_complete_entries(&self.audit_log);
+            if let Some(at) = entries.iter().skip(before).position(|e| e["action"] == "policy.load") {
+                return before + at + 1;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reload's policy.load entry did not appear in 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        self.daemon.as_ref().expect("a turn holds a started daemon")
+    }
+}
+
+/// `/tmp/NAME/files`, emptied and created, both directories open to every user (mode 0755, whatever
+/// the umask): where a test on a `SharedDaemon` puts files an unprivileged agent session must reach.
+pub fn test_files_dir(name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let top = std::path::Path::new("/tmp").join(name);
+    let _ = std::fs::remove_dir_all(&top);
+    let files = top.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for dir in [&top, &files] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    files
+}
+
+/// The entries of the log as far as whole lines are written (a running daemon may be mid-write).
+fn read_complete_entries(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    complete
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad audit line {line:?}: {e}")))
+        .collect()
 }
 
 /// Names of the program links pinned under `pin_dir` (every epoch's).

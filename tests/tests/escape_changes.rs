@@ -4,14 +4,18 @@
 //! directory belong to the agent's user, so only SafeClaw stands in the way.
 use std::path::{Path, PathBuf};
 
-use safeclaw_integration::{entries_for, give_to_nobody, probe_outcome, the_denial, Daemon, RunAs, NOBODY};
+use safeclaw_integration::{
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn, NOBODY,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 
-/// A daemon whose policy allows everything but writing one file and one autostart directory, both
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-changes");
+
+/// The shared daemon with a policy that allows everything but writing one file and one autostart directory, both
 /// of which the agent may read, and may change by file permissions.
 struct Protected {
-    daemon: Daemon,
+    daemon: Turn,
     /// The write-protected file (it holds `original`).
     file: String,
     /// The write-protected directory.
@@ -22,15 +26,14 @@ struct Protected {
 
 impl Protected {
     fn start(name: &str) -> Protected {
-        let dir = Path::new("/tmp").join(name).join("files");
+        let dir = test_files_dir(name);
         let file = dir.join("startup.rc").display().to_string();
         let autostart = dir.join("autostart");
         let policy = format!(
             "version: 1\ndefault: allow\nrules:\n  - name: protected\n    action: file.write\n    effect: deny\n    paths: [{file}, {}/**]\n",
             autostart.display()
         );
-        let daemon = Daemon::start(name, &policy);
-        assert_eq!(daemon.files_dir(), dir);
+        let daemon = DAEMON.turn(&policy);
         give_to_nobody(&dir, 0o755);
         std::fs::write(&file, "original").unwrap();
         give_to_nobody(file.as_ref(), 0o644);
@@ -46,10 +49,9 @@ impl Protected {
         probe_outcome(&self.daemon.session("escape", RunAs::Nobody, &argv))
     }
 
-    /// Stops the daemon and returns the one denial of `path` as `action`, by the `protected` rule.
+    /// The test's one denial of `path` as `action`, by the `protected` rule.
     fn denial(self, action: &str, path: &str) -> serde_json::Value {
-        let (status, entries) = self.daemon.stop();
-        assert!(status.success(), "daemon exit: {status}");
+        let entries = self.daemon.entries();
         let entry = the_denial(&entries, action, path).clone();
         assert_eq!(entry["matchedRule"], "protected", "{entry:#}");
         entry
@@ -147,8 +149,7 @@ fn allowed_changes_happen_and_are_recorded() {
     assert_eq!(p.probe(&["unlink", scratch.to_str().unwrap()]), "ok");
     assert_eq!(p.probe(&["mkdir", made.to_str().unwrap()]), "ok");
     assert!(!scratch.exists() && made.is_dir());
-    let (status, entries) = p.daemon.stop();
-    assert!(status.success());
+    let entries = p.daemon.entries();
     for (action, path) in [("file.delete", &scratch), ("file.mkdir", &made)] {
         let found = entries_for(&entries, action, path.to_str().unwrap());
         assert_eq!(found.len(), 1, "one {action} entry: {found:#?}");

@@ -3,13 +3,17 @@
 //! file's real path. The file belongs to the agent's user, so only SafeClaw stands in the way.
 use std::path::PathBuf;
 
-use safeclaw_integration::{give_to_nobody, probe_outcome, the_denial, Daemon, RunAs};
+use safeclaw_integration::{
+    give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 
-/// A daemon whose policy denies every open of one secret file, and that file.
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-files");
+
+/// The shared daemon with a policy that denies every open of one secret file, and that file.
 struct Secret {
-    daemon: Daemon,
+    daemon: Turn,
     /// The secret's absolute path.
     path: String,
     /// Its directory.
@@ -17,14 +21,14 @@ struct Secret {
 }
 
 impl Secret {
+    /// `name`: the test's own directory under /tmp.
     fn start(name: &str) -> Secret {
-        let dir = std::path::Path::new("/tmp").join(name).join("files");
+        let dir = test_files_dir(name);
         let path = dir.join("secret.txt").display().to_string();
         let policy = format!(
             "version: 1\ndefault: allow\nrules:\n  - name: secret\n    action: file.*\n    effect: deny\n    paths: [{path}]\n"
         );
-        let daemon = Daemon::start(name, &policy);
-        assert_eq!(daemon.files_dir(), dir);
+        let daemon = DAEMON.turn(&policy);
         std::fs::write(&path, "s3cret").unwrap();
         give_to_nobody(path.as_ref(), 0o600);
         Secret { daemon, path, dir }
@@ -34,10 +38,9 @@ impl Secret {
         self.daemon.session("escape", RunAs::Nobody, argv)
     }
 
-    /// Stops the daemon and checks the one denial of the secret, read as `action`.
+    /// Checks the one denial of the secret during this test, read as `action`.
     fn assert_denied_read(self, action: &str) -> serde_json::Value {
-        let (status, entries) = self.daemon.stop();
-        assert!(status.success(), "daemon exit: {status}");
+        let entries = self.daemon.entries();
         let entry = the_denial(&entries, action, &self.path).clone();
         assert_eq!(entry["matchedRule"], "secret");
         entry
