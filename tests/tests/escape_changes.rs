@@ -2,7 +2,7 @@
 //! (`safeclaw-agent exec --user nobody`), each change to a write-protected path fails with EPERM and
 //! leaves one deny entry under its own action, decided by the write rules. The files and their
 //! directory belong to the agent's user, so only SafeClaw stands in the way.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use safeclaw_integration::{
     entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn, NOBODY,
