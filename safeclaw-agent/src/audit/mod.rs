@@ -7,6 +7,8 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod committer;
+#[cfg(feature = "conformance-vectors")]
+pub mod conformance;
 pub mod durable;
 pub mod entry;
 pub mod export;
@@ -22,8 +24,8 @@ pub mod signing;
 pub mod synthetic;
 pub mod tail;
 pub mod tool_entry;
-#[cfg(test)]
-mod vectors;
+#[cfg(feature = "conformance-vectors")]
+pub mod vectors;
 pub mod verify;
 pub mod writer;
 

@@ -1,8 +1,10 @@
 //! Writes the conformance vectors in `tests/vectors/`: logs the writer produced through each of its paths
 //! (restart, rotation with both codecs, three retention rounds, a clock step, a key rotation, a lost
 //! head) and the same logs tampered with, each with the verdict and the entry a verifier must name.
-//! `tests/audit_vectors.rs` runs our verifier and the Python one in docs/audit-format.md on them.
-//! Regenerate with `cargo test -p safeclaw-agent --lib regenerate_vectors -- --ignored`.
+//! Each log starts from a base: nothing (the committed vectors) or a copy of a log the daemon wrote (the
+//! VM test `vectors_vm`). `audit::conformance` runs our verifier and the Python one in
+//! docs/audit-format.md on them. Regenerate the committed ones with
+//! `cargo test -p safeclaw-agent --lib regenerate_vectors -- --ignored`.
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,21 @@ struct Work {
 }
 
 impl Work {
-    fn new() -> Self {
+    /// An empty log.
+    fn fresh() -> Self {
         Work { dir: tempfile::tempdir().expect("temporary directory") }
+    }
+
+    /// A copy of the log in `base` (its `log/` files, and its `state/` key and head), or an empty log.
+    fn new(base: Option<&Path>) -> Self {
+        let work = Work::fresh();
+        if let Some(base) = base {
+            copy_files(&base.join("log"), &work.dir.path().join("log"), |_| true);
+            copy_files(&base.join("state"), &work.dir.path().join("state"), |name| {
+                name == "audit.key" || name == "audit.head"
+            });
+        }
+        work
     }
 
     fn options(&self) -> WriterOptions {
@@ -88,14 +103,27 @@ impl Work {
     }
 }
 
+/// Copies the regular files of `from` that `wanted` names into `to` (created), keeping their modes.
+fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) {
+    fs::create_dir_all(to).expect("directory");
+    for dirent in fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let dirent = dirent.expect("entry");
+        let name = dirent.file_name().to_string_lossy().into_owned();
+        if dirent.file_type().expect("file type").is_file() && wanted(&name) {
+            fs::copy(dirent.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
 /// Where a vector goes.
+#[cfg(test)]
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors")
 }
 
 /// What a verifier must say of a vector.
 struct Expect<'a> {
-    description: &'a str,
+    description: String,
     with_head: bool,
     accept: &'a [String],
     /// `None`: verifies; `Some(entry)`: fails naming that entry (`None` inside: the log as a whole).
@@ -163,26 +191,30 @@ fn decompressed(path: &Path) -> Vec<u8> {
     data
 }
 
-fn ok(description: &str) -> Expect<'_> {
-    Expect { description, with_head: true, accept: &[], failure: None }
+fn ok(description: &str) -> Expect<'static> {
+    Expect { description: description.into(), with_head: true, accept: &[], failure: None }
 }
 
-fn fails(description: &str, entry: Option<u64>) -> Expect<'_> {
-    Expect { description, with_head: true, accept: &[], failure: Some(entry) }
+fn fails(description: impl Into<String>, entry: Option<u64>) -> Expect<'static> {
+    Expect { description: description.into(), with_head: true, accept: &[], failure: Some(entry) }
 }
 
 #[test]
 #[ignore = "rewrites tests/vectors in the source tree: run by hand to regenerate them; CI runs \
             `the_committed_vectors_are_what_the_generator_makes` instead"]
 fn regenerate_vectors() {
-    generate(&vectors_dir());
+    generate(&vectors_dir(), None);
 }
 
-fn generate(out: &Path) {
-    honest_paths(out);
-    last_checkpoint_malleability(out);
-    restart_incidents(out);
-    chain_damage(out);
+/// Writes every vector into `out` (one directory each), each log continuing a copy of the log in
+/// `base` (a directory holding `log/audit.jsonl` and `state/audit.key` and `audit.head`, as the
+/// daemon's `--audit-log` and `--state-dir` leave them; the base must be closed, its writer stopped), or
+/// starting empty. Writes only in `out` and the temporary directory.
+pub fn generate(out: &Path, base: Option<&Path>) {
+    honest_paths(out, base);
+    last_checkpoint_malleability(out, base);
+    restart_incidents(out, base);
+    chain_damage(out, base);
 }
 
 /// Generates every vector afresh (new keys, new times) and compares each case with the committed one:
@@ -191,7 +223,7 @@ fn generate(out: &Path) {
 #[test]
 fn the_committed_vectors_are_what_the_generator_makes() {
     let fresh = tempfile::tempdir().expect("temp dir");
-    generate(fresh.path());
+    generate(fresh.path(), None);
     let cases = |root: &Path| -> std::collections::BTreeMap<String, Value> {
         fs::read_dir(root)
             .expect("vectors dir")
@@ -209,14 +241,14 @@ fn the_committed_vectors_are_what_the_generator_makes() {
     assert_eq!(cases(fresh.path()), cases(&vectors_dir()), "tests/vectors is stale: regenerate it");
 }
 
-fn honest_paths(out: &Path) {
-    let w = Work::new();
+fn honest_paths(out: &Path, base: Option<&Path>) {
+    let w = Work::new(base);
     w.write(w.options(), 0, 40, true);
     let key = w.key().public().to_text();
     save(out, "honest-one-segment", &w, &key, ok("one segment, closed"));
 
     // Rotated zstd segments, a kill after a commit, a restart, and a partial line the crash left.
-    let w = Work::new();
+    let w = Work::new(base);
     let rotating = |w: &Work, compression| {
         let mut o = w.options();
         o.max_segment_bytes = Some(4 << 10);
@@ -242,7 +274,7 @@ fn honest_paths(out: &Path) {
     );
 
     // Names do not order segments: swap two names; and one recompressed with gzip under its .zst name.
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(rotating(&w, Compression::Zstd), 0, 60, true);
     let key = w.key().public().to_text();
     let rotated = w.rotated();
@@ -278,13 +310,13 @@ fn honest_paths(out: &Path) {
         fails("two files start at the same entry and differ", Some(first)),
     );
 
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(rotating(&w, Compression::Gzip), 0, 40, true);
     let key = w.key().public().to_text();
     save(out, "honest-gzip", &w, &key, ok("rotated gzip segments"));
 
     // Three retention rounds: the segments holding the first rounds' retention entries are deleted too.
-    let w = Work::new();
+    let w = Work::new(base);
     let mut o = rotating(&w, Compression::None);
     o.retention = Some(RetentionRule { keep: Duration::ZERO, label: "0d".into() });
     let mut writer = AuditWriter::open(o).expect("open");
@@ -303,7 +335,7 @@ fn honest_paths(out: &Path) {
     assert!(first > 100 && rounds >= 1, "first {first}, {rounds} deletions in the active segment");
     save(out, "honest-retention-rounds", &w, &key, ok("many retention rounds, coverage carried forward"));
 
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(rotating(&w, Compression::Zstd), 0, 60, true);
     let key = w.key().public().to_text();
     fs::remove_file(&w.rotated()[0]).expect("remove");
@@ -316,7 +348,7 @@ fn honest_paths(out: &Path) {
     );
 
     // The wall clock stepped back before a checkpoint.
-    let w = Work::new();
+    let w = Work::new(base);
     let mut writer = AuditWriter::open(w.options()).expect("open");
     writer.log(&Lifecycle::KernelSessionStart);
     for k in 0..25 {
@@ -337,7 +369,7 @@ fn honest_paths(out: &Path) {
     );
 
     // A key rotation: the old key signs the entry naming the new one.
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(w.options(), 0, 15, true);
     let old = w.key().public().to_text();
     let pending = pending_key_path(&w.dir.path().join("state/audit.key"));
@@ -352,15 +384,19 @@ fn honest_paths(out: &Path) {
 /// Rewrites a line as an attacker without the key would.
 type Forgery = Box<dyn Fn(&str) -> String>;
 
-fn last_checkpoint_malleability(out: &Path) {
-    let w = Work::new();
+fn last_checkpoint_malleability(out: &Path, base: Option<&Path>) {
+    let w = Work::new(base);
     w.write(w.options(), 0, 30, true);
     let key = w.key().public().to_text();
     let lines = w.lines();
     let last = lines.len() - 1;
     let seq = sequence(&lines[last]);
-    let no_head =
-        |description| Expect { description, with_head: false, accept: &[], failure: Some(Some(seq)) };
+    let no_head = |description: &str| Expect {
+        description: description.into(),
+        with_head: false,
+        accept: &[],
+        failure: Some(Some(seq)),
+    };
     let variants: [(&str, &str, Forgery); 5] =
         [
             (
@@ -427,7 +463,7 @@ fn last_checkpoint_malleability(out: &Path) {
         "honest-no-head",
         &w,
         &key,
-        Expect { description: "no head file given", with_head: false, accept: &[], failure: None },
+        Expect { description: "no head file given".into(), with_head: false, accept: &[], failure: None },
     );
     // A head file named but absent.
     let target = out.join("head-file-missing");
@@ -458,7 +494,7 @@ fn last_checkpoint_malleability(out: &Path) {
         &w,
         &key,
         Expect {
-            description: "a checkpoint dated before the previous one, no clock_step",
+            description: "a checkpoint dated before the previous one, no clock_step".into(),
             with_head: false,
             accept: &[],
             failure: Some(Some(seq)),
@@ -466,9 +502,9 @@ fn last_checkpoint_malleability(out: &Path) {
     );
 }
 
-fn restart_incidents(out: &Path) {
+fn restart_incidents(out: &Path, base: Option<&Path>) {
     // Truncate and continue: cut after a checkpoint, delete the head, restart.
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(w.options(), 0, 30, true);
     let key = w.key().public().to_text();
     let mut lines = w.lines();
@@ -492,7 +528,7 @@ fn restart_incidents(out: &Path) {
         &w,
         &key,
         Expect {
-            description: "the same, head_missing accepted by the operator",
+            description: "the same, head_missing accepted by the operator".into(),
             with_head: true,
             accept: &accept,
             failure: None,
@@ -500,7 +536,7 @@ fn restart_incidents(out: &Path) {
     );
 
     // Cut with the head file kept: the writer records tamper_detected.
-    let w = Work::new();
+    let w = Work::new(base);
     w.write(w.options(), 0, 30, true);
     let key = w.key().public().to_text();
     let mut lines = w.lines();
@@ -517,57 +553,45 @@ fn restart_incidents(out: &Path) {
     );
 }
 
-fn chain_damage(out: &Path) {
-    let w = Work::new();
+fn chain_damage(out: &Path, base: Option<&Path>) {
+    let w = Work::new(base);
     w.write(w.options(), 0, 30, true);
     let key = w.key().public().to_text();
     let lines = w.lines();
-    let damaged = |name: &str, description: &str, change: &dyn Fn(&mut Vec<String>), entry: Option<u64>| {
+    // The first attempt from entry 12 on (entry 12 itself in a log that starts empty).
+    let at = (12..lines.len()).find(|&i| parse(&lines[i])["agentId"].is_string()).expect("an attempt");
+    let seq = sequence(&lines[at]);
+    let damaged = |name: &str, description: String, change: &dyn Fn(&mut Vec<String>)| {
         let mut changed = lines.clone();
         change(&mut changed);
+        assert_ne!(changed, lines, "{name} changes the log");
         w.set_lines(&changed);
-        save(out, name, &w, &key, fails(description, entry));
+        save(out, name, &w, &key, fails(description, Some(seq)));
     };
-    damaged(
-        "float-sequence",
-        "\"sequence\": 12.0, rehashed",
-        &|l| {
-            l[12] = reseal_text(&format!(
-                "{}}}",
-                l[12][..l[12].len() - 82].replacen("\"sequence\":12", "\"sequence\":12.0", 1)
-            ));
-        },
-        Some(12),
-    );
-    damaged(
-        "uppercase-prev-hash",
-        "an upper-case prevHash, rehashed",
-        &|l| {
-            let mut v = parse(&l[12]);
-            v["prevHash"] =
-                json!(format!("sha256:{}", v["prevHash"].as_str().expect("prev")[7..].to_uppercase()));
-            l[12] = reseal_value(&v);
-        },
-        Some(12),
-    );
-    damaged(
-        "deleted-entry",
-        "entry 12 deleted",
-        &|l| {
-            l.remove(12);
-        },
-        Some(12),
-    );
-    damaged(
-        "edited-entry",
-        "a byte changed in entry 12",
-        &|l| {
-            l[12] = l[12].replacen("agent", "agenT", 1);
-        },
-        Some(12),
-    );
+    damaged("float-sequence", format!("\"sequence\": {seq}.0, rehashed"), &|l| {
+        l[at] = reseal_text(&format!(
+            "{}}}",
+            l[at][..l[at].len() - 82].replacen(
+                &format!("\"sequence\":{seq}"),
+                &format!("\"sequence\":{seq}.0"),
+                1
+            )
+        ));
+    });
+    damaged("uppercase-prev-hash", "an upper-case prevHash, rehashed".into(), &|l| {
+        let mut v = parse(&l[at]);
+        v["prevHash"] =
+            json!(format!("sha256:{}", v["prevHash"].as_str().expect("prev")[7..].to_uppercase()));
+        l[at] = reseal_value(&v);
+    });
+    damaged("deleted-entry", format!("entry {seq} deleted"), &|l| {
+        l.remove(at);
+    });
+    damaged("edited-entry", format!("a byte changed in entry {seq}"), &|l| {
+        l[at] = l[at].replacen("agent", "agenT", 1);
+    });
     // Another key's log put in place of this one.
-    let other = Work::new();
+    let other = Work::fresh();
     other.write(other.options(), 0, 30, true);
     save(out, "regenerated-log", &other, &key, fails("a whole log written with another key", Some(0)));
     w.set_lines(&lines);

@@ -982,13 +982,16 @@ fn new_log_id(dir: &Path) -> Result<String, AuditError> {
     Ok(hex_string(&id))
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "conformance-vectors"))]
 impl AuditWriter {
     /// Pretends the last checkpoint was made at `time`, as if the wall clock had since been stepped back.
     pub(crate) fn set_last_checkpoint_time(&mut self, time: &str) {
         self.last_checkpoint_time = Some(time.to_owned());
     }
+}
 
+#[cfg(test)]
+impl AuditWriter {
     /// Makes every following write fail with `kind` (`None`: work again).
     pub(crate) fn inject_write_failure(&mut self, kind: Option<io::ErrorKind>) {
         let _ = self.committer.send(Job::FailWrites(kind));

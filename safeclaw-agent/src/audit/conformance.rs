@@ -1,0 +1,154 @@
+//! Runs the conformance vectors (the committed `tests/vectors/` or a set `vectors::generate` just made)
+//! through our verifier (library and `audit verify`) and the Python verifier printed in
+//! docs/audit-format.md; each must give the verdict and name the entry the vector's `case.json` records.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use super::signing::PublicKey;
+use super::verify::{verify, VerifyOptions};
+
+/// What a verifier said: `None` verified; `Some(None)` failed for the log as a whole; `Some(Some(n))`
+/// failed naming entry n.
+pub type Verdict = Option<Option<u64>>;
+
+/// One vector: a directory with `log/`, maybe `audit.head`, and `case.json`.
+pub struct Case {
+    pub dir: PathBuf,
+    pub public_key: String,
+    pub head: Option<PathBuf>,
+    pub accept: Vec<String>,
+    pub expected: Verdict,
+}
+
+impl Case {
+    /// The vector's directory name.
+    pub fn name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+/// The vectors under `root`, in name order.
+pub fn cases(root: &Path) -> Vec<Case> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|d| d.expect("dir entry").path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let case: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).expect("case.json"))
+                    .expect("case.json is JSON");
+            let expected = match case["verdict"].as_str() {
+                Some("ok") => None,
+                Some("failed") => Some(case["entry"].as_u64()),
+                other => panic!("{}: verdict {other:?}", dir.display()),
+            };
+            Case {
+                public_key: case["publicKey"].as_str().expect("publicKey").to_owned(),
+                head: case["head"].as_str().map(|h| dir.join(h)),
+                accept: case["accept"]
+                    .as_array()
+                    .expect("accept")
+                    .iter()
+                    .map(|a| a.as_str().expect("accept item").to_owned())
+                    .collect(),
+                expected,
+                dir,
+            }
+        })
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("log")).expect("log dir").map(|d| d.expect("dir entry").path()).collect()
+}
+
+fn ours(case: &Case) -> Verdict {
+    let opts = VerifyOptions {
+        trusted_key: Some(PublicKey::parse(&case.public_key).expect("publicKey")),
+        head_path: case.head.clone(),
+        from: None,
+        accept: case.accept.iter().map(|a| a.parse().expect("accept item")).collect(),
+    };
+    let report = verify(&segment_files(&case.dir), &opts, Arc::new(|_| {})).expect("verify runs");
+    report.failure.map(|f| f.sequence)
+}
+
+/// Reads "FAILED at entry N", "FAILED at the log" or "OK" from a verifier's output.
+fn verdict_of(success: bool, output: &str) -> Verdict {
+    if success {
+        assert!(output.contains("OK"), "{output}");
+        return None;
+    }
+    let rest = output.split("FAILED at ").nth(1).unwrap_or_else(|| panic!("no verdict in {output:?}"));
+    Some(rest.strip_prefix("entry ").map(|n| {
+        n.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse().ok()).expect("an entry number")
+    }))
+}
+
+fn cli(agent_bin: &Path, case: &Case) -> Verdict {
+    let mut command = Command::new(agent_bin);
+    command.args(["audit", "verify"]).arg(case.dir.join("log")).args(["--pubkey", &case.public_key]);
+    match &case.head {
+        Some(head) => command.arg("--head").arg(head),
+        None => command.args(["--accept", "no-head"]),
+    };
+    for accept in &case.accept {
+        command.args(["--accept", accept]);
+    }
+    let output = command.output().expect("audit verify runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.code() == Some(0) || output.status.code() == Some(1), "{output:?}");
+    verdict_of(output.status.success(), &text)
+}
+
+/// The ```python block of the format document, so that the spec's verifier and the suite cannot drift.
+fn python_source() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md"))
+        .expect("docs/audit-format.md");
+    let start = doc.find("```python\n").expect("a python block") + "```python\n".len();
+    let end = start + doc[start..].find("```").expect("the end of the python block");
+    doc[start..end].to_owned()
+}
+
+fn python(script: &Path, case: &Case) -> Verdict {
+    let head = case.head.as_ref().map_or("-".into(), |h| h.to_string_lossy().into_owned());
+    let output = Command::new("python3")
+        .arg(script)
+        .arg(&case.public_key)
+        .arg(case.dir.join("log"))
+        .arg(head)
+        .args(&case.accept)
+        .output()
+        .expect("python3 is installed by xtask/setup.sh");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!text.contains("Traceback"), "{}: the sample verifier crashed: {text}", case.dir.display());
+    verdict_of(output.status.success(), &text)
+}
+
+/// Every verdict (ours, `agent_bin audit verify`, the Python sample) that differs from its case's, one
+/// line each; empty when all three agree with every case.
+pub fn disagreements(cases: &[Case], agent_bin: &Path) -> Vec<String> {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let script = work.path().join("verify.py");
+    std::fs::write(&script, python_source()).expect("write the sample verifier");
+    let mut wrong = Vec::new();
+    for case in cases {
+        for (verifier, verdict) in
+            [("ours", ours(case)), ("cli", cli(agent_bin, case)), ("python", python(&script, case))]
+        {
+            if verdict != case.expected {
+                wrong.push(format!(
+                    "{}: {verifier} says {verdict:?}, expected {:?}",
+                    case.name(),
+                    case.expected
+                ));
+            }
+        }
+    }
+    wrong
+}
