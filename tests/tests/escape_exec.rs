@@ -3,14 +3,18 @@
 //! leaves a deny entry naming what was executed.
 use std::path::{Path, PathBuf};
 
-use safeclaw_integration::{give_to_nobody, probe_outcome, the_denial, Daemon, RunAs};
+use safeclaw_integration::{
+    give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 
-/// A daemon that allows exec only from system directories (and of the probe), and a copy of `echo`
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-exec");
+
+/// The shared daemon allowing exec only from system directories (and of the probe), and a copy of `echo`
 /// outside them that the agent owns.
 struct Forbidden {
-    daemon: Daemon,
+    daemon: Turn,
     /// The copy's path.
     binary: String,
 }
@@ -33,8 +37,8 @@ rules:
     binary: ["/**"]
 "#
         );
-        let daemon = Daemon::start(name, &policy);
-        let dir = daemon.files_dir();
+        let daemon = DAEMON.turn(&policy);
+        let dir = test_files_dir(name);
         let binary = dir.join("forbidden-echo");
         std::fs::copy("/bin/echo", &binary).unwrap();
         give_to_nobody(&binary, 0o755);
@@ -45,10 +49,9 @@ rules:
         self.daemon.session("escape", RunAs::Nobody, argv)
     }
 
-    /// Stops the daemon; the one exec denial of `path` by the catch-all rule.
+    /// The test's one exec denial of `path` by the catch-all rule.
     fn assert_denied_exec(self, path: &str) {
-        let (status, entries) = self.daemon.stop();
-        assert!(status.success(), "daemon exit: {status}");
+        let entries = self.daemon.entries();
         let denials: Vec<_> = entries.iter().filter(|e| e["effect"] == "deny").collect();
         assert!(
             !safeclaw_integration::entries_for(&entries, "process.exec", path).is_empty(),
@@ -119,8 +122,7 @@ fn shell_and_python_command_strings() {
     );
     let out = forbidden.run(&["/usr/bin/python3", "-c", &code]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = forbidden.daemon.stop();
-    assert!(status.success());
+    let entries = forbidden.daemon.entries();
     let denials = safeclaw_integration::entries_for(&entries, "process.exec", &forbidden.binary);
     assert_eq!(denials.len(), 2, "one denial from sh, one from python: {denials:#?}");
     assert!(denials.iter().all(|e| e["effect"] == "deny"));

@@ -3,28 +3,29 @@
 //! with EPERM and leaves one `process.map_exec` deny entry; dynamically linked programs still run.
 use std::path::Path;
 
-use safeclaw_integration::{entries_for, probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{entries_for, probe_outcome, test_files_dir, RunAs, SharedDaemon, Turn};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-exec-map");
 /// Debian's dynamic loader, which may be run as a program: `ld.so BINARY ARGS`.
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
-/// A daemon that allows everything except executing a copy of `echo` at `files/denied-echo`.
-fn start(name: &str) -> (Daemon, String) {
+/// The shared daemon allowing everything except executing a copy of `echo` at `files/denied-echo`.
+fn start(name: &str) -> (Turn, String) {
     let denied = format!("/tmp/{name}/files/denied-echo");
     let policy = format!(
         "version: 1\ndefault: allow\nrules:\n  - name: denied-binary\n    action: process.exec\n    effect: deny\n    binary: [{denied}]\n"
     );
-    let daemon = Daemon::start(name, &policy);
-    daemon.files_dir();
+    let daemon = DAEMON.turn(&policy);
+    test_files_dir(name);
     std::fs::copy("/bin/echo", &denied).unwrap();
     (daemon, denied)
 }
 
 /// Stops the daemon and checks the one `process.map_exec` denial of `path`.
-fn assert_map_denied(daemon: Daemon, path: &str) {
-    let (status, entries) = daemon.stop();
-    assert!(status.success(), "daemon exit: {status}");
+fn assert_map_denied(daemon: Turn, path: &str) {
+    let entries = daemon.entries();
     let found = entries_for(&entries, "process.map_exec", path);
     assert_eq!(found.len(), 1, "exactly one process.map_exec entry for {path}: {found:#?}");
     assert_eq!(found[0]["effect"], "deny", "{:#}", found[0]);
@@ -65,8 +66,7 @@ fn dynamically_linked_programs_and_the_loader_still_run_allowed_binaries() {
     let out = daemon.session("escape", RunAs::Nobody, &["/bin/sh", "-c", &script]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "direct\nloaded\npython\n");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let denials: Vec<_> = entries.iter().filter(|e| e["effect"] == "deny").collect();
     assert!(denials.is_empty(), "{denials:#?}");
 }

@@ -3,9 +3,11 @@
 //! mount namespace all fail with EPERM and are deny entries; and a thousand simultaneous denied opens
 //! are a thousand denials and a thousand entries. Root-owned targets need a root agent (`--as-root`)
 //! to get past file permissions to SafeClaw's hooks at all.
-use safeclaw_integration::{give_to_nobody, probe_outcome, Daemon, RunAs, NOBODY};
+use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, RunAs, SharedDaemon, NOBODY};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-guard");
 const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
 
 /// The one guard entry of `action`, checked to be a denial.
@@ -18,15 +20,14 @@ fn the_guard<'a>(entries: &'a [serde_json::Value], action: &str) -> &'a serde_js
 
 #[test]
 fn root_agent_cannot_move_out_of_its_cgroup() {
-    let daemon = Daemon::start("safeclaw-esc-cgroup", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let root_procs = daemon.cgroup.parent().unwrap().join("cgroup.procs");
     let script = format!("echo $$ > {}; echo status=$?", root_procs.display());
     let out = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
     // dash: a failed redirection is status 2, with the errno's message.
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status=2", "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     // One redirection reached inode_permission twice on 6.1 and 6.12, each check denied and
     // recorded: the count follows the kernel's checks, not the attempts.
     let denials: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.protected_fs_write").collect();
@@ -35,14 +36,13 @@ fn root_agent_cannot_move_out_of_its_cgroup() {
 
 #[test]
 fn root_agent_cannot_kill_the_daemon() {
-    let daemon = Daemon::start("safeclaw-esc-kill", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let pid = daemon.pid();
     let script = format!("kill -KILL {pid}; echo status=$?");
     let out = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status=1", "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not permitted"), "{out:?}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success(), "the daemon survived to exit cleanly: {status}");
+    let entries = daemon.entries();
     let entry = the_guard(&entries, "guard.signal");
     assert_eq!(entry["requestDetails"]["targetPid"], pid);
     assert_eq!(entry["requestDetails"]["detail"], 9, "SIGKILL");
@@ -50,18 +50,17 @@ fn root_agent_cannot_kill_the_daemon() {
 
 #[test]
 fn root_agent_cannot_ptrace_the_daemon() {
-    let daemon = Daemon::start("safeclaw-esc-ptrace-daemon", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let pid = daemon.pid();
     let out = daemon.session("escape", RunAs::Root, &[PROBE, "ptrace", &pid.to_string()]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     assert_eq!(the_guard(&entries, "guard.ptrace")["requestDetails"]["targetPid"], pid);
 }
 
 #[test]
 fn agent_cannot_ptrace_its_users_process_outside_the_cgroup() {
-    let daemon = Daemon::start("safeclaw-esc-ptrace-outside", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     // nobody's own process: file permissions and Yama would let nobody trace it.
     let mut outside = std::os::unix::process::CommandExt::uid(
         std::os::unix::process::CommandExt::gid(std::process::Command::new("sleep").arg("120"), NOBODY),
@@ -73,16 +72,16 @@ fn agent_cannot_ptrace_its_users_process_outside_the_cgroup() {
     outside.kill().unwrap();
     outside.wait().unwrap();
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     assert_eq!(the_guard(&entries, "guard.ptrace")["requestDetails"]["targetPid"], outside.id());
 }
 
 #[test]
 fn root_agent_cannot_bind_mount_in_a_private_mount_namespace() {
-    let daemon = Daemon::start("safeclaw-esc-bind", ALLOW_ALL);
-    let secret = daemon.work().join("secret");
-    let decoy = daemon.work().join("decoy");
+    let daemon = DAEMON.turn(ALLOW_ALL);
+    let files = test_files_dir("safeclaw-esc-bind");
+    let secret = files.join("secret");
+    let decoy = files.join("decoy");
     std::fs::write(&secret, "s3cret").unwrap();
     std::fs::write(&decoy, "").unwrap();
     let out = daemon.session(
@@ -91,8 +90,7 @@ fn root_agent_cannot_bind_mount_in_a_private_mount_namespace() {
         &[PROBE, "unshare-bind", secret.to_str().unwrap(), decoy.to_str().unwrap()],
     );
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     assert_eq!(the_guard(&entries, "guard.mount")["requestDetails"]["detail"], 1, "mount_op::MOUNT");
 }
 
@@ -103,14 +101,13 @@ fn a_thousand_simultaneous_denied_opens_are_all_denied_and_all_recorded() {
     let policy = format!(
         "version: 1\ndefault: allow\nrules:\n  - name: secret\n    action: file.read\n    effect: deny\n    paths: [{secret}]\n"
     );
-    let daemon = Daemon::start(name, &policy);
-    daemon.files_dir();
+    let daemon = DAEMON.turn(&policy);
+    test_files_dir(name);
     std::fs::write(&secret, "s3cret").unwrap();
     give_to_nobody(secret.as_ref(), 0o600);
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "many-open", &secret, "1000"]);
     assert_eq!(probe_outcome(&out), "EPERMx1000");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = safeclaw_integration::entries_for(&entries, "file.read", &secret);
     assert_eq!(found.len(), 1000, "one entry per attempt");
     assert!(found.iter().all(|e| e["effect"] == "deny" && e["matchedRule"] == "secret"));

@@ -2,9 +2,11 @@
 //! through an IPv6 socket as an IPv4-mapped address, with an `AF_UNSPEC` family the kernel sends
 //! as IPv4, or through another address of this host (loopback, any-address). Each try fails with
 //! EPERM and is a deny entry.
-use safeclaw_integration::{probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-net");
 
 const POLICY: &str = r#"version: 1
 default: allow
@@ -26,11 +28,10 @@ fn denials(entries: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 
 #[test]
 fn udp_sendto_without_connect() {
-    let daemon = Daemon::start("safeclaw-esc-sendto", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto", "127.0.0.2", "9999"]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = denials(&entries);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["effect"], "deny");
@@ -42,7 +43,7 @@ fn udp_sendto_without_connect() {
 
 #[test]
 fn ipv4_mapped_ipv6_is_decided_as_the_ipv4_address() {
-    let daemon = Daemon::start("safeclaw-esc-mapped", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     // Listening, so that without SafeClaw the connect would succeed.
     let listener = std::net::TcpListener::bind("127.0.0.2:9999").unwrap();
     let tcp = daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", "::ffff:127.0.0.2", "9999"]);
@@ -54,8 +55,7 @@ fn ipv4_mapped_ipv6_is_decided_as_the_ipv4_address() {
         daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", "::ffff:127.0.0.2", "9998"]);
     assert_eq!(probe_outcome(&allowed), "ECONNREFUSED");
     drop(listener);
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = denials(&entries);
     assert_eq!(found.len(), 2, "{found:#?}");
     for entry in &found {
@@ -69,14 +69,13 @@ fn ipv4_mapped_ipv6_is_decided_as_the_ipv4_address() {
 
 #[test]
 fn udp_sendto_with_an_unspecified_family_is_decided_as_ipv4() {
-    let daemon = Daemon::start("safeclaw-esc-unspec", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto-unspec", "127.0.0.2", "9999"]);
     assert_eq!(probe_outcome(&out), "EPERM");
     // The same send to an allowed port goes out: the kernel does send AF_UNSPEC as IPv4.
     let allowed = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto-unspec", "127.0.0.2", "9998"]);
     assert_eq!(probe_outcome(&allowed), "ok");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = denials(&entries);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["effect"], "deny");
@@ -88,7 +87,7 @@ fn udp_sendto_with_an_unspecified_family_is_decided_as_ipv4() {
 
 #[test]
 fn every_alias_of_this_host_is_decided_as_the_denied_loopback_address() {
-    let daemon = Daemon::start("safeclaw-esc-aliases", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     // One dual-stack listener answers all of them without SafeClaw.
     let listener = std::net::TcpListener::bind("[::]:9999").unwrap();
     let aliases = ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "::ffff:0.0.0.0"];
@@ -101,8 +100,7 @@ fn every_alias_of_this_host_is_decided_as_the_denied_loopback_address() {
     let allowed = daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", "::1", "9998"]);
     assert_eq!(probe_outcome(&allowed), "ok");
     drop((listener, listener_9998));
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = denials(&entries);
     assert_eq!(found.len(), aliases.len(), "{found:#?}");
     for (entry, alias) in found.iter().zip(aliases) {
@@ -123,7 +121,7 @@ fn raw_socket_entries(entries: &[serde_json::Value]) -> Vec<&serde_json::Value> 
 #[test]
 fn raw_and_packet_sockets_follow_the_raw_rule() {
     let policy = "version: 1\ndefault: allow\nrules:\n  - {name: no-raw, action: network.connect, effect: deny, protocol: raw}\n";
-    let daemon = Daemon::start("safeclaw-esc-raw", policy);
+    let daemon = DAEMON.turn(policy);
     // Root: without CAP_NET_RAW the kernel refuses these sockets before any LSM hook.
     for family in ["inet", "inet6", "packet"] {
         let out = daemon.session("escape", RunAs::Root, &[PROBE, "raw-socket", family]);
@@ -132,8 +130,7 @@ fn raw_and_packet_sockets_follow_the_raw_rule() {
     // Ordinary sockets are decided by their destination, not by the raw rule.
     let udp = daemon.session("escape", RunAs::Root, &[PROBE, "udp-sendto", "127.0.0.1", "9"]);
     assert_eq!(probe_outcome(&udp), "ok");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = raw_socket_entries(&entries);
     assert_eq!(found.len(), 3, "{found:#?}");
     for (entry, family) in found.iter().zip([2, 10, 17]) {
@@ -147,7 +144,7 @@ fn raw_and_packet_sockets_follow_the_raw_rule() {
 fn raw_and_packet_sockets_are_denied_under_the_default_policy() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
     let policy = std::fs::read_to_string(&path).unwrap();
-    let daemon = Daemon::start("safeclaw-esc-raw-default", &policy);
+    let daemon = DAEMON.turn(&policy);
     // An allowed interpreter (the probe's own directory is not an allowed place to run from).
     let script = [
         "import socket",
@@ -161,8 +158,7 @@ fn raw_and_packet_sockets_are_denied_under_the_default_policy() {
     .join("\n");
     let out = daemon.session("escape", RunAs::Root, &["/usr/bin/python3", "-c", &script]);
     assert_eq!(probe_outcome(&out), "1\n1\n1", "EPERM three times: {out:?}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = raw_socket_entries(&entries);
     assert_eq!(found.len(), 3, "{found:#?}");
     for entry in found {

@@ -4,9 +4,13 @@
 //! agent session.
 use std::path::Path;
 
-use safeclaw_integration::{entries_for, give_to_nobody, probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, RunAs, SharedDaemon, Turn,
+};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-paths");
 
 /// Deny by default, but every attempt is allowed by a rule — except reading `secret` — so the
 /// default decides nothing a path can name.
@@ -16,11 +20,11 @@ fn policy(secret: &str) -> String {
     )
 }
 
-/// A daemon on `policy`, with `files/secret.txt` owned by the agent's user in a directory it owns.
-fn start(name: &str) -> (Daemon, String) {
+/// The shared daemon on `policy`, with `files/secret.txt` owned by the agent's user in a directory it owns.
+fn start(name: &str) -> (Turn, String) {
     let secret = format!("/tmp/{name}/files/secret.txt");
-    let daemon = Daemon::start(name, &policy(&secret));
-    let dir = daemon.files_dir();
+    let daemon = DAEMON.turn(&policy(&secret));
+    let dir = test_files_dir(name);
     give_to_nobody(&dir, 0o755);
     std::fs::write(&secret, "s3cret").unwrap();
     give_to_nobody(secret.as_ref(), 0o600);
@@ -43,8 +47,7 @@ fn an_unlinked_secret_reopened_through_proc_self_fd_is_decided_by_its_last_name(
     let (daemon, secret) = start(name);
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "unlink-reopen", &secret]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let entry = flagged_denial(&entries, &format!("{secret} (deleted)"));
     assert_eq!(entry["matchedRule"], "secret", "the rule of its last name decides: {entry:#}");
 }
@@ -58,8 +61,7 @@ fn an_unlinked_file_no_rule_denies_is_denied_by_a_deny_default() {
     give_to_nobody(other.as_ref(), 0o600);
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "unlink-reopen", &other]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let entry = flagged_denial(&entries, &format!("{other} (deleted)"));
     assert!(entry.get("matchedRule").is_none(), "the default decides: {entry:#}");
 }
@@ -71,8 +73,7 @@ fn a_file_on_a_detached_open_tree_clone_is_denied() {
     let dir = Path::new(&secret).parent().unwrap().to_str().unwrap().to_owned();
     let out = daemon.session("escape", RunAs::Root, &[PROBE, "open-tree-reopen", &dir, "secret.txt"]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     // d_path names the file from the clone's own root.
     let entry = flagged_denial(&entries, "/secret.txt");
     assert!(entry.get("matchedRule").is_none(), "{entry:#}");
@@ -85,8 +86,7 @@ fn chroot_is_refused() {
     let dir = Path::new(&secret).parent().unwrap().to_str().unwrap().to_owned();
     let out = daemon.session("escape", RunAs::Root, &[PROBE, "chroot", &dir]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let guards: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.mount").collect();
     assert_eq!(guards.len(), 1, "{guards:#?}");
     assert_eq!(guards[0]["effect"], "deny");

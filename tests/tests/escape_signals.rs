@@ -3,9 +3,11 @@
 //! write into it. Naming the outsider as owner is refused with EPERM (the kernel would otherwise
 //! send the signal from whatever context the I/O happens in) and recorded as a `guard.signal`
 //! denial flagged `sigio`; the target lives on. An agent may still own its descriptors itself.
-use safeclaw_integration::{probe_outcome, Daemon, RunAs, NOBODY};
+use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon, NOBODY};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-signals");
 const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
 
 /// The one `guard.signal` entry: a refused F_SETOWN naming `target` (`detail` 0: no signal sent).
@@ -20,7 +22,7 @@ fn assert_owner_refused(entries: &[serde_json::Value], target: u32) {
 
 #[test]
 fn sigio_cannot_kill_the_users_process_outside_the_cgroup() {
-    let daemon = Daemon::start("safeclaw-esc-sigio", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     // nobody's own process: without SafeClaw the kernel lets nobody's SIGIO reach it.
     let mut outside = std::os::unix::process::CommandExt::uid(
         std::os::unix::process::CommandExt::gid(std::process::Command::new("sleep").arg("120"), NOBODY),
@@ -35,32 +37,29 @@ fn sigio_cannot_kill_the_users_process_outside_the_cgroup() {
     outside.kill().unwrap();
     outside.wait().unwrap();
     assert!(alive, "SIGKILL by SIGIO reached a process outside the cgroup");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     assert_owner_refused(&entries, pid);
 }
 
 #[test]
 fn root_agent_cannot_sigio_the_daemon() {
-    let daemon = Daemon::start("safeclaw-esc-sigio-daemon", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let pid = daemon.pid();
     let out = daemon.session("escape", RunAs::Root, &[PROBE, "sigio", &pid.to_string(), "15"]);
     assert_eq!(probe_outcome(&out), "EPERM");
-    let (status, entries) = daemon.stop();
-    assert!(status.success(), "the daemon survived to exit cleanly: {status}");
+    let entries = daemon.entries();
     assert_owner_refused(&entries, pid);
 }
 
 #[test]
 fn sigio_to_the_agents_own_process_is_delivered() {
-    let daemon = Daemon::start("safeclaw-esc-sigio-own", ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     // The probe makes itself the owner and asks for SIGUSR1, whose default action ends it: the
     // signal stays inside the cgroup, so it is delivered (the probe dies before printing) and
     // nothing is recorded.
     let script = format!("exec {PROBE} sigio $$ 10");
     let out = daemon.session("escape", RunAs::Nobody, &["/bin/sh", "-c", &script]);
     assert!(!out.status.success() && out.stdout.is_empty(), "SIGUSR1 ended the probe: {out:?}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     assert!(entries.iter().all(|e| e["action"] != "guard.signal"), "no guard entry for an in-cgroup signal");
 }

@@ -5,9 +5,11 @@
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
-use safeclaw_integration::{probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+
+static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-unix");
 
 const POLICY: &str = r#"version: 1
 default: allow
@@ -62,7 +64,7 @@ impl Drop for BindMount {
 
 #[test]
 fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
-    let daemon = Daemon::start("safeclaw-esc-unix-stream", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     fresh_dir(DENIED_DIR);
     let socket = format!("{DENIED_DIR}/docker.sock");
     let _listener = UnixListener::bind(&socket).unwrap();
@@ -101,8 +103,7 @@ fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
         assert_eq!(probe_outcome(&out), "ok", "{name}");
     }
     drop(bind);
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = entries_naming(&entries, &socket);
     assert_eq!(found.len(), names.len(), "one entry per try, each naming the bound path: {found:#?}");
     for entry in &found {
@@ -121,7 +122,7 @@ fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
 
 #[test]
 fn a_denied_datagram_socket_is_denied_to_sendto_and_connect_by_any_name() {
-    let daemon = Daemon::start("safeclaw-esc-unix-dgram", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     fresh_dir(DENIED_DIR);
     let socket = format!("{DENIED_DIR}/log.sock");
     let receiver = UnixDatagram::bind(&socket).unwrap();
@@ -155,8 +156,7 @@ fn a_denied_datagram_socket_is_denied_to_sendto_and_connect_by_any_name() {
     );
     assert_eq!(probe_outcome(&out), "ok");
     assert_eq!(allowed_receiver.recv(&mut buf).unwrap(), 1);
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = entries_naming(&entries, &socket);
     assert_eq!(found.len(), tries.len(), "{found:#?}");
     for (entry, (how, _)) in found.iter().zip(tries) {
