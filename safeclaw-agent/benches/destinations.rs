@@ -45,7 +45,10 @@ impl Servers {
             "tcp" => (self.rsyslog.tcp, String::new()),
             _ => (
                 self.rsyslog.tls,
-                format!("      tls:\n        caFile: {}\n        serverName: localhost\n", self.rsyslog.ca().display()),
+                format!(
+                    "      tls:\n        caFile: {}\n        serverName: localhost\n",
+                    self.rsyslog.ca().display()
+                ),
             ),
         };
         format!(
@@ -173,7 +176,12 @@ fn append_seconds(servers: Option<&Servers>) -> (f64, f64) {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `median (min–max)` of `values`.
