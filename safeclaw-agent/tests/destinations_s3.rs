@@ -29,13 +29,6 @@ fn config(workspace: &Workspace, endpoint: &str) -> PathBuf {
     path
 }
 
-/// First sequence of the active segment: every rotated segment before it is sealed.
-fn active_first(workspace: &Workspace) -> u64 {
-    let text = std::fs::read_to_string(workspace.active()).unwrap();
-    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    first["sequence"].as_u64().unwrap()
-}
-
 fn agent(args: &[&str], extra: &[&Path]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_safeclaw-agent")).args(args).args(extra).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -58,7 +51,7 @@ fn sealed_segments_and_heads_are_locked_verified_and_compared() {
     });
     deliverer.kill9_and_restart();
     writer.join().unwrap();
-    let sealed_end = active_first(&workspace);
+    let sealed_end = workspace.sealed_end();
     let end = workspace.durable_end();
     assert!(sealed_end > 100_000, "the log did not rotate as expected: {sealed_end}");
     wait_for("every sealed segment", Duration::from_secs(600), || {
@@ -114,12 +107,7 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     ));
     let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     eprintln!("{report}");
-    let rotated = LogName::of_active(&workspace.active())
-        .list()
-        .unwrap()
-        .iter()
-        .filter(|s| s.first_seq.is_some())
-        .count();
+    let rotated = workspace.rotated();
     assert_eq!(report["segments"].as_u64().unwrap() as usize, rotated, "{report}");
     assert!(report["heads"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["refused"], "AccessDenied", "{report}");
@@ -214,18 +202,13 @@ print(json.dumps(dict(segments=segments, heads=heads, refused=refused, keys=keys
     assert!(ok && text.contains("rotation.archiveTo: by destination archive"), "{text}");
     std::env::set_var("AWS_ENDPOINT_URL_S3", moto.endpoint());
     let mut deliverer = Deliverer::start(&archived, &archive_config);
-    let sealed_end = active_first(&archived);
+    let sealed_end = archived.sealed_end();
     wait_for("the archive", Duration::from_secs(300), || archived.status("archive").delivered == sealed_end);
     deliverer.stop();
     let stored = moto.python(&format!(
         "r = s3.list_objects_v2(Bucket='{BUCKET}', Prefix='arch/')\nprint(sum(1 for o in r['Contents'] if '/head-' not in o['Key']))"
     ));
-    let rotated = LogName::of_active(&archived.active())
-        .list()
-        .unwrap()
-        .iter()
-        .filter(|s| s.first_seq.is_some())
-        .count();
+    let rotated = archived.rotated();
     assert!(rotated >= 2, "{rotated}");
     assert_eq!(stored.trim(), rotated.to_string());
 }

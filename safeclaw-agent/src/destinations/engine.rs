@@ -354,6 +354,7 @@ impl Worker {
     }
 
     fn run(mut self) {
+        lower_priority(&self.name);
         if self.transport.archive().is_some() {
             return self.run_archive();
         }
@@ -453,6 +454,20 @@ impl Worker {
                 self.delivered(end);
             }
         }
+    }
+}
+
+/// Nice value of delivery threads: on a host short of CPU they yield to the writer and enforcement
+/// (delivery only falls behind, and catches up from its cursor), instead of taking their share.
+const DELIVERY_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's priority to `DELIVERY_NICE` (Linux: nice is per thread).
+fn lower_priority(name: &str) {
+    // SAFETY: gettid and setpriority take and return plain integers.
+    let tid = unsafe { libc::gettid() };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, DELIVERY_NICE) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(destination = %name, %error, "cannot lower the delivery thread's priority");
     }
 }
 
@@ -633,6 +648,31 @@ mod tests {
         assert!(
             status.failing_since.is_none() && status.last_error.is_some() && status.last_success.is_some()
         );
+    }
+
+    #[test]
+    fn delivery_threads_run_at_a_lower_priority_than_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let source =
+            LogSource { active: dir.path().join("log/audit.jsonl"), head: dir.path().join("audit.head") };
+        let transport = Flaky { failures: Arc::new(AtomicUsize::new(0)), got: Arc::default() };
+        let destination = Destination { name: "nice".into(), transport: Box::new(transport) };
+        let deliveries = Deliveries::start(vec![destination], &source, dir.path()).unwrap();
+        // The thread's nice value: field 19 of its stat, the 17th after the parenthesised name.
+        let nice_of_worker = || {
+            std::fs::read_dir("/proc/self/task").unwrap().flatten().find_map(|task| {
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim() == "deliver-nice").then_some(())?;
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse::<i32>().ok()
+            })
+        };
+        let start = Instant::now();
+        while nice_of_worker() != Some(DELIVERY_NICE) {
+            assert!(start.elapsed() < Duration::from_secs(10), "nice {:?}", nice_of_worker());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        deliveries.stop();
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use safeclaw_agent::audit::reader::{ChainEntry, ChainReader};
+use safeclaw_agent::audit::segment::LogName;
 use safeclaw_agent::audit::signing::HeadFile;
 use safeclaw_agent::audit::synthetic::record;
 use safeclaw_agent::audit::{AuditWriter, Lifecycle, WriterOptions};
@@ -78,6 +79,18 @@ impl Workspace {
     /// Entries the signed head covers.
     pub fn durable_end(&self) -> u64 {
         HeadFile::read(&self.state().join("audit.head")).unwrap().map_or(0, |h| h.size)
+    }
+
+    /// First sequence of the active segment: every rotated segment before it is sealed (what S3 takes).
+    pub fn sealed_end(&self) -> u64 {
+        let text = std::fs::read_to_string(self.active()).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        first["sequence"].as_u64().unwrap()
+    }
+
+    /// How many rotated (sealed) segments the log has.
+    pub fn rotated(&self) -> usize {
+        LogName::of_active(&self.active()).list().unwrap().iter().filter(|s| s.first_seq.is_some()).count()
     }
 
     /// Every durable entry, read back (and checked) with the shared reader.
