@@ -2,6 +2,8 @@
 use safeclaw_agent::policy::compiled::{CompiledDfa, CompiledNet, CompiledPolicy, Effect};
 use safeclaw_common::NO_RULE;
 
+pub mod prometheus;
+
 /// Fails (never skips) when the kernel cannot run the tests, saying why and how to run them.
 pub fn require_bpf_lsm() {
     if std::env::var_os("SAFECLAW_IN_VM").is_none()
@@ -76,6 +78,8 @@ pub struct Daemon {
     pub audit_log: std::path::PathBuf,
     pub pin_dir: std::path::PathBuf,
     work: std::path::PathBuf,
+    /// Arguments given to `run` beyond the ones every test daemon gets (kept across a restart).
+    extra_args: Vec<String>,
 }
 
 /// The release agent `cargo xtask test` built (`SAFECLAW_AGENT_BIN`).
@@ -88,6 +92,11 @@ pub fn agent_bin() -> std::path::PathBuf {
 impl Daemon {
     /// Starts the daemon on `policy_yaml` with agent cgroup `name` and waits (bounded) until it enforces.
     pub fn start(name: &str, policy_yaml: &str) -> Daemon {
+        Daemon::start_with(name, policy_yaml, &[])
+    }
+
+    /// `start`, with `extra_args` added to `run`'s command line (`--metrics ADDR`, `--ebpf-log debug`).
+    pub fn start_with(name: &str, policy_yaml: &str, extra_args: &[&str]) -> Daemon {
         require_bpf_lsm();
         let work = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&work);
@@ -97,11 +106,11 @@ impl Daemon {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(work.join("policy.yaml"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        Daemon::launch(name, work)
+        Daemon::launch(name, work, extra_args.iter().map(|a| a.to_string()).collect())
     }
 
     /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
-    fn launch(name: &str, work: std::path::PathBuf) -> Daemon {
+    fn launch(name: &str, work: std::path::PathBuf, extra_args: Vec<String>) -> Daemon {
         let policy = work.join("policy.yaml");
         let ready = work.join("ready");
         let _ = std::fs::remove_file(&ready);
@@ -122,6 +131,7 @@ impl Daemon {
             .arg(work.join("agent.sock"))
             .arg("--tool-socket")
             .arg(work.join("tools/tool.sock"))
+            .args(&extra_args)
             .spawn()
             .expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
@@ -131,6 +141,7 @@ impl Daemon {
             audit_log,
             pin_dir,
             work,
+            extra_args,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         while !ready.exists() {
@@ -226,7 +237,7 @@ impl Daemon {
 
     /// A new daemon on the killed one's policy, pins, state and audit log.
     pub fn restart(self) -> Daemon {
-        Daemon::launch(&self.name, self.work.clone())
+        Daemon::launch(&self.name, self.work.clone(), self.extra_args.clone())
     }
 
     /// SIGTERM, wait, and the audit entries written.
