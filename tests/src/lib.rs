@@ -78,9 +78,13 @@ pub struct Daemon {
     pub audit_log: std::path::PathBuf,
     pub pin_dir: std::path::PathBuf,
     work: std::path::PathBuf,
-    /// Arguments given to `run` beyond the ones every test daemon gets (kept across a restart).
-    extra_args: Vec<String>,
+    /// Arguments given to `run` beyond the ones every test daemon gets, with stderr kept in
+    /// `DAEMON_LOG`; `None` for `start` (kept across a restart).
+    extra_args: Option<Vec<String>>,
 }
+
+/// Where `Daemon::start_with` keeps the daemon's stderr, in its work directory.
+const DAEMON_LOG: &str = "daemon.log";
 
 /// The release agent `cargo xtask test` built (`SAFECLAW_AGENT_BIN`).
 pub fn agent_bin() -> std::path::PathBuf {
@@ -92,11 +96,19 @@ pub fn agent_bin() -> std::path::PathBuf {
 impl Daemon {
     /// Starts the daemon on `policy_yaml` with agent cgroup `name` and waits (bounded) until it enforces.
     pub fn start(name: &str, policy_yaml: &str) -> Daemon {
-        Daemon::start_with(name, policy_yaml, &[])
+        let work = Daemon::prepare(name, policy_yaml);
+        Daemon::launch(name, work, None)
     }
 
-    /// `start`, with `extra_args` added to `run`'s command line (`--metrics ADDR`, `--ebpf-log debug`).
+    /// `start`, with `extra_args` added to `run`'s command line (`--metrics ADDR`, `--ebpf-log debug`)
+    /// and the daemon's stderr kept in `work()/daemon.log` (see `log_text`) instead of the test's.
     pub fn start_with(name: &str, policy_yaml: &str, extra_args: &[&str]) -> Daemon {
+        let work = Daemon::prepare(name, policy_yaml);
+        Daemon::launch(name, work, Some(extra_args.iter().map(|a| a.to_string()).collect()))
+    }
+
+    /// A fresh work directory for daemon `name` holding its policy.
+    fn prepare(name: &str, policy_yaml: &str) -> std::path::PathBuf {
         require_bpf_lsm();
         let work = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&work);
@@ -106,17 +118,23 @@ impl Daemon {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(work.join("policy.yaml"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        Daemon::launch(name, work, extra_args.iter().map(|a| a.to_string()).collect())
+        work
     }
 
     /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
-    fn launch(name: &str, work: std::path::PathBuf, extra_args: Vec<String>) -> Daemon {
+    fn launch(name: &str, work: std::path::PathBuf, extra_args: Option<Vec<String>>) -> Daemon {
         let policy = work.join("policy.yaml");
         let ready = work.join("ready");
         let _ = std::fs::remove_file(&ready);
         let audit_log = work.join("log/audit.jsonl");
         let pin_dir = std::path::Path::new("/sys/fs/bpf").join(name);
-        let child = std::process::Command::new(agent_bin())
+        let mut command = std::process::Command::new(agent_bin());
+        if extra_args.is_some() {
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open(work.join(DAEMON_LOG)).unwrap();
+            command.stderr(log);
+        }
+        let child = command
             .args(["run", "--cgroup", name, "--policy"])
             .arg(&policy)
             .arg("--audit-log")
@@ -131,7 +149,7 @@ impl Daemon {
             .arg(work.join("agent.sock"))
             .arg("--tool-socket")
             .arg(work.join("tools/tool.sock"))
-            .args(&extra_args)
+            .args(extra_args.iter().flatten())
             .spawn()
             .expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
@@ -152,6 +170,11 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         daemon
+    }
+
+    /// What the daemon wrote to stderr, for daemons started by `start_with`.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.work.join(DAEMON_LOG)).unwrap_or_default()
     }
 
     /// A scratch directory of this daemon's test.
