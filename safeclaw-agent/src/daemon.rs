@@ -13,6 +13,7 @@ use crate::audit::writer::{Appended, Durable};
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
 use crate::cgroup::{self, Cgroup};
 use crate::identity::{self, Registry, Requester, SessionEvent, SessionInfo};
+use crate::kernel::ebpf_log::{self, EbpfLogLevel};
 use crate::kernel::events::{self, KernelEvent};
 use crate::kernel::pins::PinDir;
 use crate::kernel::ring::EventRing;
@@ -60,6 +61,11 @@ pub struct RunArgs {
     /// 127.0.0.1:9464, or a unix socket (unix:/PATH). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<crate::metrics::MetricsAddr>,
+    /// Forward the eBPF programs' own diagnostics (denials with their rule and flags; walk bounds,
+    /// table misses, a full ring) at LEVEL and above to this log, target `ebpf`. Off by default: the
+    /// programs are then loaded with their logging pruned by the verifier.
+    #[arg(long, value_name = "LEVEL")]
+    pub ebpf_log: Option<crate::kernel::ebpf_log::EbpfLogLevel>,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -251,10 +257,11 @@ impl Enforcer {
         policy: ActivePolicy,
         pins: PinDir,
         sessions: &Registry,
+        ebpf_log: Option<EbpfLogLevel>,
     ) -> anyhow::Result<(Self, bool)> {
         let adopting = pins.has_links();
-        let opened =
-            loader::open(Some(pins.clone())).and_then(|mut kernel| kernel.load_programs().map(|()| kernel));
+        let opened = loader::open(Some(pins.clone()), ebpf_log)
+            .and_then(|mut kernel| kernel.load_programs().map(|()| kernel));
         let mut kernel = match opened {
             Ok(kernel) => kernel,
             Err(e) => {
@@ -352,13 +359,18 @@ async fn enforce(
     deliveries: &mut crate::destinations::engine::Deliveries,
 ) -> anyhow::Result<Stopped> {
     let registry = Arc::new(Registry::new());
-    let (mut enforcer, adopting) = Enforcer::start(agents, policy, PinDir::new(&args.pin_dir), &registry)?;
+    let (mut enforcer, adopting) =
+        Enforcer::start(agents, policy, PinDir::new(&args.pin_dir), &registry, args.ebpf_log)?;
     if !adopting {
         writer.log(&Lifecycle::KernelSessionStart);
     }
     log_policy_load(writer, &args.policy.display().to_string(), enforcer.active());
     let ring = enforcer.kernel.ebpf.take_map("EVENTS").context("the eBPF object has no EVENTS map")?;
     let mut ring = EventRing::new(ring)?.pollable().context("cannot poll the ring buffer")?;
+    if let Some(level) = args.ebpf_log {
+        ebpf_log::forward(&mut enforcer.kernel.ebpf)?;
+        tracing::info!("forwarding the eBPF programs' diagnostics at {level:?} and above (target ebpf)");
+    }
     let mut unreleased = Unreleased::default();
     enforcer.scope.repeat_window_ms = repeat_window.millis();
     let mut repeats = repeats::RepeatSweeper::new(repeat_window);

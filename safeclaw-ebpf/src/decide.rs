@@ -9,6 +9,7 @@ use safeclaw_common::{
     MAX_PORT_INTERVALS, MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS, NO_RULE, PATH_MAX, PORT_SEARCH_STEPS,
 };
 
+use crate::diag::{self, Miss};
 use crate::maps::{
     DFA_ACCEPT, DFA_CLASSES, DFA_TRANS, NET_PREFIXES, POLICY, PORT_INTERVALS, RULES, SESSION_PROFILES,
 };
@@ -37,6 +38,9 @@ impl Slot {
         } else {
             None
         };
+        if header.is_none() {
+            diag::miss(Miss::Profile, profile);
+        }
         Slot { index, profile, header }
     }
 
@@ -84,11 +88,15 @@ impl Verdict {
             return Verdict::flagged(flag::NO_POLICY);
         };
         if rule >= MAX_RULES || header.rule_base >= MAX_RULES - rule {
+            diag::miss(Miss::RuleTable, rule);
             return Verdict::flagged(flag::TABLE_BOUND);
         }
         match RULES.get(slot.index * MAX_RULES + header.rule_base + rule) {
             Some(entry) => Verdict { effect: entry.effect, rule, flags: 0 },
-            None => Verdict::flagged(flag::TABLE_BOUND),
+            None => {
+                diag::miss(Miss::RuleTable, rule);
+                Verdict::flagged(flag::TABLE_BOUND)
+            }
         }
     }
 }
@@ -197,6 +205,7 @@ pub fn by_path(slot: Slot, class: u32, path: &[u8; PATH_MAX], len: u32) -> Verdi
     let walked =
         unsafe { bpf_loop(steps, dfa_step as *mut c_void, &mut walk as *mut DfaWalk as *mut c_void, 0) };
     if walked < 0 || walk.bound_hit != 0 {
+        diag::miss(Miss::DfaBound, walk.state);
         return Verdict::flagged(flag::TABLE_BOUND);
     }
     let state = walk.state;

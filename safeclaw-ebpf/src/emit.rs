@@ -16,6 +16,7 @@ use safeclaw_common::{
 };
 
 use crate::decide::{Slot, Verdict};
+use crate::diag::{self, Miss};
 use crate::kernel;
 use crate::maps::{COUNTERS, EVENTS, REPEATS, REPEAT_SCRATCH, SCRATCH};
 
@@ -394,6 +395,8 @@ impl Pending {
         }
         event.header.kernel_seq = next(counter::NEXT_SEQ);
         let denied = event.header.effect == effect::DENY;
+        let header = &event.header;
+        diag::decision(header.action, header.effect, header.rule_id, header.flags, header.tgid);
         let args = match event.args_len as usize & (ARGS_MAX - 1) {
             0 => 0,
             used => 1 + used,
@@ -403,6 +406,7 @@ impl Pending {
         let bytes = unsafe { core::slice::from_raw_parts(event as *const Event as *const u8, size) };
         if EVENTS.output::<[u8]>(bytes, 0).is_err() {
             next(counter::RINGBUF_FULL);
+            diag::miss(Miss::RingFull, event.header.tgid);
             return DENIED;
         }
         if let Some(key) = repeat {

@@ -6,6 +6,7 @@
 
 mod changes;
 mod decide;
+mod diag;
 mod emit;
 mod exec_map;
 mod kernel;

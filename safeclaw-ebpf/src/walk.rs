@@ -7,6 +7,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use safeclaw_common::PATH_MAX;
 
+use crate::diag::{self, Miss};
 use crate::emit::masked;
 use crate::kernel::{offset, OFFSETS};
 use crate::maps::WALK_SCRATCH;
@@ -153,6 +154,7 @@ pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Opti
         )
     };
     if walked < 0 || walk.failed != 0 || walk.done == 0 {
+        diag::miss(Miss::WalkBound, walked as u32);
         return None;
     }
     // SAFETY: the per-CPU map value, only used by this program invocation.

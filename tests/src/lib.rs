@@ -2,6 +2,8 @@
 use safeclaw_agent::policy::compiled::{CompiledDfa, CompiledNet, CompiledPolicy, Effect};
 use safeclaw_common::NO_RULE;
 
+pub mod prometheus;
+
 /// Fails (never skips) when the kernel cannot run the tests, saying why and how to run them.
 pub fn require_bpf_lsm() {
     if std::env::var_os("SAFECLAW_IN_VM").is_none()
@@ -76,7 +78,13 @@ pub struct Daemon {
     pub audit_log: std::path::PathBuf,
     pub pin_dir: std::path::PathBuf,
     work: std::path::PathBuf,
+    /// Arguments given to `run` beyond the ones every test daemon gets, with stderr kept in
+    /// `DAEMON_LOG`; `None` for `start` (kept across a restart).
+    extra_args: Option<Vec<String>>,
 }
+
+/// Where `Daemon::start_with` keeps the daemon's stderr, in its work directory.
+const DAEMON_LOG: &str = "daemon.log";
 
 /// The release agent `cargo xtask test` built (`SAFECLAW_AGENT_BIN`).
 pub fn agent_bin() -> std::path::PathBuf {
@@ -88,36 +96,56 @@ pub fn agent_bin() -> std::path::PathBuf {
 impl Daemon {
     /// Starts the daemon on `policy_yaml` with agent cgroup `name` and waits (bounded) until it enforces.
     pub fn start(name: &str, policy_yaml: &str) -> Daemon {
+        let work = Daemon::prepare(name, policy_yaml);
+        Daemon::launch(name, work, None, Lifetime::UntilStopped)
+    }
+
+    /// `start`, with `extra_args` added to `run`'s command line (`--metrics ADDR`, `--ebpf-log debug`)
+    /// and the daemon's stderr kept in `work()/daemon.log` (see `log_text`) instead of the test's.
+    pub fn start_with(name: &str, policy_yaml: &str, extra_args: &[&str]) -> Daemon {
+        let work = Daemon::prepare(name, policy_yaml);
+        Daemon::launch(
+            name,
+            work,
+            Some(extra_args.iter().map(|a| a.to_string()).collect()),
+            Lifetime::UntilStopped,
+        )
+    }
+
+    /// A fresh work directory for daemon `name` holding its policy.
+    fn prepare(name: &str, policy_yaml: &str) -> std::path::PathBuf {
         require_bpf_lsm();
         let work = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         write_policy(&work, policy_yaml);
-        Daemon::launch(name, work)
-    }
-
-    /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
-    fn launch(name: &str, work: std::path::PathBuf) -> Daemon {
-        Daemon::launch_as(name, work, Lifetime::UntilStopped)
+        work
     }
 
     /// `start`, for a `SharedDaemon`: the daemon gets SIGTERM when the calling thread ends.
     fn start_bound_to_thread(name: &str, policy_yaml: &str) -> Daemon {
-        require_bpf_lsm();
-        let work = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).unwrap();
-        write_policy(&work, policy_yaml);
-        Daemon::launch_as(name, work, Lifetime::UntilThreadEnds)
+        let work = Daemon::prepare(name, policy_yaml);
+        Daemon::launch(name, work, None, Lifetime::UntilThreadEnds)
     }
 
-    fn launch_as(name: &str, work: std::path::PathBuf, lifetime: Lifetime) -> Daemon {
+    /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
+    fn launch(
+        name: &str,
+        work: std::path::PathBuf,
+        extra_args: Option<Vec<String>>,
+        lifetime: Lifetime,
+    ) -> Daemon {
         let policy = work.join("policy.yaml");
         let ready = work.join("ready");
         let _ = std::fs::remove_file(&ready);
         let audit_log = work.join("log/audit.jsonl");
         let pin_dir = std::path::Path::new("/sys/fs/bpf").join(name);
         let mut command = std::process::Command::new(agent_bin());
+        if extra_args.is_some() {
+            let log =
+                std::fs::OpenOptions::new().create(true).append(true).open(work.join(DAEMON_LOG)).unwrap();
+            command.stderr(log);
+        }
         command
             .args(["run", "--cgroup", name, "--policy"])
             .arg(&policy)
@@ -132,7 +160,8 @@ impl Daemon {
             .arg("--socket")
             .arg(work.join("agent.sock"))
             .arg("--tool-socket")
-            .arg(work.join("tools/tool.sock"));
+            .arg(work.join("tools/tool.sock"))
+            .args(extra_args.iter().flatten());
         if lifetime == Lifetime::UntilThreadEnds {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: between fork and exec only prctl(2) runs, which is async-signal-safe.
@@ -151,6 +180,7 @@ impl Daemon {
             audit_log,
             pin_dir,
             work,
+            extra_args,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         while !ready.exists() {
@@ -161,6 +191,11 @@ impl Daemon {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         daemon
+    }
+
+    /// What the daemon wrote to stderr, for daemons started by `start_with`.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.work.join(DAEMON_LOG)).unwrap_or_default()
     }
 
     /// A scratch directory of this daemon's test.
@@ -246,7 +281,7 @@ impl Daemon {
 
     /// A new daemon on the killed one's policy, pins, state and audit log.
     pub fn restart(self) -> Daemon {
-        Daemon::launch(&self.name, self.work.clone())
+        Daemon::launch(&self.name, self.work.clone(), self.extra_args.clone(), Lifetime::UntilStopped)
     }
 
     /// SIGTERM, wait, and the audit entries written.

@@ -16,7 +16,7 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     let mount = cgroup::find_mount().unwrap();
     let (agents, _) = cgroup::ensure(&mount, "smoke-agents").unwrap();
 
-    let mut kernel = loader::open(None).unwrap();
+    let mut kernel = loader::open(None, None).unwrap();
     kernel.load_programs().unwrap();
     let policy = deny_paths_policy(secret.to_str().unwrap().as_bytes(), b"/nonexistent");
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy]).unwrap();

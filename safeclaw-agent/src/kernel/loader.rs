@@ -10,6 +10,7 @@ use aya::{
 use safeclaw_common::KernelOffsets;
 
 use super::btf::KernelBtf;
+use super::ebpf_log::{self, EbpfLogLevel};
 use super::pins::{PinDir, PERSISTENT_MAPS};
 use super::KernelError;
 
@@ -130,17 +131,19 @@ pub struct ProgramStats {
 }
 
 /// Creates the maps and prepares the programs for this kernel. With `pins`, the persistent maps are
-/// pinned there, or reused if a previous daemon left them (after checking their layout).
-pub fn open(pins: Option<PinDir>) -> Result<Loaded, KernelError> {
+/// pinned there, or reused if a previous daemon left them (after checking their layout). The programs
+/// log through aya-log at `ebpf_log` and above; with `None` their logging is pruned at load.
+pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Loaded, KernelError> {
     let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
     let btf = Btf::from_sys_fs()?;
     let epoch = new_epoch()?;
     let mut loader = EbpfLoader::new();
-    loader.btf(Some(&btf)).override_global("OFFSETS", &offsets, true).override_global(
-        "PROGRAM_EPOCH",
-        &epoch,
-        true,
-    );
+    let log_level = ebpf_log::level_byte(ebpf_log);
+    loader
+        .btf(Some(&btf))
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("PROGRAM_EPOCH", &epoch, true)
+        .override_global(ebpf_log::LEVEL_GLOBAL, &log_level, true);
     if let Some(pins) = &pins {
         pins.check_compatible()?;
         pins.create()?;

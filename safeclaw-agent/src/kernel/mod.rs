@@ -1,6 +1,7 @@
 //! Kernel side: loading and attaching the BPF LSM programs, filling their maps, reading their events.
 pub mod batch;
 pub mod btf;
+pub mod ebpf_log;
 pub mod events;
 pub mod loader;
 pub mod maps;
