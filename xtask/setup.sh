@@ -3,6 +3,8 @@
 # tests: apt packages, nightly rust-src, bpf-linker built against LLVM 22, and the two Debian cloud
 # kernels the VM boots. Idempotent: each step checks first and skips what is present.
 set -euo pipefail
+# Checks pipe into a grep that reads to the end: `grep -q` stops at the first match, and the writer's
+# SIGPIPE then fails the whole pipeline under pipefail, so a present tool looked missing and was reinstalled.
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (try: sudo $0)"; exit 1; }; }
@@ -23,7 +25,7 @@ BPF_LINKER_VERSION=0.13.0
 find_missing() {
   missing=()
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
   done
 }
 
@@ -75,22 +77,22 @@ fi
 # own venv under the cache directory (tests find it at $SAFECLAW_CACHE/moto/bin/moto_server). Pinned.
 MOTO_VERSION=5.2.5
 MOTO_VENV="${SAFECLAW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/safeclaw}/moto"
-if ! "$MOTO_VENV/bin/python" -m pip show moto 2>/dev/null | grep -q "^Version: $MOTO_VERSION\$"; then
+if ! "$MOTO_VENV/bin/python" -m pip show moto 2>/dev/null | grep "^Version: $MOTO_VERSION\$" >/dev/null; then
   log "pip install moto[server]==$MOTO_VERSION into $MOTO_VENV"
   python3 -m venv "$MOTO_VENV"
   "$MOTO_VENV/bin/python" -m pip install --quiet "moto[server]==$MOTO_VERSION"
 fi
 
-if ! rustup toolchain list | grep -q '^nightly'; then
+if ! rustup toolchain list | grep '^nightly' >/dev/null; then
   log "rustup toolchain install nightly"
   rustup toolchain install nightly --profile minimal
 fi
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+if ! rustup component list --toolchain nightly --installed | grep '^rust-src' >/dev/null; then
   log "rustup component add rust-src --toolchain nightly"
   rustup component add rust-src --toolchain nightly
 fi
 
-if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+if ! bpf-linker --version 2>/dev/null | grep "$BPF_LINKER_VERSION" >/dev/null; then
   log "cargo install bpf-linker $BPF_LINKER_VERSION (llvm-22)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
     --no-default-features --features llvm-22
