@@ -316,7 +316,8 @@ const LIVE_WAIT: Duration = Duration::from_secs(3);
 /// that a reader such as a report is computed in the same pass over the log.
 pub trait EntryVisitor {
     /// Top-level members `visit` reads. The parsing workers find them in the same scan that verification
-    /// makes of each line (`scan::common_and_members`), so that the checking thread, which sees every entry in order, only aggregates.
+    /// makes of each line (`scan::common_and_members`), so that the checking thread, which sees every
+    /// entry in order, only aggregates.
     fn members(&self) -> &'static [&'static str] {
         &[]
     }
@@ -508,9 +509,9 @@ struct Chunk {
     index: u64,
     data: Vec<u8>,
     parsed: Vec<Parsed>,
-    /// Per line, the spans of the members the visitor wants (`wanted.len()` each), or `None` when that
-    /// line's members could not be read.
+    /// Per line, where the members the visitor wants lie (`wanted.len()` each, `None` for an absent one).
     members: Vec<Option<Span>>,
+    /// Per line, whether those members were found (see `scan::common_and_members`).
     readable: Vec<bool>,
 }
 
