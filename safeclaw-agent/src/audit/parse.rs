@@ -121,11 +121,21 @@ fn missing(action: &str, field: &str) -> LineError {
 
 /// Checks one line (without its newline) and extracts its summary.
 pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
+    parse_reading(line, &[], &mut []).map(|(summary, _)| summary)
+}
+
+/// `parse`, finding in the same pass the raw values of the top-level members `names` for a reader of the
+/// entry (see `scan::common_and_members`; the flag says whether they were found).
+pub fn parse_reading(
+    line: &[u8],
+    names: &[&str],
+    spans: &mut [Option<scan::Span>],
+) -> Result<(Summary, bool), LineError> {
     let Some((body, claimed)) = unseal(line) else {
         return Err(LineError::Malformed("does not end in a \"hash\":\"sha256:…\" member".into()));
     };
-    let common = match scan::common(line) {
-        Ok(common) => common,
+    let (common, found) = match scan::common_and_members(line, names, spans) {
+        Ok(read) => read,
         Err(reason) => {
             let sequence =
                 serde_json::from_slice::<serde_json::Value>(line).ok().and_then(|v| v["sequence"].as_u64());
@@ -142,7 +152,7 @@ pub fn parse(line: &[u8]) -> Result<Summary, LineError> {
         return Err(LineError::HashMismatch { sequence: Some(common.sequence) });
     }
     let prev = Digest::parse(common.prev_hash).ok_or_else(|| LineError::Malformed("bad prevHash".into()))?;
-    let summary = |kind| Summary { sequence: common.sequence, prev, hash: claimed, kind };
+    let summary = |kind| (Summary { sequence: common.sequence, prev, hash: claimed, kind }, found);
     if !common.action.starts_with("audit.") && !common.action.starts_with("kernel.") {
         return Ok(summary(Kind::Plain { kernel_seq: common.kernel_seq }));
     }

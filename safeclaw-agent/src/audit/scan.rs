@@ -26,35 +26,77 @@ thread_local! {
 
 /// Reads the common members of `line` (one JSON object, no newline).
 pub fn common(line: &[u8]) -> Result<Common<'_>, String> {
+    common_and_members(line, &[], &mut []).map(|(common, _)| common)
+}
+
+/// Reads the common members of `line` and, in the same pass, finds the raw values of the top-level
+/// members named `names`: `spans[i]` for `names[i]`, `None` where absent. The flag says whether they
+/// were found: false when one of them appears twice or the line is longer than 32-bit offsets reach
+/// (neither makes the line itself invalid; the common members decide that).
+pub fn common_and_members<'a>(
+    line: &'a [u8],
+    names: &[&str],
+    spans: &mut [Option<Span>],
+) -> Result<(Common<'a>, bool), String> {
+    spans.fill(None);
+    let mut found = u32::try_from(line.len()).is_ok();
     SPECIALS.with_borrow_mut(|specials| {
         mark_specials(line, specials);
-        scan_common(Scanner { line, specials, at: 0 })
+        let common = scan_common(Scanner { line, specials, at: 0 }, |key, value| {
+            if let Some(index) = names.iter().position(|name| name.as_bytes() == key) {
+                // Both ends are within the line; when its length does not fit in 32 bits, `found` is false.
+                found &= spans[index].replace((value.start as u32, value.end as u32)).is_none();
+            }
+        })?;
+        Ok((common, found))
     })
 }
 
-fn scan_common<'a>(mut scan: Scanner<'a, '_>) -> Result<Common<'a>, String> {
+/// Where a member's raw value lies in its line (a string with its quotes), as byte offsets.
+pub type Span = (u32, u32);
+
+/// Members found by `common_and_members`, for one line.
+#[derive(Clone, Copy)]
+pub struct Members<'a> {
+    line: &'a [u8],
+    /// `None` when the line's members could not be read.
+    spans: Option<&'a [Option<Span>]>,
+}
+
+impl<'a> Members<'a> {
+    pub fn new(line: &'a [u8], spans: Option<&'a [Option<Span>]>) -> Self {
+        Members { line, spans }
+    }
+
+    /// Whether the line scanned and named no wanted member twice.
+    pub fn readable(&self) -> bool {
+        self.spans.is_some()
+    }
+
+    /// The raw value of the `index`th member asked for, if present.
+    pub fn raw(&self, index: usize) -> Option<&'a [u8]> {
+        let (start, end) = (*self.spans?.get(index)?)?;
+        self.line.get(start as usize..end as usize)
+    }
+}
+
+/// Walks one object's top-level members, showing each key (escapes left as they are) and where its raw
+/// value lies; refuses trailing bytes after the object.
+fn each_member<'a>(
+    mut scan: Scanner<'a, '_>,
+    mut found: impl FnMut(&'a [u8], std::ops::Range<usize>) -> Result<(), String>,
+) -> Result<(), String> {
     let line = scan.line;
     scan.expect(b'{')?;
-    let (mut sequence, mut prev_hash, mut action, mut kernel_seq) = (None, None, None, None);
     if scan.peek() == Some(b'}') {
         scan.at += 1;
     } else {
         loop {
             let key = scan.string()?;
             scan.expect(b':')?;
-            let value = scan.value()?;
-            let slot = match key {
-                b"sequence" => Some(&mut sequence),
-                b"prevHash" => Some(&mut prev_hash),
-                b"action" => Some(&mut action),
-                b"kernelSeq" => Some(&mut kernel_seq),
-                _ => None,
-            };
-            if let Some(slot) = slot {
-                if slot.replace(value).is_some() {
-                    return Err(format!("duplicate member `{}`", String::from_utf8_lossy(key)));
-                }
-            }
+            let start = scan.at;
+            scan.value()?;
+            found(key, start..scan.at)?;
             match scan.next_byte()? {
                 b',' => continue,
                 b'}' => break,
@@ -65,6 +107,30 @@ fn scan_common<'a>(mut scan: Scanner<'a, '_>) -> Result<Common<'a>, String> {
     if scan.at != line.len() {
         return Err(format!("trailing bytes after the object at byte {}", scan.at));
     }
+    Ok(())
+}
+
+/// The common members, showing every member (key and where its value lies) to `other` too.
+fn scan_common<'a>(
+    scan: Scanner<'a, '_>,
+    mut other: impl FnMut(&[u8], std::ops::Range<usize>),
+) -> Result<Common<'a>, String> {
+    let line = scan.line;
+    let (mut sequence, mut prev_hash, mut action, mut kernel_seq) = (None, None, None, None);
+    each_member(scan, |key, value| {
+        other(key, value.clone());
+        let slot = match key {
+            b"sequence" => &mut sequence,
+            b"prevHash" => &mut prev_hash,
+            b"action" => &mut action,
+            b"kernelSeq" => &mut kernel_seq,
+            _ => return Ok(()),
+        };
+        if slot.replace(&line[value]).is_some() {
+            return Err(format!("duplicate member `{}`", String::from_utf8_lossy(key)));
+        }
+        Ok(())
+    })?;
     let required =
         |value: Option<&'a [u8]>, name: &str| value.ok_or_else(|| format!("missing field `{name}`"));
     Ok(Common {
@@ -305,6 +371,26 @@ mod tests {
             assert_eq!(parsed["action"].as_str(), Some(found.action));
             assert_eq!(parsed["prevHash"].as_str(), Some(found.prev_hash));
         }
+    }
+
+    #[test]
+    fn finds_any_named_members_as_serde_json_reads_them() {
+        let names = ["requestDetails", "details", "x", "absent", "prevHash"];
+        let mut spans = [None; 5];
+        let (common, found) = common_and_members(LINE, &names, &mut spans).unwrap();
+        assert!(found);
+        assert_eq!(common.sequence, 3);
+        let parsed: serde_json::Value = serde_json::from_slice(LINE).unwrap();
+        let found = Members::new(LINE, Some(&spans));
+        for (index, name) in names.iter().enumerate() {
+            let value = found.raw(index).map(|raw| serde_json::from_slice::<serde_json::Value>(raw).unwrap());
+            assert_eq!(value.as_ref(), parsed.get(name), "{name}");
+        }
+        assert!(!Members::new(LINE, None).readable());
+        // A wanted member twice leaves the line valid but its members unread.
+        let twice = br#"{"sequence":1,"prevHash":"p","action":"a","x":1,"x":2}"#;
+        assert_eq!(common_and_members(twice, &["x"], &mut spans[..1]).map(|(_, found)| found), Ok(false));
+        assert!(common_and_members(br#"{"x":1} "#, &["x"], &mut spans[..1]).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::{Digest, GENESIS};
-use super::parse::{parse, Kind, LineError, Summary};
+use super::parse::{parse_reading, Kind, LineError, Summary};
+use super::scan::{Members, Span};
 use super::segment::{open_reader, Compression};
 use super::signing::{HeadFile, HeadStatement, PublicKey, KEY_ROTATION};
 
@@ -314,14 +315,22 @@ const LIVE_WAIT: Duration = Duration::from_secs(3);
 /// Sees every entry that verification accepted, in chain order, with its line (without the newline), so
 /// that a reader such as a report is computed in the same pass over the log.
 pub trait EntryVisitor {
-    fn visit(&mut self, summary: &Summary, line: &[u8]);
+    /// Top-level members `visit` reads. The parsing workers find them in the same scan that verification
+    /// makes of each line (`scan::common_and_members`), so that the checking thread, which sees every
+    /// entry in order, only aggregates.
+    fn members(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// `members` holds the raw values of the members asked for, in that order.
+    fn visit(&mut self, summary: &Summary, line: &[u8], members: Members<'_>);
 }
 
 /// A visitor that looks at nothing.
 struct NoVisitor;
 
 impl EntryVisitor for NoVisitor {
-    fn visit(&mut self, _: &Summary, _: &[u8]) {}
+    fn visit(&mut self, _: &Summary, _: &[u8], _: Members<'_>) {}
 }
 
 /// Verifies the files of one log (any order: they are sorted by their first sequence number).
@@ -381,6 +390,7 @@ fn check_files(
         }
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let wanted = checker.visitor.members();
     let mut last_file = None;
     for (index, path) in files.iter().enumerate() {
         let progress = progress.clone();
@@ -397,7 +407,7 @@ fn check_files(
         checker.report.files += 1;
         checker.file_start = true;
         let mut position = FilePosition { path: Arc::from(path.as_path()), carry: Vec::new(), next_line: 1 };
-        if check_file(checker, &mut reader, &mut position, workers)? == Flow::Stop {
+        if check_file(checker, &mut reader, &mut position, workers, wanted)? == Flow::Stop {
             return Ok(());
         }
         if !position.carry.is_empty() && index + 1 < files.len() {
@@ -434,14 +444,15 @@ struct FilePosition {
 }
 
 /// Parses a file to its current end and feeds the checker in order. A reader thread cuts the file into
-/// chunks of whole lines, `workers` threads parse them (hashing is most of the work), and this thread
-/// checks their results in file order. A fixed pool of chunk buffers circulates between them, so memory
-/// stays constant however long the log.
+/// chunks of whole lines, `workers` threads parse them (hashing is most of the work) and find the members
+/// named in `wanted` for the visitor, and this thread checks their results in file order. A fixed pool of
+/// chunk buffers circulates between them, so memory stays constant however long the log.
 fn check_file(
     checker: &mut Checker<'_>,
     reader: &mut (dyn Read + Send),
     at: &mut FilePosition,
     workers: usize,
+    wanted: &'static [&'static str],
 ) -> Result<Flow, VerifyIoError> {
     let pool = 2 * workers + 1;
     let carry = &mut at.carry;
@@ -473,14 +484,14 @@ fn check_file(
             scope.spawn(move || loop {
                 let next = chunk_rx.lock().map_or(None, |rx| rx.recv().ok());
                 let Some(mut chunk) = next else { return };
-                parse_chunk(&chunk.data, &mut chunk.parsed);
+                chunk.parse(wanted);
                 if parsed_tx.send(chunk).is_err() {
                     return;
                 }
             });
         }
         drop(parsed_tx);
-        let flow = check_in_order(checker, &parsed_rx, &spare_tx, &at.path, &mut at.next_line);
+        let flow = check_in_order(checker, &parsed_rx, &spare_tx, &at.path, &mut at.next_line, wanted.len());
         // Closing these ends the reader and the workers, wherever they wait.
         drop((parsed_rx, spare_tx));
         let read = reading.join().unwrap_or_else(|_| Err(io::Error::other("the reader thread panicked")));
@@ -498,6 +509,26 @@ struct Chunk {
     index: u64,
     data: Vec<u8>,
     parsed: Vec<Parsed>,
+    /// Per line, where the members the visitor wants lie (`wanted.len()` each, `None` for an absent one).
+    members: Vec<Option<Span>>,
+    /// Per line, whether those members were found (see `scan::common_and_members`).
+    readable: Vec<bool>,
+}
+
+impl Chunk {
+    /// Parses every line of `data`, and finds the `wanted` members of each entry that parsed.
+    fn parse(&mut self, wanted: &[&str]) {
+        self.parsed.clear();
+        self.members.clear();
+        self.readable.clear();
+        for line in chunk_lines(&self.data) {
+            let start = self.members.len();
+            self.members.resize(start + wanted.len(), None);
+            let parsed = parse_reading(line, wanted, &mut self.members[start..]);
+            self.readable.push(matches!(parsed, Ok((_, true))));
+            self.parsed.push(parsed.map(|(summary, _)| summary));
+        }
+    }
 }
 
 /// Takes parsed chunks as the workers finish them, checks them in file order, and returns their buffers.
@@ -507,6 +538,7 @@ fn check_in_order(
     spare: &mpsc::SyncSender<Chunk>,
     path: &Arc<Path>,
     next_line: &mut u64,
+    wanted: usize,
 ) -> Flow {
     // Chunks finished ahead of the one due; the pool bounds how many.
     let mut early = std::collections::BTreeMap::new();
@@ -516,10 +548,15 @@ fn check_in_order(
         while let Some(mut chunk) = early.remove(&due) {
             due += 1;
             let lines = chunk_lines(&chunk.data);
-            for (result, line) in chunk.parsed.drain(..).zip(lines) {
+            for (index, (result, line)) in chunk.parsed.drain(..).zip(lines).enumerate() {
                 let location = Location { file: path.clone(), line: *next_line };
                 *next_line += 1;
-                if checker.check(result, line, location).is_err() {
+                let spans = chunk
+                    .readable
+                    .get(index)
+                    .filter(|r| **r)
+                    .map(|_| &chunk.members[index * wanted..(index + 1) * wanted]);
+                if checker.check(result, line, Members::new(line, spans), location).is_err() {
                     return Flow::Stop;
                 }
             }
@@ -560,6 +597,8 @@ fn await_live_signature(
         let mut lines =
             io::BufReader::new(io::Cursor::new(std::mem::take(&mut at.carry)).chain(&mut *reader));
         let mut line = Vec::new();
+        let wanted = checker.visitor.members();
+        let mut spans = vec![None; wanted.len()];
         while checker.report.last_sequence.is_some_and(|s| s < target) {
             line.clear();
             let n = io::BufRead::read_until(&mut lines, b'\n', &mut line)
@@ -570,7 +609,12 @@ fn await_live_signature(
             let location = Location { file: at.path.clone(), line: at.next_line };
             at.next_line += 1;
             let line = &line[..line.len() - 1];
-            if checker.check(parse(line), line, location).is_err() {
+            let parsed = parse_reading(line, wanted, &mut spans);
+            let found = matches!(parsed, Ok((_, true))).then_some(&spans[..]);
+            if checker
+                .check(parsed.map(|(summary, _)| summary), line, Members::new(line, found), location)
+                .is_err()
+            {
                 return Ok(());
             }
         }
@@ -604,12 +648,6 @@ fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, data: &mut Vec<u8>) ->
 }
 
 type Parsed = Result<Summary, LineError>;
-
-/// Parses every line of `data` into `out` (emptied first).
-fn parse_chunk(data: &[u8], out: &mut Vec<Parsed>) {
-    out.clear();
-    out.extend(chunk_lines(data).map(parse));
-}
 
 /// The lines of a chunk without their newlines; a last line without one counts too.
 fn chunk_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -755,7 +793,13 @@ impl<'a> Checker<'a> {
         Err(())
     }
 
-    fn check(&mut self, parsed: Parsed, line: &[u8], location: Location) -> Result<(), ()> {
+    fn check(
+        &mut self,
+        parsed: Parsed,
+        line: &[u8],
+        members: Members<'_>,
+        location: Location,
+    ) -> Result<(), ()> {
         let summary = match parsed {
             Ok(summary) => summary,
             Err(LineError::HashMismatch { sequence: Some(s) })
@@ -811,7 +855,7 @@ impl<'a> Checker<'a> {
         }
         self.check_kind(&summary, &location)?;
         self.accept(&summary, location);
-        self.visitor.visit(&summary, line);
+        self.visitor.visit(&summary, line, members);
         Ok(())
     }
 

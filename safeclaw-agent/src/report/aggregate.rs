@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::catalogue::{Catalogue, Framework};
 use super::period::Period;
+use crate::audit::chain::Digest;
 use crate::audit::parse::{Kind, Summary};
+use crate::audit::scan::Members;
 use crate::audit::signing::HeadFile;
 use crate::audit::verify::{EntryVisitor, KeySource, Report};
 
@@ -235,33 +237,98 @@ pub struct Request {
     pub include_chain_verification: bool,
 }
 
-/// The members of an entry a report reads.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The top-level members a report reads, in the order `Entry::read` takes them from `Members`.
+const MEMBERS: &[&str] = &[
+    "action",
+    "timestamp",
+    "effect",
+    "matchedRule",
+    "severity",
+    "tags",
+    "agentId",
+    "userId",
+    "sessionId",
+    "policyHash",
+    "requestDetails",
+    "details",
+];
+
+/// The members of an entry a report reads, borrowed from its line where no escape needs decoding.
 struct Entry<'a> {
-    #[serde(borrow)]
     action: Cow<'a, str>,
-    #[serde(borrow)]
     timestamp: Cow<'a, str>,
-    #[serde(borrow)]
     effect: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     matched_rule: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     severity: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     tags: Vec<Cow<'a, str>>,
-    #[serde(borrow)]
     agent_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     user_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     session_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     policy_hash: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    request_details: Option<Target<'a>>,
-    details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Raw; parsed only for the rows a listing shows.
+    request_details: Option<&'a [u8]>,
+    /// Raw; parsed only for lifecycle entries.
+    details: Option<&'a [u8]>,
+}
+
+/// A JSON array of strings, borrowed where possible.
+#[derive(Deserialize)]
+struct Tags<'a>(#[serde(borrow)] Vec<Cow<'a, str>>);
+
+impl<'a> Entry<'a> {
+    /// The members the parsing workers found; `None` when one has the wrong type (as a strict parse of
+    /// the entry would refuse it).
+    fn read(members: &Members<'a>) -> Option<Self> {
+        if !members.readable() {
+            return None;
+        }
+        let text = |index: usize| optional_text(members.raw(index));
+        Some(Entry {
+            action: text(0)??,
+            timestamp: text(1)??,
+            effect: text(2)?,
+            matched_rule: text(3)?,
+            severity: text(4)?,
+            tags: match members.raw(5) {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_slice::<Tags<'a>>(raw).ok()?.0,
+            },
+            agent_id: text(6)?,
+            user_id: text(7)?,
+            session_id: text(8)?,
+            policy_hash: text(9)?,
+            request_details: members.raw(10).filter(|raw| *raw != b"null"),
+            details: members.raw(11).filter(|raw| *raw != b"null"),
+        })
+    }
+
+    /// What the entry was about (path, address or socket family), for a listing row.
+    fn target(&self) -> String {
+        let target = self.request_details.and_then(|raw| serde_json::from_slice::<Target<'_>>(raw).ok());
+        target.as_ref().map(Target::text).unwrap_or_default()
+    }
+
+    /// The `details` object, for lifecycle entries; `Err` when it is not one.
+    fn details(&self) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ()> {
+        self.details.map(|raw| serde_json::from_slice(raw).map_err(|_| ())).transpose()
+    }
+}
+
+/// A member that is absent, `null` or a string: `None` (outer) when it is something else.
+fn optional_text(raw: Option<&[u8]>) -> Option<Option<Cow<'_, str>>> {
+    let Some(raw) = raw else { return Some(None) };
+    if raw == b"null" {
+        return Some(None);
+    }
+    let inner = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\""))?;
+    if !inner.contains(&b'\\') {
+        // Control characters must be escaped in JSON; an unescaped one makes the string invalid.
+        if inner.iter().any(|b| *b < 0x20) {
+            return None;
+        }
+        return std::str::from_utf8(inner).ok().map(|text| Some(Cow::Borrowed(text)));
+    }
+    serde_json::from_slice::<String>(raw).ok().map(|text| Some(Cow::Owned(text)))
 }
 
 #[derive(Deserialize)]
@@ -307,6 +374,9 @@ pub struct Aggregator<'w> {
     in_force: BTreeSet<String>,
     current_policy: Option<String>,
     started: bool,
+    /// The last entry of the period so far (its `Position` is made once, at the end).
+    last: Option<(u64, Digest)>,
+    last_timestamp: String,
 }
 
 impl<'w> Aggregator<'w> {
@@ -330,6 +400,8 @@ impl<'w> Aggregator<'w> {
             in_force: BTreeSet::new(),
             current_policy: None,
             started: false,
+            last: None,
+            last_timestamp: String::new(),
         }
     }
 
@@ -369,7 +441,7 @@ impl<'w> Aggregator<'w> {
             severity: entry.severity.as_deref().map(str::to_string),
             agent: entry.agent_id.as_deref().map(str::to_string),
             user: entry.user_id.as_deref().map(str::to_string),
-            target: entry.request_details.as_ref().map(Target::text).unwrap_or_default(),
+            target: entry.target(),
         };
         if effect == "deny" {
             list(&mut self.denials, access);
@@ -391,10 +463,11 @@ impl<'w> Aggregator<'w> {
             self.spill(Listed::Phi, line);
         }
         for control in entry.tags.iter().filter_map(|t| framework.control_of(t)) {
-            let evidence = self
-                .controls
-                .entry(control.to_string())
-                .or_insert_with(|| ControlEvidence { id: control.to_string(), ..ControlEvidence::default() });
+            if !self.controls.contains_key(control) {
+                let evidence = ControlEvidence { id: control.to_string(), ..ControlEvidence::default() };
+                self.controls.insert(control.to_string(), evidence);
+            }
+            let Some(evidence) = self.controls.get_mut(control) else { continue };
             if let Some(rule) = entry.matched_rule.as_deref() {
                 if evidence.rules.len() < EVENT_CAP && !evidence.rules.contains(rule) {
                     evidence.rules.insert(rule.to_string());
@@ -410,8 +483,13 @@ impl<'w> Aggregator<'w> {
 
     /// Lifecycle and writer entries: policy history always (to know what was in force when the period
     /// began), the rest when in the period.
-    fn lifecycle(&mut self, summary: &Summary, entry: &Entry<'_>, in_period: bool) {
-        let details = entry.details.as_ref();
+    fn lifecycle(
+        &mut self,
+        summary: &Summary,
+        entry: &Entry<'_>,
+        details: Option<&serde_json::Map<String, serde_json::Value>>,
+        in_period: bool,
+    ) {
         let text = |key: &str| {
             details.and_then(|d| d.get(key)).map_or(String::new(), |v| match v {
                 serde_json::Value::String(s) => s.clone(),
@@ -529,6 +607,11 @@ impl<'w> Aggregator<'w> {
                 .unwrap_or_else(|| PolicyInForce { hash: hash.clone(), ..PolicyInForce::default() });
             self.scope.policies.push(policy);
         }
+        self.scope.last = self.last.map(|(sequence, hash)| Position {
+            sequence,
+            hash: hash.to_string(),
+            timestamp: std::mem::take(&mut self.last_timestamp),
+        });
         self.scope.host = host;
         self.scope.files = files;
         self.scope.key_fingerprint = self
@@ -613,38 +696,38 @@ fn list(listing: &mut Listing, access: impl FnOnce() -> Access) {
     }
 }
 
-/// The `timestamp` member of a sealed line, found without parsing it (members are sorted, so it is near
-/// the end; a quote inside a string value is escaped, so the pattern cannot occur inside one).
-fn timestamp_of(line: &[u8]) -> Option<&str> {
-    let at = memchr::memmem::rfind(line, b"\"timestamp\":\"")? + 13;
-    std::str::from_utf8(line.get(at..at + 24)?).ok()
-}
-
 impl EntryVisitor for Aggregator<'_> {
-    fn visit(&mut self, summary: &Summary, line: &[u8]) {
-        let Some(timestamp) = timestamp_of(line) else {
+    fn members(&self) -> &'static [&'static str] {
+        MEMBERS
+    }
+
+    fn visit(&mut self, summary: &Summary, line: &[u8], members: Members<'_>) {
+        // The timestamp first: attempts outside the period are skipped without reading more.
+        let Some(Some(timestamp)) = members.readable().then(|| optional_text(members.raw(1))).flatten()
+        else {
             self.activity.unreadable += 1;
             return;
         };
-        let in_period = self.request.period.contains(timestamp);
+        let in_period = self.request.period.contains(&timestamp);
         let attempt = matches!(summary.kind, Kind::Plain { kernel_seq: Some(_) });
         if attempt && !in_period {
             return;
         }
         if in_period {
-            let position = Position {
-                sequence: summary.sequence,
-                hash: summary.hash.to_string(),
-                timestamp: timestamp.to_string(),
-            };
             if !self.started {
                 self.started = true;
-                self.scope.first = Some(position.clone());
+                self.scope.first = Some(Position {
+                    sequence: summary.sequence,
+                    hash: summary.hash.to_string(),
+                    timestamp: timestamp.to_string(),
+                });
                 if let Some(current) = self.current_policy.clone() {
                     self.in_force.insert(current);
                 }
             }
-            self.scope.last = Some(position);
+            self.last = Some((summary.sequence, summary.hash));
+            self.last_timestamp.clear();
+            self.last_timestamp.push_str(&timestamp);
             if let Kind::Checkpoint { trigger, .. } = &summary.kind {
                 let trigger = trigger.clone();
                 self.checkpoints.push(|| Event {
@@ -655,12 +738,9 @@ impl EntryVisitor for Aggregator<'_> {
                 });
             }
         }
-        let entry: Entry<'_> = match serde_json::from_slice(line) {
-            Ok(entry) => entry,
-            Err(_) => {
-                self.activity.unreadable += 1;
-                return;
-            }
+        let Some(entry) = Entry::read(&members) else {
+            self.activity.unreadable += 1;
+            return;
         };
         let by_agent = self.request.agent.as_deref().is_none_or(|a| entry.agent_id.as_deref() == Some(a));
         if attempt {
@@ -668,7 +748,219 @@ impl EntryVisitor for Aggregator<'_> {
                 self.attempt(summary, &entry, line);
             }
         } else if by_agent || entry.agent_id.is_none() {
-            self.lifecycle(summary, &entry, in_period);
+            let Ok(details) = entry.details() else {
+                self.activity.unreadable += 1;
+                return;
+            };
+            self.lifecycle(summary, &entry, details.as_ref(), in_period);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::audit::entry::{Identity, Lifecycle};
+    use crate::audit::scan::common_and_members;
+    use crate::audit::synthetic::record;
+    use crate::audit::verify::{log_files, verify_visiting, VerifyOptions};
+    use crate::audit::{AuditWriter, WriterOptions};
+    use crate::policy::Severity;
+
+    /// A log with what strains a reader: escapes, control characters and non-ASCII in names and tags,
+    /// attempts without identity, rule or severity, critical rules, lifecycle entries of every kind the
+    /// report lists, rotated segments.
+    fn write_log(dir: &Path) -> PathBuf {
+        let active = dir.join("log/audit.jsonl");
+        let mut opts = WriterOptions::new(&active).with_state_dir(&dir.join("state"));
+        opts.max_segment_bytes = Some(64 << 10);
+        // Plain segments, so that the reference below reads them as text.
+        opts.compression = crate::audit::segment::Compression::None;
+        let mut writer = AuditWriter::open(opts).unwrap();
+        let policy = Lifecycle::PolicyLoad {
+            // The hash the synthetic attempts carry.
+            policy_hash: Digest::of(b"synthetic policy"),
+            source: "/etc/safeclaw/\"odd\" pölicy.yaml".into(),
+            rules: 3,
+        };
+        writer.log(&policy);
+        let odd = Identity {
+            agent_id: Some("agent \"quoted\" \\ é\t\u{1}".into()),
+            session_id: Some("sess \u{7f} ∑".into()),
+            user_id: Some("user\nname".into()),
+        };
+        writer.log(&Lifecycle::SessionStart(odd.clone()));
+        for k in 0..1500 {
+            let mut attempt = record(k);
+            match k % 6 {
+                1 => attempt.identity = odd.clone(),
+                2 => attempt.identity = Identity::default(),
+                3 => {
+                    attempt.matched_rule = None;
+                    attempt.rule_meta.severity = None;
+                    attempt.rule_meta.tags.push("soc2:CC7.2 \"escaped\"\\".into());
+                }
+                4 => {
+                    attempt.rule_meta.severity = Some(Severity::Critical);
+                    attempt.rule_meta.tags = vec!["hipaa:164.312(b)".into(), "phi:records".into()];
+                }
+                5 => attempt.rule_meta.tags.clear(),
+                _ => {}
+            }
+            writer.append(&attempt);
+            if k == 700 {
+                writer.log(&Lifecycle::PolicyReloadRejected {
+                    source: "p.yaml".into(),
+                    error: "line 3: \"bad\"".into(),
+                });
+                writer.log(&Lifecycle::LockdownOn { reason: "ring full".into() });
+                writer.log(&policy);
+            }
+            if k % 100 == 99 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.log(&Lifecycle::SessionEnd(odd));
+        writer.log(&Lifecycle::DaemonStop { reason: "test".into() });
+        writer.close().unwrap();
+        active
+    }
+
+    fn request(framework: Framework) -> Request {
+        Request {
+            framework,
+            period: Period::parse("2000-01-01:2999-12-31").unwrap(),
+            agent: None,
+            include_phi_access: true,
+            include_chain_verification: true,
+        }
+    }
+
+    fn count(map: &mut BTreeMap<String, u64>, key: Option<&str>) {
+        *map.entry(key.unwrap_or("(none)").to_string()).or_default() += 1;
+    }
+
+    /// What a strict parse of every line says a report counts, computed apart from the aggregator.
+    fn reference(files: &[PathBuf], framework: Framework) -> Value {
+        let [mut actions, mut effects, mut agents, mut users, mut sessions]: [BTreeMap<String, u64>; 5] =
+            Default::default();
+        let (mut attempts, mut denials, mut tagged, mut phi) = (0u64, 0u64, 0u64, 0u64);
+        let mut controls: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+        let mut first_denial = None;
+        for file in files {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                let text = |name: &str| entry[name].as_str();
+                if !entry["kernelSeq"].is_u64() {
+                    if let (Some("session.start" | "session.end"), Some(session)) =
+                        (text("action"), text("sessionId"))
+                    {
+                        sessions.entry(session.to_string()).or_insert(0);
+                    }
+                    continue;
+                }
+                attempts += 1;
+                count(&mut actions, text("action"));
+                count(&mut effects, Some(text("effect").unwrap_or("(not recorded)")));
+                count(&mut agents, text("agentId"));
+                count(&mut users, text("userId"));
+                count(&mut sessions, text("sessionId"));
+                let tags: Vec<&str> = entry["tags"]
+                    .as_array()
+                    .map_or(Vec::new(), |t| t.iter().filter_map(Value::as_str).collect());
+                if text("effect") == Some("deny") {
+                    denials += 1;
+                    first_denial.get_or_insert_with(|| entry["requestDetails"]["path"].clone());
+                }
+                let severe = matches!(text("severity"), Some("high" | "critical"));
+                if severe || tags.iter().any(|t| framework.control_of(t).is_some()) {
+                    tagged += 1;
+                }
+                if tags
+                    .iter()
+                    .any(|t| ["phi", "hipaa"].iter().any(|p| *t == *p || t.starts_with(&format!("{p}:"))))
+                {
+                    phi += 1;
+                }
+                for control in tags.iter().filter_map(|t| framework.control_of(t)) {
+                    let counts = controls.entry(control.to_string()).or_default();
+                    counts[match text("effect") {
+                        Some("allow") => 0,
+                        Some("deny") => 1,
+                        _ => 2,
+                    }] += 1;
+                }
+            }
+        }
+        let activity = serde_json::json!({
+            "attempts": attempts, "byAction": actions, "byEffect": effects, "byAgent": agents,
+            "byUser": users, "bySession": sessions, "unreadable": 0,
+        });
+        serde_json::json!({
+            "activity": activity, "denials": denials, "tagged": tagged, "phi": phi,
+            "controls": controls, "firstDenial": first_denial,
+        })
+    }
+
+    /// The counts the workers' member scan gives are those of a strict parse of every entry, escapes
+    /// and all, so reports read the same as when the checking thread parsed each entry itself.
+    #[test]
+    fn counts_agree_with_a_strict_parse_of_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = write_log(dir.path());
+        let files = log_files(&active).unwrap();
+        assert!(files.len() > 2, "the log should have rotated: {files:?}");
+        for framework in [Framework::Soc2, Framework::Hipaa] {
+            let mut aggregator = Aggregator::new(request(framework), Spill::default());
+            let report =
+                verify_visiting(&files, &VerifyOptions::default(), Arc::new(|_| {}), &mut aggregator)
+                    .unwrap();
+            assert!(report.ok(), "{:?}", report.failure);
+            let data = aggregator.finish(&report, None, "host".into(), Vec::new()).unwrap();
+            let expected = reference(&files, framework);
+            let json = serde_json::to_value(&data).unwrap();
+            assert_eq!(json["activity"], expected["activity"]);
+            assert_eq!(json["denials"]["total"], expected["denials"]);
+            assert_eq!(json["taggedAccess"]["total"], expected["tagged"]);
+            assert_eq!(json["phiAccess"]["total"], expected["phi"]);
+            assert_eq!(json["denials"]["shown"][0]["target"], expected["firstDenial"]);
+            let controls: BTreeMap<String, [u64; 3]> = data
+                .controls
+                .named
+                .iter()
+                .map(|c| (c.id.clone(), [c.allowed, c.denied, c.audited]))
+                .collect();
+            assert_eq!(serde_json::to_value(controls).unwrap(), expected["controls"]);
+            // Lifecycle entries: the policy and its two loads, the rejected reload with its escaped
+            // error, the lockdown and the stop.
+            assert_eq!(data.scope.policies.len(), 1);
+            assert_eq!(data.scope.policies[0].loads.len(), 2);
+            assert_eq!(data.scope.policies[0].source.as_deref(), Some("/etc/safeclaw/\"odd\" pölicy.yaml"));
+            let exceptions: Vec<&str> = data.exceptions.shown.iter().map(|e| e.detail.as_str()).collect();
+            assert_eq!(exceptions, ["p.yaml: line 3: \"bad\"", "test"]);
+            assert!(data.verification.events.shown.iter().any(|e| e.detail == "ring full"));
+            assert_eq!(data.scope.last.as_ref().map(|p| p.sequence), report.last_sequence);
+            assert_eq!(data.scope.first.as_ref().map(|p| p.sequence), report.first_sequence);
+        }
+    }
+
+    #[test]
+    fn a_member_of_the_wrong_type_makes_the_entry_unreadable_not_miscounted() {
+        let line = br#"{"action":"file.read","agentId":7,"prevHash":"p","sequence":1,"timestamp":"t"}"#;
+        let mut spans = vec![None; MEMBERS.len()];
+        let read = |line, spans: &mut Vec<_>| common_and_members(line, MEMBERS, spans).unwrap().1;
+        assert!(read(line, &mut spans));
+        assert!(Entry::read(&Members::new(line, Some(&spans))).is_none());
+        let line = br#"{"action":"file.read","agentId":"a\"b","prevHash":"p","sequence":1,"tags":["x\u0041"],"timestamp":"t"}"#;
+        assert!(read(line, &mut spans));
+        let entry = Entry::read(&Members::new(line, Some(&spans))).unwrap();
+        assert_eq!(entry.agent_id.as_deref(), Some("a\"b"));
+        assert_eq!(entry.tags, ["xA"]);
+        assert_eq!(optional_text(Some(b"\"a\x01\"")), None, "an unescaped control character");
     }
 }
