@@ -90,14 +90,7 @@ impl Servers {
         let head = safeclaw_agent::destinations::s3::head_object_name(end);
         let found = self.moto.python(&format!(
             r#"
-keys, token = [], None
-while True:
-    kw = dict(Bucket='{BUCKET}')
-    if token: kw['ContinuationToken'] = token
-    r = s3.list_objects_v2(**kw)
-    keys += [o['Key'] for o in r.get('Contents', [])]
-    token = r.get('NextContinuationToken')
-    if not token: break
+keys = all_keys('{BUCKET}')
 assert all(s3.head_object(Bucket='{BUCKET}', Key=k)['ObjectLockMode'] == 'COMPLIANCE' for k in keys)
 print(sum(1 for k in keys if '/head-' not in k), any(k.endswith('/{head}') for k in keys))
 "#

@@ -72,15 +72,7 @@ fn sealed_segments_and_heads_are_locked_verified_and_compared() {
     std::fs::create_dir(&download).unwrap();
     let report = moto.python(&format!(
         r#"
-keys = []
-token = None
-while True:
-    kw = dict(Bucket='{BUCKET}')
-    if token: kw['ContinuationToken'] = token
-    r = s3.list_objects_v2(**kw)
-    keys += [o['Key'] for o in r.get('Contents', [])]
-    token = r.get('NextContinuationToken')
-    if not token: break
+keys = all_keys('{BUCKET}')
 now = datetime.datetime.now(datetime.timezone.utc)
 low, high = now + datetime.timedelta(days={RETENTION_DAYS}, hours=-1), now + datetime.timedelta(days={RETENTION_DAYS}, hours=1)
 segments = heads = 0

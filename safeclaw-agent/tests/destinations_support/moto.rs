@@ -8,6 +8,18 @@ use super::{free_port, wait_for};
 
 pub const BUCKET: &str = "evidence";
 
+/// Python: `all_keys(bucket)`, every key of a bucket, following the listing's continuation tokens.
+const ALL_KEYS: &str = "def all_keys(bucket):
+    keys, token = [], None
+    while True:
+        kw = dict(Bucket=bucket)
+        if token: kw['ContinuationToken'] = token
+        r = s3.list_objects_v2(**kw)
+        keys += [o['Key'] for o in r.get('Contents', [])]
+        token = r.get('NextContinuationToken')
+        if not token: return keys
+";
+
 pub fn venv() -> PathBuf {
     let cache = std::env::var_os("SAFECLAW_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("XDG_CACHE_HOME")
@@ -54,10 +66,11 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Runs `code` with `s3` a boto3 client of this server; its standard output.
+    /// Runs `code` with `s3` a boto3 client of this server and `all_keys(bucket)` every key of a
+    /// bucket (all pages of the listing); its standard output.
     pub fn python(&self, code: &str) -> String {
         let script = format!(
-            "import boto3, json, sys, datetime\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1')\n{code}\n",
+            "import boto3, json, sys, datetime\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1')\n{ALL_KEYS}{code}\n",
             self.endpoint()
         );
         let out = Command::new(venv().join("bin/python")).arg("-c").arg(&script).output().unwrap();
