@@ -114,20 +114,64 @@ fn python_source() -> String {
     doc[start..end].to_owned()
 }
 
-fn python(script: &Path, case: &Case) -> Verdict {
-    let head = case.head.as_ref().map_or("-".into(), |h| h.to_string_lossy().into_owned());
-    let output = Command::new("python3")
+/// Runs the sample, unchanged and as its own `__main__`, once per line of arguments read from stdin,
+/// all in one interpreter: under emulation each new python3 spent seconds importing `cryptography`.
+/// Answers each line with `{"ok": exited 0, "output": what it printed}`.
+const PYTHON_DRIVER: &str = r#"
+import contextlib, io, json, sys
+sample = compile(open(sys.argv[1]).read(), sys.argv[1], "exec")
+for line in sys.stdin:
+    sys.argv = ["verify.py"] + json.loads(line)
+    printed, ok = io.StringIO(), True
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        try:
+            exec(sample, {"__name__": "__main__"})
+        except SystemExit as end:
+            ok = end.code in (None, 0)
+            if isinstance(end.code, str):
+                print(end.code)
+    print(json.dumps({"ok": ok, "output": printed.getvalue()}), flush=True)
+"#;
+
+/// The Python sample's verdict on every case, in order.
+fn python(script: &Path, cases: &[Case]) -> Vec<Verdict> {
+    use std::io::{BufRead as _, Write as _};
+    let mut driver = Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_DRIVER)
         .arg(script)
-        .arg(&case.public_key)
-        .arg(case.dir.join("log"))
-        .arg(head)
-        .args(&case.accept)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("python3 is installed by xtask/setup.sh");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(!text.contains("Traceback"), "{}: the sample verifier crashed: {text}", case.dir.display());
-    verdict_of(output.status.success(), &text)
+    let mut to_driver = driver.stdin.take().expect("piped stdin");
+    let mut from_driver = std::io::BufReader::new(driver.stdout.take().expect("piped stdout"));
+    let verdicts = cases
+        .iter()
+        .map(|case| {
+            let head = case.head.as_ref().map_or("-".into(), |h| h.to_string_lossy().into_owned());
+            let mut args =
+                vec![case.public_key.clone(), case.dir.join("log").to_string_lossy().into_owned(), head];
+            args.extend(case.accept.iter().cloned());
+            writeln!(to_driver, "{}", serde_json::Value::from(args)).expect("write to the Python driver");
+            let mut answer = String::new();
+            from_driver.read_line(&mut answer).expect("read from the Python driver");
+            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|e| {
+                panic!("{}: the Python driver answered {answer:?}: {e}", case.dir.display())
+            });
+            let text = answer["output"].as_str().unwrap_or_default();
+            assert!(
+                !text.contains("Traceback"),
+                "{}: the sample verifier crashed: {text}",
+                case.dir.display()
+            );
+            verdict_of(answer["ok"] == true, text)
+        })
+        .collect();
+    drop(to_driver);
+    let status = driver.wait().expect("wait for the Python driver");
+    assert!(status.success(), "the Python driver failed: {status}");
+    verdicts
 }
 
 /// Every verdict (ours, `agent_bin audit verify`, the Python sample) that differs from its case's, one
@@ -137,10 +181,8 @@ pub fn disagreements(cases: &[Case], agent_bin: &Path) -> Vec<String> {
     let script = work.path().join("verify.py");
     std::fs::write(&script, python_source()).expect("write the sample verifier");
     let mut wrong = Vec::new();
-    for case in cases {
-        for (verifier, verdict) in
-            [("ours", ours(case)), ("cli", cli(agent_bin, case)), ("python", python(&script, case))]
-        {
+    for (case, python) in cases.iter().zip(python(&script, cases)) {
+        for (verifier, verdict) in [("ours", ours(case)), ("cli", cli(agent_bin, case)), ("python", python)] {
             if verdict != case.expected {
                 wrong.push(format!(
                     "{}: {verifier} says {verdict:?}, expected {:?}",
