@@ -124,6 +124,12 @@ fn sigterm_detaches_every_program_and_removes_pins_and_cgroup() {
     );
     let (status, entries) = daemon.stop();
     assert!(status.success());
+    // A daemon another test binary shared may still be stopping (it gets SIGTERM when its binary
+    // exits); what this daemon left would stay loaded for good.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !safeclaw_programs().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(safeclaw_programs().is_empty(), "programs left loaded after SIGTERM: {:?}", safeclaw_programs());
     assert!(!pin_dir.exists(), "pins left in {}", pin_dir.display());
     assert!(!cgroup.exists(), "the cgroup this run created is removed");
