@@ -223,9 +223,9 @@ fn binary_name(path: &Path) -> String {
 /// other binaries); the bench smoke test checks the bench harness.
 const ONE_KERNEL: [(&str, Kernel); 4] = [
     ("vectors_vm", Kernel::V6_1),
-    ("bench_smoke", Kernel::V6_1),
+    ("report", Kernel::V6_1),
     ("agent_hooks", Kernel::V6_12),
-    ("report", Kernel::V6_12),
+    ("bench_smoke", Kernel::V6_12),
 ];
 
 /// The binaries of `tests` that run on `kernel`.
