@@ -31,7 +31,7 @@ pub struct TestArgs {
     #[arg(long)]
     kernel: Option<Kernel>,
     /// Seconds each VM may run before it is killed and counted as a failure.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = 2700)]
     timeout: u64,
     /// Run only the VM test binaries with these names (e.g. `escape_files`; `package` for the package
     /// tests), and skip the native tests.
