@@ -163,14 +163,7 @@ impl Daemon {
             .arg(work.join("tools/tool.sock"))
             .args(extra_args.iter().flatten());
         if lifetime == Lifetime::UntilThreadEnds {
-            use std::os::unix::process::CommandExt as _;
-            // SAFETY: between fork and exec only prctl(2) runs, which is async-signal-safe.
-            unsafe {
-                command.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                        .map_err(std::io::Error::from)
-                });
-            }
+            end_with_spawning_thread(&mut command);
         }
         let child = command.spawn().expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
@@ -338,6 +331,31 @@ fn write_policy(work: &std::path::Path, policy_yaml: &str) {
     std::fs::rename(&next, work.join("policy.yaml")).unwrap();
 }
 
+/// Runs `start` on a thread that then parks until the test binary exits, and returns what it made: a
+/// child started there with [`end_with_spawning_thread`] lives exactly as long as the test binary.
+pub fn on_keeper_thread<T: Send + 'static>(start: impl FnOnce() -> T + Send + 'static) -> T {
+    let (started, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = started.send(start());
+        loop {
+            std::thread::park();
+        }
+    });
+    receive.recv().expect("the keeper thread panicked while starting its child")
+}
+
+/// The child gets SIGTERM when the thread that spawns it ends (`PR_SET_PDEATHSIG`), so that nothing a
+/// test starts outlives it and disturbs the test binaries after it.
+pub fn end_with_spawning_thread(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: between fork and exec only prctl(2) runs, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// One daemon for all the tests of a test binary, each test enforcing its own policy on it in turn.
 /// Starting and stopping a daemon costs about 10 s in the emulated VM (verifying and attaching every
 /// program, then an RCU-tasks grace period for each link detached), most of a short test's time.
@@ -365,15 +383,7 @@ impl SharedDaemon {
             }
             None => {
                 let (name, policy) = (self.name, policy_yaml.to_owned());
-                let (started, receive) = std::sync::mpsc::channel();
-                // The daemon lives as long as this thread, which parks until the test binary exits.
-                std::thread::spawn(move || {
-                    let _ = started.send(Daemon::start_bound_to_thread(name, &policy));
-                    loop {
-                        std::thread::park();
-                    }
-                });
-                *daemon = Some(receive.recv().expect("the shared daemon did not start"));
+                *daemon = Some(on_keeper_thread(move || Daemon::start_bound_to_thread(name, &policy)));
             }
         }
         let mut turn = Turn { daemon, from: 0 };

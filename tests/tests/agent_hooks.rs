@@ -51,9 +51,14 @@ fn model_server() -> &'static (u16, PathBuf) {
         std::fs::create_dir_all(&dir).unwrap();
         let (port_file, log) = (dir.join("port"), dir.join("requests.jsonl"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("agents/model_server.py");
-        // Runs until the VM powers off; it answers nothing but loopback.
-        let child =
-            std::process::Command::new("python3").arg(script).arg(&port_file).arg(&log).spawn().unwrap();
+        // Runs until this test binary exits; it answers nothing but loopback.
+        let args = [script.into_os_string(), port_file.clone().into(), log.clone().into()];
+        let child = safeclaw_integration::on_keeper_thread(move || {
+            let mut command = std::process::Command::new("python3");
+            command.args(args);
+            safeclaw_integration::end_with_spawning_thread(&mut command);
+            command.spawn().unwrap()
+        });
         let _ = PROCESS.set(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let port = loop {

@@ -7,23 +7,50 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::cargo::{self, Executable};
+use crate::native;
 use crate::process;
 use crate::project;
 use crate::vm::{Ending, Kernel, Vm};
 
 /// Runs each test binary given as an argument, one test at a time, and brackets each with lines that
-/// tell the host which binary finished and how.
+/// tell the host which binary finished and how. What a binary leaves behind (processes still running a
+/// minute after it exits, BPF pins) would disturb every binary after it: it is named, counted as a
+/// failure of that binary, and removed.
 const RUN_EACH: &str = r#"status=0
+state=/run/safeclaw-vm
+ps -eo pid= | tr -d ' ' >$state/before
+# Processes started since the first binary, less kernel threads and this shell's own children (ps, awk).
+left_behind() {
+    ps -eo pid=,ppid=,args= | awk -v shell=$$ 'NR == FNR { before[$1]; next }
+        !($1 in before) && $2 != shell && $3 !~ /^\[/ { $2 = ""; print }' $state/before -
+}
 for test in "$@"; do
     echo "safeclaw-test: running $test"
     "$test" --test-threads=1
     code=$?
     echo "safeclaw-test: exited $code $test"
     [ "$code" -eq 0 ] || status=1
+    waited=0
+    while left_behind >$state/left && [ -s $state/left ] && [ $waited -lt 60 ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    while read -r pid args; do
+        echo "safeclaw-test: left behind by $test: process $pid: $args"
+        kill -9 "$pid" 2>/dev/null
+        status=1
+    done <$state/left
+    for pin in /sys/fs/bpf/*; do
+        [ -e "$pin" ] || continue
+        echo "safeclaw-test: left behind by $test: pin $pin"
+        rm -rf "$pin"
+        status=1
+    done
 done
 exit $status"#;
 const RUNNING: &str = "safeclaw-test: running ";
 const EXITED: &str = "safeclaw-test: exited ";
+const LEFT_BEHIND: &str = "safeclaw-test: left behind by ";
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -131,24 +158,47 @@ fn interruption_check() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unit and property tests of every crate that runs on the host, with all failures reported (no fail-fast).
+/// Unit and property tests of every crate that runs on the host, several binaries at a time, with all
+/// failures reported (no fail-fast).
 fn native_tests() -> anyhow::Result<Suite> {
     let started = Instant::now();
     let mut command = cargo::cargo();
-    command
-        .args(["test", "--workspace", "--exclude", "safeclaw-ebpf", "--exclude", "safeclaw-integration"])
-        .arg("--no-fail-fast");
+    command.args(["test", "--workspace", "--exclude", "safeclaw-ebpf", "--exclude", "safeclaw-integration"]);
+    command.arg("--no-run");
+    let tests = match cargo::build_executables(command, "the native tests") {
+        Ok(built) => built.into_iter().filter(|executable| executable.is_test).collect::<Vec<_>>(),
+        Err(err) => {
+            let notes = vec![format!("{err:#}")];
+            return Ok(Suite {
+                name: "native".to_owned(),
+                tally: Tally { passed: 0, failed: 1 },
+                notes,
+                elapsed: started.elapsed(),
+            });
+        }
+    };
+    // The waits on real servers leave the cores idle: two binaries per core keep them busy.
+    let jobs = std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2);
     let mut tally = Tally::default();
-    let status = cargo::read_stdout_lines(command, "cargo test", |line| {
-        println!("{line}");
-        tally.add(libtest_result(line).unwrap_or_default());
-    })?;
     let mut notes = Vec::new();
-    if !status.success() && tally.failed == 0 {
-        tally.failed += 1;
-        notes.push(format!(
-            "cargo test failed ({status}) without a failing test: a build error or a crashed test binary"
-        ));
+    for finished in native::run_all(tests, jobs) {
+        let counted =
+            finished.output.lines().filter_map(libtest_result).fold(Tally::default(), |mut sum, one| {
+                sum.add(one);
+                sum
+            });
+        tally.add(counted);
+        match finished.success {
+            None => {
+                tally.failed += 1;
+                notes.push(format!("{} could not be started", finished.name));
+            }
+            Some(false) if counted.failed == 0 => {
+                tally.failed += 1;
+                notes.push(format!("{} failed without a failing test (did it crash?)", finished.name));
+            }
+            Some(_) => {}
+        }
     }
     Ok(Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() })
 }
@@ -294,8 +344,17 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
     let mut notes = Vec::new();
     let mut failed_in_binary = 0;
     let mut finished = 0;
+    let mut last_left_behind = None;
     for line in transcript {
-        if let Some(result) = libtest_result(line) {
+        if let Some(rest) = line.strip_prefix(LEFT_BEHIND) {
+            let (path, what) = rest.split_once(": ").unwrap_or((rest, ""));
+            let binary = Path::new(path).file_name().map_or(path.into(), |name| name.to_string_lossy());
+            if last_left_behind.as_deref() != Some(path) {
+                tally.failed += 1;
+                last_left_behind = Some(path.to_owned());
+            }
+            notes.push(format!("{binary} left behind {what}"));
+        } else if let Some(result) = libtest_result(line) {
             tally.add(result);
             failed_in_binary += result.failed;
         } else if line.starts_with(RUNNING) {
@@ -402,6 +461,22 @@ mod tests {
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("a exited with 139"), "{notes:?}");
         assert!(notes[1].contains("1 test binaries did not finish"));
+    }
+
+    #[test]
+    fn what_a_binary_leaves_behind_counts_once_as_its_failure() {
+        let transcript = lines(
+            "safeclaw-test: running /t/a\ntest result: ok. 2 passed; 0 failed\nsafeclaw-test: exited 0 /t/a\n\
+             safeclaw-test: left behind by /t/a: process 71: /usr/sbin/auditd -n\n\
+             safeclaw-test: left behind by /t/a: pin /sys/fs/bpf/safeclaw-x\n\
+             safeclaw-test: running /t/b\ntest result: ok. 1 passed; 0 failed\nsafeclaw-test: exited 0 /t/b",
+        );
+        let (tally, notes) = tally_vm_run(&transcript, 2, &Ending::Exited(1));
+        assert_eq!(tally, Tally { passed: 3, failed: 1 });
+        assert_eq!(
+            notes,
+            ["a left behind process 71: /usr/sbin/auditd -n", "a left behind pin /sys/fs/bpf/safeclaw-x"]
+        );
     }
 
     #[test]
