@@ -20,6 +20,8 @@ pub struct Executable {
     /// Built with the test harness (`cargo test --no-run`).
     pub is_test: bool,
     pub path: PathBuf,
+    /// The directory of the package's Cargo.toml, where `cargo test` runs the package's tests.
+    pub package_dir: PathBuf,
 }
 
 /// Runs a cargo build with `--message-format=json-render-diagnostics` and returns the executables it
@@ -58,6 +60,7 @@ fn parse_artifact(line: &str) -> Option<Executable> {
         target: message["target"]["name"].as_str()?.to_owned(),
         is_test: message["profile"]["test"].as_bool().unwrap_or(false),
         path: PathBuf::from(message["executable"].as_str()?),
+        package_dir: PathBuf::from(message["manifest_path"].as_str()?).parent()?.to_path_buf(),
     })
 }
 
@@ -83,15 +86,16 @@ mod tests {
 
     #[test]
     fn reads_test_executables_and_skips_libraries_and_other_messages() {
-        let test = r#"{"reason":"compiler-artifact","target":{"name":"vm_smoke","kind":["test"]},"profile":{"test":true},"executable":"/t/release/deps/vm_smoke-1"}"#;
-        let bin = r#"{"reason":"compiler-artifact","target":{"name":"safeclaw-agent","kind":["bin"]},"profile":{"test":false},"executable":"/t/release/safeclaw-agent"}"#;
+        let test = r#"{"reason":"compiler-artifact","target":{"name":"vm_smoke","kind":["test"]},"profile":{"test":true},"executable":"/t/release/deps/vm_smoke-1","manifest_path":"/p/tests/Cargo.toml"}"#;
+        let bin = r#"{"reason":"compiler-artifact","target":{"name":"safeclaw-agent","kind":["bin"]},"profile":{"test":false},"executable":"/t/release/safeclaw-agent","manifest_path":"/p/agent/Cargo.toml"}"#;
         let lib = r#"{"reason":"compiler-artifact","target":{"name":"anyhow","kind":["lib"]},"profile":{"test":false},"executable":null}"#;
         assert_eq!(
             parse_artifact(test),
             Some(Executable {
                 target: "vm_smoke".into(),
                 is_test: true,
-                path: "/t/release/deps/vm_smoke-1".into()
+                path: "/t/release/deps/vm_smoke-1".into(),
+                package_dir: "/p/tests".into(),
             })
         );
         assert_eq!(parse_artifact(bin).map(|e| e.is_test), Some(false));
@@ -103,8 +107,18 @@ mod tests {
     #[test]
     fn finds_the_named_binary_not_a_test_of_the_same_name() {
         let built = vec![
-            Executable { target: "safeclaw-agent".into(), is_test: true, path: "/t/deps/agent-test".into() },
-            Executable { target: "safeclaw-agent".into(), is_test: false, path: "/t/safeclaw-agent".into() },
+            Executable {
+                target: "safeclaw-agent".into(),
+                is_test: true,
+                path: "/t/deps/agent-test".into(),
+                package_dir: "/p".into(),
+            },
+            Executable {
+                target: "safeclaw-agent".into(),
+                is_test: false,
+                path: "/t/safeclaw-agent".into(),
+                package_dir: "/p".into(),
+            },
         ];
         assert_eq!(find_executable(built, "safeclaw-agent").ok(), Some(PathBuf::from("/t/safeclaw-agent")));
         assert!(find_executable(Vec::new(), "safeclaw-agent").is_err());

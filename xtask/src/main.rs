@@ -2,6 +2,7 @@
 mod bench;
 mod build_ebpf;
 mod cargo;
+mod native;
 mod package;
 mod package_test;
 mod process;
