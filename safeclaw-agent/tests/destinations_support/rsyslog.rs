@@ -2,9 +2,22 @@
 //! inputs, each writing what it receives (`%rawmsg%`) to its own file; a throwaway CA for the TLS input.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use super::{free_port, wait_for};
+
+/// The running rsyslogd's pid (0: none), for the exit handler: the test binary keeps its server in a
+/// static, which is never dropped, and the server must not outlive the binary.
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn kill_at_exit() {
+    let pid = RUNNING.swap(0, Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: plain syscall on our own unreaped child, whose pid therefore cannot be reused.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
 
 /// An rsyslogd on loopback ports (one per test binary), writing each input's messages to a file.
 pub struct Rsyslog {
@@ -65,6 +78,10 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls" streamDriver.n
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {rsyslogd}: {e}"));
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a handler that only makes a syscall.
+        AT_EXIT.call_once(|| assert_eq!(unsafe { libc::atexit(kill_at_exit) }, 0));
+        RUNNING.store(child.id() as i32, Ordering::SeqCst);
         self.child = Some(child);
         let (tcp, tls) = (self.tcp, self.tls);
         let out = d.join("rsyslogd.out");
@@ -83,6 +100,7 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls" streamDriver.n
 
     pub fn kill9_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {
+            RUNNING.store(0, Ordering::SeqCst);
             child.kill().unwrap();
             child.wait().unwrap();
         }
@@ -103,6 +121,7 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="tls" streamDriver.n
 impl Drop for Rsyslog {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            RUNNING.store(0, Ordering::SeqCst);
             let _ = child.kill();
             let _ = child.wait();
         }
