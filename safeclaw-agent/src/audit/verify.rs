@@ -3,6 +3,7 @@
 //! the kind of damage. Memory stays constant: lines are parsed in fixed-size chunks, two at a time.
 use std::fmt;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -467,7 +468,7 @@ fn check_file(
             let mut index = 0;
             // Ends when the checker stops (it drops the spares' sender) or at the end of the file.
             while let Ok(mut chunk) = spare_rx.recv() {
-                if !read_chunk(reader, carry, &mut chunk.data)? {
+                if !read_chunk(reader, carry, &mut chunk)? {
                     break;
                 }
                 chunk.index = index;
@@ -507,7 +508,12 @@ fn check_file(
 #[derive(Default)]
 struct Chunk {
     index: u64,
-    data: Vec<u8>,
+    /// The chunk's bytes are `buffer[..filled]`. The buffer keeps its length between uses, so that
+    /// reading into it does not zero it again for every chunk.
+    buffer: Vec<u8>,
+    filled: usize,
+    /// Where each line lies in `buffer` (without its newline): found once, by the worker.
+    lines: Vec<Range<usize>>,
     parsed: Vec<Parsed>,
     /// Per line, where the members the visitor wants lie (`wanted.len()` each, `None` for an absent one).
     members: Vec<Option<Span>>,
@@ -518,10 +524,13 @@ struct Chunk {
 impl Chunk {
     /// Parses every line of `data`, and finds the `wanted` members of each entry that parsed.
     fn parse(&mut self, wanted: &[&str]) {
+        self.lines.clear();
         self.parsed.clear();
         self.members.clear();
         self.readable.clear();
-        for line in chunk_lines(&self.data) {
+        let data = &self.buffer[..self.filled];
+        self.lines.extend(line_ranges(data));
+        for line in self.lines.iter().map(|range| &data[range.clone()]) {
             let start = self.members.len();
             self.members.resize(start + wanted.len(), None);
             let parsed = parse_reading(line, wanted, &mut self.members[start..]);
@@ -547,7 +556,8 @@ fn check_in_order(
         early.insert(chunk.index, chunk);
         while let Some(mut chunk) = early.remove(&due) {
             due += 1;
-            let lines = chunk_lines(&chunk.data);
+            let data = &chunk.buffer[..chunk.filled];
+            let lines = chunk.lines.iter().map(|range| &data[range.clone()]);
             for (index, (result, line)) in chunk.parsed.drain(..).zip(lines).enumerate() {
                 let location = Location { file: path.clone(), line: *next_line };
                 *next_line += 1;
@@ -623,44 +633,65 @@ fn await_live_signature(
     Ok(())
 }
 
-/// Fills `data` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more: the
-/// complete lines or, at the end, whatever remains; a longer line is read whole. False at the end.
-fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, data: &mut Vec<u8>) -> io::Result<bool> {
-    data.clear();
-    data.append(carry);
+/// Fills `chunk` (a recycled buffer) with the carried-over partial line and up to `CHUNK_BYTES` more:
+/// the complete lines or, at the end, whatever remains; a longer line is read whole. False at the end.
+fn read_chunk(reader: &mut dyn Read, carry: &mut Vec<u8>, chunk: &mut Chunk) -> io::Result<bool> {
+    let buffer = &mut chunk.buffer;
+    let mut filled = carry.len();
+    if buffer.len() < filled {
+        buffer.resize(filled, 0);
+    }
+    buffer[..filled].copy_from_slice(carry);
+    carry.clear();
     loop {
-        let want = CHUNK_BYTES as u64;
-        let read = reader.take(want).read_to_end(data)? as u64;
-        if read < want {
-            // The end of the file (for now). Bytes after its last newline are no entry (yet): an
-            // interrupted write, or one still in progress.
-            let complete = memchr::memrchr(b'\n', data).map_or(0, |end| end + 1);
-            carry.extend_from_slice(&data[complete..]);
-            data.truncate(complete);
-            return Ok(!data.is_empty());
+        let searched = filled;
+        let target = filled + CHUNK_BYTES;
+        if buffer.len() < target {
+            buffer.resize(target, 0);
         }
-        if let Some(end) = memchr::memrchr(b'\n', data) {
-            carry.extend_from_slice(&data[end + 1..]);
-            data.truncate(end + 1);
+        filled += fill(reader, &mut buffer[filled..target])?;
+        // Bytes after the last newline are carried over; at the end of the file (for now) they are no
+        // entry (yet): an interrupted write, or one still in progress.
+        if let Some(last) = memchr::memrchr(b'\n', &buffer[searched..filled]) {
+            let complete = searched + last + 1;
+            carry.extend_from_slice(&buffer[complete..filled]);
+            chunk.filled = complete;
             return Ok(true);
+        }
+        if filled < target {
+            carry.extend_from_slice(&buffer[..filled]);
+            chunk.filled = 0;
+            return Ok(false);
         }
     }
 }
 
+/// Reads until `buf` is full or the reader ends; how many bytes it read.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match reader.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 type Parsed = Result<Summary, LineError>;
 
-/// The lines of a chunk without their newlines; a last line without one counts too.
-fn chunk_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = data;
+/// Where the lines of a chunk lie, without their newlines; a last line without one counts too.
+fn line_ranges(data: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
     std::iter::from_fn(move || {
-        if rest.is_empty() {
+        if start == data.len() {
             return None;
         }
-        let (line, next) = match memchr::memchr(b'\n', rest) {
-            Some(end) => (&rest[..end], &rest[end + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |at| start + at);
+        let line = start..end;
+        start = (end + 1).min(data.len());
         Some(line)
     })
 }
