@@ -271,12 +271,15 @@ fn binary_name(path: &Path) -> String {
 /// named by `--only`), split so that the two guests take about as long and CI stays short: the audit
 /// format's vectors and the reports read a log the daemon wrote; the agent CLIs' hooks talk to the
 /// daemon's tool socket (the kernel hooks their commands reach are tested on both kernels by the
-/// other binaries); the bench smoke test checks the bench harness.
-const ONE_KERNEL: [(&str, Kernel); 4] = [
+/// other binaries); the bench smoke test checks the bench harness; the demo replays decisions the
+/// escape suite and the workload test make on both; Prometheus reads the daemon's counters.
+const ONE_KERNEL: [(&str, Kernel); 6] = [
     ("vectors_vm", Kernel::V6_1),
     ("report", Kernel::V6_1),
+    ("demo", Kernel::V6_1),
     ("agent_hooks", Kernel::V6_12),
     ("bench_smoke", Kernel::V6_12),
+    ("metrics", Kernel::V6_12),
 ];
 
 /// The binaries of `tests` that run on `kernel`.
