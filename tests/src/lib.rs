@@ -384,12 +384,33 @@ impl SharedDaemon {
             None => {
                 let (name, policy) = (self.name, policy_yaml.to_owned());
                 *daemon = Some(on_keeper_thread(move || Daemon::start_bound_to_thread(name, &policy)));
+                stop_at_exit(self);
             }
         }
         let mut turn = Turn { daemon, from: 0 };
         turn.from = turn.recorded();
         turn
     }
+}
+
+/// The shared daemons started by this test binary, stopped when it exits.
+static STARTED: std::sync::Mutex<Vec<&'static SharedDaemon>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the test binary's exit stop `shared` with SIGTERM from the binary itself, and wait for it.
+/// The SIGTERM that `PR_SET_PDEATHSIG` sends comes from a process that is exiting; the daemon cannot
+/// place a sender that is gone, refuses the signal on doubt, and would enforce on for the rest of the run.
+fn stop_at_exit(shared: &'static SharedDaemon) {
+    extern "C" fn stop_all() {
+        let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for shared in started {
+            // Dropping a daemon sends SIGTERM and waits for it to exit.
+            drop(shared.daemon.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        }
+    }
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function; it runs once, in `exit`, after every test has ended.
+    REGISTERED.call_once(|| assert_eq!(unsafe { libc::atexit(stop_all) }, 0, "atexit failed"));
+    STARTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(shared);
 }
 
 /// One test's use of a `SharedDaemon`, which enforces the test's policy meanwhile.
