@@ -872,12 +872,19 @@ fn request_details(detail: &events::Detail) -> audit::RequestDetails {
                 FileAction::Chown { uid, gid } => (None, uid, gid),
                 _ => (None, None, None),
             };
+            let xattr_name = match kind {
+                FileAction::SetXattr { name } | FileAction::RemoveXattr { name } => {
+                    Some(String::from_utf8_lossy(name).into_owned())
+                }
+                _ => None,
+            };
             audit::RequestDetails::FileAction {
                 action: kind.action_name(),
                 path: path.clone(),
                 new_mode,
                 new_uid,
                 new_gid,
+                xattr_name,
             }
         }
     }

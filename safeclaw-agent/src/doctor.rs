@@ -127,7 +127,7 @@ fn check_lsm_load() -> Check {
     loaded.load_programs().map_err(|e| (e.to_string(), fix.to_string()))?;
     Ok(format!(
         "the kernel verified and loaded {} (not attached); ring buffer created",
-        loader::PROGRAMS.join(", ")
+        loaded.programs().join(", ")
     ))
 }
 

@@ -59,6 +59,11 @@ pub mod action {
     /// `network.listen` rules on its local address and port (`net`; an unbound listener is the
     /// any-address of its family, port 0).
     pub const NETWORK_LISTEN: u8 = 39;
+    /// An extended attribute set on the path (setxattr, lsetxattr, fsetxattr), decided by the write
+    /// rules; the attribute's name follows the path's NUL in the event (never its value).
+    pub const FILE_SETXATTR: u8 = 40;
+    /// An extended attribute removed from the path (removexattr family), as `FILE_SETXATTR`.
+    pub const FILE_REMOVEXATTR: u8 = 41;
 }
 
 /// Which mount operation (`EventHeader::detail_arg` of `action::MOUNT`).
@@ -121,6 +126,9 @@ pub mod flag {
     /// clone, a lazily unmounted tree, another namespace's files through `/proc/PID/root`). Denied
     /// under a deny-by-default policy.
     pub const PATH_UNREACHABLE: u16 = 1 << 10;
+    /// An extended attribute in the `security.` or `trusted.` namespace (file capabilities, LSM
+    /// labels, overlayfs metadata): never set or removed inside the scope, whatever the rules.
+    pub const PROTECTED_XATTR: u16 = 1 << 12;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -197,6 +205,12 @@ pub struct KernelOffsets {
     pub sock_common_skc_rcv_saddr: u64,
     pub sock_common_skc_v6_rcv_saddr: u64,
     pub sock_common_skc_num: u64,
+    // The mounts of a dentry's filesystem, for hooks that get a dentry without its mount (xattrs).
+    pub dentry_d_sb: u64,
+    /// `super_block.s_mounts`: the list of every mount of the filesystem, linked by
+    /// `mount.mnt_instance`.
+    pub super_block_s_mounts: u64,
+    pub mount_mnt_instance: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

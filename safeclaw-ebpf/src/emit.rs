@@ -106,6 +106,12 @@ impl Pending {
         unsafe { &*(self.event.path.as_ptr() as *const [u8; PATH_MAX]) }
     }
 
+    /// Bytes of the path in the event (0 until one is resolved).
+    #[inline(always)]
+    pub fn path_len(&self) -> u32 {
+        self.event.path_len
+    }
+
     #[inline(always)]
     pub fn net(&self) -> &NetDetail {
         &self.event.net
@@ -250,6 +256,33 @@ impl Pending {
             self.event.header.flags |= flag::ARGV_INCOMPLETE;
         }
         self.event.args_len = walk.used;
+    }
+
+    /// Copies a NUL-terminated kernel string of at most `XATTR_NAME_MAX` bytes (an extended
+    /// attribute's name) after the path and its NUL, where an exec's argv goes. `None` if unreadable.
+    #[inline(always)]
+    pub fn capture_name(&mut self, path_len: u32, name: u64) -> Option<()> {
+        const NAME_ROOM: u32 = 256;
+        const _: () = assert!(PATH_MAX + NAME_ROOM as usize <= EVENT_DATA_LEN);
+        let end = masked::<{ PATH_MAX as u64 - 1 }>(path_len);
+        // SAFETY: `end` < PATH_MAX, inside the event buffer (a raw write: an indexing bounds check
+        // would leave a panic path the verifier rejects).
+        unsafe { *self.event.path.as_mut_ptr().add(end as usize) = 0 };
+        let start = end + 1;
+        // SAFETY: `start` <= PATH_MAX and the copy is at most NAME_ROOM bytes, inside the event
+        // buffer; `name` is a kernel address the helper reads safely.
+        let copied = unsafe {
+            generated::bpf_probe_read_kernel_str(
+                self.event.path.as_mut_ptr().add(start as usize) as *mut c_void,
+                NAME_ROOM,
+                name as *const c_void,
+            )
+        };
+        if copied <= 0 {
+            return None;
+        }
+        self.event.args_len = copied as u32 & (NAME_ROOM * 2 - 1);
+        Some(())
     }
 
     /// Reads the connect's (or, `sending`, a datagram's) address into the event.

@@ -77,6 +77,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     sock_common_skc_rcv_saddr: 0,
     sock_common_skc_v6_rcv_saddr: 0,
     sock_common_skc_num: 0,
+    dentry_d_sb: 0,
+    super_block_s_mounts: 0,
+    mount_mnt_instance: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -140,6 +143,12 @@ pub fn truncate_decided_at_open() -> bool {
         user_register(&OFFSETS.pt_regs_orig_ax),
         Some(SYS_OPEN | SYS_OPENAT | SYS_OPENAT2 | SYS_CREAT | SYS_FTRUNCATE)
     )
+}
+
+/// Whether the current syscall is an open (open, openat, openat2, creat), which `file_open` decides.
+#[inline(always)]
+pub fn in_open() -> bool {
+    matches!(user_register(&OFFSETS.pt_regs_orig_ax), Some(SYS_OPEN | SYS_OPENAT | SYS_OPENAT2 | SYS_CREAT))
 }
 
 #[inline(always)]

@@ -17,6 +17,7 @@ mod signals;
 mod sockets;
 mod unix;
 mod walk;
+mod xattr;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use safeclaw_common::{action, dfa_class, effect, flag, mount_op, Scope};

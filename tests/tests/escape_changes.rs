@@ -44,9 +44,13 @@ impl Protected {
     }
 
     fn probe(&self, args: &[&str]) -> String {
+        self.probe_as(RunAs::Nobody, args)
+    }
+
+    fn probe_as(&self, run_as: RunAs, args: &[&str]) -> String {
         let mut argv = vec![PROBE];
         argv.extend_from_slice(args);
-        probe_outcome(&self.daemon.session("escape", RunAs::Nobody, &argv))
+        probe_outcome(&self.daemon.session("escape", run_as, &argv))
     }
 
     /// The test's one denial of `path` as `action`, by the `protected` rule.
@@ -155,4 +159,97 @@ fn allowed_changes_happen_and_are_recorded() {
         assert_eq!(found.len(), 1, "one {action} entry: {found:#?}");
         assert_eq!(found[0]["effect"], "allow", "{:#}", found[0]);
     }
+}
+
+/// The extended attribute `name` of `path`, if it has one.
+fn xattr(path: &str, name: &str) -> Option<Vec<u8>> {
+    let path = std::ffi::CString::new(path).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut value = [0u8; 256];
+    // SAFETY: valid C strings and a live buffer of the given size.
+    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    usize::try_from(len).ok().map(|len| value[..len].to_vec())
+}
+
+/// The kernel the test runs on: before 6.6, tmpfs (the VM's `/tmp`) has no `user.` attributes.
+fn tmpfs_has_user_xattrs() -> bool {
+    std::env::var("SAFECLAW_VM_KERNEL").map_or(true, |kernel| kernel != "6.1")
+}
+
+#[test]
+fn setxattr_is_refused_and_records_the_name_not_the_value() {
+    let p = Protected::start("safeclaw-chg-setxattr");
+    assert_eq!(p.probe(&["setxattr", &p.file, "user.origin", "agent-secret-value"]), "EPERM");
+    assert_eq!(xattr(&p.file, "user.origin"), None);
+    let file = p.file.clone();
+    let entry = p.denial("file.setxattr", &file);
+    assert_eq!(entry["requestDetails"]["xattrName"], "user.origin", "{entry:#}");
+    assert!(!entry.to_string().contains("agent-secret-value"), "the value is never recorded: {entry:#}");
+}
+
+#[test]
+fn fsetxattr_through_a_read_only_descriptor_is_refused() {
+    let p = Protected::start("safeclaw-chg-fsetxattr");
+    assert_eq!(p.probe(&["fsetxattr", &p.file, "user.origin", "x"]), "EPERM");
+    assert_eq!(xattr(&p.file, "user.origin"), None);
+    let file = p.file.clone();
+    let entry = p.denial("file.setxattr", &file);
+    assert_eq!(entry["requestDetails"]["xattrName"], "user.origin", "{entry:#}");
+}
+
+#[test]
+fn removexattr_is_refused() {
+    let p = Protected::start("safeclaw-chg-removexattr");
+    // The hook runs before the file system looks the attribute up: no attribute is needed.
+    assert_eq!(p.probe(&["removexattr", &p.file, "user.origin"]), "EPERM");
+    let file = p.file.clone();
+    let entry = p.denial("file.removexattr", &file);
+    assert_eq!(entry["requestDetails"]["xattrName"], "user.origin", "{entry:#}");
+}
+
+#[test]
+fn setting_a_posix_acl_is_refused() {
+    let p = Protected::start("safeclaw-chg-setfacl");
+    // 6.1 decides it at inode_setxattr, 6.12 at inode_set_acl: the same action either way.
+    assert_eq!(p.probe(&["setfacl", &p.file]), "EPERM");
+    assert_eq!(xattr(&p.file, "system.posix_acl_access"), None);
+    let file = p.file.clone();
+    let entry = p.denial("file.setxattr", &file);
+    assert_eq!(entry["requestDetails"]["xattrName"], "system.posix_acl_access", "{entry:#}");
+}
+
+#[test]
+fn setxattr_where_writing_is_allowed_happens_and_is_recorded() {
+    let p = Protected::start("safeclaw-chg-setxattr-allowed");
+    let scratch = p.dir.join("scratch").display().to_string();
+    std::fs::write(&scratch, "x").unwrap();
+    give_to_nobody(scratch.as_ref(), 0o644);
+    let outcome = p.probe(&["setxattr", &scratch, "user.origin", "agent"]);
+    if tmpfs_has_user_xattrs() {
+        assert_eq!(outcome, "ok");
+        assert_eq!(xattr(&scratch, "user.origin").as_deref(), Some(&b"agent"[..]));
+    } else {
+        // Allowed by SafeClaw, then refused by tmpfs itself.
+        assert_eq!(outcome, "EOPNOTSUPP");
+    }
+    let entries = p.daemon.entries();
+    let found = entries_for(&entries, "file.setxattr", &scratch);
+    assert_eq!(found.len(), 1, "one file.setxattr entry: {found:#?}");
+    assert_eq!(found[0]["effect"], "allow", "{:#}", found[0]);
+    assert_eq!(found[0]["requestDetails"]["xattrName"], "user.origin", "{:#}", found[0]);
+}
+
+#[test]
+fn root_agent_cannot_give_a_file_it_may_write_a_capability() {
+    let p = Protected::start("safeclaw-chg-setfcap");
+    let scratch = p.dir.join("tool").display().to_string();
+    std::fs::write(&scratch, "x").unwrap();
+    give_to_nobody(scratch.as_ref(), 0o755);
+    assert_eq!(p.probe_as(RunAs::Root, &["setfcap", &scratch]), "EPERM");
+    assert_eq!(xattr(&scratch, "security.capability"), None);
+    let entries = p.daemon.entries();
+    let entry = the_denial(&entries, "file.setxattr", &scratch);
+    assert_eq!(entry["requestDetails"]["xattrName"], "security.capability", "{entry:#}");
+    assert_eq!(entry["flags"], serde_json::json!(["protected_xattr"]), "{entry:#}");
+    assert!(entry.get("matchedRule").is_none(), "no rule decides it: {entry:#}");
 }

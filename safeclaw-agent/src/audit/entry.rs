@@ -115,14 +115,16 @@ pub enum RequestDetails {
     },
     /// An action on a file other than an open or exec: a change without an open for write
     /// (`action` = `file.delete`, `file.symlink`, `file.mkdir`, `file.truncate`, `file.chmod`,
-    /// `file.chown`), or its code mapped executable (`process.map_exec`); with the new mode of a chmod
-    /// and the new ids of a chown (`None`: unchanged, or not that action).
+    /// `file.chown`, `file.setxattr`, `file.removexattr`), or its code mapped executable
+    /// (`process.map_exec`); with the new mode of a chmod, the new ids of a chown (`None`: unchanged,
+    /// or not that action) and the attribute's name (never its value) of an xattr change.
     FileAction {
         action: &'static str,
         path: Vec<u8>,
         new_mode: Option<u32>,
         new_uid: Option<u32>,
         new_gid: Option<u32>,
+        xattr_name: Option<String>,
     },
 }
 
@@ -195,7 +197,7 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 14] = [
+const FLAG_NAMES: [(u16, &str); 15] = [
     (flag::ARGV_INCOMPLETE, "argv_incomplete"),
     (flag::HARD_LINK, "hard_link"),
     (flag::LOCKDOWN, "lockdown"),
@@ -203,6 +205,7 @@ const FLAG_NAMES: [(u16, &str); 14] = [
     (flag::PATH_UNREACHABLE, "path_unreachable"),
     (flag::PATH_UNRESOLVED, "path_unresolved"),
     (flag::PREVIOUS_LSM_DENIED, "previous_lsm_denied"),
+    (flag::PROTECTED_XATTR, "protected_xattr"),
     (flag::RAW_SOCKET, "raw_socket"),
     (flag::RENAME, "rename"),
     (flag::SENDTO, "sendto"),
@@ -620,6 +623,9 @@ impl<'a> RedactedDetails<'a> {
         d.u64("tid", u64::from(p.tid));
         d.opt_str("toolUseId", record.tool_use_id.as_deref());
         d.u64("uid", u64::from(p.uid));
+        if let RequestDetails::FileAction { xattr_name: Some(name), .. } = &record.details {
+            d.str("xattrName", name);
+        }
     }
 }
 
@@ -912,6 +918,7 @@ mod tests {
             new_mode: None,
             new_uid: Some(0),
             new_gid: Some(7),
+            xattr_name: None,
         };
         let mut out = Vec::new();
         write_action(&mut out, &header(), &record, FieldSet::ALL, &Redactor::builtin());
@@ -922,6 +929,26 @@ mod tests {
         assert_eq!(value["requestDetails"]["newGid"], 7);
         assert!(value["requestDetails"].get("newMode").is_none());
         assert!(value["requestDetails"].get("mode").is_none());
+    }
+
+    #[test]
+    fn xattr_change_bodies_name_the_attribute() {
+        let mut record = sample(1);
+        record.details = RequestDetails::FileAction {
+            action: "file.setxattr",
+            path: b"/home/u/.bashrc".to_vec(),
+            new_mode: None,
+            new_uid: None,
+            new_gid: None,
+            xattr_name: Some("security.capability".into()),
+        };
+        let mut out = Vec::new();
+        write_action(&mut out, &header(), &record, FieldSet::ALL, &Redactor::builtin());
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(serde_json::to_vec(&value).unwrap(), out, "canonical member order");
+        assert_eq!(value["action"], "file.setxattr");
+        assert_eq!(value["requestDetails"]["xattrName"], "security.capability");
+        assert_eq!(value["requestDetails"]["path"], "/home/u/.bashrc");
     }
 
     #[test]
@@ -937,6 +964,6 @@ mod tests {
 
     #[test]
     fn unknown_kernel_flags_are_named() {
-        assert_eq!(KernelFlags(flag::TABLE_BOUND | 0x1000).names(), ["table_bound", "unknown_0x1000"]);
+        assert_eq!(KernelFlags(flag::TABLE_BOUND | 0x0800).names(), ["table_bound", "unknown_0x0800"]);
     }
 }

@@ -20,6 +20,7 @@ pub enum BtfError {
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_FUNC: u32 = 12;
 
 /// One parsed type: its kind, name, and for structs and unions their members.
 struct Type {
@@ -122,6 +123,11 @@ impl KernelBtf {
         let rest = self.strings.get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         &rest[..end]
+    }
+
+    /// Whether the kernel has a function `name` (an LSM hook `h` is there when `bpf_lsm_h` is).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types.iter().any(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())
     }
 
     /// Byte offset of `member` in `struct strukt`, looking through anonymous struct/union members.

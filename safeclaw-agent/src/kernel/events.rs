@@ -109,7 +109,7 @@ pub enum MountOp {
 
 /// An action on a file other than an open or exec: a change without an open for write (decided by
 /// the write rules), or its code mapped executable (decided by the exec rules).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileAction {
     /// unlink or rmdir.
     Delete,
@@ -126,11 +126,18 @@ pub enum FileAction {
     },
     /// mmap or mprotect with PROT_EXEC outside an exec.
     MapExec,
+    /// An extended attribute set (its name; the value is never recorded).
+    SetXattr {
+        name: Vec<u8>,
+    },
+    RemoveXattr {
+        name: Vec<u8>,
+    },
 }
 
 impl FileAction {
     /// Audit action name.
-    pub fn action_name(self) -> &'static str {
+    pub fn action_name(&self) -> &'static str {
         match self {
             FileAction::Delete => "file.delete",
             FileAction::Symlink => "file.symlink",
@@ -139,6 +146,8 @@ impl FileAction {
             FileAction::Chmod { .. } => "file.chmod",
             FileAction::Chown { .. } => "file.chown",
             FileAction::MapExec => "process.map_exec",
+            FileAction::SetXattr { .. } => "file.setxattr",
+            FileAction::RemoveXattr { .. } => "file.removexattr",
         }
     }
 }
@@ -339,6 +348,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         action::TERMINAL_INPUT => Detail::Guarded(Guarded::TerminalInput { command: header.detail_arg }),
         action::FILE_DELETE..=action::PROCESS_MAP_EXEC => {
             Detail::FileAction { kind: file_action(&header), path }
+        }
+        action::FILE_SETXATTR | action::FILE_REMOVEXATTR => {
+            // The attribute's name follows the path's NUL, NUL-terminated.
+            let name = args.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+            let kind = if header.action == action::FILE_SETXATTR {
+                FileAction::SetXattr { name }
+            } else {
+                FileAction::RemoveXattr { name }
+            };
+            Detail::FileAction { kind, path }
         }
         other => return Err(DecodeError::Action(other)),
     };
@@ -596,6 +615,33 @@ mod tests {
         for (code, name) in names {
             let header = EventHeader { action: code, ..EventHeader::default() };
             assert_eq!(decode(&encode(header, NetDetail::default(), b"/x")).unwrap().action_name(), name);
+        }
+    }
+
+    #[test]
+    fn decodes_xattr_changes_with_the_attributes_name_as_write_requests() {
+        for (code, name) in
+            [(action::FILE_SETXATTR, "file.setxattr"), (action::FILE_REMOVEXATTR, "file.removexattr")]
+        {
+            let header = EventHeader { action: code, effect: effect::DENY, ..EventHeader::default() };
+            // As the kernel writes it: the path, its NUL, then the name and its NUL.
+            let mut bytes = encode(header, NetDetail::default(), b"/home/u/.bashrc");
+            bytes.extend_from_slice(b"\0user.origin\0");
+            let event = decode(&bytes).unwrap();
+            assert_eq!(event.action_name(), name);
+            let expected = if code == action::FILE_SETXATTR {
+                FileAction::SetXattr { name: b"user.origin".to_vec() }
+            } else {
+                FileAction::RemoveXattr { name: b"user.origin".to_vec() }
+            };
+            assert_eq!(
+                event.detail,
+                Detail::FileAction { kind: expected, path: b"/home/u/.bashrc".to_vec() }
+            );
+            assert_eq!(
+                event.request(),
+                Some(Request::FileOpen { path: b"/home/u/.bashrc", read: false, write: true })
+            );
         }
     }
 

@@ -18,7 +18,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 36] = [
+pub const PROGRAMS: [&str; 38] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -55,7 +55,20 @@ pub const PROGRAMS: [&str; 36] = [
     "unix_may_send",
     "socket_bind",
     "socket_listen",
+    "inode_setxattr",
+    "inode_removexattr",
 ];
+
+/// Programs of hooks that not every supported kernel has (6.2 gave POSIX ACLs hooks of their own,
+/// which 6.1 decides at `inode_setxattr`): attached where the kernel has the hook.
+pub const PROGRAMS_IF_PRESENT: [&str; 2] = ["inode_set_acl", "inode_remove_acl"];
+
+/// The programs this kernel runs: every one of `PROGRAMS`, and those of `PROGRAMS_IF_PRESENT` whose
+/// hook it has.
+fn programs_for(btf: &KernelBtf) -> Vec<&'static str> {
+    let present = PROGRAMS_IF_PRESENT.into_iter().filter(|name| btf.has_function(&format!("bpf_lsm_{name}")));
+    PROGRAMS.into_iter().chain(present).collect()
+}
 
 /// Reads the struct member offsets the programs need from the running kernel's BTF.
 pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
@@ -103,6 +116,9 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         sock_common_skc_rcv_saddr: btf.member_offset("sock_common", "skc_rcv_saddr")?,
         sock_common_skc_v6_rcv_saddr: btf.member_offset("sock_common", "skc_v6_rcv_saddr")?,
         sock_common_skc_num: btf.member_offset("sock_common", "skc_num")?,
+        dentry_d_sb: btf.member_offset("dentry", "d_sb")?,
+        super_block_s_mounts: btf.member_offset("super_block", "s_mounts")?,
+        mount_mnt_instance: btf.member_offset("mount", "mnt_instance")?,
     })
 }
 
@@ -113,6 +129,8 @@ pub struct Loaded {
     pins: Option<PinDir>,
     /// `PROGRAM_EPOCH` of these programs: they decide once `Scope::epoch` names it.
     pub epoch: u32,
+    /// The programs this kernel runs (`programs_for`).
+    programs: Vec<&'static str>,
     links: Vec<(&'static str, Link)>,
 }
 
@@ -134,7 +152,9 @@ pub struct ProgramStats {
 /// pinned there, or reused if a previous daemon left them (after checking their layout). The programs
 /// log through aya-log at `ebpf_log` and above; with `None` their logging is pruned at load.
 pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Loaded, KernelError> {
-    let offsets = offsets_from_btf(&KernelBtf::from_sys_fs()?)?;
+    let kernel_btf = KernelBtf::from_sys_fs()?;
+    let offsets = offsets_from_btf(&kernel_btf)?;
+    let programs = programs_for(&kernel_btf);
     let btf = Btf::from_sys_fs()?;
     let epoch = new_epoch()?;
     let mut loader = EbpfLoader::new();
@@ -152,7 +172,7 @@ pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Load
         }
     }
     let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
-    Ok(Loaded { ebpf, btf, pins, epoch, links: Vec::new() })
+    Ok(Loaded { ebpf, btf, pins, epoch, programs, links: Vec::new() })
 }
 
 /// A random, non-zero epoch: distinct from whatever a previous daemon used.
@@ -164,9 +184,14 @@ fn new_epoch() -> Result<u32, KernelError> {
 }
 
 impl Loaded {
+    /// The programs this kernel runs.
+    pub fn programs(&self) -> &[&'static str] {
+        &self.programs
+    }
+
     /// Loads (verifies) every program without attaching any.
     pub fn load_programs(&mut self) -> Result<(), KernelError> {
-        for name in PROGRAMS {
+        for &name in &self.programs {
             lsm(&mut self.ebpf, name)?
                 .load(name, &self.btf)
                 .map_err(|source| KernelError::LoadProgram { program: name, source })?;
@@ -182,7 +207,7 @@ impl Loaded {
         if let Some(pins) = &self.pins {
             pins.create_links(self.epoch)?;
         }
-        for name in PROGRAMS {
+        for name in self.programs.clone() {
             let id = lsm(&mut self.ebpf, name)?
                 .attach()
                 .map_err(|source| KernelError::AttachProgram { program: name, source })?;
@@ -250,7 +275,8 @@ impl Loaded {
 
     /// Run counts and times of each program, as the kernel accounts them.
     pub fn stats(&mut self) -> Result<Vec<ProgramStats>, KernelError> {
-        PROGRAMS
+        self.programs
+            .clone()
             .into_iter()
             .map(|name| {
                 let info = lsm(&mut self.ebpf, name)?

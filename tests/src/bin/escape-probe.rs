@@ -114,6 +114,8 @@ fn errno_name(errno: i32) -> String {
         libc::ENOEXEC => "ENOEXEC",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::ENETUNREACH => "ENETUNREACH",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENODATA => "ENODATA",
         _ => return format!("errno {errno}"),
     };
     name.to_string()

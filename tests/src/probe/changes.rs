@@ -2,13 +2,15 @@
 //! that does not lead to it from the root, or map its code without an exec (tests/tests/
 //! escape_changes.rs, escape_paths.rs, escape_exec_map.rs).
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
 
 use super::{check, cstring, open, parse, Outcome};
 
 pub const USAGE: &str = "open-trunc PATH | truncate PATH | unlink PATH | rmdir PATH | symlink TARGET LINK \
-| mkdir PATH | chmod PATH OCTAL | chown PATH UID GID | unlink-reopen PATH | open-tree-reopen DIR NAME | chroot DIR | mmap-exec PATH | mprotect-exec PATH";
+| mkdir PATH | chmod PATH OCTAL | chown PATH UID GID | setxattr PATH NAME VALUE | fsetxattr PATH NAME VALUE \
+| removexattr PATH NAME | setfcap PATH | setfacl PATH | unlink-reopen PATH | open-tree-reopen DIR NAME | chroot DIR | mmap-exec PATH | mprotect-exec PATH";
 
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 18] = [
     "open-trunc",
     "truncate",
     "unlink",
@@ -17,6 +19,11 @@ const COMMANDS: [&str; 13] = [
     "mkdir",
     "chmod",
     "chown",
+    "setxattr",
+    "fsetxattr",
+    "removexattr",
+    "setfcap",
+    "setfacl",
     "unlink-reopen",
     "open-tree-reopen",
     "chroot",
@@ -49,6 +56,22 @@ pub fn run(cmd: &OsStr, args: &[&OsStr]) -> Outcome {
         ("chown", [path, uid, gid]) => check(unsafe {
             libc::chown(cstring(path).as_ptr(), parse::<i32>(uid) as u32, parse::<i32>(gid) as u32)
         }),
+        ("setxattr", [path, name, value]) => check(unsafe {
+            let value = value.as_bytes();
+            libc::setxattr(
+                cstring(path).as_ptr(),
+                cstring(name).as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        }),
+        ("fsetxattr", [path, name, value]) => fsetxattr(path, name, value.as_bytes()),
+        ("removexattr", [path, name]) => {
+            check(unsafe { libc::removexattr(cstring(path).as_ptr(), cstring(name).as_ptr()) })
+        }
+        ("setfcap", [path]) => setfcap(path),
+        ("setfacl", [path]) => setfacl(path),
         ("unlink-reopen", [path]) => unlink_reopen(path),
         ("open-tree-reopen", [dir, name]) => open_tree_reopen(dir, name),
         ("chroot", [dir]) => check(unsafe { libc::chroot(cstring(dir).as_ptr()) }),
@@ -103,4 +126,57 @@ fn map_code(path: &OsStr, later: bool) -> Outcome {
         }
         Ok(())
     }
+}
+
+/// Sets an extended attribute through a descriptor opened read-only: no open for write.
+fn fsetxattr(path: &OsStr, name: &OsStr, value: &[u8]) -> Outcome {
+    // SAFETY: plain syscalls on valid C strings, our own descriptor and a live buffer.
+    unsafe {
+        let fd = libc::open(cstring(path).as_ptr(), libc::O_RDONLY);
+        check(fd)?;
+        check(libc::fsetxattr(fd, cstring(name).as_ptr(), value.as_ptr().cast(), value.len(), 0))
+    }
+}
+
+/// Gives the file a capability (`security.capability`, a valid revision-2 `vfs_cap_data`:
+/// CAP_NET_RAW permitted and effective), as `setcap cap_net_raw+ep` would. Root only.
+fn setfcap(path: &OsStr) -> Outcome {
+    const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+    const VFS_CAP_FLAGS_EFFECTIVE: u32 = 1;
+    const CAP_NET_RAW: u32 = 13;
+    let mut value = Vec::with_capacity(20);
+    for word in [VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE, 1 << CAP_NET_RAW, 0, 0, 0] {
+        value.extend_from_slice(&word.to_le_bytes());
+    }
+    let name = c"security.capability";
+    // SAFETY: a valid C string, a live buffer.
+    check(unsafe {
+        libc::setxattr(cstring(path).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    })
+}
+
+/// Gives root read and write access by a POSIX access ACL (`setfacl -m u:root:rw`), as the file's
+/// owner may: `system.posix_acl_access` in the kernel's xattr format.
+fn setfacl(path: &OsStr) -> Outcome {
+    const VERSION: u32 = 2;
+    const UNDEFINED_ID: u32 = u32::MAX;
+    // (tag, permissions, id), in the order the kernel requires.
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED_ID),
+        (0x02, 6, 0),
+        (0x04, 4, UNDEFINED_ID),
+        (0x10, 6, UNDEFINED_ID),
+        (0x20, 4, UNDEFINED_ID),
+    ];
+    let mut value = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        value.extend_from_slice(&tag.to_le_bytes());
+        value.extend_from_slice(&perm.to_le_bytes());
+        value.extend_from_slice(&id.to_le_bytes());
+    }
+    let name = c"system.posix_acl_access";
+    // SAFETY: a valid C string, a live buffer.
+    check(unsafe {
+        libc::setxattr(cstring(path).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    })
 }
