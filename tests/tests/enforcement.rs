@@ -146,7 +146,9 @@ fn safeclaw_programs() -> Vec<u32> {
         .filter(|p| {
             // The kernel keeps 15 bytes of a program's name.
             p.name_as_str().is_some_and(|n| {
-                !n.is_empty() && safeclaw_agent::kernel::loader::PROGRAMS.iter().any(|q| q.starts_with(n))
+                let optional = &safeclaw_agent::kernel::loader::PROGRAMS_IF_PRESENT;
+                let mut ours = safeclaw_agent::kernel::loader::PROGRAMS.iter().chain(optional.iter());
+                !n.is_empty() && ours.any(|q| q.starts_with(n))
             })
         })
         .map(|p| p.id())
