@@ -313,11 +313,14 @@ pub fn run(
         let ours = reader.get_ref().metadata()?;
         match std::fs::metadata(active) {
             // Rotated (a new file under the name) or truncated: finish the old file, read any segment
-            // rotated out since, then start on the new active one.
+            // rotated out since, then go on in the active one. The active file is opened before the
+            // segments are listed: opened after, it could be one rotation newer than the list, and
+            // the segment between them would never be read.
             Ok(now) if now.ino() != ours.ino() || now.len() < reader.stream_position()? => {
                 printer.drain(&mut reader, &mut line)?;
+                let next_active = File::open(active)?;
                 printer.catch_up(active)?;
-                reader = BufReader::new(File::open(active)?);
+                reader = BufReader::new(next_active);
                 line.clear();
             }
             Ok(_) | Err(_) => {}
