@@ -277,9 +277,9 @@ const ONE_KERNEL: [(&str, Kernel); 6] = [
     ("vectors_vm", Kernel::V6_1),
     ("report", Kernel::V6_1),
     ("demo", Kernel::V6_1),
+    ("metrics", Kernel::V6_1),
     ("agent_hooks", Kernel::V6_12),
     ("bench_smoke", Kernel::V6_12),
-    ("metrics", Kernel::V6_12),
 ];
 
 /// The binaries of `tests` that run on `kernel`.
