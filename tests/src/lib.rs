@@ -97,19 +97,14 @@ impl Daemon {
     /// Starts the daemon on `policy_yaml` with agent cgroup `name` and waits (bounded) until it enforces.
     pub fn start(name: &str, policy_yaml: &str) -> Daemon {
         let work = Daemon::prepare(name, policy_yaml);
-        Daemon::launch(name, work, None, Lifetime::UntilStopped)
+        Daemon::launch(name, work, None)
     }
 
     /// `start`, with `extra_args` added to `run`'s command line (`--metrics ADDR`, `--ebpf-log debug`)
     /// and the daemon's stderr kept in `work()/daemon.log` (see `log_text`) instead of the test's.
     pub fn start_with(name: &str, policy_yaml: &str, extra_args: &[&str]) -> Daemon {
         let work = Daemon::prepare(name, policy_yaml);
-        Daemon::launch(
-            name,
-            work,
-            Some(extra_args.iter().map(|a| a.to_string()).collect()),
-            Lifetime::UntilStopped,
-        )
+        Daemon::launch(name, work, Some(extra_args.iter().map(|a| a.to_string()).collect()))
     }
 
     /// A fresh work directory for daemon `name` holding its policy.
@@ -122,19 +117,8 @@ impl Daemon {
         work
     }
 
-    /// `start`, for a `SharedDaemon`: the daemon gets SIGTERM when the calling thread ends.
-    fn start_bound_to_thread(name: &str, policy_yaml: &str) -> Daemon {
-        let work = Daemon::prepare(name, policy_yaml);
-        Daemon::launch(name, work, None, Lifetime::UntilThreadEnds)
-    }
-
     /// Starts `run` on the files of `work` (which may hold a previous run's log and state) and waits.
-    fn launch(
-        name: &str,
-        work: std::path::PathBuf,
-        extra_args: Option<Vec<String>>,
-        lifetime: Lifetime,
-    ) -> Daemon {
+    fn launch(name: &str, work: std::path::PathBuf, extra_args: Option<Vec<String>>) -> Daemon {
         let policy = work.join("policy.yaml");
         let ready = work.join("ready");
         let _ = std::fs::remove_file(&ready);
@@ -162,9 +146,6 @@ impl Daemon {
             .arg("--tool-socket")
             .arg(work.join("tools/tool.sock"))
             .args(extra_args.iter().flatten());
-        if lifetime == Lifetime::UntilThreadEnds {
-            end_with_spawning_thread(&mut command);
-        }
         let child = command.spawn().expect("cannot start safeclaw-agent");
         let mut daemon = Daemon {
             name: name.to_owned(),
@@ -274,7 +255,7 @@ impl Daemon {
 
     /// A new daemon on the killed one's policy, pins, state and audit log.
     pub fn restart(self) -> Daemon {
-        Daemon::launch(&self.name, self.work.clone(), self.extra_args.clone(), Lifetime::UntilStopped)
+        Daemon::launch(&self.name, self.work.clone(), self.extra_args.clone())
     }
 
     /// SIGTERM, wait, and the audit entries written.
@@ -309,15 +290,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// How long a test's daemon runs when the test does not stop it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lifetime {
-    /// Until `stop`, `kill` or drop.
-    UntilStopped,
-    /// Until the thread that started it ends (`PR_SET_PDEATHSIG`), then SIGTERM.
-    UntilThreadEnds,
 }
 
 /// Writes `work/policy.yaml` as the daemon requires it (nobody but root can change it, whatever the
@@ -382,8 +354,7 @@ impl SharedDaemon {
                 write_policy(&running.work, policy_yaml);
             }
             None => {
-                let (name, policy) = (self.name, policy_yaml.to_owned());
-                *daemon = Some(on_keeper_thread(move || Daemon::start_bound_to_thread(name, &policy)));
+                *daemon = Some(Daemon::start(self.name, policy_yaml));
                 stop_at_exit(self);
             }
         }
@@ -397,8 +368,8 @@ impl SharedDaemon {
 static STARTED: std::sync::Mutex<Vec<&'static SharedDaemon>> = std::sync::Mutex::new(Vec::new());
 
 /// Makes the test binary's exit stop `shared` with SIGTERM from the binary itself, and wait for it.
-/// The SIGTERM that `PR_SET_PDEATHSIG` sends comes from a process that is exiting; the daemon cannot
-/// place a sender that is gone, refuses the signal on doubt, and would enforce on for the rest of the run.
+/// (Not `PR_SET_PDEATHSIG`: that SIGTERM comes from a process already exiting; the daemon cannot place
+/// a sender that is gone, refuses the signal on doubt, and would enforce on for the rest of the run.)
 fn stop_at_exit(shared: &'static SharedDaemon) {
     extern "C" fn stop_all() {
         let started = std::mem::take(&mut *STARTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
