@@ -16,9 +16,8 @@ use super::diag::{Diagnostic, Location};
 use super::positions::Positions;
 use super::{
     compile_all, denied_loader_warnings, launching_user_home, load_file, resolve_system, CompileContext,
-    CompiledProfile,
-    CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
-    ToolEvaluator, ToolRequest, SYSTEM_LOADERS,
+    CompiledProfile, CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError,
+    Protocol, StepVerdict, ToolEvaluator, ToolRequest, SYSTEM_LOADERS,
 };
 
 #[derive(clap::Subcommand, Debug)]

@@ -34,8 +34,11 @@ pub fn denied_loader_warnings(set: &CompiledSet, loaders: &[&str], top: &Locatio
                 Some(rule) => (rule.location.clone(), format!("rule `{}`", rule.name)),
                 None => (top.clone(), "the default".to_owned()),
             };
-            let within =
-                profile.agent.as_deref().map(|a| format!(" (in the profile of agent `{a}`)")).unwrap_or_default();
+            let within = profile
+                .agent
+                .as_deref()
+                .map(|a| format!(" (in the profile of agent `{a}`)"))
+                .unwrap_or_default();
             warnings.push(Diagnostic::warning(
                 location,
                 format!(
@@ -55,7 +58,7 @@ mod tests {
 
     fn warnings(yaml: &str, loaders: &[&str]) -> Vec<String> {
         let policy = load_str("p.yaml", yaml).unwrap();
-        let set = compile_all(&policy, &CompileContext::new("/home/u".into())).unwrap();
+        let set = compile_all(&policy, &CompileContext::new("/home/u")).unwrap();
         let top = Location::file(&"p.yaml".into());
         denied_loader_warnings(&set, loaders, &top).iter().map(ToString::to_string).collect()
     }
