@@ -129,9 +129,10 @@ pub mod flag {
     /// An extended attribute in the `security.` or `trusted.` namespace (file capabilities, LSM
     /// labels, overlayfs metadata): never set or removed inside the scope, whatever the rules.
     pub const PROTECTED_XATTR: u16 = 1 << 12;
-    /// Code the kernel mapped during an exec from a file other than the binary
-    /// `bprm_check_security` decided: the loader its ELF header names (`PT_INTERP`), decided by the
-    /// exec rules like any other `process.map_exec`.
+    /// Code the kernel mapped during an exec from a file not known to be the binary
+    /// `bprm_check_security` decided (another inode than `current->mm->exe_file`'s, or one of the
+    /// two unreadable): the loader its ELF header names (`PT_INTERP`), decided by the exec rules
+    /// like any other `process.map_exec`.
     pub const EXEC_LOADER: u16 = 1 << 11;
 }
 

@@ -71,10 +71,8 @@ mod tests {
         let real = std::fs::canonicalize(&loader).unwrap().display().to_string();
         let loader = loader.display().to_string();
         let absent = format!("{real}.absent");
-        let deny = format!(
-            "version: 1\ndefault: allow\nrules:\n  - name: loaders\n    action: process.exec\n    effect: deny\n    binary: [\"**/ld-*.so*\"]\n"
-        );
-        let found = warnings(&deny, &[&loader, &absent]);
+        let deny = "version: 1\ndefault: allow\nrules:\n  - name: loaders\n    action: process.exec\n    effect: deny\n    binary: [\"**/ld-*.so*\"]\n";
+        let found = warnings(deny, &[&loader, &absent]);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(
             found[0].starts_with("p.yaml:4:")
