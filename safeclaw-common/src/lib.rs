@@ -129,6 +129,11 @@ pub mod flag {
     /// An extended attribute in the `security.` or `trusted.` namespace (file capabilities, LSM
     /// labels, overlayfs metadata): never set or removed inside the scope, whatever the rules.
     pub const PROTECTED_XATTR: u16 = 1 << 12;
+    /// Code the kernel mapped during an exec from a file not known to be the binary
+    /// `bprm_check_security` decided (another inode than `current->mm->exe_file`'s, or one of the
+    /// two unreadable): the loader its ELF header names (`PT_INTERP`), decided by the exec rules
+    /// like any other `process.map_exec`.
+    pub const EXEC_LOADER: u16 = 1 << 11;
 }
 
 /// Action classes, each with its own path DFA in the policy maps.
@@ -211,6 +216,10 @@ pub struct KernelOffsets {
     /// `mount.mnt_instance`.
     pub super_block_s_mounts: u64,
     pub mount_mnt_instance: u64,
+    // The binary an exec decided (`current->mm->exe_file`), told apart from its loader by inode.
+    pub task_struct_mm: u64,
+    pub mm_struct_exe_file: u64,
+    pub file_f_inode: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

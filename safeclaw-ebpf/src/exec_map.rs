@@ -1,9 +1,10 @@
 //! Code mapped from a file (`mmap` or `mprotect` with `PROT_EXEC`), decided by the exec rules: a
 //! loader (`ld.so /path/to/binary`) or any program of the agent's own mapping a binary's code runs
-//! it without an exec. The mappings the kernel makes during an exec (the binary and its loader) are
-//! part of the exec `bprm_check_security` decided, and are left alone. Only denials are recorded:
-//! every program start maps its libraries, and an allowed mapping is part of running a program whose
-//! exec was recorded.
+//! it without an exec. During an exec, the kernel's mapping of the binary `bprm_check_security`
+//! decided is left alone; the loader its ELF header names (`PT_INTERP`) is decided here like any
+//! other mapping (flag `exec_loader`), or an ELF the agent writes could name a denied binary as its
+//! loader and run it. Only denials are recorded: every program start maps its loader and libraries,
+//! and an allowed mapping is part of running a program whose exec was recorded.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use safeclaw_common::{action, dfa_class, flag};
 
@@ -25,11 +26,17 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
         return previous;
     }
     let Some(scope) = scope::current() else { return previous };
-    if kernel::in_exec() {
+    // During an exec, `current->mm->exe_file` is already the binary being started. Anything else
+    // mapped executable then is its loader; on doubt (exe_file unreadable) the rules decide too.
+    let loader = kernel::in_exec();
+    if loader && kernel::is_exe_file(file) == Some(true) {
         return previous;
     }
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     pending.set_file_action(action::PROCESS_MAP_EXEC, prot as u32, 0);
+    if loader {
+        pending.add_flags(flag::EXEC_LOADER);
+    }
     let verdict = match pending.resolve_file_path(file) {
         None => Verdict::flagged(flag::PATH_UNRESOLVED),
         Some(len) => decide::by_path(pending.slot(), dfa_class::PROCESS_EXEC, pending.path(), len),

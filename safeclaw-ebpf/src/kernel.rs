@@ -80,6 +80,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     dentry_d_sb: 0,
     super_block_s_mounts: 0,
     mount_mnt_instance: 0,
+    task_struct_mm: 0,
+    mm_struct_exe_file: 0,
+    file_f_inode: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -120,11 +123,25 @@ pub fn exec_argv() -> Option<u64> {
     }
 }
 
-/// Whether the current task is in execve/execveat, whose mappings of the binary and its loader
-/// belong to the exec that `bprm_check_security` decided.
+/// Whether the current task is in execve/execveat, whose mappings are the binary
+/// `bprm_check_security` decided and the loader its ELF header names.
 #[inline(always)]
 pub fn in_exec() -> bool {
     matches!(user_register(&OFFSETS.pt_regs_orig_ax), Some(SYS_EXECVE | SYS_EXECVEAT))
+}
+
+/// Whether `file` (the hook's `struct file *`) is the current task's executable,
+/// `current->mm->exe_file`, compared by inode: during an exec that is the binary
+/// `bprm_check_security` decided (`begin_new_exec` sets it before the ELF loader maps anything).
+/// `None` when either cannot be read (no mm, no exe_file, a fault): the caller must not trust it.
+#[inline(always)]
+pub fn is_exe_file(file: *const u8) -> Option<bool> {
+    // SAFETY: a plain helper; the task pointer is only used for probe reads.
+    let task = unsafe { generated::bpf_get_current_task() };
+    let mm = read_address(task + offset(&OFFSETS.task_struct_mm) as u64).filter(|&mm| mm != 0)?;
+    let exe = read_address(mm + offset(&OFFSETS.mm_struct_exe_file) as u64).filter(|&exe| exe != 0)?;
+    let inode = |file: u64| read_address(file + offset(&OFFSETS.file_f_inode) as u64).filter(|&i| i != 0);
+    Some(inode(file as u64)? == inode(exe)?)
 }
 
 /// `vma->vm_file`, as an address for probe reads (0: an anonymous mapping, or unreadable).

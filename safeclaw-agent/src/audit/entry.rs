@@ -197,8 +197,9 @@ impl RequestDetails {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelFlags(pub u16);
 
-const FLAG_NAMES: [(u16, &str); 15] = [
+const FLAG_NAMES: [(u16, &str); 16] = [
     (flag::ARGV_INCOMPLETE, "argv_incomplete"),
+    (flag::EXEC_LOADER, "exec_loader"),
     (flag::HARD_LINK, "hard_link"),
     (flag::LOCKDOWN, "lockdown"),
     (flag::NO_POLICY, "no_policy"),

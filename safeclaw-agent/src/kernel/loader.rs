@@ -119,6 +119,9 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         dentry_d_sb: btf.member_offset("dentry", "d_sb")?,
         super_block_s_mounts: btf.member_offset("super_block", "s_mounts")?,
         mount_mnt_instance: btf.member_offset("mount", "mnt_instance")?,
+        task_struct_mm: btf.member_offset("task_struct", "mm")?,
+        mm_struct_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        file_f_inode: btf.member_offset("file", "f_inode")?,
     })
 }
 

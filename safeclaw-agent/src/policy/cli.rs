@@ -15,9 +15,9 @@ use super::compiled::{Decision, Effect};
 use super::diag::{Diagnostic, Location};
 use super::positions::Positions;
 use super::{
-    compile_all, launching_user_home, load_file, resolve_system, CompileContext, CompiledProfile,
-    CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError, Protocol, StepVerdict,
-    ToolEvaluator, ToolRequest,
+    compile_all, denied_loader_warnings, launching_user_home, load_file, resolve_system, CompileContext,
+    CompiledProfile, CompiledSet, Evaluator, HostAddresses, HostCache, HostName, Policy, PolicyError,
+    Protocol, StepVerdict, ToolEvaluator, ToolRequest, SYSTEM_LOADERS,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -218,7 +218,15 @@ fn compile(policy: &Policy, ctx: &CompileContext, output: OutputArgs) -> Option<
 
 fn check(file: &Path, args: &ContextArgs, output: OutputArgs) -> anyhow::Result<ExitCode> {
     let Some((policy, ctx)) = load(file, args, output)? else { return Ok(ExitCode::from(1)) };
-    let Some(set) = compile(&policy, &ctx, output) else { return Ok(ExitCode::from(1)) };
+    let Some(mut set) = compile(&policy, &ctx, output) else { return Ok(ExitCode::from(1)) };
+    let top = policy.files.first().map_or_else(|| Location::file(&"<policy>".into()), Location::file);
+    let loader_warnings = denied_loader_warnings(&set, &SYSTEM_LOADERS, &top);
+    if !output.json {
+        for warning in &loader_warnings {
+            eprintln!("{warning}");
+        }
+    }
+    set.warnings.extend(loader_warnings);
     let unresolved = policy.host_names().len();
     if output.json {
         let profiles: Vec<Value> = std::iter::once(&set.base).chain(&set.agents).map(profile_json).collect();

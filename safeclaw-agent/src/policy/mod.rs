@@ -16,6 +16,7 @@ mod fasthash;
 mod glob;
 mod hosts;
 mod load;
+mod loaders;
 mod matcher;
 mod model;
 mod net;
@@ -32,6 +33,7 @@ pub use eval::{Check, Evaluator, Explanation, Step, StepVerdict};
 pub use glob::{Glob, GlobError, Syntax};
 pub use hosts::{resolve_system, HostAddresses, HostCache, REFRESH_INTERVAL, STALE_GRACE};
 pub use load::{load_file, load_file_trusted, load_str};
+pub use loaders::{denied_loader_warnings, SYSTEM_LOADERS};
 pub use model::{
     Action, Agent, InetMatch, Matcher, PathClass, Paths, Policy, PolicyHash, Profile, Rule, RuleInfo,
     Severity,
