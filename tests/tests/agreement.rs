@@ -470,7 +470,11 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
                 continue;
             }
             let effect = evaluator.evaluate(&Request::FileOpen { path: file.as_bytes(), read, write }).effect;
-            assert_eq!(answer == "1", effect == Effect::Deny, "{open}: kernel {answer}, evaluator {effect:?}");
+            assert_eq!(
+                answer == "1",
+                effect == Effect::Deny,
+                "{open}: kernel {answer}, evaluator {effect:?}"
+            );
             *attempts.entry((hash.clone(), file.to_owned(), mode, effect.as_str())).or_default() += 1;
         }
     }
