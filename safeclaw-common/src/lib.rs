@@ -371,7 +371,7 @@ pub struct PortInterval {
 
 /// Socket address details of a connect.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NetDetail {
     /// `AF_INET`, `AF_INET6` or `AF_UNIX`; 0 for non-network events.
     pub family: u16,
@@ -439,8 +439,9 @@ pub struct Event {
 /// Size of an event before its path bytes.
 pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - EVENT_DATA_LEN;
 
-/// What makes two allowed opens the same attempt (key of the `REPEATS` hash map): everything an audit
-/// entry says about it except its time. `path` holds `path_len` bytes, zero after them.
+/// What makes two allowed opens, or two allowed connects, the same attempt (key of the `REPEATS` hash
+/// map): everything an audit entry says about it except its time. `path` holds `path_len` bytes, zero
+/// after them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RepeatKey {
@@ -463,6 +464,8 @@ pub struct RepeatKey {
     /// starts the next count at once, while the daemon still has the closed one to record.
     pub window: u32,
     pub _pad: u32,
+    /// A connect's destination (all zero for an open).
+    pub net: NetDetail,
     pub path: [u8; REPEAT_PATH_MAX],
 }
 

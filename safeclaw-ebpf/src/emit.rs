@@ -126,7 +126,7 @@ impl Pending {
         self.event.header.file_mode = mode;
     }
 
-    /// An open: allowed, it may be counted as a repeat instead of recorded (`RepeatCount`).
+    /// An open or a connect: allowed, it may be counted as a repeat instead of recorded (`RepeatCount`).
     #[inline(always)]
     pub fn count_repeats(&mut self) {
         self.repeatable = true;
@@ -554,6 +554,7 @@ fn repeat_key(event: &Event, window_ns: u64) -> Option<&'static RepeatKey> {
     key.comm = header.comm;
     key.window = (header.boot_ns / window_ns) as u32;
     key._pad = 0;
+    key.net = event.net;
     Some(key)
 }
 

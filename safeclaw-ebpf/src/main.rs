@@ -215,6 +215,9 @@ fn decide_destination(
 ) -> i32 {
     let verdict = match pending.read_sockaddr(sock, address, addrlen, sending) {
         Destination::Inet => {
+            if !sending {
+                pending.count_repeats();
+            }
             let net = pending.net();
             decide::by_address(pending.slot(), net.protocol as u8, &net.addr, net.port)
         }

@@ -40,7 +40,7 @@ const _: () = assert!(REPEAT_PATH_MAX % 8 == 0);
 /// The memo's key, if the open in `event` (window `window` of `window_ns`, decided in slot
 /// `active_slot` on `inputs`) is identical to the remembered one in everything its decision reads.
 /// Only the key's own decision fields (`rule_id`, `effect`, `flags`) are not compared: they are the
-/// outcome.
+/// outcome; and its `net`, which is all zero for every open.
 #[inline(always)]
 pub fn matching(
     event: &Event,

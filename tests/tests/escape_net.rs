@@ -1,7 +1,7 @@
 //! Escape suite, network: a denied address stays denied when reached without connect (UDP sendto),
 //! through an IPv6 socket as an IPv4-mapped address, with an `AF_UNSPEC` family the kernel sends
 //! as IPv4, or through another address of this host (loopback, any-address). Each try fails with
-//! EPERM and is a deny entry.
+//! EPERM and is a deny entry. Repeated connects counted into one entry still account for each one.
 use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
@@ -107,6 +107,55 @@ fn every_alias_of_this_host_is_decided_as_the_denied_loopback_address() {
         assert_eq!(entry["effect"], "deny");
         assert_eq!(entry["matchedRule"], "blocked-host");
         assert_eq!(entry["requestDetails"]["address"], alias, "recorded as written");
+    }
+}
+
+/// Repeated identical connects may be folded into one entry with a count (docs/audit-format.md,
+/// "Repeated attempts"), so an agent could try to hide connects among repeats: every connect must
+/// still be accounted for exactly once, and a denied one is never counted.
+#[test]
+fn repeated_connects_are_each_accounted_for_and_denials_are_never_counted() {
+    let daemon = DAEMON.turn(POLICY);
+    let listener = std::net::TcpListener::bind("127.0.0.1:9997").unwrap();
+    let out =
+        daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect-repeat", "127.0.0.1", "9997", "40"]);
+    assert_eq!(probe_outcome(&out), "ok");
+    let denied =
+        daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect-repeat", "127.0.0.2", "9999", "3"]);
+    assert_eq!(probe_outcome(&denied), "EPERM", "the first denied connect ends the probe");
+    let again = daemon.session("escape", RunAs::Nobody, &[PROBE, "tcp-connect", "127.0.0.2", "9999"]);
+    assert_eq!(probe_outcome(&again), "EPERM");
+    drop(listener);
+    // A count is written once its window (1 s by default) has closed: wait for all 40.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (allowed, accounted) = loop {
+        let entries = daemon.entries();
+        let allowed: Vec<serde_json::Value> = entries
+            .into_iter()
+            .filter(|e| e["action"] == "network.connect" && e["requestDetails"]["port"] == 9997)
+            .collect();
+        let accounted: u64 = allowed.iter().map(|e| e["repeats"]["count"].as_u64().unwrap_or(1)).sum();
+        if accounted >= 40 || std::time::Instant::now() > deadline {
+            break (allowed, accounted);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(accounted, 40, "each connect accounted for exactly once: {allowed:#?}");
+    assert!(allowed.len() < 40, "repeats were counted, not recorded one by one: {} entries", allowed.len());
+    for entry in &allowed {
+        assert_eq!(entry["effect"], "allow");
+        assert_eq!(entry["requestDetails"]["address"], "127.0.0.1");
+        assert_eq!(entry["requestDetails"]["protocol"], "tcp");
+        if entry["repeats"].is_object() {
+            assert!(entry["kernelSeq"].is_null(), "a counted entry has no kernelSeq of its own: {entry}");
+        }
+    }
+    let entries = daemon.entries();
+    let found = denials(&entries);
+    assert_eq!(found.len(), 2, "one entry per denied connect: {found:#?}");
+    for entry in &found {
+        assert_eq!(entry["effect"], "deny");
+        assert!(entry["repeats"].is_null(), "a denial is never counted: {entry}");
     }
 }
 

@@ -236,9 +236,12 @@ fn read<T: Copy>(bytes: &[u8], at: usize) -> T {
 }
 
 /// The event of a `REPEATS` entry: the recorded attempt it repeats (its `kernel_seq`), at the time of
-/// the latest repeat. Checked as a ring record is; only opens are ever counted.
+/// the latest repeat. Checked as a ring record is; only opens and connects are ever counted.
 pub fn decode_repeated(key: &RepeatKey, count: &RepeatCount) -> Result<KernelEvent, DecodeError> {
-    if !matches!(key.action, action::FILE_READ | action::FILE_WRITE | action::FILE_READ_WRITE) {
+    if !matches!(
+        key.action,
+        action::FILE_READ | action::FILE_WRITE | action::FILE_READ_WRITE | action::NETWORK_CONNECT
+    ) {
         return Err(DecodeError::Action(key.action));
     }
     let len = key.path_len as usize;
@@ -269,7 +272,7 @@ pub fn decode_repeated(key: &RepeatKey, count: &RepeatCount) -> Result<KernelEve
     };
     let mut bytes = Vec::with_capacity(EVENT_FIXED_LEN + len);
     push_plain(&mut bytes, &header);
-    push_plain(&mut bytes, &NetDetail::default());
+    push_plain(&mut bytes, &key.net);
     push_plain(&mut bytes, &(len as u32));
     push_plain(&mut bytes, &0u32);
     bytes.extend_from_slice(&key.path[..len]);
@@ -514,6 +517,7 @@ mod tests {
             comm: *b"cc1\0\0\0\0\0\0\0\0\0\0\0\0\0",
             window: 5,
             _pad: 0,
+            net: NetDetail::default(),
             path: [0; REPEAT_PATH_MAX],
         };
         key.path[..path.len()].copy_from_slice(path);
@@ -521,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn a_counted_repeat_decodes_as_its_first_attempt_at_the_last_time() {
+    fn a_counted_repeat_decodes_as_its_first_attempt_at_the_last_time_with_its_destination() {
         let count = RepeatCount { kernel_seq: 12, first_ns: 100, last_ns: 900, repeats: 5 };
         let event = decode_repeated(&repeat_key(action::FILE_READ, b"/src/lib.rs"), &count).unwrap();
         assert_eq!((event.kernel_seq, event.boot_ns, event.tgid, event.pid), (12, 900, 40, 41));
@@ -533,6 +537,15 @@ mod tests {
         );
         let exec = decode_repeated(&repeat_key(action::PROCESS_EXEC, b"/bin/sh"), &count);
         assert_eq!(exec.unwrap_err(), DecodeError::Action(action::PROCESS_EXEC));
+        let mut connect = repeat_key(action::NETWORK_CONNECT, b"");
+        let mut addr = [0u8; 16];
+        addr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+        connect.net = NetDetail { family: AF_INET, port: 443, protocol: 6, _pad: 0, addr };
+        let connect = decode_repeated(&connect, &count).unwrap();
+        assert_eq!(
+            connect.detail,
+            Detail::Connect(ConnectTarget::Inet { protocol: 6, addr: "127.0.0.1".parse().unwrap(), port: 443 })
+        );
         let mut long = repeat_key(action::FILE_READ, b"/x");
         long.path_len = REPEAT_PATH_MAX as u32;
         assert!(matches!(decode_repeated(&long, &count), Err(DecodeError::PathLength { .. })));

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         [cmd, path] if *cmd == "memfd-exec" => exec::memfd(path),
         [cmd, addr, port] if *cmd == "udp-sendto" => net::udp_sendto(&parse(addr), parse(port)),
         [cmd, addr, port] if *cmd == "tcp-connect" => net::tcp_connect(&parse(addr), parse(port)),
+        [cmd, addr, port, count] if *cmd == "tcp-connect-repeat" => {
+            (0..parse::<u32>(count)).try_for_each(|_| net::tcp_connect(&parse(addr), parse(port)))
+        }
         [cmd, addr, port] if *cmd == "udp-sendto-unspec" => net::udp_sendto_unspec(&parse(addr), parse(port)),
         [cmd, family] if *cmd == "raw-socket" => net::raw_socket(family),
         [cmd, addr, port] if *cmd == "tcp-listen" => net::tcp_listen(&parse(addr), parse(port)),
@@ -385,8 +388,10 @@ mod net {
 
     pub fn tcp_connect(addr: &std::net::IpAddr, port: u16) -> Outcome {
         let (fd, sa) = socket_for(addr, port, libc::SOCK_STREAM)?;
-        // SAFETY: connect with a sockaddr of the length given.
-        check(unsafe { libc::connect(fd, sa.as_ptr().cast(), sa.len() as libc::socklen_t) })
+        // SAFETY: connect with a sockaddr of the length given, then close of our own socket.
+        let connected = check(unsafe { libc::connect(fd, sa.as_ptr().cast(), sa.len() as libc::socklen_t) });
+        unsafe { libc::close(fd) };
+        connected
     }
 }
 

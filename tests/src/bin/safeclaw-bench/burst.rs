@@ -1,15 +1,37 @@
 //! The audit pipeline with the kernel in the loop: a burst of opens from 4 processes inside the agent
-//! cgroup, how fast it became durable, whether every attempt is accounted for, and the daemon's memory.
+//! cgroup (of one file, or of many distinct files), how fast it became durable, whether every attempt
+//! is accounted for, and the daemon's memory.
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::ops::{self, Fixture, Op};
+use crate::ops::{self, Fixture, Op, Work};
 use crate::safeclaw::{self, Policy};
 
 pub const PROCESSES: u32 = 4;
 
+/// What the burst's processes open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The one allowed file, over and over: what counting repeats in the kernel is for.
+    SameFile,
+    /// This many distinct allowed files, every process walking all of them in turn from its own
+    /// starting point: a process opens a file again only after opening all the others, seconds later
+    /// in a full run, so a repeat falls in another `audit.repeatWindow` and counting cannot help.
+    DistinctFiles(u32),
+}
+
+impl Target {
+    pub fn label(self) -> String {
+        match self {
+            Target::SameFile => "one allowed file".to_owned(),
+            Target::DistinctFiles(n) => format!("{n} distinct allowed files"),
+        }
+    }
+}
+
 pub struct Burst {
+    pub target: Target,
     pub attempts: u64,
     /// Opens that failed (the kernel denies what the ring buffer cannot take).
     pub failed: u64,
@@ -41,7 +63,11 @@ impl Burst {
     }
 }
 
-pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
+pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burst> {
+    let names = match target {
+        Target::SameFile => Vec::new(),
+        Target::DistinctFiles(count) => ops::distinct_files(fixture, count)?,
+    };
     let daemon = safeclaw::start(Policy::Default, fixture)?;
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss_kb = safeclaw::status_kb(daemon.pid(), "VmRSS")?;
@@ -51,10 +77,16 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let start = Instant::now();
     let failures = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                scope.spawn(|| {
-                    ops::measure_lenient(fixture, Op::OpenAllowed, per_process, Some(&daemon.cgroup))
-                })
+            .map(|process| {
+                let work = match target {
+                    Target::SameFile => Work::Op(Op::OpenAllowed),
+                    Target::DistinctFiles(_) => Work::OpenEach {
+                        names: &names,
+                        first: names.len() * process as usize / PROCESSES as usize,
+                    },
+                };
+                let cgroup = &daemon.cgroup;
+                scope.spawn(move || ops::measure_lenient(fixture, work, per_process, Some(cgroup)))
             })
             .collect();
         workers
@@ -71,11 +103,16 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     let profile = recording.and_then(|r| r.finish(15)).map_err(|e| format!("{e:#}"));
     // Streamed: a million parsed entries would not fit the guest's memory.
     let allowed = fixture.allowed_path();
+    let distinct = format!("{}/distinct/", fixture.dir.display());
+    let ours = |path: &str| match target {
+        Target::SameFile => path == allowed,
+        Target::DistinctFiles(_) => path.starts_with(&distinct),
+    };
     let (mut recorded, mut entries, mut gap_events, mut seqs) = (0u64, 0u64, 0u64, Vec::new());
     let file = std::fs::File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
     for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
         let entry: serde_json::Value = serde_json::from_str(&line?).context("a corrupt audit line")?;
-        if entry["action"] == "file.read" && entry["requestDetails"]["path"] == allowed.as_str() {
+        if entry["action"] == "file.read" && entry["requestDetails"]["path"].as_str().is_some_and(ours) {
             // An entry with `repeats` stands for that many identical attempts after a recorded one.
             recorded += entry["repeats"]["count"].as_u64().unwrap_or(1);
             entries += 1;
@@ -90,6 +127,7 @@ pub fn run(fixture: &Fixture, opens: u64) -> anyhow::Result<Burst> {
     seqs.sort_unstable();
     let holes: u64 = seqs.windows(2).map(|w| w[1].saturating_sub(w[0]).saturating_sub(1)).sum();
     Ok(Burst {
+        target,
         attempts: u64::from(per_process) * u64::from(PROCESSES),
         failed,
         recorded,

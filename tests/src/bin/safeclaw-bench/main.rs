@@ -28,6 +28,8 @@ pub struct Sizes {
     pub connect_iterations: u32,
     pub repo_files: u32,
     pub burst_opens: u64,
+    /// Distinct files of the second burst (as many opens as the first).
+    pub burst_files: u32,
     pub launcher_runs: u32,
     pub rule_counts: Vec<u32>,
     pub workloads: Vec<Workload>,
@@ -43,6 +45,7 @@ impl Sizes {
             connect_iterations: 500,
             repo_files: 2_000,
             burst_opens: 1_000_000,
+            burst_files: 100_000,
             launcher_runs: 5,
             rule_counts: vec![10, 100, 1_000, 10_000],
             workloads: Workload::ALL.to_vec(),
@@ -58,6 +61,7 @@ impl Sizes {
             connect_iterations: 100,
             repo_files: 100,
             burst_opens: 4_000,
+            burst_files: 400,
             launcher_runs: 2,
             rule_counts: vec![100],
             workloads: vec![Workload::GitStatus],
@@ -250,17 +254,21 @@ fn main() -> anyhow::Result<()> {
     }
     results.auditd_lost = auditd.status_field("lost")?;
     auditd.stop()?;
-    eprintln!(
-        "safeclaw-bench: burst of {} opens ({:.0} s)",
-        sizes.burst_opens,
-        started.elapsed().as_secs_f64()
-    );
-    let burst = burst::run(&fixture, sizes.burst_opens)?;
+    let mut bursts = Vec::new();
+    for target in [burst::Target::SameFile, burst::Target::DistinctFiles(sizes.burst_files)] {
+        eprintln!(
+            "safeclaw-bench: burst of {} opens of {} ({:.0} s)",
+            sizes.burst_opens,
+            target.label(),
+            started.elapsed().as_secs_f64()
+        );
+        bursts.push(burst::run(&fixture, sizes.burst_opens, target)?);
+    }
     std::fs::remove_dir(&plain_cgroup).ok();
 
     report::print_evidence_summary(&configs, &results);
     println!("safeclaw-bench: results");
-    report::print(&sizes, &configs, &results, &burst)?;
+    report::print(&sizes, &configs, &results, &bursts)?;
     println!("safeclaw-bench: complete");
     Ok(())
 }

@@ -88,6 +88,30 @@ impl Fixture {
     }
 }
 
+/// What a measured child does, `iterations` times.
+#[derive(Clone, Copy)]
+pub enum Work<'a> {
+    Op(Op),
+    /// open()+close() of `names` in turn, from `first`, wrapping around.
+    OpenEach {
+        names: &'a [CString],
+        first: usize,
+    },
+}
+
+/// Creates `count` allowed files under `dir/distinct` and returns their names relative to `dir`.
+pub fn distinct_files(fixture: &Fixture, count: u32) -> anyhow::Result<Vec<CString>> {
+    let sub = fixture.dir.join("distinct");
+    std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
+    (0..count)
+        .map(|i| {
+            let name = format!("distinct/f{i:06}");
+            std::fs::write(fixture.dir.join(&name), "x")?;
+            Ok(CString::new(name)?)
+        })
+        .collect()
+}
+
 /// One timed run: mean ns per operation and how many of them failed (a denial, for the denied open).
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -98,22 +122,22 @@ pub struct Timing {
 /// Runs `iterations` of `op` in a forked child with the bench login uid, first moved into `cgroup` if given.
 /// Only the denied open may fail.
 pub fn measure(fixture: &Fixture, op: Op, iterations: u32, cgroup: Option<&Path>) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, op, iterations, cgroup, op != Op::OpenDenied)
+    measure_in_child(fixture, Work::Op(op), iterations, cgroup, op != Op::OpenDenied)
 }
 
-/// [`measure`], counting failures of any operation instead of failing.
+/// [`measure`] of any work, counting failures instead of failing.
 pub fn measure_lenient(
     fixture: &Fixture,
-    op: Op,
+    work: Work,
     iterations: u32,
     cgroup: Option<&Path>,
 ) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, op, iterations, cgroup, false)
+    measure_in_child(fixture, work, iterations, cgroup, false)
 }
 
 fn measure_in_child(
     fixture: &Fixture,
-    op: Op,
+    work: Work,
     iterations: u32,
     cgroup: Option<&Path>,
     strict: bool,
@@ -132,7 +156,7 @@ fn measure_in_child(
     if pid == 0 {
         // SAFETY: the write end belongs to the child now.
         let mut out = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-        let code = match child(fixture, op, iterations, procs.as_deref(), strict) {
+        let code = match child(fixture, work, iterations, procs.as_deref(), strict) {
             Ok(t) => write!(out, "{} {}", t.ns, t.failures).map_or(1, |()| 0),
             Err(e) => {
                 let _ = write!(out, "error: {e:#}");
@@ -151,7 +175,7 @@ fn measure_in_child(
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{} child failed: {text}", op.label());
+        bail!("{} child failed: {text}", work.label());
     }
     let (ns, failures) = text.split_once(' ').with_context(|| format!("child said {text:?}"))?;
     Ok(Timing { ns: ns.parse()?, failures: failures.parse()? })
@@ -162,9 +186,18 @@ pub fn set_login_uid() -> anyhow::Result<()> {
     std::fs::write("/proc/self/loginuid", BENCH_AUID.to_string()).context("writing /proc/self/loginuid")
 }
 
+impl Work<'_> {
+    fn label(self) -> &'static str {
+        match self {
+            Work::Op(op) => op.label(),
+            Work::OpenEach { .. } => "open()+close() of distinct files",
+        }
+    }
+}
+
 fn child(
     fixture: &Fixture,
-    op: Op,
+    work: Work,
     iterations: u32,
     procs: Option<&Path>,
     strict: bool,
@@ -177,12 +210,15 @@ fn child(
     }
     let mut failures = 0u64;
     let start = Instant::now();
-    for _ in 0..iterations {
-        let ok = match op {
-            Op::OpenAllowed => open_close(&fixture.allowed),
-            Op::OpenDenied => open_close(&fixture.denied),
-            Op::Exec => fork_exec_wait(&fixture.binary),
-            Op::Connect => connect_close(fixture.port),
+    for i in 0..iterations as usize {
+        let ok = match work {
+            Work::Op(Op::OpenAllowed) => open_close(&fixture.allowed),
+            Work::Op(Op::OpenDenied) => open_close(&fixture.denied),
+            Work::Op(Op::Exec) => fork_exec_wait(&fixture.binary),
+            Work::Op(Op::Connect) => connect_close(fixture.port),
+            Work::OpenEach { names, first } => {
+                names.get((first + i) % names.len().max(1)).is_some_and(open_close)
+            }
         };
         if !ok {
             failures += 1;
