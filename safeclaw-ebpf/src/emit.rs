@@ -19,6 +19,7 @@ use crate::decide::{Slot, Verdict};
 use crate::diag::{self, Miss};
 use crate::kernel;
 use crate::maps::{COUNTERS, EVENTS, REPEATS, REPEAT_SCRATCH, SCRATCH};
+use crate::memo::{self, OpenInputs};
 
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
@@ -56,6 +57,8 @@ pub struct Pending {
     started_ns: u64,
     /// Whether an allowed outcome may be counted as a repeat of an identical recorded one.
     repeatable: bool,
+    /// An open decided in full on these inputs, which `memo.rs` may remember once it is counted.
+    memoizable: Option<OpenInputs>,
 }
 
 impl Pending {
@@ -92,7 +95,7 @@ impl Pending {
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false })
+        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false, memoizable: None })
     }
 
     #[inline(always)]
@@ -127,6 +130,41 @@ impl Pending {
     #[inline(always)]
     pub fn count_repeats(&mut self) {
         self.repeatable = true;
+    }
+
+    /// The window length of counted repeats (0: off).
+    #[inline(always)]
+    fn repeat_window_ns(&self) -> u64 {
+        u64::from(self.scope.repeat_window_ms) * 1_000_000
+    }
+
+    /// Counts this open as a repeat of the memo's key if it is identical to the remembered open in
+    /// every input of its decision (`memo::matching`) and that key is still counted in `REPEATS`;
+    /// the caller then returns 0 without deciding. Only for an open `repeatable` as itself, whose
+    /// path reaches its object (the caller checked), with nothing that would deny it whatever the
+    /// rules say.
+    #[inline(always)]
+    pub fn counted_by_memo(&self, inputs: &OpenInputs) -> bool {
+        let window_ns = self.repeat_window_ns();
+        if !self.repeatable
+            || window_ns == 0
+            || self.scope.lockdown != 0
+            || self.previous != 0
+            || self.slot.header.is_none()
+        {
+            return false;
+        }
+        let window = (self.started_ns / window_ns) as u32;
+        match memo::matching(self.event, inputs, self.slot.index, window_ns, window) {
+            Some(key) => counted_as_repeat(key),
+            None => false,
+        }
+    }
+
+    /// This open, decided in full on `inputs`, may be remembered if it ends up counted.
+    #[inline(always)]
+    pub fn memoize(&mut self, inputs: OpenInputs) {
+        self.memoizable = Some(inputs);
     }
 
     #[inline(always)]
@@ -400,7 +438,8 @@ impl Pending {
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
-        let Pending { event, scope, previous, started_ns, repeatable, .. } = self;
+        let window_ns = self.repeat_window_ns();
+        let Pending { event, scope, slot, previous, started_ns, repeatable, memoizable } = self;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -415,7 +454,6 @@ impl Pending {
         }
         // SAFETY: plain helper.
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
-        let window_ns = u64::from(scope.repeat_window_ms) * 1_000_000;
         let repeat = if repeatable && window_ns != 0 && header.effect == effect::ALLOW && header.flags == 0 {
             repeat_key(event, window_ns)
         } else {
@@ -423,6 +461,9 @@ impl Pending {
         };
         if let Some(key) = repeat {
             if counted_as_repeat(key) {
+                if let Some(inputs) = memoizable {
+                    memo::remember(key, &inputs, slot.index, window_ns);
+                }
                 return 0;
             }
         }
@@ -452,7 +493,10 @@ impl Pending {
             };
             // Only ever created here, never replaced: an entry the daemon has not recorded yet keeps
             // its count. Full or present: later repeats are recorded one by one.
-            let _ = REPEATS.insert(key, first, aya_ebpf::bindings::BPF_NOEXIST as u64);
+            let created = REPEATS.insert(key, first, aya_ebpf::bindings::BPF_NOEXIST as u64).is_ok();
+            if let (true, Some(inputs)) = (created, memoizable) {
+                memo::remember(key, &inputs, slot.index, window_ns);
+            }
         }
         if !denied {
             0

@@ -11,6 +11,7 @@ mod emit;
 mod exec_map;
 mod kernel;
 mod maps;
+mod memo;
 mod reach;
 mod scope;
 mod signals;
@@ -24,6 +25,8 @@ use safeclaw_common::{action, dfa_class, effect, flag, mount_op, Scope};
 
 use crate::decide::Verdict;
 use crate::emit::{Destination, Pending};
+use crate::kernel::Reach;
+use crate::memo::OpenInputs;
 
 /// `file_open(struct file *file)`: every open, whatever the syscall (open, openat, openat2, io_uring).
 /// O_TRUNC empties the file, so it makes any open a write (a read-only one a read-write). A file the
@@ -50,12 +53,28 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let by_exec = mode & kernel::FMODE_EXEC != 0 || flags & kernel::O_FMODE_EXEC != 0;
     let verdict = match pending.resolve_file_path(file) {
         Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec => {
-            reach::decide_resolved(&pending, act, file, len)
+            let path = kernel::file_path(file);
+            let (dentry, vfsmount) = (kernel::path_dentry(path), kernel::path_vfsmount(path));
+            let reach = reach::of_resolved(&pending, dentry, vfsmount, len);
+            if reach == Some(Reach::Reachable) {
+                // Decided by its path alone: an open identical to the last counted one in every
+                // input of that decision is counted again without deciding (memo.rs).
+                let inputs = OpenInputs { vfsmount, dentry, open_flags: flags & MEMO_FLAGS };
+                if pending.counted_by_memo(&inputs) {
+                    return 0;
+                }
+                pending.memoize(inputs);
+            }
+            reach::decide_resolved(&pending, act, len, reach)
         }
         len => decide_open(&pending, act, len),
     };
     pending.finish(verdict)
 }
+
+/// The open flags that change how `file_open` decides (O_TRUNC makes a write; O_TMPFILE and exec's
+/// own open are never memoized, but are compared all the same).
+const MEMO_FLAGS: u32 = kernel::O_TRUNC | kernel::O_TMPFILE | kernel::O_FMODE_EXEC;
 
 /// An open of the event's path (`len` bytes, `None`: unresolved) for `act`, by the file tables.
 #[inline(always)]

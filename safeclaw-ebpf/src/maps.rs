@@ -10,6 +10,7 @@ use safeclaw_common::{
     MAX_SESSIONS, POLICY_SLOTS,
 };
 
+use crate::memo::OpenMemo;
 use crate::walk::WalkBuffer;
 
 #[map(name = "SCOPE")]
@@ -61,6 +62,10 @@ pub static REPEATS: HashMap<RepeatKey, RepeatCount> = HashMap::with_max_entries(
 /// The key of the attempt being decided, per CPU (too large for the stack).
 #[map(name = "REPEAT_SCRATCH")]
 pub static REPEAT_SCRATCH: PerCpuArray<RepeatKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last counted open and its decision's inputs, per CPU (`memo.rs`).
+#[map(name = "OPEN_MEMO")]
+pub static OPEN_MEMO: PerCpuArray<OpenMemo> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

@@ -38,16 +38,23 @@ fn decide(
     }
 }
 
-/// A file whose path `bpf_d_path` wrote into the event (`len` bytes). Pseudo files (`pipe:[…]`,
-/// `socket:[…]`, `anon_inode:…`: no leading `/`) live on the kernel's internal mounts and are named
-/// by what they are, so they are decided by their name as before.
+/// Where the file whose path `bpf_d_path` wrote into the event (`len` bytes) stands: `dentry` in
+/// `vfsmount` (its `f_path`). `None` for a pseudo file (`pipe:[…]`, `socket:[…]`, `anon_inode:…`:
+/// no leading `/`), which lives on the kernel's internal mounts and is decided by its name as before.
 #[inline(always)]
-pub fn decide_resolved(pending: &Pending, act: u8, file: *const u8, len: u32) -> Verdict {
+pub fn of_resolved(pending: &Pending, dentry: u64, vfsmount: u64, len: u32) -> Option<Reach> {
     if len == 0 || pending.path()[0] != b'/' {
-        return crate::decide_open(pending, act, Some(len));
+        return None;
     }
-    let path = kernel::file_path(file);
-    let reach = kernel::reach(kernel::path_dentry(path), kernel::path_vfsmount(path), true);
+    Some(kernel::reach(dentry, vfsmount, true))
+}
+
+/// Decides that file (`reach` from `of_resolved`) for `act`.
+#[inline(always)]
+pub fn decide_resolved(pending: &Pending, act: u8, len: u32, reach: Option<Reach>) -> Verdict {
+    let Some(reach) = reach else {
+        return crate::decide_open(pending, act, Some(len));
+    };
     let last_len = if ends_deleted(pending.path(), len) { len - DELETED_SUFFIX.len() as u32 } else { len };
     decide(reach, pending.slot(), len, last_len, |n| crate::decide_open(pending, act, Some(n)))
 }

@@ -352,18 +352,30 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
     assert!(checked >= 2_000, "a few thousand cases: {checked}");
 }
 
-/// Opens each path of argv read-only in one process, so that identical opens can be counted as
-/// repeats (docs/audit-format.md); `mv:SRC,DST` renames instead. One line per open: `ok`, `1`
-/// (EPERM) or `enoent`.
+/// Opens each path of argv in one process, so that identical opens can be counted as repeats
+/// (docs/audit-format.md) and taken from the kernel's memo of the last counted one: `PATH` read-only,
+/// `w:PATH` write-only, `t:PATH` read-only with O_TRUNC (a write). `mv:SRC,DST` renames instead;
+/// `wait:READY,GO` creates READY and waits (bounded) until GO exists, while the test reloads. One
+/// line per open: `ok`, `1` (EPERM) or `enoent`.
 const REPEAT_AGENT: &str = r#"
-import errno, os, sys
+import errno, os, sys, time
 for arg in sys.argv[1:]:
     if arg.startswith("mv:"):
         src, dst = arg[3:].split(",")
         os.rename(src, dst)
         continue
+    if arg.startswith("wait:"):
+        ready, go = arg[5:].split(",")
+        os.close(os.open(ready, os.O_CREAT | os.O_WRONLY))
+        for _ in range(1200):
+            if os.path.exists(go):
+                break
+            time.sleep(0.05)
+        continue
+    flags = {"w:": os.O_WRONLY, "t:": os.O_RDONLY | os.O_TRUNC}.get(arg[:2])
+    path = arg if flags is None else arg[2:]
     try:
-        os.close(os.open(arg, os.O_RDONLY))
+        os.close(os.open(path, os.O_RDONLY if flags is None else flags))
         print("ok")
     except PermissionError:
         print("1")
@@ -371,95 +383,122 @@ for arg in sys.argv[1:]:
         print("enoent")
 "#;
 
-/// Everything under `dir` allowed but reads of `denied`; what python needs to run.
+/// Everything under `dir` allowed but reads of `denied` and writes of `w.txt`; what python needs.
 fn repeat_policy(dir: &std::path::Path, denied: &str) -> String {
     let dir = dir.display();
     format!(
         "version: 1\ndefault: deny\nrules:\n\
          \x20 - name: no-read\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/{denied}\"]\n\
+         \x20 - name: no-write\n    action: file.write\n    effect: deny\n    paths: [\"{dir}/w.txt\"]\n\
          \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
          \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
          \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
     )
 }
 
+/// One process makes every open, before and after a reload, so a decision the kernel remembered for
+/// an open (its memo of the last counted one) is asked to serve a different mode, a renamed path and
+/// another policy generation; each must be decided afresh.
 #[test]
 fn counted_repeats_never_outlive_a_reload_or_a_rename() {
     const REPEAT_NAME: &str = "safeclaw-it-agree-repeat";
     let dir = std::env::temp_dir().join(REPEAT_NAME).join("t");
     let daemon = Daemon::start(REPEAT_NAME, &repeat_policy(&dir, "b.txt"));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["a.txt", "c.txt"] {
+    for name in ["a.txt", "c.txt", "w.txt"] {
         std::fs::write(dir.join(name), "x").unwrap();
     }
     let agent = daemon.work().join("agent.py");
     std::fs::write(&agent, REPEAT_AGENT).unwrap();
+    let (ready, go) = (daemon.work().join("sync-ready"), daemon.work().join("sync-go"));
     let path = |name: &str| dir.join(name).display().to_string();
-    let (a, b, c) = (path("a.txt"), path("b.txt"), path("c.txt"));
-    // Before the reload: a counted, a renamed to b (now denied by its name), c renamed to a (allowed
-    // again); after the reload a is the denied name and b the allowed one.
-    let phases: [(&str, Vec<String>); 2] = [
-        (
-            "b.txt",
-            [
-                vec![a.clone(); 4],
-                vec![format!("mv:{a},{b}")],
-                vec![b.clone(); 3],
-                vec![a.clone()],
-                vec![format!("mv:{c},{a}")],
-                vec![a.clone(); 3],
-            ]
-            .concat(),
-        ),
-        ("a.txt", [vec![a.clone(); 3], vec![b.clone(); 3]].concat()),
-    ];
+    let (a, b, c, w) = (path("a.txt"), path("b.txt"), path("c.txt"), path("w.txt"));
+    // Before the reload: w read (counted), then opened for writing (denied) between reads; a
+    // counted, a renamed to b (now denied by its name), c renamed to a (allowed again, another
+    // dentry under the same path); after the reload a is the denied name and b the allowed one.
+    let before = [
+        vec![w.clone(); 4],
+        vec![format!("t:{w}")],
+        vec![w.clone(); 2],
+        vec![format!("w:{w}")],
+        vec![w.clone()],
+        vec![a.clone(); 4],
+        vec![format!("mv:{a},{b}")],
+        vec![b.clone(); 3],
+        vec![a.clone()],
+        vec![format!("mv:{c},{a}")],
+        vec![a.clone(); 3],
+    ]
+    .concat();
+    let after = [vec![a.clone(); 3], vec![b.clone(); 3], vec![w.clone(); 2]].concat();
+    let wait = format!("wait:{},{}", ready.display(), go.display());
+    let args = [before.clone(), vec![wait], after.clone()].concat();
     let policy_file = daemon.work().join("policy.yaml");
     let ctx = CompileContext::new(safeclaw_agent::policy::launching_user_home());
-    // (policy hash, path, effect) → attempts.
-    let mut attempts: HashMap<(String, String, &'static str), u64> = HashMap::new();
-    for (phase, (denied, args)) in phases.iter().enumerate() {
-        if phase > 0 {
-            std::fs::write(&policy_file, repeat_policy(&dir, denied)).unwrap();
-            let reloaded = daemon.agent_command(&["policy", "reload"]);
-            assert!(reloaded.status.success(), "{reloaded:?}");
+    let policy_before = load_file(&policy_file).unwrap();
+    let output = std::thread::scope(|scope| {
+        let run = scope.spawn(|| daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" "))));
+        let waited = std::time::Instant::now();
+        while !ready.exists() && !run.is_finished() && waited.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let policy = load_file(&policy_file).unwrap();
-        let hash = compile_all(&policy, &ctx).unwrap().hash.to_string();
-        let evaluator = Evaluator::new(&policy, None, &ctx).unwrap();
-        let output = daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" ")));
-        assert!(output.status.success(), "phase {phase}: {output:?}");
-        let answers: Vec<String> =
-            String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
-        let opens: Vec<&String> = args.iter().filter(|a| !a.starts_with("mv:")).collect();
-        assert_eq!(answers.len(), opens.len(), "phase {phase}: {answers:?}");
-        for (open, answer) in opens.iter().zip(&answers) {
+        assert!(ready.exists(), "the agent reached the reload");
+        std::fs::write(&policy_file, repeat_policy(&dir, "a.txt")).unwrap();
+        let reloaded = daemon.agent_command(&["policy", "reload"]);
+        assert!(reloaded.status.success(), "{reloaded:?}");
+        std::fs::write(&go, "").unwrap();
+        run.join().unwrap()
+    });
+    assert!(output.status.success(), "{output:?}");
+    let policy_after = load_file(&policy_file).unwrap();
+    let answers: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+    // (policy hash, path, mode, effect) → attempts.
+    let mut attempts: HashMap<(String, String, &'static str, &'static str), u64> = HashMap::new();
+    let mut answered = answers.iter();
+    for (policy, opens) in [(&policy_before, &before), (&policy_after, &after)] {
+        let hash = compile_all(policy, &ctx).unwrap().hash.to_string();
+        let evaluator = Evaluator::new(policy, None, &ctx).unwrap();
+        for open in opens.iter().filter(|o| !o.starts_with("mv:")) {
+            let answer = answered.next().unwrap_or_else(|| panic!("no answer for {open}: {answers:?}"));
+            let (mode, read, write, file) = match open.split_once(':') {
+                Some(("w", file)) => ("w", false, true, file),
+                Some(("t", file)) => ("rw", true, true, file),
+                _ => ("r", true, false, open.as_str()),
+            };
             if answer == "enoent" {
-                assert_eq!(open.as_str(), a, "phase {phase}: only a is missing, between the renames");
+                assert_eq!(file, a, "only a is missing, between the renames");
                 continue;
             }
-            let request = Request::FileOpen { path: open.as_bytes(), read: true, write: false };
-            let effect = evaluator.evaluate(&request).effect;
+            let effect = evaluator.evaluate(&Request::FileOpen { path: file.as_bytes(), read, write }).effect;
             assert_eq!(
                 answer == "1",
                 effect == Effect::Deny,
-                "phase {phase}: {open}: kernel {answer}, evaluator {effect:?}"
+                "{open}: kernel {answer}, evaluator {effect:?}"
             );
-            *attempts.entry((hash.clone(), open.to_string(), effect.as_str())).or_default() += 1;
+            *attempts.entry((hash.clone(), file.to_owned(), mode, effect.as_str())).or_default() += 1;
         }
     }
+    assert!(answered.next().is_none(), "one answer per open: {answers:?}");
     let (status, entries) = daemon.stop();
     assert!(status.success());
-    let mut recorded: HashMap<(String, String, &'static str), u64> = HashMap::new();
+    let mut recorded: HashMap<(String, String, &'static str, &'static str), u64> = HashMap::new();
     let mut counted_entries = 0;
-    for entry in entries.iter().filter(|e| e["action"] == "file.read") {
+    for entry in &entries {
         let path = entry["requestDetails"]["path"].as_str().unwrap_or_default();
-        if !path.starts_with(&dir.display().to_string()) {
+        // Renames are recorded as writes of their source; only reads, and the opens of w, are counted here.
+        if !path.starts_with(&dir.display().to_string()) || (entry["action"] != "file.read" && path != w) {
             continue;
         }
         let effect = match entry["effect"].as_str() {
             Some("allow") => "allow",
             Some("deny") => "deny",
             other => panic!("unexpected effect {other:?}: {entry}"),
+        };
+        let mode = match entry["requestDetails"]["mode"].as_str() {
+            Some("r") => "r",
+            Some("w") => "w",
+            Some("rw") => "rw",
+            other => panic!("unexpected mode {other:?}: {entry}"),
         };
         let count = match entry["repeats"]["count"].as_u64() {
             Some(count) => {
@@ -471,8 +510,8 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
             None => 1,
         };
         let hash = entry["policyHash"].as_str().unwrap_or_default().to_string();
-        *recorded.entry((hash, path.to_string(), effect)).or_default() += count;
+        *recorded.entry((hash, path.to_string(), mode, effect)).or_default() += count;
     }
     assert_eq!(recorded, attempts, "every attempt accounted for once, under the policy that decided it");
-    assert!(counted_entries >= 1, "the repeated opens of a were counted: {entries:#?}");
+    assert!(counted_entries >= 2, "the repeated opens of a and w were counted: {entries:#?}");
 }

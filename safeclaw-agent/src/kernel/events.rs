@@ -544,7 +544,11 @@ mod tests {
         let connect = decode_repeated(&connect, &count).unwrap();
         assert_eq!(
             connect.detail,
-            Detail::Connect(ConnectTarget::Inet { protocol: 6, addr: "127.0.0.1".parse().unwrap(), port: 443 })
+            Detail::Connect(ConnectTarget::Inet {
+                protocol: 6,
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 443
+            })
         );
         let mut long = repeat_key(action::FILE_READ, b"/x");
         long.path_len = REPEAT_PATH_MAX as u32;
