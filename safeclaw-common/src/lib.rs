@@ -84,7 +84,8 @@ pub mod effect {
     pub const AUDIT: u8 = 2;
 }
 
-/// Why the kernel decided as it did beyond the policy (`EventHeader::flags`). Each one denies.
+/// Why the kernel decided as it did beyond the policy (`EventHeader::flags`). Each one denies. All 16
+/// bits are taken: another flag needs a wider field (and a new wire and repeat-key layout).
 pub mod flag {
     /// `bpf_d_path` failed (path longer than PATH_MAX, or unresolvable): denied, never matched on a prefix.
     pub const PATH_UNRESOLVED: u16 = 1 << 0;

@@ -217,15 +217,9 @@ const FLAG_NAMES: [(u16, &str); 16] = [
 ];
 
 impl KernelFlags {
-    /// Names of the set flags, sorted; unknown bits as `unknown_0x…`.
+    /// Names of the set flags, sorted (every bit of the field has one).
     pub fn names(self) -> Vec<String> {
-        let known = FLAG_NAMES.iter().fold(0, |acc, (bit, _)| acc | bit);
-        let mut names: Vec<String> =
-            FLAG_NAMES.iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, n)| n.to_string()).collect();
-        if self.0 & !known != 0 {
-            names.push(format!("unknown_{:#06x}", self.0 & !known));
-        }
-        names
+        FLAG_NAMES.iter().filter(|(bit, _)| self.0 & bit != 0).map(|(_, n)| n.to_string()).collect()
     }
 }
 
@@ -964,7 +958,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kernel_flags_are_named() {
-        assert_eq!(KernelFlags(flag::TABLE_BOUND | 0x0800).names(), ["table_bound", "unknown_0x0800"]);
+    fn every_kernel_flag_bit_has_its_own_name() {
+        let bits: Vec<u16> = FLAG_NAMES.iter().map(|(bit, _)| *bit).collect();
+        assert_eq!(bits.iter().fold(0, |acc, bit| acc | bit), u16::MAX, "a bit without a name");
+        assert!(bits.iter().all(|bit| bit.count_ones() == 1), "{bits:?}");
+        let mut names: Vec<&str> = FLAG_NAMES.iter().map(|(_, name)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 16);
+        assert_eq!(KernelFlags(u16::MAX).names().len(), 16);
     }
 }
