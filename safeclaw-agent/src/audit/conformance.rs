@@ -89,7 +89,8 @@ fn verdict_of(success: bool, output: &str) -> Verdict {
     }))
 }
 
-fn cli(agent_bin: &Path, case: &Case) -> Verdict {
+/// The verdict of `agent_bin audit verify` on `case`, and what it printed.
+fn cli(agent_bin: &Path, case: &Case) -> (Verdict, String) {
     let mut command = Command::new(agent_bin);
     command.args(["audit", "verify"]).arg(case.dir.join("log")).args(["--pubkey", &case.public_key]);
     match &case.head {
@@ -102,7 +103,7 @@ fn cli(agent_bin: &Path, case: &Case) -> Verdict {
     let output = command.output().expect("audit verify runs");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.code() == Some(0) || output.status.code() == Some(1), "{output:?}");
-    verdict_of(output.status.success(), &text)
+    (verdict_of(output.status.success(), &text), text)
 }
 
 /// The ```python block of the format document, so that the spec's verifier and the suite cannot drift.
@@ -182,7 +183,9 @@ pub fn disagreements(cases: &[Case], agent_bin: &Path) -> Vec<String> {
     std::fs::write(&script, python_source()).expect("write the sample verifier");
     let mut wrong = Vec::new();
     for (case, python) in cases.iter().zip(python(&script, cases)) {
-        for (verifier, verdict) in [("ours", ours(case)), ("cli", cli(agent_bin, case)), ("python", python)] {
+        let (cli_verdict, cli_output) = cli(agent_bin, case);
+        let before = wrong.len();
+        for (verifier, verdict) in [("ours", ours(case)), ("cli", cli_verdict), ("python", python)] {
             if verdict != case.expected {
                 wrong.push(format!(
                     "{}: {verifier} says {verdict:?}, expected {:?}",
@@ -190,6 +193,10 @@ pub fn disagreements(cases: &[Case], agent_bin: &Path) -> Vec<String> {
                     case.expected
                 ));
             }
+        }
+        if wrong.len() > before {
+            // Why, in the words of `audit verify`: a disagreement is otherwise only a number.
+            wrong.push(format!("{}: audit verify printed: {}", case.name(), cli_output.trim()));
         }
     }
     wrong
