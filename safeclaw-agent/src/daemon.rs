@@ -525,6 +525,12 @@ async fn enforce(
     enforcer.owns_pins = false;
     let slots = std::mem::take(&mut enforcer.slots);
     while drain(ring.get_mut(), &mut unreleased, &slots, &registry, &mut sink) {}
+    // Events denied for want of ring space after the last recorded one leave no hole that a later
+    // event would reveal: the kernel's own count of issued numbers names them.
+    match maps::next_kernel_seq(&mut enforcer.kernel.ebpf) {
+        Ok(next) => sink.writer.kernel_issued_below(next),
+        Err(e) => tracing::error!("cannot read how many events the kernel issued; denials after the last recorded event are not in the log: {e}"),
+    }
     for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, true) {
         if let Appended::Buffered { sequence } = sink.repeats(&closed, &slots, &registry) {
             repeats.recorded(closed.key, sequence);

@@ -214,6 +214,23 @@ impl KernelSeqs {
         self.declare_oldest()
     }
 
+    /// Every hole, then the numbers after the highest recorded up to `next` (exclusive): the kernel
+    /// issued all of those, and none will come any more (its programs are detached and the ring is
+    /// drained), so the last ones were denied for want of room. Call until `None`.
+    pub fn expire_all_below(&mut self, next: u64) -> Option<RangeInclusive<u64>> {
+        if let Some(lost) = self.declare_oldest() {
+            return Some(lost);
+        }
+        let low = self.low?;
+        if low >= next {
+            return None;
+        }
+        let lost = low..=next - 1;
+        remember(&mut self.lost, lost.clone());
+        self.low = Some(next);
+        Some(lost)
+    }
+
     fn declare_oldest(&mut self) -> Option<RangeInclusive<u64>> {
         let low = self.low?;
         let next = *self.above.first()?;
@@ -293,6 +310,23 @@ mod tests {
         assert_eq!(seqs.expire_all(), Some(0..=0));
         assert_eq!(seqs.expire_all(), Some(2..=2));
         assert_eq!(seqs.expire_all(), None);
+    }
+
+    #[test]
+    fn expire_all_below_reports_the_holes_then_the_numbers_after_the_last_recorded() {
+        let start = Instant::now();
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
+        arrive_all(&mut seqs, &[0, 2], start);
+        assert_eq!(seqs.expire_all_below(6), Some(1..=1));
+        assert_eq!(seqs.expire_all_below(6), Some(3..=5));
+        assert_eq!(seqs.expire_all_below(6), None);
+        // Nothing recorded at all: everything the kernel issued was lost.
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
+        assert_eq!(seqs.expire_all_below(3), Some(0..=2));
+        // Everything issued was recorded.
+        let mut seqs = KernelSeqs::session_start(HOLE_WAIT);
+        arrive_all(&mut seqs, &[0, 1, 2], start);
+        assert_eq!(seqs.expire_all_below(3), None);
     }
 
     #[test]

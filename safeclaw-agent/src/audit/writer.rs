@@ -522,6 +522,15 @@ impl AuditWriter {
         }
     }
 
+    /// The kernel issued every number below `next` in this kernel session and will issue no more (its
+    /// programs are detached, the ring drained): gap entries for every one not recorded, the last
+    /// ones included, which no later arrival would ever reveal.
+    pub fn kernel_issued_below(&mut self, next: u64) {
+        while let Some(lost) = self.kernel_seqs.expire_all_below(next) {
+            self.push_event(WriterEvent::Gap { from: *lost.start(), to: *lost.end() });
+        }
+    }
+
     /// Gap entries for every hole: no more events of this kernel session will come.
     fn record_all_lost(&mut self) {
         while let Some(lost) = self.kernel_seqs.expire_all() {
@@ -950,6 +959,17 @@ pub fn pending_key_path(key_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A writer dropped without `close` (an error path, or a test standing in for a kill) still waits for
+/// its compressions: a thread left running would rewrite and delete segments behind the back of the
+/// next writer of the same log in this process, which resumes compressing the same plain segments.
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        for handle in self.compressing.drain(..) {
+            report_compression(handle.join());
+        }
+    }
+}
+
 fn report_compression(result: std::thread::Result<io::Result<PathBuf>>) {
     match result {
         Ok(Ok(_)) => {}
@@ -1088,6 +1108,31 @@ mod tests {
         assert_eq!(gaps[0]["details"]["toKernelSeq"], 4);
         let report = check(dir.path());
         assert_eq!((report.gaps, report.lost_kernel_events), (1, 4));
+    }
+
+    #[test]
+    fn numbers_issued_after_the_last_recorded_event_become_a_gap_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&record(1));
+        writer.append(&record(3));
+        // The kernel issued 0..=6: 2 is a hole, 4..=6 were denied after the last one recorded.
+        writer.kernel_issued_below(7);
+        writer.close().unwrap();
+        let gaps: Vec<(u64, u64)> = entries(dir.path())
+            .into_iter()
+            .filter(|e| e["action"] == "audit.gap")
+            .map(|e| {
+                let details = &e["details"];
+                (details["fromKernelSeq"].as_u64().unwrap(), details["toKernelSeq"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(gaps, [(2, 2), (4, 6)]);
+        let report = check(dir.path());
+        assert_eq!(report.failure, None);
+        assert_eq!((report.gaps, report.lost_kernel_events), (2, 4));
     }
 
     #[test]
@@ -1541,5 +1586,43 @@ mod tests {
         let report = check(dir.path());
         assert_eq!(report.failure, None);
         assert_eq!(report.files, files.len());
+    }
+
+    #[test]
+    fn a_writer_dropped_without_close_leaves_no_compression_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotating = || {
+            let mut opts = options(dir.path());
+            opts.max_segment_bytes = Some(8 << 10);
+            opts
+        };
+        let mut writer = AuditWriter::open(rotating()).unwrap();
+        for k in 0..200 {
+            writer.append(&record(k));
+            if k % 10 == 9 {
+                writer.commit().unwrap();
+            }
+        }
+        drop(writer);
+        let log = dir.path().join("log/audit.jsonl");
+        let files = log_files(&log).unwrap();
+        assert!(files.len() > 3, "{files:?}");
+        // Every rotated segment was compressed by the time drop returned: none is left plain, and no
+        // compression's temporary file is beside the log.
+        assert!(
+            files[..files.len() - 1].iter().all(|f| f.extension().is_some_and(|e| e == "zst")),
+            "{files:?}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // The next writer continues the same chain, as after a restart.
+        let mut writer = AuditWriter::open(rotating()).unwrap();
+        writer.append(&record(200));
+        writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
     }
 }

@@ -226,6 +226,13 @@ pub fn set_scope(ebpf: &mut Ebpf, scope: Scope) -> Result<(), KernelError> {
     set(&mut array, "SCOPE", 0, scope)
 }
 
+/// The kernel sequence number the next event will get: every number below it was issued.
+pub fn next_kernel_seq(ebpf: &mut Ebpf) -> Result<u64, KernelError> {
+    array::<u64>(ebpf, "COUNTERS")?
+        .get(&counter::NEXT_SEQ, 0)
+        .map_err(|source| KernelError::Map { map: "COUNTERS", source })
+}
+
 /// Events the ring buffer had no room for (each of them denied).
 pub fn ringbuf_full_count(ebpf: &mut Ebpf) -> Result<u64, KernelError> {
     array::<u64>(ebpf, "COUNTERS")?
