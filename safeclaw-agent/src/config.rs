@@ -293,7 +293,7 @@ impl TryFrom<String> for CommitInterval {
     }
 }
 
-/// `repeatWindow`: how long identical allowed opens are counted into one entry, 0 (off) to 10 s.
+/// `repeatWindow`: how long identical allowed opens and connects are counted into one entry, 0 (off) to 10 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RepeatWindow(pub Duration);
 

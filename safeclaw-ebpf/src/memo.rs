@@ -115,7 +115,7 @@ pub fn remember(key: &RepeatKey, inputs: &OpenInputs, active_slot: u32, window_n
     // SAFETY: the per-CPU map value, only used by this program invocation.
     let memo = unsafe { &mut *memo };
     memo.set = 0;
-    // SAFETY: copies one RepeatKey between two map values (a helper: LLVM's inline copy of 336 bytes
+    // SAFETY: copies one RepeatKey between two map values (a helper: LLVM's inline copy of a whole key
     // would be a memcpy call the BPF target lacks).
     let copied = unsafe {
         generated::bpf_probe_read_kernel(
