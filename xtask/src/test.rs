@@ -189,6 +189,8 @@ fn native_tests() -> anyhow::Result<Suite> {
                 sum
             });
         tally.add(counted);
+        let output: Vec<String> = finished.output.lines().map(str::to_owned).collect();
+        notes.extend(failed_tests(&finished.name, &output));
         match finished.success {
             None => {
                 tally.failed += 1;
@@ -349,7 +351,9 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
     let mut failed_in_binary = 0;
     let mut finished = 0;
     let mut last_left_behind = None;
+    let mut binary_lines: Vec<String> = Vec::new();
     for line in transcript {
+        binary_lines.push(line.clone());
         if let Some(rest) = line.strip_prefix(LEFT_BEHIND) {
             let (path, what) = rest.split_once(": ").unwrap_or((rest, ""));
             let binary = Path::new(path).file_name().map_or(path.into(), |name| name.to_string_lossy());
@@ -363,10 +367,12 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
             failed_in_binary += result.failed;
         } else if line.starts_with(RUNNING) {
             failed_in_binary = 0;
+            binary_lines.clear();
         } else if let Some(rest) = line.strip_prefix(EXITED) {
             finished += 1;
             let (code, path) = rest.split_once(' ').unwrap_or((rest, ""));
             let binary = Path::new(path).file_name().map_or(path.into(), |name| name.to_string_lossy());
+            notes.extend(failed_tests(&binary, &binary_lines));
             if code != "0" && failed_in_binary == 0 {
                 tally.failed += 1;
                 notes.push(format!("{binary} exited with {code} without a failing test (did it crash?)"));
@@ -382,6 +388,59 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
         notes.push(format!("the test script failed: {ending}"));
     }
     (tally, notes)
+}
+
+/// Most lines of a failed test's panic message the summary repeats.
+const PANIC_LINES: usize = 6;
+
+/// One note per failed test of a binary: its name and the start of its panic message, so that a log
+/// cut to its tail (CI shows only the end) still says what failed and why.
+fn failed_tests(binary: &str, output: &[String]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut lines = output.iter().map(|line| strip_ansi(line));
+    while let Some(line) = lines.next() {
+        let Some(test) = line.trim().strip_prefix("---- ").and_then(|rest| rest.strip_suffix(" stdout ----"))
+        else {
+            continue;
+        };
+        let mut message = Vec::new();
+        let mut panic_seen = false;
+        for line in lines.by_ref() {
+            let trimmed = line.trim();
+            if panic_seen && (trimmed.is_empty() || trimmed.starts_with("---- ")) {
+                break;
+            }
+            if !panic_seen && line.contains("panicked at") {
+                panic_seen = true;
+            }
+            if panic_seen && !trimmed.starts_with("note: run with `RUST_BACKTRACE") {
+                message.push(trimmed.to_owned());
+                if message.len() == PANIC_LINES {
+                    break;
+                }
+            }
+        }
+        notes.push(format!("{binary}: {test} FAILED\n{}", message.join("\n")));
+    }
+    notes
+}
+
+/// The line without terminal colour codes (`ESC [ ... m`), which the daemons' logs carry.
+fn strip_ansi(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// The counts in libtest's `test result: ok. 3 passed; 0 failed; ...` line.
@@ -480,6 +539,23 @@ mod tests {
         assert_eq!(
             notes,
             ["a left behind process 71: /usr/sbin/auditd -n", "a left behind pin /sys/fs/bpf/safeclaw-x"]
+        );
+    }
+
+    #[test]
+    fn a_failed_test_is_named_with_its_panic_message() {
+        let transcript = lines(
+            "safeclaw-test: running /t/escape_x\ntest one ... ok\ntest two ... FAILED\n\nfailures:\n\n\
+             ---- two stdout ----\nsome output\n\u{1b}[2mthread 'two' panicked at tests/x.rs:3:5:\n\
+             no entry for the denial\nnote: run with `RUST_BACKTRACE=1` to see a backtrace\n\n\
+             failures:\n    two\n\ntest result: FAILED. 1 passed; 1 failed; 0 ignored\n\
+             safeclaw-test: exited 101 /t/escape_x",
+        );
+        let (tally, notes) = tally_vm_run(&transcript, 1, &Ending::Exited(1));
+        assert_eq!(tally, Tally { passed: 1, failed: 1 });
+        assert_eq!(
+            notes,
+            ["escape_x: two FAILED\nthread 'two' panicked at tests/x.rs:3:5:\nno entry for the denial"]
         );
     }
 
