@@ -47,6 +47,8 @@ pub struct Burst {
     pub durable_seconds: f64,
     pub idle_rss_kb: u64,
     pub peak_rss_kb: u64,
+    /// Of the RSS after the burst, the kB that are BPF map pages mapped into the daemon (the ring).
+    pub mapped_bpf_rss_kb: u64,
     pub bpf_map_bytes: u64,
     /// The daemon's most sampled symbols during the burst, or why there is no profile.
     pub profile: Result<crate::profile::Top, String>,
@@ -96,6 +98,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     });
     let failed = failures?;
     let peak_rss_kb = safeclaw::status_kb(daemon.pid(), "VmHWM")?;
+    let mapped_bpf_rss_kb = safeclaw::mapped_bpf_rss_kb(daemon.pid())?;
     let log = daemon.audit_log.clone();
     let (status, _) = daemon.stop();
     let durable_seconds = start.elapsed().as_secs_f64();
@@ -137,6 +140,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
         durable_seconds,
         idle_rss_kb,
         peak_rss_kb,
+        mapped_bpf_rss_kb,
         bpf_map_bytes,
         profile,
     })

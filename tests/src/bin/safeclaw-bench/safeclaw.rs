@@ -122,6 +122,28 @@ pub fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// Resident kB of the BPF maps the process has mapped (the event ring's pages, which the consumer
+/// touches as it reads), from the `Rss` of its `anon_inode:bpf-map` mappings in /proc/PID/smaps.
+pub fn mapped_bpf_rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut in_bpf_map = false;
+    let mut total = 0;
+    for line in text.lines() {
+        // A mapping's header line starts with its address range; its fields follow, one per line.
+        let is_header = line.split_whitespace().next().is_some_and(|first| {
+            first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        });
+        if is_header {
+            in_bpf_map = line.ends_with("anon_inode:bpf-map");
+        } else if in_bpf_map {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                total += kb.trim().trim_end_matches(" kB").trim().parse::<u64>().context("an Rss line")?;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Bytes the kernel charges for the BPF maps the process holds (`memlock` of each map fd).
 pub fn bpf_map_bytes(pid: u32) -> anyhow::Result<u64> {
     let mut total = 0;
