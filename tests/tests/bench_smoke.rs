@@ -35,4 +35,15 @@ fn the_bench_runs_end_to_end_and_every_tool_it_measures_was_active() {
     assert_eq!(get("auditd_lost"), 0, "{evidence:?}");
     assert!(get("fapolicyd_denied_opens") > 0, "fapolicyd denied nothing: {evidence:?}");
     assert!(get("fapolicyd_decisions") > get("fapolicyd_denied_opens"), "{evidence:?}");
+    // The timed phases run without bpf_stats; the extra phase that reads them must have counted runs.
+    let file_open_runs = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("| file_open | "))
+        .and_then(|rest| rest.split(" |").next())
+        .and_then(|runs| runs.replace(',', "").parse::<u64>().ok());
+    assert!(file_open_runs.is_some_and(|runs| runs > 0), "no bpf_stats row for file_open:\n{stdout}");
+    assert!(
+        stdout.contains("BPF map pages mapped into the daemon (the event ring) | "),
+        "no ring share of the burst's RSS:\n{stdout}"
+    );
 }
