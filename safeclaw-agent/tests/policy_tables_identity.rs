@@ -30,7 +30,11 @@ fn generated() -> String {
             0 => format!("    action: file.read\n    paths: [/srv/d{i}/*.csv]\n"),
             1 => format!("    action: process.exec\n    binary: [/opt/t{i}/*]\n"),
             2 => format!("    action: file.write\n    paths: [\"~/p{i}/out/**\"]\n"),
-            _ => format!("    action: network.connect\n    cidrs: [10.{}.{}.0/24]\n    ports: [443, \"8000-8100\"]\n", i / 256 % 256, i % 256),
+            _ => format!(
+                "    action: network.connect\n    cidrs: [10.{}.{}.0/24]\n    ports: [443, \"8000-8100\"]\n",
+                i / 256 % 256,
+                i % 256
+            ),
         };
         yaml.push_str(&format!("  - name: generated-{i}\n    effect: allow\n{rule}"));
     }
@@ -46,9 +50,21 @@ fn generated() -> String {
 fn compiled_tables_are_unchanged() {
     // A deliberate change to the tables, rule records or warnings updates these (and says why).
     let cases = [
-        ("default.yaml", shipped("default.yaml"), "23a7c438c362eb2085ceb83803cc9ff0ffaf84a02589b9a3e006c79be28f2334"),
-        ("strict.yaml", shipped("strict.yaml"), "ef0df23c941546a8d946dfac053aaf1628064e854bb78acd85b8f3e54c5115c3"),
-        ("audit-only.yaml", shipped("audit-only.yaml"), "d4720e09d6f0839de437c759f108d50793981a16bec292285677c74c12d6ee9c"),
+        (
+            "default.yaml",
+            shipped("default.yaml"),
+            "23a7c438c362eb2085ceb83803cc9ff0ffaf84a02589b9a3e006c79be28f2334",
+        ),
+        (
+            "strict.yaml",
+            shipped("strict.yaml"),
+            "ef0df23c941546a8d946dfac053aaf1628064e854bb78acd85b8f3e54c5115c3",
+        ),
+        (
+            "audit-only.yaml",
+            shipped("audit-only.yaml"),
+            "d4720e09d6f0839de437c759f108d50793981a16bec292285677c74c12d6ee9c",
+        ),
         ("generated.yaml", generated(), "a275f550c5d82b4eea4496c208dd969ef072d2bf37dfb3570fbb7e4bda40e121"),
     ];
     let mut wrong = Vec::new();

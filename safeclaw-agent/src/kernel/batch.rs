@@ -119,7 +119,9 @@ fn update_chunk<K: aya::Pod, V: aya::Pod>(
     // only reads them and writes `attr.count`.
     match unsafe { batch(BPF_MAP_UPDATE_BATCH, &mut attr) } {
         (_, None) => Ok(()),
-        (written, Some(error)) => Err(KernelError::Batch { map, op: "update", done: u64::from(written), error }),
+        (written, Some(error)) => {
+            Err(KernelError::Batch { map, op: "update", done: u64::from(written), error })
+        }
     }
 }
 
@@ -158,7 +160,9 @@ pub fn trie_keys<D: aya::Pod, V: aya::Pod>(
         match error {
             // ENOENT: no key after the last one listed.
             Some(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
-            Some(error) => return Err(KernelError::Batch { map, op: "lookup", done: keys.len() as u64, error }),
+            Some(error) => {
+                return Err(KernelError::Batch { map, op: "lookup", done: keys.len() as u64, error })
+            }
             None if listed == 0 => return Ok(keys),
             None => {}
         }
