@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::Marker;
 
 /// Deepest nesting of sequences and mappings accepted; policies and configs need fewer than ten.
 pub const MAX_DEPTH: usize = 64;
@@ -23,22 +24,33 @@ pub struct TooDeep {
 /// Text the scanner rejects is left to serde_yaml to report, after a plain bracket count bounds the
 /// flow nesting it could reach.
 pub fn check_depth(text: &str) -> Result<(), TooDeep> {
+    walk(text, |_, _| {}).map(drop)
+}
+
+/// `check_depth` that also hands every event it reads, with where it starts, to `on_event`, so a
+/// caller needing the events (policy positions) parses the text once. `Ok(true)` when the whole
+/// text parsed, `Ok(false)` when the scanner rejected it (`on_event` then saw only a prefix).
+pub fn walk(text: &str, mut on_event: impl FnMut(Event, Marker)) -> Result<bool, TooDeep> {
     let mut parser = Parser::new_from_str(text);
     let mut depth = 0usize;
     loop {
-        match parser.next_token() {
-            Ok((Event::StreamEnd, _)) => return Ok(()),
-            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark)) => {
+        let (event, mark) = match parser.next_token() {
+            Ok(next) => next,
+            Err(_) => return check_brackets(text).map(|()| false),
+        };
+        match event {
+            Event::StreamEnd => return Ok(true),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     // Where the scanner stands: a token or two past the collection's opening.
                     return Err(TooDeep { line: mark.line(), column: mark.col() + 1 });
                 }
             }
-            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
-            Ok(_) => {}
-            Err(_) => return check_brackets(text),
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
         }
+        on_event(event, mark);
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A reload fills the slot the programs are not reading, then flips `Scope::active_slot` in one map
 //! update: no decision ever sees a half-written policy.
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
+use aya::maps::{lpm_trie::Key, Array, HashMap, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatCount,
@@ -10,7 +10,7 @@ use safeclaw_common::{
     MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS,
 };
 
-use super::batch::write_run;
+use super::batch::{self, write_run};
 use super::KernelError;
 use crate::policy::compiled::CompiledPolicy;
 
@@ -133,32 +133,34 @@ fn write_network(
     write_run(ebpf, "PORT_INTERVALS", slot * MAX_PORT_INTERVALS + cursor.intervals, &intervals)?;
     cursor.intervals += intervals.len() as u32;
     let map = "NET_PREFIXES";
-    let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
-    let mut trie: LpmTrie<&mut MapData, NetKeyData, NetPrefixValue> =
-        LpmTrie::try_from(data).map_err(|source| KernelError::Map { map, source })?;
     if remove_stale {
-        let stale: Vec<Key<NetKeyData>> =
-            trie.keys().filter_map(Result::ok).filter(|key| u32::from(key.data().slot) == slot).collect();
-        for key in &stale {
-            trie.remove(key).map_err(|source| KernelError::Map { map, source })?;
-        }
+        let stale: Vec<Key<NetKeyData>> = batch::trie_keys::<NetKeyData, NetPrefixValue>(ebpf, map)?
+            .into_iter()
+            .filter(|key| u32::from(key.data().slot) == slot)
+            .collect();
+        batch::trie_remove::<_, NetPrefixValue>(ebpf, map, &stale)?;
     }
     let mut first = first_interval;
-    for prefix in &policy.net.prefixes {
-        let key = Key::new(
-            NET_KEY_HEADER_BITS + u32::from(prefix.prefix_len.min(128)),
-            NetKeyData {
-                slot: slot as u8,
-                profile: profile as u8,
-                protocol: prefix.protocol,
-                addr: prefix.addr,
-            },
-        );
-        let value = NetPrefixValue { first, count: prefix.intervals.len() as u32 };
-        trie.insert(&key, value, 0).map_err(|source| KernelError::Map { map, source })?;
-        first += prefix.intervals.len() as u32;
-    }
-    Ok(())
+    let (keys, values): (Vec<Key<NetKeyData>>, Vec<NetPrefixValue>) = policy
+        .net
+        .prefixes
+        .iter()
+        .map(|prefix| {
+            let key = Key::new(
+                NET_KEY_HEADER_BITS + u32::from(prefix.prefix_len.min(128)),
+                NetKeyData {
+                    slot: slot as u8,
+                    profile: profile as u8,
+                    protocol: prefix.protocol,
+                    addr: prefix.addr,
+                },
+            );
+            let value = NetPrefixValue { first, count: prefix.intervals.len() as u32 };
+            first += prefix.intervals.len() as u32;
+            (key, value)
+        })
+        .unzip();
+    batch::trie_insert(ebpf, map, &keys, &values)
 }
 
 /// Records which profile (per slot) decides for a registered session's cgroup. Fails when the

@@ -26,8 +26,8 @@ pub enum KernelError {
     Map { map: &'static str, source: aya::maps::MapError },
     #[error("bpffs pins: {0}")]
     Pins(String),
-    #[error("map `{map}`: batch update failed after {written} entries: {error}")]
-    Batch { map: &'static str, written: u64, error: std::io::Error },
+    #[error("map `{map}`: batch {op} failed after {done} entries: {error}")]
+    Batch { map: &'static str, op: &'static str, done: u64, error: std::io::Error },
     #[error("policy does not fit the kernel tables: {0}")]
     Limit(String),
 }

@@ -484,17 +484,17 @@ struct Case {
 fn read_cases(path: &Path) -> anyhow::Result<(CasesFile, Positions, Arc<str>)> {
     let name: Arc<str> = Arc::from(path.display().to_string());
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if let Err(deep) = crate::yaml_guard::check_depth(&text) {
+    let positions = Positions::scan(&text).map_err(|deep| {
         let at = Location::new(&name, deep.line, deep.column);
-        anyhow::bail!("{}", Diagnostic::error(at, deep.to_string()));
-    }
+        anyhow::anyhow!("{}", Diagnostic::error(at, deep.to_string()))
+    })?;
     let cases: CasesFile = serde_yaml::from_str(&text).map_err(|e| {
         let at = e
             .location()
             .map_or_else(|| Location::file(&name), |l| Location::new(&name, l.line(), l.column()));
         anyhow::anyhow!("{}", Diagnostic::error(at, e.to_string()))
     })?;
-    Ok((cases, Positions::scan(&text), name))
+    Ok((cases, positions, name))
 }
 
 fn test(file: &Path, cases_path: &Path, args: &ContextArgs, output: OutputArgs) -> anyhow::Result<ExitCode> {

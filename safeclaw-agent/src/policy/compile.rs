@@ -157,9 +157,35 @@ fn compile_profile(
     let mut findings = Vec::new();
     let mut dfas: [CompiledDfa; 4] = std::array::from_fn(|_| CompiledDfa::empty());
     let mut stats = TableStats { rules: rules.len(), ..TableStats::default() };
-    for class in PathClass::ALL {
-        let patterns = class_patterns(rules, class, expander);
-        match dfa::build(&patterns, dfa::Limits::KERNEL) {
+    // The four automata and the network tables share nothing: each automaton is built on a thread
+    // of its own while this one compiles the network rules, so a reload waits for the slowest part
+    // rather than their sum. Results are read in class order, as one thread would produce them.
+    let (built, inet_rules, net) = std::thread::scope(|scope| {
+        let builds = PathClass::ALL.map(|class| {
+            scope.spawn(move || dfa::build(&class_patterns(rules, class, expander), dfa::Limits::KERNEL))
+        });
+        let inet_rules: Vec<InetRule> = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(id, rule)| {
+                rule.inet().map(|inet| {
+                    let cidrs = expander.cidrs(inet);
+                    let raw = super::net::decides_raw_sockets(&cidrs, &inet.ports);
+                    InetRule {
+                        rule: id as u32,
+                        cidrs,
+                        ports: inet.ports.clone(),
+                        protocols: inet.protocol.wire_values(raw, inet.direction),
+                    }
+                })
+            })
+            .collect();
+        let net = netcompile::compile(&inet_rules);
+        let built = builds.map(|build| build.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (built, inet_rules, net)
+    });
+    for (class, build) in PathClass::ALL.into_iter().zip(built) {
+        match build {
             Ok((table, analysis)) => {
                 path_findings(rules, class, &analysis, &mut findings);
                 let index = class.dfa_index();
@@ -170,23 +196,7 @@ fn compile_profile(
             Err(e) => errors.push(format!("{}: {e}", class.as_str())),
         }
     }
-    let inet_rules: Vec<InetRule> = rules
-        .iter()
-        .enumerate()
-        .filter_map(|(id, rule)| {
-            rule.inet().map(|inet| {
-                let cidrs = expander.cidrs(inet);
-                let raw = super::net::decides_raw_sockets(&cidrs, &inet.ports);
-                InetRule {
-                    rule: id as u32,
-                    cidrs,
-                    ports: inet.ports.clone(),
-                    protocols: inet.protocol.wire_values(raw, inet.direction),
-                }
-            })
-        })
-        .collect();
-    let net = match netcompile::compile(&inet_rules) {
+    let net = match net {
         Ok((net, analysis)) => {
             net_findings(rules, &inet_rules, &analysis, expander, &mut findings);
             net

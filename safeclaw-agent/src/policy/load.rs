@@ -124,10 +124,15 @@ impl Loader {
             self.error(whole, "policy file is empty (it needs at least `version: 1`)");
             return Contribution::default();
         }
-        if let Err(deep) = crate::yaml_guard::check_depth(text) {
-            self.error(Location::new(name, deep.line, deep.column), deep.to_string());
-            return Contribution::default();
-        }
+        // Before serde_yaml reads it (see `yaml_guard`), and only once: the same pass records where
+        // each value is.
+        let positions = match Positions::scan(text) {
+            Ok(positions) => positions,
+            Err(deep) => {
+                self.error(Location::new(name, deep.line, deep.column), deep.to_string());
+                return Contribution::default();
+            }
+        };
         let file: PolicyFile = match serde_yaml::from_str(text) {
             Ok(file) => file,
             Err(e) => {
@@ -139,7 +144,6 @@ impl Loader {
                 return Contribution::default();
             }
         };
-        let positions = Positions::scan(text);
         let at = |key: &str| match positions.get(key) {
             Some((line, column)) => Location::new(name, line, column),
             None => Location::file(name),

@@ -1,25 +1,26 @@
 //! Line and column of every value in a policy file, keyed by its path (`rules[3].paths[0]`), for
 //! errors found after deserialization (duplicate names, shadowed rules, includes).
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, MarkedEventReceiver};
 use yaml_rust2::scanner::Marker;
 
 use super::fasthash::FastMap;
+use crate::yaml_guard::TooDeep;
 
 /// Positions of the values of one YAML document. Empty if the text does not parse (serde_yaml
-/// already reported why).
+/// reports why).
 #[derive(Debug, Default)]
 pub struct Positions {
     by_path: FastMap<String, (usize, usize)>,
 }
 
 impl Positions {
-    pub fn scan(text: &str) -> Positions {
+    /// Reads `text` once, as `yaml_guard::check_depth` does (and refusing what it refuses), so a
+    /// policy is parsed once by yaml_rust2 and once by serde_yaml, never a third time.
+    pub fn scan(text: &str) -> Result<Positions, TooDeep> {
         let mut recorder = Recorder::default();
-        match Parser::new_from_str(text).load(&mut recorder, false) {
-            Ok(()) => Positions { by_path: recorder.by_path },
-            Err(_) => Positions::default(),
-        }
+        let parsed = crate::yaml_guard::walk(text, |event, mark| recorder.on_event(event, mark))?;
+        Ok(if parsed { Positions { by_path: recorder.by_path } } else { Positions::default() })
     }
 
     /// `(line, column)`, both from 1.
@@ -118,7 +119,7 @@ mod tests {
     #[test]
     fn positions_of_nested_values() {
         let text = "version: 1\nrules:\n  - name: a\n    paths: [/x, /y]\n  - name: b\nagents:\n  bot:\n    rules:\n      - name: c\n";
-        let positions = Positions::scan(text);
+        let positions = Positions::scan(text).unwrap();
         assert_eq!(positions.get("version"), Some((1, 10)));
         assert_eq!(positions.get("rules[0].name"), Some((3, 11)));
         assert_eq!(positions.get("rules[0].paths[1]"), Some((4, 17)));
@@ -128,6 +129,13 @@ mod tests {
 
     #[test]
     fn broken_yaml_gives_no_positions() {
-        assert_eq!(Positions::scan("a: [").get("a"), None);
+        assert_eq!(Positions::scan("a: [").unwrap().get("a"), None);
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_where_check_depth_refuses_it() {
+        let deep = format!("a:\n  b: {}{}\n", "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(Positions::scan(&deep).err(), crate::yaml_guard::check_depth(&deep).err());
+        assert!(Positions::scan(&deep).is_err());
     }
 }
