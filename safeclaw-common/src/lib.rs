@@ -221,6 +221,12 @@ pub struct KernelOffsets {
     pub task_struct_mm: u64,
     pub mm_struct_exe_file: u64,
     pub file_f_inode: u64,
+    // Who the current task is, read with plain loads through its BTF pointer (`Pending::start`).
+    pub task_struct_pid: u64,
+    pub task_struct_comm: u64,
+    pub task_struct_cred: u64,
+    pub cred_uid: u64,
+    pub cred_gid: u64,
 }
 
 /// Bytes of an exec's argv (NUL-terminated strings) recorded after its path.

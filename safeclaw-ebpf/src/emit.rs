@@ -3,8 +3,7 @@
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
         generated,
     },
 };
@@ -72,19 +71,11 @@ impl Pending {
         // SAFETY: the per-CPU scratch value is only used by this program invocation on this CPU
         // (BPF programs are not preempted by other BPF programs on the same CPU mid-hook here).
         let event = unsafe { &mut *event };
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let uid_gid = bpf_get_current_uid_gid();
         let header = &mut event.header;
         header.boot_ns = started_ns;
-        // SAFETY: plain helper.
-        header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        kernel::write_identity(header);
         // SAFETY: plain helper; a level below the task's own depth yields 0.
         header.session_cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(scope.level as i32 + 2) };
-        header.pid = pid_tgid as u32;
-        header.tgid = (pid_tgid >> 32) as u32;
-        header.uid = uid_gid as u32;
-        header.gid = (uid_gid >> 32) as u32;
-        header.comm = bpf_get_current_comm().unwrap_or_default();
         header.file_mode = 0;
         header.target_pid = 0;
         header.detail_arg = 0;
@@ -156,7 +147,7 @@ impl Pending {
         }
         let window = (self.started_ns / window_ns) as u32;
         match memo::matching(self.event, inputs, self.slot.index, window_ns, window) {
-            Some(key) => counted_as_repeat(key),
+            Some(key) => counted_as_repeat(key, self.started_ns),
             None => false,
         }
     }
@@ -460,7 +451,7 @@ impl Pending {
             None
         };
         if let Some(key) = repeat {
-            if counted_as_repeat(key) {
+            if counted_as_repeat(key, started_ns) {
                 if let Some(inputs) = memoizable {
                     memo::remember(key, &inputs, slot.index, window_ns);
                 }
@@ -558,17 +549,16 @@ fn repeat_key(event: &Event, window_ns: u64) -> Option<&'static RepeatKey> {
     Some(key)
 }
 
-/// Counts the attempt as a repeat of `key` if an attempt was recorded under it (in this window).
+/// Counts the attempt that started at `boot_ns` as a repeat of `key` if an attempt was recorded under
+/// it (in this window).
 #[inline(always)]
-fn counted_as_repeat(key: &RepeatKey) -> bool {
+fn counted_as_repeat(key: &RepeatKey, boot_ns: u64) -> bool {
     let Some(count) = REPEATS.get_ptr_mut(key) else { return false };
-    // SAFETY: plain helper.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
     // SAFETY: a hash map value, valid for this invocation; other CPUs may update it concurrently,
     // hence the atomic add (`last_ns` is only informative).
     unsafe {
         fetch_add_one(core::ptr::addr_of_mut!((*count).repeats));
-        (*count).last_ns = now;
+        (*count).last_ns = boot_ns;
     }
     true
 }

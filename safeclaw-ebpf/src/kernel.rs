@@ -5,7 +5,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use safeclaw_common::{KernelOffsets, Scope};
+use safeclaw_common::{EventHeader, KernelOffsets, Scope, COMM_LEN};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
@@ -83,6 +83,11 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     task_struct_mm: 0,
     mm_struct_exe_file: 0,
     file_f_inode: 0,
+    task_struct_pid: 0,
+    task_struct_comm: 0,
+    task_struct_cred: 0,
+    cred_uid: 0,
+    cred_gid: 0,
 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
@@ -333,6 +338,106 @@ pub fn dentry_reach(dentry: u64, vfsmount: u64) -> Reach {
         // Unreadable: as unreachable as can be.
         _ => Reach::ForeignMount,
     }
+}
+
+/// The current task as the verifier's BTF pointer: its fields, and those of what they point to, are
+/// read with plain loads that the verifier checks against BTF at load time (a fault reads as 0),
+/// instead of a helper call each, which costs far more than a load.
+#[inline(always)]
+fn current_task_btf() -> *const u8 {
+    // SAFETY: a plain helper.
+    unsafe { generated::bpf_get_current_task_btf() as *const u8 }
+}
+
+/// The `T` at `base` + `field` (an offset from BTF) where `base` is a BTF pointer: a plain load the
+/// verifier checks against BTF. Volatile so that LLVM neither moves nor merges it: folded into
+/// a select of addresses, a pointer would meet bitwise operations the verifier refuses.
+///
+/// # Safety
+/// `base` must be a BTF pointer whose type has a `T` at that offset.
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, field: &'static u64) -> T {
+    // SAFETY: the caller's promise; a faulting load reads as 0 (the verifier makes it a probe load).
+    unsafe { read_volatile(base.add(offset(field)) as *const T) }
+}
+
+/// Writes the current task's identity into `header` as `bpf_get_current_pid_tgid`, `_uid_gid`,
+/// `_cgroup_id` and `_comm` would say it, read from `current` with plain loads: `pid`, `tgid`,
+/// `cred->uid` and `cred->gid` (the subjective credentials, as the helper reads them; ids in the
+/// initial namespace), `cgroups->dfl_cgrp->kn->id`, and `comm` up to its NUL, zero after it, its last
+/// byte always NUL (as the helper's `strscpy_pad` leaves it). Written in place: the BPF stack of the
+/// largest hooks has no room for a copy.
+#[inline(always)]
+pub fn write_identity(header: &mut EventHeader) {
+    let task = current_task_btf();
+    // SAFETY: loads through BTF pointers at offsets from BTF, each checked by the verifier.
+    unsafe {
+        header.pid = load::<u32>(task, &OFFSETS.task_struct_pid);
+        header.tgid = load::<u32>(task, &OFFSETS.task_struct_tgid);
+        let cred = load::<*const u8>(task, &OFFSETS.task_struct_cred);
+        header.uid = load::<u32>(cred, &OFFSETS.cred_uid);
+        header.gid = load::<u32>(cred, &OFFSETS.cred_gid);
+        let css_set = load::<*const u8>(task, &OFFSETS.task_struct_cgroups);
+        let cgroup = load::<*const u8>(css_set, &OFFSETS.css_set_dfl_cgrp);
+        let kn = load::<*const u8>(cgroup, &OFFSETS.cgroup_kn);
+        header.cgroup_id = load::<u64>(kn, &OFFSETS.kernfs_node_id);
+        let name = task.add(offset(&OFFSETS.task_struct_comm));
+        let mut ended = false;
+        for (i, byte) in header.comm.iter_mut().enumerate() {
+            let b = read_volatile(name.add(i));
+            ended |= b == 0 || i == COMM_LEN - 1;
+            *byte = if ended { 0 } else { b };
+        }
+    }
+}
+
+/// `file->f_path` as `(dentry, vfsmount)` addresses for probe reads and comparisons, in one read
+/// (`(0, 0)` if unreadable).
+#[inline(always)]
+pub fn file_path_parts(file: *const u8) -> (u64, u64) {
+    // SAFETY: one probe read of the 16 bytes of `struct path` (two pointers) inside `file`.
+    let parts = unsafe { bpf_probe_read_kernel(file_path(file) as *const [u64; 2]) }.unwrap_or([0, 0]);
+    let word = |field: &'static u64| parts[(offset(field) / 8) & 1];
+    (word(&OFFSETS.path_dentry), word(&OFFSETS.path_mnt))
+}
+
+/// `reach(dentry, vfsmount, true)` for the file of `file_open` (`dentry` and `vfsmount` from
+/// `file_path_parts(file)`), with the same tests on the same fields, read with plain loads through
+/// the hook's `struct file *` and the current task's BTF pointer. Only the mount's namespace needs a
+/// probe read: no BTF pointer leads from a `vfsmount` back to its `struct mount`.
+#[inline(always)]
+pub fn file_reach(file: *const u8, dentry: u64, vfsmount: u64) -> Reach {
+    let task = current_task_btf();
+    let mount = vfsmount.wrapping_sub(offset(&OFFSETS.mount_mnt) as u64);
+    let Some(object_ns) = read_address(mount + offset(&OFFSETS.mount_mnt_ns) as u64) else {
+        return Reach::ForeignMount;
+    };
+    // SAFETY: loads through BTF pointers at offsets from BTF, each checked by the verifier.
+    let (task_ns, pprev, parent, mnt_root) = unsafe {
+        let nsproxy = load::<*const u8>(task, &OFFSETS.task_struct_nsproxy);
+        let path = file_path(file);
+        let loaded_dentry = load::<*const u8>(path, &OFFSETS.path_dentry);
+        let loaded_mnt = load::<*const u8>(path, &OFFSETS.path_mnt);
+        (
+            load::<u64>(nsproxy, &OFFSETS.nsproxy_mnt_ns),
+            load::<u64>(loaded_dentry, &OFFSETS.dentry_d_hash_pprev),
+            load::<u64>(loaded_dentry, &OFFSETS.dentry_d_parent),
+            load::<u64>(loaded_mnt, &OFFSETS.vfsmount_mnt_root),
+        )
+    };
+    // A dentry always has a parent (itself at a root) and a mount a root: 0 is a faulted load, which
+    // counts as unreachable, as an unreadable field does for `reach`.
+    if task_ns == 0 || task_ns != object_ns || parent == 0 || mnt_root == 0 {
+        return Reach::ForeignMount;
+    }
+    if parent == dentry {
+        // A root of its own that is not its mount's root: a disconnected dentry.
+        return if dentry != mnt_root { Reach::ForeignMount } else { Reach::Reachable };
+    }
+    if pprev == 0 {
+        return Reach::Unlinked;
+    }
+    Reach::Reachable
 }
 
 /// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.

@@ -53,9 +53,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let by_exec = mode & kernel::FMODE_EXEC != 0 || flags & kernel::O_FMODE_EXEC != 0;
     let verdict = match pending.resolve_file_path(file) {
         Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec => {
-            let path = kernel::file_path(file);
-            let (dentry, vfsmount) = (kernel::path_dentry(path), kernel::path_vfsmount(path));
-            let reach = reach::of_resolved(&pending, dentry, vfsmount, len);
+            let (dentry, vfsmount) = kernel::file_path_parts(file);
+            let reach = reach::of_resolved(&pending, file, dentry, vfsmount, len);
             if reach == Some(Reach::Reachable) {
                 // Decided by its path alone: an open identical to the last counted one in every
                 // input of that decision is counted again without deciding (memo.rs).

@@ -38,15 +38,22 @@ fn decide(
     }
 }
 
-/// Where the file whose path `bpf_d_path` wrote into the event (`len` bytes) stands: `dentry` in
-/// `vfsmount` (its `f_path`). `None` for a pseudo file (`pipe:[…]`, `socket:[…]`, `anon_inode:…`:
-/// no leading `/`), which lives on the kernel's internal mounts and is decided by its name as before.
+/// Where the file whose path `bpf_d_path` wrote into the event (`len` bytes) stands: `file`, whose
+/// `f_path` is `dentry` in `vfsmount`. `None` for a pseudo file (`pipe:[…]`, `socket:[…]`,
+/// `anon_inode:…`: no leading `/`), which lives on the kernel's internal mounts and is decided by its
+/// name as before.
 #[inline(always)]
-pub fn of_resolved(pending: &Pending, dentry: u64, vfsmount: u64, len: u32) -> Option<Reach> {
+pub fn of_resolved(
+    pending: &Pending,
+    file: *const u8,
+    dentry: u64,
+    vfsmount: u64,
+    len: u32,
+) -> Option<Reach> {
     if len == 0 || pending.path()[0] != b'/' {
         return None;
     }
-    Some(kernel::reach(dentry, vfsmount, true))
+    Some(kernel::file_reach(file, dentry, vfsmount))
 }
 
 /// Decides that file (`reach` from `of_resolved`) for `act`.

@@ -122,6 +122,11 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         task_struct_mm: btf.member_offset("task_struct", "mm")?,
         mm_struct_exe_file: btf.member_offset("mm_struct", "exe_file")?,
         file_f_inode: btf.member_offset("file", "f_inode")?,
+        task_struct_pid: btf.member_offset("task_struct", "pid")?,
+        task_struct_comm: btf.member_offset("task_struct", "comm")?,
+        task_struct_cred: btf.member_offset("task_struct", "cred")?,
+        cred_uid: btf.member_offset("cred", "uid")?,
+        cred_gid: btf.member_offset("cred", "gid")?,
     })
 }
 
