@@ -328,15 +328,26 @@ pub fn dentry_reach(dentry: u64, vfsmount: u64) -> Reach {
     let parent = read_address(dentry + offset(&OFFSETS.dentry_d_parent) as u64);
     let mnt_root = read_address(vfsmount + offset(&OFFSETS.vfsmount_mnt_root) as u64);
     match (pprev, parent, mnt_root) {
-        // A root of its own that is not its mount's root: a disconnected dentry (open_by_handle_at),
-        // whose path is only its own name.
-        (Some(_), Some(parent), Some(mnt_root)) if parent == dentry && dentry != mnt_root => {
-            Reach::ForeignMount
-        }
-        (Some(0), Some(parent), Some(_)) if parent != dentry => Reach::Unlinked,
-        (Some(_), Some(_), Some(_)) => Reach::Reachable,
+        (Some(pprev), Some(parent), Some(mnt_root)) => linked(dentry, pprev, parent, mnt_root),
         // Unreadable: as unreachable as can be.
         _ => Reach::ForeignMount,
+    }
+}
+
+/// The kernel's `d_unlinked` on fields already read (`pprev`: `d_hash.pprev`, `parent`: `d_parent`
+/// of `dentry`; `mnt_root` of its mount), and no disconnected dentry: the one test of `dentry_reach`
+/// and `file_reach`, whichever way they read the fields.
+#[inline(always)]
+fn linked(dentry: u64, pprev: u64, parent: u64, mnt_root: u64) -> Reach {
+    if parent == dentry {
+        // A root of its own that is not its mount's root: a disconnected dentry (open_by_handle_at),
+        // whose path is only its own name.
+        return if dentry != mnt_root { Reach::ForeignMount } else { Reach::Reachable };
+    }
+    if pprev == 0 {
+        Reach::Unlinked
+    } else {
+        Reach::Reachable
     }
 }
 
@@ -430,14 +441,7 @@ pub fn file_reach(file: *const u8, dentry: u64, vfsmount: u64) -> Reach {
     if task_ns == 0 || task_ns != object_ns || parent == 0 || mnt_root == 0 {
         return Reach::ForeignMount;
     }
-    if parent == dentry {
-        // A root of its own that is not its mount's root: a disconnected dentry.
-        return if dentry != mnt_root { Reach::ForeignMount } else { Reach::Reachable };
-    }
-    if pprev == 0 {
-        return Reach::Unlinked;
-    }
-    Reach::Reachable
+    linked(dentry, pprev, parent, mnt_root)
 }
 
 /// `msg->msg_name` and `msg->msg_namelen`: the explicit destination of a sendto/sendmsg, if any.
