@@ -160,9 +160,14 @@ fn compile_profile(
     // The four automata and the network tables share nothing: each automaton is built on a thread
     // of its own while this one compiles the network rules, so a reload waits for the slowest part
     // rather than their sum. Results are read in class order, as one thread would produce them.
+    // A host out of threads builds an automaton on this thread instead: slower, never a failed reload.
     let (built, inet_rules, net) = std::thread::scope(|scope| {
         let builds = PathClass::ALL.map(|class| {
-            scope.spawn(move || dfa::build(&class_patterns(rules, class, expander), dfa::Limits::KERNEL))
+            let build = move || dfa::build(&class_patterns(rules, class, expander), dfa::Limits::KERNEL);
+            std::thread::Builder::new()
+                .name("policy-dfa".into())
+                .spawn_scoped(scope, build)
+                .map_err(|_| build)
         });
         let inet_rules: Vec<InetRule> = rules
             .iter()
@@ -181,7 +186,10 @@ fn compile_profile(
             })
             .collect();
         let net = netcompile::compile(&inet_rules);
-        let built = builds.map(|build| build.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        let built = builds.map(|build| match build {
+            Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(build) => build(),
+        });
         (built, inet_rules, net)
     });
     for (class, build) in PathClass::ALL.into_iter().zip(built) {
