@@ -20,6 +20,7 @@ use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
+mod memory;
 mod repeats;
 mod signals;
 mod stop;
@@ -312,6 +313,8 @@ impl Enforcer {
         }
         self.scope.active_slot = slot;
         maps::set_scope(&mut self.kernel.ebpf, self.scope)?;
+        // The replaced policy and the compile's scratch were just dropped.
+        memory::release_freed();
         Ok(())
     }
 
