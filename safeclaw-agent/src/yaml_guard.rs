@@ -54,6 +54,12 @@ pub fn walk(text: &str, mut on_event: impl FnMut(Event, Marker)) -> Result<bool,
     }
 }
 
+/// Whether a plain bracket count (quotes ignored, so an over-count) keeps the flow nesting within
+/// `MAX_DEPTH`: then libyaml cannot spend quadratic time on the text, whatever the guard finds.
+pub fn flow_nesting_bounded(text: &str) -> bool {
+    check_brackets(text).is_ok()
+}
+
 /// Flow nesting by counting brackets, quotes ignored: an over-count only refuses text with more
 /// than `MAX_DEPTH` unclosed `[`/`{`, which no policy or config has.
 fn check_brackets(text: &str) -> Result<(), TooDeep> {

@@ -124,18 +124,13 @@ impl Loader {
             self.error(whole, "policy file is empty (it needs at least `version: 1`)");
             return Contribution::default();
         }
-        // Before serde_yaml reads it (see `yaml_guard`), and only once: the same pass records where
-        // each value is.
-        let positions = match Positions::scan(text) {
-            Ok(positions) => positions,
-            Err(deep) => {
+        let (positions, file) = match parse_yaml(text) {
+            Ok(parsed) => parsed,
+            Err(Unparsed::TooDeep(deep)) => {
                 self.error(Location::new(name, deep.line, deep.column), deep.to_string());
                 return Contribution::default();
             }
-        };
-        let file: PolicyFile = match serde_yaml::from_str(text) {
-            Ok(file) => file,
-            Err(e) => {
+            Err(Unparsed::Yaml(e)) => {
                 let location = match e.location() {
                     Some(l) => Location::new(name, l.line(), l.column()),
                     None => whole,
@@ -387,6 +382,35 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other(format!("larger than {MAX_FILE_BYTES} bytes")));
     }
     Ok(bytes)
+}
+
+/// Why a policy file's text did not become a `PolicyFile`.
+enum Unparsed {
+    TooDeep(crate::yaml_guard::TooDeep),
+    Yaml(serde_yaml::Error),
+}
+
+/// The file's model and where each of its values is. serde_yaml and the positions pass (which is also
+/// the depth guard) read the text independently, so they run side by side and a reload waits for the
+/// slower of the two rather than their sum. serde_yaml may start before the guard has walked the text
+/// only when a bracket count already bounds the flow nesting that makes libyaml slow (see
+/// `yaml_guard`); otherwise the guard goes first. The guard's refusal is reported before serde_yaml's.
+fn parse_yaml(text: &str) -> Result<(Positions, PolicyFile), Unparsed> {
+    let deserialize = || serde_yaml::from_str::<PolicyFile>(text);
+    if !crate::yaml_guard::flow_nesting_bounded(text) {
+        let positions = Positions::scan(text).map_err(Unparsed::TooDeep)?;
+        return Ok((positions, deserialize().map_err(Unparsed::Yaml)?));
+    }
+    std::thread::scope(|scope| {
+        // A host out of threads deserializes on this thread, after the guard.
+        let beside = std::thread::Builder::new().name("policy-yaml".into()).spawn_scoped(scope, deserialize);
+        let positions = Positions::scan(text).map_err(Unparsed::TooDeep)?;
+        let file = match beside {
+            Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => deserialize(),
+        };
+        Ok((positions, file.map_err(Unparsed::Yaml)?))
+    })
 }
 
 /// serde_yaml appends " at line L column C"; the location is shown in front instead.
