@@ -1,5 +1,6 @@
 //! The maps shared with the daemon; sizes come from safeclaw-common so both sides agree.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -30,11 +31,14 @@ pub static RULES: Array<RuleEntry> = Array::with_max_entries(POLICY_SLOTS * MAX_
 pub static DFA_CLASSES: Array<ByteClasses> =
     Array::with_max_entries(POLICY_SLOTS * MAX_PROFILES * dfa_class::COUNT, 0);
 
+/// Mmapable (both automata tables): the daemon writes a reload's transitions as a memory copy into
+/// the idle slot instead of one kernel update per entry.
 #[map(name = "DFA_TRANS")]
-pub static DFA_TRANS: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_TRANSITIONS, 0);
+pub static DFA_TRANS: Array<u32> =
+    Array::with_max_entries(POLICY_SLOTS * MAX_DFA_TRANSITIONS, BPF_F_MMAPABLE);
 
 #[map(name = "DFA_ACCEPT")]
-pub static DFA_ACCEPT: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_STATES, 0);
+pub static DFA_ACCEPT: Array<u32> = Array::with_max_entries(POLICY_SLOTS * MAX_DFA_STATES, BPF_F_MMAPABLE);
 
 #[map(name = "NET_PREFIXES")]
 pub static NET_PREFIXES: LpmTrie<NetKeyData, NetPrefixValue> = LpmTrie::with_max_entries(MAX_NET_PREFIXES, 0);

@@ -45,7 +45,7 @@ unsafe fn batch(cmd: libc::c_long, attr: &mut BatchAttr) -> (u32, Option<std::io
 }
 
 /// The descriptor of array map `map`.
-fn array_fd(ebpf: &Ebpf, map: &'static str) -> Result<RawFd, KernelError> {
+pub(super) fn array_fd(ebpf: &Ebpf, map: &'static str) -> Result<RawFd, KernelError> {
     match ebpf.map(map) {
         Some(Map::Array(data)) => Ok(data.fd().as_fd().as_raw_fd()),
         _ => Err(KernelError::Missing { what: "array map", name: map }),

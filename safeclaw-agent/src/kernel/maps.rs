@@ -11,6 +11,7 @@ use safeclaw_common::{
 };
 
 use super::batch::{self, write_run};
+use super::mapped;
 use super::KernelError;
 use crate::policy::compiled::CompiledPolicy;
 
@@ -110,9 +111,9 @@ fn write_profile(
     }
     for (class, dfa) in policy.dfas.iter().enumerate() {
         let base = slot * MAX_DFA_TRANSITIONS + header.dfa[class].trans_base;
-        write_run(ebpf, "DFA_TRANS", base, &dfa.transitions)?;
+        mapped::write_run(ebpf, "DFA_TRANS", base, &dfa.transitions)?;
         let base = slot * MAX_DFA_STATES + header.dfa[class].accept_base;
-        write_run(ebpf, "DFA_ACCEPT", base, &dfa.accept)?;
+        mapped::write_run(ebpf, "DFA_ACCEPT", base, &dfa.accept)?;
     }
     Ok(header)
 }

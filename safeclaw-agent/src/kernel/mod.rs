@@ -4,6 +4,7 @@ pub mod btf;
 pub mod ebpf_log;
 pub mod events;
 pub mod loader;
+mod mapped;
 pub mod maps;
 pub mod pins;
 pub mod ring;
