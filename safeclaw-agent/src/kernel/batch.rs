@@ -1,7 +1,8 @@
 //! Batched map syscalls (aya has no batch API): `BPF_MAP_UPDATE_BATCH` for runs of array entries and
 //! for trie entries, `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` to list and remove trie entries.
-//! A reload of a million DFA transitions and tens of thousands of network prefixes costs a few dozen
-//! syscalls instead of one per entry (each also runs the `bpf` LSM program).
+//! A reload's rules, port intervals and tens of thousands of network prefixes cost a few dozen syscalls
+//! instead of one per entry (each also runs the `bpf` LSM program); the automata go through a mapping
+//! (`mapped`) and come here only when their map cannot be mapped.
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use aya::maps::lpm_trie::Key;
