@@ -5,6 +5,7 @@
 //! runs it in the VM and appends that to docs/benchmarks.md.
 mod burst;
 mod ops;
+mod paired;
 mod peers;
 mod profile;
 mod real;
@@ -31,6 +32,9 @@ pub struct Sizes {
     /// Distinct files of the second burst (as many opens as the first).
     pub burst_files: u32,
     pub launcher_runs: u32,
+    /// Pairs of baseline and outside blocks (`paired`): at least the first, at most the second.
+    pub min_pairs: usize,
+    pub max_pairs: usize,
     pub rule_counts: Vec<u32>,
     pub workloads: Vec<Workload>,
 }
@@ -47,6 +51,8 @@ impl Sizes {
             burst_opens: 1_000_000,
             burst_files: 100_000,
             launcher_runs: 5,
+            min_pairs: 10,
+            max_pairs: 40,
             rule_counts: vec![10, 100, 1_000, 10_000],
             workloads: Workload::ALL.to_vec(),
         }
@@ -63,6 +69,8 @@ impl Sizes {
             burst_opens: 4_000,
             burst_files: 400,
             launcher_runs: 2,
+            min_pairs: 2,
+            max_pairs: 2,
             rule_counts: vec![100],
             workloads: vec![Workload::GitStatus],
         }
@@ -273,6 +281,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    eprintln!(
+        "safeclaw-bench: outside the agent cgroup, in pairs with the baseline ({:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let pairs = paired::run(&fixture, &sizes, &plain_cgroup)?;
     // kernel.bpf_stats_enabled puts two clock reads and a counter update around every program run,
     // which a production host does not pay: the timed rounds run without it, and one more SafeClaw
     // phase, whose timings are dropped, counts the programs' runs and time on the same work.
@@ -302,7 +315,7 @@ fn main() -> anyhow::Result<()> {
 
     report::print_evidence_summary(&configs, &results);
     println!("safeclaw-bench: results");
-    report::print(&sizes, &configs, &results, &bursts)?;
+    report::print(&sizes, &configs, &results, &pairs, &bursts)?;
     println!("safeclaw-bench: complete");
     Ok(())
 }

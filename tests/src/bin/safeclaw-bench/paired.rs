@@ -1,0 +1,121 @@
+//! SafeClaw's cost to processes outside the agent cgroup, measured in pairs: a block of every
+//! operation with nothing attached and one with the daemon running, seconds apart (the daemon started
+//! and stopped between them, the order alternating), so the emulator's drifts over minutes, which
+//! separate the rounds' phases, fall on both halves of a pair alike. Pairs are added until the 95 %
+//! confidence interval of every operation's median pair ratio is within `PRECISION` of it.
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::ops::{self, Fixture, Op};
+use crate::safeclaw::{self, Policy};
+use crate::Sizes;
+
+/// Half-width of the confidence interval at which no more pairs are run: half the 5 % the target
+/// allows, so the interval itself says on which side of the target the cost lies.
+pub const PRECISION: f64 = 0.025;
+
+/// After a daemon starts or stops, before a block: its start-up work and the programs' detach settle.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Mean ns per operation of each block, in `Op::ALL` order.
+#[derive(Default)]
+pub struct Pairs {
+    pub baseline: Vec<[f64; 4]>,
+    pub outside: Vec<[f64; 4]>,
+}
+
+impl Pairs {
+    pub fn len(&self) -> usize {
+        self.baseline.len()
+    }
+
+    /// Outside over baseline of each pair, for operation `o`.
+    pub fn ratios(&self, o: usize) -> Vec<f64> {
+        self.baseline.iter().zip(&self.outside).map(|(base, out)| out[o] / base[o]).collect()
+    }
+
+    fn precise(&self) -> bool {
+        (0..Op::ALL.len()).all(|o| {
+            let ratios = self.ratios(o);
+            median_interval(&ratios).is_some_and(|(lo, hi)| (hi - lo) / 2.0 <= PRECISION)
+        })
+    }
+}
+
+/// Runs pairs in `cgroup` (outside the agent cgroup) with policies/default.yaml until they are
+/// precise or `sizes.max_pairs` ran, and at least `sizes.min_pairs`.
+pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pairs> {
+    let mut pairs = Pairs::default();
+    while pairs.len() < sizes.min_pairs || (pairs.len() < sizes.max_pairs && !pairs.precise()) {
+        let outside_first = pairs.len() % 2 == 1;
+        let mut baseline = None;
+        if !outside_first {
+            baseline = Some(block(fixture, sizes, cgroup)?);
+        }
+        let daemon = safeclaw::start(Policy::Default, fixture)?;
+        std::thread::sleep(SETTLE);
+        let outside = block(fixture, sizes, cgroup)?;
+        let (status, _) = daemon.stop();
+        if !status.success() {
+            bail!("safeclaw-agent exited with {status} after an outside block");
+        }
+        std::thread::sleep(SETTLE);
+        let baseline = match baseline {
+            Some(measured) => measured,
+            None => block(fixture, sizes, cgroup)?,
+        };
+        pairs.baseline.push(baseline);
+        pairs.outside.push(outside);
+    }
+    Ok(pairs)
+}
+
+/// Every operation once, at the micro benchmark's sizes.
+fn block(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<[f64; 4]> {
+    let mut ns = [0.0; 4];
+    for (slot, &op) in ns.iter_mut().zip(Op::ALL.iter()) {
+        *slot = ops::measure(fixture, op, sizes.iterations(op), Some(cgroup))?.ns;
+    }
+    Ok(ns)
+}
+
+/// The distribution-free 95 % confidence interval of the median of `values`: the order statistics
+/// `k` and `n + 1 - k`, with `k` the largest for which P(Binomial(n, ½) < k) ≤ 2.5 %. `None` below
+/// six values, where no such `k` exists.
+pub fn median_interval(values: &[f64]) -> Option<(f64, f64)> {
+    let n = values.len();
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // P(X <= j) for X ~ Binomial(n, 1/2), accumulated term by term.
+    let mut term = 0.5f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut k = 0;
+    for j in 0..n {
+        below += term;
+        if below > 0.025 {
+            break;
+        }
+        // P(X < j + 2) is next; j + 1 qualifies as k.
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    (k >= 1).then(|| (sorted[k - 1], sorted[n - k]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_interval_uses_the_binomial_order_statistics() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        // n = 20: P(X <= 5) = 0.0207, P(X <= 6) = 0.0577, so k = 6: the 6th and 15th values.
+        assert_eq!(median_interval(&values), Some((6.0, 15.0)));
+        let values: Vec<f64> = (1..=6).map(f64::from).collect();
+        // n = 6: P(X <= 0) = 0.0156, P(X <= 1) = 0.109, so k = 1: the whole range.
+        assert_eq!(median_interval(&values), Some((1.0, 6.0)));
+        assert_eq!(median_interval(&[1.0, 2.0, 3.0, 4.0, 5.0]), None);
+    }
+}
