@@ -47,6 +47,11 @@ pub struct Burst {
     pub durable_seconds: f64,
     pub idle_rss_kb: u64,
     pub peak_rss_kb: u64,
+    /// The RSS by kind, at idle and after the burst: where growth came from.
+    pub idle_split: safeclaw::RssSplit,
+    pub after_split: safeclaw::RssSplit,
+    /// Of the RSS at idle, the kB that are BPF map pages mapped into the daemon.
+    pub idle_mapped_bpf_rss_kb: u64,
     /// Of the RSS after the burst, the kB that are BPF map pages mapped into the daemon (the ring).
     pub mapped_bpf_rss_kb: u64,
     pub bpf_map_bytes: u64,
@@ -73,6 +78,8 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     let daemon = safeclaw::start(Policy::Default, fixture)?;
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss_kb = safeclaw::status_kb(daemon.pid(), "VmRSS")?;
+    let idle_split = safeclaw::RssSplit::of(daemon.pid())?;
+    let idle_mapped_bpf_rss_kb = safeclaw::mapped_bpf_rss_kb(daemon.pid())?;
     let bpf_map_bytes = safeclaw::bpf_map_bytes(daemon.pid())?;
     let per_process = u32::try_from(opens / u64::from(PROCESSES)).context("burst too large")?;
     let recording = crate::profile::Recording::attach(daemon.pid());
@@ -99,6 +106,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     let failed = failures?;
     let peak_rss_kb = safeclaw::status_kb(daemon.pid(), "VmHWM")?;
     let mapped_bpf_rss_kb = safeclaw::mapped_bpf_rss_kb(daemon.pid())?;
+    let after_split = safeclaw::RssSplit::of(daemon.pid())?;
     let log = daemon.audit_log.clone();
     let (status, _) = daemon.stop();
     let durable_seconds = start.elapsed().as_secs_f64();
@@ -140,6 +148,9 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
         durable_seconds,
         idle_rss_kb,
         peak_rss_kb,
+        idle_split,
+        after_split,
+        idle_mapped_bpf_rss_kb,
         mapped_bpf_rss_kb,
         bpf_map_bytes,
         profile,

@@ -32,7 +32,8 @@ pub struct Sizes {
     /// Distinct files of the second burst (as many opens as the first).
     pub burst_files: u32,
     pub launcher_runs: u32,
-    /// Pairs of baseline and outside blocks (`paired`): at least the first, at most the second.
+    /// Pairs of baseline and outside blocks (`paired`): at least the first, at most the second. Few:
+    /// under TCG each daemon stop risks a guest panic (see `paired`).
     pub min_pairs: usize,
     pub max_pairs: usize,
     pub rule_counts: Vec<u32>,
@@ -51,8 +52,8 @@ impl Sizes {
             burst_opens: 1_000_000,
             burst_files: 100_000,
             launcher_runs: 5,
-            min_pairs: 10,
-            max_pairs: 40,
+            min_pairs: 8,
+            max_pairs: 16,
             rule_counts: vec![10, 100, 1_000, 10_000],
             workloads: Workload::ALL.to_vec(),
         }
@@ -69,8 +70,8 @@ impl Sizes {
             burst_opens: 4_000,
             burst_files: 400,
             launcher_runs: 2,
-            min_pairs: 2,
-            max_pairs: 2,
+            min_pairs: 1,
+            max_pairs: 1,
             rule_counts: vec![100],
             workloads: vec![Workload::GitStatus],
         }

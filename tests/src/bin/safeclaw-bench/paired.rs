@@ -2,7 +2,10 @@
 //! operation with nothing attached and one with the daemon running, seconds apart (the daemon started
 //! and stopped between them, the order alternating), so the emulator's drifts over minutes, which
 //! separate the rounds' phases, fall on both halves of a pair alike. Pairs are added until the 95 %
-//! confidence interval of every operation's median pair ratio is within `PRECISION` of it.
+//! confidence interval of every operation's median pair ratio is within `PRECISION` of it, or the cap.
+//! The cap is low because each pair attaches and detaches every program once: under TCG a detach
+//! while another vCPU runs a hooked function once left that vCPU executing a stale `int3` of the
+//! kernel's text patching (guest panic, `Oops: int3` in `bpf_lsm_inode_permission`), after 29 cycles.
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,6 +71,7 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
         };
         pairs.baseline.push(baseline);
         pairs.outside.push(outside);
+        eprintln!("safeclaw-bench: pair {} done", pairs.len());
     }
     Ok(pairs)
 }

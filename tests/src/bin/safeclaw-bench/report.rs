@@ -261,7 +261,7 @@ fn print_pairs(pairs: &Pairs) {
          started and stopped between the two blocks and the order alternates from pair to pair, so a drift \
          of the emulator's speed falls on both halves alike. Pairs were added until the 95 % confidence \
          interval of each operation's median pair ratio (order statistics) was within ±{:.3} of it, at \
-         most the bench's cap; {} pairs ran.\n",
+         most the bench's cap. Pairs run: {}.\n",
         paired::PRECISION,
         pairs.len()
     );
@@ -335,6 +335,20 @@ fn print_burst(burst: &Burst) {
     println!(
         "| of the RSS after the burst: BPF map pages mapped into the daemon (the event ring) | {:.1} MB | | |",
         burst.mapped_bpf_rss_kb as f64 / 1024.0
+    );
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let (idle, after) = (burst.idle_split, burst.after_split);
+    println!(
+        "| RSS at idle → after the burst: anon (heap, stacks) / file-backed (binary, libraries, mapped BPF \
+         maps: the ring {:.1} → {:.1} MB) / shmem | {:.1} / {:.1} / {:.1} → {:.1} / {:.1} / {:.1} MB | | |",
+        mb(burst.idle_mapped_bpf_rss_kb),
+        mb(burst.mapped_bpf_rss_kb),
+        mb(idle.anon),
+        mb(idle.file),
+        mb(idle.shmem),
+        mb(after.anon),
+        mb(after.file),
+        mb(after.shmem)
     );
     println!(
         "| BPF map memory (memlock of the daemon's map fds) | {:.1} MB | | |",

@@ -114,6 +114,26 @@ pub fn reload(daemon: &Daemon, policy: Policy, fixture: &Fixture) -> anyhow::Res
     }
 }
 
+/// A process's RSS by kind, in kB (/proc/PID/status).
+#[derive(Clone, Copy)]
+pub struct RssSplit {
+    /// The heap and stacks.
+    pub anon: u64,
+    /// Mapped files: the binary, its libraries, and BPF map pages the process has mapped.
+    pub file: u64,
+    pub shmem: u64,
+}
+
+impl RssSplit {
+    pub fn of(pid: u32) -> anyhow::Result<RssSplit> {
+        Ok(RssSplit {
+            anon: status_kb(pid, "RssAnon")?,
+            file: status_kb(pid, "RssFile")?,
+            shmem: status_kb(pid, "RssShmem")?,
+        })
+    }
+}
+
 /// A number from /proc/PID/status in kB (`VmRSS`, `VmHWM`).
 pub fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
