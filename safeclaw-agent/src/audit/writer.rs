@@ -79,8 +79,10 @@ pub struct WriterOptions {
 /// Entries `0 .. n` are archived off the host, given the state directory.
 pub type ArchivedThrough = std::sync::Arc<dyn Fn(&Path) -> u64 + Send + Sync>;
 
-/// Default `max_batch_bytes`: about 12,000 entries, a few times what 100 ms hold at 100,000 events/s.
-pub const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Default `max_batch_bytes`: about 3,000 entries. The daemon holds up to three batches (the one
+/// pending, the one in flight, the spare buffer), so this bounds what a burst adds to its heap to about
+/// 6 MiB; 8 MiB let the distinct-file burst grow the heap by 22 MB.
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
 
 impl WriterOptions {
     /// Defaults: key and head under `/var/lib/safeclaw`, every field, built-in redaction, 100 ms group
