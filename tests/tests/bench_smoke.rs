@@ -42,13 +42,16 @@ fn the_bench_runs_end_to_end_and_every_tool_it_measures_was_active() {
         .and_then(|rest| rest.split(" |").next())
         .and_then(|runs| runs.replace(',', "").parse::<u64>().ok());
     assert!(file_open_runs.is_some_and(|runs| runs > 0), "no bpf_stats row for file_open:\n{stdout}");
-    // The outside target is judged on baseline and outside blocks run in pairs.
+    // SafeClaw's targets are judged on baseline and SafeClaw blocks run in pairs.
     let paired = stdout
-        .split("#### Outside the agent cgroup, paired with the baseline")
+        .split("#### SafeClaw against the baseline, in pairs")
         .nth(1)
-        .unwrap_or_else(|| panic!("no paired outside table:\n{stdout}"));
+        .unwrap_or_else(|| panic!("no paired table:\n{stdout}"));
     assert!(paired.contains("Pairs run: 1."), "the quick bench runs one pair:\n{paired}");
-    assert!(paired.contains("| connect() to a loopback listener | "), "no paired connect row:\n{paired}");
+    for side in ["outside the agent cgroup", "inside, full audit log"] {
+        let row = format!("| connect() to a loopback listener | {side} | ");
+        assert!(paired.contains(&row), "no paired connect row {side}:\n{paired}");
+    }
     assert!(
         stdout.contains("BPF map pages mapped into the daemon (the event ring) | "),
         "no ring share of the burst's RSS:\n{stdout}"

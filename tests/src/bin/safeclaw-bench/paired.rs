@@ -1,11 +1,12 @@
-//! SafeClaw's cost to processes outside the agent cgroup, measured in pairs: a block of every
-//! operation with nothing attached and one with the daemon running, seconds apart (the daemon started
-//! and stopped between them, the order alternating), so the emulator's drifts over minutes, which
-//! separate the rounds' phases, fall on both halves of a pair alike. Pairs are added until the 95 %
-//! confidence interval of every operation's median pair ratio is within `PRECISION` of it, or the cap.
-//! The cap is low because each pair attaches and detaches every program once: under TCG a detach
-//! while another vCPU runs a hooked function once left that vCPU executing a stale `int3` of the
-//! kernel's text patching (guest panic, `Oops: int3` in `bpf_lsm_inode_permission`), after 29 cycles.
+//! SafeClaw's cost measured in pairs: a block of every operation with nothing attached, and blocks with
+//! the daemon running (the measured process outside the agent cgroup, then inside it, the order
+//! alternating), seconds apart: the daemon is started and stopped between them and which half comes
+//! first alternates, so the emulator's drifts over minutes, which separate the rounds' phases, fall on
+//! both halves of a pair alike. Pairs are added until the 95 % confidence interval of every median pair
+//! ratio is within `PRECISION` of it, or the cap. The cap is low because each pair attaches and detaches
+//! every program once: under TCG a detach while another vCPU ran a hooked function once left that vCPU
+//! executing a stale `int3` of the kernel's text patching (guest panic, `Oops: int3` in
+//! `bpf_lsm_inode_permission`), after 29 cycles in one boot.
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,11 +23,19 @@ pub const PRECISION: f64 = 0.025;
 /// After a daemon starts or stops, before a block: its start-up work and the programs' detach settle.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// Where the measured process runs while the daemon does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Outside,
+    Inside,
+}
+
 /// Mean ns per operation of each block, in `Op::ALL` order.
 #[derive(Default)]
 pub struct Pairs {
     pub baseline: Vec<[f64; 4]>,
     pub outside: Vec<[f64; 4]>,
+    pub inside: Vec<[f64; 4]>,
 }
 
 impl Pairs {
@@ -34,20 +43,29 @@ impl Pairs {
         self.baseline.len()
     }
 
-    /// Outside over baseline of each pair, for operation `o`.
-    pub fn ratios(&self, o: usize) -> Vec<f64> {
-        self.baseline.iter().zip(&self.outside).map(|(base, out)| out[o] / base[o]).collect()
+    /// The blocks measured on `side`.
+    pub fn blocks(&self, side: Side) -> &[[f64; 4]] {
+        match side {
+            Side::Outside => &self.outside,
+            Side::Inside => &self.inside,
+        }
+    }
+
+    /// `side` over baseline of each pair, for operation `o`.
+    pub fn ratios(&self, side: Side, o: usize) -> Vec<f64> {
+        self.baseline.iter().zip(self.blocks(side)).map(|(base, with)| with[o] / base[o]).collect()
     }
 
     fn precise(&self) -> bool {
-        (0..Op::ALL.len()).all(|o| {
-            let ratios = self.ratios(o);
-            median_interval(&ratios).is_some_and(|(lo, hi)| (hi - lo) / 2.0 <= PRECISION)
+        [Side::Outside, Side::Inside].into_iter().all(|side| {
+            (0..Op::ALL.len()).all(|o| {
+                median_interval(&self.ratios(side, o)).is_some_and(|(lo, hi)| (hi - lo) / 2.0 <= PRECISION)
+            })
         })
     }
 }
 
-/// Runs pairs in `cgroup` (outside the agent cgroup) with policies/default.yaml until they are
+/// Runs pairs with policies/default.yaml, `cgroup` being outside the agent cgroup, until they are
 /// precise or `sizes.max_pairs` ran, and at least `sizes.min_pairs`.
 pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pairs> {
     let mut pairs = Pairs::default();
@@ -59,10 +77,16 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
         }
         let daemon = safeclaw::start(Policy::Default, fixture)?;
         std::thread::sleep(SETTLE);
-        let outside = block(fixture, sizes, cgroup)?;
+        let (outside, inside) = if outside_first {
+            let outside = block(fixture, sizes, cgroup)?;
+            (outside, block(fixture, sizes, &daemon.cgroup)?)
+        } else {
+            let inside = block(fixture, sizes, &daemon.cgroup)?;
+            (block(fixture, sizes, cgroup)?, inside)
+        };
         let (status, _) = daemon.stop();
         if !status.success() {
-            bail!("safeclaw-agent exited with {status} after an outside block");
+            bail!("safeclaw-agent exited with {status} after a measured block");
         }
         std::thread::sleep(SETTLE);
         let baseline = match baseline {
@@ -71,6 +95,7 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
         };
         pairs.baseline.push(baseline);
         pairs.outside.push(outside);
+        pairs.inside.push(inside);
         eprintln!("safeclaw-bench: pair {} done", pairs.len());
     }
     Ok(pairs)
