@@ -32,8 +32,8 @@ pub struct Sizes {
     /// Distinct files of the second burst (as many opens as the first).
     pub burst_files: u32,
     pub launcher_runs: u32,
-    /// Pairs of baseline and outside blocks (`paired`): at least the first, at most the second. Few:
-    /// under TCG each daemon stop risks a guest panic (see `paired`).
+    /// Pairs of a baseline block and SafeClaw's outside and inside blocks (`paired`): at least the
+    /// first, at most the second. Few: under TCG each daemon stop risks a guest panic (see `paired`).
     pub min_pairs: usize,
     pub max_pairs: usize,
     pub rule_counts: Vec<u32>,
@@ -283,7 +283,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     eprintln!(
-        "safeclaw-bench: outside the agent cgroup, in pairs with the baseline ({:.0} s)",
+        "safeclaw-bench: SafeClaw outside and inside the agent cgroup, in pairs with the baseline ({:.0} s)",
         started.elapsed().as_secs_f64()
     );
     let pairs = paired::run(&fixture, &sizes, &plain_cgroup)?;
