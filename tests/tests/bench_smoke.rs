@@ -52,6 +52,16 @@ fn the_bench_runs_end_to_end_and_every_tool_it_measures_was_active() {
         let row = format!("| connect() to a loopback listener | {side} | ");
         assert!(paired.contains(&row), "no paired connect row {side}:\n{paired}");
     }
+    // The kernel profile of the open loop sampled all three loops.
+    let measured: Vec<f64> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("| whole open()+close() (measured) | "))
+        .unwrap_or_else(|| panic!("no kernel profile of the open loop:\n{stdout}"))
+        .split(" | ")
+        .take(3)
+        .filter_map(|ns| ns.trim().parse().ok())
+        .collect();
+    assert!(measured.len() == 3 && measured.iter().all(|&ns| ns > 0.0), "profile row: {measured:?}");
     assert!(
         stdout.contains("BPF map pages mapped into the daemon (the event ring) | "),
         "no ring share of the burst's RSS:\n{stdout}"

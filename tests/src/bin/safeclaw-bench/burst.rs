@@ -82,7 +82,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     let idle_mapped_bpf_rss_kb = safeclaw::mapped_bpf_rss_kb(daemon.pid())?;
     let bpf_map_bytes = safeclaw::bpf_map_bytes(daemon.pid())?;
     let per_process = u32::try_from(opens / u64::from(PROCESSES)).context("burst too large")?;
-    let recording = crate::profile::Recording::attach(daemon.pid());
+    let recording = crate::profile::Recording::attach(daemon.pid(), crate::profile::DAEMON_FREQUENCY);
     let start = Instant::now();
     let failures = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..PROCESSES)
@@ -111,7 +111,9 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     let (status, _) = daemon.stop();
     let durable_seconds = start.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "the daemon exited with {status} after the burst");
-    let profile = recording.and_then(|r| r.finish(15)).map_err(|e| format!("{e:#}"));
+    let profile = recording
+        .and_then(|r| r.finish(15, crate::profile::Sort::ObjectAndSymbol))
+        .map_err(|e| format!("{e:#}"));
     // Streamed: a million parsed entries would not fit the guest's memory.
     let allowed = fixture.allowed_path();
     let distinct = format!("{}/distinct/", fixture.dir.display());

@@ -4,6 +4,7 @@
 //! Prints Markdown between `safeclaw-bench: results` and `safeclaw-bench: complete`; `cargo xtask bench`
 //! runs it in the VM and appends that to docs/benchmarks.md.
 mod burst;
+mod open_profile;
 mod ops;
 mod paired;
 mod peers;
@@ -31,6 +32,8 @@ pub struct Sizes {
     pub burst_opens: u64,
     /// Distinct files of the second burst (as many opens as the first).
     pub burst_files: u32,
+    /// Opens of each loop of the kernel profile (`open_profile`).
+    pub profile_opens: u32,
     pub launcher_runs: u32,
     /// Pairs of a baseline block and SafeClaw's outside and inside blocks (`paired`): at least the
     /// first, at most the second. Few: under TCG each daemon stop risks a guest panic (see `paired`).
@@ -51,6 +54,7 @@ impl Sizes {
             repo_files: 2_000,
             burst_opens: 1_000_000,
             burst_files: 100_000,
+            profile_opens: 100_000,
             launcher_runs: 5,
             min_pairs: 8,
             max_pairs: 16,
@@ -69,6 +73,7 @@ impl Sizes {
             repo_files: 100,
             burst_opens: 4_000,
             burst_files: 400,
+            profile_opens: 5_000,
             launcher_runs: 2,
             min_pairs: 1,
             max_pairs: 1,
@@ -287,6 +292,12 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let pairs = paired::run(&fixture, &sizes, &plain_cgroup)?;
+    eprintln!(
+        "safeclaw-bench: a kernel profile of {} opens, baseline, outside and inside ({:.0} s)",
+        sizes.profile_opens,
+        started.elapsed().as_secs_f64()
+    );
+    let profile = open_profile::run(&fixture, sizes.profile_opens, &plain_cgroup)?;
     // kernel.bpf_stats_enabled puts two clock reads and a counter update around every program run,
     // which a production host does not pay: the timed rounds run without it, and one more SafeClaw
     // phase, whose timings are dropped, counts the programs' runs and time on the same work.
@@ -317,6 +328,7 @@ fn main() -> anyhow::Result<()> {
     report::print_evidence_summary(&configs, &results);
     println!("safeclaw-bench: results");
     report::print(&sizes, &configs, &results, &pairs, &bursts)?;
+    open_profile::print(&profile);
     println!("safeclaw-bench: complete");
     Ok(())
 }

@@ -122,7 +122,19 @@ pub struct Timing {
 /// Runs `iterations` of `op` in a forked child with the bench login uid, first moved into `cgroup` if given.
 /// Only the denied open may fail.
 pub fn measure(fixture: &Fixture, op: Op, iterations: u32, cgroup: Option<&Path>) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, Work::Op(op), iterations, cgroup, op != Op::OpenDenied)
+    measure_in_child(fixture, Work::Op(op), iterations, cgroup, op != Op::OpenDenied, None)
+}
+
+/// [`measure`], with `before` called on the child's pid once it is set up (in its cgroup) and before
+/// it starts: a profiler attaches there, so that it samples the operations alone.
+pub fn measure_after(
+    fixture: &Fixture,
+    op: Op,
+    iterations: u32,
+    cgroup: &Path,
+    before: &mut dyn FnMut(u32) -> anyhow::Result<()>,
+) -> anyhow::Result<Timing> {
+    measure_in_child(fixture, Work::Op(op), iterations, Some(cgroup), op != Op::OpenDenied, Some(before))
 }
 
 /// [`measure`] of any work, counting failures instead of failing.
@@ -132,7 +144,7 @@ pub fn measure_lenient(
     iterations: u32,
     cgroup: Option<&Path>,
 ) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, work, iterations, cgroup, false)
+    measure_in_child(fixture, work, iterations, cgroup, false, None)
 }
 
 fn measure_in_child(
@@ -141,11 +153,15 @@ fn measure_in_child(
     iterations: u32,
     cgroup: Option<&Path>,
     strict: bool,
+    before: Option<&mut dyn FnMut(u32) -> anyhow::Result<()>>,
 ) -> anyhow::Result<Timing> {
     let procs = cgroup.map(|c| c.join("cgroup.procs"));
     let mut fds = [0i32; 2];
-    // SAFETY: pipe(2) into a 2-element array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    let mut go = [-1i32; 2];
+    // SAFETY: pipe(2) into 2-element arrays.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0
+        || (before.is_some() && unsafe { libc::pipe(go.as_mut_ptr()) } != 0)
+    {
         bail!("pipe: {}", std::io::Error::last_os_error());
     }
     // SAFETY: the child only makes system calls and leaves with _exit.
@@ -156,7 +172,11 @@ fn measure_in_child(
     if pid == 0 {
         // SAFETY: the write end belongs to the child now.
         let mut out = unsafe { std::fs::File::from_raw_fd(fds[1]) };
-        let code = match child(fixture, work, iterations, procs.as_deref(), strict) {
+        if go[1] >= 0 {
+            // SAFETY: the go pipe's write end is the parent's; the child keeps only the read end.
+            unsafe { libc::close(go[1]) };
+        }
+        let code = match child(fixture, work, iterations, procs.as_deref(), strict, go[0]) {
             Ok(t) => write!(out, "{} {}", t.ns, t.failures).map_or(1, |()| 0),
             Err(e) => {
                 let _ = write!(out, "error: {e:#}");
@@ -169,6 +189,14 @@ fn measure_in_child(
     // SAFETY: closing our copy of the write end; the read end is ours.
     unsafe { libc::close(fds[1]) };
     let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let mut before_failed = None;
+    if let Some(before) = before {
+        // SAFETY: the go pipe's ends are ours; the byte (or the closed end) starts the child either way.
+        unsafe { libc::close(go[0]) };
+        let mut start = unsafe { std::fs::File::from_raw_fd(go[1]) };
+        before_failed = before(pid as u32).err();
+        let _ = start.write_all(b"g");
+    }
     let mut text = String::new();
     reader.read_to_string(&mut text)?;
     let mut status = 0;
@@ -176,6 +204,9 @@ fn measure_in_child(
     unsafe { libc::waitpid(pid, &mut status, 0) };
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{} child failed: {text}", work.label());
+    }
+    if let Some(error) = before_failed {
+        return Err(error);
     }
     let (ns, failures) = text.split_once(' ').with_context(|| format!("child said {text:?}"))?;
     Ok(Timing { ns: ns.parse()?, failures: failures.parse()? })
@@ -201,12 +232,19 @@ fn child(
     iterations: u32,
     procs: Option<&Path>,
     strict: bool,
+    go: i32,
 ) -> anyhow::Result<Timing> {
     set_login_uid()?;
     std::env::set_current_dir(&fixture.dir)?;
     if let Some(procs) = procs {
         std::fs::write(procs, std::process::id().to_string())
             .with_context(|| format!("entering {}", procs.display()))?;
+    }
+    if go >= 0 {
+        // SAFETY: the read end of the go pipe belongs to the child.
+        let mut start = unsafe { std::fs::File::from_raw_fd(go) };
+        let mut byte = [0u8; 1];
+        let _ = start.read(&mut byte);
     }
     let mut failures = 0u64;
     let start = Instant::now();

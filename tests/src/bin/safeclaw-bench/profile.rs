@@ -1,59 +1,77 @@
-//! A sampled CPU profile of the daemon during the burst (`perf record -e cpu-clock`), reduced to the
-//! symbols that took the most samples.
+//! A sampled CPU profile of one process (`perf record -e cpu-clock`): the daemon during the burst, or
+//! a measured child during its open loop, reduced to the symbols that took the most samples.
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
 /// Samples per second: low, so that sampling barely slows the daemon whose throughput is measured.
-const FREQUENCY: &str = "200";
-const DATA: &str = "/tmp/safeclaw-bench-burst.perf";
+pub const DAEMON_FREQUENCY: u32 = 200;
 
-/// A running `perf record` attached to one process.
-pub struct Recording(Child);
+/// A running `perf record` attached to one process, writing `data`.
+pub struct Recording {
+    perf: Child,
+    data: String,
+}
+
+/// How `finish` groups the samples.
+#[derive(Clone, Copy)]
+pub enum Sort {
+    /// By object and symbol, symbols under 0.5 % left out.
+    ObjectAndSymbol,
+    /// By symbol alone, every symbol.
+    Symbol,
+}
 
 /// Share of the samples and the symbol (with its object), most first.
 pub type Top = Vec<(f64, String)>;
 
 impl Recording {
-    pub fn attach(pid: u32) -> anyhow::Result<Recording> {
+    /// Samples `pid` `frequency` times a second until it exits.
+    pub fn attach(pid: u32, frequency: u32) -> anyhow::Result<Recording> {
+        let data = format!("/tmp/safeclaw-bench-{pid}.perf");
         let child = Command::new("perf")
-            .args(["record", "-q", "-e", "cpu-clock", "-F", FREQUENCY, "-o", DATA, "-p"])
+            .args(["record", "-q", "-e", "cpu-clock", "-F", &frequency.to_string(), "-o", &data, "-p"])
             .arg(pid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot run perf")?;
-        Ok(Recording(child))
+        Ok(Recording { perf: child, data })
     }
 
     /// Waits for `perf record` to end (it does when the profiled process exits; at most a minute) and
     /// returns the `limit` symbols with the most samples.
-    pub fn finish(mut self, limit: usize) -> anyhow::Result<Top> {
+    pub fn finish(mut self, limit: usize, sort: Sort) -> anyhow::Result<Top> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.0.try_wait()?.is_none() {
+        while self.perf.try_wait()?.is_none() {
             if Instant::now() > deadline {
-                let _ = self.0.kill();
+                let _ = self.perf.kill();
                 bail!("perf record did not end within 60 s of the daemon's exit");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let (keys, limit_percent) = match sort {
+            Sort::ObjectAndSymbol => ("dso,sym", "0.5"),
+            Sort::Symbol => ("sym", "0"),
+        };
         let report = crate::peers::run(
             "perf",
             &[
                 "report",
                 "-i",
-                DATA,
+                &self.data,
                 "--stdio",
                 "--no-children",
                 "--sort",
-                "dso,sym",
+                keys,
                 "--percent-limit",
-                "0.5",
+                limit_percent,
             ],
-        )?;
-        let _ = std::fs::remove_file(DATA);
+        );
+        let _ = std::fs::remove_file(&self.data);
+        let report = report?;
         Ok(parse(&report).into_iter().take(limit).collect())
     }
 }
