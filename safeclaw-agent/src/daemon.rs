@@ -600,6 +600,8 @@ fn reload(
         }
         Err(e) => {
             tracing::error!("reload of {path} refused, previous policy still enforcing: {e:#}");
+            // The refused policy's parse and compile were dropped, as a replaced one's are.
+            memory::release_freed();
             let error = format!("{e:#}");
             writer.log(&Lifecycle::PolicyReloadRejected { source: path, error: error.clone() });
             Err(error)
@@ -630,6 +632,7 @@ fn refresh_hosts(
             tracing::error!(
                 "refreshing the host addresses of {path} failed, previous tables still enforcing: {e:#}"
             );
+            memory::release_freed();
             writer.log(&Lifecycle::PolicyReloadRejected {
                 source: format!("{path} (host names re-resolved)"),
                 error: format!("{e:#}"),
