@@ -510,7 +510,7 @@ async fn enforce(
         }
         for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, false) {
             if let Appended::Buffered { sequence } = sink.repeats(&closed, &enforcer.slots, &registry) {
-                repeats.recorded(closed.key, sequence);
+                repeats.recorded(closed.digest, sequence);
             }
         }
         sink.commit(&mut enforcer)?;
@@ -536,7 +536,7 @@ async fn enforce(
     }
     for closed in repeats.closed(&mut enforcer.kernel.ebpf, sink.recorded_through, true) {
         if let Appended::Buffered { sequence } = sink.repeats(&closed, &slots, &registry) {
-            repeats.recorded(closed.key, sequence);
+            repeats.recorded(closed.digest, sequence);
         }
     }
     sink.writer.commit().context("cannot make the last kernel events durable; their maps stay pinned")?;

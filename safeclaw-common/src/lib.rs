@@ -243,7 +243,7 @@ pub const EVENT_DATA_LEN: usize = PATH_MAX + 2 * ARGS_MAX;
 pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 
 /// Longest path (bytes, without NUL) whose allowed opens are counted as repeats; longer paths are
-/// always recorded one by one. Keeps `RepeatKey` within the kernel's 512-byte hash key limit.
+/// always recorded one by one. Bounds the `RepeatKey` the kernel builds, hashes and compares per open.
 pub const REPEAT_PATH_MAX: usize = 256;
 /// Distinct repeated attempts counted at once (`REPEATS` entries). When it is full, attempts are
 /// recorded one by one as without counting.
@@ -455,8 +455,8 @@ pub struct Event {
 /// Size of an event before its path bytes.
 pub const EVENT_FIXED_LEN: usize = core::mem::size_of::<Event>() - EVENT_DATA_LEN;
 
-/// What makes two allowed opens, or two allowed connects, the same attempt (key of the `REPEATS` hash
-/// map): everything an audit entry says about it except its time. `path` holds `path_len` bytes, zero
+/// What makes two allowed opens, or two allowed connects, the same attempt (held in each `REPEATS`
+/// value): everything an audit entry says about it except its time. `path` holds `path_len` bytes, zero
 /// after them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -501,6 +501,17 @@ pub struct RepeatCount {
     pub repeats: u64,
 }
 
+/// A value of the `REPEATS` hash map, whose key is a 64-bit digest of `key` computed by the kernel: a
+/// lookup by an attempt compares `key` with it in full, so a digest shared by two attempts only makes
+/// the second one recorded one by one; the per-CPU memo instead compares `count.kernel_seq`, which no
+/// other entry ever has.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepeatEntry {
+    pub key: RepeatKey,
+    pub count: RepeatCount,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -517,4 +528,5 @@ mod pod {
     unsafe impl aya::Pod for PortInterval {}
     unsafe impl aya::Pod for RepeatKey {}
     unsafe impl aya::Pod for RepeatCount {}
+    unsafe impl aya::Pod for RepeatEntry {}
 }

@@ -10,15 +10,16 @@ use aya_ebpf::{
 use core::ffi::c_void;
 
 use safeclaw_common::{
-    action, counter, effect, flag, Event, NetDetail, RepeatCount, RepeatKey, Scope, ARGS_MAX, EVENT_DATA_LEN,
-    EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX, REPEAT_PATH_MAX,
+    action, counter, effect, flag, Event, NetDetail, RepeatCount, Scope, ARGS_MAX, EVENT_DATA_LEN,
+    EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX,
 };
 
 use crate::decide::{Slot, Verdict};
 use crate::diag::{self, Miss};
 use crate::kernel;
-use crate::maps::{COUNTERS, EVENTS, REPEATS, REPEAT_SCRATCH, SCRATCH};
+use crate::maps::{COUNTERS, EVENTS, SCRATCH};
 use crate::memo::{self, OpenInputs};
+use crate::repeats;
 
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
@@ -147,7 +148,7 @@ impl Pending {
         }
         let window = (self.started_ns / window_ns) as u32;
         match memo::matching(self.event, inputs, self.slot.index, window_ns, window) {
-            Some(key) => counted_as_repeat(key, self.started_ns),
+            Some((digest, kernel_seq)) => repeats::counted_by_sequence(digest, kernel_seq, self.started_ns),
             None => false,
         }
     }
@@ -446,14 +447,14 @@ impl Pending {
         // SAFETY: plain helper.
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
         let repeat = if repeatable && window_ns != 0 && header.effect == effect::ALLOW && header.flags == 0 {
-            repeat_key(event, window_ns)
+            repeats::entry_of(event, window_ns).map(|entry| (repeats::digest(&entry.key), entry))
         } else {
             None
         };
-        if let Some(key) = repeat {
-            if counted_as_repeat(key, started_ns) {
+        if let Some((digest, entry)) = &repeat {
+            if let Some(kernel_seq) = repeats::counted(*digest, &entry.key, started_ns) {
                 if let Some(inputs) = memoizable {
-                    memo::remember(key, &inputs, slot.index, window_ns);
+                    memo::remember(&entry.key, *digest, kernel_seq, &inputs, slot.index, window_ns);
                 }
                 return 0;
             }
@@ -474,7 +475,7 @@ impl Pending {
             diag::miss(Miss::RingFull, event.header.tgid);
             return DENIED;
         }
-        if let Some(key) = repeat {
+        if let Some((digest, entry)) = repeat {
             let header = &event.header;
             let first = RepeatCount {
                 kernel_seq: header.kernel_seq,
@@ -482,11 +483,9 @@ impl Pending {
                 last_ns: header.boot_ns,
                 repeats: 0,
             };
-            // Only ever created here, never replaced: an entry the daemon has not recorded yet keeps
-            // its count. Full or present: later repeats are recorded one by one.
-            let created = REPEATS.insert(key, first, aya_ebpf::bindings::BPF_NOEXIST as u64).is_ok();
+            let created = repeats::create(digest, entry, first);
             if let (true, Some(inputs)) = (created, memoizable) {
-                memo::remember(key, &inputs, slot.index, window_ns);
+                memo::remember(&entry.key, digest, header.kernel_seq, &inputs, slot.index, window_ns);
             }
         }
         if !denied {
@@ -497,70 +496,6 @@ impl Pending {
             DENIED
         }
     }
-}
-
-/// The `REPEATS` key of the event in this CPU's key scratch, for the window of `window_ns` its time
-/// falls in, if its path is short enough to count.
-#[inline(always)]
-fn repeat_key(event: &Event, window_ns: u64) -> Option<&'static RepeatKey> {
-    let len = event.path_len;
-    if len as usize >= REPEAT_PATH_MAX {
-        return None;
-    }
-    let key = REPEAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the per-CPU map value, only used by this program invocation.
-    let key = unsafe { &mut *key };
-    let words = key.path.as_mut_ptr() as *mut u64;
-    for word in 0..REPEAT_PATH_MAX / 8 {
-        // SAFETY: within the REPEAT_PATH_MAX bytes of `path` (8-byte aligned in the key); volatile so
-        // that LLVM keeps plain stores rather than a memset call the BPF target lacks.
-        unsafe { core::ptr::write_volatile(words.add(word), 0) };
-    }
-    // SAFETY: `len` < REPEAT_PATH_MAX bytes from the event's path into the key's path.
-    let copied = unsafe {
-        generated::bpf_probe_read_kernel(
-            key.path.as_mut_ptr() as *mut c_void,
-            masked::<{ REPEAT_PATH_MAX as u64 - 1 }>(len),
-            event.path.as_ptr() as *const c_void,
-        )
-    };
-    if copied < 0 {
-        return None;
-    }
-    let header = &event.header;
-    key.cgroup_id = header.cgroup_id;
-    key.session_cgroup_id = header.session_cgroup_id;
-    key.pid = header.pid;
-    key.tgid = header.tgid;
-    key.uid = header.uid;
-    key.gid = header.gid;
-    key.rule_id = header.rule_id;
-    key.profile = header.profile;
-    key.policy_generation = header.policy_generation;
-    key.file_mode = header.file_mode;
-    key.path_len = len;
-    key.action = header.action;
-    key.effect = header.effect;
-    key.flags = header.flags;
-    key.comm = header.comm;
-    key.window = (header.boot_ns / window_ns) as u32;
-    key._pad = 0;
-    key.net = event.net;
-    Some(key)
-}
-
-/// Counts the attempt that started at `boot_ns` as a repeat of `key` if an attempt was recorded under
-/// it (in this window).
-#[inline(always)]
-fn counted_as_repeat(key: &RepeatKey, boot_ns: u64) -> bool {
-    let Some(count) = REPEATS.get_ptr_mut(key) else { return false };
-    // SAFETY: a hash map value, valid for this invocation; other CPUs may update it concurrently,
-    // hence the atomic add (`last_ns` is only informative).
-    unsafe {
-        fetch_add_one(core::ptr::addr_of_mut!((*count).repeats));
-        (*count).last_ns = boot_ns;
-    }
-    true
 }
 
 /// State of one argv copy, shared with the `bpf_loop` callback.
@@ -646,7 +581,7 @@ fn next(index: u32) -> u64 {
 /// # Safety
 /// `ptr` must be a valid, 8-byte aligned map value.
 #[inline(always)]
-unsafe fn fetch_add_one(ptr: *mut u64) -> u64 {
+pub unsafe fn fetch_add_one(ptr: *mut u64) -> u64 {
     let mut value: u64 = 1;
     // SAFETY: the caller's promise. aya-build links for the generic CPU, where LLVM refuses to use
     // the result of an atomic add, so the fetching form (kernel >= 5.12) is written out.

@@ -13,6 +13,7 @@ mod kernel;
 mod maps;
 mod memo;
 mod reach;
+mod repeats;
 mod scope;
 mod signals;
 mod sockets;

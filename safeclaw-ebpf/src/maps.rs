@@ -6,9 +6,8 @@ use aya_ebpf::{
 };
 use safeclaw_common::{
     counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RepeatCount, RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES,
-    MAX_DFA_TRANSITIONS, MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES,
-    MAX_SESSIONS, POLICY_SLOTS,
+    RepeatEntry, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
 use crate::memo::OpenMemo;
@@ -58,14 +57,15 @@ pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "WALK_SCRATCH")]
 pub static WALK_SCRATCH: PerCpuArray<WalkBuffer> = PerCpuArray::with_max_entries(1, 0);
 
-/// Repeats of recently recorded allowed opens (see `RepeatCount`): created and counted by the kernel,
-/// recorded and deleted by the daemon.
+/// Repeats of recently recorded allowed opens (see `RepeatEntry`), keyed by the digest of their
+/// `RepeatKey` (`repeats.rs`): created and counted by the kernel, recorded and deleted by the daemon.
 #[map(name = "REPEATS")]
-pub static REPEATS: HashMap<RepeatKey, RepeatCount> = HashMap::with_max_entries(MAX_REPEATS, 0);
+pub static REPEATS: HashMap<u64, RepeatEntry> = HashMap::with_max_entries(MAX_REPEATS, 0);
 
-/// The key of the attempt being decided, per CPU (too large for the stack).
+/// The entry of the attempt being decided, per CPU (too large for the stack): its key, then the value
+/// `REPEATS` gets if it is recorded.
 #[map(name = "REPEAT_SCRATCH")]
-pub static REPEAT_SCRATCH: PerCpuArray<RepeatKey> = PerCpuArray::with_max_entries(1, 0);
+pub static REPEAT_SCRATCH: PerCpuArray<RepeatEntry> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last counted open and its decision's inputs, per CPU (`memo.rs`).
 #[map(name = "OPEN_MEMO")]

@@ -1,6 +1,7 @@
-//! The per-CPU memo of the last counted open: the `REPEATS` key a fully decided open was counted
-//! under, beside the inputs of its decision that the key does not hold, so that an identical open
-//! is counted again without walking the policy (docs/threat-model.md, "Counted repeats").
+//! The per-CPU memo of the last counted open: the `RepeatKey` a fully decided open was counted
+//! under and where (its `REPEATS` digest and first attempt's kernel sequence), beside the inputs of
+//! its decision that the key does not hold, so that an identical open is counted again without
+//! walking the policy or hashing the key (docs/threat-model.md, "Counted repeats").
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
 
@@ -22,6 +23,9 @@ pub struct OpenInputs {
 #[repr(C)]
 pub struct OpenMemo {
     key: RepeatKey,
+    /// The `REPEATS` entry `key` is counted in: its digest and its first attempt's kernel sequence.
+    digest: u64,
+    kernel_seq: u64,
     vfsmount: u64,
     dentry: u64,
     window_ns: u64,
@@ -37,7 +41,7 @@ const _: () = assert!(offset_of!(Event, header) % 8 == 0 && offset_of!(EventHead
 const _: () = assert!(offset_of!(RepeatKey, comm) % 4 == 0 && COMM_LEN == 16);
 const _: () = assert!(REPEAT_PATH_MAX % 8 == 0);
 
-/// The memo's key, if the open in `event` (window `window` of `window_ns`, decided in slot
+/// Where the memo's key is counted (digest, kernel sequence), if the open in `event` (window `window` of `window_ns`, decided in slot
 /// `active_slot` on `inputs`) is identical to the remembered one in everything its decision reads.
 /// Only the key's own decision fields (`rule_id`, `effect`, `flags`) are not compared: they are the
 /// outcome; and its `net`, which is all zero for every open.
@@ -48,7 +52,7 @@ pub fn matching(
     active_slot: u32,
     window_ns: u64,
     window: u32,
-) -> Option<&'static RepeatKey> {
+) -> Option<(u64, u64)> {
     let memo = OPEN_MEMO.get_ptr(0)?;
     // SAFETY: the per-CPU map value, valid for this invocation.
     let memo = unsafe { &*memo };
@@ -104,13 +108,20 @@ pub fn matching(
             return None;
         }
     }
-    Some(key)
+    Some((memo.digest, memo.kernel_seq))
 }
 
-/// Remembers `key`, the `REPEATS` key an open decided in full on `inputs` was just counted or
-/// recorded under.
+/// Remembers `key`, the key of an open decided in full on `inputs` that was just counted or recorded
+/// in the `REPEATS` entry under `digest` whose first attempt has `kernel_seq`.
 #[inline(always)]
-pub fn remember(key: &RepeatKey, inputs: &OpenInputs, active_slot: u32, window_ns: u64) {
+pub fn remember(
+    key: &RepeatKey,
+    digest: u64,
+    kernel_seq: u64,
+    inputs: &OpenInputs,
+    active_slot: u32,
+    window_ns: u64,
+) {
     let Some(memo) = OPEN_MEMO.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU map value, only used by this program invocation.
     let memo = unsafe { &mut *memo };
@@ -127,6 +138,8 @@ pub fn remember(key: &RepeatKey, inputs: &OpenInputs, active_slot: u32, window_n
     if copied < 0 {
         return;
     }
+    memo.digest = digest;
+    memo.kernel_seq = kernel_seq;
     memo.vfsmount = inputs.vfsmount;
     memo.dentry = inputs.dentry;
     memo.open_flags = inputs.open_flags;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use safeclaw_common::{RepeatCount, RepeatKey};
+use safeclaw_common::RepeatCount;
 
 use crate::audit::writer::Durable;
 use crate::config::RepeatWindow;
@@ -21,7 +21,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A closed window to record: the first attempt's event at the time of the latest repeat.
 pub struct ClosedRepeat {
-    pub key: RepeatKey,
+    /// The kernel's key of the entry (`REPEATS`).
+    pub digest: u64,
     pub event: KernelEvent,
     pub count: RepeatCount,
 }
@@ -30,7 +31,7 @@ pub struct RepeatSweeper {
     window: Duration,
     next_sweep: Instant,
     /// Recorded, not yet durable: the entry sequence each waits for.
-    awaiting: HashMap<RepeatKey, u64>,
+    awaiting: HashMap<u64, u64>,
 }
 
 impl RepeatSweeper {
@@ -68,42 +69,43 @@ impl RepeatSweeper {
             }
         };
         let mut to_record = Vec::new();
-        for (key, count) in closed {
-            if self.awaiting.contains_key(&key) {
+        for (digest, entry) in closed {
+            if self.awaiting.contains_key(&digest) {
                 continue;
             }
+            let count = entry.count;
             if count.repeats == 0 {
-                forget(ebpf, &key);
+                forget(ebpf, digest);
                 continue;
             }
-            match events::decode_repeated(&key, &count) {
-                Ok(event) => to_record.push(ClosedRepeat { key, event, count }),
+            match events::decode_repeated(&entry.key, &count) {
+                Ok(event) => to_record.push(ClosedRepeat { digest, event, count }),
                 Err(e) => tracing::error!("undecodable counted repeat ({} repeats): {e}", count.repeats),
             }
         }
         to_record
     }
 
-    /// `key`'s count is in the entry with `sequence`.
-    pub fn recorded(&mut self, key: RepeatKey, sequence: u64) {
-        self.awaiting.insert(key, sequence);
+    /// The count of the kernel's entry under `digest` is in the audit entry with `sequence`.
+    pub fn recorded(&mut self, digest: u64, sequence: u64) {
+        self.awaiting.insert(digest, sequence);
     }
 
     /// Deletes the kernel's entries whose count is durable now.
     pub fn release(&mut self, ebpf: &mut Ebpf, durable: Durable) {
         let Some(through) = durable.sequence else { return };
-        self.awaiting.retain(|key, sequence| {
+        self.awaiting.retain(|&digest, sequence| {
             if *sequence > through {
                 return true;
             }
-            forget(ebpf, key);
+            forget(ebpf, digest);
             false
         });
     }
 }
 
-fn forget(ebpf: &mut Ebpf, key: &RepeatKey) {
-    if let Err(e) = maps::remove_repeat(ebpf, key) {
+fn forget(ebpf: &mut Ebpf, digest: u64) {
+    if let Err(e) = maps::remove_repeat(ebpf, digest) {
         tracing::error!("cannot delete a recorded repeat count: {e}");
     }
 }

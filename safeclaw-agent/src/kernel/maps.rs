@@ -5,9 +5,9 @@
 use aya::maps::{lpm_trie::Key, Array, HashMap, MapData};
 use aya::Ebpf;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatCount,
-    RepeatKey, RuleEntry, Scope, SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS,
-    MAX_PROFILES, MAX_RULES, NET_KEY_HEADER_BITS,
+    counter, dfa_class, ByteClasses, DfaDesc, NetKeyData, NetPrefixValue, PolicyHeader, RepeatEntry,
+    RuleEntry, Scope, SessionProfiles, MAX_DFA_STATES, MAX_DFA_TRANSITIONS, MAX_PORT_INTERVALS, MAX_PROFILES,
+    MAX_RULES, NET_KEY_HEADER_BITS,
 };
 
 use super::batch::{self, write_run};
@@ -251,7 +251,7 @@ pub fn generation(ebpf: &mut Ebpf, slot: u32) -> Result<u32, KernelError> {
     Ok(header.generation)
 }
 
-fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, RepeatKey, RepeatCount>, KernelError> {
+fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, RepeatEntry>, KernelError> {
     let map = "REPEATS";
     let data = ebpf.map_mut(map).ok_or(KernelError::Missing { what: "map", name: map })?;
     HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
@@ -269,23 +269,24 @@ pub fn closed_repeats(
     margin_ns: u64,
     recorded_through: Option<u64>,
     all: bool,
-) -> Result<Vec<(RepeatKey, RepeatCount)>, KernelError> {
+) -> Result<Vec<(u64, RepeatEntry)>, KernelError> {
     let repeats = repeats_map(ebpf)?;
     let closed_before = now_ns.saturating_sub(window_ns.saturating_add(margin_ns));
     let mut closed = Vec::new();
     for entry in repeats.iter() {
-        let (key, count) = entry.map_err(|source| KernelError::Map { map: "REPEATS", source })?;
+        let (digest, entry) = entry.map_err(|source| KernelError::Map { map: "REPEATS", source })?;
+        let count = entry.count;
         let recorded = recorded_through.is_some_and(|through| count.kernel_seq <= through);
         if all || (recorded && count.first_ns < closed_before) {
-            closed.push((key, count));
+            closed.push((digest, entry));
         }
     }
     Ok(closed)
 }
 
-/// Forgets a `REPEATS` entry once its count is durably recorded.
-pub fn remove_repeat(ebpf: &mut Ebpf, key: &RepeatKey) -> Result<(), KernelError> {
-    match repeats_map(ebpf)?.remove(key) {
+/// Forgets the `REPEATS` entry under `digest` once its count is durably recorded.
+pub fn remove_repeat(ebpf: &mut Ebpf, digest: u64) -> Result<(), KernelError> {
+    match repeats_map(ebpf)?.remove(&digest) {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(source) => Err(KernelError::Map { map: "REPEATS", source }),
     }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::MapData;
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RepeatCount,
-    RepeatKey, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RepeatEntry,
+    RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
     MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
@@ -51,7 +51,7 @@ pub const PERSISTENT_MAPS: [PersistentMap; 12] = [
     map::<u32, PortInterval>("PORT_INTERVALS", POLICY_SLOTS * MAX_PORT_INTERVALS),
     map::<u32, u64>("COUNTERS", counter::COUNT),
     // Counted repeats not yet recorded: a restarted daemon records them.
-    map::<RepeatKey, RepeatCount>("REPEATS", MAX_REPEATS),
+    map::<u64, RepeatEntry>("REPEATS", MAX_REPEATS),
     PersistentMap { name: "EVENTS", key_size: 0, value_size: 0, max_entries: EVENTS_RING_BYTES },
 ];
 
