@@ -69,46 +69,52 @@ pub fn entry_of(event: &Event, window_ns: u64) -> Option<&'static mut RepeatEntr
     Some(entry)
 }
 
-/// Words of `key` in use: the fields before the path, and the path's words up to `path_len` (the
-/// rest are zero in every key, and `path_len` is among the fields).
+/// Calls `each` on every 8-byte word of `key` in use: the fields before the path (which include
+/// `path_len`), then the path's words up to `path_len` (the rest are zero in every key). Stops early
+/// when `each` returns false; returns whether it never did.
 #[inline(always)]
-fn words_in_use(key: &RepeatKey) -> usize {
-    HEAD_WORDS + (masked::<{ REPEAT_PATH_MAX as u64 - 1 }>(key.path_len) as usize).div_ceil(8)
+fn words_in_use(key: &RepeatKey, mut each: impl FnMut(usize) -> bool) -> bool {
+    for word in 0..HEAD_WORDS {
+        if !each(word) {
+            return false;
+        }
+    }
+    let len = key.path_len;
+    for word in 0..REPEAT_PATH_MAX / 8 {
+        if (word * 8) as u32 >= len {
+            break;
+        }
+        if !each(HEAD_WORDS + word) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Word `word` (< KEY_WORDS, which `words_in_use` guarantees) of `key`.
+#[inline(always)]
+fn word_of(key: &RepeatKey, word: usize) -> u64 {
+    // SAFETY: word < KEY_WORDS: within the key, 8-byte aligned (asserted above).
+    unsafe { *(key as *const RepeatKey as *const u64).add(word) }
 }
 
 /// A 64-bit digest of the words of `key` in use (multiply and xor-shift per word). Not a secret
 /// hash: every lookup by an attempt compares the key in full, so a collision costs only a count.
 #[inline(always)]
 pub fn digest(key: &RepeatKey) -> u64 {
-    let words = key as *const RepeatKey as *const u64;
-    let used = words_in_use(key);
     let mut hash: u64 = 0x243f_6a88_85a3_08d3;
-    for word in 0..KEY_WORDS {
-        if word >= used {
-            break;
-        }
-        // SAFETY: word < KEY_WORDS: within the key, 8-byte aligned (asserted above).
-        hash = (hash ^ unsafe { *words.add(word) }).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    words_in_use(key, |word| {
+        hash = (hash ^ word_of(key, word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         hash ^= hash >> 29;
-    }
+        true
+    });
     hash
 }
 
 /// Whether two keys name the same attempt (their words in use are equal; both are zero after them).
 #[inline(always)]
 fn same_attempt(ours: &RepeatKey, theirs: &RepeatKey) -> bool {
-    let (a, b) = (ours as *const RepeatKey as *const u64, theirs as *const RepeatKey as *const u64);
-    let used = words_in_use(ours);
-    for word in 0..KEY_WORDS {
-        if word >= used {
-            break;
-        }
-        // SAFETY: word < KEY_WORDS: within both keys, 8-byte aligned (asserted above).
-        if unsafe { *a.add(word) != *b.add(word) } {
-            return false;
-        }
-    }
-    true
+    words_in_use(ours, |word| word_of(ours, word) == word_of(theirs, word))
 }
 
 /// Counts the attempt that started at `boot_ns` as a repeat of `key` (digest `digest`) if an attempt
