@@ -4,6 +4,8 @@
 //! walking the policy or hashing the key (docs/threat-model.md, "Counted repeats").
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{compiler_fence, Ordering};
 
 use aya_ebpf::helpers::generated;
 use safeclaw_common::{Event, EventHeader, RepeatKey, COMM_LEN, REPEAT_PATH_MAX};
@@ -19,7 +21,10 @@ pub struct OpenInputs {
     pub open_flags: u32,
 }
 
-/// The value of `OPEN_MEMO`. `set` is 0 until a key is remembered, and while one is being copied.
+/// The value of `OPEN_MEMO`. `version` is 0 until a key is remembered, odd while one is being written,
+/// and changes with every write: a reader that saw one even version before and after it read the
+/// memo read one remembered open (a task preempted in a program may find the memo rewritten by
+/// another task's program on the same CPU).
 #[repr(C)]
 pub struct OpenMemo {
     key: RepeatKey,
@@ -31,7 +36,7 @@ pub struct OpenMemo {
     window_ns: u64,
     active_slot: u32,
     open_flags: u32,
-    set: u32,
+    version: u32,
     _pad: u32,
 }
 
@@ -59,7 +64,11 @@ pub fn matching(
     let key = &memo.key;
     let header = &event.header;
     let len = event.path_len;
-    if memo.set == 0
+    // SAFETY: a field of the per-CPU map value; volatile so that it is read here, before the rest.
+    let version = unsafe { read_volatile(&memo.version) };
+    compiler_fence(Ordering::SeqCst);
+    if version == 0
+        || version & 1 != 0
         || memo.vfsmount != inputs.vfsmount
         || memo.dentry != inputs.dentry
         || memo.open_flags != inputs.open_flags
@@ -108,7 +117,10 @@ pub fn matching(
             return None;
         }
     }
-    Some((memo.digest, memo.kernel_seq))
+    let found = (memo.digest, memo.kernel_seq);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above, read after all the rest.
+    (unsafe { read_volatile(&memo.version) } == version).then_some(found)
 }
 
 /// Remembers `key`, the key of an open decided in full on `inputs` that was just counted or recorded
@@ -125,7 +137,11 @@ pub fn remember(
     let Some(memo) = OPEN_MEMO.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU map value, only used by this program invocation.
     let memo = unsafe { &mut *memo };
-    memo.set = 0;
+    let version = memo.version;
+    // SAFETY: a field of the per-CPU map value; volatile and fenced so that it is odd before anything
+    // else is written.
+    unsafe { write_volatile(&mut memo.version, version | 1) };
+    compiler_fence(Ordering::SeqCst);
     // SAFETY: copies one RepeatKey between two map values (a helper: LLVM's inline copy of a whole key
     // would be a memcpy call the BPF target lacks).
     let copied = unsafe {
@@ -145,5 +161,7 @@ pub fn remember(
     memo.open_flags = inputs.open_flags;
     memo.active_slot = active_slot;
     memo.window_ns = window_ns;
-    memo.set = 1;
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above; even again, and never 0, after everything else is written.
+    unsafe { write_volatile(&mut memo.version, (version | 1).wrapping_add(1).max(2)) };
 }
