@@ -21,6 +21,11 @@ use crate::maps::{COUNTERS, EVENTS, SCRATCH};
 use crate::memo::{self, OpenInputs};
 use crate::repeats;
 
+/// `d_path` writes a path at the end of the buffer it is given, then the helper moves it to the start:
+/// most paths fit in this many bytes, which keeps the write beside the event's header; a longer one is
+/// resolved again into all PATH_MAX bytes.
+const SHORT_PATH: usize = 512;
+
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
 
@@ -235,8 +240,12 @@ impl Pending {
     pub fn resolve_file_path(&mut self, file: *const u8) -> Option<u32> {
         let buf = self.event.path.as_mut_ptr();
         // SAFETY: `file` is the hook's trusted pointer; buf is PATH_MAX bytes of map memory.
-        let written =
-            unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
+        let mut written =
+            unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, SHORT_PATH as u32) };
+        if written <= 0 {
+            // SAFETY: as above.
+            written = unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
+        }
         if written <= 0 {
             return None;
         }
