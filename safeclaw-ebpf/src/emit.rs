@@ -244,7 +244,8 @@ impl Pending {
             unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, SHORT_PATH as u32) };
         if written <= 0 {
             // SAFETY: as above.
-            written = unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
+            written =
+                unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };
         }
         if written <= 0 {
             return None;

@@ -13,7 +13,8 @@ const USAGE: &str =
 | link SRC DST | rename SRC DST | execveat PATH | execveat-fd PATH | fexecve PATH | memfd-exec PATH | udp-sendto ADDR PORT \
 | tcp-connect ADDR PORT | udp-sendto-unspec IPV4 PORT | raw-socket inet|inet6|packet | ptrace PID | unshare-bind SRC DST \
 | many-open PATH COUNT | tiocsti TEXT | sigio PID SIGNAL | unix-connect PATH | unix-dgram-sendto PATH \
-| unix-dgram-connect PATH | tcp-listen ADDR PORT | tcp-listen-unbound inet|inet6 | udp-bind ADDR PORT";
+| unix-dgram-connect PATH | tcp-listen ADDR PORT | tcp-listen-unbound inet|inet6 | udp-bind ADDR PORT \
+| open-deep DIR COMPONENT DEPTH NAME";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
         [cmd, rest @ ..] if changes::handles(cmd) => changes::run(cmd, rest),
         [cmd, path] if *cmd == "open" => open(path, libc::O_RDONLY),
         [cmd, path] if *cmd == "opath-reopen" => opath_reopen(path),
+        [cmd, dir, component, depth, name] if *cmd == "open-deep" => {
+            open_deep(dir, component, parse(depth), name)
+        }
         [cmd, dir, name] if *cmd == "openat2" => openat2_beneath(dir, name),
         [cmd, path] if *cmd == "io-uring-open" => io_uring::open(&cstring(path)),
         [cmd, src, dst] if *cmd == "link" => {
@@ -128,6 +132,19 @@ fn open(path: &OsStr, flags: i32) -> Outcome {
     // SAFETY: a valid C string.
     let fd = unsafe { libc::open(cstring(path).as_ptr(), flags) };
     check(fd)
+}
+
+/// Opens `name` in the directory `depth` levels of `component` below `dir`, reached by changing
+/// directory one level at a time: the whole path may be longer than PATH_MAX, which no single path
+/// argument can be.
+fn open_deep(dir: &OsStr, component: &OsStr, depth: usize, name: &OsStr) -> Outcome {
+    // SAFETY: valid C strings.
+    check(unsafe { libc::chdir(cstring(dir).as_ptr()) })?;
+    for _ in 0..depth {
+        // SAFETY: as above.
+        check(unsafe { libc::chdir(cstring(component).as_ptr()) })?;
+    }
+    open(name, libc::O_RDONLY)
 }
 
 /// An O_PATH descriptor needs no read permission and opens nothing; reopening it through
