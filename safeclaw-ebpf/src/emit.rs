@@ -25,6 +25,8 @@ use crate::repeats;
 /// most paths fit in this many bytes, which keeps the write beside the event's header; a longer one is
 /// resolved again into all PATH_MAX bytes.
 const SHORT_PATH: usize = 512;
+/// What `bpf_d_path` returns for a path longer than its buffer (-ENAMETOOLONG).
+const NAME_TOO_LONG: i64 = -36;
 
 /// What an LSM hook returns to deny.
 pub const DENIED: i32 = -1; // -EPERM
@@ -242,7 +244,7 @@ impl Pending {
         // SAFETY: `file` is the hook's trusted pointer; buf is PATH_MAX bytes of map memory.
         let mut written =
             unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, SHORT_PATH as u32) };
-        if written <= 0 {
+        if written == NAME_TOO_LONG {
             // SAFETY: as above.
             written =
                 unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, PATH_MAX as u32) };

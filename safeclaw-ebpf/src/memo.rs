@@ -46,8 +46,9 @@ const _: () = assert!(offset_of!(Event, header) % 8 == 0 && offset_of!(EventHead
 const _: () = assert!(offset_of!(RepeatKey, comm) % 4 == 0 && COMM_LEN == 16);
 const _: () = assert!(REPEAT_PATH_MAX % 8 == 0);
 
-/// Where the memo's key is counted (digest, kernel sequence), if the open in `event` (window `window` of `window_ns`, decided in slot
-/// `active_slot` on `inputs`) is identical to the remembered one in everything its decision reads.
+/// Where the memo's key is counted (digest, kernel sequence), if the open in `event` (window `window`
+/// of `window_ns`, decided in slot `active_slot` on `inputs`) is identical to the remembered one in
+/// everything its decision reads.
 /// Only the key's own decision fields (`rule_id`, `effect`, `flags`) are not compared: they are the
 /// outcome; and its `net`, which is all zero for every open.
 #[inline(always)]

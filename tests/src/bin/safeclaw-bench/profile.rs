@@ -48,7 +48,7 @@ impl Recording {
         while self.perf.try_wait()?.is_none() {
             if Instant::now() > deadline {
                 let _ = self.perf.kill();
-                bail!("perf record did not end within 60 s of the daemon's exit");
+                bail!("perf record did not end within 60 s of the profiled process's exit");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -249,7 +249,7 @@ pub fn print(
     Ok(())
 }
 
-/// The tables of one audit burst: throughput, accounting, memory and the daemon's profile.
+/// The paired measurement: each operation's median pair ratio, outside and inside, against its target.
 fn print_pairs(pairs: &Pairs) {
     println!("#### SafeClaw against the baseline, in pairs\n");
     println!(
@@ -289,6 +289,7 @@ fn print_pairs(pairs: &Pairs) {
     println!();
 }
 
+/// The tables of one audit burst: throughput, accounting, memory and the daemon's profile.
 fn print_burst(burst: &Burst) {
     println!(
         "#### Audit burst: {} opens of {} from {PROCESSES} processes inside the agent cgroup\n",
