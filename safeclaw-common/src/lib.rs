@@ -172,7 +172,6 @@ pub struct KernelOffsets {
     pub cgroup_ancestors: u64,
     pub cgroup_kn: u64,
     pub kernfs_node_id: u64,
-    pub inode_i_sb: u64,
     pub super_block_s_magic: u64,
     pub msghdr_msg_name: u64,
     pub msghdr_msg_namelen: u64,

@@ -1,5 +1,6 @@
 //! Changes to files and directories that need no open for write — unlink, rmdir, symlink, mkdir,
-//! truncate(2), chmod, chown — each decided by the write rules on the path it changes; and chroot,
+//! truncate(2), chmod, chown — each decided by the write rules on the path it changes (and refused
+//! on cgroupfs and bpffs whatever the rules); and chroot,
 //! refused like a mount (paths would then be resolved from another root).
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use safeclaw_common::{action, flag, mount_op, Scope};
@@ -29,6 +30,9 @@ impl Change {
 /// Decides and records `change` of `dentry` in `vfsmount` by the write rules.
 #[inline(always)]
 fn decide(scope: &'static Scope, previous: i32, change: Change, dentry: u64, vfsmount: u64) -> i32 {
+    if let Some(refused) = crate::refuse_protected_fs(scope, dentry) {
+        return refused;
+    }
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     pending.set_file_action(change.act, change.detail_arg, change.target_pid);
     let verdict = match crate::resolve_dentry(&mut pending, dentry as *const u8, vfsmount) {

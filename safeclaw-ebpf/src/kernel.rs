@@ -19,11 +19,11 @@ pub const O_FMODE_EXEC: u32 = 0x20;
 pub const O_TRUNC: u32 = 0o1000;
 /// `__O_TMPFILE | O_DIRECTORY`: both are set for an O_TMPFILE open.
 pub const O_TMPFILE: u32 = 0o20_200_000;
-pub const MAY_WRITE: i32 = 0x2;
-pub const MAY_APPEND: i32 = 0x8;
 pub const CGROUP_SUPER_MAGIC: u32 = 0x0027_e0eb;
 pub const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
 pub const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+/// `CLONE_INTO_CGROUP` (linux/sched.h): clone3 starts the child in the cgroup of `clone_args.cgroup`.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Socket families whose local addresses `sock_local_address` reads.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -46,7 +46,6 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_ancestors: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
-    inode_i_sb: 0,
     super_block_s_magic: 0,
     msghdr_msg_name: 0,
     msghdr_msg_namelen: 0,
@@ -253,16 +252,23 @@ pub fn task_in_scope(task: *const u8, scope: &Scope) -> bool {
     }
 }
 
-/// `inode->i_sb->s_magic`, 0 if unreadable.
+/// The magic of the filesystem `dentry` belongs to (`dentry->d_sb->s_magic`) when it is one the
+/// agent may change nothing on: cgroupfs (its own cgroup and limits, every other cgroup) and bpffs
+/// (SafeClaw's pins). An unreadable superblock counts as one, as magic 0: doubt denies.
 #[inline(always)]
-pub fn inode_fs_magic(inode: *const u8) -> u32 {
-    // SAFETY: probe reads.
-    unsafe {
-        let Ok(sb) = bpf_probe_read_kernel(inode.add(offset(&OFFSETS.inode_i_sb)) as *const *const u8) else {
-            return 0;
-        };
-        bpf_probe_read_kernel(sb.add(offset(&OFFSETS.super_block_s_magic)) as *const u64)
-            .map_or(0, |m| m as u32)
+pub fn protected_fs(dentry: u64) -> Option<u32> {
+    let magic = read_address(dentry.wrapping_add(offset(&OFFSETS.dentry_d_sb) as u64))
+        .and_then(|sb| read_address(sb.wrapping_add(offset(&OFFSETS.super_block_s_magic) as u64)));
+    match magic {
+        None => Some(0),
+        Some(magic)
+            if magic == u64::from(CGROUP2_SUPER_MAGIC)
+                || magic == u64::from(CGROUP_SUPER_MAGIC)
+                || magic == u64::from(BPF_FS_MAGIC) =>
+        {
+            Some(magic as u32)
+        }
+        Some(_) => None,
     }
 }
 

@@ -38,12 +38,17 @@ use crate::memo::OpenInputs;
 pub fn file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
     let Some(scope) = scope::current() else { return previous };
-    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let file: *const u8 = ctx.arg(0);
     let mode = kernel::file_mode(file);
     let flags = kernel::file_flags(file);
     let readable = mode & kernel::FMODE_READ != 0;
     let writable = mode & kernel::FMODE_WRITE != 0 || flags & kernel::O_TRUNC != 0;
+    if writable {
+        if let Some(refused) = refuse_protected_fs(scope, kernel::file_path_parts(file).0) {
+            return refused;
+        }
+    }
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let act = match (readable, writable) {
         (true, true) => action::FILE_READ_WRITE,
         (false, true) => action::FILE_WRITE,
@@ -100,8 +105,11 @@ fn decide_open(pending: &Pending, act: u8, len: Option<u32>) -> Verdict {
 pub fn path_link(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
     let Some(scope) = scope::current() else { return previous };
-    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let old_dentry: *const u8 = ctx.arg(0);
+    if let Some(refused) = refuse_protected_fs(scope, old_dentry as u64) {
+        return refused;
+    }
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let vfsmount = kernel::path_vfsmount(ctx.arg(1));
     pending.set_file(action::FILE_READ_WRITE, 0);
     pending.add_flags(flag::HARD_LINK);
@@ -119,9 +127,14 @@ pub fn path_link(ctx: LsmContext) -> i32 {
 pub fn path_rename(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(5);
     let Some(scope) = scope::current() else { return previous };
-    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let old_dentry: *const u8 = ctx.arg(1);
     let new_dentry: *const u8 = ctx.arg(3);
+    for dentry in [old_dentry, new_dentry] {
+        if let Some(refused) = refuse_protected_fs(scope, dentry as u64) {
+            return refused;
+        }
+    }
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let old_vfsmount = kernel::path_vfsmount(ctx.arg(0));
     let new_vfsmount = kernel::path_vfsmount(ctx.arg(2));
     let flags: u32 = ctx.arg(4);
@@ -147,8 +160,11 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
 pub fn path_mknod(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     let Some(scope) = scope::current() else { return previous };
-    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let dentry: *const u8 = ctx.arg(1);
+    if let Some(refused) = refuse_protected_fs(scope, dentry as u64) {
+        return refused;
+    }
+    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     let vfsmount = kernel::path_vfsmount(ctx.arg(0));
     pending.set_file(action::FILE_WRITE, kernel::FMODE_WRITE);
     let len = resolve_dentry(&mut pending, dentry, vfsmount);
@@ -278,26 +294,41 @@ pub fn bpf(ctx: LsmContext) -> i32 {
     guard(scope, action::BPF, 0, cmd as u32)
 }
 
-/// `inode_permission(struct inode *inode, int mask)`: no writes on cgroupfs (no escape through
-/// cgroup.procs, nor clone3 into another cgroup, which needs write access there) or bpffs.
-#[lsm(hook = "inode_permission")]
-pub fn inode_permission(ctx: LsmContext) -> i32 {
+/// `file_receive(struct file *file)`: a descriptor passed to the agent (SCM_RIGHTS, `pidfd_getfd`,
+/// binder). One open for writing on cgroupfs or bpffs is refused, as `file_open` refuses opening one:
+/// a `cgroup.procs` opened outside would otherwise move the agent out of its cgroup.
+#[lsm(hook = "file_receive")]
+pub fn file_receive(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let Some(scope) = scope::current() else { return previous };
+    let file: *const u8 = ctx.arg(0);
+    if kernel::file_mode(file) & kernel::FMODE_WRITE == 0 {
+        return previous;
+    }
+    refuse_protected_fs(scope, kernel::file_path_parts(file).0).unwrap_or(previous)
+}
+
+/// `task_alloc(struct task_struct *task, unsigned long clone_flags)`: no `clone3(CLONE_INTO_CGROUP)`
+/// from the agent, which would start its child in another cgroup. Recorded as a write on cgroupfs,
+/// which the kernel requires of it (on the destination's `cgroup.procs`).
+#[lsm(hook = "task_alloc")]
+pub fn task_alloc(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
-    let mask: i32 = ctx.arg(1);
-    // The kernel asks this for every component of every path any task walks: rule out reads and
-    // lookups before the scope check, which costs a cgroup walk and map lookups.
-    if mask & (kernel::MAY_WRITE | kernel::MAY_APPEND) == 0 {
+    let clone_flags: u64 = ctx.arg(1);
+    // Every fork of every task comes here: the flag first, the scope (a cgroup walk) only for it.
+    if clone_flags & kernel::CLONE_INTO_CGROUP == 0 {
         return previous;
     }
     let Some(scope) = scope::current() else { return previous };
-    let magic = kernel::inode_fs_magic(ctx.arg(0));
-    if magic != kernel::CGROUP2_SUPER_MAGIC
-        && magic != kernel::CGROUP_SUPER_MAGIC
-        && magic != kernel::BPF_FS_MAGIC
-    {
-        return previous;
-    }
-    guard(scope, action::PROTECTED_FS_WRITE, 0, magic)
+    guard(scope, action::PROTECTED_FS_WRITE, 0, kernel::CGROUP2_SUPER_MAGIC)
+}
+
+/// Refuses and records, whatever the rules, a write or change of an in-scope task on cgroupfs (leaving
+/// the cgroup, its limits, other cgroups) or bpffs (SafeClaw's pins): `None` for any other
+/// filesystem. `file_open`, `file_receive` and every hook that changes a name or an inode call it.
+#[inline(always)]
+fn refuse_protected_fs(scope: &'static Scope, dentry: u64) -> Option<i32> {
+    kernel::protected_fs(dentry).map(|magic| guard(scope, action::PROTECTED_FS_WRITE, 0, magic))
 }
 
 /// `kernel_read_file(struct file *file, enum kernel_read_file_id id, bool contents)`: modules,

@@ -1,6 +1,7 @@
 //! Extended attributes set or removed (`inode_setxattr`, `inode_removexattr`, and POSIX ACLs'
-//! `inode_set_acl`, `inode_remove_acl` since 6.2), decided by the write rules on the file's path; `security.*` and `trusted.*` are refused whatever the rules. These hooks
-//! get a dentry without its mount, so the path is named through the mounts of the dentry's
+//! `inode_set_acl`, `inode_remove_acl` since 6.2), decided by the write rules on the file's path;
+//! `security.*` and `trusted.*`, and anything on cgroupfs or bpffs, are refused whatever the rules.
+//! These hooks get a dentry without its mount, so the path is named through the mounts of the dentry's
 //! filesystem (`sb->s_mounts`) that belong to the task's mount namespace and whose root is above the
 //! dentry: each is a name the task can reach the file by, and each is decided (a deny wins). No such
 //! mount, more than the bounds below, or anything unreadable denies.
@@ -197,6 +198,9 @@ fn protected_namespace(name: u64) -> bool {
 /// names (the entry carries the one that decided: the first that denies, else the last).
 #[inline(always)]
 fn decide(scope: &'static Scope, previous: i32, act: u8, dentry: u64, name: u64) -> i32 {
+    if let Some(refused) = crate::refuse_protected_fs(scope, dentry) {
+        return refused;
+    }
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
     pending.set_file_action(act, 0, 0);
     let mut verdict = match names_of(dentry) {

@@ -1,4 +1,5 @@
-//! Escape suite, blinding SafeClaw: from inside a real agent session, leaving the cgroup, signalling or
+//! Escape suite, blinding SafeClaw: from inside a real agent session, leaving the cgroup (by its
+//! `cgroup.procs`, by clone3, by a descriptor passed from outside), changing cgroupfs or bpffs, signalling or
 //! tracing the daemon or another process outside, and bind-mounting a secret elsewhere in a private
 //! mount namespace all fail with EPERM and are deny entries; and a thousand simultaneous denied opens
 //! are a thousand denials and a thousand entries. Root-owned targets need a root agent (`--as-root`)
@@ -28,10 +29,98 @@ fn root_agent_cannot_move_out_of_its_cgroup() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status=2", "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
     let entries = daemon.entries();
-    // One redirection reached inode_permission twice on 6.1 and 6.12, each check denied and
-    // recorded: the count follows the kernel's checks, not the attempts.
-    let denials: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.protected_fs_write").collect();
-    assert!(!denials.is_empty() && denials.iter().all(|e| e["effect"] == "deny"), "{denials:#?}");
+    let entry = the_guard(&entries, "guard.protected_fs_write");
+    assert_eq!(entry["requestDetails"]["detail"], CGROUP2_SUPER_MAGIC, "{entry:#?}");
+}
+
+/// `cgroup2`'s magic, the detail of a guarded cgroupfs write.
+const CGROUP2_SUPER_MAGIC: u32 = 0x6367_7270;
+/// `bpf`'s magic (bpffs).
+const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+
+#[test]
+fn root_agent_cannot_start_a_child_in_another_cgroup() {
+    let daemon = DAEMON.turn(ALLOW_ALL);
+    let outside = daemon.cgroup.parent().unwrap().to_str().unwrap().to_string();
+    let out = daemon.session("escape", RunAs::Root, &[PROBE, "clone3-into", &outside]);
+    assert_eq!(probe_outcome(&out), "EPERM");
+    let entries = daemon.entries();
+    let entry = the_guard(&entries, "guard.protected_fs_write");
+    assert_eq!(entry["requestDetails"]["detail"], CGROUP2_SUPER_MAGIC, "{entry:#?}");
+}
+
+#[test]
+fn root_agent_cannot_use_a_cgroup_procs_passed_from_outside() {
+    use std::os::fd::AsRawFd as _;
+    let daemon = DAEMON.turn(ALLOW_ALL);
+    let socket = test_files_dir("safeclaw-esc-passed-fd").join("socket");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    // Opened for writing outside the cgroup, where nothing refuses it, then handed to the agent.
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(daemon.cgroup.parent().unwrap().join("cgroup.procs"))
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        send_descriptor(&stream, procs.as_raw_fd());
+    });
+    let out = daemon.session("escape", RunAs::Root, &[PROBE, "receive-and-write", socket.to_str().unwrap()]);
+    sender.join().unwrap();
+    assert_eq!(probe_outcome(&out), "EBADF", "the descriptor never reaches the agent");
+    let entries = daemon.entries();
+    let entry = the_guard(&entries, "guard.protected_fs_write");
+    assert_eq!(entry["requestDetails"]["detail"], CGROUP2_SUPER_MAGIC, "{entry:#?}");
+}
+
+/// Sends `fd` over `stream` (SCM_RIGHTS) with one byte of data.
+fn send_descriptor(stream: &std::os::unix::net::UnixStream, fd: std::os::fd::RawFd) {
+    use std::os::fd::AsRawFd as _;
+    let mut byte = *b"x";
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr pointed at buffers that outlive the call, with one SCM_RIGHTS header
+    // written inside `control` (CMSG_SPACE(4) = 24 bytes of its 32).
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut i32, fd);
+        libc::sendmsg(stream.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(sent, 1, "sendmsg: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn root_agent_cannot_change_names_on_cgroupfs_or_bpffs() {
+    let daemon = DAEMON.turn(ALLOW_ALL);
+    let child = daemon.cgroup.parent().unwrap().join("safeclaw-escape-child");
+    let link = daemon.pin_dir.join("safeclaw-escape-link");
+    let script =
+        format!("mkdir {}; echo mkdir=$?; ln -s x {}; echo symlink=$?", child.display(), link.display());
+    let out = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
+    let made = (child.exists(), link.symlink_metadata().is_ok());
+    let _ = std::fs::remove_dir(&child);
+    let _ = std::fs::remove_file(&link);
+    assert_eq!(made, (false, false), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mkdir=1\nsymlink=1\n", "{out:?}");
+    let entries = daemon.entries();
+    let details: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "guard.protected_fs_write")
+        .map(|e| (e["effect"].clone(), e["requestDetails"]["detail"].clone()))
+        .collect();
+    assert_eq!(
+        details,
+        [("deny".into(), CGROUP2_SUPER_MAGIC.into()), ("deny".into(), BPF_FS_MAGIC.into())],
+        "{entries:#?}"
+    );
 }
 
 #[test]

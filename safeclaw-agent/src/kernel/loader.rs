@@ -18,7 +18,7 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 38] = [
+pub const PROGRAMS: [&str; 39] = [
     "file_open",
     "bprm_check_security",
     "socket_connect",
@@ -26,7 +26,8 @@ pub const PROGRAMS: [&str; 38] = [
     "task_kill",
     "ptrace_access_check",
     "bpf",
-    "inode_permission",
+    "file_receive",
+    "task_alloc",
     "kernel_read_file",
     "kernel_load_data",
     "sb_mount",
@@ -84,7 +85,6 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
         cgroup_ancestors: btf.member_offset("cgroup", "ancestors")?,
         cgroup_kn: btf.member_offset("cgroup", "kn")?,
         kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
-        inode_i_sb: btf.member_offset("inode", "i_sb")?,
         super_block_s_magic: btf.member_offset("super_block", "s_magic")?,
         msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
         msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,

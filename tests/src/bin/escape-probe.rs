@@ -14,7 +14,7 @@ const USAGE: &str =
 | tcp-connect ADDR PORT | udp-sendto-unspec IPV4 PORT | raw-socket inet|inet6|packet | ptrace PID | unshare-bind SRC DST \
 | many-open PATH COUNT | tiocsti TEXT | sigio PID SIGNAL | unix-connect PATH | unix-dgram-sendto PATH \
 | unix-dgram-connect PATH | tcp-listen ADDR PORT | tcp-listen-unbound inet|inet6 | udp-bind ADDR PORT \
-| open-deep DIR COMPONENT DEPTH NAME";
+| open-deep DIR COMPONENT DEPTH NAME | clone3-into CGROUP_DIR | receive-and-write SOCKET";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -67,6 +67,8 @@ fn main() -> ExitCode {
         [cmd, path, count] if *cmd == "many-open" => many_open(path, parse(count)),
         [cmd, text] if *cmd == "tiocsti" => tiocsti(text.as_bytes()),
         [cmd, pid, signal] if *cmd == "sigio" => sigio(parse(pid), parse(signal)),
+        [cmd, dir] if *cmd == "clone3-into" => cgroup::clone3_into(dir),
+        [cmd, socket] if *cmd == "receive-and-write" => cgroup::receive_and_write(socket),
         _ => {
             eprintln!("{USAGE} | {}", changes::USAGE);
             return ExitCode::from(2);
@@ -244,6 +246,92 @@ fn many_open(path: &OsStr, count: u32) -> Outcome {
     let summary: Vec<String> = outcomes.iter().map(|(k, n)| format!("{k}x{n}")).collect();
     println!("{}", summary.join(" "));
     std::process::exit(0)
+}
+
+/// Leaving the cgroup without opening a `cgroup.procs` for writing.
+mod cgroup {
+    use super::{check, cstring, errno_of, last_errno, Outcome};
+    use std::ffi::OsStr;
+    use std::io::Write as _;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// clone3 with a child started in the cgroup `dir` (opened read-only, which needs no write), which
+    /// exits at once: `ok` if it was created.
+    pub fn clone3_into(dir: &OsStr) -> Outcome {
+        // SAFETY: a valid C string.
+        let fd = unsafe {
+            libc::open(cstring(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        };
+        check(fd)?;
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with no new stack is a fork; the child only calls _exit.
+        let pid = unsafe {
+            libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        };
+        match pid {
+            // SAFETY: the child of a fork exits without running anything of the parent's.
+            0 => unsafe { libc::_exit(0) },
+            -1 => Err(last_errno()),
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                check(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) })
+            }
+        }
+    }
+
+    /// Receives one descriptor over the unix socket at `socket` and writes this process's pid to it:
+    /// `EBADF` if no descriptor arrived (the kernel refused it: MSG_CTRUNC).
+    pub fn receive_and_write(socket: &OsStr) -> Outcome {
+        let stream = std::os::unix::net::UnixStream::connect(socket).map_err(errno_of)?;
+        let mut byte = [0u8; 1];
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+        // SAFETY: a zeroed msghdr, then pointed at buffers that outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: as above.
+        let received = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        check(received as i32)?;
+        // SAFETY: CMSG_FIRSTHDR on the msghdr the kernel filled.
+        let header = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        // SAFETY: the header is inside `control` when not null.
+        if header.is_null() || unsafe { (*header).cmsg_type } != libc::SCM_RIGHTS {
+            return Err(libc::EBADF);
+        }
+        // SAFETY: an SCM_RIGHTS message carries at least one int.
+        let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(header) as *const i32) };
+        // SAFETY: the descriptor was just received and is ours.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.write_all(std::process::id().to_string().as_bytes()).map_err(errno_of)
+    }
 }
 
 mod exec {
