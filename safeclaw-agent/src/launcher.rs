@@ -79,6 +79,12 @@ pub enum LaunchError {
     KeepStdFd(i32),
     #[error("--keep-fd {0}: no such open descriptor")]
     KeepClosedFd(i32),
+    #[error(
+        "descriptor {fd} is open for writing on {fs}, which the agent would inherit: the kernel checks a \
+         cgroup.procs write against whoever opened it, so the agent could leave its cgroup through it; \
+         close it or open it read-only"
+    )]
+    ProtectedFsDescriptor { fd: i32, fs: &'static str },
     #[error("safeclaw-agent exec must run as root (it creates the agent's cgroup): try `sudo safeclaw-agent exec ...`")]
     NotRoot,
     #[error(transparent)]
@@ -168,8 +174,33 @@ fn kept_descriptors(mut fds: Vec<i32>) -> Result<Vec<i32>, LaunchError> {
             return Err(LaunchError::KeepClosedFd(fd));
         }
     }
+    for fd in [0, 1, 2].into_iter().chain(fds.iter().copied()) {
+        refuse_protected_fs_writer(fd)?;
+    }
     Ok(fds)
 }
+
+/// Refuses a descriptor the agent inherits that is open for writing on cgroupfs or bpffs. Inside the
+/// cgroup the hooks refuse opening or receiving one; one opened before, outside, is only seen here.
+fn refuse_protected_fs_writer(fd: i32) -> Result<(), LaunchError> {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags == -1 || flags & libc::O_ACCMODE == libc::O_RDONLY || flags & libc::O_PATH != 0 {
+        return Ok(());
+    }
+    // SAFETY: fd is open (F_GETFL succeeded) for as long as this borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let fs = match nix::sys::statfs::fstatfs(borrowed).map(|stat| stat.filesystem_type()) {
+        Ok(nix::sys::statfs::CGROUP2_SUPER_MAGIC) => "cgroupfs (cgroup2)",
+        Ok(nix::sys::statfs::CGROUP_SUPER_MAGIC) => "cgroupfs (cgroup v1)",
+        Ok(kind) if kind.0 == BPF_FS_MAGIC => "bpffs",
+        _ => return Ok(()),
+    };
+    Err(LaunchError::ProtectedFsDescriptor { fd, fs })
+}
+
+/// bpffs's `f_type` (linux/magic.h), which nix does not name.
+const BPF_FS_MAGIC: nix::libc::__fsword_t = 0xcafe_4a11;
 
 /// The human the session is for, and the account the agent runs as (`None`: root, only with `--as-root`).
 pub fn identities(

@@ -1,6 +1,7 @@
 //! The agent process `safeclaw-agent exec` starts: born in its session cgroup, as the user with the
 //! user's HOME, with no signal blocked and SIGPIPE not ignored, its exit status passed on; a program
-//! that cannot be executed is an error that runs nothing and leaves no session cgroup.
+//! that cannot be executed is an error that runs nothing and leaves no session cgroup, and so is a
+//! descriptor it would inherit that is open for writing on cgroupfs.
 use safeclaw_integration::{Daemon, RunAs};
 
 const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
@@ -40,4 +41,29 @@ fn a_program_that_cannot_run_is_an_error_and_leaves_no_session() {
     assert!(status.success());
     let ends: Vec<_> = entries.iter().filter(|e| e["action"] == "session.end").collect();
     assert_eq!(ends.len(), 1, "{ends:#?}");
+}
+
+#[test]
+fn a_descriptor_open_for_writing_on_cgroupfs_is_never_inherited() {
+    let daemon = Daemon::start("safeclaw-launch-cgroupfd", ALLOW_ALL);
+    // Opened by the caller, outside, where nothing refuses it: the agent could write its own pid
+    // there and leave its cgroup, as the kernel checks the opener.
+    let outside = daemon.cgroup.parent().unwrap().join("cgroup.procs");
+    let procs = std::fs::OpenOptions::new().write(true).open(&outside).unwrap();
+    let out = std::process::Command::new(safeclaw_integration::agent_bin())
+        .args(["exec", "--agent", "fd", "--cgroup"])
+        .arg(daemon.cgroup.file_name().unwrap())
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["--as-root", "--", "/bin/sh", "-c", "echo $$"])
+        .stdout(procs)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("descriptor 1 is open for writing on cgroupfs (cgroup2)"), "{stderr}");
+    assert!(!daemon.cgroup.join("fd").exists(), "no session was started");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    assert!(!entries.iter().any(|e| e["action"] == "session.start"), "{entries:#?}");
 }
