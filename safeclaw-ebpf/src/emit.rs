@@ -81,9 +81,16 @@ impl Pending {
         let event = unsafe { &mut *event };
         let header = &mut event.header;
         header.boot_ns = started_ns;
-        kernel::write_identity(header);
-        // SAFETY: plain helper; a level below the task's own depth yields 0.
-        header.session_cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(scope.level as i32 + 2) };
+        let level = kernel::write_identity(header);
+        // The session cgroup is two levels below the agent cgroup; a task in the session cgroup
+        // itself (every task but those in cgroups an agent made below it) has its id already.
+        let session_level = scope.level as i32 + 2;
+        header.session_cgroup_id = if level == session_level {
+            header.cgroup_id
+        } else {
+            // SAFETY: plain helper; a level below the task's own depth yields 0.
+            unsafe { bpf_get_current_ancestor_cgroup_id(session_level) }
+        };
         header.file_mode = 0;
         header.target_pid = 0;
         header.detail_arg = 0;

@@ -383,9 +383,9 @@ unsafe fn load<T: Copy>(base: *const u8, field: &'static u64) -> T {
 /// `cred->uid` and `cred->gid` (the subjective credentials, as the helper reads them; ids in the
 /// initial namespace), `cgroups->dfl_cgrp->kn->id`, and `comm` up to its NUL, zero after it, its last
 /// byte always NUL (as the helper's `strscpy_pad` leaves it). Written in place: the BPF stack of the
-/// largest hooks has no room for a copy.
+/// largest hooks has no room for a copy. Returns the level of that cgroup (`cgroup->level`).
 #[inline(always)]
-pub fn write_identity(header: &mut EventHeader) {
+pub fn write_identity(header: &mut EventHeader) -> i32 {
     let task = current_task_btf();
     // SAFETY: loads through BTF pointers at offsets from BTF, each checked by the verifier.
     unsafe {
@@ -405,6 +405,7 @@ pub fn write_identity(header: &mut EventHeader) {
             ended |= b == 0 || i == COMM_LEN - 1;
             *byte = if ended { 0 } else { b };
         }
+        load::<i32>(cgroup, &OFFSETS.cgroup_level)
     }
 }
 
