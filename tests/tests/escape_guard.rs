@@ -98,28 +98,44 @@ fn send_descriptor(stream: &std::os::unix::net::UnixStream, fd: std::os::fd::Raw
 }
 
 #[test]
-fn root_agent_cannot_change_names_on_cgroupfs_or_bpffs() {
+fn root_agent_cannot_change_cgroupfs_or_bpffs() {
     let daemon = DAEMON.turn(ALLOW_ALL);
-    let child = daemon.cgroup.parent().unwrap().join("safeclaw-escape-child");
+    let parent = daemon.cgroup.parent().unwrap();
+    let child = parent.join("safeclaw-escape-child");
     let link = daemon.pin_dir.join("safeclaw-escape-link");
     let script =
         format!("mkdir {}; echo mkdir=$?; ln -s x {}; echo symlink=$?", child.display(), link.display());
-    let out = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
+    let names = daemon.session("escape", RunAs::Root, &["/bin/sh", "-c", &script]);
     let made = (child.exists(), link.symlink_metadata().is_ok());
     let _ = std::fs::remove_dir(&child);
     let _ = std::fs::remove_file(&link);
-    assert_eq!(made, (false, false), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "mkdir=1\nsymlink=1\n", "{out:?}");
+    assert_eq!(made, (false, false), "{names:?}");
+    assert_eq!(String::from_utf8_lossy(&names.stdout), "mkdir=1\nsymlink=1\n", "{names:?}");
+    let procs = parent.join("cgroup.procs");
+    let truncate = daemon.session("escape", RunAs::Root, &[PROBE, "truncate", procs.to_str().unwrap()]);
+    assert_eq!(probe_outcome(&truncate), "EPERM");
+    let xattr = daemon.session(
+        "escape",
+        RunAs::Root,
+        &[PROBE, "setxattr", parent.to_str().unwrap(), "user.safeclaw", "1"],
+    );
+    assert_eq!(probe_outcome(&xattr), "EPERM");
     let entries = daemon.entries();
     let details: Vec<_> = entries
         .iter()
         .filter(|e| e["action"] == "guard.protected_fs_write")
         .map(|e| (e["effect"].clone(), e["requestDetails"]["detail"].clone()))
         .collect();
+    let denied = |magic: u32| ("deny".into(), magic.into());
     assert_eq!(
         details,
-        [("deny".into(), CGROUP2_SUPER_MAGIC.into()), ("deny".into(), BPF_FS_MAGIC.into())],
-        "{entries:#?}"
+        [
+            denied(CGROUP2_SUPER_MAGIC),
+            denied(BPF_FS_MAGIC),
+            denied(CGROUP2_SUPER_MAGIC),
+            denied(CGROUP2_SUPER_MAGIC)
+        ],
+        "mkdir, symlink, truncate, setxattr: {entries:#?}"
     );
 }
 
