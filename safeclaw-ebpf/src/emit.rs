@@ -82,14 +82,15 @@ impl Pending {
         let header = &mut event.header;
         header.boot_ns = started_ns;
         let level = kernel::write_identity(header);
-        // The session cgroup is two levels below the agent cgroup; a task in the session cgroup
-        // itself (every task but those in cgroups an agent made below it) has its id already.
+        // The session cgroup is two levels below the agent cgroup. A task in the session cgroup
+        // itself (every task but those in cgroups an agent made below it) has its id already, and a
+        // task above that level is in no session (0, as the helper would say).
         let session_level = scope.level as i32 + 2;
-        header.session_cgroup_id = if level == session_level {
-            header.cgroup_id
-        } else {
-            // SAFETY: plain helper; a level below the task's own depth yields 0.
-            unsafe { bpf_get_current_ancestor_cgroup_id(session_level) }
+        header.session_cgroup_id = match level.cmp(&session_level) {
+            core::cmp::Ordering::Equal => header.cgroup_id,
+            core::cmp::Ordering::Less => 0,
+            // SAFETY: plain helper; any level is valid input.
+            core::cmp::Ordering::Greater => unsafe { bpf_get_current_ancestor_cgroup_id(session_level) },
         };
         header.file_mode = 0;
         header.target_pid = 0;

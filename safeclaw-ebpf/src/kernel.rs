@@ -253,23 +253,37 @@ pub fn task_in_scope(task: *const u8, scope: &Scope) -> bool {
 }
 
 /// The magic of the filesystem `dentry` belongs to (`dentry->d_sb->s_magic`) when it is one the
-/// agent may change nothing on: cgroupfs (its own cgroup and limits, every other cgroup) and bpffs
-/// (SafeClaw's pins). An unreadable superblock counts as one, as magic 0: doubt denies.
+/// agent may change nothing on (`protected_magic`).
 #[inline(always)]
 pub fn protected_fs(dentry: u64) -> Option<u32> {
     let magic = read_address(dentry.wrapping_add(offset(&OFFSETS.dentry_d_sb) as u64))
         .and_then(|sb| read_address(sb.wrapping_add(offset(&OFFSETS.super_block_s_magic) as u64)));
-    match magic {
-        None => Some(0),
-        Some(magic)
-            if magic == u64::from(CGROUP2_SUPER_MAGIC)
-                || magic == u64::from(CGROUP_SUPER_MAGIC)
-                || magic == u64::from(BPF_FS_MAGIC) =>
-        {
-            Some(magic as u32)
-        }
-        Some(_) => None,
-    }
+    protected_magic(magic.unwrap_or(0))
+}
+
+/// `protected_fs` of the file of a hook's `struct file *` argument, read with plain loads through
+/// it (`file->f_path.dentry->d_sb->s_magic`) rather than probe reads.
+#[inline(always)]
+pub fn file_protected_fs(file: *const u8) -> Option<u32> {
+    // SAFETY: loads through BTF pointers at offsets from BTF, each checked by the verifier; a faulted
+    // load reads 0.
+    let magic = unsafe {
+        let dentry = load::<*const u8>(file_path(file), &OFFSETS.path_dentry);
+        let sb = load::<*const u8>(dentry, &OFFSETS.dentry_d_sb);
+        load::<u64>(sb, &OFFSETS.super_block_s_magic)
+    };
+    protected_magic(magic)
+}
+
+/// `Some(magic)` for cgroupfs (the agent's own cgroup and limits, every other cgroup) and bpffs
+/// (SafeClaw's pins); 0, an unreadable superblock, counts as one: doubt denies.
+#[inline(always)]
+fn protected_magic(magic: u64) -> Option<u32> {
+    let protected = magic == 0
+        || magic == u64::from(CGROUP2_SUPER_MAGIC)
+        || magic == u64::from(CGROUP_SUPER_MAGIC)
+        || magic == u64::from(BPF_FS_MAGIC);
+    protected.then_some(magic as u32)
 }
 
 /// `path->mnt`, as an address for probe reads (0 if unreadable).

@@ -44,8 +44,8 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let readable = mode & kernel::FMODE_READ != 0;
     let writable = mode & kernel::FMODE_WRITE != 0 || flags & kernel::O_TRUNC != 0;
     if writable {
-        if let Some(refused) = refuse_protected_fs(scope, kernel::file_path_parts(file).0) {
-            return refused;
+        if let Some(magic) = kernel::file_protected_fs(file) {
+            return guard(scope, action::PROTECTED_FS_WRITE, 0, magic);
         }
     }
     let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
@@ -305,7 +305,10 @@ pub fn file_receive(ctx: LsmContext) -> i32 {
     if kernel::file_mode(file) & kernel::FMODE_WRITE == 0 {
         return previous;
     }
-    refuse_protected_fs(scope, kernel::file_path_parts(file).0).unwrap_or(previous)
+    match kernel::file_protected_fs(file) {
+        Some(magic) => guard(scope, action::PROTECTED_FS_WRITE, 0, magic),
+        None => previous,
+    }
 }
 
 /// `task_alloc(struct task_struct *task, unsigned long clone_flags)`: no `clone3(CLONE_INTO_CGROUP)`
@@ -323,9 +326,10 @@ pub fn task_alloc(ctx: LsmContext) -> i32 {
     guard(scope, action::PROTECTED_FS_WRITE, 0, kernel::CGROUP2_SUPER_MAGIC)
 }
 
-/// Refuses and records, whatever the rules, a write or change of an in-scope task on cgroupfs (leaving
-/// the cgroup, its limits, other cgroups) or bpffs (SafeClaw's pins): `None` for any other
-/// filesystem. `file_open`, `file_receive` and every hook that changes a name or an inode call it.
+/// Refuses and records, whatever the rules, a change by an in-scope task of `dentry` on cgroupfs
+/// (leaving the cgroup, its limits, other cgroups) or bpffs (SafeClaw's pins): `None` for any other
+/// filesystem. Every hook that changes a name or an inode calls it; `file_open` and `file_receive`
+/// do the same for a file opened for writing.
 #[inline(always)]
 fn refuse_protected_fs(scope: &'static Scope, dentry: u64) -> Option<i32> {
     kernel::protected_fs(dentry).map(|magic| guard(scope, action::PROTECTED_FS_WRITE, 0, magic))
