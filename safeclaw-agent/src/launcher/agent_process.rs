@@ -16,23 +16,6 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::SigSet;
 use nix::sys::stat::Mode;
 
-/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2, Linux 5.7).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// `CLONE_INTO_CGROUP` from linux/sched.h (libc declares it as an `int`, which cannot hold it).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -131,15 +114,20 @@ pub fn spawn(launch: &Launch) -> std::io::Result<AgentProcess> {
         Mode::empty(),
     )?;
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let args = CloneArgs {
+    let args = libc::clone_args {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
-        ..CloneArgs::default()
+        // SAFETY: all-zero is a valid clone_args (no pidfd, tid, stack, tls or set_tid).
+        ..unsafe { std::mem::zeroed() }
     };
     // SAFETY: clone3 without CLONE_VM and with no stack forks like fork(2); `args` outlives the call.
     let pid = unsafe {
-        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
     };
     if pid == 0 {
         // SAFETY: in the child of a fork; everything it uses was prepared above.

@@ -255,23 +255,6 @@ mod cgroup {
     use std::io::Write as _;
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-    /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
     /// clone3 with a child started in the cgroup `dir` (opened read-only, which needs no write), which
@@ -282,15 +265,20 @@ mod cgroup {
             libc::open(cstring(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
         };
         check(fd)?;
-        let args = CloneArgs {
+        let args = libc::clone_args {
             flags: CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
             cgroup: fd as u64,
-            ..CloneArgs::default()
+            // SAFETY: all-zero is a valid clone_args (no pidfd, tid, stack, tls or set_tid).
+            ..unsafe { std::mem::zeroed() }
         };
         // SAFETY: clone3 with no new stack is a fork; the child only calls _exit.
         let pid = unsafe {
-            libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const libc::clone_args,
+                std::mem::size_of::<libc::clone_args>(),
+            )
         };
         match pid {
             // SAFETY: the child of a fork exits without running anything of the parent's.
