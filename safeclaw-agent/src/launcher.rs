@@ -161,7 +161,8 @@ pub fn plan(args: ExecArgs, env: &Env) -> Result<Plan, LaunchError> {
     Ok(Plan { agent, session, user, run_as, program, argv0, args: args_rest, agents, socket, keep_fds })
 }
 
-/// The `--keep-fd` descriptors, checked to be above 2 and open in the launcher.
+/// The `--keep-fd` descriptors, checked to be above 2 and open in the launcher; and every descriptor
+/// the agent inherits (0–2 and these) checked not to be open for writing on cgroupfs or bpffs.
 fn kept_descriptors(mut fds: Vec<i32>) -> Result<Vec<i32>, LaunchError> {
     fds.sort_unstable();
     fds.dedup();
