@@ -20,6 +20,7 @@ use crate::kernel::ring::EventRing;
 use crate::kernel::{loader, maps};
 use crate::policy::{ActivePolicy, PolicySource, REFRESH_INTERVAL};
 
+mod backpressure;
 mod memory;
 mod repeats;
 mod signals;
@@ -415,8 +416,15 @@ async fn enforce(
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
     // Counts a previous daemon left are of attempts it recorded; fresh programs number from 0.
     let recorded_through = if adopting { writer.durable().kernel_seq } else { None };
-    let mut sink =
-        Sink { writer, deliveries, clock, locked: false, tool_calls: Default::default(), recorded_through };
+    let mut sink = Sink {
+        writer,
+        deliveries,
+        clock,
+        locked: false,
+        tool_calls: Default::default(),
+        recorded_through,
+        backpressure: backpressure::Backpressure::new(&agents.path),
+    };
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -454,7 +462,9 @@ async fn enforce(
                     }
                     SessionEvent::Stop { by, done } => {
                         tracing::info!("stop requested by {by}");
-                        match end_sessions(&agents.path, &format!("`safeclaw-agent stop` from {by}"), sink.writer) {
+                        let ended = end_sessions(&agents.path, &format!("`safeclaw-agent stop` from {by}"), sink.writer);
+                        sink.backpressure.thawed_by_stop();
+                        match ended {
                             // Answered once the programs are detached (the socket outlives the loop).
                             Ok(()) => break (Stopped::Requested(by), Some(done)),
                             Err(refused) => {
@@ -498,7 +508,9 @@ async fn enforce(
                     tracing::info!("stopping: {by}");
                     while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
                     backlog = false;
-                    if end_sessions(&agents.path, &by, sink.writer).is_ok() {
+                    let ended = end_sessions(&agents.path, &by, sink.writer);
+                    sink.backpressure.thawed_by_stop();
+                    if ended.is_ok() {
                         break (Stopped::Signal(by), None);
                     }
                 }
@@ -519,6 +531,8 @@ async fn enforce(
             // The kernel wakes a consumer only when it has released everything read; look again.
             backlog |= drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
         }
+        // Released space may let paused agents run again.
+        sink.watch_ring(ring.get_ref());
     };
     tracing::info!("stopping: detaching programs");
     // Detach first so nothing new arrives, then take what the kernel already recorded. The maps stay
@@ -673,9 +687,27 @@ struct Sink<'a> {
     tool_calls: crate::tools::correlate::Correlator,
     /// Highest kernel sequence appended: counted repeats of attempts up to it may follow them.
     recorded_through: Option<u64>,
+    /// Pauses the agents while the ring is half full.
+    backpressure: backpressure::Backpressure,
 }
 
 impl Sink<'_> {
+    /// Pauses or resumes the agents for the ring's fill level, recorded in the chain.
+    fn watch_ring(&mut self, ring: &EventRing) {
+        match self.backpressure.observe(ring.occupied(), ring.size()) {
+            Some(backpressure::Change::Paused { used, size }) => {
+                tracing::debug!("event ring {used} of {size} bytes in use: agents paused");
+                self.writer.log(&Lifecycle::AgentsPaused { ring_used_bytes: used, ring_bytes: size });
+            }
+            Some(backpressure::Change::Resumed { paused }) => {
+                tracing::debug!("agents resumed after {paused:?}");
+                let paused_ms = u64::try_from(paused.as_millis()).unwrap_or(u64::MAX);
+                self.writer.log(&Lifecycle::AgentsResumed { paused_ms });
+            }
+            None => {}
+        }
+    }
+
     fn event(
         &mut self,
         event: &KernelEvent,
@@ -970,6 +1002,7 @@ fn drain(
             Err(e) => tracing::error!("undecodable kernel event ({} bytes): {e}", record.data.len()),
         }
         unreleased.push(sink.writer.next_sequence(), record.end);
+        sink.watch_ring(ring);
     }
     true
 }

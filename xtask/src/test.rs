@@ -274,9 +274,11 @@ fn binary_name(path: &Path) -> String {
 /// format's vectors and the reports read a log the daemon wrote; the agent CLIs' hooks talk to the
 /// daemon's tool socket (the kernel hooks their commands reach are tested on both kernels by the
 /// other binaries); the bench smoke test checks the bench harness; the demo replays decisions the
-/// escape suite and the workload test make on both; Prometheus reads the daemon's counters.
-const ONE_KERNEL: [(&str, Kernel); 6] = [
+/// escape suite and the workload test make on both; Prometheus reads the daemon's counters; the ring's
+/// backpressure is the daemon's and the cgroup freezer's.
+const ONE_KERNEL: [(&str, Kernel); 7] = [
     ("vectors_vm", Kernel::V6_1),
+    ("ring_backpressure", Kernel::V6_1),
     ("report", Kernel::V6_1),
     ("demo", Kernel::V6_1),
     ("metrics", Kernel::V6_1),

@@ -278,6 +278,16 @@ pub enum Lifecycle {
         by: String,
         reason: String,
     },
+    /// Half the event ring was in use: the agent cgroup is frozen until the daemon has recorded most
+    /// of it, so that no attempt is denied for want of room.
+    AgentsPaused {
+        ring_used_bytes: u64,
+        ring_bytes: u64,
+    },
+    /// The agents run again after a pause of `paused_ms`.
+    AgentsResumed {
+        paused_ms: u64,
+    },
     /// A remote destination started failing: evidence is not leaving the host.
     DestinationFailing {
         destination: String,
@@ -640,6 +650,8 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
         Lifecycle::SignalRefused { .. } => ("daemon.signal_refused", None),
         Lifecycle::SessionsEnded { .. } => ("daemon.sessions_ended", None),
         Lifecycle::StopRefused { .. } => ("daemon.stop_refused", None),
+        Lifecycle::AgentsPaused { .. } => ("daemon.agents_paused", None),
+        Lifecycle::AgentsResumed { .. } => ("daemon.agents_resumed", None),
         Lifecycle::DestinationFailing { .. } => ("destination.failing", None),
         Lifecycle::DestinationRecovered { .. } => ("destination.recovered", None),
     };
@@ -680,6 +692,11 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
             d.str("by", by);
             d.str("reason", reason);
         }
+        Lifecycle::AgentsPaused { ring_used_bytes, ring_bytes } => {
+            d.u64("ringBytes", *ring_bytes);
+            d.u64("ringUsedBytes", *ring_used_bytes);
+        }
+        Lifecycle::AgentsResumed { paused_ms } => d.u64("pausedMs", *paused_ms),
         Lifecycle::DestinationFailing { destination, error, since } => {
             d.str("destination", destination);
             d.str("error", error);

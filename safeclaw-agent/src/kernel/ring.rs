@@ -177,6 +177,18 @@ impl EventRing {
         unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }.map_err(std::io::Error::from)
     }
 
+    /// Bytes of the ring the kernel cannot reuse: every record produced and not yet released, read
+    /// or not. When it reaches `size`, the programs deny what they cannot record.
+    pub fn occupied(&self) -> u64 {
+        let produced = self.producer_pos().load(Ordering::Acquire);
+        produced.saturating_sub(self.consumer_pos().load(Ordering::Acquire))
+    }
+
+    /// The ring's capacity in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Whether records were read and not yet released.
     pub fn holds_unreleased(&self) -> bool {
         self.consumer_pos().load(Ordering::Relaxed) < self.read_pos

@@ -562,6 +562,16 @@ impl<'w> Aggregator<'w> {
             }
             "kernel.lockdown_on" => self.chain_events.push(|| event(text("reason"))),
             "kernel.lockdown_off" => self.chain_events.push(|| event("lockdown lifted".into())),
+            "daemon.agents_paused" => self.chain_events.push(|| {
+                event(format!(
+                    "agents paused: the event ring had {} of {} bytes in use",
+                    text("ringUsedBytes"),
+                    text("ringBytes")
+                ))
+            }),
+            "daemon.agents_resumed" => {
+                self.chain_events.push(|| event(format!("agents resumed after {} ms", text("pausedMs"))))
+            }
             "audit.retention_delete" => self.chain_events.push(|| {
                 event(format!(
                     "segment {} (entries {}..={}) deleted under retention {}",

@@ -1,7 +1,8 @@
 //! Makes the syscalls the agreement test asks for, one per stdin line, and prints what the kernel
 //! answered: `ok` or the errno. Lines: `r|w|rw|x PATH` (open for read, write, both; execute) and
-//! `tcp|udp ADDRESS PORT` (connect), `listen-tcp|listen-udp ADDRESS PORT` (TCP listen, UDP bind).
-//! Runs inside the agent cgroup.
+//! `tcp|udp ADDRESS PORT` (connect), `listen-tcp|listen-udp ADDRESS PORT` (TCP listen, UDP bind),
+//! `r-times PATH N` (N opens for reading as fast as they go; answers `OK DENIED`, the counts of opens
+//! that succeeded and of those refused with EPERM). Runs inside the agent cgroup.
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,6 +12,11 @@ fn main() -> anyhow::Result<()> {
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         let words: Vec<&str> = line.split('\t').collect();
+        if let ["r-times", path, times] = words.as_slice() {
+            let (ok, denied) = open_times(path, times.parse()?)?;
+            writeln!(out, "{ok} {denied}")?;
+            continue;
+        }
         let outcome = match words.as_slice() {
             ["r", path] => open(path, libc::O_RDONLY),
             ["w", path] => open(path, libc::O_WRONLY),
@@ -43,6 +49,20 @@ fn open(path: &str, flags: libc::c_int) -> std::io::Result<()> {
     // SAFETY: `fd` is ours and open.
     unsafe { libc::close(fd) };
     Ok(())
+}
+
+/// Opens `path` for reading `times` times: how many succeeded and how many failed with EPERM (any
+/// other error ends the run).
+fn open_times(path: &str, times: u64) -> std::io::Result<(u64, u64)> {
+    let (mut ok, mut denied) = (0, 0);
+    for _ in 0..times {
+        match open(path, libc::O_RDONLY) {
+            Ok(()) => ok += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => denied += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((ok, denied))
 }
 
 /// The exec's own error (the program, a copy of `true`, exits 0 when it runs).
