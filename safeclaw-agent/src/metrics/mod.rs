@@ -59,6 +59,8 @@ pub struct Counts {
     pub lost_kernel_events: u64,
     pub kernel_seq_resets: u64,
     pub lockdowns: u64,
+    /// Times the agents were paused because the event ring was half full.
+    pub agent_pauses: u64,
     pub policy_loads: u64,
     pub policy_reloads_rejected: u64,
     pub sessions_started: u64,
@@ -87,6 +89,7 @@ impl Counts {
             }
             "audit.kernel_seq_reset" => self.kernel_seq_resets += 1,
             "kernel.lockdown_on" => self.lockdowns += 1,
+            "daemon.agents_paused" => self.agent_pauses += 1,
             "policy.load" => self.policy_loads += 1,
             "policy.reload_rejected" => self.policy_reloads_rejected += 1,
             "session.start" => self.sessions_started += 1,
@@ -127,6 +130,12 @@ impl Counts {
             "counter",
             "Kernel events the ring buffer could not take; the kernel denied each.",
             self.lost_kernel_events,
+        );
+        metric(
+            "safeclaw_agent_pauses_total",
+            "counter",
+            "Times the agents were paused (cgroup frozen) because the event ring was half full.",
+            self.agent_pauses,
         );
         metric(
             "safeclaw_kernel_seq_resets_total",
@@ -442,18 +451,20 @@ mod tests {
             serde_json::json!({"action": "process.exec", "effect": "allow"}),
             serde_json::json!({"action": "audit.gap", "details": {"count": 4}}),
             serde_json::json!({"action": "kernel.lockdown_on"}),
+            serde_json::json!({"action": "daemon.agents_paused"}),
             serde_json::json!({"action": "session.start"}),
             serde_json::json!({"action": "policy.reload_rejected"}),
         ] {
             counts.add(&entry);
         }
-        assert_eq!(counts.entries, 7);
+        assert_eq!(counts.entries, 8);
         assert_eq!((counts.gaps, counts.lost_kernel_events, counts.lockdowns), (1, 4, 1));
         let text = counts.render(Some(4096));
         for line in [
             "safeclaw_decisions_total{action=\"file.read\",effect=\"deny\"} 2",
             "safeclaw_decisions_total{action=\"process.exec\",effect=\"allow\"} 1",
             "safeclaw_ring_full_denials_total 4",
+            "safeclaw_agent_pauses_total 1",
             "safeclaw_sessions_live 1",
             "safeclaw_policy_reloads_rejected_total 1",
             "safeclaw_resident_memory_bytes 4096",

@@ -41,6 +41,9 @@ pub struct Burst {
     pub entries: u64,
     /// Kernel events the daemon recorded as missing (`audit.gap`).
     pub gap_events: u64,
+    /// Times the daemon paused the agents because the ring was half full, and for how long in all.
+    pub pauses: u64,
+    pub paused_ms: u64,
     /// Holes in the kernelSeq sequence of the log that no `audit.gap` entry covers.
     pub unexplained_seq_holes: u64,
     /// From the first open to the daemon's exit after SIGTERM (everything committed with fdatasync).
@@ -122,6 +125,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
         Target::DistinctFiles(_) => path.starts_with(&distinct),
     };
     let (mut recorded, mut entries, mut gap_events, mut seqs) = (0u64, 0u64, 0u64, Vec::new());
+    let (mut pauses, mut paused_ms) = (0u64, 0u64);
     let file = std::fs::File::open(&log).with_context(|| format!("cannot open {}", log.display()))?;
     for line in std::io::BufRead::lines(std::io::BufReader::new(file)) {
         let entry: serde_json::Value = serde_json::from_str(&line?).context("a corrupt audit line")?;
@@ -132,6 +136,12 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
         }
         if entry["action"] == "audit.gap" {
             gap_events += entry["details"]["count"].as_u64().unwrap_or(0);
+        }
+        if entry["action"] == "daemon.agents_paused" {
+            pauses += 1;
+        }
+        if entry["action"] == "daemon.agents_resumed" {
+            paused_ms += entry["details"]["pausedMs"].as_u64().unwrap_or(0);
         }
         if let Some(seq) = entry["kernelSeq"].as_u64() {
             seqs.push(seq);
@@ -146,6 +156,8 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
         recorded,
         entries,
         gap_events,
+        pauses,
+        paused_ms,
         unexplained_seq_holes: holes.saturating_sub(gap_events),
         durable_seconds,
         idle_rss_kb,

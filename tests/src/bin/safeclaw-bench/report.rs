@@ -318,6 +318,11 @@ fn print_burst(burst: &Burst) {
         verdict(burst.failed == 0)
     );
     println!(
+        "| agents paused because the ring was half full (`daemon.agents_paused`): times / total | {} / {:.1} s | | |",
+        count(burst.pauses),
+        burst.paused_ms as f64 / 1000.0
+    );
+    println!(
         "| kernelSeq holes not covered by `audit.gap` | {} | 0 | {} |",
         burst.unexplained_seq_holes,
         verdict(burst.unexplained_seq_holes == 0)
