@@ -260,20 +260,32 @@ impl Daemon {
 
     /// SIGTERM, wait, and the audit entries written.
     pub fn stop(self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let log = self.audit_log.clone();
+        (self.terminate(), read_entries(&log))
+    }
+
+    /// SIGTERM and wait, leaving the log unread: a burst's million entries would not fit a guest's
+    /// memory as parsed values.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        self.wait()
+        self.exit_status()
     }
 
     /// Waits (bounded) for the daemon to exit by itself; its status and the audit entries written.
     pub fn wait(mut self) -> (std::process::ExitStatus, Vec<serde_json::Value>) {
+        let log = self.audit_log.clone();
+        (self.exit_status(), read_entries(&log))
+    }
+
+    fn exit_status(&mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, read_entries(&self.audit_log));
+                return status;
             }
             assert!(std::time::Instant::now() < deadline, "safeclaw-agent did not exit within 60 s");
             std::thread::sleep(std::time::Duration::from_millis(50));

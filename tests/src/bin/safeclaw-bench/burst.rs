@@ -111,7 +111,7 @@ pub fn run(fixture: &Fixture, opens: u64, target: Target) -> anyhow::Result<Burs
     let mapped_bpf_rss_kb = safeclaw::mapped_bpf_rss_kb(daemon.pid())?;
     let after_split = safeclaw::RssSplit::of(daemon.pid())?;
     let log = daemon.audit_log.clone();
-    let (status, _) = daemon.stop();
+    let status = daemon.terminate();
     let durable_seconds = start.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "the daemon exited with {status} after the burst");
     let profile = recording

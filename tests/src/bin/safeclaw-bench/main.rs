@@ -433,7 +433,7 @@ impl Bench<'_> {
         if stats == Stats::Read {
             report::add_bpf_stats(&mut results.bpf_stats)?;
         }
-        let (status, _) = daemon.stop();
+        let status = daemon.terminate();
         if !status.success() {
             bail!("safeclaw-agent exited with {status}");
         }

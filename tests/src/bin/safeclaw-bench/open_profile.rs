@@ -40,7 +40,7 @@ pub fn run(fixture: &Fixture, opens: u32, cgroup: &Path) -> anyhow::Result<OpenP
     std::thread::sleep(Duration::from_millis(500));
     let outside = profiled(fixture, opens, cgroup);
     let inside = profiled(fixture, opens, &daemon.cgroup);
-    let (status, _) = daemon.stop();
+    let status = daemon.terminate();
     if !status.success() {
         bail!("safeclaw-agent exited with {status} after the profiled opens");
     }

@@ -84,7 +84,7 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
             let inside = block(fixture, sizes, &daemon.cgroup)?;
             (block(fixture, sizes, cgroup)?, inside)
         };
-        let (status, _) = daemon.stop();
+        let status = daemon.terminate();
         if !status.success() {
             bail!("safeclaw-agent exited with {status} after a measured block");
         }
