@@ -463,7 +463,7 @@ async fn enforce(
                     SessionEvent::Stop { by, done } => {
                         tracing::info!("stop requested by {by}");
                         let ended = end_sessions(&agents.path, &format!("`safeclaw-agent stop` from {by}"), sink.writer);
-                        sink.backpressure.thawed_by_stop();
+                        sink.backpressure.after_stop();
                         match ended {
                             // Answered once the programs are detached (the socket outlives the loop).
                             Ok(()) => break (Stopped::Requested(by), Some(done)),
@@ -509,7 +509,7 @@ async fn enforce(
                     while drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink) {}
                     backlog = false;
                     let ended = end_sessions(&agents.path, &by, sink.writer);
-                    sink.backpressure.thawed_by_stop();
+                    sink.backpressure.after_stop();
                     if ended.is_ok() {
                         break (Stopped::Signal(by), None);
                     }

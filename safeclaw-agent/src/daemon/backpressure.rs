@@ -63,9 +63,13 @@ impl Backpressure {
         }
     }
 
-    /// A deliberate stop froze, killed and thawed the cgroup itself: there is no pause to lift.
-    pub fn thawed_by_stop(&mut self) {
-        self.paused_since = None;
+    /// After a deliberate stop, which freezes, kills and thaws the cgroup itself: a pause the stop
+    /// lifted is over. One it could not lift (its freeze or thaw failed) is kept, and lifted as usual
+    /// once the ring has drained.
+    pub fn after_stop(&mut self) {
+        if std::fs::read_to_string(&self.freeze_file).is_ok_and(|value| value.trim() == "0") {
+            self.paused_since = None;
+        }
     }
 
     /// Whether `cgroup.freeze` now says `frozen`.
@@ -140,6 +144,22 @@ mod tests {
         assert!(backpressure.observe(SIZE, SIZE).is_some());
         drop(backpressure);
         assert_eq!(freeze_value(dir.path()), "0");
+    }
+
+    #[test]
+    fn a_stop_ends_a_pause_only_if_it_thawed_the_cgroup() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
+        let mut backpressure = Backpressure::new(dir.path());
+        assert!(backpressure.observe(SIZE, SIZE).is_some());
+        // The stop's thaw failed: still paused, and resumed once the ring drains.
+        backpressure.after_stop();
+        assert!(matches!(backpressure.observe(0, SIZE), Some(Change::Resumed { .. })));
+        assert!(backpressure.observe(SIZE, SIZE).is_some());
+        // The stop thawed it: nothing left to resume.
+        std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
+        backpressure.after_stop();
+        assert_eq!(backpressure.observe(0, SIZE), None);
     }
 
     #[test]
