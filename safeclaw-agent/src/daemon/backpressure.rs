@@ -107,6 +107,15 @@ mod tests {
 
     const SIZE: u64 = 8 << 20;
 
+    /// A running cgroup's `cgroup.freeze` in a temporary directory, and agents paused there.
+    fn paused() -> (tempfile::TempDir, Backpressure) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
+        let mut backpressure = Backpressure::new(dir.path());
+        assert!(backpressure.observe(SIZE, SIZE).is_some());
+        (dir, backpressure)
+    }
+
     fn freeze_value(dir: &Path) -> String {
         std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap()
     }
@@ -138,20 +147,14 @@ mod tests {
 
     #[test]
     fn ending_while_paused_resumes_the_agents() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
-        let mut backpressure = Backpressure::new(dir.path());
-        assert!(backpressure.observe(SIZE, SIZE).is_some());
+        let (dir, backpressure) = paused();
         drop(backpressure);
         assert_eq!(freeze_value(dir.path()), "0");
     }
 
     #[test]
     fn a_stop_ends_a_pause_only_if_it_thawed_the_cgroup() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
-        let mut backpressure = Backpressure::new(dir.path());
-        assert!(backpressure.observe(SIZE, SIZE).is_some());
+        let (dir, mut backpressure) = paused();
         // The stop's thaw failed: still paused, and resumed once the ring drains.
         backpressure.after_stop();
         assert!(matches!(backpressure.observe(0, SIZE), Some(Change::Resumed { .. })));
