@@ -39,7 +39,11 @@ impl Backpressure {
                     "{} was frozen at start (a previous daemon paused the agents and died): thawing",
                     backpressure.freeze_file.display()
                 );
-                backpressure.write(false);
+                if !backpressure.write(false) {
+                    // Counted as this daemon's pause, so that the thaw is tried again once the ring
+                    // has drained instead of never.
+                    backpressure.paused_since = Some(Instant::now());
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot read {}: {e}", backpressure.freeze_file.display()),
@@ -72,7 +76,7 @@ impl Backpressure {
         }
     }
 
-    /// Whether `cgroup.freeze` now says `frozen`.
+    /// Writes `frozen` to `cgroup.freeze`; whether the write took.
     fn write(&mut self, frozen: bool) -> bool {
         match std::fs::write(&self.freeze_file, if frozen { "1" } else { "0" }) {
             Ok(()) => {
