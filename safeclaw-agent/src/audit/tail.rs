@@ -310,20 +310,24 @@ pub fn run(
     loop {
         printer.drain(&mut reader, &mut line)?;
         std::thread::sleep(Duration::from_millis(200));
-        let ours = reader.get_ref().metadata()?;
-        match std::fs::metadata(active) {
-            // Rotated (a new file under the name) or truncated: finish the old file, read any segment
-            // rotated out since, then go on in the active one. The active file is opened before the
-            // segments are listed: opened after, it could be one rotation newer than the list, and
-            // the segment between them would never be read.
-            Ok(now) if now.ino() != ours.ino() || now.len() < reader.stream_position()? => {
-                printer.drain(&mut reader, &mut line)?;
-                let next_active = File::open(active)?;
-                printer.catch_up(active)?;
-                reader = BufReader::new(next_active);
-                line.clear();
-            }
-            Ok(_) | Err(_) => {}
+        // The name is opened, not stat'ed, and the opened file is the one compared and then read: a
+        // rotation that renames it in between cannot make a checked name vanish before it is opened.
+        // Between a rotation's rename and the new file's creation the name is absent: wait a poll.
+        let now = match File::open(active) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let (ours, theirs) = (reader.get_ref().metadata()?, now.metadata()?);
+        // Rotated (a new file under the name) or truncated: finish the old file, read any segment
+        // rotated out since, then go on in the active one. The active file is opened before the
+        // segments are listed: opened after, it could be one rotation newer than the list, and the
+        // segment between them would never be read.
+        if theirs.ino() != ours.ino() || theirs.len() < reader.stream_position()? {
+            printer.drain(&mut reader, &mut line)?;
+            printer.catch_up(active)?;
+            reader = BufReader::new(now);
+            line.clear();
         }
     }
 }
@@ -350,6 +354,61 @@ mod tests {
         let changed = String::from_utf8(second).unwrap().replace("file.read", "file.wrte");
         let e = linked_hash(changed.as_bytes(), first_hash).unwrap_err().to_string();
         assert!(e.contains("does not match its hash"), "{e}");
+    }
+
+    /// Sends what `run` prints to the test, which reads it as it comes.
+    struct Sent(std::sync::mpsc::Sender<Vec<u8>>);
+
+    impl Write for Sent {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.send(buf.to_vec()).map_err(io::Error::other)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn following_waits_out_an_active_name_that_is_briefly_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let entries = |range: std::ops::Range<u64>| -> String {
+            range.map(|k| format!("{{\"sequence\":{k},\"action\":\"file.read\"}}\n")).collect()
+        };
+        std::fs::write(&active, entries(0..2)).unwrap();
+        let (sender, received) = std::sync::mpsc::channel();
+        let followed = active.clone();
+        std::thread::spawn(move || {
+            run(&followed, &Filter::default(), 1, true, Style::Json, false, &mut Sent(sender))
+        });
+        let mut printed = String::new();
+        let read_until = |sequence: u64, printed: &mut String| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !printed.contains(&format!("\"sequence\":{sequence},")) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let bytes = received.recv_timeout(left).unwrap_or_else(|e| panic!("{e}; printed: {printed}"));
+                printed.push_str(&String::from_utf8(bytes).unwrap());
+            }
+        };
+        read_until(1, &mut printed);
+        // A rotation: the active segment gets its last entry, is renamed, and its successor is created
+        // only after tail has polled (at least twice) with no file under the active name.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .unwrap()
+            .write_all(entries(2..3).as_bytes())
+            .unwrap();
+        std::fs::rename(&active, LogName::of_active(&active).rotated(0)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        std::fs::write(&active, entries(3..5)).unwrap();
+        read_until(4, &mut printed);
+        let sequences: Vec<u64> = printed
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["sequence"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sequences, [1, 2, 3, 4], "{printed}");
     }
 
     #[test]
