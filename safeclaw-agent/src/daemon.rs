@@ -72,6 +72,7 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     require_root()?;
+    memory::map_large_allocations();
     // Before any thread exists, so that every thread leaves them to the signalfd.
     signals::block()?;
     cgroup::validate_name(&args.cgroup)?;
@@ -262,8 +263,7 @@ impl Enforcer {
         ebpf_log: Option<EbpfLogLevel>,
     ) -> anyhow::Result<(Self, bool)> {
         let adopting = pins.has_links();
-        let opened = loader::open(Some(pins.clone()), ebpf_log)
-            .and_then(|mut kernel| kernel.load_programs().map(|()| kernel));
+        let opened = loader::open(Some(pins.clone()), ebpf_log);
         let mut kernel = match opened {
             Ok(kernel) => kernel,
             Err(e) => {

@@ -74,8 +74,7 @@ fn ebpf_debug_log_shows_a_denial_only_when_asked_for() {
 /// The size of each program as the kernel will run it (after the verifier's dead-code removal),
 /// loaded (not attached) with eBPF logging at `level`.
 fn translated_sizes(level: Option<EbpfLogLevel>) -> Vec<(&'static str, u32)> {
-    let mut kernel = loader::open(None, level).unwrap();
-    kernel.load_programs().unwrap();
+    let kernel = loader::open(None, level).unwrap();
     loader::PROGRAMS
         .into_iter()
         .map(|name| {

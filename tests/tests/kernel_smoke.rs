@@ -17,7 +17,6 @@ fn open_is_denied_inside_scope_and_allowed_outside() {
     let (agents, _) = cgroup::ensure(&mount, "smoke-agents").unwrap();
 
     let mut kernel = loader::open(None, None).unwrap();
-    kernel.load_programs().unwrap();
     let policy = deny_paths_policy(secret.to_str().unwrap().as_bytes(), b"/nonexistent");
     maps::write_policy(&mut kernel.ebpf, 0, 1, &[&policy]).unwrap();
     maps::set_scope(&mut kernel.ebpf, maps::enforcing_scope(&agents, kernel.epoch)).unwrap();

@@ -130,10 +130,9 @@ pub fn offsets_from_btf(btf: &KernelBtf) -> Result<KernelOffsets, KernelError> {
     })
 }
 
-/// The object loaded into the kernel (maps created), programs not yet loaded.
+/// The object loaded into the kernel: maps created, programs loaded (verified), none attached.
 pub struct Loaded {
     pub ebpf: Ebpf,
-    btf: Btf,
     pins: Option<PinDir>,
     /// `PROGRAM_EPOCH` of these programs: they decide once `Scope::epoch` names it.
     pub epoch: u32,
@@ -156,13 +155,17 @@ pub struct ProgramStats {
     pub run_time_ns: u64,
 }
 
-/// Creates the maps and prepares the programs for this kernel. With `pins`, the persistent maps are
-/// pinned there, or reused if a previous daemon left them (after checking their layout). The programs
-/// log through aya-log at `ebpf_log` and above; with `None` their logging is pruned at load.
+/// Creates the maps and loads (verifies) the programs for this kernel, attaching none. With `pins`, the
+/// persistent maps are pinned there, or reused if a previous daemon left them (after checking their
+/// layout). The programs log through aya-log at `ebpf_log` and above; with `None` their logging is
+/// pruned at load.
 pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Loaded, KernelError> {
-    let kernel_btf = KernelBtf::from_sys_fs()?;
-    let offsets = offsets_from_btf(&kernel_btf)?;
-    let programs = programs_for(&kernel_btf);
+    let (offsets, programs) = {
+        let kernel_btf = KernelBtf::from_sys_fs()?;
+        (offsets_from_btf(&kernel_btf)?, programs_for(&kernel_btf))
+    };
+    // aya's parse of the kernel BTF is about 9 MB of heap: it is needed to load the programs only, so
+    // it is dropped with this function instead of staying resident for the daemon's life.
     let btf = Btf::from_sys_fs()?;
     let epoch = new_epoch()?;
     let mut loader = EbpfLoader::new();
@@ -179,8 +182,13 @@ pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Load
             loader.map_pin_path(map.name, pins.map(map.name));
         }
     }
-    let ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
-    Ok(Loaded { ebpf, btf, pins, epoch, programs, links: Vec::new() })
+    let mut ebpf = loader.load(OBJECT).map_err(KernelError::Object)?;
+    for &name in &programs {
+        lsm(&mut ebpf, name)?
+            .load(name, &btf)
+            .map_err(|source| KernelError::LoadProgram { program: name, source })?;
+    }
+    Ok(Loaded { ebpf, pins, epoch, programs, links: Vec::new() })
 }
 
 /// A random, non-zero epoch: distinct from whatever a previous daemon used.
@@ -195,16 +203,6 @@ impl Loaded {
     /// The programs this kernel runs.
     pub fn programs(&self) -> &[&'static str] {
         &self.programs
-    }
-
-    /// Loads (verifies) every program without attaching any.
-    pub fn load_programs(&mut self) -> Result<(), KernelError> {
-        for &name in &self.programs {
-            lsm(&mut self.ebpf, name)?
-                .load(name, &self.btf)
-                .map_err(|source| KernelError::LoadProgram { program: name, source })?;
-        }
-        Ok(())
     }
 
     /// Attaches every loaded program. The programs decide once `Scope::epoch` is this `epoch`; the maps
