@@ -1,8 +1,28 @@
-//! Returning the memory a policy install freed to the kernel, so the daemon's RSS is its live data.
+//! How the daemon's heap gives memory back, so that its RSS is its live data rather than the
+//! high-water mark of everything it ever allocated.
 
-/// glibc keeps what a compile freed resident: the automaton threads' arenas and, after the first
-/// load, the kernel BTF parse in the main arena. Without a trim every reload would leave the daemon's
-/// RSS at the high-water mark of the largest compile it ever ran.
+/// Allocations from this size up get their own mapping, unmapped when freed.
+const MMAP_THRESHOLD: usize = 256 << 10;
+
+/// Fixes glibc's mmap threshold. Left dynamic, glibc raises it to the size of each large block freed:
+/// after the kernel BTF parse at start (about 9 MB) every batch buffer and map listing below that size
+/// would come from the heap, where what a burst frees stays resident (docs/benchmarks.md, issue 16).
+/// Call before the first large allocation.
+pub fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter, under the allocator's own lock; a refused value
+    // leaves the default in place.
+    unsafe {
+        let threshold = libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX);
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) != 1 {
+            tracing::warn!("glibc refused a fixed mmap threshold; freed buffers may stay resident");
+        }
+    }
+}
+
+/// glibc keeps what a compile freed resident: the automaton threads' arenas and the main arena. Without
+/// a trim every reload would leave the daemon's RSS at the high-water mark of the largest compile it
+/// ever ran.
 pub fn release_freed() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions; it only walks the allocator's own free lists.

@@ -68,16 +68,15 @@ impl RepeatSweeper {
                 return Vec::new();
             }
         };
+        for digest in closed.unrepeated {
+            forget(ebpf, digest);
+        }
         let mut to_record = Vec::new();
-        for (digest, entry) in closed {
+        for (digest, entry) in closed.repeated {
             if self.awaiting.contains_key(&digest) {
                 continue;
             }
             let count = entry.count;
-            if count.repeats == 0 {
-                forget(ebpf, digest);
-                continue;
-            }
             match events::decode_repeated(&entry.key, &count) {
                 Ok(event) => to_record.push(ClosedRepeat { digest, event, count }),
                 Err(e) => tracing::error!("undecodable counted repeat ({} repeats): {e}", count.repeats),

@@ -257,11 +257,21 @@ fn repeats_map(ebpf: &mut Ebpf) -> Result<HashMap<&mut MapData, u64, RepeatEntry
     HashMap::try_from(data).map_err(|source| KernelError::Map { map, source })
 }
 
+/// The closed windows of `REPEATS`: those with repeats to record, with their attempt, and the digests
+/// of those without any, which only have to be forgotten. Kept apart so that a burst of distinct
+/// attempts, which fills the map with windows that saw no repeat, does not copy every key out.
+#[derive(Debug, Default)]
+pub struct ClosedWindows {
+    pub repeated: Vec<(u64, RepeatEntry)>,
+    pub unrepeated: Vec<u64>,
+}
+
 /// The `REPEATS` entries the kernel no longer adds to: those whose window closed at least `margin_ns`
 /// before `now_ns` (boot time), or all of them with `all` (once the programs are detached). The
 /// kernel only adds to an entry during the window its key names, which ends less than `window_ns`
-/// after the entry's first attempt, and never replaces one, so a count read here is final. Entries whose first attempt (its kernel sequence) is not yet
-/// `recorded_through` are left for later, so that repeats follow their attempt in the log.
+/// after the entry's first attempt, and never replaces one, so a count read here is final. Entries
+/// whose first attempt (its kernel sequence) is not yet `recorded_through` are left for later, so that
+/// repeats follow their attempt in the log.
 pub fn closed_repeats(
     ebpf: &mut Ebpf,
     now_ns: u64,
@@ -269,16 +279,20 @@ pub fn closed_repeats(
     margin_ns: u64,
     recorded_through: Option<u64>,
     all: bool,
-) -> Result<Vec<(u64, RepeatEntry)>, KernelError> {
+) -> Result<ClosedWindows, KernelError> {
     let repeats = repeats_map(ebpf)?;
     let closed_before = now_ns.saturating_sub(window_ns.saturating_add(margin_ns));
-    let mut closed = Vec::new();
+    let mut closed = ClosedWindows::default();
     for entry in repeats.iter() {
         let (digest, entry) = entry.map_err(|source| KernelError::Map { map: "REPEATS", source })?;
         let count = entry.count;
         let recorded = recorded_through.is_some_and(|through| count.kernel_seq <= through);
         if all || (recorded && count.first_ns < closed_before) {
-            closed.push((digest, entry));
+            if count.repeats == 0 {
+                closed.unrepeated.push(digest);
+            } else {
+                closed.repeated.push((digest, entry));
+            }
         }
     }
     Ok(closed)
