@@ -416,6 +416,7 @@ async fn enforce(
         tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_INTERVAL, REFRESH_INTERVAL);
     // Counts a previous daemon left are of attempts it recorded; fresh programs number from 0.
     let recorded_through = if adopting { writer.durable().kernel_seq } else { None };
+    let (backpressure, lifted) = backpressure::Backpressure::new(&agents.path);
     let mut sink = Sink {
         writer,
         deliveries,
@@ -423,8 +424,11 @@ async fn enforce(
         locked: false,
         tool_calls: Default::default(),
         recorded_through,
-        backpressure: backpressure::Backpressure::new(&agents.path),
+        backpressure,
     };
+    if let Some(change) = lifted {
+        sink.record_ring_change(change);
+    }
     // Whether the last drain left records in the ring (it reads a bounded batch).
     let mut backlog = false;
     let stopped = loop {
@@ -694,18 +698,26 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Pauses or resumes the agents for the ring's fill level, recorded in the chain.
     fn watch_ring(&mut self, ring: &EventRing) {
-        match self.backpressure.observe(ring.occupied(), ring.size()) {
-            Some(backpressure::Change::Paused { used, size }) => {
-                tracing::debug!("event ring {used} of {size} bytes in use: agents paused");
-                self.writer.log(&Lifecycle::AgentsPaused { ring_used_bytes: used, ring_bytes: size });
-            }
-            Some(backpressure::Change::Resumed { paused }) => {
-                tracing::debug!("agents resumed after {paused:?}");
-                let paused_ms = u64::try_from(paused.as_millis()).unwrap_or(u64::MAX);
-                self.writer.log(&Lifecycle::AgentsResumed { paused_ms });
-            }
-            None => {}
+        if let Some(change) = self.backpressure.observe(ring.occupied(), ring.size()) {
+            self.record_ring_change(change);
         }
+    }
+
+    fn record_ring_change(&mut self, change: backpressure::Change) {
+        let entry = match change {
+            backpressure::Change::Paused { used, size } => {
+                tracing::debug!("event ring {used} of {size} bytes in use: agents paused");
+                Lifecycle::AgentsPaused { ring_used_bytes: used, ring_bytes: size }
+            }
+            backpressure::Change::Resumed { paused } => {
+                tracing::debug!("agents resumed after {paused:?}");
+                Lifecycle::AgentsResumed {
+                    paused_ms: Some(u64::try_from(paused.as_millis()).unwrap_or(u64::MAX)),
+                }
+            }
+            backpressure::Change::LeftoverResumed => Lifecycle::AgentsResumed { paused_ms: None },
+        };
+        self.writer.log(&entry);
     }
 
     fn event(

@@ -284,9 +284,10 @@ pub enum Lifecycle {
         ring_used_bytes: u64,
         ring_bytes: u64,
     },
-    /// The agents run again after a pause of `paused_ms`.
+    /// The agents run again after a pause of `paused_ms`; `None`: a pause left by a daemon that died,
+    /// lifted at start, whose length is not known.
     AgentsResumed {
-        paused_ms: u64,
+        paused_ms: Option<u64>,
     },
     /// A remote destination started failing: evidence is not leaving the host.
     DestinationFailing {
@@ -696,7 +697,8 @@ pub(crate) fn write_lifecycle(out: &mut Vec<u8>, header: &Header<'_>, event: &Li
             d.u64("ringBytes", *ring_bytes);
             d.u64("ringUsedBytes", *ring_used_bytes);
         }
-        Lifecycle::AgentsResumed { paused_ms } => d.u64("pausedMs", *paused_ms),
+        Lifecycle::AgentsResumed { paused_ms: Some(paused_ms) } => d.u64("pausedMs", *paused_ms),
+        Lifecycle::AgentsResumed { paused_ms: None } => d.bool("leftByPreviousDaemon", true),
         Lifecycle::DestinationFailing { destination, error, since } => {
             d.str("destination", destination);
             d.str("error", error);

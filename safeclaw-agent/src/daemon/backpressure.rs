@@ -11,11 +11,18 @@ const PAUSE_AT_ONE_IN: u64 = 2;
 /// long runs rather than one freeze per few records.
 const RESUME_AT_ONE_IN: u64 = 8;
 
-/// What `observe` did to the agent cgroup.
+/// What `new` or `observe` did to the agent cgroup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
-    Paused { used: u64, size: u64 },
-    Resumed { paused: Duration },
+    Paused {
+        used: u64,
+        size: u64,
+    },
+    Resumed {
+        paused: Duration,
+    },
+    /// A pause left by a daemon that died was lifted at start; how long it lasted is not known.
+    LeftoverResumed,
 }
 
 /// The freezer of the agent cgroup as the ring's fill level drives it.
@@ -27,19 +34,22 @@ pub struct Backpressure {
 }
 
 impl Backpressure {
-    /// Also lifts a pause that a daemon killed while its ring was full left behind: the agent
-    /// cgroup's own `cgroup.freeze` belongs to the daemon (operators freeze a session's cgroup, which
-    /// this leaves alone).
-    pub fn new(agents: &Path) -> Self {
+    /// Also lifts a pause that a daemon killed while its ring was full left behind (the change to
+    /// record, if it did): the agent cgroup's own `cgroup.freeze` belongs to the daemon (operators
+    /// freeze a session's cgroup, which this leaves alone).
+    pub fn new(agents: &Path) -> (Self, Option<Change>) {
         let mut backpressure =
             Backpressure { freeze_file: agents.join("cgroup.freeze"), paused_since: None, failing: false };
+        let mut lifted = None;
         match std::fs::read_to_string(&backpressure.freeze_file) {
             Ok(value) if value.trim() == "1" => {
                 tracing::warn!(
                     "{} was frozen at start (a previous daemon paused the agents and died): thawing",
                     backpressure.freeze_file.display()
                 );
-                if !backpressure.write(false) {
+                if backpressure.write(false) {
+                    lifted = Some(Change::LeftoverResumed);
+                } else {
                     // Counted as this daemon's pause, so that the thaw is tried again once the ring
                     // has drained instead of never.
                     backpressure.paused_since = Some(Instant::now());
@@ -48,7 +58,7 @@ impl Backpressure {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot read {}: {e}", backpressure.freeze_file.display()),
         }
-        backpressure
+        (backpressure, lifted)
     }
 
     /// Pauses or resumes the agents for `used` bytes of a `size`-byte ring in use. A write that fails
@@ -115,7 +125,7 @@ mod tests {
     fn paused() -> (tempfile::TempDir, Backpressure) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
-        let mut backpressure = Backpressure::new(dir.path());
+        let (mut backpressure, _) = Backpressure::new(dir.path());
         assert!(backpressure.observe(SIZE, SIZE).is_some());
         (dir, backpressure)
     }
@@ -128,7 +138,8 @@ mod tests {
     fn pauses_at_half_full_and_resumes_only_below_an_eighth() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cgroup.freeze"), "0\n").unwrap();
-        let mut backpressure = Backpressure::new(dir.path());
+        let (mut backpressure, lifted) = Backpressure::new(dir.path());
+        assert_eq!(lifted, None);
         assert_eq!(backpressure.observe(SIZE / 2 - 1, SIZE), None);
         assert_eq!(freeze_value(dir.path()), "0\n", "untouched below half");
         assert_eq!(backpressure.observe(SIZE / 2, SIZE), Some(Change::Paused { used: SIZE / 2, size: SIZE }));
@@ -145,8 +156,10 @@ mod tests {
     fn a_pause_left_by_a_dead_daemon_is_lifted_at_start() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cgroup.freeze"), "1\n").unwrap();
-        let _backpressure = Backpressure::new(dir.path());
+        let (mut backpressure, lifted) = Backpressure::new(dir.path());
+        assert_eq!(lifted, Some(Change::LeftoverResumed));
         assert_eq!(freeze_value(dir.path()), "0");
+        assert_eq!(backpressure.observe(0, SIZE), None, "nothing left to resume");
     }
 
     #[test]
@@ -173,7 +186,7 @@ mod tests {
     fn a_failed_write_changes_nothing_and_is_tried_again() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("gone");
-        let mut backpressure = Backpressure::new(&gone);
+        let (mut backpressure, _) = Backpressure::new(&gone);
         assert_eq!(backpressure.observe(SIZE, SIZE), None, "no cgroup.freeze to write");
         assert_eq!(backpressure.observe(SIZE, SIZE), None);
         std::fs::create_dir(&gone).unwrap();

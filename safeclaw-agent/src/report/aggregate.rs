@@ -569,9 +569,12 @@ impl<'w> Aggregator<'w> {
                     text("ringBytes")
                 ))
             }),
-            "daemon.agents_resumed" => {
-                self.chain_events.push(|| event(format!("agents resumed after {} ms", text("pausedMs"))))
-            }
+            "daemon.agents_resumed" => self.chain_events.push(|| {
+                event(match details.and_then(|d| d.get("pausedMs")) {
+                    Some(_) => format!("agents resumed after {} ms", text("pausedMs")),
+                    None => "agents resumed at start from a pause left by a daemon that died".into(),
+                })
+            }),
             "audit.retention_delete" => self.chain_events.push(|| {
                 event(format!(
                     "segment {} (entries {}..={}) deleted under retention {}",
@@ -830,6 +833,9 @@ mod tests {
                 });
                 writer.log(&Lifecycle::LockdownOn { reason: "ring full".into() });
                 writer.log(&policy);
+                writer.log(&Lifecycle::AgentsPaused { ring_used_bytes: 5 << 20, ring_bytes: 8 << 20 });
+                writer.log(&Lifecycle::AgentsResumed { paused_ms: Some(40) });
+                writer.log(&Lifecycle::AgentsResumed { paused_ms: None });
             }
             if k % 100 == 99 {
                 writer.commit().unwrap();
@@ -953,7 +959,16 @@ mod tests {
             assert_eq!(data.scope.policies[0].source.as_deref(), Some("/etc/safeclaw/\"odd\" pölicy.yaml"));
             let exceptions: Vec<&str> = data.exceptions.shown.iter().map(|e| e.detail.as_str()).collect();
             assert_eq!(exceptions, ["p.yaml: line 3: \"bad\"", "test"]);
-            assert!(data.verification.events.shown.iter().any(|e| e.detail == "ring full"));
+            let chain_events: Vec<&str> =
+                data.verification.events.shown.iter().map(|e| e.detail.as_str()).collect();
+            assert!(chain_events.contains(&"ring full"), "{chain_events:?}");
+            assert!(
+                chain_events.contains(&"agents paused: the event ring had 5242880 of 8388608 bytes in use")
+                    && chain_events.contains(&"agents resumed after 40 ms")
+                    && chain_events
+                        .contains(&"agents resumed at start from a pause left by a daemon that died"),
+                "{chain_events:?}"
+            );
             assert_eq!(data.scope.last.as_ref().map(|p| p.sequence), report.last_sequence);
             assert_eq!(data.scope.first.as_ref().map(|p| p.sequence), report.first_sequence);
         }
