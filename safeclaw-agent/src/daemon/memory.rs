@@ -1,13 +1,15 @@
 //! How the daemon's heap gives memory back, so that its RSS is its live data rather than the
 //! high-water mark of everything it ever allocated.
 
-/// Allocations from this size up get their own mapping, unmapped when freed.
-const MMAP_THRESHOLD: usize = 256 << 10;
+/// Allocations from this size up get their own mapping, unmapped when freed. At 4 MiB the log's batch
+/// buffers, once grown, are mapped while a policy compile's tables mostly come from the heap: 256 KiB
+/// lowered the burst's peak RSS a little more (48 against 49-52 MB) but mapped and faulted in every
+/// table of a compile, and made a 10,000-rule reload 9 % slower instead of 3 % (docs/benchmarks.md).
+const MMAP_THRESHOLD: usize = 4 << 20;
 
 /// Fixes glibc's mmap threshold. Left dynamic, glibc raises it to the size of each large block freed:
-/// after the kernel BTF parse at start (about 9 MB) every batch buffer and map listing below that size
-/// would come from the heap, where what a burst frees stays resident (docs/benchmarks.md, issue 16).
-/// Call before the first large allocation.
+/// after the kernel BTF parse at start (about 9 MB) every batch buffer below that size would come
+/// from the heap, where what a burst frees stays resident. Call before the first large allocation.
 pub fn map_large_allocations() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter, under the allocator's own lock; a refused value
