@@ -285,7 +285,7 @@ pub enum Lifecycle {
         ring_bytes: u64,
     },
     /// The agents run again after a pause of `paused_ms`; `None`: a pause left by a daemon that died,
-    /// lifted at start, whose length is not known.
+    /// lifted at start (or once the ring drained, if that thaw failed), whose length is not known.
     AgentsResumed {
         paused_ms: Option<u64>,
     },

@@ -21,14 +21,25 @@ pub enum Change {
     Resumed {
         paused: Duration,
     },
-    /// A pause left by a daemon that died was lifted at start; how long it lasted is not known.
+    /// A pause left by a daemon that died was lifted: at start, or once the ring had drained if the
+    /// thaw at start failed. How long it lasted is not known.
     LeftoverResumed,
+}
+
+/// Whose pause holds the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// This daemon's, since then.
+    Ours(Instant),
+    /// A daemon that died left it, and the thaw at start failed: lifted once the ring has drained, and
+    /// recorded as the lift of a leftover pause whenever that happens.
+    LeftByPreviousDaemon,
 }
 
 /// The freezer of the agent cgroup as the ring's fill level drives it.
 pub struct Backpressure {
     freeze_file: PathBuf,
-    paused_since: Option<Instant>,
+    paused: Option<Pause>,
     /// Whether the last write to `cgroup.freeze` failed and was logged: repeated failures are not.
     failing: bool,
 }
@@ -39,7 +50,7 @@ impl Backpressure {
     /// freeze a session's cgroup, which this leaves alone).
     pub fn new(agents: &Path) -> (Self, Option<Change>) {
         let mut backpressure =
-            Backpressure { freeze_file: agents.join("cgroup.freeze"), paused_since: None, failing: false };
+            Backpressure { freeze_file: agents.join("cgroup.freeze"), paused: None, failing: false };
         let mut lifted = None;
         match std::fs::read_to_string(&backpressure.freeze_file) {
             Ok(value) if value.trim() == "1" => {
@@ -50,9 +61,9 @@ impl Backpressure {
                 if backpressure.write(false) {
                     lifted = Some(Change::LeftoverResumed);
                 } else {
-                    // Counted as this daemon's pause, so that the thaw is tried again once the ring
-                    // has drained instead of never.
-                    backpressure.paused_since = Some(Instant::now());
+                    // Kept as a pause, so that the thaw is tried again once the ring has drained
+                    // instead of never.
+                    backpressure.paused = Some(Pause::LeftByPreviousDaemon);
                 }
             }
             Ok(_) => {}
@@ -64,14 +75,17 @@ impl Backpressure {
     /// Pauses or resumes the agents for `used` bytes of a `size`-byte ring in use. A write that fails
     /// changes nothing and is tried again at the next call; meanwhile a full ring still denies.
     pub fn observe(&mut self, used: u64, size: u64) -> Option<Change> {
-        match self.paused_since {
+        match self.paused {
             None if used >= size / PAUSE_AT_ONE_IN => self.write(true).then(|| {
-                self.paused_since = Some(Instant::now());
+                self.paused = Some(Pause::Ours(Instant::now()));
                 Change::Paused { used, size }
             }),
-            Some(since) if used <= size / RESUME_AT_ONE_IN => self.write(false).then(|| {
-                self.paused_since = None;
-                Change::Resumed { paused: since.elapsed() }
+            Some(pause) if used <= size / RESUME_AT_ONE_IN => self.write(false).then(|| {
+                self.paused = None;
+                match pause {
+                    Pause::Ours(since) => Change::Resumed { paused: since.elapsed() },
+                    Pause::LeftByPreviousDaemon => Change::LeftoverResumed,
+                }
             }),
             _ => None,
         }
@@ -82,7 +96,7 @@ impl Backpressure {
     /// once the ring has drained.
     pub fn after_stop(&mut self) {
         if std::fs::read_to_string(&self.freeze_file).is_ok_and(|value| value.trim() == "0") {
-            self.paused_since = None;
+            self.paused = None;
         }
     }
 
@@ -109,7 +123,7 @@ impl Drop for Backpressure {
     /// A daemon that ends while the agents are paused resumes them: whatever outlives it runs under
     /// the pinned programs, which deny what the ring cannot take, as with no daemon at all.
     fn drop(&mut self) {
-        if self.paused_since.is_some() {
+        if self.paused.is_some() {
             self.write(false);
         }
     }
@@ -160,6 +174,24 @@ mod tests {
         assert_eq!(lifted, Some(Change::LeftoverResumed));
         assert_eq!(freeze_value(dir.path()), "0");
         assert_eq!(backpressure.observe(0, SIZE), None, "nothing left to resume");
+    }
+
+    #[test]
+    fn a_leftover_pause_whose_thaw_failed_at_start_is_recorded_as_leftover_when_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.freeze"), "1\n").unwrap();
+        // What `new` leaves when its thaw fails (a write that fails on a file that reads "1" cannot be
+        // arranged in a temporary directory).
+        let mut backpressure = Backpressure {
+            freeze_file: dir.path().join("cgroup.freeze"),
+            paused: Some(Pause::LeftByPreviousDaemon),
+            failing: true,
+        };
+        assert_eq!(backpressure.observe(SIZE, SIZE), None, "still paused while the ring is full");
+        assert_eq!(backpressure.observe(SIZE / 8, SIZE), Some(Change::LeftoverResumed));
+        assert_eq!(freeze_value(dir.path()), "0");
+        assert!(matches!(backpressure.observe(SIZE / 2, SIZE), Some(Change::Paused { .. })));
+        assert!(matches!(backpressure.observe(0, SIZE), Some(Change::Resumed { .. })), "a pause of its own");
     }
 
     #[test]

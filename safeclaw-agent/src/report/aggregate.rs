@@ -572,7 +572,7 @@ impl<'w> Aggregator<'w> {
             "daemon.agents_resumed" => self.chain_events.push(|| {
                 event(match details.and_then(|d| d.get("pausedMs")) {
                     Some(_) => format!("agents resumed after {} ms", text("pausedMs")),
-                    None => "agents resumed at start from a pause left by a daemon that died".into(),
+                    None => "agents resumed from a pause left by a daemon that died".into(),
                 })
             }),
             "audit.retention_delete" => self.chain_events.push(|| {
@@ -966,7 +966,7 @@ mod tests {
                 chain_events.contains(&"agents paused: the event ring had 5242880 of 8388608 bytes in use")
                     && chain_events.contains(&"agents resumed after 40 ms")
                     && chain_events
-                        .contains(&"agents resumed at start from a pause left by a daemon that died"),
+                        .contains(&"agents resumed from a pause left by a daemon that died"),
                 "{chain_events:?}"
             );
             assert_eq!(data.scope.last.as_ref().map(|p| p.sequence), report.last_sequence);
