@@ -63,7 +63,7 @@ fn signal(pid: u32, signal: nix::sys::signal::Signal) {
 /// full, where the kernel would deny. Returns once the agent cgroup is frozen; also the opens each
 /// agent made so far.
 fn paused_agents(name: &str) -> (Daemon, std::path::PathBuf, Vec<Agent>, u64) {
-    let config = std::env::temp_dir().join(format!("{name}-config.yaml"));
+    let config = config_path(name);
     std::fs::write(&config, CONFIG).unwrap();
     let daemon = Daemon::start_with(name, POLICY, &["--config", &config.display().to_string()]);
     let file = daemon.work().join("burst.txt");
@@ -99,6 +99,11 @@ fn paused_agents(name: &str) -> (Daemon, std::path::PathBuf, Vec<Agent>, u64) {
     (daemon, file, agents, 1 + before_pause)
 }
 
+/// The daemon config `paused_agents` writes for the test `name`, removed by `stop_and_check`.
+fn config_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}-config.yaml"))
+}
+
 fn frozen(cgroup: &std::path::Path) -> bool {
     std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap().lines().any(|l| l == "frozen 1")
 }
@@ -122,7 +127,7 @@ fn stop_and_check(daemon: Daemon, name: &str, file: &std::path::Path, opens: u64
     let head = daemon.work().join("state/audit.head");
     let (status, entries) = daemon.stop();
     assert!(status.success(), "daemon exit: {status}");
-    std::fs::remove_file(std::env::temp_dir().join(format!("{name}-config.yaml"))).unwrap();
+    std::fs::remove_file(config_path(name)).unwrap();
 
     let gaps: Vec<_> = entries.iter().filter(|e| e["action"] == "audit.gap").collect();
     assert!(gaps.is_empty(), "attempts denied for want of ring space: {gaps:#?}");
