@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use super::chain::Digest;
-use super::parse::{parse, Kind, Summary};
+use super::parse::{parse_reading, Kind, Summary};
 use super::segment::{open_reader, Segment};
 use super::sequence::SessionTail;
 use super::signing::{HeadFile, PublicKey, KEY_ROTATION};
@@ -75,8 +75,14 @@ pub fn scan(segment: &Segment, probe: Option<u64>) -> io::Result<SegmentEnd> {
         }
         end.complete_len += n as u64;
         let body = &line[..line.len() - 1];
-        match parse(body) {
-            Ok(summary) => record(&mut end, &summary, probe, body),
+        let mut repeats = [None];
+        match parse_reading(body, &["repeats"], &mut repeats) {
+            Ok((summary, found)) => {
+                record(&mut end, &summary, probe, body);
+                if let Some(of) = repeats[0].filter(|_| found).and_then(|span| repeats_of(body, span)) {
+                    end.session.record_repeats(of);
+                }
+            }
             Err(_) => end.corrupt_lines += 1,
         }
     }
@@ -129,6 +135,17 @@ fn record(end: &mut SegmentEnd, summary: &Summary, probe: Option<u64>, line: &[u
         }
     }
     end.last_timestamp = timestamp_of(line);
+}
+
+/// `repeats.ofKernelSeq` of an entry of counted repeats, whose `repeats` member spans `span` of `line`.
+fn repeats_of(line: &[u8], (start, end): super::scan::Span) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Repeats {
+        of_kernel_seq: u64,
+    }
+    let value = line.get(start as usize..end as usize)?;
+    serde_json::from_slice::<Repeats>(value).ok().map(|r| r.of_kernel_seq)
 }
 
 fn timestamp_of(line: &[u8]) -> Option<String> {

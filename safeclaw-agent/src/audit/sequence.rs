@@ -13,6 +13,9 @@ pub const HOLE_WAIT: Duration = Duration::from_secs(2);
 pub const MAX_SPAN: u64 = 1 << 16;
 /// Lost ranges remembered so that a straggler is recognised as late, not as a counter reset.
 const REMEMBERED_LOST: usize = 64;
+/// Recorded counts of repeats remembered: twice as many as the kernel's `REPEATS` map holds windows,
+/// all of which a daemon may have recorded and not yet deleted when it died.
+const REMEMBERED_REPEATS: usize = 2 * safeclaw_common::MAX_REPEATS as usize;
 
 /// What an arriving number means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub struct SessionTail {
     pub recorded: VecDeque<u64>,
     /// Ranges reported lost (the newest `REMEMBERED_LOST`).
     pub lost: VecDeque<RangeInclusive<u64>>,
+    /// The first attempts whose counted repeats were recorded (`repeats.ofKernelSeq`), the newest
+    /// `REMEMBERED_REPEATS`: a window the kernel still holds after a restart may already be in the log.
+    pub repeats_of: VecDeque<u64>,
     /// Whether the tail reaches back to the session's start (nothing of the session is missing from it).
     pub complete: bool,
     /// Whether it reaches back to the start of its segment (the session began in an earlier one).
@@ -67,6 +73,13 @@ impl SessionTail {
         remember(&mut self.lost, range);
     }
 
+    pub fn record_repeats(&mut self, of_kernel_seq: u64) {
+        if self.repeats_of.len() == REMEMBERED_REPEATS {
+            self.repeats_of.pop_front();
+        }
+        self.repeats_of.push_back(of_kernel_seq);
+    }
+
     /// Whether the tail starts at a segment start with fewer entries than a restart may need.
     pub fn wants_earlier(&self) -> bool {
         !self.complete && self.starts_segment && self.recorded.len() < TAIL_CAPACITY
@@ -80,6 +93,9 @@ impl SessionTail {
         }
         for range in mine.lost {
             self.lose(range);
+        }
+        for seq in mine.repeats_of {
+            self.record_repeats(seq);
         }
     }
 }
@@ -250,6 +266,23 @@ impl KernelSeqs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_followed_tail_puts_the_earlier_segments_counted_repeats_first() {
+        let mut earlier = SessionTail::default();
+        earlier.start_session();
+        earlier.record(0);
+        earlier.record_repeats(0);
+        let mut tail = SessionTail::default();
+        tail.start_segment();
+        tail.record(1);
+        tail.record_repeats(1);
+        tail.follow(earlier);
+        assert_eq!(tail.repeats_of, [0, 1]);
+        assert!(tail.complete);
+        tail.start_session();
+        assert!(tail.repeats_of.is_empty(), "a new kernel session's windows are all new");
+    }
 
     fn arrive_all(seqs: &mut KernelSeqs, order: &[u64], at: Instant) -> Vec<Arrival> {
         order.iter().map(|&s| seqs.arrive(s, || at)).collect()

@@ -184,6 +184,9 @@ pub struct Recovered {
     pub discarded_bytes: u64,
     /// Set when the log does not agree with the head file (the entry that says so is in the log).
     pub tamper: Option<&'static str>,
+    /// The first attempts (kernel sequences) of the current kernel session whose counted repeats the
+    /// log holds, as far back as the writer read it.
+    pub repeats_recorded: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -342,6 +345,7 @@ impl AuditWriter {
                 last_kernel_seq: end.last_kernel_seq,
                 discarded_bytes: active_end.map_or(0, |e| e.partial_len),
                 tamper: None,
+                repeats_recorded: end.session.repeats_of.iter().copied().collect(),
             },
             opts,
         };
@@ -1092,6 +1096,35 @@ mod tests {
             .all(|e| e["action"] != "audit.gap" && e["action"] != "audit.kernel_seq_reset"));
         let report = check(dir.path());
         assert_eq!((report.failure, report.gaps), (None, 0));
+    }
+
+    #[test]
+    fn a_reopened_writer_knows_which_counted_repeats_its_kernel_session_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let counted = |of: u64| ActionRecord {
+            repeats: Some(crate::audit::Repeats {
+                count: 7,
+                first_time: "2026-12-05T10:00:00.000Z".into(),
+                last_time: "2026-12-05T10:00:00.900Z".into(),
+            }),
+            ..record(of)
+        };
+        let mut writer = AuditWriter::open(options(dir.path())).unwrap();
+        writer.log(&Lifecycle::KernelSessionStart);
+        writer.append(&record(0));
+        writer.append(&counted(0));
+        writer.log(&Lifecycle::KernelSessionStart);
+        for k in 0..3 {
+            writer.append(&record(k));
+        }
+        writer.append(&counted(2));
+        writer.append(&counted(1));
+        writer.close().unwrap();
+        // The earlier session's count of attempt 0 is not this session's attempt 0.
+        let writer = AuditWriter::open(options(dir.path())).unwrap();
+        assert_eq!(writer.recovered().repeats_recorded, vec![2, 1]);
+        writer.close().unwrap();
+        assert_eq!(check(dir.path()).failure, None);
     }
 
     #[test]

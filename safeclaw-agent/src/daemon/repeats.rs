@@ -1,8 +1,8 @@
 //! Recording the repeats the kernel counted instead of recording them one by one (`REPEATS`): once
 //! an attempt's window has closed, its count becomes one entry (docs/audit-format.md). The kernel's
 //! entry is deleted only once that entry is durable, so a daemon killed in between leaves the count
-//! for the next one.
-use std::collections::HashMap;
+//! for the next one, which records it unless the log already holds it.
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
@@ -32,14 +32,20 @@ pub struct RepeatSweeper {
     next_sweep: Instant,
     /// Recorded, not yet durable: the entry sequence each waits for.
     awaiting: HashMap<u64, u64>,
+    /// First attempts (kernel sequences) whose counts a previous daemon made durable and died before
+    /// it deleted their kernel entries: those windows are only deleted.
+    recorded_before: HashSet<u64>,
 }
 
 impl RepeatSweeper {
-    pub fn new(window: RepeatWindow) -> Self {
+    /// `recorded_before`: when adopting the kernel session of a daemon that died, the first attempts
+    /// whose counted repeats its log already holds (`Recovered::repeats_recorded`); empty otherwise.
+    pub fn new(window: RepeatWindow, recorded_before: HashSet<u64>) -> Self {
         RepeatSweeper {
             window: window.0,
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             awaiting: HashMap::new(),
+            recorded_before,
         }
     }
 
@@ -74,6 +80,11 @@ impl RepeatSweeper {
         let mut to_record = Vec::new();
         for (digest, entry) in closed.repeated {
             if self.awaiting.contains_key(&digest) {
+                continue;
+            }
+            if self.recorded_before.remove(&entry.count.kernel_seq) {
+                // Durable before the previous daemon died, which had not deleted it yet.
+                forget(ebpf, digest);
                 continue;
             }
             let count = entry.count;
