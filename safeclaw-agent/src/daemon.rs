@@ -378,8 +378,11 @@ async fn enforce(
     let mut unreleased = Unreleased::default();
     enforcer.scope.repeat_window_ms = repeat_window.millis();
     // Only a kernel session this daemon adopts can hold windows its log already records.
-    let recorded_before =
-        if adopting { writer.recovered().repeats_recorded.iter().copied().collect() } else { Default::default() };
+    let recorded_before = if adopting {
+        writer.recovered().repeats_recorded.iter().copied().collect()
+    } else {
+        Default::default()
+    };
     let mut repeats = repeats::RepeatSweeper::new(repeat_window, recorded_before);
     enforcer.take_over()?;
     let clock = WallClock::now()?;

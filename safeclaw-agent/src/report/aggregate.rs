@@ -965,8 +965,7 @@ mod tests {
             assert!(
                 chain_events.contains(&"agents paused: the event ring had 5242880 of 8388608 bytes in use")
                     && chain_events.contains(&"agents resumed after 40 ms")
-                    && chain_events
-                        .contains(&"agents resumed from a pause left by a daemon that died"),
+                    && chain_events.contains(&"agents resumed from a pause left by a daemon that died"),
                 "{chain_events:?}"
             );
             assert_eq!(data.scope.last.as_ref().map(|p| p.sequence), report.last_sequence);
