@@ -392,11 +392,14 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
     (tally, notes)
 }
 
-/// Most lines of a failed test's panic message the summary repeats.
-const PANIC_LINES: usize = 6;
+/// Lines of a failed test's panic message the summary repeats from its start and from its end: the
+/// start names the assertion, the end holds the cause (the last lines of a child's stderr, an error
+/// chain).
+const PANIC_HEAD_LINES: usize = 3;
+const PANIC_TAIL_LINES: usize = 8;
 
-/// One note per failed test of a binary: its name and the start of its panic message, so that a log
-/// cut to its tail (CI shows only the end) still says what failed and why.
+/// One note per failed test of a binary: its name and its panic message, shortened to its first and
+/// last lines, so that a log cut to its tail (CI shows only the end) still says what failed and why.
 fn failed_tests(binary: &str, output: &[String]) -> Vec<String> {
     let mut notes = Vec::new();
     let mut lines = output.iter().map(|line| strip_ansi(line));
@@ -407,24 +410,45 @@ fn failed_tests(binary: &str, output: &[String]) -> Vec<String> {
         };
         let mut message = Vec::new();
         let mut panic_seen = false;
+        let mut in_backtrace = false;
         for line in lines.by_ref() {
             let trimmed = line.trim();
-            if panic_seen && (trimmed.is_empty() || trimmed.starts_with("---- ")) {
+            // libtest ends a panic with its backtrace hint; a message can hold blank lines (an
+            // error's "Caused by:"), so a blank line does not end it.
+            if trimmed.starts_with("---- ")
+                || trimmed == "failures:"
+                || (panic_seen && trimmed.starts_with("note: run with `RUST_BACKTRACE"))
+            {
                 break;
             }
             if !panic_seen && line.contains("panicked at") {
                 panic_seen = true;
             }
-            if panic_seen && !trimmed.starts_with("note: run with `RUST_BACKTRACE") {
+            // Backtraces (the guest sets RUST_BACKTRACE; anyhow prints one after a child's error)
+            // would crowd out the cause: each is left out up to the blank line that ends it.
+            if trimmed.eq_ignore_ascii_case("stack backtrace:") {
+                in_backtrace = true;
+            } else if trimmed.is_empty() || trimmed.starts_with("note: Some details are omitted") {
+                in_backtrace = false;
+            } else if panic_seen && !in_backtrace {
                 message.push(trimmed.to_owned());
-                if message.len() == PANIC_LINES {
-                    break;
-                }
             }
         }
-        notes.push(format!("{binary}: {test} FAILED\n{}", message.join("\n")));
+        notes.push(format!("{binary}: {test} FAILED\n{}", shortened(&message).join("\n")));
     }
     notes
+}
+
+/// The first and last lines of a long message, with a line saying how many were left out between.
+fn shortened(message: &[String]) -> Vec<String> {
+    if message.len() <= PANIC_HEAD_LINES + PANIC_TAIL_LINES + 1 {
+        return message.to_vec();
+    }
+    let tail_start = message.len() - PANIC_TAIL_LINES;
+    let mut kept = message[..PANIC_HEAD_LINES].to_vec();
+    kept.push(format!("[{} lines left out]", tail_start - PANIC_HEAD_LINES));
+    kept.extend_from_slice(&message[tail_start..]);
+    kept
 }
 
 /// The line without terminal colour codes (`ESC [ ... m`), which the daemons' logs carry.
@@ -559,6 +583,27 @@ mod tests {
             notes,
             ["escape_x: two FAILED\nthread 'two' panicked at tests/x.rs:3:5:\nno entry for the denial"]
         );
+    }
+
+    #[test]
+    fn a_long_panic_message_keeps_its_start_and_its_end() {
+        let stderr: String = (1..=30).map(|n| format!("stderr line {n}\n")).collect();
+        let transcript = lines(&format!(
+            "safeclaw-test: running /t/bench\n---- one stdout ----\nthread 'one' panicked at t.rs:1:1:\n\
+             bench failed:\n{stderr}\nCaused by:\n    the cause\n\nStack backtrace:\n   0: main\n\n\
+             stack backtrace:\n   0: rust_begin_unwind\nnote: Some details are omitted.\n\
+             note: run with `RUST_BACKTRACE=1` to see a backtrace\n\nfailures:\n    one\n\
+             test result: FAILED. 0 passed; 1 failed; 0 ignored\nsafeclaw-test: exited 101 /t/bench"
+        ));
+        let (_, notes) = tally_vm_run(&transcript, 1, &Ending::Exited(1));
+        let note: Vec<&str> = notes[0].lines().collect();
+        assert_eq!(
+            note[..4],
+            ["bench: one FAILED", "thread 'one' panicked at t.rs:1:1:", "bench failed:", "stderr line 1"]
+        );
+        assert_eq!(note[4], "[23 lines left out]");
+        assert_eq!(note[note.len() - 2..], ["Caused by:", "the cause"]);
+        assert_eq!(note.len(), 1 + PANIC_HEAD_LINES + 1 + PANIC_TAIL_LINES);
     }
 
     #[test]
