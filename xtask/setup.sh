@@ -12,9 +12,10 @@ need_root() { [ "$(id -u)" -eq 0 ] || { log "must run as root to install '$1' (t
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd (qemu-system-common); busybox-static is the guest's init
 # userland; python3 and iproute2 are used by tests/demo/session.sh inside the guest; poppler-utils
 # (pdftotext, pdftoppm) check the PDF reports in safeclaw-agent/tests/audit_report.rs; systemd brings
-# systemd-analyze, which the package test verifies the unit with.
+# systemd-analyze, which the package test verifies the unit with; linux-perf is the bench's profiler (the
+# VM's bench_smoke test runs it).
 APT_PACKAGES=(qemu-system-x86 busybox-static cpio zstd lz4 xz-utils llvm-22-dev libzstd-dev zlib1g-dev bpftool python3-cryptography
-  poppler-utils python3 iproute2 systemd)
+  poppler-utils python3 iproute2 systemd linux-perf)
 # The kernels the VM boots. Pinned so runs are comparable; the newest of each line is the fallback when the
 # pinned build has left the archive.
 KERNELS=("6.1:linux-image-6.1.0-56-cloud-amd64" "6.12:linux-image-6.12.117+deb12-cloud-amd64")
