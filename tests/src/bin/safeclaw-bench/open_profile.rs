@@ -13,10 +13,6 @@ use crate::safeclaw::{self, Policy};
 /// Samples per second: one sample is then 0.5 ms of the loop, a few ns per open over 100,000 opens.
 const FREQUENCY: u32 = 2_000;
 
-/// Time for `perf record` to attach before the loop starts (it takes about a second under TCG; a late
-/// start only costs samples, since each symbol's share is scaled by the loop's measured time).
-const ATTACH: Duration = Duration::from_secs(2);
-
 /// Symbols in the table: those whose cost changed the most.
 const ROWS: usize = 24;
 
@@ -51,7 +47,6 @@ fn profiled(fixture: &Fixture, opens: u32, cgroup: &Path) -> anyhow::Result<Loop
     let mut recording = None;
     let timing = ops::measure_after(fixture, Op::OpenAllowed, opens, cgroup, &mut |pid| {
         recording = Some(Recording::attach(pid, FREQUENCY)?);
-        std::thread::sleep(ATTACH);
         Ok(())
     })?;
     let shares = recording.context("perf record was not started")?.finish(usize::MAX, Sort::Symbol)?;

@@ -14,6 +14,10 @@ pub struct Recording {
     data: String,
 }
 
+/// How long `perf record` may take to attach and start sampling (it synthesizes the events of every
+/// process and BPF program first, seconds under TCG).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How `finish` groups the samples.
 #[derive(Clone, Copy)]
 pub enum Sort {
@@ -27,18 +31,84 @@ pub enum Sort {
 pub type Top = Vec<(f64, String)>;
 
 impl Recording {
-    /// Samples `pid` `frequency` times a second until it exits.
+    /// Samples `pid` `frequency` times a second until it exits. Returns once perf has acknowledged that
+    /// its events are enabled, so that work started after the return is sampled from its first instant:
+    /// perf starts with its events disabled and enables them on a command on its control fifo.
     pub fn attach(pid: u32, frequency: u32) -> anyhow::Result<Recording> {
         let data = format!("/tmp/safeclaw-bench-{pid}.perf");
+        let control = format!("/tmp/safeclaw-bench-{pid}.perf-control");
+        let ack = format!("/tmp/safeclaw-bench-{pid}.perf-ack");
+        for fifo in [&control, &ack] {
+            let _ = std::fs::remove_file(fifo);
+            nix::unistd::mkfifo(fifo.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .with_context(|| format!("mkfifo {fifo}"))?;
+        }
         let child = Command::new("perf")
-            .args(["record", "-q", "-e", "cpu-clock", "-F", &frequency.to_string(), "-o", &data, "-p"])
+            .args(["record", "-q", "-e", "cpu-clock", "-F", &frequency.to_string(), "-o", &data, "-D", "-1"])
+            .arg(format!("--control=fifo:{control},{ack}"))
+            .arg("-p")
             .arg(pid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot run perf")?;
-        Ok(Recording { perf: child, data })
+        let mut recording = Recording { perf: child, data };
+        let enabled = recording.enable(&control, &ack);
+        for fifo in [&control, &ack] {
+            let _ = std::fs::remove_file(fifo);
+        }
+        if let Err(err) = enabled {
+            let _ = recording.perf.kill();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = recording.perf.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            let _ = recording.perf.wait();
+            let _ = std::fs::remove_file(&recording.data);
+            return Err(err.context(format!("perf record did not start sampling: {}", stderr.trim())));
+        }
+        Ok(recording)
+    }
+
+    /// Sends `enable` on perf's control fifo and waits for its `ack`.
+    fn enable(&mut self, control: &str, ack: &str) -> anyhow::Result<()> {
+        use std::io::{Read as _, Write as _};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Read and write ends both: opening a fifo for one direction alone blocks until perf opens it.
+        let open = |path: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .with_context(|| format!("opening {path}"))
+        };
+        // The command stays in the fifo only while a descriptor is open on it: this one is held until
+        // perf answers.
+        let mut control = open(control)?;
+        control.write_all(b"enable\n").context("writing to perf's control fifo")?;
+        let mut ack = open(ack)?;
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let mut answer = Vec::new();
+        loop {
+            let mut buffer = [0u8; 16];
+            match ack.read(&mut buffer) {
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err).context("reading perf's ack fifo"),
+            }
+            if answer.starts_with(b"ack") {
+                return Ok(());
+            }
+            if let Some(status) = self.perf.try_wait()? {
+                bail!("perf record exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("no ack within {} s", ATTACH_TIMEOUT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits for `perf record` to end (it does when the profiled process exits; at most a minute) and
