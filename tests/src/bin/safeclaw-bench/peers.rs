@@ -156,13 +156,26 @@ impl Auditd {
 
     pub fn stop(mut self) -> anyhow::Result<()> {
         self.disable()?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        self.child.wait()?;
-        Ok(())
+        terminate(&mut self.child)
     }
+}
+
+/// A bench that fails part-way stops auditd too, rather than leave it logging the next test's calls.
+impl Drop for Auditd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.disable().ok();
+            terminate(&mut self.child).ok();
+        }
+    }
+}
+
+/// SIGTERM to a peer daemon, and its exit awaited.
+fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)?;
+    child.wait()?;
+    Ok(())
 }
 
 /// Polls `count` until two reads 300 ms apart agree (bounded to a minute).
@@ -248,6 +261,15 @@ impl FapolicydSetup {
     }
 }
 
+/// A bench that fails part-way stops fapolicyd too: left running, it would decide every open that follows.
+impl Drop for Fapolicyd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            terminate(&mut self.child).ok();
+        }
+    }
+}
+
 impl Fapolicyd {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -255,11 +277,7 @@ impl Fapolicyd {
 
     /// SIGTERM, wait, and the decision counts of its shutdown report.
     pub fn stop(mut self) -> anyhow::Result<Decisions> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        self.child.wait()?;
+        terminate(&mut self.child)?;
         let text = self.log_text();
         let count = |name: &str| {
             text.lines()
