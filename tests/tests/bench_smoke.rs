@@ -1,17 +1,47 @@
 //! The benchmark harness (`cargo xtask bench`) runs end to end with tiny sizes, and each tool it compares
 //! was really active: SafeClaw logged and denied, auditd recorded without loss, fapolicyd decided and denied.
 use std::collections::HashMap;
+use std::io::{BufRead as _, Read as _, Write as _};
+use std::process::{Command, ExitStatus, Stdio};
+
+/// Runs `safeclaw-bench --quick`; its stderr (progress and the daemons' logs) is passed on to the
+/// console as it comes, past libtest's capture, so that a bench that stalls shows where.
+fn run_bench() -> (ExitStatus, String, String) {
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_safeclaw-bench"))
+        .arg("--quick")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run safeclaw-bench");
+    let stderr_pipe = bench.stderr.take().expect("stderr is piped");
+    let echo = std::thread::spawn(move || {
+        let mut collected = String::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let line = line.unwrap_or_else(|err| format!("(unreadable: {err})"));
+            let _ = writeln!(std::io::stderr(), "bench: {line}");
+            collected.push_str(&line);
+            collected.push('\n');
+        }
+        collected
+    });
+    let mut stdout = String::new();
+    bench
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .read_to_string(&mut stdout)
+        .expect("reading the bench's stdout");
+    let status = bench.wait().expect("waiting for safeclaw-bench");
+    let stderr = echo.join().expect("the stderr echo thread panicked");
+    (status, stdout, stderr)
+}
 
 #[test]
 fn the_bench_runs_end_to_end_and_every_tool_it_measures_was_active() {
     safeclaw_integration::require_bpf_lsm();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_safeclaw-bench"))
-        .arg("--quick")
-        .output()
-        .expect("cannot run safeclaw-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "safeclaw-bench --quick failed ({}):\n{stderr}", output.status);
+    let (status, stdout, stderr) = run_bench();
+    assert!(status.success(), "safeclaw-bench --quick failed ({status}):\n{stderr}");
     assert!(stdout.contains("safeclaw-bench: complete"), "no complete result table:\n{stdout}");
     let evidence: HashMap<&str, u64> = stderr
         .lines()
