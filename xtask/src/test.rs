@@ -282,7 +282,7 @@ const ONE_KERNEL: [(&str, Kernel); 7] = [
     ("report", Kernel::V6_1),
     ("demo", Kernel::V6_1),
     ("metrics", Kernel::V6_1),
-    ("agent_hooks", Kernel::V6_12),
+    ("agent_hooks", Kernel::V6_1),
     ("bench_smoke", Kernel::V6_12),
 ];
 
