@@ -282,24 +282,79 @@ impl Daemon {
     }
 
     fn exit_status(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+        match self.exit_within(DAEMON_EXIT_TIMEOUT) {
+            Ok(status) => status,
+            Err(threads) => {
+                panic!("safeclaw-agent did not exit within 60 s; killed. Its threads waited in:\n{threads}")
             }
-            assert!(std::time::Instant::now() < deadline, "safeclaw-agent did not exit within 60 s");
+        }
+    }
+
+    /// The daemon's exit status once it exits within `timeout`; otherwise where its threads wait
+    /// (taken before it is killed with SIGKILL and reaped), so that a stuck shutdown fails with a
+    /// clue instead of hanging the test binary.
+    fn exit_within(&mut self, timeout: std::time::Duration) -> Result<std::process::ExitStatus, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if std::time::Instant::now() < deadline => {}
+                Ok(None) | Err(_) => break,
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let threads = thread_waits(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Err(threads)
     }
 }
 
-/// A test that fails midway must not leave its daemon enforcing on the tests after it.
+/// How long a daemon may take to exit after SIGTERM (it takes well under a second in the VM).
+const DAEMON_EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One line per thread of `pid`: its name, state and the kernel function it sleeps in, then its kernel
+/// stack (readable by root).
+fn thread_waits(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(/proc/{pid}/task is unreadable)");
+    };
+    let mut text = String::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let state: String = read("stat")
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.chars().take(1).collect())
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "  {} {} state {state} in {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan")
+        ));
+        for frame in read("stack").lines().take(8) {
+            text.push_str(&format!("      {frame}\n"));
+        }
+    }
+    text
+}
+
+/// A test that fails midway must not leave its daemon enforcing on the tests after it, nor hang on a
+/// daemon that does not stop.
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = self.child.wait();
+            if let Err(threads) = self.exit_within(DAEMON_EXIT_TIMEOUT) {
+                // Past libtest's capture: a drop during a panic has no other way to be seen.
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("safeclaw-agent did not exit within 60 s of SIGTERM; killed. Its threads waited in:\n{threads}")
+                        .as_bytes(),
+                );
+            }
         }
     }
 }
@@ -539,4 +594,31 @@ pub fn give_to_nobody(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt as _;
     std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stuck_daemon_is_described_by_where_each_of_its_threads_waits() {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::Builder::new()
+            .name("waits-here".into())
+            .spawn(move || {
+                ready.send(()).unwrap();
+                wait.recv().unwrap();
+            })
+            .unwrap();
+        started.recv().unwrap();
+        // The helper may not have reached its wait yet: look again briefly.
+        let described = (0..100).find_map(|_| {
+            let text = super::thread_waits(std::process::id());
+            let found = text.lines().any(|line| line.contains(" waits-here state S in "));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found.then_some(text)
+        });
+        release.send(()).unwrap();
+        helper.join().unwrap();
+        assert!(described.is_some(), "{}", super::thread_waits(std::process::id()));
+    }
 }
