@@ -18,7 +18,12 @@ fn run_bench() -> (ExitStatus, String, String) {
     let echo = std::thread::spawn(move || {
         let mut collected = String::new();
         for line in std::io::BufReader::new(stderr_pipe).lines() {
-            let line = line.unwrap_or_else(|err| format!("(unreadable: {err})"));
+            let line = match line {
+                Ok(line) => line,
+                Err(err) if err.kind() == std::io::ErrorKind::InvalidData => format!("(not UTF-8: {err})"),
+                // A pipe that fails to read will not recover: what was collected is the bench's stderr.
+                Err(_) => break,
+            };
             let _ = writeln!(std::io::stderr(), "bench: {line}");
             collected.push_str(&line);
             collected.push('\n');
