@@ -396,8 +396,9 @@ pub fn end_with_spawning_thread(command: &mut std::process::Command) {
 }
 
 /// One daemon for all the tests of a test binary, each test enforcing its own policy on it in turn.
-/// Starting and stopping a daemon costs about 10 s in the emulated VM (verifying and attaching every
-/// program, then an RCU-tasks grace period for each link detached), most of a short test's time.
+/// Starting and stopping a daemon costs 11 s (6.1) to 16 s (6.12) in the emulated VM: verifying the
+/// programs takes 3-7 s of it, and detaching them 5 s (the kernel waits for an RCU-tasks grace period
+/// per link, one link at a time), most of a short test's time.
 /// The daemon ends with the test binary; tests that stop, kill or restart it start their own.
 pub struct SharedDaemon {
     name: &'static str,

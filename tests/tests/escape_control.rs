@@ -6,9 +6,12 @@ use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
-use safeclaw_integration::{agent_bin, give_to_nobody, probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{agent_bin, give_to_nobody, probe_outcome, Daemon, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
+/// For the tests that neither stop, signal nor edit the daemon's policy file.
+static SHARED: SharedDaemon = SharedDaemon::new("safeclaw-esc-control");
 
 /// Allows everything but reading `<work>/files/secret`, so a test can show enforcement still holds.
 fn policy_denying_secret(name: &str) -> (String, String) {
@@ -112,7 +115,7 @@ fn root_agent_cannot_stop_the_daemon_by_kill_or_by_sigio() {
 
 #[test]
 fn no_session_process_outlives_a_deliberate_stop() {
-    let daemon = Daemon::start("safeclaw-esc-stop-order", "version: 1\ndefault: allow\nrules: []\n");
+    let daemon = Daemon::start("safeclaw-esc-stop-order", ALLOW_ALL);
     let files = daemon.files_dir();
     let (pids, escaped) = (files.join("pids"), files.join("escaped"));
     let root_procs = daemon.cgroup.parent().unwrap().join("cgroup.procs");
@@ -207,7 +210,7 @@ fn root_agent_swapping_the_policy_for_a_link_is_refused_and_recorded() {
 
 #[test]
 fn the_daemon_socket_refuses_a_session_whatever_name_reaches_it() {
-    let daemon = Daemon::start("safeclaw-esc-socket", "version: 1\ndefault: allow\nrules: []\n");
+    let daemon = SHARED.turn(ALLOW_ALL);
     let socket = daemon.socket();
     let files = daemon.files_dir();
     let (symlink, hardlink) = (files.join("alias.sock"), files.join("hard.sock"));
@@ -230,8 +233,7 @@ fn the_daemon_socket_refuses_a_session_whatever_name_reaches_it() {
     // access to the daemon, which the kernel refuses first.
     assert!(stderr.matches(refusal).count() >= 3, "{stderr}");
 
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let refused: Vec<_> = entries.iter().filter(|e| e["action"] == "daemon.request_refused").collect();
     assert!(refused.len() >= 3, "{refused:#?}");
     for entry in refused {
@@ -278,8 +280,8 @@ fn a_root_agent_cannot_push_input_into_the_callers_terminal() {
 
 fn terminal_injection_is_refused_and_recorded(as_root: bool) {
     use std::os::unix::process::CommandExt as _;
-    let name = if as_root { "safeclaw-esc-tiocsti-root" } else { "safeclaw-esc-tiocsti" };
-    let daemon = Daemon::start(name, "version: 1\ndefault: allow\nrules: []\n");
+    let daemon = SHARED.turn(ALLOW_ALL);
+    let name = daemon.cgroup.file_name().expect("the agent cgroup has a name");
     let (master, slave) = open_pty();
     let caller_tty = slave.as_raw_fd();
     let mut launcher = std::process::Command::new(agent_bin());
@@ -289,7 +291,8 @@ fn terminal_injection_is_refused_and_recorded(as_root: bool) {
     } else {
         launcher.args(["--user", "nobody"]);
     }
-    launcher.args(["--cgroup", name, "--socket"]).arg(daemon.socket()).args(["--", PROBE, "tiocsti", "id\n"]);
+    launcher.arg("--cgroup").arg(name).arg("--socket").arg(daemon.socket());
+    launcher.args(["--", PROBE, "tiocsti", "id\n"]);
     for stdio in 0..3 {
         let fd = slave.try_clone().unwrap();
         match stdio {
@@ -320,8 +323,7 @@ fn terminal_injection_is_refused_and_recorded(as_root: bool) {
     assert_eq!(injected, 0, "the agent pushed input into the caller's terminal: {printed}");
     // The guard refuses before the terminal's own checks (no controlling terminal, legacy TIOCSTI off).
     assert!(printed.contains("EPERM"), "{printed}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let refused: Vec<_> = entries.iter().filter(|e| e["action"] == "guard.terminal_input").collect();
     assert_eq!(refused.len(), 1, "one refusal, the first byte's: {refused:#?}");
     assert_eq!(refused[0]["effect"], "deny");

@@ -4,7 +4,10 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use safeclaw_integration::{agent_bin, denied, read_entries, Daemon, RunAs};
+use safeclaw_integration::{agent_bin, denied, read_entries, test_files_dir, Daemon, RunAs, SharedDaemon};
+
+/// For the tests that neither stop the daemon nor edit its policy file.
+static SHARED: SharedDaemon = SharedDaemon::new("safeclaw-it-runtime");
 
 const PROFILES: &str = r#"
 version: 1
@@ -25,16 +28,13 @@ agents:
 
 #[test]
 fn each_agent_is_decided_by_its_own_profile_in_the_kernel() {
-    let name = "safeclaw-it-profiles";
-    let daemon = Daemon::start(name, PROFILES);
-    let files = daemon.work().join("files");
+    let daemon = SHARED.turn(PROFILES);
+    let files = test_files_dir("safeclaw-it-profiles");
     std::fs::create_dir_all(files.join("drafts")).unwrap();
     std::fs::write(files.join("drafts/plan.txt"), "draft").unwrap();
     std::fs::write(files.join("base-secret"), "s3cret").unwrap();
     // The agents run as nobody: only the policy may stand between them and these files.
-    for path in [daemon.work(), &files, &files.join("drafts")] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    std::fs::set_permissions(files.join("drafts"), std::fs::Permissions::from_mode(0o755)).unwrap();
     for path in [files.join("drafts/plan.txt"), files.join("base-secret")] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -51,8 +51,7 @@ fn each_agent_is_decided_by_its_own_profile_in_the_kernel() {
         assert!(denied(&read), "{agent} inherits the base rules: {read:?}");
     }
 
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let about = |path: &str, agent: &str| -> Vec<serde_json::Value> {
         entries
             .iter()
@@ -180,15 +179,14 @@ rules:
 
 #[test]
 fn exec_entries_carry_argv_and_argument_rules_mark_them_for_audit() {
-    let daemon = Daemon::start("safeclaw-it-argv", ARGUMENTS);
+    let daemon = SHARED.turn(ARGUMENTS);
     let many: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
     let run = daemon.sh(&format!(
         "/bin/echo push origin main >/dev/null && /bin/echo status >/dev/null && /bin/echo {} >/dev/null",
         many.join(" ")
     ));
     assert!(run.status.success(), "{run:?}");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let execs: Vec<&serde_json::Value> = entries
         .iter()
         .filter(|e| {
