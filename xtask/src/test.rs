@@ -90,23 +90,31 @@ struct Suite {
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     project::setup()?;
-    let mut suites = if args.only.is_empty() { vec![native_tests()?] } else { Vec::new() };
+    let all = args.only.is_empty();
+    let with_package = all || args.only.iter().any(|name| name == PACKAGE_SUITE);
+    // Everything is built first; then the host's own tests run while the guests do.
+    let native = if all { Some(build_native_tests()) } else { None };
     interruption_check()?;
-    let package_only = !args.only.is_empty() && args.only.iter().all(|name| name == PACKAGE_SUITE);
-    if args.only.is_empty() || args.only.iter().any(|name| name == PACKAGE_SUITE) {
-        suites.push(package_tests());
-        interruption_check()?;
-    }
-    if package_only {
-        let total = print_summary(&suites);
+    let host_tests = || -> Vec<Suite> {
+        let mut suites: Vec<Suite> = native.iter().map(run_native_tests).collect();
+        if with_package && !process::interrupted() {
+            suites.push(package_tests());
+        }
+        suites
+    };
+    let only: Vec<String> = args.only.iter().filter(|name| *name != PACKAGE_SUITE).cloned().collect();
+    if !all && only.is_empty() {
+        let total = print_summary(&host_tests());
         return Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
-    let only: Vec<String> = args.only.iter().filter(|name| *name != PACKAGE_SUITE).cloned().collect();
     let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
+    let mut suites = Vec::new();
     match build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &only)?))) {
         Ok((agent, tests)) => {
             interruption_check()?;
-            // One guest per kernel, side by side: each is a single emulated CPU.
+            // One guest per kernel, side by side: each is a single emulated CPU. The host's tests fill
+            // the time the guests leave the host's CPUs idle (a guest waits for RCU grace periods at
+            // every daemon stop, and its tests for their agents).
             let timeout = Duration::from_secs(args.timeout);
             let parallel = kernels.len() > 1;
             let runs: Vec<anyhow::Result<Suite>> = std::thread::scope(|scope| {
@@ -118,6 +126,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                         scope.spawn(move || vm_tests(kernel, agent, &tests, timeout, parallel))
                     })
                     .collect();
+                suites = host_tests();
                 handles
                     .into_iter()
                     .map(|handle| {
@@ -136,6 +145,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
         Err(err) => {
             interruption_check()?;
+            suites = host_tests();
             for kernel in kernels {
                 let notes = vec![format!("not run: {err:#}")];
                 suites.push(Suite {
@@ -147,6 +157,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    interruption_check()?;
     let total = print_summary(&suites);
     Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -158,23 +169,29 @@ fn interruption_check() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Unit and property tests of every crate that runs on the host, several binaries at a time, with all
-/// failures reported (no fail-fast).
-fn native_tests() -> anyhow::Result<Suite> {
-    let started = Instant::now();
+/// The native test binaries of every crate that runs on the host, or why they could not be built.
+fn build_native_tests() -> Result<Vec<Executable>, String> {
     let mut command = cargo::cargo();
     command.args(["test", "--workspace", "--exclude", "safeclaw-ebpf", "--exclude", "safeclaw-integration"]);
     command.arg("--no-run");
-    let tests = match cargo::build_executables(command, "the native tests") {
-        Ok(built) => built.into_iter().filter(|executable| executable.is_test).collect::<Vec<_>>(),
+    cargo::build_executables(command, "the native tests")
+        .map(|built| built.into_iter().filter(|executable| executable.is_test).collect())
+        .map_err(|err| format!("{err:#}"))
+}
+
+/// Unit and property tests of every crate that runs on the host, several binaries at a time, with all
+/// failures reported (no fail-fast).
+fn run_native_tests(built: &Result<Vec<Executable>, String>) -> Suite {
+    let started = Instant::now();
+    let tests = match built {
+        Ok(tests) => tests.clone(),
         Err(err) => {
-            let notes = vec![format!("{err:#}")];
-            return Ok(Suite {
+            return Suite {
                 name: "native".to_owned(),
                 tally: Tally { passed: 0, failed: 1 },
-                notes,
+                notes: vec![err.clone()],
                 elapsed: started.elapsed(),
-            });
+            };
         }
     };
     // One binary per core, and one more for the waits on real servers; each binary runs its own tests
@@ -203,7 +220,7 @@ fn native_tests() -> anyhow::Result<Suite> {
             Some(_) => {}
         }
     }
-    Ok(Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() })
+    Suite { name: "native".to_owned(), tally, notes, elapsed: started.elapsed() }
 }
 
 /// `--only package` runs the package tests alone.
