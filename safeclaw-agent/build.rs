@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         .args(["run", "nightly", "cargo", "build", "--package", PACKAGE, "--bins", "--release", "--quiet"])
         .args(["--message-format=json", "--target", target, "-Z", "build-std=core"])
         .arg("--target-dir")
-        .arg(out_dir.join("aya-build").join("target").join(PACKAGE))
+        .arg(ebpf_target_dir(&out_dir))
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
@@ -80,4 +80,17 @@ fn main() -> anyhow::Result<()> {
     std::fs::copy(&object, out_dir.join(OBJECT))
         .with_context(|| format!("cannot copy {} into OUT_DIR", object.display()))?;
     Ok(())
+}
+
+/// Where the nested cargo builds: `ebpf` in the workspace's target directory (the ancestor of OUT_DIR
+/// that cargo marks with CACHEDIR.TAG), where `cargo xtask build-ebpf` builds with the same flags. Each
+/// profile and feature set of safeclaw-agent has its own OUT_DIR, but the eBPF object is the same for
+/// all of them; one directory lets the nested cargo find it fresh instead of building `core` and the
+/// programs again (about 35 s each on two cores). Concurrent builds wait on the nested cargo's lock.
+/// Without the marker (an unusual layout), the build stays in OUT_DIR.
+fn ebpf_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map_or_else(|| out_dir.join("aya-build").join("target").join(PACKAGE), |target| target.join("ebpf"))
 }
