@@ -92,8 +92,20 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     project::setup()?;
     let all = args.only.is_empty();
     let with_package = all || args.only.iter().any(|name| name == PACKAGE_SUITE);
-    // Everything is built first; then the host's own tests run while the guests do.
-    let native = if all { Some(build_native_tests()) } else { None };
+    let only: Vec<String> = args.only.iter().filter(|name| *name != PACKAGE_SUITE).cloned().collect();
+    let with_vm = all || !only.is_empty();
+    // Everything is built first, the native tests (debug) beside the release builds for the guests:
+    // each cargo leaves a core idle for part of its time (a large crate compiling alone, a build
+    // script). Then the host's own tests run while the guests do.
+    let (native, vm_build) = std::thread::scope(|scope| {
+        let native = all.then(|| scope.spawn(build_native_tests));
+        let vm_build = with_vm
+            .then(|| build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &only)?))));
+        let native = native.map(|handle| {
+            handle.join().unwrap_or_else(|_| Err("the thread building the native tests panicked".to_owned()))
+        });
+        (native, vm_build)
+    });
     interruption_check()?;
     let host_tests = || -> Vec<Suite> {
         let mut suites: Vec<Suite> = native.iter().map(run_native_tests).collect();
@@ -102,16 +114,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
         suites
     };
-    let only: Vec<String> = args.only.iter().filter(|name| *name != PACKAGE_SUITE).cloned().collect();
-    if !all && only.is_empty() {
+    let Some(vm_build) = vm_build else {
         let total = print_summary(&host_tests());
         return Ok(if total.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-    }
+    };
     let kernels = args.kernel.map_or_else(|| Kernel::ALL.to_vec(), |kernel| vec![kernel]);
     let mut suites = Vec::new();
-    match build_vm_tests().and_then(|(agent, tests)| Ok((agent, select_tests(tests, &only)?))) {
+    match vm_build {
         Ok((agent, tests)) => {
-            interruption_check()?;
             // One guest per kernel, side by side: each is a single emulated CPU. The host's tests fill
             // the time the guests leave the host's CPUs idle (a guest waits for RCU grace periods at
             // every daemon stop, and its tests for their agents).
