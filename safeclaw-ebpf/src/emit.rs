@@ -431,6 +431,16 @@ impl Pending {
         Destination::UnixAbstract(len)
     }
 
+    /// Sets the earlier LSMs' verdict, for a hook that started this `Pending` with 0 because a
+    /// `bpf_loop` callback reaches it through a pointer: the verifier checks the hook's return value
+    /// against the bounds it gave that argument ([-MAX_ERRNO, 0]) and keeps them in registers and
+    /// full-width stack slots, not in a 32-bit field of memory that a pointer escaped to. Set just
+    /// before `finish`, the value reaches the return in a register.
+    #[inline(always)]
+    pub fn set_previous(&mut self, previous: i32) {
+        self.previous = previous;
+    }
+
     /// The earlier LSMs' verdict, returned unrecorded when a later hook decides this attempt.
     #[inline(always)]
     pub fn previous(&self) -> i32 {

@@ -23,6 +23,8 @@ use crate::{kernel, reach, scope};
 const MAX_FS_MOUNTS: u32 = 256;
 /// Mounts of one filesystem in the task's namespace that can name the file; more deny.
 const MAX_NAMES: usize = 4;
+// `mount_step` and `decide_name` index the names by a constant per case.
+const _: () = assert!(MAX_NAMES == 4);
 /// Steps up from the dentry to its filesystem's root: as many as the walk's (`walk.rs`).
 const MAX_DEPTH: u32 = PATH_MAX as u32;
 
@@ -194,6 +196,45 @@ fn protected_namespace(name: u64) -> bool {
     head[0] == trusted || (head[0] == first && head[1] & 0xff == u64::from(b'.'))
 }
 
+/// The names of a dentry decided one by one, shared with the `bpf_loop` callback: as a callback the
+/// walk and the automaton under it are verified once, not once per name (on 6.12 that halves the
+/// verification of each attribute hook, about 2 s of every daemon start; docs/benchmarks.md).
+#[repr(C)]
+struct NamesDecision {
+    pending: *mut Pending,
+    dentry: u64,
+    names: [u64; MAX_NAMES],
+    /// The last name's verdict, or the first that denies.
+    verdict: Verdict,
+}
+
+/// Decides the write on name `index`, if there is one. Returns 1 to stop: at a denial.
+#[inline(never)]
+extern "C" fn decide_name(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `NamesDecision` on the caller's stack, alive for the whole bpf_loop call.
+    let decision = unsafe { &mut *(ctx as *mut NamesDecision) };
+    // Constant indices: the verifier sees each load's place.
+    let vfsmount = match index {
+        0 => decision.names[0],
+        1 => decision.names[1],
+        2 => decision.names[2],
+        3 => decision.names[3],
+        _ => return 1,
+    };
+    if vfsmount == 0 {
+        return 0;
+    }
+    // SAFETY: the caller's `Pending`, alive for the whole bpf_loop call and used by no one else
+    // meanwhile.
+    let pending = unsafe { &mut *decision.pending };
+    let dentry = decision.dentry;
+    decision.verdict = match crate::resolve_dentry(pending, dentry as *const u8, vfsmount) {
+        None => Verdict::flagged(flag::PATH_UNRESOLVED),
+        Some(len) => reach::decide_walked(pending, action::FILE_WRITE, dentry, vfsmount, len, true),
+    };
+    i64::from(decision.verdict.effect == effect::DENY)
+}
+
 /// Decides and records `act` on the attribute `name` of `dentry` by the write rules on each of its
 /// names (the entry carries the one that decided: the first that denies, else the last).
 #[inline(always)]
@@ -201,7 +242,8 @@ fn decide(scope: &'static Scope, previous: i32, act: u8, dentry: u64, name: u64)
     if let Some(refused) = crate::refuse_protected_fs(scope, dentry) {
         return refused;
     }
-    let Some(mut pending) = Pending::start(scope, previous) else { return emit::DENIED };
+    // `previous` is set just before `finish` (`Pending::set_previous`).
+    let Some(mut pending) = Pending::start(scope, 0) else { return emit::DENIED };
     pending.set_file_action(act, 0, 0);
     let mut verdict = match names_of(dentry) {
         None => Verdict::flagged(flag::PATH_UNRESOLVED),
@@ -210,22 +252,27 @@ fn decide(scope: &'static Scope, previous: i32, act: u8, dentry: u64, name: u64)
             Verdict::flagged(flag::PATH_UNREACHABLE)
         }
         Some(names) => {
-            let mut verdict = Verdict::flagged(flag::PATH_UNRESOLVED);
-            for vfsmount in names {
-                if vfsmount == 0 {
-                    continue;
-                }
-                verdict = match crate::resolve_dentry(&mut pending, dentry as *const u8, vfsmount) {
-                    None => Verdict::flagged(flag::PATH_UNRESOLVED),
-                    Some(len) => {
-                        reach::decide_walked(&pending, action::FILE_WRITE, dentry, vfsmount, len, true)
-                    }
-                };
-                if verdict.effect == effect::DENY {
-                    break;
-                }
+            let mut decision = NamesDecision {
+                pending: &mut pending,
+                dentry,
+                names,
+                verdict: Verdict::flagged(flag::PATH_UNRESOLVED),
+            };
+            // SAFETY: `decide_name` matches bpf_loop's callback signature; `decision` and the
+            // `pending` it points to outlive the call.
+            let looped = unsafe {
+                generated::bpf_loop(
+                    MAX_NAMES as u32,
+                    decide_name as *mut c_void,
+                    &mut decision as *mut _ as *mut c_void,
+                    0,
+                )
+            };
+            if looped < 0 {
+                Verdict::flagged(flag::PATH_UNRESOLVED)
+            } else {
+                decision.verdict
             }
-            verdict
         }
     };
     if protected_namespace(name) {
@@ -235,6 +282,7 @@ fn decide(scope: &'static Scope, previous: i32, act: u8, dentry: u64, name: u64)
     if pending.capture_name(path_len, name).is_none() {
         verdict = Verdict::flagged(verdict.flags | flag::PATH_UNRESOLVED);
     }
+    pending.set_previous(previous);
     pending.finish(verdict)
 }
 
