@@ -218,6 +218,40 @@ fn setting_a_posix_acl_is_refused() {
     assert_eq!(entry["requestDetails"]["xattrName"], "system.posix_acl_access", "{entry:#}");
 }
 
+/// The attribute hooks get a dentry without its mount, so they decide every name the agent can reach
+/// the file by: with a second allowed name (a bind mount of its directory) the change is allowed;
+/// with a third inside the protected directory, that name decides.
+#[test]
+fn setxattr_on_a_file_also_named_inside_a_protected_directory_is_refused() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let p = Protected::start("safeclaw-chg-setxattr-bind");
+    let (open, alias, inside) = (p.dir.join("open"), p.dir.join("alias"), p.autostart.join("empty"));
+    for dir in [&open, &alias] {
+        std::fs::create_dir_all(dir).unwrap();
+        give_to_nobody(dir, 0o755);
+    }
+    let file = open.join("notes").display().to_string();
+    std::fs::write(&file, "x").unwrap();
+    give_to_nobody(file.as_ref(), 0o644);
+    let bind = |at: &PathBuf| {
+        mount(Some(&open), at, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount")
+    };
+    bind(&alias);
+    let allowed = p.probe(&["setxattr", &file, "user.first", "agent"]);
+    bind(&inside);
+    let refused = p.probe(&["setxattr", &file, "user.second", "agent"]);
+    for at in [&inside, &alias] {
+        umount2(at, MntFlags::MNT_DETACH).expect("unmount");
+    }
+    // Allowed by SafeClaw; before 6.6 tmpfs itself has no `user.` attributes.
+    assert_eq!(allowed, if tmpfs_has_user_xattrs() { "ok" } else { "EOPNOTSUPP" });
+    assert_eq!(refused, "EPERM");
+    assert_eq!(xattr(&file, "user.second"), None);
+    let named = inside.join("notes").display().to_string();
+    let entry = p.denial("file.setxattr", &named);
+    assert_eq!(entry["requestDetails"]["xattrName"], "user.second", "{entry:#}");
+}
+
 #[test]
 fn setxattr_where_writing_is_allowed_happens_and_is_recorded() {
     let p = Protected::start("safeclaw-chg-setxattr-allowed");
