@@ -307,8 +307,8 @@ const ONE_KERNEL: [(&str, Kernel); 7] = [
     ("vectors_vm", Kernel::V6_1),
     ("ring_backpressure", Kernel::V6_1),
     ("report", Kernel::V6_1),
-    ("demo", Kernel::V6_1),
     ("agent_hooks", Kernel::V6_1),
+    ("demo", Kernel::V6_12),
     ("metrics", Kernel::V6_12),
     ("bench_smoke", Kernel::V6_12),
 ];
