@@ -511,6 +511,25 @@ impl std::ops::Deref for Turn {
     }
 }
 
+/// A bind mount of the directory `source` at the existing directory `target`, made by the test
+/// process (root, outside the agent cgroup) and detached when dropped, also when the test panics.
+pub struct BindMount(std::path::PathBuf);
+
+impl BindMount {
+    pub fn new(source: &std::path::Path, target: &std::path::Path) -> BindMount {
+        use nix::mount::{mount, MsFlags};
+        mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .unwrap_or_else(|e| panic!("bind mount of {} at {}: {e}", source.display(), target.display()));
+        BindMount(target.to_owned())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// `/tmp/NAME/files`, emptied and created, both directories open to every user (mode 0755, whatever
 /// the umask): where a test on a `SharedDaemon` puts files an unprivileged agent session must reach.
 pub fn test_files_dir(name: &str) -> std::path::PathBuf {

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use safeclaw_integration::{
-    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn, NOBODY,
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, BindMount, RunAs, SharedDaemon,
+    Turn, NOBODY,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
@@ -223,7 +224,6 @@ fn setting_a_posix_acl_is_refused() {
 /// with a third inside the protected directory, that name decides.
 #[test]
 fn setxattr_on_a_file_also_named_inside_a_protected_directory_is_refused() {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
     let p = Protected::start("safeclaw-chg-setxattr-bind");
     let (open, alias, inside) = (p.dir.join("open"), p.dir.join("alias"), p.autostart.join("empty"));
     for dir in [&open, &alias] {
@@ -233,16 +233,11 @@ fn setxattr_on_a_file_also_named_inside_a_protected_directory_is_refused() {
     let file = open.join("notes").display().to_string();
     std::fs::write(&file, "x").unwrap();
     give_to_nobody(file.as_ref(), 0o644);
-    let bind = |at: &PathBuf| {
-        mount(Some(&open), at, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount")
-    };
-    bind(&alias);
+    let alias_mount = BindMount::new(&open, &alias);
     let allowed = p.probe(&["setxattr", &file, "user.first", "agent"]);
-    bind(&inside);
+    let inside_mount = BindMount::new(&open, &inside);
     let refused = p.probe(&["setxattr", &file, "user.second", "agent"]);
-    for at in [&inside, &alias] {
-        umount2(at, MntFlags::MNT_DETACH).expect("unmount");
-    }
+    drop((inside_mount, alias_mount));
     // Allowed by SafeClaw; before 6.6 tmpfs itself has no `user.` attributes.
     assert_eq!(allowed, if tmpfs_has_user_xattrs() { "ok" } else { "EOPNOTSUPP" });
     assert_eq!(refused, "EPERM");

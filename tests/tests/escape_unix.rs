@@ -5,7 +5,7 @@
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
-use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon};
+use safeclaw_integration::{probe_outcome, BindMount, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 
@@ -43,25 +43,6 @@ fn entries_naming<'a>(entries: &'a [serde_json::Value], path: &str) -> Vec<&'a s
         .collect()
 }
 
-/// Bind-mounts `source` at `target` (outside the agent: the test is root and outside its cgroup);
-/// unmounted on drop.
-struct BindMount(&'static str);
-
-impl BindMount {
-    fn new(source: &str, target: &'static str) -> Self {
-        fresh_dir(target);
-        let status = std::process::Command::new("mount").args(["--bind", source, target]).status().unwrap();
-        assert!(status.success(), "mount --bind {source} {target}");
-        BindMount(target)
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0).status();
-    }
-}
-
 #[test]
 fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
     let daemon = DAEMON.turn(POLICY);
@@ -76,7 +57,8 @@ fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
     fresh_dir("/run/esc-unix-other");
     let hard_link = "/run/esc-unix-other/hard.sock";
     std::fs::hard_link(&socket, hard_link).unwrap();
-    let bind = BindMount::new(DENIED_DIR, "/tmp/esc-unix-alias");
+    fresh_dir("/tmp/esc-unix-alias");
+    let bind = BindMount::new(Path::new(DENIED_DIR), Path::new("/tmp/esc-unix-alias"));
     let names = [
         socket.as_str(),
         "/tmp/../run/esc-unix/docker.sock",
