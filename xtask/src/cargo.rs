@@ -13,7 +13,7 @@ pub fn cargo() -> Command {
 }
 
 /// An executable a cargo build produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Executable {
     /// The cargo target's name (the binary or test name).
     pub target: String,

@@ -107,8 +107,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         (native, vm_build)
     });
     interruption_check()?;
-    let host_tests = || -> Vec<Suite> {
-        let mut suites: Vec<Suite> = native.iter().map(run_native_tests).collect();
+    let host_tests = move || -> Vec<Suite> {
+        let mut suites: Vec<Suite> = native.into_iter().map(run_native_tests).collect();
         if with_package && !process::interrupted() {
             suites.push(package_tests());
         }
@@ -191,15 +191,15 @@ fn build_native_tests() -> Result<Vec<Executable>, String> {
 
 /// Unit and property tests of every crate that runs on the host, several binaries at a time, with all
 /// failures reported (no fail-fast).
-fn run_native_tests(built: &Result<Vec<Executable>, String>) -> Suite {
+fn run_native_tests(built: Result<Vec<Executable>, String>) -> Suite {
     let started = Instant::now();
     let tests = match built {
-        Ok(tests) => tests.clone(),
+        Ok(tests) => tests,
         Err(err) => {
             return Suite {
                 name: "native".to_owned(),
                 tally: Tally { passed: 0, failed: 1 },
-                notes: vec![err.clone()],
+                notes: vec![err],
                 elapsed: started.elapsed(),
             };
         }
