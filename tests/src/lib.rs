@@ -511,20 +511,33 @@ impl std::ops::Deref for Turn {
     }
 }
 
-/// A bind mount of the directory `source` at the existing directory `target`, made by the test
-/// process (root, outside the agent cgroup) and detached when dropped, also when the test panics.
-pub struct BindMount(std::path::PathBuf);
+/// A mount at an existing directory, made by the test process (root, outside the agent cgroup) and
+/// detached when dropped, also when the test panics.
+pub struct Mount(std::path::PathBuf);
 
-impl BindMount {
-    pub fn new(source: &std::path::Path, target: &std::path::Path) -> BindMount {
+impl Mount {
+    /// `source` bind-mounted at `target`.
+    pub fn bind(source: &std::path::Path, target: &std::path::Path) -> Mount {
         use nix::mount::{mount, MsFlags};
         mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .unwrap_or_else(|e| panic!("bind mount of {} at {}: {e}", source.display(), target.display()));
-        BindMount(target.to_owned())
+        Mount(target.to_owned())
+    }
+
+    /// A new tmpfs at `target`, private (no propagation to or from its peers), so that mounts inside
+    /// it can be moved.
+    pub fn private_tmpfs(target: &std::path::Path) -> Mount {
+        use nix::mount::{mount, MsFlags};
+        mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::empty(), None::<&str>)
+            .unwrap_or_else(|e| panic!("tmpfs at {}: {e}", target.display()));
+        let mounted = Mount(target.to_owned());
+        mount(None::<&str>, target, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .unwrap_or_else(|e| panic!("making {} private: {e}", target.display()));
+        mounted
     }
 }
 
-impl Drop for BindMount {
+impl Drop for Mount {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use safeclaw_integration::{
-    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, BindMount, RunAs, SharedDaemon,
-    Turn, NOBODY,
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, Mount, RunAs, SharedDaemon, Turn,
+    NOBODY,
 };
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
@@ -233,9 +233,9 @@ fn setxattr_on_a_file_also_named_inside_a_protected_directory_is_refused() {
     let file = open.join("notes").display().to_string();
     std::fs::write(&file, "x").unwrap();
     give_to_nobody(file.as_ref(), 0o644);
-    let alias_mount = BindMount::new(&open, &alias);
+    let alias_mount = Mount::bind(&open, &alias);
     let allowed = p.probe(&["setxattr", &file, "user.first", "agent"]);
-    let inside_mount = BindMount::new(&open, &inside);
+    let inside_mount = Mount::bind(&open, &inside);
     let refused = p.probe(&["setxattr", &file, "user.second", "agent"]);
     drop((inside_mount, alias_mount));
     // Allowed by SafeClaw; before 6.6 tmpfs itself has no `user.` attributes.

@@ -5,7 +5,7 @@
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
-use safeclaw_integration::{probe_outcome, BindMount, RunAs, SharedDaemon};
+use safeclaw_integration::{probe_outcome, Mount, RunAs, SharedDaemon};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 
@@ -58,7 +58,7 @@ fn a_denied_stream_socket_is_denied_by_every_name_that_reaches_it() {
     let hard_link = "/run/esc-unix-other/hard.sock";
     std::fs::hard_link(&socket, hard_link).unwrap();
     fresh_dir("/tmp/esc-unix-alias");
-    let bind = BindMount::new(Path::new(DENIED_DIR), Path::new("/tmp/esc-unix-alias"));
+    let bind = Mount::bind(Path::new(DENIED_DIR), Path::new("/tmp/esc-unix-alias"));
     let names = [
         socket.as_str(),
         "/tmp/../run/esc-unix/docker.sock",
