@@ -156,6 +156,18 @@ pub mod counter {
     pub const COUNT: u32 = 2;
 }
 
+/// Kernel addresses of the sequence counters of `rename_lock` and `mount_lock` (the first word of
+/// each `seqlock_t`), which change with every rename and every change of the mount tree: what a path
+/// string depends on besides its dentry, its mount and the task's root. The loader fills this
+/// read-only global (`PATH_SEQUENCES`) from /proc/kallsyms; 0 where an address is unknown, and then
+/// no open is memoized (`safeclaw-ebpf/src/memo.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathSequences {
+    pub rename_lock: u64,
+    pub mount_lock: u64,
+}
+
 /// Byte offsets of the kernel struct members the programs read. They differ between kernels, so
 /// the loader fills this read-only global (`OFFSETS`) from the running kernel's BTF before loading.
 #[repr(C)]
@@ -518,6 +530,7 @@ mod pod {
     // that we would read as anything but bytes.
     unsafe impl aya::Pod for Scope {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for PathSequences {}
     unsafe impl aya::Pod for PolicyHeader {}
     unsafe impl aya::Pod for SessionProfiles {}
     unsafe impl aya::Pod for RuleEntry {}

@@ -64,8 +64,6 @@ pub struct Pending {
     started_ns: u64,
     /// Whether an allowed outcome may be counted as a repeat of an identical recorded one.
     repeatable: bool,
-    /// An open decided in full on these inputs, which `memo.rs` may remember once it is counted.
-    memoizable: Option<OpenInputs>,
 }
 
 impl Pending {
@@ -102,7 +100,7 @@ impl Pending {
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false, memoizable: None })
+        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false })
     }
 
     #[inline(always)]
@@ -146,12 +144,12 @@ impl Pending {
     }
 
     /// Counts this open as a repeat of the memo's key if it is identical to the remembered open in
-    /// every input of its decision (`memo::matching`) and that key is still counted in `REPEATS`;
-    /// the caller then returns 0 without deciding. Only for an open `repeatable` as itself, whose
-    /// path reaches its object (the caller checked), with nothing that would deny it whatever the
-    /// rules say.
+    /// every input of its path and its decision (`memo::matching`), its path still `reaches` its
+    /// object, and that key is still counted in `REPEATS`; the caller then returns 0 without
+    /// resolving the path or deciding. Only for an open `repeatable` as itself, by its path (no
+    /// O_TMPFILE, no exec: the caller checked), with nothing that would deny it whatever the rules say.
     #[inline(always)]
-    pub fn counted_by_memo(&self, inputs: &OpenInputs) -> bool {
+    pub fn counted_by_memo(&self, inputs: &OpenInputs, reaches: impl FnOnce() -> bool) -> bool {
         let window_ns = self.repeat_window_ns();
         if !self.repeatable
             || window_ns == 0
@@ -162,16 +160,12 @@ impl Pending {
             return false;
         }
         let window = (self.started_ns / window_ns) as u32;
-        match memo::matching(self.event, inputs, self.slot.index, window_ns, window) {
-            Some((digest, kernel_seq)) => repeats::counted_by_sequence(digest, kernel_seq, self.started_ns),
+        match memo::matching(&self.event.header, inputs, self.slot.index, window_ns, window) {
+            Some((digest, kernel_seq)) => {
+                reaches() && repeats::counted_by_sequence(digest, kernel_seq, self.started_ns)
+            }
             None => false,
         }
-    }
-
-    /// This open, decided in full on `inputs`, may be remembered if it ends up counted.
-    #[inline(always)]
-    pub fn memoize(&mut self, inputs: OpenInputs) {
-        self.memoizable = Some(inputs);
     }
 
     #[inline(always)]
@@ -460,8 +454,15 @@ impl Pending {
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
+        self.finish_open(verdict, &OpenInputs::UNUSABLE)
+    }
+
+    /// `finish` for an open read on `inputs` (`memo::OpenInputs`), which the memo remembers if they
+    /// are usable and the open ends up counted.
+    #[inline(always)]
+    pub fn finish_open(self, verdict: Verdict, inputs: &OpenInputs) -> i32 {
         let window_ns = self.repeat_window_ns();
-        let Pending { event, scope, slot, previous, started_ns, repeatable, memoizable } = self;
+        let Pending { event, scope, slot, previous, started_ns, repeatable } = self;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -483,8 +484,8 @@ impl Pending {
         };
         if let Some((digest, entry)) = &repeat {
             if let Some(kernel_seq) = repeats::counted(*digest, &entry.key, started_ns) {
-                if let Some(inputs) = memoizable {
-                    memo::remember(&entry.key, *digest, kernel_seq, &inputs, slot.index, window_ns);
+                if inputs.usable() {
+                    memo::remember(&entry.key, *digest, kernel_seq, inputs, slot.index, window_ns);
                 }
                 return 0;
             }
@@ -514,8 +515,8 @@ impl Pending {
                 repeats: 0,
             };
             let created = repeats::create(digest, entry, first);
-            if let (true, Some(inputs)) = (created, memoizable) {
-                memo::remember(&entry.key, digest, header.kernel_seq, &inputs, slot.index, window_ns);
+            if created && inputs.usable() {
+                memo::remember(&entry.key, digest, header.kernel_seq, inputs, slot.index, window_ns);
             }
         }
         if !denied {

@@ -5,7 +5,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use safeclaw_common::{EventHeader, KernelOffsets, Scope, COMM_LEN};
+use safeclaw_common::{EventHeader, KernelOffsets, PathSequences, Scope, COMM_LEN};
 
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
@@ -88,6 +88,9 @@ pub static OFFSETS: KernelOffsets = KernelOffsets {
     cred_uid: 0,
     cred_gid: 0,
 };
+
+#[no_mangle]
+pub static PATH_SEQUENCES: PathSequences = PathSequences { rename_lock: 0, mount_lock: 0 };
 
 /// x86-64 syscall numbers whose argv the exec hook reads from the caller's registers.
 const SYS_EXECVE: u64 = 59;
@@ -431,6 +434,37 @@ pub fn file_path_parts(file: *const u8) -> (u64, u64) {
     let parts = unsafe { bpf_probe_read_kernel(file_path(file) as *const [u64; 2]) }.unwrap_or([0, 0]);
     let word = |field: &'static u64| parts[(offset(field) / 8) & 1];
     (word(&OFFSETS.path_dentry), word(&OFFSETS.path_mnt))
+}
+
+/// The sequence counts of `rename_lock` and `mount_lock` (`PATH_SEQUENCES`). Odd, as the kernel
+/// makes them while a rename or a mount change is in progress, also when an address is unknown or
+/// unreadable: whatever reads them treats both alike. (Never an `Option`: LLVM fills the fields of a
+/// `None` it stores with whatever a register holds, which the verifier refuses to read.)
+#[inline(always)]
+pub fn path_sequences() -> (u32, u32) {
+    // SAFETY: reading our own initialised static; volatile so the value set at load time is used.
+    let (rename_lock, mount_lock) =
+        unsafe { (read_volatile(&PATH_SEQUENCES.rename_lock), read_volatile(&PATH_SEQUENCES.mount_lock)) };
+    if rename_lock == 0 || mount_lock == 0 {
+        return (1, 1);
+    }
+    // SAFETY: probe reads of two kernel words; a fault reads as odd.
+    let renames = unsafe { bpf_probe_read_kernel(rename_lock as *const u32) }.unwrap_or(1);
+    let mounts = unsafe { bpf_probe_read_kernel(mount_lock as *const u32) }.unwrap_or(1);
+    (renames, mounts)
+}
+
+/// `current->fs->root` as `(vfsmount, dentry)`: what `d_path` resolves a path against. Plain loads
+/// (a faulted one reads 0).
+#[inline(always)]
+pub fn task_root() -> (u64, u64) {
+    let task = current_task_btf();
+    // SAFETY: loads through BTF pointers at offsets from BTF, each checked by the verifier.
+    unsafe {
+        let fs = load::<*const u8>(task, &OFFSETS.task_struct_fs);
+        let root = fs.add(offset(&OFFSETS.fs_struct_root));
+        (load::<u64>(root, &OFFSETS.path_mnt), load::<u64>(root, &OFFSETS.path_dentry))
+    }
 }
 
 /// `reach(dentry, vfsmount, true)` for the file of `file_open` (`dentry` and `vfsmount` from

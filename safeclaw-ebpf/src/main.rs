@@ -57,29 +57,40 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     pending.set_file(act, mode);
     pending.count_repeats();
     let by_exec = mode & kernel::FMODE_EXEC != 0 || flags & kernel::O_FMODE_EXEC != 0;
+    let by_path = flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec;
+    // Read before the path is resolved, so that a rename or mount change during `d_path` shows.
+    let mut inputs = if by_path { OpenInputs::read(file, flags & MEMO_FLAGS) } else { OpenInputs::UNUSABLE };
+    // Identical to the last counted open in everything its path and decision rest on, and still
+    // reachable by that path: counted again without resolving or deciding (memo.rs).
+    let reaches = || kernel::file_reach(file, inputs.dentry, inputs.vfsmount) == Reach::Reachable;
+    if by_path && pending.counted_by_memo(&inputs, reaches) {
+        return 0;
+    }
     let verdict = match pending.resolve_file_path(file) {
-        Some(len) if flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec => {
-            let (dentry, vfsmount) = kernel::file_path_parts(file);
-            let reach = reach::of_resolved(&pending, file, dentry, vfsmount, len);
-            if reach == Some(Reach::Reachable) {
-                // Decided by its path alone: an open identical to the last counted one in every
-                // input of that decision is counted again without deciding (memo.rs).
-                let inputs = OpenInputs { vfsmount, dentry, open_flags: flags & MEMO_FLAGS };
-                if pending.counted_by_memo(&inputs) {
-                    return 0;
-                }
-                pending.memoize(inputs);
+        Some(len) if by_path => {
+            let reach = reach::of_resolved(&pending, file, inputs.dentry, inputs.vfsmount, len);
+            if reach != Some(Reach::Reachable) {
+                inputs.forget();
             }
             reach::decide_resolved(&pending, act, len, reach)
         }
         len => decide_open(&pending, act, len),
     };
-    pending.finish(verdict)
+    pending.finish_open(verdict, &inputs)
 }
 
 /// The open flags that change how `file_open` decides (O_TRUNC makes a write; O_TMPFILE and exec's
 /// own open are never memoized, but are compared all the same).
 const MEMO_FLAGS: u32 = kernel::O_TRUNC | kernel::O_TMPFILE | kernel::O_FMODE_EXEC;
+
+/// `d_instantiate(struct dentry *dentry, struct inode *inode)`, and the kernel's other ways of giving
+/// a dentry an inode, for every task: the dentry may be a freed one reused under another name, so no
+/// open memoized before may match it (memo.rs). Never refuses (the hook returns nothing).
+#[lsm(hook = "d_instantiate")]
+pub fn d_instantiate(_ctx: LsmContext) -> i32 {
+    memo::dentry_instantiated();
+    0
+}
 
 /// An open of the event's path (`len` bytes, `None`: unresolved) for `act`, by the file tables.
 #[inline(always)]

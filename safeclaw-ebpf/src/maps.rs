@@ -71,5 +71,9 @@ pub static REPEAT_SCRATCH: PerCpuArray<RepeatEntry> = PerCpuArray::with_max_entr
 #[map(name = "OPEN_MEMO")]
 pub static OPEN_MEMO: PerCpuArray<OpenMemo> = PerCpuArray::with_max_entries(1, 0);
 
+/// How many times a dentry got an inode, in any task (`memo::dentry_instantiated`).
+#[map(name = "DENTRY_EPOCH")]
+pub static DENTRY_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

@@ -1,24 +1,110 @@
 //! The per-CPU memo of the last counted open: the `RepeatKey` a fully decided open was counted
-//! under and where (its `REPEATS` digest and first attempt's kernel sequence), beside the inputs of
-//! its decision that the key does not hold, so that an identical open is counted again without
-//! walking the policy or hashing the key (docs/threat-model.md, "Counted repeats").
+//! under and where (its `REPEATS` digest and first attempt's kernel sequence), beside what its path
+//! string and its decision rest on that the key does not hold, so that an identical open is counted
+//! again without resolving its path, walking the policy or hashing the key (docs/threat-model.md,
+//! "Counted repeats").
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use aya_ebpf::helpers::generated;
-use safeclaw_common::{Event, EventHeader, RepeatKey, COMM_LEN, REPEAT_PATH_MAX};
+use safeclaw_common::{EventHeader, RepeatKey, COMM_LEN};
 
-use crate::maps::OPEN_MEMO;
+use crate::emit::fetch_add_one;
+use crate::kernel;
+use crate::maps::{DENTRY_EPOCH, OPEN_MEMO};
 
-/// What an open's decision rests on besides the fields of its `RepeatKey`: the object the path
-/// names (`file->f_path`), and the open flags that change how it is decided.
+/// What an open's path string and decision rest on besides the fields of its `RepeatKey`, read
+/// before its path is resolved. `d_path` makes the string of the file's dentry and mount, up to the
+/// task's root, from the names and parents of dentries (changed only by a rename, under
+/// `rename_lock`) and the mount tree (changed only under `mount_lock`); a dentry freed and reused at
+/// the same address gets an inode again first (`DENTRY_EPOCH`), and so does a dentry whose inode
+/// changes (its inode is not compared for that reason). Whether the path still reaches the
+/// file (an unlink, another namespace) is checked on every open, memo or not.
 #[derive(Clone, Copy)]
 pub struct OpenInputs {
     pub vfsmount: u64,
     pub dentry: u64,
-    pub open_flags: u32,
+    root_mnt: u64,
+    root_dentry: u64,
+    dentry_epoch: u64,
+    renames: u32,
+    mounts: u32,
+    open_flags: u32,
+}
+
+impl OpenInputs {
+    /// Inputs no open has: not usable (an odd sequence count).
+    pub const UNUSABLE: OpenInputs = OpenInputs {
+        vfsmount: 0,
+        dentry: 0,
+        root_mnt: 0,
+        root_dentry: 0,
+        dentry_epoch: 0,
+        renames: 1,
+        mounts: 1,
+        open_flags: 0,
+    };
+
+    /// The inputs of `file`'s open with `open_flags`; not usable while a rename or a mount change is
+    /// under way, or when a counter cannot be read: such an open is neither memoized nor served by
+    /// the memo.
+    #[inline(always)]
+    pub fn read(file: *const u8, open_flags: u32) -> Self {
+        let (dentry_epoch, epoch_read) = match DENTRY_EPOCH.get_ptr(0) {
+            // SAFETY: an array map value; volatile so that it is read here, before the path is resolved.
+            Some(epoch) => (unsafe { read_volatile(epoch) }, 0),
+            None => (0, 1),
+        };
+        let (renames, mounts) = kernel::path_sequences();
+        let (dentry, vfsmount) = kernel::file_path_parts(file);
+        let (root_mnt, root_dentry) = kernel::task_root();
+        OpenInputs {
+            vfsmount,
+            dentry,
+            root_mnt,
+            root_dentry,
+            dentry_epoch,
+            renames: renames | epoch_read,
+            mounts,
+            open_flags,
+        }
+    }
+
+    /// Whether these inputs may be remembered or matched: both sequence counts even.
+    #[inline(always)]
+    pub fn usable(&self) -> bool {
+        (self.renames | self.mounts) & 1 == 0
+    }
+
+    /// Makes these inputs unusable: the path does not reach the object the usual way.
+    #[inline(always)]
+    pub fn forget(&mut self) {
+        self.renames |= 1;
+    }
+
+    #[inline(always)]
+    fn same(&self, other: &OpenInputs) -> bool {
+        self.vfsmount == other.vfsmount
+            && self.dentry == other.dentry
+            && self.root_mnt == other.root_mnt
+            && self.root_dentry == other.root_dentry
+            && self.dentry_epoch == other.dentry_epoch
+            && self.renames == other.renames
+            && self.mounts == other.mounts
+            && self.open_flags == other.open_flags
+    }
+}
+
+/// A dentry gets an inode (`d_instantiate` and its kin, for every task): advances `DENTRY_EPOCH`, so
+/// that no memo made before matches a dentry that may since have been freed and reused.
+#[inline(always)]
+pub fn dentry_instantiated() {
+    if let Some(epoch) = DENTRY_EPOCH.get_ptr_mut(0) {
+        // SAFETY: an 8-byte aligned array map value; atomic, since every CPU advances it.
+        unsafe { fetch_add_one(epoch) };
+    }
 }
 
 /// The value of `OPEN_MEMO`. `version` is 0 until a key is remembered, odd while one is being written,
@@ -31,29 +117,25 @@ pub struct OpenMemo {
     /// The `REPEATS` entry `key` is counted in: its digest and its first attempt's kernel sequence.
     digest: u64,
     kernel_seq: u64,
-    vfsmount: u64,
-    dentry: u64,
+    inputs: OpenInputs,
     window_ns: u64,
     active_slot: u32,
-    open_flags: u32,
     version: u32,
-    _pad: u32,
 }
 
-// The path comparison reads both paths a word at a time, the names four bytes at a time.
-const _: () = assert!(offset_of!(Event, path) % 8 == 0 && offset_of!(RepeatKey, path) % 8 == 0);
-const _: () = assert!(offset_of!(Event, header) % 8 == 0 && offset_of!(EventHeader, comm) % 4 == 0);
+// The names are compared four bytes at a time.
+const _: () = assert!(offset_of!(EventHeader, comm) % 4 == 0);
 const _: () = assert!(offset_of!(RepeatKey, comm) % 4 == 0 && COMM_LEN == 16);
-const _: () = assert!(REPEAT_PATH_MAX % 8 == 0);
 
-/// Where the memo's key is counted (digest, kernel sequence), if the open in `event` (window `window`
-/// of `window_ns`, decided in slot `active_slot` on `inputs`) is identical to the remembered one in
-/// everything its decision reads.
-/// Only the key's own decision fields (`rule_id`, `effect`, `flags`) are not compared: they are the
-/// outcome; and its `net`, which is all zero for every open.
+/// Where the memo's key is counted (digest, kernel sequence), if the open by the task in `header`
+/// (window `window` of `window_ns`, decided in slot `active_slot` on `inputs`) is identical to the
+/// remembered one in everything its path string and its decision rest on. The key's path is not
+/// compared: this open's is not resolved, and equal `inputs` make the same string (`OpenInputs`).
+/// Nor are the key's own decision fields (`rule_id`, `effect`, `flags`): they are the outcome; nor its
+/// `net`, which is all zero for every open.
 #[inline(always)]
 pub fn matching(
-    event: &Event,
+    header: &EventHeader,
     inputs: &OpenInputs,
     active_slot: u32,
     window_ns: u64,
@@ -63,20 +145,16 @@ pub fn matching(
     // SAFETY: the per-CPU map value, valid for this invocation.
     let memo = unsafe { &*memo };
     let key = &memo.key;
-    let header = &event.header;
-    let len = event.path_len;
     // SAFETY: a field of the per-CPU map value; volatile so that it is read here, before the rest.
     let version = unsafe { read_volatile(&memo.version) };
     compiler_fence(Ordering::SeqCst);
     if version == 0
         || version & 1 != 0
-        || memo.vfsmount != inputs.vfsmount
-        || memo.dentry != inputs.dentry
-        || memo.open_flags != inputs.open_flags
+        || !inputs.usable()
+        || !memo.inputs.same(inputs)
         || memo.active_slot != active_slot
         || memo.window_ns != window_ns
         || key.window != window
-        || key.path_len != len
         || key.pid != header.pid
         || key.tgid != header.tgid
         || key.uid != header.uid
@@ -87,7 +165,6 @@ pub fn matching(
         || key.policy_generation != header.policy_generation
         || key.file_mode != header.file_mode
         || key.action != header.action
-        || len as usize >= REPEAT_PATH_MAX
     {
         return None;
     }
@@ -96,25 +173,6 @@ pub fn matching(
     for word in 0..COMM_LEN / 4 {
         // SAFETY: within the COMM_LEN bytes of both names, 4-byte aligned (asserted above).
         if unsafe { *ours.add(word) != *theirs.add(word) } {
-            return None;
-        }
-    }
-    let ours = event.path.as_ptr() as *const u64;
-    let theirs = key.path.as_ptr() as *const u64;
-    for word in 0..REPEAT_PATH_MAX / 8 {
-        let start = (word * 8) as u32;
-        if start >= len {
-            break;
-        }
-        // SAFETY: word < REPEAT_PATH_MAX / 8: within both buffers, 8-byte aligned (asserted above).
-        let mut bytes = unsafe { *ours.add(word) };
-        let left = len - start;
-        if left < 8 {
-            // The event's bytes past the path are d_path's NUL and leftovers; the key's are zero.
-            bytes &= (1u64 << (8 * left)) - 1;
-        }
-        // SAFETY: as above.
-        if bytes != unsafe { *theirs.add(word) } {
             return None;
         }
     }
@@ -157,9 +215,7 @@ pub fn remember(
     }
     memo.digest = digest;
     memo.kernel_seq = kernel_seq;
-    memo.vfsmount = inputs.vfsmount;
-    memo.dentry = inputs.dentry;
-    memo.open_flags = inputs.open_flags;
+    memo.inputs = *inputs;
     memo.active_slot = active_slot;
     memo.window_ns = window_ns;
     compiler_fence(Ordering::SeqCst);

@@ -18,8 +18,9 @@ use super::KernelError;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safeclaw"));
 
 /// Each program is named after the LSM hook it attaches to.
-pub const PROGRAMS: [&str; 39] = [
+pub const PROGRAMS: [&str; 40] = [
     "file_open",
+    "d_instantiate",
     "bprm_check_security",
     "socket_connect",
     "socket_sendmsg",
@@ -168,12 +169,14 @@ pub fn open(pins: Option<PinDir>, ebpf_log: Option<EbpfLogLevel>) -> Result<Load
     // it is dropped with this function instead of staying resident for the daemon's life.
     let btf = Btf::from_sys_fs()?;
     let epoch = new_epoch()?;
+    let path_sequences = super::symbols::path_sequences();
     let mut loader = EbpfLoader::new();
     let log_level = ebpf_log::level_byte(ebpf_log);
     loader
         .btf(Some(&btf))
         .override_global("OFFSETS", &offsets, true)
         .override_global("PROGRAM_EPOCH", &epoch, true)
+        .override_global("PATH_SEQUENCES", &path_sequences, true)
         .override_global(ebpf_log::LEVEL_GLOBAL, &log_level, true);
     if let Some(pins) = &pins {
         pins.check_compatible()?;

@@ -8,6 +8,7 @@ mod mapped;
 pub mod maps;
 pub mod pins;
 pub mod ring;
+mod symbols;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
