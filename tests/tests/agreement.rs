@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use safeclaw_agent::policy::compiled::{Effect, Request};
 use safeclaw_agent::policy::{compile_all, load_file, CompileContext, Evaluator};
-use safeclaw_integration::Daemon;
+use safeclaw_integration::{Daemon, Mount};
 
 const NAME: &str = "safeclaw-it-agree";
 const PROBE: &str = env!("CARGO_BIN_EXE_safeclaw-probe");
@@ -355,8 +355,10 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
 /// Opens each path of argv in one process, so that identical opens can be counted as repeats
 /// (docs/audit-format.md) and taken from the kernel's memo of the last counted one: `PATH` read-only,
 /// `w:PATH` write-only, `t:PATH` read-only with O_TRUNC (a write). `mv:SRC,DST` renames instead;
-/// `wait:READY,GO` creates READY and waits (bounded) until GO exists, while the test reloads. One
-/// line per open: `ok`, `1` (EPERM) or `enoent`.
+/// `wait:READY,GO` creates READY and waits (bounded) until GO exists, while the test reloads.
+/// `poll:OLD,NEW,READY` creates READY, opens OLD every 10 ms until it is gone (the test moves the
+/// mount it is on), prints how many opens of it succeeded, then opens NEW. One line per open: `ok`,
+/// `1` (EPERM) or `enoent`.
 const REPEAT_AGENT: &str = r#"
 import errno, os, sys, time
 for arg in sys.argv[1:]:
@@ -372,6 +374,19 @@ for arg in sys.argv[1:]:
                 break
             time.sleep(0.05)
         continue
+    if arg.startswith("poll:"):
+        old, new, ready = arg[5:].split(",")
+        os.close(os.open(ready, os.O_CREAT | os.O_WRONLY))
+        opened = 0
+        for _ in range(3000):
+            try:
+                os.close(os.open(old, os.O_RDONLY))
+            except FileNotFoundError:
+                break
+            opened += 1
+            time.sleep(0.01)
+        print(opened)
+        arg = new
     flags = {"w:": os.O_WRONLY, "t:": os.O_RDONLY | os.O_TRUNC}.get(arg[:2])
     path = arg if flags is None else arg[2:]
     try:
@@ -383,13 +398,15 @@ for arg in sys.argv[1:]:
         print("enoent")
 "#;
 
-/// Everything under `dir` allowed but reads of `denied` and writes of `w.txt`; what python needs.
+/// Everything under `dir` allowed but reads of `denied` and below `moved/` and `mnt/moved/`, and writes
+/// of `w.txt`; what python needs.
 fn repeat_policy(dir: &std::path::Path, denied: &str) -> String {
     let dir = dir.display();
     format!(
         "version: 1\ndefault: deny\nrules:\n\
          \x20 - name: no-read\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/{denied}\"]\n\
          \x20 - name: no-write\n    action: file.write\n    effect: deny\n    paths: [\"{dir}/w.txt\"]\n\
+         \x20 - name: no-moved\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/moved/**\", \"{dir}/mnt/moved/**\"]\n\
          \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
          \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
          \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
@@ -397,25 +414,42 @@ fn repeat_policy(dir: &std::path::Path, denied: &str) -> String {
 }
 
 /// One process makes every open, before and after a reload, so a decision the kernel remembered for
-/// an open (its memo of the last counted one) is asked to serve a different mode, a renamed path and
-/// another policy generation; each must be decided afresh.
+/// an open (its memo of the last counted one) is asked to serve a different mode, a renamed path, a
+/// renamed parent directory, a moved mount and another policy generation; each must be decided
+/// afresh. The memo does not resolve the path: the last two reach the same dentry on the same mount
+/// under a new path.
 #[test]
-fn counted_repeats_never_outlive_a_reload_or_a_rename() {
+fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
     const REPEAT_NAME: &str = "safeclaw-it-agree-repeat";
     let dir = std::env::temp_dir().join(REPEAT_NAME).join("t");
     let daemon = Daemon::start(REPEAT_NAME, &repeat_policy(&dir, "b.txt"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["a.txt", "c.txt", "w.txt"] {
+    std::fs::create_dir_all(dir.join("d1")).unwrap();
+    for name in ["a.txt", "c.txt", "w.txt", "d1/f.txt"] {
         std::fs::write(dir.join(name), "x").unwrap();
     }
+    // A tmpfs on a private tmpfs, to be moved from mnt/in to mnt/moved while the agent opens a file
+    // on it.
+    let outer_dir = dir.join("mnt");
+    std::fs::create_dir_all(&outer_dir).unwrap();
+    let outer = Mount::private_tmpfs(&outer_dir);
+    let (inner_dir, moved_dir) = (outer_dir.join("in"), outer_dir.join("moved"));
+    std::fs::create_dir(&inner_dir).unwrap();
+    std::fs::create_dir(&moved_dir).unwrap();
+    let inner = Mount::private_tmpfs(&inner_dir);
+    std::fs::write(inner_dir.join("g.txt"), "x").unwrap();
     let agent = daemon.work().join("agent.py");
     std::fs::write(&agent, REPEAT_AGENT).unwrap();
     let (ready, go) = (daemon.work().join("sync-ready"), daemon.work().join("sync-go"));
     let path = |name: &str| dir.join(name).display().to_string();
     let (a, b, c, w) = (path("a.txt"), path("b.txt"), path("c.txt"), path("w.txt"));
+    let (f, f_moved) = (path("d1/f.txt"), path("moved/f.txt"));
+    let (g, g_moved) = (path("mnt/in/g.txt"), path("mnt/moved/g.txt"));
+    let mount_ready = daemon.work().join("mount-ready");
     // Before the reload: w read (counted), then opened for writing (denied) between reads; a
     // counted, a renamed to b (now denied by its name), c renamed to a (allowed again, another
-    // dentry under the same path); after the reload a is the denied name and b the allowed one.
+    // dentry under the same path); f counted, its directory renamed to a denied one; g counted until
+    // its mount is moved below a denied directory. After the reload a is the denied name and b the
+    // allowed one.
     let before = [
         vec![w.clone(); 4],
         vec![format!("t:{w}")],
@@ -428,6 +462,11 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
         vec![a.clone()],
         vec![format!("mv:{c},{a}")],
         vec![a.clone(); 3],
+        vec![f.clone(); 3],
+        vec![format!("mv:{},{}", path("d1"), path("moved"))],
+        vec![f_moved.clone(); 2],
+        vec![format!("poll:{g},{g_moved},{}", mount_ready.display())],
+        vec![g_moved.clone()],
     ]
     .concat();
     let after = [vec![a.clone(); 3], vec![b.clone(); 3], vec![w.clone(); 2]].concat();
@@ -438,6 +477,24 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
     let policy_before = load_file(&policy_file).unwrap();
     let output = std::thread::scope(|scope| {
         let run = scope.spawn(|| daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" "))));
+        let waited = std::time::Instant::now();
+        while !mount_ready.exists()
+            && !run.is_finished()
+            && waited.elapsed() < std::time::Duration::from_secs(60)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(mount_ready.exists(), "the agent reached the mount move");
+        // Long enough for a few dozen counted opens of g, then the move.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        nix::mount::mount(
+            Some(inner_dir.as_path()),
+            moved_dir.as_path(),
+            None::<&str>,
+            nix::mount::MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .unwrap();
         let waited = std::time::Instant::now();
         while !ready.exists() && !run.is_finished() && waited.elapsed() < std::time::Duration::from_secs(60) {
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -461,11 +518,22 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
         let hash = compile_all(policy, &ctx).unwrap().hash.to_string();
         let evaluator = Evaluator::new(policy, None, &ctx).unwrap();
         for open in opens.iter().filter(|o| !o.starts_with("mv:")) {
-            let answer = answered.next().unwrap_or_else(|| panic!("no answer for {open}: {answers:?}"));
+            let mut answer = answered.next().unwrap_or_else(|| panic!("no answer for {open}: {answers:?}"));
+            let mut open = open.as_str();
+            if let Some(polled) = open.strip_prefix("poll:") {
+                let opened: u64 = answer.parse().unwrap_or_else(|e| panic!("{open}: count {answer:?}: {e}"));
+                assert!(opened >= 10, "{open}: g was opened {opened} times before the move");
+                let request = Request::FileOpen { path: g.as_bytes(), read: true, write: false };
+                let effect = evaluator.evaluate(&request).effect;
+                assert_eq!(effect, Effect::Allow, "{open}: g is allowed before the move");
+                *attempts.entry((hash.clone(), g.clone(), "r", effect.as_str())).or_default() += opened;
+                open = polled.split(',').nth(1).unwrap_or_default();
+                answer = answered.next().unwrap_or_else(|| panic!("no answer for {open}: {answers:?}"));
+            }
             let (mode, read, write, file) = match open.split_once(':') {
                 Some(("w", file)) => ("w", false, true, file),
                 Some(("t", file)) => ("rw", true, true, file),
-                _ => ("r", true, false, open.as_str()),
+                _ => ("r", true, false, open),
             };
             if answer == "enoent" {
                 assert_eq!(file, a, "only a is missing, between the renames");
@@ -481,10 +549,11 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
         }
     }
     assert!(answered.next().is_none(), "one answer per open: {answers:?}");
+    drop((inner, outer));
     let (status, entries) = daemon.stop();
     assert!(status.success());
     let mut recorded: HashMap<(String, String, &'static str, &'static str), u64> = HashMap::new();
-    let mut counted_entries = 0;
+    let mut counted_paths = std::collections::HashSet::new();
     for entry in &entries {
         let path = entry["requestDetails"]["path"].as_str().unwrap_or_default();
         // Renames are recorded as writes of their source; only reads, and the opens of w, are counted here.
@@ -506,7 +575,7 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
             Some(count) => {
                 assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
                 assert!(entry["kernelSeq"].is_null(), "a repeat has no kernelSeq of its own: {entry}");
-                counted_entries += 1;
+                counted_paths.insert(path.to_owned());
                 count
             }
             None => 1,
@@ -515,5 +584,10 @@ fn counted_repeats_never_outlive_a_reload_or_a_rename() {
         *recorded.entry((hash, path.to_string(), mode, effect)).or_default() += count;
     }
     assert_eq!(recorded, attempts, "every attempt accounted for once, under the policy that decided it");
-    assert!(counted_entries >= 2, "the repeated opens of a and w were counted: {entries:#?}");
+    for repeated in [&a, &w, &f, &g] {
+        assert!(
+            counted_paths.contains(repeated),
+            "the repeated opens of {repeated} were counted: {entries:#?}"
+        );
+    }
 }
