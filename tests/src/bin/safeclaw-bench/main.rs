@@ -39,6 +39,9 @@ pub struct Sizes {
     /// first, at most the second. Few: under TCG each daemon stop risks a guest panic (see `paired`).
     pub min_pairs: usize,
     pub max_pairs: usize,
+    /// Iterations of each operation in a pair's block, in `Op::ALL` order: larger than a round's, so
+    /// that a block outlasts the emulator's pauses of a few milliseconds.
+    pub pair_iterations: [u32; 4],
     pub rule_counts: Vec<u32>,
     pub workloads: Vec<Workload>,
 }
@@ -58,6 +61,7 @@ impl Sizes {
             launcher_runs: 5,
             min_pairs: 8,
             max_pairs: 16,
+            pair_iterations: [20_000, 2_000, 100, 2_000],
             rule_counts: vec![10, 100, 1_000, 10_000],
             workloads: Workload::ALL.to_vec(),
         }
@@ -77,9 +81,15 @@ impl Sizes {
             launcher_runs: 2,
             min_pairs: 1,
             max_pairs: 1,
+            pair_iterations: [200, 100, 10, 100],
             rule_counts: vec![100],
             workloads: vec![Workload::GitStatus],
         }
+    }
+
+    fn pair_iterations(&self, op: Op) -> u32 {
+        // `Op::ALL` lists the operations in declaration order.
+        self.pair_iterations[op as usize]
     }
 
     fn iterations(&self, op: Op) -> u32 {

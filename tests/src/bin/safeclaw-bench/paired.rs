@@ -8,7 +8,7 @@
 //! executing a stale `int3` of the kernel's text patching (guest panic, `Oops: int3` in
 //! `bpf_lsm_inode_permission`), after 29 cycles in one boot.
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
@@ -20,8 +20,15 @@ use crate::Sizes;
 /// allows, so the interval itself says on which side of the target the cost lies.
 pub const PRECISION: f64 = 0.025;
 
-/// After a daemon starts or stops, before a block: its start-up work and the programs' detach settle.
-const SETTLE: Duration = Duration::from_millis(500);
+/// After a daemon starts or stops, before a block: its start-up work and the programs' attach or
+/// detach settle. Under TCG, patching the kernel's text discards the emulator's translations of it,
+/// and a block 0.5 s after a start ran up to 10 % slower than one 3 s after it (on either side).
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// How long the audit log must stay unchanged before an operation's loop starts: the daemon has then
+/// written what the previous operation gave it, and that work is not charged to the next one.
+pub const QUIET: Duration = Duration::from_millis(200);
+/// The longest wait for a quiet log; a daemon still writing after that is measured as it is.
+const QUIET_MAX: Duration = Duration::from_secs(10);
 
 /// Where the measured process runs while the daemon does.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,16 +80,17 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
         let outside_first = pairs.len() % 2 == 1;
         let mut baseline = None;
         if !outside_first {
-            baseline = Some(block(fixture, sizes, cgroup)?);
+            baseline = Some(block(fixture, sizes, cgroup, None)?);
         }
         let daemon = safeclaw::start(Policy::Default, fixture)?;
         std::thread::sleep(SETTLE);
+        let log = Some(daemon.audit_log.as_path());
         let (outside, inside) = if outside_first {
-            let outside = block(fixture, sizes, cgroup)?;
-            (outside, block(fixture, sizes, &daemon.cgroup)?)
+            let outside = block(fixture, sizes, cgroup, log)?;
+            (outside, block(fixture, sizes, &daemon.cgroup, log)?)
         } else {
-            let inside = block(fixture, sizes, &daemon.cgroup)?;
-            (block(fixture, sizes, cgroup)?, inside)
+            let inside = block(fixture, sizes, &daemon.cgroup, log)?;
+            (block(fixture, sizes, cgroup, log)?, inside)
         };
         let status = daemon.terminate();
         if !status.success() {
@@ -91,7 +99,7 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
         std::thread::sleep(SETTLE);
         let baseline = match baseline {
             Some(measured) => measured,
-            None => block(fixture, sizes, cgroup)?,
+            None => block(fixture, sizes, cgroup, None)?,
         };
         pairs.baseline.push(baseline);
         pairs.outside.push(outside);
@@ -101,13 +109,32 @@ pub fn run(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<Pa
     Ok(pairs)
 }
 
-/// Every operation once, at the micro benchmark's sizes.
-fn block(fixture: &Fixture, sizes: &Sizes, cgroup: &Path) -> anyhow::Result<[f64; 4]> {
+/// Every operation once, at the pairs' sizes, each started once the daemon writing `log` (if any) is
+/// quiet; without a daemon, after the shortest such wait.
+fn block(fixture: &Fixture, sizes: &Sizes, cgroup: &Path, log: Option<&Path>) -> anyhow::Result<[f64; 4]> {
     let mut ns = [0.0; 4];
     for (slot, &op) in ns.iter_mut().zip(Op::ALL.iter()) {
-        *slot = ops::measure(fixture, op, sizes.iterations(op), Some(cgroup))?.ns;
+        match log {
+            Some(log) => wait_quiet(log),
+            None => std::thread::sleep(QUIET),
+        }
+        *slot = ops::measure(fixture, op, sizes.pair_iterations(op), Some(cgroup))?.ns;
     }
     Ok(ns)
+}
+
+/// Returns once `log`'s length has not changed for `QUIET`, or after `QUIET_MAX`.
+fn wait_quiet(log: &Path) {
+    let started = Instant::now();
+    let length = || std::fs::metadata(log).map_or(0, |m| m.len());
+    let (mut last, mut since) = (length(), Instant::now());
+    while since.elapsed() < QUIET && started.elapsed() < QUIET_MAX {
+        std::thread::sleep(QUIET / 4);
+        let now = length();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 /// The distribution-free 95 % confidence interval of the median of `values`: the order statistics

@@ -117,7 +117,7 @@ pub fn print(
         println!();
     }
 
-    print_pairs(pairs);
+    print_pairs(pairs, sizes);
 
     println!("#### Evidence that each tool was active\n");
     println!("| configuration | logged while measured (median per round) | denied opens of `.env` |");
@@ -250,15 +250,23 @@ pub fn print(
 }
 
 /// The paired measurement: each operation's median pair ratio, outside and inside, against its target.
-fn print_pairs(pairs: &Pairs) {
+fn print_pairs(pairs: &Pairs, sizes: &Sizes) {
     println!("#### SafeClaw against the baseline, in pairs\n");
     println!(
         "Each pair is one block of every operation with nothing attached and, with the daemon running on \
          policies/default.yaml, one block outside its cgroup and one inside, seconds apart: the daemon is \
          started and stopped between the halves, and which half (and which side) comes first alternates \
-         from pair to pair, so a drift of the emulator's speed falls on both halves alike. Pairs were added \
+         from pair to pair, so a drift of the emulator's speed falls on both halves alike. A block runs \
+         {} opens, {} denied opens, {} execs and {} connects; it starts {} s after the daemon's start or \
+         stop, and each operation once the audit log has been unchanged for {} ms. Pairs were added \
          until the 95 % confidence interval of each median pair ratio (order statistics) was within ±{:.3} \
          of it, at most the bench's cap. Pairs run: {}.\n",
+        sizes.pair_iterations[0],
+        sizes.pair_iterations[1],
+        sizes.pair_iterations[2],
+        sizes.pair_iterations[3],
+        paired::SETTLE.as_secs(),
+        paired::QUIET.as_millis(),
         paired::PRECISION,
         pairs.len()
     );
