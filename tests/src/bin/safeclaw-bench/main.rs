@@ -88,7 +88,13 @@ impl Sizes {
     }
 
     fn pair_iterations(&self, op: Op) -> u32 {
-        // `Op::ALL` lists the operations in declaration order.
+        const _: () = assert!(
+            Op::ALL[0] as usize == 0
+                && Op::ALL[1] as usize == 1
+                && Op::ALL[2] as usize == 2
+                && Op::ALL[3] as usize == 3,
+            "pair_iterations is indexed by Op in Op::ALL order"
+        );
         self.pair_iterations[op as usize]
     }
 

@@ -21,8 +21,8 @@ use crate::Sizes;
 pub const PRECISION: f64 = 0.025;
 
 /// After a daemon starts or stops, before a block: its start-up work and the programs' attach or
-/// detach settle. Under TCG, patching the kernel's text discards the emulator's translations of it,
-/// and a block 0.5 s after a start ran up to 10 % slower than one 3 s after it (on either side).
+/// detach settle: a block 0.5 s after a start ran up to 15 % slower than one 3 s after it, likely
+/// because patching the kernel's text discards the emulator's (TCG's) translations of that code.
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// How long the audit log must stay unchanged before an operation's loop starts: the daemon has then
 /// written what the previous operation gave it, and that work is not charged to the next one.
