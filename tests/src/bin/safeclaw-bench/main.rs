@@ -343,7 +343,7 @@ fn main() -> anyhow::Result<()> {
 
     report::print_evidence_summary(&configs, &results);
     println!("safeclaw-bench: results");
-    report::print(&sizes, &configs, &results, &pairs, &bursts)?;
+    report::print(&sizes, &configs, &results, &pairs, &bursts, fixture.placement)?;
     open_profile::print(&profile);
     println!("safeclaw-bench: complete");
     Ok(())

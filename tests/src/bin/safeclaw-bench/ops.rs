@@ -42,6 +42,49 @@ pub struct Fixture {
     denied: CString,
     binary: CString,
     port: u16,
+    /// Where a measured process runs, if the guest has two CPUs or more.
+    pub placement: Option<Placement>,
+}
+
+/// A measured process on one CPU and the loopback listener on another. Left to the scheduler, the two
+/// ends of a connect (and the measured process and whatever else wakes) land on either vCPU from one
+/// block to the next: in one guest, an inside connect block was 15-35 % slower than the outside one in
+/// 11 of 12 pairs unpinned, and 0.5-7 % pinned (docs/benchmarks.md, session 20).
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub measured: usize,
+    pub listener: usize,
+}
+
+impl Placement {
+    /// The first and the last CPU this process may run on, if they differ.
+    fn of_this_process() -> anyhow::Result<Option<Placement>> {
+        // SAFETY: sched_getaffinity fills a cpu_set_t of the size it is given.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        let allowed: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect();
+        Ok(match (allowed.first(), allowed.last()) {
+            (Some(&measured), Some(&listener)) if measured != listener => {
+                Some(Placement { measured, listener })
+            }
+            _ => None,
+        })
+    }
+}
+
+/// Binds the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET marks one CPU below CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the set is of the size given.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        bail!("binding to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Fixture {
@@ -61,17 +104,23 @@ impl Fixture {
             bail!("listen: {}", std::io::Error::last_os_error());
         }
         let port = listener.local_addr()?.port();
+        let placement = Placement::of_this_process()?;
+        let listener_cpu = placement.map(|p| p.listener);
+        let (pinned_tx, pinned) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let _ = pinned_tx.send(listener_cpu.map_or(Ok(()), pin_to));
             for stream in listener.incoming() {
                 drop(stream);
             }
         });
+        pinned.recv().context("the listener thread ended")?.context("pinning the loopback listener")?;
         Ok(Fixture {
             allowed: c"allowed.txt".into(),
             denied: c".env".into(),
             binary: c"./busybox".into(),
             dir: dir.to_owned(),
             port,
+            placement,
         })
     }
 
@@ -121,8 +170,10 @@ pub struct Timing {
 
 /// Runs `iterations` of `op` in a forked child with the bench login uid, first moved into `cgroup` if given.
 /// Only the denied open may fail.
+/// The child runs on the fixture's measured CPU.
 pub fn measure(fixture: &Fixture, op: Op, iterations: u32, cgroup: Option<&Path>) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, Work::Op(op), iterations, cgroup, op != Op::OpenDenied, None)
+    let cpu = fixture.placement.map(|p| p.measured);
+    measure_in_child(fixture, Work::Op(op), iterations, cgroup, op != Op::OpenDenied, cpu, None)
 }
 
 /// [`measure`], with `before` called on the child's pid once it is set up (in its cgroup) and before
@@ -134,17 +185,19 @@ pub fn measure_after(
     cgroup: &Path,
     before: &mut dyn FnMut(u32) -> anyhow::Result<()>,
 ) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, Work::Op(op), iterations, Some(cgroup), op != Op::OpenDenied, Some(before))
+    let cpu = fixture.placement.map(|p| p.measured);
+    measure_in_child(fixture, Work::Op(op), iterations, Some(cgroup), op != Op::OpenDenied, cpu, Some(before))
 }
 
-/// [`measure`] of any work, counting failures instead of failing.
+/// [`measure`] of any work, counting failures instead of failing. The child runs wherever the scheduler
+/// puts it: a burst's processes spread over every CPU, as an agent's build would.
 pub fn measure_lenient(
     fixture: &Fixture,
     work: Work,
     iterations: u32,
     cgroup: Option<&Path>,
 ) -> anyhow::Result<Timing> {
-    measure_in_child(fixture, work, iterations, cgroup, false, None)
+    measure_in_child(fixture, work, iterations, cgroup, false, None, None)
 }
 
 fn measure_in_child(
@@ -153,6 +206,7 @@ fn measure_in_child(
     iterations: u32,
     cgroup: Option<&Path>,
     strict: bool,
+    cpu: Option<usize>,
     before: Option<&mut dyn FnMut(u32) -> anyhow::Result<()>>,
 ) -> anyhow::Result<Timing> {
     let procs = cgroup.map(|c| c.join("cgroup.procs"));
@@ -176,7 +230,7 @@ fn measure_in_child(
             // SAFETY: the go pipe's write end is the parent's; the child keeps only the read end.
             unsafe { libc::close(go[1]) };
         }
-        let code = match child(fixture, work, iterations, procs.as_deref(), strict, go[0]) {
+        let code = match child(fixture, work, iterations, procs.as_deref(), strict, cpu, go[0]) {
             Ok(t) => write!(out, "{} {}", t.ns, t.failures).map_or(1, |()| 0),
             Err(e) => {
                 let _ = write!(out, "error: {e:#}");
@@ -232,9 +286,13 @@ fn child(
     iterations: u32,
     procs: Option<&Path>,
     strict: bool,
+    cpu: Option<usize>,
     go: i32,
 ) -> anyhow::Result<Timing> {
     set_login_uid()?;
+    if let Some(cpu) = cpu {
+        pin_to(cpu)?;
+    }
     std::env::set_current_dir(&fixture.dir)?;
     if let Some(procs) = procs {
         std::fs::write(procs, std::process::id().to_string())

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::burst::{Burst, PROCESSES};
-use crate::ops::{Op, Timing};
+use crate::ops::{Op, Placement, Timing};
 use crate::paired::{self, Pairs, Side};
 use crate::safeclaw::Policy;
 use crate::{Config, Env, Results, Sizes};
@@ -74,6 +74,7 @@ pub fn print(
     results: &Results,
     pairs: &Pairs,
     bursts: &[Burst],
+    placement: Option<Placement>,
 ) -> anyhow::Result<()> {
     let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -92,6 +93,14 @@ pub fn print(
         sizes.exec_iterations,
         sizes.connect_iterations
     );
+    match placement {
+        Some(p) => println!(
+            "Each measured process runs bound to CPU {}, the loopback listener to CPU {}; the daemons, the \
+             real workloads and the burst's processes run where the scheduler puts them.\n",
+            p.measured, p.listener
+        ),
+        None => println!("One CPU: the measured processes and the loopback listener share it.\n"),
+    }
     let ns = |c: usize, o: usize| results.micro[c][o].iter().map(|t: &Timing| t.ns).collect::<Vec<_>>();
     for (o, &op) in Op::ALL.iter().enumerate() {
         let baseline = median(&ns(0, o));
