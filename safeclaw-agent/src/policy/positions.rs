@@ -18,7 +18,10 @@ impl Positions {
     /// Reads `text` once, as `yaml_guard::check_depth` does (and refusing what it refuses), so a
     /// policy is parsed once by yaml_rust2 and once by serde_yaml, never a third time.
     pub fn scan(text: &str) -> Result<Positions, TooDeep> {
-        let mut recorder = Recorder::default();
+        // About one value per 15 bytes in a large generated policy: sized so that the map is never
+        // rehashed, each doubling being memory faulted in anew (slow in the emulator, docs/benchmarks.md).
+        let by_path = FastMap::with_capacity_and_hasher(text.len() / 16, Default::default());
+        let mut recorder = Recorder { by_path, ..Recorder::default() };
         let parsed = crate::yaml_guard::walk(text, |event, mark| recorder.on_event(event, mark))?;
         Ok(if parsed { Positions { by_path: recorder.by_path } } else { Positions::default() })
     }
