@@ -143,11 +143,12 @@ impl Pending {
         u64::from(self.scope.repeat_window_ms) * 1_000_000
     }
 
-    /// Counts this open as a repeat of the memo's key if it is identical to the remembered open in
-    /// every input of its path and its decision (`memo::matching`), its path still `reaches` its
-    /// object, and that key is still counted in `REPEATS`; the caller then returns 0 without
-    /// resolving the path or deciding. Only for an open `repeatable` as itself, by its path (no
-    /// O_TMPFILE, no exec: the caller checked), with nothing that would deny it whatever the rules say.
+    /// Counts this open or connect as a repeat of the memo's key if it is identical to the remembered
+    /// attempt in every input of its path and its decision (`memo::matching`), an open's path still
+    /// `reaches` its object, and that key is still counted in `REPEATS`; the caller then returns 0
+    /// without resolving the path or deciding. Only for an attempt `repeatable` as itself (an open by
+    /// its path, no O_TMPFILE, no exec; a connect, not a send: the caller checked), with nothing that
+    /// would deny it whatever the rules say.
     #[inline(always)]
     pub fn counted_by_memo(&self, inputs: &OpenInputs, reaches: impl FnOnce() -> bool) -> bool {
         let window_ns = self.repeat_window_ns();
@@ -160,7 +161,8 @@ impl Pending {
             return false;
         }
         let window = (self.started_ns / window_ns) as u32;
-        match memo::matching(&self.event.header, inputs, self.slot.index, window_ns, window) {
+        match memo::matching(&self.event.header, &self.event.net, inputs, self.slot.index, window_ns, window)
+        {
             Some((digest, kernel_seq)) => {
                 reaches() && repeats::counted_by_sequence(digest, kernel_seq, self.started_ns)
             }
@@ -454,13 +456,13 @@ impl Pending {
     /// Records the verdict, emits the event and returns what the hook must return.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
-        self.finish_open(verdict, &OpenInputs::UNUSABLE)
+        self.finish_remembering(verdict, &OpenInputs::UNUSABLE)
     }
 
-    /// `finish` for an open read on `inputs` (`memo::OpenInputs`), which the memo remembers if they
-    /// are usable and the open ends up counted.
+    /// `finish` for an open or connect read on `inputs` (`memo::OpenInputs`), which the memo remembers
+    /// with the attempt's key if they are usable and the attempt ends up counted.
     #[inline(always)]
-    pub fn finish_open(self, verdict: Verdict, inputs: &OpenInputs) -> i32 {
+    pub fn finish_remembering(self, verdict: Verdict, inputs: &OpenInputs) -> i32 {
         let window_ns = self.repeat_window_ns();
         let Pending { event, scope, slot, previous, started_ns, repeatable } = self;
         let header = &mut event.header;

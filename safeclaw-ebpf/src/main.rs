@@ -76,7 +76,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         }
         len => decide_open(&pending, act, len),
     };
-    pending.finish_open(verdict, &inputs)
+    pending.finish_remembering(verdict, &inputs)
 }
 
 /// The open flags that change how `file_open` decides (O_TRUNC makes a write; O_TMPFILE and exec's
@@ -240,10 +240,16 @@ fn decide_destination(
     addrlen: i32,
     sending: bool,
 ) -> i32 {
+    let mut inputs = OpenInputs::UNUSABLE;
     let verdict = match pending.read_sockaddr(sock, address, addrlen, sending) {
         Destination::Inet => {
             if !sending {
                 pending.count_repeats();
+                // Identical to the last counted attempt on this CPU: counted again without deciding.
+                inputs = OpenInputs::CONNECT;
+                if pending.counted_by_memo(&inputs, || true) {
+                    return 0;
+                }
             }
             let net = pending.net();
             decide::by_address(pending.slot(), net.protocol as u8, &net.addr, net.port)
@@ -259,7 +265,7 @@ fn decide_destination(
         Destination::Disconnect => Verdict::allow_unconditionally(),
         Destination::Undecided => Verdict::by_default(pending.slot(), flag::UNDECIDED_FAMILY),
     };
-    pending.finish(verdict)
+    pending.finish_remembering(verdict, &inputs)
 }
 
 /// Records and denies a self-protection action of an in-scope task.

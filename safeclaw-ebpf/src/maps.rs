@@ -67,7 +67,7 @@ pub static REPEATS: HashMap<u64, RepeatEntry> = HashMap::with_max_entries(MAX_RE
 #[map(name = "REPEAT_SCRATCH")]
 pub static REPEAT_SCRATCH: PerCpuArray<RepeatEntry> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last counted open and its decision's inputs, per CPU (`memo.rs`).
+/// The last counted open or connect and its decision's inputs, per CPU (`memo.rs`).
 #[map(name = "OPEN_MEMO")]
 pub static OPEN_MEMO: PerCpuArray<OpenMemo> = PerCpuArray::with_max_entries(1, 0);
 

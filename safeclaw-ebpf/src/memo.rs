@@ -1,15 +1,15 @@
-//! The per-CPU memo of the last counted open: the `RepeatKey` a fully decided open was counted
-//! under and where (its `REPEATS` digest and first attempt's kernel sequence), beside what its path
-//! string and its decision rest on that the key does not hold, so that an identical open is counted
-//! again without resolving its path, walking the policy or hashing the key (docs/threat-model.md,
-//! "Counted repeats").
+//! The per-CPU memo of the last counted open or connect: the `RepeatKey` a fully decided attempt was
+//! counted under and where (its `REPEATS` digest and first attempt's kernel sequence), beside what an
+//! open's path string and its decision rest on that the key does not hold, so that an identical
+//! attempt is counted again without resolving its path, deciding it or hashing the key
+//! (docs/threat-model.md, "Counted repeats").
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use aya_ebpf::helpers::generated;
-use safeclaw_common::{EventHeader, RepeatKey, COMM_LEN};
+use safeclaw_common::{Event, EventHeader, NetDetail, RepeatKey, COMM_LEN};
 
 use crate::emit::fetch_add_one;
 use crate::kernel;
@@ -35,6 +35,19 @@ pub struct OpenInputs {
 }
 
 impl OpenInputs {
+    /// A connect's: its decision rests on nothing its key does not hold (the destination is the key's
+    /// `net`, compared by `matching`). Usable, and no open's (an open's action differs).
+    pub const CONNECT: OpenInputs = OpenInputs {
+        vfsmount: 0,
+        dentry: 0,
+        root_mnt: 0,
+        root_dentry: 0,
+        dentry_epoch: 0,
+        renames: 0,
+        mounts: 0,
+        open_flags: 0,
+    };
+
     /// Inputs no open has: not usable (an odd sequence count).
     pub const UNUSABLE: OpenInputs = OpenInputs {
         vfsmount: 0,
@@ -123,19 +136,22 @@ pub struct OpenMemo {
     version: u32,
 }
 
-// The names are compared four bytes at a time.
+// The names are compared four bytes at a time, the destinations eight.
 const _: () = assert!(offset_of!(EventHeader, comm) % 4 == 0);
 const _: () = assert!(offset_of!(RepeatKey, comm) % 4 == 0 && COMM_LEN == 16);
+const _: () = assert!(offset_of!(Event, net) % 8 == 0 && offset_of!(RepeatKey, net) % 8 == 0);
+const _: () = assert!(size_of::<NetDetail>() == 24);
 
-/// Where the memo's key is counted (digest, kernel sequence), if the open by the task in `header`
-/// (window `window` of `window_ns`, decided in slot `active_slot` on `inputs`) is identical to the
-/// remembered one in everything its path string and its decision rest on. The key's path is not
-/// compared: this open's is not resolved, and equal `inputs` make the same string (`OpenInputs`).
-/// Nor are the key's own decision fields (`rule_id`, `effect`, `flags`): they are the outcome; nor its
-/// `net`, which is all zero for every open.
+/// Where the memo's key is counted (digest, kernel sequence), if the attempt by the task in `header`
+/// to `net` (window `window` of `window_ns`, decided in slot `active_slot` on `inputs`) is identical to
+/// the remembered one in everything its path string and its decision rest on. The key's path is not
+/// compared: an open's is not resolved, and equal `inputs` make the same string (`OpenInputs`); a
+/// connect has none. Nor are the key's own decision fields (`rule_id`, `effect`, `flags`): they are
+/// the outcome. `net` is the destination of a connect, all zero for every open.
 #[inline(always)]
 pub fn matching(
     header: &EventHeader,
+    net: &NetDetail,
     inputs: &OpenInputs,
     active_slot: u32,
     window_ns: u64,
@@ -172,6 +188,14 @@ pub fn matching(
     let theirs = key.comm.as_ptr() as *const u32;
     for word in 0..COMM_LEN / 4 {
         // SAFETY: within the COMM_LEN bytes of both names, 4-byte aligned (asserted above).
+        if unsafe { *ours.add(word) != *theirs.add(word) } {
+            return None;
+        }
+    }
+    let ours = net as *const NetDetail as *const u64;
+    let theirs = &key.net as *const NetDetail as *const u64;
+    for word in 0..size_of::<NetDetail>() / 8 {
+        // SAFETY: within the 24 bytes of both destinations, 8-byte aligned (asserted above).
         if unsafe { *ours.add(word) != *theirs.add(word) } {
             return None;
         }

@@ -357,11 +357,25 @@ fn kernel_decisions_and_audit_entries_match_the_evaluator_on_generated_policies(
 /// `w:PATH` write-only, `t:PATH` read-only with O_TRUNC (a write). `mv:SRC,DST` renames instead;
 /// `wait:READY,GO` creates READY and waits (bounded) until GO exists, while the test reloads.
 /// `poll:OLD,NEW,READY` creates READY, opens OLD every 10 ms until it is gone (the test moves the
-/// mount it is on), prints how many opens of it succeeded, then opens NEW. One line per open: `ok`,
-/// `1` (EPERM) or `enoent`.
+/// mount it is on), prints how many opens of it succeeded, then opens NEW. `c:ADDRESS:PORT` makes a
+/// TCP connect instead (refused counts as `ok`: the kernel allowed it). One line per open or connect:
+/// `ok`, `1` (EPERM) or `enoent`.
 const REPEAT_AGENT: &str = r#"
-import errno, os, sys, time
+import errno, os, socket, sys, time
 for arg in sys.argv[1:]:
+    if arg.startswith("c:"):
+        host, port = arg[2:].rsplit(":", 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.connect((host, int(port)))
+            print("ok")
+        except ConnectionRefusedError:
+            print("ok")
+        except PermissionError:
+            print("1")
+        finally:
+            s.close()
+        continue
     if arg.startswith("mv:"):
         src, dst = arg[3:].split(",")
         os.rename(src, dst)
@@ -590,4 +604,132 @@ fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
             "the repeated opens of {repeated} were counted: {entries:#?}"
         );
     }
+}
+
+/// Loopback connects allowed but to `denied_port` (and to any other address); what python needs.
+fn connect_policy(dir: &std::path::Path, denied_port: u16) -> String {
+    let dir = dir.display();
+    format!(
+        "version: 1\ndefault: deny\nrules:\n\
+         \x20 - name: no-port\n    action: network.connect\n    effect: deny\n    cidrs: [127.0.0.1/32]\n    ports: [{denied_port}]\n\
+         \x20 - name: loopback\n    action: network.connect\n    effect: allow\n    cidrs: [127.0.0.1/32]\n\
+         \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
+         \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
+         \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
+    )
+}
+
+/// One process connects again and again, so that the kernel counts the repeats and serves them from
+/// its memo of the last counted attempt, between connects to a denied port, to a denied address and
+/// an open, and after a reload that denies the repeated port: each must be decided afresh.
+#[test]
+fn counted_connects_never_outlive_a_reload_or_serve_another_destination() {
+    const CONNECT_NAME: &str = "safeclaw-it-agree-connect";
+    const FIRST: u16 = 47_011;
+    const SECOND: u16 = 47_012;
+    let dir = std::env::temp_dir().join(CONNECT_NAME).join("t");
+    let daemon = Daemon::start(CONNECT_NAME, &connect_policy(&dir, SECOND));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a.txt").display().to_string();
+    std::fs::write(&file, "x").unwrap();
+    let agent = daemon.work().join("agent.py");
+    std::fs::write(&agent, REPEAT_AGENT).unwrap();
+    let (ready, go) = (daemon.work().join("sync-ready"), daemon.work().join("sync-go"));
+    let connect = |address: &str, port: u16| format!("c:{address}:{port}");
+    let (first, second) = (connect("127.0.0.1", FIRST), connect("127.0.0.1", SECOND));
+    let other = connect("127.0.0.2", FIRST);
+    let before = [
+        vec![first.clone(); 4],
+        vec![second.clone()],
+        vec![first.clone(); 3],
+        vec![file.clone(); 2],
+        vec![first.clone(); 2],
+        vec![other.clone()],
+        vec![first.clone(); 3],
+    ]
+    .concat();
+    let after = [vec![first.clone(); 3], vec![second.clone(); 3], vec![first.clone()]].concat();
+    let wait = format!("wait:{},{}", ready.display(), go.display());
+    let args = [before.clone(), vec![wait], after.clone()].concat();
+    let policy_file = daemon.work().join("policy.yaml");
+    let ctx = CompileContext::new(safeclaw_agent::policy::launching_user_home());
+    let policy_before = load_file(&policy_file).unwrap();
+    let output = std::thread::scope(|scope| {
+        let run = scope.spawn(|| daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" "))));
+        let waited = std::time::Instant::now();
+        while !ready.exists() && !run.is_finished() && waited.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(ready.exists(), "the agent reached the reload");
+        std::fs::write(&policy_file, connect_policy(&dir, FIRST)).unwrap();
+        let reloaded = daemon.agent_command(&["policy", "reload"]);
+        assert!(reloaded.status.success(), "{reloaded:?}");
+        std::fs::write(&go, "").unwrap();
+        run.join().unwrap()
+    });
+    assert!(output.status.success(), "{output:?}");
+    let policy_after = load_file(&policy_file).unwrap();
+    let answers: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+    // (policy hash, address, port, effect) → connects.
+    let mut attempts: HashMap<(String, String, u64, &'static str), u64> = HashMap::new();
+    let mut answered = answers.iter();
+    for (policy, steps) in [(&policy_before, &before), (&policy_after, &after)] {
+        let hash = compile_all(policy, &ctx).unwrap().hash.to_string();
+        let evaluator = Evaluator::new(policy, None, &ctx).unwrap();
+        for step in steps {
+            let answer = answered.next().unwrap_or_else(|| panic!("no answer for {step}: {answers:?}"));
+            let request = match step.strip_prefix("c:").and_then(|c| c.rsplit_once(':')) {
+                Some((address, port)) => {
+                    let address: IpAddr = address.parse().unwrap();
+                    let port: u16 = port.parse().unwrap();
+                    let effect = evaluator
+                        .evaluate(&Request::ConnectInet { protocol: 6, addr: mapped(&address), port })
+                        .effect;
+                    *attempts
+                        .entry((hash.clone(), address.to_string(), port.into(), effect.as_str()))
+                        .or_default() += 1;
+                    effect
+                }
+                None => {
+                    evaluator
+                        .evaluate(&Request::FileOpen { path: step.as_bytes(), read: true, write: false })
+                        .effect
+                }
+            };
+            assert_eq!(
+                answer == "1",
+                request == Effect::Deny,
+                "{step}: kernel {answer}, evaluator {request:?}"
+            );
+        }
+    }
+    assert!(answered.next().is_none(), "one answer per step: {answers:?}");
+    let (status, entries) = daemon.stop();
+    assert!(status.success());
+    let mut recorded: HashMap<(String, String, u64, &'static str), u64> = HashMap::new();
+    let mut counted = false;
+    for entry in entries.iter().filter(|e| e["action"] == "network.connect") {
+        let port = entry["requestDetails"]["port"].as_u64().unwrap_or_default();
+        if port != u64::from(FIRST) && port != u64::from(SECOND) {
+            continue;
+        }
+        let effect = match entry["effect"].as_str() {
+            Some("allow") => "allow",
+            Some("deny") => "deny",
+            other => panic!("unexpected effect {other:?}: {entry}"),
+        };
+        let count = match entry["repeats"]["count"].as_u64() {
+            Some(count) => {
+                assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
+                counted = true;
+                count
+            }
+            None => 1,
+        };
+        let address = entry["requestDetails"]["address"].as_str().unwrap_or_default().to_string();
+        let hash = entry["policyHash"].as_str().unwrap_or_default().to_string();
+        *recorded.entry((hash, address, port, effect)).or_default() += count;
+    }
+    assert_eq!(recorded, attempts, "every connect accounted for once, under the policy that decided it");
+    assert!(counted, "the repeated connects were counted: {entries:#?}");
 }
