@@ -420,8 +420,89 @@ fn repeat_policy(dir: &std::path::Path, denied: &str) -> String {
         "version: 1\ndefault: deny\nrules:\n\
          \x20 - name: no-read\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/{denied}\"]\n\
          \x20 - name: no-write\n    action: file.write\n    effect: deny\n    paths: [\"{dir}/w.txt\"]\n\
-         \x20 - name: no-moved\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/moved/**\", \"{dir}/mnt/moved/**\"]\n\
-         \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
+         \x20 - name: no-moved\n    action: file.read\n    effect: deny\n    paths: [\"{dir}/moved/**\", \"{dir}/mnt/moved/**\"]\n{}",
+        agent_rules(&dir)
+    )
+}
+
+/// `REPEAT_AGENT` in the daemon's work directory, and the files its `wait:` step syncs on.
+struct RepeatAgent {
+    script: std::path::PathBuf,
+    ready: std::path::PathBuf,
+    go: std::path::PathBuf,
+}
+
+impl RepeatAgent {
+    fn new(daemon: &Daemon) -> RepeatAgent {
+        let script = daemon.work().join("agent.py");
+        std::fs::write(&script, REPEAT_AGENT).unwrap();
+        RepeatAgent { script, ready: daemon.work().join("sync-ready"), go: daemon.work().join("sync-go") }
+    }
+
+    /// The step at which the agent waits for the reload.
+    fn wait_step(&self) -> String {
+        format!("wait:{},{}", self.ready.display(), self.go.display())
+    }
+
+    /// Runs the agent with `args` in the daemon's cgroup. `meanwhile` gets whether the agent has ended
+    /// and runs first; then, once the agent waits at its `wait:` step, the policy file becomes `next`
+    /// and is reloaded, and the agent goes on. Its output.
+    fn run_across_reload(
+        &self,
+        daemon: &Daemon,
+        args: &[String],
+        next: &str,
+        meanwhile: impl FnOnce(&dyn Fn() -> bool),
+    ) -> std::process::Output {
+        let command = format!("exec python3 {} {}", self.script.display(), args.join(" "));
+        std::thread::scope(|scope| {
+            let run = scope.spawn(|| daemon.sh(&command));
+            let ended = || run.is_finished();
+            meanwhile(&ended);
+            wait_for(&self.ready, &ended, "the agent reached the reload");
+            std::fs::write(daemon.work().join("policy.yaml"), next).unwrap();
+            let reloaded = daemon.agent_command(&["policy", "reload"]);
+            assert!(reloaded.status.success(), "{reloaded:?}");
+            // The reload wrote the automata through the tables' mapping, not the slower syscall fallback.
+            assert!(!daemon.log_text().contains("cannot be mapped"), "{}", daemon.log_text());
+            std::fs::write(&self.go, "").unwrap();
+            run.join().unwrap()
+        })
+    }
+}
+
+/// Waits (at most 60 s) until `path` exists, unless the agent `ended` first; asserts it exists.
+fn wait_for(path: &std::path::Path, ended: &dyn Fn() -> bool, what: &str) {
+    let waited = std::time::Instant::now();
+    while !path.exists() && !ended() && waited.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(path.exists(), "{what}");
+}
+
+/// An entry's effect and how many attempts it stands for: a counted entry is an allowed one, with no
+/// kernelSeq of its own.
+fn effect_and_attempts(entry: &serde_json::Value) -> (&'static str, u64) {
+    let effect = match entry["effect"].as_str() {
+        Some("allow") => "allow",
+        Some("deny") => "deny",
+        other => panic!("unexpected effect {other:?}: {entry}"),
+    };
+    let attempts = match entry["repeats"]["count"].as_u64() {
+        Some(count) => {
+            assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
+            assert!(entry["kernelSeq"].is_null(), "a repeat has no kernelSeq of its own: {entry}");
+            count
+        }
+        None => 1,
+    };
+    (effect, attempts)
+}
+
+/// Everything under `dir` allowed, and what python needs to start and run.
+fn agent_rules(dir: impl std::fmt::Display) -> String {
+    format!(
+        "\x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
          \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
          \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
     )
@@ -451,9 +532,7 @@ fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
     std::fs::create_dir(&moved_dir).unwrap();
     let inner = Mount::private_tmpfs(&inner_dir);
     std::fs::write(inner_dir.join("g.txt"), "x").unwrap();
-    let agent = daemon.work().join("agent.py");
-    std::fs::write(&agent, REPEAT_AGENT).unwrap();
-    let (ready, go) = (daemon.work().join("sync-ready"), daemon.work().join("sync-go"));
+    let agent = RepeatAgent::new(&daemon);
     let path = |name: &str| dir.join(name).display().to_string();
     let (a, b, c, w) = (path("a.txt"), path("b.txt"), path("c.txt"), path("w.txt"));
     let (f, f_moved) = (path("d1/f.txt"), path("moved/f.txt"));
@@ -484,21 +563,12 @@ fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
     ]
     .concat();
     let after = [vec![a.clone(); 3], vec![b.clone(); 3], vec![w.clone(); 2]].concat();
-    let wait = format!("wait:{},{}", ready.display(), go.display());
-    let args = [before.clone(), vec![wait], after.clone()].concat();
+    let args = [before.clone(), vec![agent.wait_step()], after.clone()].concat();
     let policy_file = daemon.work().join("policy.yaml");
     let ctx = CompileContext::new(safeclaw_agent::policy::launching_user_home());
     let policy_before = load_file(&policy_file).unwrap();
-    let output = std::thread::scope(|scope| {
-        let run = scope.spawn(|| daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" "))));
-        let waited = std::time::Instant::now();
-        while !mount_ready.exists()
-            && !run.is_finished()
-            && waited.elapsed() < std::time::Duration::from_secs(60)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(mount_ready.exists(), "the agent reached the mount move");
+    let output = agent.run_across_reload(&daemon, &args, &repeat_policy(&dir, "a.txt"), |ended| {
+        wait_for(&mount_ready, ended, "the agent reached the mount move");
         // Long enough for a few dozen counted opens of g, then the move.
         std::thread::sleep(std::time::Duration::from_millis(400));
         nix::mount::mount(
@@ -509,18 +579,6 @@ fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
             None::<&str>,
         )
         .unwrap();
-        let waited = std::time::Instant::now();
-        while !ready.exists() && !run.is_finished() && waited.elapsed() < std::time::Duration::from_secs(60) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(ready.exists(), "the agent reached the reload");
-        std::fs::write(&policy_file, repeat_policy(&dir, "a.txt")).unwrap();
-        let reloaded = daemon.agent_command(&["policy", "reload"]);
-        assert!(reloaded.status.success(), "{reloaded:?}");
-        // The reload wrote the automata through the tables' mapping, not the slower syscall fallback.
-        assert!(!daemon.log_text().contains("cannot be mapped"), "{}", daemon.log_text());
-        std::fs::write(&go, "").unwrap();
-        run.join().unwrap()
     });
     assert!(output.status.success(), "{output:?}");
     let policy_after = load_file(&policy_file).unwrap();
@@ -574,26 +632,16 @@ fn counted_repeats_never_outlive_a_reload_a_rename_or_a_mount_move() {
         if !path.starts_with(&dir.display().to_string()) || (entry["action"] != "file.read" && path != w) {
             continue;
         }
-        let effect = match entry["effect"].as_str() {
-            Some("allow") => "allow",
-            Some("deny") => "deny",
-            other => panic!("unexpected effect {other:?}: {entry}"),
-        };
         let mode = match entry["requestDetails"]["mode"].as_str() {
             Some("r") => "r",
             Some("w") => "w",
             Some("rw") => "rw",
             other => panic!("unexpected mode {other:?}: {entry}"),
         };
-        let count = match entry["repeats"]["count"].as_u64() {
-            Some(count) => {
-                assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
-                assert!(entry["kernelSeq"].is_null(), "a repeat has no kernelSeq of its own: {entry}");
-                counted_paths.insert(path.to_owned());
-                count
-            }
-            None => 1,
-        };
+        let (effect, count) = effect_and_attempts(entry);
+        if entry["repeats"].is_object() {
+            counted_paths.insert(path.to_owned());
+        }
         let hash = entry["policyHash"].as_str().unwrap_or_default().to_string();
         *recorded.entry((hash, path.to_string(), mode, effect)).or_default() += count;
     }
@@ -612,10 +660,8 @@ fn connect_policy(dir: &std::path::Path, denied_port: u16) -> String {
     format!(
         "version: 1\ndefault: deny\nrules:\n\
          \x20 - name: no-port\n    action: network.connect\n    effect: deny\n    cidrs: [127.0.0.1/32]\n    ports: [{denied_port}]\n\
-         \x20 - name: loopback\n    action: network.connect\n    effect: allow\n    cidrs: [127.0.0.1/32]\n\
-         \x20 - name: scratch\n    action: file.*\n    effect: allow\n    paths: [\"{dir}/**\"]\n\
-         \x20 - name: runtime\n    action: file.*\n    effect: allow\n    paths: [\"/{{usr,lib,lib64,bin,sbin,etc,proc,dev,sys,run,var,root,opt,tmp}}/**\"]\n\
-         \x20 - name: runs\n    action: process.exec\n    effect: allow\n    binary: [\"/{{usr,bin,sbin}}/**\"]\n"
+         \x20 - name: loopback\n    action: network.connect\n    effect: allow\n    cidrs: [127.0.0.1/32]\n{}",
+        agent_rules(&dir)
     )
 }
 
@@ -632,9 +678,7 @@ fn counted_connects_never_outlive_a_reload_or_serve_another_destination() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("a.txt").display().to_string();
     std::fs::write(&file, "x").unwrap();
-    let agent = daemon.work().join("agent.py");
-    std::fs::write(&agent, REPEAT_AGENT).unwrap();
-    let (ready, go) = (daemon.work().join("sync-ready"), daemon.work().join("sync-go"));
+    let agent = RepeatAgent::new(&daemon);
     let connect = |address: &str, port: u16| format!("c:{address}:{port}");
     let (first, second) = (connect("127.0.0.1", FIRST), connect("127.0.0.1", SECOND));
     let other = connect("127.0.0.2", FIRST);
@@ -649,24 +693,11 @@ fn counted_connects_never_outlive_a_reload_or_serve_another_destination() {
     ]
     .concat();
     let after = [vec![first.clone(); 3], vec![second.clone(); 3], vec![first.clone()]].concat();
-    let wait = format!("wait:{},{}", ready.display(), go.display());
-    let args = [before.clone(), vec![wait], after.clone()].concat();
+    let args = [before.clone(), vec![agent.wait_step()], after.clone()].concat();
     let policy_file = daemon.work().join("policy.yaml");
     let ctx = CompileContext::new(safeclaw_agent::policy::launching_user_home());
     let policy_before = load_file(&policy_file).unwrap();
-    let output = std::thread::scope(|scope| {
-        let run = scope.spawn(|| daemon.sh(&format!("exec python3 {} {}", agent.display(), args.join(" "))));
-        let waited = std::time::Instant::now();
-        while !ready.exists() && !run.is_finished() && waited.elapsed() < std::time::Duration::from_secs(60) {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(ready.exists(), "the agent reached the reload");
-        std::fs::write(&policy_file, connect_policy(&dir, FIRST)).unwrap();
-        let reloaded = daemon.agent_command(&["policy", "reload"]);
-        assert!(reloaded.status.success(), "{reloaded:?}");
-        std::fs::write(&go, "").unwrap();
-        run.join().unwrap()
-    });
+    let output = agent.run_across_reload(&daemon, &args, &connect_policy(&dir, FIRST), |_| {});
     assert!(output.status.success(), "{output:?}");
     let policy_after = load_file(&policy_file).unwrap();
     let answers: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
@@ -713,19 +744,8 @@ fn counted_connects_never_outlive_a_reload_or_serve_another_destination() {
         if port != u64::from(FIRST) && port != u64::from(SECOND) {
             continue;
         }
-        let effect = match entry["effect"].as_str() {
-            Some("allow") => "allow",
-            Some("deny") => "deny",
-            other => panic!("unexpected effect {other:?}: {entry}"),
-        };
-        let count = match entry["repeats"]["count"].as_u64() {
-            Some(count) => {
-                assert_eq!(effect, "allow", "a denial is never counted as a repeat: {entry}");
-                counted = true;
-                count
-            }
-            None => 1,
-        };
+        let (effect, count) = effect_and_attempts(entry);
+        counted |= entry["repeats"].is_object();
         let address = entry["requestDetails"]["address"].as_str().unwrap_or_default().to_string();
         let hash = entry["policyHash"].as_str().unwrap_or_default().to_string();
         *recorded.entry((hash, address, port, effect)).or_default() += count;
