@@ -194,15 +194,26 @@ impl Slots {
         current.chain(retired).find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
     }
 
-    /// Puts `policy` into `slot`, keeping the one it replaces known for a while.
+    /// Puts `policy` into `slot`, keeping the one it replaces known for a while (retired: without
+    /// its tables).
     fn fill(&mut self, slot: u32, generation: u32, policy: ActivePolicy) {
+        self.forget_retired();
+        if let Some((old, mut replaced)) = self.0[slot as usize].replace((generation, Arc::new(policy))) {
+            if let Some(replaced) = Arc::get_mut(&mut replaced) {
+                replaced.retire();
+            }
+            self.1.push_back((std::time::Instant::now(), old, replaced));
+        }
+    }
+
+    /// Drops the replaced policies kept past `RETIRED_POLICY_KEPT`; whether there were any.
+    fn forget_retired(&mut self) -> bool {
         let now = std::time::Instant::now();
+        let kept = self.1.len();
         while self.1.front().is_some_and(|(at, ..)| now.duration_since(*at) > RETIRED_POLICY_KEPT) {
             self.1.pop_front();
         }
-        if let Some((old, replaced)) = self.0[slot as usize].replace((generation, Arc::new(policy))) {
-            self.1.push_back((now, old, replaced));
-        }
+        self.1.len() < kept
     }
 
     /// The profile numbers `agent` is decided by in each slot (0 where a slot holds no policy).
@@ -503,6 +514,10 @@ async fn enforce(
                 backlog = drain(ring.get_mut(), &mut unreleased, &enforcer.slots, &registry, &mut sink);
             }
             _ = watch.tick() => {
+                // Without a reload to drop them, replaced policies would stay until the next one.
+                if enforcer.slots.forget_retired() {
+                    memory::release_freed();
+                }
                 if source.changed() {
                     tracing::info!("{} changed on disk: reloading", source.path().display());
                     let _ = reload(&mut enforcer, &mut source, &registry, sink.writer);

@@ -61,6 +61,17 @@ impl ActivePolicy {
         (decision, rule)
     }
 
+    /// Drops what only enforcing needs (the kernel tables, the tool-call evaluators) from a replaced
+    /// policy, and keeps what recording its generation's late events needs (rules, argument rules).
+    /// A replaced policy stays known for a minute, and a 10,000-rule one's tables take megabytes.
+    pub fn retire(&mut self) {
+        for profile in std::iter::once(&mut self.set.base).chain(&mut self.set.agents) {
+            profile.tables.dfas = std::array::from_fn(|_| super::compiled::CompiledDfa::empty());
+            profile.tables.net = Default::default();
+        }
+        self.tools = Vec::new();
+    }
+
     pub fn rule_count(&self) -> usize {
         std::iter::once(&self.set.base).chain(&self.set.agents).map(|p| p.rules.len()).sum()
     }
@@ -217,6 +228,27 @@ mod tests {
         assert_eq!(active.profile(0).unwrap().rule(0).unwrap().name, "read-tmp");
         assert!(active.profile(2).is_none());
         assert_eq!(active.rule_count(), 3);
+    }
+
+    #[test]
+    fn a_retired_policy_keeps_its_rules_and_argument_rules_but_not_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        let with_args = format!(
+            "{BASE}  \n  codex:\n    rules:\n      - name: no-force\n        action: process.exec\n        binary: [/usr/bin/git]\n        args: [\"--force\"]\n        effect: audit\n"
+        );
+        std::fs::write(&path, &with_args).unwrap();
+        let mut active = PolicySource::new(&path).load().unwrap();
+        let before = active.exec_with_args(2, b"/usr/bin/git", &[b"push", b"--force"]);
+        assert!(before.is_some());
+        let rules = active.rule_count();
+        assert!(active.tables().iter().any(|t| t.dfas.iter().any(|d| d.state_count() > 1)));
+        active.retire();
+        assert!(active.tables().iter().all(|t| t.dfas.iter().all(|d| d.state_count() <= 1)));
+        assert!(active.tables().iter().all(|t| t.net.prefixes.is_empty()));
+        assert_eq!(active.profile(1).unwrap().rule(0).unwrap().name, "no-tmp-x");
+        assert_eq!(active.exec_with_args(2, b"/usr/bin/git", &[b"push", b"--force"]), before);
+        assert_eq!(active.rule_count(), rules);
     }
 
     #[test]
