@@ -161,7 +161,10 @@ impl Daemon {
             if let Some(status) = daemon.child.try_wait().unwrap() {
                 panic!("safeclaw-agent exited with {status} before it was enforcing");
             }
-            assert!(std::time::Instant::now() < deadline, "safeclaw-agent was not enforcing after 180 s");
+            if std::time::Instant::now() >= deadline {
+                let threads = thread_waits(daemon.child.id());
+                panic!("safeclaw-agent was not enforcing after 180 s. Its threads waited in:\n{threads}");
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         daemon
@@ -250,7 +253,9 @@ impl Daemon {
     /// SIGKILL and wait: pinned enforcement stays, and the audit log and ring are left as they are.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        if let Err(threads) = self.reaped_after_kill() {
+            panic!("safeclaw-agent was not reaped {} s after SIGKILL:\n{threads}", REAP_TIMEOUT.as_secs());
+        }
     }
 
     /// A new daemon on the killed one's policy, pins, state and audit log.
@@ -308,10 +313,30 @@ impl Daemon {
         }
         let threads = thread_waits(self.child.id());
         let _ = self.child.kill();
-        let _ = self.child.wait();
-        Err(threads)
+        Err(match self.reaped_after_kill() {
+            Ok(_) => threads,
+            Err(stuck) => format!("{threads}and {} s after SIGKILL still:\n{stuck}", REAP_TIMEOUT.as_secs()),
+        })
+    }
+
+    /// Waits (bounded) for the daemon to be reaped once SIGKILL was sent: a task stuck in the kernel
+    /// (uninterruptible sleep) never dies, and an unbounded wait would hang the test binary without a
+    /// word. Otherwise where its threads wait.
+    fn reaped_after_kill(&mut self) -> Result<std::process::ExitStatus, String> {
+        let deadline = std::time::Instant::now() + REAP_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if std::time::Instant::now() < deadline => {}
+                Ok(None) | Err(_) => return Err(thread_waits(self.child.id())),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
+
+/// How long a SIGKILLed daemon may take to be reaped.
+const REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a daemon may take to exit after SIGTERM (5-6 s in the VM, most of it the kernel freeing
 /// the program links one at a time).
