@@ -313,11 +313,17 @@ impl Enforcer {
     /// Writes every profile of `policy` into the slot the programs are not reading, and each live
     /// session's profile for that slot, then switches to it in one scope update. Only the very first
     /// load, before anything is attached, may use the active slot.
-    fn install(&mut self, policy: ActivePolicy, running: bool, sessions: &Registry) -> anyhow::Result<()> {
+    fn install(
+        &mut self,
+        mut policy: ActivePolicy,
+        running: bool,
+        sessions: &Registry,
+    ) -> anyhow::Result<()> {
         let active = self.scope.active_slot;
         let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.tables())?;
+        policy.release_tables();
         self.slots.fill(slot, generation, policy);
         self.next_generation += 1;
         for session in sessions.live() {

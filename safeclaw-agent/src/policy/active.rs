@@ -61,14 +61,21 @@ impl ActivePolicy {
         (decision, rule)
     }
 
-    /// Drops what only enforcing needs (the kernel tables, the tool-call evaluators) from a replaced
-    /// policy, and keeps what recording its generation's late events needs (rules, argument rules).
-    /// A replaced policy stays known for a minute, and a 10,000-rule one's tables take megabytes.
-    pub fn retire(&mut self) {
+    /// Drops the kernel tables once the kernel holds them: it decides by its own copy, nothing here
+    /// reads them again, and a 10,000-rule policy's tables take megabytes. What the daemon still
+    /// decides or records by (rules, argument rules, tool evaluators) stays.
+    pub fn release_tables(&mut self) {
         for profile in std::iter::once(&mut self.set.base).chain(&mut self.set.agents) {
             profile.tables.dfas = std::array::from_fn(|_| super::compiled::CompiledDfa::empty());
             profile.tables.net = Default::default();
         }
+    }
+
+    /// Drops what only deciding needs (the tool-call evaluators, the tables if still here) from a
+    /// replaced policy, and keeps what recording its generation's late events needs (rules, argument
+    /// rules). A replaced policy stays known for a minute.
+    pub fn retire(&mut self) {
+        self.release_tables();
         self.tools = Vec::new();
     }
 
@@ -231,23 +238,35 @@ mod tests {
     }
 
     #[test]
-    fn a_retired_policy_keeps_its_rules_and_argument_rules_but_not_its_tables() {
+    fn written_tables_are_released_and_a_retired_policy_keeps_only_what_records_need() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
-        let with_args = format!(
-            "{BASE}  \n  codex:\n    rules:\n      - name: no-force\n        action: process.exec\n        binary: [/usr/bin/git]\n        args: [\"--force\"]\n        effect: audit\n"
+        let with_args = BASE.replace(
+            "agents:\n",
+            "  - name: no-bash\n    action: tool.call\n    tools: [Bash]\n    effect: deny\nagents:\n  codex:\n    rules:\n      - name: no-force\n        action: process.exec\n        binary: [/usr/bin/git]\n        args: [\"--force\"]\n        effect: audit\n",
         );
         std::fs::write(&path, &with_args).unwrap();
         let mut active = PolicySource::new(&path).load().unwrap();
-        let before = active.exec_with_args(2, b"/usr/bin/git", &[b"push", b"--force"]);
+        let before = active.exec_with_args(1, b"/usr/bin/git", &[b"push", b"--force"]);
         assert!(before.is_some());
+        let input = serde_json::json!({"command": "ls"});
+        let bash = ToolRequest { phase: super::super::ToolPhase::Call, tool: "Bash", input: &input };
+        let rule_of = |active: &ActivePolicy| active.decide_tool(0, &bash).1.map(|r| r.name.clone());
+        assert_eq!(rule_of(&active).as_deref(), Some("no-bash"));
         let rules = active.rule_count();
         assert!(active.tables().iter().any(|t| t.dfas.iter().any(|d| d.state_count() > 1)));
-        active.retire();
+
+        active.release_tables();
         assert!(active.tables().iter().all(|t| t.dfas.iter().all(|d| d.state_count() <= 1)));
         assert!(active.tables().iter().all(|t| t.net.prefixes.is_empty()));
-        assert_eq!(active.profile(1).unwrap().rule(0).unwrap().name, "no-tmp-x");
-        assert_eq!(active.exec_with_args(2, b"/usr/bin/git", &[b"push", b"--force"]), before);
+        // Still enforcing: tool calls are decided here, not by the kernel.
+        assert_eq!(rule_of(&active).as_deref(), Some("no-bash"));
+
+        active.retire();
+        assert_eq!(rule_of(&active), None);
+        assert_eq!(active.decide_tool(0, &bash).0.effect, super::super::compiled::Effect::Deny);
+        assert_eq!(active.profile(2).unwrap().rule(0).unwrap().name, "no-tmp-x");
+        assert_eq!(active.exec_with_args(1, b"/usr/bin/git", &[b"push", b"--force"]), before);
         assert_eq!(active.rule_count(), rules);
     }
 
