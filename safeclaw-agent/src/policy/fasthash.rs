@@ -39,8 +39,11 @@ impl Hasher for FastHasher {
         self.mix(n as u64);
     }
 
+    /// The high half folded into the low: a product's low bits depend only on the low bits of what
+    /// was mixed last, and hashbrown picks the bucket by the low bits, so keys differing only in
+    /// their high bits (a parent number above a child's) would all share buckets.
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
 }
 
