@@ -633,13 +633,20 @@ fn reload(
     writer: &mut AuditWriter,
 ) -> Result<crate::policy::PolicyHash, String> {
     let path = source.path().display().to_string();
-    let outcome = source
-        .load()
-        .map_err(anyhow::Error::from)
-        .and_then(|policy| enforcer.install(policy, true, sessions));
+    let started = std::time::Instant::now();
+    let mut compiled = started;
+    let outcome = source.load().map_err(anyhow::Error::from).and_then(|policy| {
+        compiled = std::time::Instant::now();
+        enforcer.install(policy, true, sessions)
+    });
     match outcome {
         Ok(()) => {
-            tracing::info!("reloaded {path}");
+            tracing::info!(
+                "reloaded {path} in {:.2} s (read and compiled in {:.2} s, installed in {:.2} s)",
+                started.elapsed().as_secs_f64(),
+                compiled.duration_since(started).as_secs_f64(),
+                compiled.elapsed().as_secs_f64()
+            );
             log_policy_load(writer, &path, enforcer.active());
             enforcer.active().map(ActivePolicy::hash).ok_or_else(|| "no policy is active".to_string())
         }

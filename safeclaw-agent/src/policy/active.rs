@@ -112,7 +112,8 @@ pub struct PolicySource {
     home: PathBuf,
     /// The files of the last load attempt, as they were then.
     stamps: Vec<FileStamp>,
-    /// Validated model of the last successful load (recompiled when host addresses change).
+    /// Validated model of the last successful load if it names hosts (recompiled when their
+    /// addresses change).
     policy: Option<Policy>,
     hosts: HostCache,
     /// Addresses the enforced tables were compiled with.
@@ -143,11 +144,20 @@ impl PolicySource {
     /// this source refreshes.
     pub fn load(&mut self) -> Result<ActivePolicy, PolicyError> {
         self.stamps = vec![FileStamp::of(&self.resolved)];
+        let started = Instant::now();
         let policy = load_file_trusted(&self.resolved)?;
+        let read = started.elapsed();
         self.stamps = policy.files.iter().map(|f| FileStamp::of(Path::new(&**f))).collect();
         self.resolve(&policy);
         let active = self.compile(&policy)?;
-        self.policy = Some(policy);
+        tracing::debug!(
+            "{}: read and checked in {:.3} s, compiled in {:.3} s",
+            self.path.display(),
+            read.as_secs_f64(),
+            (started.elapsed() - read).as_secs_f64()
+        );
+        // Only re-resolving host names compiles the model again.
+        self.policy = (!policy.host_names().is_empty()).then_some(policy);
         Ok(active)
     }
 
@@ -160,10 +170,6 @@ impl PolicySource {
     /// changed, `None` when there is nothing to do.
     pub fn refresh_hosts(&mut self) -> Option<Result<ActivePolicy, PolicyError>> {
         let policy = self.policy.take()?;
-        if policy.host_names().is_empty() {
-            self.policy = Some(policy);
-            return None;
-        }
         self.resolve(&policy);
         let outcome =
             (self.hosts.addresses(self.now()) != self.compiled_hosts).then(|| self.compile(&policy));
@@ -221,6 +227,14 @@ mod tests {
 
     const BASE: &str = "version: 1\ndefault: deny\nrules:\n  - name: read-tmp\n    action: file.read\n    paths: [\"/tmp/**\"]\n    effect: allow\nagents:\n  claude:\n    rules:\n      - name: no-tmp-x\n        action: file.read\n        paths: [\"/tmp/x\"]\n        effect: deny\n";
 
+    /// `BASE` with a host name, so that its model is kept for re-resolving.
+    fn base_with_host() -> String {
+        BASE.replace(
+            "agents:\n",
+            "  - name: local\n    action: network.connect\n    hosts: [localhost]\n    effect: allow\nagents:\n",
+        )
+    }
+
     #[test]
     fn numbers_profiles_base_first_and_finds_rules_by_profile() {
         let dir = tempfile::tempdir().unwrap();
@@ -274,7 +288,7 @@ mod tests {
     fn notices_edits_and_keeps_the_old_model_after_a_bad_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, BASE).unwrap();
+        std::fs::write(&path, base_with_host()).unwrap();
         let mut source = PolicySource::new(&path);
         source.load().unwrap();
         assert!(!source.changed());
@@ -292,7 +306,7 @@ mod tests {
     fn a_policy_swapped_for_a_link_is_noticed_and_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, BASE).unwrap();
+        std::fs::write(&path, base_with_host()).unwrap();
         let mut source = PolicySource::new(&path);
         let enforcing = source.load().unwrap().hash();
         // What a root agent did: unlink the policy, link the name to a file it wrote.
@@ -314,6 +328,7 @@ mod tests {
         let mut source = PolicySource::new(&path);
         assert!(source.refresh_hosts().is_none(), "nothing loaded yet");
         source.load().unwrap();
+        assert!(source.policy.is_none(), "a model without host names is not kept");
         assert!(source.refresh_hosts().is_none());
     }
 }
