@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use safeclaw_common::{Scope, SessionProfiles};
+use safeclaw_common::Scope;
 
 use crate::audit::writer::{Appended, Durable};
 use crate::audit::{self, ActionRecord, AuditWriter, Digest, Health, Lifecycle};
@@ -24,7 +24,10 @@ mod backpressure;
 mod memory;
 mod repeats;
 mod signals;
+mod slots;
 mod stop;
+
+use slots::Slots;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -177,55 +180,6 @@ impl std::fmt::Display for Stopped {
 /// How often the policy files are checked for changes.
 const POLICY_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Which policy each kernel slot holds, with the generation the kernel stamps on its events; and the
-/// policies reloads replaced lately, which counted repeats (recorded a window after their attempt)
-/// may still name.
-#[derive(Default)]
-struct Slots([Option<(u32, Arc<ActivePolicy>)>; 2], VecDeque<(std::time::Instant, u32, Arc<ActivePolicy>)>);
-
-/// How long a replaced policy stays known: past the longest repeat window, its margin and a sweep.
-const RETIRED_POLICY_KEPT: Duration = Duration::from_secs(60);
-
-impl Slots {
-    /// The policy that decided an event, by the generation stamped on it.
-    fn by_generation(&self, generation: u32) -> Option<&ActivePolicy> {
-        let current = self.0.iter().flatten().map(|(g, p)| (*g, p));
-        let retired = self.1.iter().map(|(_, g, p)| (*g, p));
-        current.chain(retired).find(|(g, _)| *g == generation).map(|(_, p)| p.as_ref())
-    }
-
-    /// Puts `policy` into `slot`, keeping the one it replaces known for a while (retired: without
-    /// its tables).
-    fn fill(&mut self, slot: u32, generation: u32, policy: ActivePolicy) {
-        self.forget_retired();
-        if let Some((old, mut replaced)) = self.0[slot as usize].replace((generation, Arc::new(policy))) {
-            if let Some(replaced) = Arc::get_mut(&mut replaced) {
-                replaced.retire();
-            }
-            self.1.push_back((std::time::Instant::now(), old, replaced));
-        }
-    }
-
-    /// Drops the replaced policies kept past `RETIRED_POLICY_KEPT`; whether there were any.
-    fn forget_retired(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let kept = self.1.len();
-        while self.1.front().is_some_and(|(at, ..)| now.duration_since(*at) > RETIRED_POLICY_KEPT) {
-            self.1.pop_front();
-        }
-        self.1.len() < kept
-    }
-
-    /// The profile numbers `agent` is decided by in each slot (0 where a slot holds no policy).
-    fn profiles_of(&self, agent: &str) -> SessionProfiles {
-        let mut profiles = SessionProfiles::default();
-        for (number, slot) in profiles.profile.iter_mut().zip(&self.0) {
-            *number = slot.as_ref().map_or(0, |(_, policy)| policy.profile_number(agent));
-        }
-        profiles
-    }
-}
-
 /// The kernel programs and the policies in their slots.
 struct Enforcer {
     kernel: loader::Loaded,
@@ -320,7 +274,7 @@ impl Enforcer {
         sessions: &Registry,
     ) -> anyhow::Result<()> {
         let active = self.scope.active_slot;
-        let slot = if !running && self.slots.0[active as usize].is_none() { active } else { 1 - active };
+        let slot = if !running && self.slots.in_slot(active).is_none() { active } else { 1 - active };
         let generation = self.next_generation;
         maps::write_policy(&mut self.kernel.ebpf, slot, generation, &policy.tables())?;
         policy.release_tables();
@@ -359,7 +313,7 @@ impl Enforcer {
     }
 
     fn active(&self) -> Option<&ActivePolicy> {
-        self.slots.0[self.scope.active_slot as usize].as_ref().map(|(_, p)| p.as_ref())
+        self.slots.in_slot(self.scope.active_slot)
     }
 
     /// Denies every in-scope action (or lifts that) in one scope update.
