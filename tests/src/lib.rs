@@ -253,7 +253,8 @@ impl Daemon {
     /// SIGKILL and wait: pinned enforcement stays, and the audit log and ring are left as they are.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
-        if let Err(threads) = self.reaped_after_kill() {
+        if self.reaped_within(REAP_TIMEOUT).is_none() {
+            let threads = thread_waits(self.child.id());
             panic!("safeclaw-agent was not reaped {} s after SIGKILL:\n{threads}", REAP_TIMEOUT.as_secs());
         }
     }
@@ -302,33 +303,31 @@ impl Daemon {
     /// (taken before it is killed with SIGKILL and reaped), so that a stuck shutdown fails with a
     /// clue instead of hanging the test binary.
     fn exit_within(&mut self, timeout: std::time::Duration) -> Result<std::process::ExitStatus, String> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) if std::time::Instant::now() < deadline => {}
-                Ok(None) | Err(_) => break,
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Some(status) = self.reaped_within(timeout) {
+            return Ok(status);
         }
         let threads = thread_waits(self.child.id());
         let _ = self.child.kill();
-        Err(match self.reaped_after_kill() {
-            Ok(_) => threads,
-            Err(stuck) => format!("{threads}and {} s after SIGKILL still:\n{stuck}", REAP_TIMEOUT.as_secs()),
-        })
+        match self.reaped_within(REAP_TIMEOUT) {
+            Some(_) => Err(threads),
+            None => Err(format!(
+                "{threads}and {} s after SIGKILL still:\n{}",
+                REAP_TIMEOUT.as_secs(),
+                thread_waits(self.child.id())
+            )),
+        }
     }
 
-    /// Waits (bounded) for the daemon to be reaped once SIGKILL was sent: a task stuck in the kernel
-    /// (uninterruptible sleep) never dies, and an unbounded wait would hang the test binary without a
-    /// word. Otherwise where its threads wait.
-    fn reaped_after_kill(&mut self) -> Result<std::process::ExitStatus, String> {
-        let deadline = std::time::Instant::now() + REAP_TIMEOUT;
+    /// The daemon's exit status once it is reaped within `timeout`. Bounded because a task stuck in
+    /// the kernel (uninterruptible sleep) never dies, even of SIGKILL, and an unbounded wait would hang
+    /// the test binary without a word.
+    fn reaped_within(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
+                Ok(Some(status)) => return Some(status),
                 Ok(None) if std::time::Instant::now() < deadline => {}
-                Ok(None) | Err(_) => return Err(thread_waits(self.child.id())),
+                Ok(None) | Err(_) => return None,
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

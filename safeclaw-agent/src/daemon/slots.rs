@@ -37,7 +37,7 @@ impl Slots {
     pub fn fill(&mut self, slot: u32, generation: u32, policy: ActivePolicy) {
         let now = Instant::now();
         self.forget_retired_at(now);
-        if let Some((old, mut replaced)) = self.current[slot as usize & 1].replace((generation, policy)) {
+        if let Some((old, mut replaced)) = self.current[slot as usize].replace((generation, policy)) {
             replaced.retire();
             self.replaced.push_back((now, old, replaced));
         }

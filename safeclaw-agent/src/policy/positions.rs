@@ -64,10 +64,7 @@ impl Positions {
     /// `(line, column)`, both from 1. A path that could name several values (a key holding `.` or
     /// `[`) names the first that exists.
     pub fn get(&self, path: &str) -> Option<(usize, usize)> {
-        if self.at.is_empty() {
-            return None;
-        }
-        self.find(0, path, true).map(|node| self.at[node as usize])
+        self.find(0, path, true).and_then(|node| self.at.get(node as usize).copied())
     }
 
     /// The node `rest` leads to from `node`; at the root a key has no `.` in front.
