@@ -60,7 +60,7 @@ pub struct TestArgs {
     /// Seconds each VM may run before it is killed and counted as a failure.
     #[arg(long, default_value_t = 2700)]
     timeout: u64,
-    /// Run only the VM test binaries with these names (e.g. `escape_files`; `package` for the package
+    /// Run only the VM test binaries with these names (e.g. `escape`; `package` for the package
     /// tests), and skip the native tests.
     /// For development: CI runs everything.
     #[arg(long = "only", value_name = "TEST")]
@@ -290,7 +290,7 @@ fn select_tests(tests: Vec<PathBuf>, only: &[String]) -> anyhow::Result<Vec<Path
     Ok(selected)
 }
 
-/// The test binary's name without cargo's hash (`escape_files` for `escape_files-0123abcd`).
+/// The test binary's name without cargo's hash (`escape` for `escape-0123abcd`).
 fn binary_name(path: &Path) -> String {
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     file.rsplit_once('-').map_or(file.clone(), |(name, _hash)| name.to_owned())

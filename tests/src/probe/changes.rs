@@ -1,6 +1,6 @@
 //! escape-probe subcommands that change a file without opening it for write, reach it by a path
-//! that does not lead to it from the root, or map its code without an exec (tests/tests/
-//! escape_changes.rs, escape_paths.rs, escape_exec_map.rs).
+//! that does not lead to it from the root, or map its code without an exec (tests/tests/escape/
+//! changes.rs, paths.rs, exec_map.rs).
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 

@@ -5,11 +5,9 @@
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
-use safeclaw_integration::{probe_outcome, Mount, RunAs, SharedDaemon};
+use safeclaw_integration::{probe_outcome, Mount, RunAs};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-unix");
+use crate::{DAEMON, PROBE};
 
 const POLICY: &str = r#"version: 1
 default: allow

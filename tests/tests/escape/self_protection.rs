@@ -1,10 +1,12 @@
 //! An agent cannot step around enforcement: each technique fails with EPERM from inside the agent
 //! cgroup, works (or fails otherwise) from outside, and every denial is an audit entry.
-use safeclaw_integration::{denied, Daemon};
+use safeclaw_integration::denied;
+
+use crate::{ALLOW_ALL, DAEMON};
 
 #[test]
 fn agent_cannot_escape_blind_or_unload_enforcement() {
-    let daemon = Daemon::start("safeclaw-it-guard", "version: 1\ndefault: allow\nrules: []\n");
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let root_procs = daemon.cgroup.parent().unwrap().join("cgroup.procs");
     let daemon_pid = daemon.pid();
 
@@ -23,8 +25,8 @@ fn agent_cannot_escape_blind_or_unload_enforcement() {
     let own = daemon.sh("sleep 30 & kill $!; wait $!; test $? -eq 143");
     assert!(own.status.success(), "signalling its own child: {own:?}");
 
-    let (status, entries) = daemon.stop();
-    assert!(status.success(), "the daemon survived: {status}");
+    // A daemon stopped or killed by the agent could not answer the reload `entries` waits for.
+    let entries = daemon.entries();
     let guarded = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
     assert!(guarded("guard.protected_fs_write") >= 1, "cgroup.procs write audited");
     let signal = entries

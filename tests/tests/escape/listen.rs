@@ -2,9 +2,9 @@
 //! decided by the `network.listen` rules on the local address and port: the any-address (IPv4,
 //! IPv6 dual-stack) and an unbound listen are denied with EPERM and one deny entry each; loopback
 //! is still served.
-use safeclaw_integration::{probe_outcome, Daemon, RunAs};
+use safeclaw_integration::{probe_outcome, RunAs};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+use crate::{DAEMON, PROBE};
 
 const POLICY: &str = r#"version: 1
 default: allow
@@ -25,7 +25,7 @@ fn listens(entries: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 
 #[test]
 fn serving_beyond_loopback_is_refused_and_loopback_is_served() {
-    let daemon = Daemon::start("safeclaw-esc-listen", POLICY);
+    let daemon = DAEMON.turn(POLICY);
     let denied: [(&[&str], &str, u64, &str); 5] = [
         (&["tcp-listen", "0.0.0.0", "9990"], "0.0.0.0", 9990, "tcp"),
         (&["tcp-listen", "::", "9990"], "::", 9990, "tcp"),
@@ -52,8 +52,7 @@ fn serving_beyond_loopback_is_refused_and_loopback_is_served() {
     // send) serves nothing it would not serve unbound: not decided, not recorded.
     let client = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-bind", "0.0.0.0", "0"]);
     assert_eq!(probe_outcome(&client), "ok");
-    let (status, entries) = daemon.stop();
-    assert!(status.success());
+    let entries = daemon.entries();
     let found = listens(&entries);
     assert_eq!(found.len(), denied.len() + allowed.len(), "one entry per try: {found:#?}");
     for (entry, (args, address, port, protocol)) in found.iter().zip(denied.iter().chain(&allowed)) {

@@ -4,12 +4,9 @@
 //! mount namespace all fail with EPERM and are deny entries; and a thousand simultaneous denied opens
 //! are a thousand denials and a thousand entries. Root-owned targets need a root agent (`--as-root`)
 //! to get past file permissions to SafeClaw's hooks at all.
-use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, RunAs, SharedDaemon, NOBODY};
+use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, RunAs, NOBODY};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-guard");
-const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
+use crate::{ALLOW_ALL, DAEMON, PROBE};
 
 /// The one guard entry of `action`, checked to be a denial.
 fn the_guard<'a>(entries: &'a [serde_json::Value], action: &str) -> &'a serde_json::Value {

@@ -3,12 +3,9 @@
 //! write into it. Naming the outsider as owner is refused with EPERM (the kernel would otherwise
 //! send the signal from whatever context the I/O happens in) and recorded as a `guard.signal`
 //! denial flagged `sigio`; the target lives on. An agent may still own its descriptors itself.
-use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon, NOBODY};
+use safeclaw_integration::{probe_outcome, RunAs, NOBODY};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-signals");
-const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
+use crate::{ALLOW_ALL, DAEMON, PROBE};
 
 /// The one `guard.signal` entry: a refused F_SETOWN naming `target` (`detail` 0: no signal sent).
 fn assert_owner_refused(entries: &[serde_json::Value], target: u32) {

@@ -2,11 +2,9 @@
 //! through an IPv6 socket as an IPv4-mapped address, with an `AF_UNSPEC` family the kernel sends
 //! as IPv4, or through another address of this host (loopback, any-address). Each try fails with
 //! EPERM and is a deny entry. Repeated connects counted into one entry still account for each one.
-use safeclaw_integration::{probe_outcome, RunAs, SharedDaemon};
+use safeclaw_integration::{probe_outcome, RunAs};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-net");
+use crate::{DAEMON, PROBE};
 
 const POLICY: &str = r#"version: 1
 default: allow

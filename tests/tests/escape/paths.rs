@@ -5,12 +5,10 @@
 use std::path::Path;
 
 use safeclaw_integration::{
-    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn,
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, Turn,
 };
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-paths");
+use crate::{DAEMON, PROBE};
 
 /// Deny by default, but every attempt is allowed by a rule — except reading `secret` — so the
 /// default decides nothing a path can name.

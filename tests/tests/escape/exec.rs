@@ -5,13 +5,9 @@
 //! linked programs still run.
 use std::path::{Path, PathBuf};
 
-use safeclaw_integration::{
-    give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn,
-};
+use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, Turn};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-exec");
+use crate::{DAEMON, PROBE};
 
 /// The shared daemon allowing exec only from system directories (and of the probe), and a copy of `echo`
 /// outside them that the agent owns.

@@ -2,10 +2,9 @@
 //! user's HOME, with no signal blocked and SIGPIPE not ignored, its exit status passed on; a program
 //! that cannot be executed is an error that runs nothing and leaves no session cgroup, and so is a
 //! descriptor it would inherit that is open for writing on cgroupfs.
-use safeclaw_integration::{RunAs, SharedDaemon};
+use safeclaw_integration::RunAs;
 
-const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-launch");
+use crate::{ALLOW_ALL, DAEMON};
 
 #[test]
 fn the_agent_starts_in_its_session_cgroup_as_the_user_with_default_signals() {
@@ -16,7 +15,7 @@ fn the_agent_starts_in_its_session_cgroup_as_the_user_with_default_signals() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(7), "the agent's exit status is the launcher's: {out:?}");
     let cgroup = stdout.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_default();
-    assert!(cgroup.starts_with("/safeclaw-launch/proc/sess_"), "{stdout}");
+    assert!(cgroup.starts_with("/safeclaw-escape/proc/sess_"), "{stdout}");
     assert!(stdout.lines().any(|l| l == "65534"), "runs as nobody: {stdout}");
     assert!(stdout.contains("HOME=/nonexistent"), "{stdout}");
     assert!(stdout.contains("SigBlk:\t0000000000000000"), "{stdout}");

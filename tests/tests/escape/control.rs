@@ -6,12 +6,9 @@ use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
-use safeclaw_integration::{agent_bin, give_to_nobody, probe_outcome, Daemon, RunAs, SharedDaemon};
+use safeclaw_integration::{agent_bin, give_to_nobody, probe_outcome, Daemon, RunAs};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
-/// For the tests that neither stop, signal nor edit the daemon's policy file.
-static SHARED: SharedDaemon = SharedDaemon::new("safeclaw-esc-control");
+use crate::{ALLOW_ALL, DAEMON, PROBE};
 
 /// Allows everything but reading `<work>/files/secret`, so a test can show enforcement still holds.
 fn policy_denying_secret(name: &str) -> (String, String) {
@@ -210,7 +207,7 @@ fn root_agent_swapping_the_policy_for_a_link_is_refused_and_recorded() {
 
 #[test]
 fn the_daemon_socket_refuses_a_session_whatever_name_reaches_it() {
-    let daemon = SHARED.turn(ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let socket = daemon.socket();
     let files = daemon.files_dir();
     let (symlink, hardlink) = (files.join("alias.sock"), files.join("hard.sock"));
@@ -280,7 +277,7 @@ fn a_root_agent_cannot_push_input_into_the_callers_terminal() {
 
 fn terminal_injection_is_refused_and_recorded(as_root: bool) {
     use std::os::unix::process::CommandExt as _;
-    let daemon = SHARED.turn(ALLOW_ALL);
+    let daemon = DAEMON.turn(ALLOW_ALL);
     let name = daemon.cgroup.file_name().expect("the agent cgroup has a name");
     let (master, slave) = open_pty();
     let caller_tty = slave.as_raw_fd();

@@ -5,13 +5,10 @@
 use std::path::PathBuf;
 
 use safeclaw_integration::{
-    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, Mount, RunAs, SharedDaemon, Turn,
-    NOBODY,
+    entries_for, give_to_nobody, probe_outcome, test_files_dir, the_denial, Mount, RunAs, Turn, NOBODY,
 };
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-changes");
+use crate::{DAEMON, PROBE};
 
 /// The shared daemon with a policy that allows everything but writing one file and one autostart directory, both
 /// of which the agent may read, and may change by file permissions.

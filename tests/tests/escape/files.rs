@@ -3,13 +3,9 @@
 //! file's real path. The file belongs to the agent's user, so only SafeClaw stands in the way.
 use std::path::PathBuf;
 
-use safeclaw_integration::{
-    give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, SharedDaemon, Turn,
-};
+use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, the_denial, RunAs, Turn};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
-
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-files");
+use crate::{DAEMON, PROBE};
 
 /// The shared daemon with a policy that denies every open of one secret file, and that file.
 struct Secret {

@@ -3,11 +3,10 @@
 //! with EPERM and leaves one `process.map_exec` deny entry; dynamically linked programs still run.
 use std::path::Path;
 
-use safeclaw_integration::{entries_for, probe_outcome, test_files_dir, RunAs, SharedDaemon, Turn};
+use safeclaw_integration::{entries_for, probe_outcome, test_files_dir, RunAs, Turn};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
+use crate::{DAEMON, PROBE};
 
-static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-esc-exec-map");
 /// Debian's dynamic loader, which may be run as a program: `ld.so BINARY ARGS`.
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
