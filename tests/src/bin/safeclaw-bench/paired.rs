@@ -63,6 +63,11 @@ impl Pairs {
         self.baseline.iter().zip(self.blocks(side)).map(|(base, with)| with[o] / base[o]).collect()
     }
 
+    /// `side` minus baseline of each pair, in ns per operation, for operation `o`.
+    pub fn added_ns(&self, side: Side, o: usize) -> Vec<f64> {
+        self.baseline.iter().zip(self.blocks(side)).map(|(base, with)| with[o] - base[o]).collect()
+    }
+
     fn precise(&self) -> bool {
         [Side::Outside, Side::Inside].into_iter().all(|side| {
             (0..Op::ALL.len()).all(|o| {
