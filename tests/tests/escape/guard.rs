@@ -4,9 +4,9 @@
 //! mount namespace all fail with EPERM and are deny entries; and a thousand simultaneous denied opens
 //! are a thousand denials and a thousand entries. Root-owned targets need a root agent (`--as-root`)
 //! to get past file permissions to SafeClaw's hooks at all.
-use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, RunAs, NOBODY};
+use safeclaw_integration::{give_to_nobody, probe_outcome, test_files_dir, RunAs};
 
-use crate::{ALLOW_ALL, DAEMON, PROBE};
+use crate::{nobodys_process_outside, ALLOW_ALL, DAEMON, PROBE};
 
 /// The one guard entry of `action`, checked to be a denial.
 fn the_guard<'a>(entries: &'a [serde_json::Value], action: &str) -> &'a serde_json::Value {
@@ -164,12 +164,7 @@ fn root_agent_cannot_ptrace_the_daemon() {
 fn agent_cannot_ptrace_its_users_process_outside_the_cgroup() {
     let daemon = DAEMON.turn(ALLOW_ALL);
     // nobody's own process: file permissions and Yama would let nobody trace it.
-    let mut outside = std::os::unix::process::CommandExt::uid(
-        std::os::unix::process::CommandExt::gid(std::process::Command::new("sleep").arg("120"), NOBODY),
-        NOBODY,
-    )
-    .spawn()
-    .unwrap();
+    let mut outside = nobodys_process_outside();
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "ptrace", &outside.id().to_string()]);
     outside.kill().unwrap();
     outside.wait().unwrap();

@@ -17,7 +17,7 @@ mod self_protection;
 mod signals;
 mod unix;
 
-use safeclaw_integration::SharedDaemon;
+use safeclaw_integration::{SharedDaemon, NOBODY};
 
 /// The probe a session runs to make each attempt and report its outcome.
 const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
@@ -25,3 +25,10 @@ const PROBE: &str = env!("CARGO_BIN_EXE_escape-probe");
 const ALLOW_ALL: &str = "version: 1\ndefault: allow\nrules: []\n";
 /// The daemon of every test that leaves it running as it found it, each enforcing its own policy in turn.
 static DAEMON: SharedDaemon = SharedDaemon::new("safeclaw-escape");
+
+/// A process of the agent's user (nobody) outside the agent cgroup, for two minutes: only SafeClaw
+/// stands between an agent running as nobody and it.
+fn nobodys_process_outside() -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
+    std::process::Command::new("sleep").arg("120").uid(NOBODY).gid(NOBODY).spawn().unwrap()
+}

@@ -24,19 +24,23 @@ fn denials(entries: &[serde_json::Value]) -> Vec<&serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn udp_sendto_without_connect() {
-    let daemon = DAEMON.turn(POLICY);
-    let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto", "127.0.0.2", "9999"]);
-    assert_eq!(probe_outcome(&out), "EPERM");
-    let entries = daemon.entries();
-    let found = denials(&entries);
+/// The one denial among `entries`: a UDP send to 127.0.0.2 refused by `blocked-host`, with `flags`.
+fn assert_one_udp_send_denied(entries: &[serde_json::Value], flags: &[&str]) {
+    let found = denials(entries);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["effect"], "deny");
     assert_eq!(found[0]["matchedRule"], "blocked-host");
     assert_eq!(found[0]["requestDetails"]["protocol"], "udp");
     assert_eq!(found[0]["requestDetails"]["address"], "127.0.0.2");
-    assert_eq!(found[0]["flags"], serde_json::json!(["sendto"]));
+    assert_eq!(found[0]["flags"], serde_json::json!(flags));
+}
+
+#[test]
+fn udp_sendto_without_connect() {
+    let daemon = DAEMON.turn(POLICY);
+    let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto", "127.0.0.2", "9999"]);
+    assert_eq!(probe_outcome(&out), "EPERM");
+    assert_one_udp_send_denied(&daemon.entries(), &["sendto"]);
 }
 
 #[test]
@@ -73,14 +77,8 @@ fn udp_sendto_with_an_unspecified_family_is_decided_as_ipv4() {
     // The same send to an allowed port goes out: the kernel does send AF_UNSPEC as IPv4.
     let allowed = daemon.session("escape", RunAs::Nobody, &[PROBE, "udp-sendto-unspec", "127.0.0.2", "9998"]);
     assert_eq!(probe_outcome(&allowed), "ok");
-    let entries = daemon.entries();
-    let found = denials(&entries);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0]["effect"], "deny");
-    assert_eq!(found[0]["matchedRule"], "blocked-host");
-    assert_eq!(found[0]["requestDetails"]["protocol"], "udp");
-    assert_eq!(found[0]["requestDetails"]["address"], "127.0.0.2", "the address the kernel uses");
-    assert_eq!(found[0]["flags"], serde_json::json!(["sendto", "unspec_as_inet"]));
+    // 127.0.0.2 is the address the kernel uses.
+    assert_one_udp_send_denied(&daemon.entries(), &["sendto", "unspec_as_inet"]);
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //! write into it. Naming the outsider as owner is refused with EPERM (the kernel would otherwise
 //! send the signal from whatever context the I/O happens in) and recorded as a `guard.signal`
 //! denial flagged `sigio`; the target lives on. An agent may still own its descriptors itself.
-use safeclaw_integration::{probe_outcome, RunAs, NOBODY};
+use safeclaw_integration::{probe_outcome, RunAs};
 
-use crate::{ALLOW_ALL, DAEMON, PROBE};
+use crate::{nobodys_process_outside, ALLOW_ALL, DAEMON, PROBE};
 
 /// The one `guard.signal` entry: a refused F_SETOWN naming `target` (`detail` 0: no signal sent).
 fn assert_owner_refused(entries: &[serde_json::Value], target: u32) {
@@ -21,12 +21,7 @@ fn assert_owner_refused(entries: &[serde_json::Value], target: u32) {
 fn sigio_cannot_kill_the_users_process_outside_the_cgroup() {
     let daemon = DAEMON.turn(ALLOW_ALL);
     // nobody's own process: without SafeClaw the kernel lets nobody's SIGIO reach it.
-    let mut outside = std::os::unix::process::CommandExt::uid(
-        std::os::unix::process::CommandExt::gid(std::process::Command::new("sleep").arg("120"), NOBODY),
-        NOBODY,
-    )
-    .spawn()
-    .unwrap();
+    let mut outside = nobodys_process_outside();
     let pid = outside.id();
     let out = daemon.session("escape", RunAs::Nobody, &[PROBE, "sigio", &pid.to_string(), "9"]);
     assert_eq!(probe_outcome(&out), "EPERM");
