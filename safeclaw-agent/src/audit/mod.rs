@@ -7,7 +7,6 @@ pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod committer;
-#[cfg(feature = "conformance-vectors")]
 pub mod conformance;
 pub mod durable;
 pub mod entry;
@@ -24,7 +23,6 @@ pub mod signing;
 pub mod synthetic;
 pub mod tail;
 pub mod tool_entry;
-#[cfg(feature = "conformance-vectors")]
 pub mod vectors;
 pub mod verify;
 pub mod writer;
