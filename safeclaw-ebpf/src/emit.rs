@@ -8,6 +8,7 @@ use aya_ebpf::{
     },
 };
 use core::ffi::c_void;
+use core::ptr::{read_volatile, write_volatile};
 
 use safeclaw_common::{
     action, counter, effect, flag, Event, NetDetail, RepeatCount, Scope, ARGS_MAX, EVENT_DATA_LEN,
@@ -55,9 +56,25 @@ pub enum Destination {
     Undecided,
 }
 
+/// This CPU's decision under construction (too large for the 512-byte BPF stack): the event, and what
+/// deciding it keeps in map memory rather than on the stack. The verifier does not track what map
+/// memory holds, so paths that left different values there meet again in one state, and the code
+/// after them is verified once instead of once per path.
+#[repr(C)]
+pub struct Scratch {
+    event: Event,
+    /// What an open's path string and decision rest on (`memo::OpenInputs`); `UNUSABLE` for every
+    /// other attempt.
+    inputs: OpenInputs,
+    /// What `Pending::opaque` passes through.
+    opaque: u32,
+}
+
 /// An in-scope decision under construction.
 pub struct Pending {
     event: &'static mut Event,
+    inputs: &'static mut OpenInputs,
+    opaque: *mut u32,
     scope: &'static Scope,
     slot: Slot,
     previous: i32,
@@ -73,10 +90,11 @@ impl Pending {
     pub fn start(scope: &'static Scope, previous: i32) -> Option<Self> {
         // SAFETY: bpf helpers with no preconditions.
         let started_ns = unsafe { bpf_ktime_get_boot_ns() };
-        let event = SCRATCH.get_ptr_mut(0)?;
+        let scratch = SCRATCH.get_ptr_mut(0)?;
         // SAFETY: the per-CPU scratch value is only used by this program invocation on this CPU
         // (BPF programs are not preempted by other BPF programs on the same CPU mid-hook here).
-        let event = unsafe { &mut *event };
+        let Scratch { event, inputs, opaque } = unsafe { &mut *scratch };
+        *inputs = OpenInputs::UNUSABLE;
         let header = &mut event.header;
         header.boot_ns = started_ns;
         let level = kernel::write_identity(header);
@@ -100,7 +118,7 @@ impl Pending {
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending { event, scope, slot, previous, started_ns, repeatable: false })
+        Some(Pending { event, inputs, opaque, scope, slot, previous, started_ns, repeatable: false })
     }
 
     #[inline(always)]
@@ -123,6 +141,49 @@ impl Pending {
     #[inline(always)]
     pub fn net(&self) -> &NetDetail {
         &self.event.net
+    }
+
+    /// The event's action, read back from map memory (`Scratch`): one verifier state for every
+    /// action the hook may have set.
+    #[inline(always)]
+    pub fn action(&self) -> u8 {
+        // SAFETY: a field of the live map value.
+        unsafe { read_volatile(&self.event.header.action) }
+    }
+
+    /// `value`, passed through map memory (`Scratch`): the verifier knows nothing of it but its type,
+    /// so the paths that computed different values go on as one.
+    #[inline(always)]
+    pub fn opaque(&self, value: u32) -> u32 {
+        // SAFETY: `opaque` points into this CPU's scratch value, which only this invocation uses.
+        unsafe {
+            write_volatile(self.opaque, value);
+            read_volatile(self.opaque)
+        }
+    }
+
+    /// Reads the memo inputs of `file`'s open with `open_flags` (`memo::OpenInputs::read`).
+    #[inline(always)]
+    pub fn read_open_inputs(&mut self, file: *const u8, open_flags: u32) {
+        *self.inputs = OpenInputs::read(file, open_flags);
+    }
+
+    /// The inputs a connect's decision rests on (`memo::OpenInputs::CONNECT`).
+    #[inline(always)]
+    pub fn use_connect_inputs(&mut self) {
+        *self.inputs = OpenInputs::CONNECT;
+    }
+
+    /// The open's file as read with its inputs: its dentry and mount.
+    #[inline(always)]
+    pub fn open_file(&self) -> (u64, u64) {
+        (self.inputs.dentry, self.inputs.vfsmount)
+    }
+
+    /// Makes the inputs unusable: the path does not reach the object the usual way.
+    #[inline(always)]
+    pub fn forget_open_inputs(&mut self) {
+        self.inputs.forget();
     }
 
     #[inline(always)]
@@ -150,7 +211,7 @@ impl Pending {
     /// its path, no O_TMPFILE, no exec; a connect, not a send: the caller checked), with nothing that
     /// would deny it whatever the rules say.
     #[inline(always)]
-    pub fn counted_by_memo(&self, inputs: &OpenInputs, reaches: impl FnOnce() -> bool) -> bool {
+    pub fn counted_by_memo(&self, reaches: impl FnOnce() -> bool) -> bool {
         let window_ns = self.repeat_window_ns();
         if !self.repeatable
             || window_ns == 0
@@ -161,8 +222,14 @@ impl Pending {
             return false;
         }
         let window = (self.started_ns / window_ns) as u32;
-        match memo::matching(&self.event.header, &self.event.net, inputs, self.slot.index, window_ns, window)
-        {
+        match memo::matching(
+            &self.event.header,
+            &self.event.net,
+            self.inputs,
+            self.slot.index,
+            window_ns,
+            window,
+        ) {
             Some((digest, kernel_seq)) => {
                 reaches() && repeats::counted_by_sequence(digest, kernel_seq, self.started_ns)
             }
@@ -453,18 +520,13 @@ impl Pending {
         self.finish(verdict)
     }
 
-    /// Records the verdict, emits the event and returns what the hook must return.
+    /// Records the verdict, emits the event and returns what the hook must return. An open or connect
+    /// whose inputs are usable (`memo::OpenInputs`) is remembered by the memo with the attempt's key if
+    /// the attempt ends up counted.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
-        self.finish_remembering(verdict, &OpenInputs::UNUSABLE)
-    }
-
-    /// `finish` for an open or connect read on `inputs` (`memo::OpenInputs`), which the memo remembers
-    /// with the attempt's key if they are usable and the attempt ends up counted.
-    #[inline(always)]
-    pub fn finish_remembering(self, verdict: Verdict, inputs: &OpenInputs) -> i32 {
         let window_ns = self.repeat_window_ns();
-        let Pending { event, scope, slot, previous, started_ns, repeatable } = self;
+        let Pending { event, inputs, opaque: _, scope, slot, previous, started_ns, repeatable } = self;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -479,7 +541,11 @@ impl Pending {
         }
         // SAFETY: plain helper.
         header.decide_ns = unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(started_ns);
-        let repeat = if repeatable && window_ns != 0 && header.effect == effect::ALLOW && header.flags == 0 {
+        // Read back from the map value: the verifier does not know what map memory holds, so it checks
+        // the rest once for every verdict instead of once per verdict the decision can return.
+        // SAFETY: reads of fields of a live map value.
+        let (outcome, flags) = unsafe { (read_volatile(&header.effect), read_volatile(&header.flags)) };
+        let repeat = if repeatable && window_ns != 0 && outcome == effect::ALLOW && flags == 0 {
             repeats::entry_of(event, window_ns).map(|entry| (repeats::digest(&entry.key), entry))
         } else {
             None
@@ -493,7 +559,7 @@ impl Pending {
             }
         }
         event.header.kernel_seq = next(counter::NEXT_SEQ);
-        let denied = event.header.effect == effect::DENY;
+        let denied = outcome == effect::DENY;
         let header = &event.header;
         diag::decision(header.action, header.effect, header.rule_id, header.flags, header.tgid);
         let args = match event.args_len as usize & (ARGS_MAX - 1) {

@@ -27,7 +27,6 @@ use safeclaw_common::{action, dfa_class, effect, flag, mount_op, Scope};
 use crate::decide::Verdict;
 use crate::emit::{Destination, Pending};
 use crate::kernel::Reach;
-use crate::memo::OpenInputs;
 
 /// `file_open(struct file *file)`: every open, whatever the syscall (open, openat, openat2, io_uring).
 /// O_TRUNC empties the file, so it makes any open a write (a read-only one a read-write). A file the
@@ -58,25 +57,31 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     pending.count_repeats();
     let by_exec = mode & kernel::FMODE_EXEC != 0 || flags & kernel::O_FMODE_EXEC != 0;
     let by_path = flags & kernel::O_TMPFILE != kernel::O_TMPFILE && !by_exec;
-    // Read before the path is resolved, so that a rename or mount change during `d_path` shows.
-    let mut inputs = if by_path { OpenInputs::read(file, flags & MEMO_FLAGS) } else { OpenInputs::UNUSABLE };
+    if by_path {
+        // Read before the path is resolved, so that a rename or mount change during `d_path` shows.
+        pending.read_open_inputs(file, flags & MEMO_FLAGS);
+    }
+    let (dentry, vfsmount) = pending.open_file();
     // Identical to the last counted open in everything its path and decision rest on, and still
     // reachable by that path: counted again without resolving or deciding (memo.rs).
-    let reaches = || kernel::file_reach(file, inputs.dentry, inputs.vfsmount) == Reach::Reachable;
-    if by_path && pending.counted_by_memo(&inputs, reaches) {
+    let reaches = || kernel::file_reach(file, dentry, vfsmount) == Reach::Reachable;
+    if by_path && pending.counted_by_memo(reaches) {
         return 0;
     }
+    // One call of the decision, whatever the path's reach and the open's action (read back from the
+    // event): each call site, and each state it is reached in, is verified apart.
     let verdict = match pending.resolve_file_path(file) {
-        Some(len) if by_path => {
-            let reach = reach::of_resolved(&pending, file, inputs.dentry, inputs.vfsmount, len);
+        Some(len) => {
+            let reach =
+                if by_path { reach::of_resolved(&pending, file, dentry, vfsmount, len) } else { None };
             if reach != Some(Reach::Reachable) {
-                inputs.forget();
+                pending.forget_open_inputs();
             }
-            reach::decide_resolved(&pending, act, len, reach)
+            reach::decide_resolved(&pending, pending.action(), len, reach)
         }
-        len => decide_open(&pending, act, len),
+        None => Verdict::flagged(flag::PATH_UNRESOLVED),
     };
-    pending.finish_remembering(verdict, &inputs)
+    pending.finish(verdict)
 }
 
 /// The open flags that change how `file_open` decides (O_TRUNC makes a write; O_TMPFILE and exec's
@@ -92,20 +97,19 @@ pub fn d_instantiate(_ctx: LsmContext) -> i32 {
     0
 }
 
-/// An open of the event's path (`len` bytes, `None`: unresolved) for `act`, by the file tables.
+/// An open of the event's path (`len` bytes, `None`: unresolved) for `act`, by the file tables. A
+/// read-write open walks the write table only if the read table did not deny: the program holds one
+/// walk per table, which the verifier checks once instead of once per action.
 #[inline(always)]
 fn decide_open(pending: &Pending, act: u8, len: Option<u32>) -> Verdict {
-    match (len, act) {
-        (None, _) => Verdict::flagged(flag::PATH_UNRESOLVED),
-        (Some(len), action::FILE_READ_WRITE) => decide::combine_read_write(
-            decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
-            decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len),
-        ),
-        (Some(len), action::FILE_WRITE) => {
-            decide::by_path(pending.slot(), dfa_class::FILE_WRITE, pending.path(), len)
-        }
-        (Some(len), _) => decide::by_path(pending.slot(), dfa_class::FILE_READ, pending.path(), len),
+    let Some(len) = len else { return Verdict::flagged(flag::PATH_UNRESOLVED) };
+    let (slot, path) = (pending.slot(), pending.path());
+    let first_class = if act == action::FILE_WRITE { dfa_class::FILE_WRITE } else { dfa_class::FILE_READ };
+    let first = decide::by_path(slot, first_class, path, len);
+    if act != action::FILE_READ_WRITE || first.effect == effect::DENY {
+        return first;
     }
+    decide::combine_read_write(first, decide::by_path(slot, dfa_class::FILE_WRITE, path, len))
 }
 
 /// `path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)`: a
@@ -240,14 +244,13 @@ fn decide_destination(
     addrlen: i32,
     sending: bool,
 ) -> i32 {
-    let mut inputs = OpenInputs::UNUSABLE;
     let verdict = match pending.read_sockaddr(sock, address, addrlen, sending) {
         Destination::Inet => {
             if !sending {
                 pending.count_repeats();
                 // Identical to the last counted attempt on this CPU: counted again without deciding.
-                inputs = OpenInputs::CONNECT;
-                if pending.counted_by_memo(&inputs, || true) {
+                pending.use_connect_inputs();
+                if pending.counted_by_memo(|| true) {
                     return 0;
                 }
             }
@@ -265,7 +268,7 @@ fn decide_destination(
         Destination::Disconnect => Verdict::allow_unconditionally(),
         Destination::Undecided => Verdict::by_default(pending.slot(), flag::UNDECIDED_FAMILY),
     };
-    pending.finish_remembering(verdict, &inputs)
+    pending.finish(verdict)
 }
 
 /// Records and denies a self-protection action of an in-scope task.

@@ -5,11 +5,12 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray, RingBuf},
 };
 use safeclaw_common::{
-    counter, dfa_class, ByteClasses, Event, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval,
-    RepeatEntry, RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
+    counter, dfa_class, ByteClasses, NetKeyData, NetPrefixValue, PolicyHeader, PortInterval, RepeatEntry,
+    RuleEntry, Scope, SessionProfiles, EVENTS_RING_BYTES, MAX_DFA_STATES, MAX_DFA_TRANSITIONS,
     MAX_NET_PREFIXES, MAX_PORT_INTERVALS, MAX_PROFILES, MAX_REPEATS, MAX_RULES, MAX_SESSIONS, POLICY_SLOTS,
 };
 
+use crate::emit::Scratch;
 use crate::memo::OpenMemo;
 use crate::walk::WalkBuffer;
 
@@ -49,9 +50,9 @@ pub static PORT_INTERVALS: Array<PortInterval> =
 #[map(name = "COUNTERS")]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
 
-/// One event under construction per CPU (too large for the 512-byte BPF stack).
+/// One decision under construction per CPU (`emit::Scratch`).
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU buffer of the dentry walk (`walk.rs`).
 #[map(name = "WALK_SCRATCH")]

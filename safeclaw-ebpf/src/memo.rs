@@ -85,10 +85,12 @@ impl OpenInputs {
         }
     }
 
-    /// Whether these inputs may be remembered or matched: both sequence counts even.
+    /// Whether these inputs may be remembered or matched: both sequence counts even. Read as they are
+    /// in memory, so that LLVM does not fold the test into copies of the code after it.
     #[inline(always)]
     pub fn usable(&self) -> bool {
-        (self.renames | self.mounts) & 1 == 0
+        // SAFETY: reads of two fields of a live value.
+        unsafe { (read_volatile(&self.renames) | read_volatile(&self.mounts)) & 1 == 0 }
     }
 
     /// Makes these inputs unusable: the path does not reach the object the usual way.

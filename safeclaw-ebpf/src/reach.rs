@@ -4,7 +4,7 @@
 //! denied as well when the policy default denies.
 use safeclaw_common::{dfa_class, effect, flag, PATH_MAX};
 
-use crate::decide::{self, Slot, Verdict};
+use crate::decide::{self, Verdict};
 use crate::emit::{masked, Pending};
 use crate::kernel::{self, Reach};
 
@@ -15,27 +15,31 @@ const DELETED_SUFFIX: &[u8; 10] = b" (deleted)";
 /// `by_rules`, which walks the policy over that many bytes of the event's path.
 #[inline(always)]
 fn decide(
+    pending: &Pending,
     reach: Reach,
-    slot: Slot,
     len: u32,
     last_len: u32,
     by_rules: impl FnOnce(u32) -> Verdict,
 ) -> Verdict {
-    match reach {
-        Reach::Reachable => by_rules(len),
-        Reach::ForeignMount => Verdict::flagged(flag::PATH_UNREACHABLE),
-        Reach::Unlinked => {
-            let mut verdict = by_rules(last_len);
-            if verdict.effect != effect::DENY {
-                let default = Verdict::by_default(slot, 0);
-                if default.effect == effect::DENY {
-                    verdict = default;
-                }
+    // One call of `by_rules` for both kinds of path it decides, with a length the verifier knows
+    // nothing of: each call site, and each range of lengths it is reached with, is verified apart.
+    let walked = match reach {
+        Reach::Reachable => len,
+        Reach::Unlinked => last_len,
+        Reach::ForeignMount => return Verdict::flagged(flag::PATH_UNREACHABLE),
+    };
+    let slot = pending.slot();
+    let mut verdict = by_rules(pending.opaque(walked));
+    if reach == Reach::Unlinked {
+        if verdict.effect != effect::DENY {
+            let default = Verdict::by_default(slot, 0);
+            if default.effect == effect::DENY {
+                verdict = default;
             }
-            verdict.flags |= flag::PATH_UNREACHABLE;
-            verdict
         }
+        verdict.flags |= flag::PATH_UNREACHABLE;
     }
+    verdict
 }
 
 /// Where the file whose path `bpf_d_path` wrote into the event (`len` bytes) stands: `file`, whose
@@ -56,14 +60,17 @@ pub fn of_resolved(
     Some(kernel::file_reach(file, dentry, vfsmount))
 }
 
-/// Decides that file (`reach` from `of_resolved`) for `act`.
+/// Decides that file (`reach` from `of_resolved`; `None`: a pseudo file, or an open not decided by
+/// where its path leads) for `act`, by its path as a reachable file is.
 #[inline(always)]
 pub fn decide_resolved(pending: &Pending, act: u8, len: u32, reach: Option<Reach>) -> Verdict {
-    let Some(reach) = reach else {
-        return crate::decide_open(pending, act, Some(len));
+    let reach = reach.unwrap_or(Reach::Reachable);
+    let last_len = if reach == Reach::Unlinked && ends_deleted(pending.path(), len) {
+        len - DELETED_SUFFIX.len() as u32
+    } else {
+        len
     };
-    let last_len = if ends_deleted(pending.path(), len) { len - DELETED_SUFFIX.len() as u32 } else { len };
-    decide(reach, pending.slot(), len, last_len, |n| crate::decide_open(pending, act, Some(n)))
+    decide(pending, reach, len, last_len, |n| crate::decide_open(pending, act, Some(n)))
 }
 
 /// A path the dentry walk built (`len` bytes; the walk appends no suffix). Only an `existing` object
@@ -78,7 +85,7 @@ pub fn decide_walked(
     existing: bool,
 ) -> Verdict {
     let reach = kernel::reach(dentry, vfsmount, existing);
-    decide(reach, pending.slot(), len, len, |n| crate::decide_open(pending, act, Some(n)))
+    decide(pending, reach, len, len, |n| crate::decide_open(pending, act, Some(n)))
 }
 
 /// The Unix socket bound at `dentry` in `vfsmount`, whose walked path is `len` bytes, by the
@@ -89,7 +96,7 @@ pub fn decide_walked(
 pub fn decide_socket(pending: &Pending, dentry: u64, vfsmount: u64, len: u32) -> Verdict {
     let slot = pending.slot();
     let reach = socket_file_reach(dentry, vfsmount);
-    decide(reach, slot, len, len, |n| decide::by_path(slot, dfa_class::UNIX_CONNECT, pending.path(), n))
+    decide(pending, reach, len, len, |n| decide::by_path(slot, dfa_class::UNIX_CONNECT, pending.path(), n))
 }
 
 /// `kernel::dentry_reach` as a function of its own: inlined into the Unix socket hooks, LLVM merged
