@@ -31,31 +31,36 @@ pub fn path_sequences() -> PathSequences {
 
 /// The two addresses in a kallsyms text: lines `ADDRESS TYPE NAME [MODULE]`, data symbols (`d`, `D`,
 /// `b`, `B`) of the kernel itself only. A symbol listed twice, or with address 0 (hidden), counts as
-/// unknown.
+/// unknown. Only the lines holding a name are parsed: the text has some 150,000 lines, and every
+/// daemon start reads it.
 fn path_sequences_in(text: &str) -> PathSequences {
-    let mut found = [None::<u64>; 2];
-    let mut twice = [false; 2];
-    for line in text.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(address), Some(kind), Some(name), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let index = match name {
-            "rename_lock" => 0,
-            "mount_lock" => 1,
-            _ => continue,
-        };
-        if !matches!(kind, "d" | "D" | "b" | "B") {
-            continue;
+    let address_of = |name: &str| {
+        let mut found = None;
+        for at in memchr::memmem::find_iter(text.as_bytes(), name.as_bytes()) {
+            let start = text[..at].rfind('\n').map_or(0, |newline| newline + 1);
+            let end = text[at..].find('\n').map_or(text.len(), |newline| at + newline);
+            let Some(address) = kernel_data_symbol(&text[start..end], name) else { continue };
+            if found.replace(address).is_some() {
+                return 0;
+            }
         }
-        let Ok(address) = u64::from_str_radix(address, 16) else { continue };
-        twice[index] |= found[index].is_some();
-        found[index] = Some(address);
+        found.unwrap_or(0)
+    };
+    PathSequences { rename_lock: address_of("rename_lock"), mount_lock: address_of("mount_lock") }
+}
+
+/// The address on kallsyms `line` if it lists `name` as a data symbol of the kernel itself.
+fn kernel_data_symbol(line: &str, name: &str) -> Option<u64> {
+    let mut fields = line.split_ascii_whitespace();
+    let (Some(address), Some(kind), Some(symbol), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    if symbol != name || !matches!(kind, "d" | "D" | "b" | "B") {
+        return None;
     }
-    let known = |i: usize| if twice[i] { 0 } else { found[i].unwrap_or(0) };
-    PathSequences { rename_lock: known(0), mount_lock: known(1) }
+    u64::from_str_radix(address, 16).ok()
 }
 
 #[cfg(test)]
