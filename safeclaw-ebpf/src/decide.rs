@@ -132,8 +132,10 @@ struct DfaWalk {
     trans_base: u32,
     /// Index of the slot's transition region in `DFA_TRANS`.
     trans_region: u32,
+    /// The state reached; `states` (no state) once a bound was hit. A sentinel taken from the table
+    /// rather than a flag set to a constant, which the verifier would keep apart from the flag unset
+    /// and verify the callback again for.
     state: u32,
-    bound_hit: u32,
 }
 
 /// Path bytes walked per `bpf_loop` step: the callback's call and bookkeeping are paid once per
@@ -156,18 +158,18 @@ extern "C" fn dfa_step(index: u64, ctx: *mut c_void) -> i64 {
         let byte = unsafe { (*walk.path)[(i as usize) & (PATH_MAX - 1)] };
         let byte_class = unsafe { (*walk.classes).0[byte as usize] } as u32;
         if byte_class >= walk.width {
-            walk.bound_hit = 1;
+            walk.state = walk.states;
             return 1;
         }
         let row = walk.trans_base + walk.state * walk.width + byte_class;
         if row >= MAX_DFA_TRANSITIONS {
-            walk.bound_hit = 1;
+            walk.state = walk.states;
             return 1;
         }
         match DFA_TRANS.get(walk.trans_region + row) {
             Some(&next) if next < walk.states => walk.state = next,
             _ => {
-                walk.bound_hit = 1;
+                walk.state = walk.states;
                 return 1;
             }
         }
@@ -198,17 +200,16 @@ pub fn by_path(slot: Slot, class: u32, path: &[u8; PATH_MAX], len: u32) -> Verdi
         trans_base: desc.trans_base,
         trans_region: slot.index * MAX_DFA_TRANSITIONS,
         state: desc.start_state,
-        bound_hit: 0,
     };
     // SAFETY: `dfa_step` matches bpf_loop's callback signature and `walk` outlives the call.
     let steps = walk.len.div_ceil(BYTES_PER_STEP);
     let walked =
         unsafe { bpf_loop(steps, dfa_step as *mut c_void, &mut walk as *mut DfaWalk as *mut c_void, 0) };
-    if walked < 0 || walk.bound_hit != 0 {
-        diag::miss(Miss::DfaBound, walk.state);
+    let state = walk.state;
+    if walked < 0 || state >= desc.state_count {
+        diag::miss(Miss::DfaBound, state);
         return Verdict::flagged(flag::TABLE_BOUND);
     }
-    let state = walk.state;
     if state == desc.dead_state {
         return Verdict::by_default(slot, 0);
     }

@@ -26,9 +26,16 @@ const NAME_MAX: u32 = 255;
 #[repr(C)]
 pub struct WalkBuffer {
     pos: u32,
-    _pad: u32,
+    /// `WALKING`, `DONE` or `FAILED`: kept here for the same reason as `pos` (a flag on the stack set
+    /// to a constant would be a state of its own, with the callback verified again for it).
+    status: u32,
     bytes: [u8; 2 * PATH_MAX],
 }
+
+const WALKING: u32 = 0;
+/// The task's root, or the top of the mount tree, was reached.
+const DONE: u32 = 1;
+const FAILED: u32 = 2;
 
 /// State of one walk, shared with the `bpf_loop` callback. Kernel pointers are kept as integers: they
 /// are only ever passed to probe reads.
@@ -40,9 +47,6 @@ struct Walk {
     mount: u64,
     root_dentry: u64,
     root_vfsmount: u64,
-    /// 1 once the task's root (or the top of the mount tree) is reached.
-    done: u32,
-    failed: u32,
 }
 
 #[inline(always)]
@@ -60,28 +64,28 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     let buf = unsafe { &mut *walk.buf };
     let vfsmount = walk.mount + offset(&OFFSETS.mount_mnt) as u64;
     if walk.dentry == walk.root_dentry && vfsmount == walk.root_vfsmount {
-        walk.done = 1;
+        buf.status = DONE;
         return 1;
     }
     let (Some(mnt_root), Some(parent)) = (
         read_u64(vfsmount + offset(&OFFSETS.vfsmount_mnt_root) as u64),
         read_u64(walk.dentry + offset(&OFFSETS.dentry_d_parent) as u64),
     ) else {
-        walk.failed = 1;
+        buf.status = FAILED;
         return 1;
     };
     if walk.dentry == mnt_root || walk.dentry == parent {
         let Some(mnt_parent) = read_u64(walk.mount + offset(&OFFSETS.mount_mnt_parent) as u64) else {
-            walk.failed = 1;
+            buf.status = FAILED;
             return 1;
         };
         if mnt_parent == walk.mount {
             // The top of the mount tree without meeting the task's root: d_path's answer too.
-            walk.done = 1;
+            buf.status = DONE;
             return 1;
         }
         let Some(mountpoint) = read_u64(walk.mount + offset(&OFFSETS.mount_mnt_mountpoint) as u64) else {
-            walk.failed = 1;
+            buf.status = FAILED;
             return 1;
         };
         walk.dentry = mountpoint;
@@ -93,13 +97,13 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     let (Some(hash_len), Some(name)) =
         (read_u64(d_name), read_u64(d_name + offset(&OFFSETS.qstr_name) as u64))
     else {
-        walk.failed = 1;
+        buf.status = FAILED;
         return 1;
     };
     let len = (hash_len >> 32) as u32;
     let pos = buf.pos;
     if len == 0 || len > NAME_MAX || pos > PATH_MAX as u32 || pos < len + 1 {
-        walk.failed = 1;
+        buf.status = FAILED;
         return 1;
     }
     let start = pos - len;
@@ -113,7 +117,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
         )
     };
     if copied < 0 {
-        walk.failed = 1;
+        buf.status = FAILED;
         return 1;
     }
     buf.pos = start - 1;
@@ -130,7 +134,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
 pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Option<u32> {
     let buf = WALK_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: the per-CPU map value, only used by this program invocation.
-    unsafe { (*buf).pos = PATH_MAX as u32 };
+    unsafe { ((*buf).pos, (*buf).status) = (PATH_MAX as u32, WALKING) };
     // SAFETY: a plain helper; the task pointer is only used for probe reads.
     let task = unsafe { generated::bpf_get_current_task() };
     let fs = read_u64(task + offset(&OFFSETS.task_struct_fs) as u64)?;
@@ -141,8 +145,6 @@ pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Opti
         mount: vfsmount - offset(&OFFSETS.mount_mnt) as u64,
         root_dentry: read_u64(root + offset(&OFFSETS.path_dentry) as u64)?,
         root_vfsmount: read_u64(root + offset(&OFFSETS.path_mnt) as u64)?,
-        done: 0,
-        failed: 0,
     };
     // SAFETY: `walk_step` matches bpf_loop's callback signature and `walk` outlives the call.
     let walked = unsafe {
@@ -153,12 +155,12 @@ pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Opti
             0,
         )
     };
-    if walked < 0 || walk.failed != 0 || walk.done == 0 {
+    // SAFETY: the per-CPU map value, only used by this program invocation.
+    let buf = unsafe { &mut *buf };
+    if walked < 0 || buf.status != DONE {
         diag::miss(Miss::WalkBound, walked as u32);
         return None;
     }
-    // SAFETY: the per-CPU map value, only used by this program invocation.
-    let buf = unsafe { &mut *buf };
     if buf.pos == PATH_MAX as u32 {
         // The root itself.
         buf.pos -= 1;
