@@ -28,7 +28,9 @@ struct Type {
     name_off: u32,
     /// `size_or_type`: the referenced type id for typedefs and qualifiers.
     size_or_type: u32,
-    members: Vec<Member>,
+    /// Its members' indices in `KernelBtf::members` (one vector for all: the kernel has some 10,000
+    /// structs, and every daemon start parses them).
+    members: std::ops::Range<usize>,
 }
 
 struct Member {
@@ -43,6 +45,7 @@ pub struct KernelBtf {
     strings: Vec<u8>,
     /// Index = type id - 1.
     types: Vec<Type>,
+    members: Vec<Member>,
 }
 
 impl KernelBtf {
@@ -82,6 +85,7 @@ impl KernelBtf {
             return Err(BtfError::Malformed("type section past end"));
         }
         let mut types = Vec::new();
+        let mut members = Vec::new();
         let mut at = types_start;
         while at < types_end {
             let name_off = u32_at(at)?;
@@ -91,7 +95,7 @@ impl KernelBtf {
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
+            let first_member = members.len();
             let extra = match kind {
                 1 | 14 | 17 => 4, // int, var, decl_tag
                 3 => 12,          // array
@@ -114,20 +118,21 @@ impl KernelBtf {
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type { kind, name_off, size_or_type, members });
+            types.push(Type { kind, name_off, size_or_type, members: first_member..members.len() });
         }
-        Ok(KernelBtf { strings, types })
+        Ok(KernelBtf { strings, types, members })
     }
 
-    fn name(&self, off: u32) -> &[u8] {
+    /// Whether the name at `off` is `name`: compared without finding the name's end first, since
+    /// lookups compare it with every type's.
+    fn name_is(&self, off: u32, name: &[u8]) -> bool {
         let rest = self.strings.get(off as usize..).unwrap_or_default();
-        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        &rest[..end]
+        rest.starts_with(name) && rest.get(name.len()).is_none_or(|&end| end == 0)
     }
 
     /// Whether the kernel has a function `name` (an LSM hook `h` is there when `bpf_lsm_h` is).
     pub fn has_function(&self, name: &str) -> bool {
-        self.types.iter().any(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())
+        self.types.iter().any(|t| t.kind == KIND_FUNC && self.name_is(t.name_off, name.as_bytes()))
     }
 
     /// Byte offset of `member` in `struct strukt`, looking through anonymous struct/union members.
@@ -136,7 +141,7 @@ impl KernelBtf {
             .types
             .iter()
             .find(|t| {
-                t.kind == KIND_STRUCT && !t.members.is_empty() && self.name(t.name_off) == strukt.as_bytes()
+                t.kind == KIND_STRUCT && !t.members.is_empty() && self.name_is(t.name_off, strukt.as_bytes())
             })
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
         let bits = self
@@ -153,12 +158,11 @@ impl KernelBtf {
         if depth > 8 {
             return None;
         }
-        for m in &ty.members {
-            let name = self.name(m.name_off);
-            if name == member {
+        for m in &self.members[ty.members.clone()] {
+            if self.name_is(m.name_off, member) {
                 return Some((!m.bitfield).then_some(m.bit_offset));
             }
-            if name.is_empty() {
+            if self.name_is(m.name_off, b"") {
                 let inner = self.resolve_aggregate(m.type_id)?;
                 if let Some(found) = self.find_member(inner, member, depth + 1) {
                     return Some(found.map(|bits| bits + m.bit_offset));
