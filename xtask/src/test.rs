@@ -20,7 +20,10 @@ const RUN_EACH: &str = r#"status=0
 state=/run/safeclaw-vm
 # Every exec from the shared directory (virtiofs without a cache) reads the binary's pages again, about
 # 0.1 s for the agent: the tests run a copy in the guest's memory.
-mkdir -p $state/bin && cp "$SAFECLAW_AGENT_BIN" $state/bin/safeclaw-agent || exit 1
+mkdir -p $state/bin && cp "$SAFECLAW_AGENT_BIN" $state/bin/safeclaw-agent || {
+    echo "safeclaw-test: cannot run: copying the agent $SAFECLAW_AGENT_BIN into $state/bin failed"
+    exit 1
+}
 export SAFECLAW_AGENT_BIN=$state/bin/safeclaw-agent
 ps -eo pid= | tr -d ' ' >$state/before
 # Processes started since the first binary, less kernel threads and this shell's own children (ps, awk).
@@ -55,6 +58,8 @@ exit $status"#;
 const RUNNING: &str = "safeclaw-test: running ";
 const EXITED: &str = "safeclaw-test: exited ";
 const LEFT_BEHIND: &str = "safeclaw-test: left behind by ";
+/// The script could not run the binaries at all; the line says why.
+const CANNOT_RUN: &str = "safeclaw-test: cannot run: ";
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -395,6 +400,8 @@ fn tally_vm_run(transcript: &[String], binaries: usize, ending: &Ending) -> (Tal
                 last_left_behind = Some(path.to_owned());
             }
             notes.push(format!("{binary} left behind {what}"));
+        } else if let Some(why) = line.strip_prefix(CANNOT_RUN) {
+            notes.push(why.to_owned());
         } else if let Some(result) = libtest_result(line) {
             tally.add(result);
             failed_in_binary += result.failed;
@@ -635,6 +642,16 @@ mod tests {
         assert_eq!(note[4], "[23 lines left out]");
         assert_eq!(note[note.len() - 2..], ["Caused by:", "the cause"]);
         assert_eq!(note.len(), 1 + PANIC_HEAD_LINES + 1 + PANIC_TAIL_LINES);
+    }
+
+    #[test]
+    fn a_script_that_cannot_run_the_binaries_says_why() {
+        let transcript =
+            lines("safeclaw-test: cannot run: copying the agent /x into /run/safeclaw-vm/bin failed");
+        let (tally, notes) = tally_vm_run(&transcript, 3, &Ending::Exited(1));
+        assert_eq!(tally, Tally { passed: 0, failed: 3 });
+        assert_eq!(notes[0], "copying the agent /x into /run/safeclaw-vm/bin failed");
+        assert!(notes[1].contains("3 test binaries did not finish"), "{notes:?}");
     }
 
     #[test]
