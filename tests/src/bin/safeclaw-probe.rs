@@ -2,7 +2,8 @@
 //! answered: `ok` or the errno. Lines: `r|w|rw|x PATH` (open for read, write, both; execute) and
 //! `tcp|udp ADDRESS PORT` (connect), `listen-tcp|listen-udp ADDRESS PORT` (TCP listen, UDP bind),
 //! `r-times PATH N` (N opens for reading as fast as they go; answers `OK DENIED`, the counts of opens
-//! that succeeded and of those refused with EPERM). Runs inside the agent cgroup.
+//! that succeeded and of those refused with EPERM), `r-cycle SECONDS PATH...` (opens for reading of
+//! each PATH in turn for SECONDS; the same answer). Runs inside the agent cgroup.
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,6 +15,11 @@ fn main() -> anyhow::Result<()> {
         let words: Vec<&str> = line.split('\t').collect();
         if let ["r-times", path, times] = words.as_slice() {
             let (ok, denied) = open_times(path, times.parse()?)?;
+            writeln!(out, "{ok} {denied}")?;
+            continue;
+        }
+        if let ["r-cycle", seconds, paths @ ..] = words.as_slice() {
+            let (ok, denied) = open_cycle(paths, std::time::Duration::from_secs(seconds.parse()?))?;
             writeln!(out, "{ok} {denied}")?;
             continue;
         }
@@ -60,6 +66,23 @@ fn open_times(path: &str, times: u64) -> std::io::Result<(u64, u64)> {
             Ok(()) => ok += 1,
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => denied += 1,
             Err(e) => return Err(e),
+        }
+    }
+    Ok((ok, denied))
+}
+
+/// Opens each of `paths` for reading in turn until `time` has passed: how many succeeded and how many
+/// failed with EPERM (any other error ends the run).
+fn open_cycle(paths: &[&str], time: std::time::Duration) -> std::io::Result<(u64, u64)> {
+    let deadline = std::time::Instant::now() + time;
+    let (mut ok, mut denied) = (0, 0);
+    while std::time::Instant::now() < deadline {
+        for path in paths {
+            match open(path, libc::O_RDONLY) {
+                Ok(()) => ok += 1,
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => denied += 1,
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok((ok, denied))
