@@ -153,7 +153,10 @@ pub mod counter {
     pub const NEXT_SEQ: u32 = 0;
     /// Events the ring buffer had no room for; each of those attempts was denied.
     pub const RINGBUF_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Attempts denied because every scratch slot of their CPU was held by other decisions (tasks
+    /// preempted mid-hook); each took a kernel sequence number and was not recorded.
+    pub const NO_SCRATCH: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Kernel addresses of the sequence counters of `rename_lock` and `mount_lock` (the first word of

@@ -1,8 +1,8 @@
-//! Developer diagnostics through aya-log (`run --ebpf-log LEVEL`): denials, walk bounds hit, table
-//! misses and ring-full drops. Off unless the loader sets `AYA_LOG_LEVEL`, a read-only global: the
-//! verifier folds the level check into a constant and prunes every logging branch of programs loaded
-//! with logging off, so they cost nothing then. Each record is built in a function of its own (a
-//! BPF-to-BPF call), so the programs grow by a call, not by a copy of the record's encoding.
+//! Developer diagnostics through aya-log (`run --ebpf-log LEVEL`): denials, walk bounds hit, table misses,
+//! ring-full drops and decisions that found no free scratch slot. Off unless the loader sets `AYA_LOG_LEVEL`,
+//! a read-only global: the verifier folds the level check into a constant and prunes every logging branch of
+//! programs loaded with logging off, so they cost nothing then. Each record is built in a function of its own
+//! (a BPF-to-BPF call), so the programs grow by a call, not by a copy of the record's encoding.
 use aya_log_ebpf::macro_support::{level_enabled, Level};
 use aya_log_ebpf::{debug, trace};
 
@@ -47,6 +47,8 @@ pub enum Miss {
     Profile = 4,
     /// The ring buffer could not take the event.
     RingFull = 5,
+    /// Every scratch slot of the CPU is held by another decision (`scratch.rs`).
+    NoScratch = 6,
 }
 
 #[inline(always)]
@@ -63,6 +65,7 @@ fn log_miss(what: u8, detail: u32) {
         2 => debug!(&(), "path DFA bound hit (state {}): denied", detail),
         3 => debug!(&(), "rule table miss (rule {}): denied", detail),
         4 => debug!(&(), "profile {} not loaded: denied", detail),
+        6 => debug!(&(), "every scratch slot of the CPU held (tgid {}): denied", detail),
         _ => debug!(&(), "ring buffer full (tgid {}): denied", detail),
     }
 }

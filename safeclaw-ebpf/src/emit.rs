@@ -3,10 +3,11 @@
 use aya_ebpf::{
     bindings::path,
     helpers::{
-        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        generated,
+        bpf_d_path, bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, generated,
     },
 };
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::{read_volatile, write_volatile};
 
@@ -21,6 +22,7 @@ use crate::kernel;
 use crate::maps::{COUNTERS, EVENTS, SCRATCH};
 use crate::memo::{self, OpenInputs};
 use crate::repeats;
+use crate::scratch::Claim;
 
 /// `d_path` writes a path at the end of the buffer it is given, then the helper moves it to the start:
 /// most paths fit in this many bytes, which keeps the write beside the event's header; a longer one is
@@ -56,44 +58,63 @@ pub enum Destination {
     Undecided,
 }
 
-/// This CPU's decision under construction (too large for the 512-byte BPF stack): the event, and what
-/// deciding it keeps in map memory rather than on the stack. The verifier does not track what map
-/// memory holds, so paths that left different values there meet again in one state, and the code
-/// after them is verified once instead of once per path.
+/// A decision under construction in its scratch slot (too large for the 512-byte BPF stack): the event, and
+/// what deciding it keeps in map memory rather than on the stack. The verifier does not track what map memory
+/// holds, so paths that left different values there meet again in one state, and the code after them is
+/// verified once instead of once per path.
 #[repr(C)]
 pub struct Scratch {
     event: Event,
     /// What an open's path string and decision rest on (`memo::OpenInputs`); `UNUSABLE` for every
     /// other attempt.
     inputs: OpenInputs,
-    /// What `Pending::opaque` passes through.
-    opaque: u32,
+    /// What `Pending::opaque` passes through (first the slot's index: `Claim::forget_which`); written
+    /// through shared references too.
+    opaque: UnsafeCell<u32>,
 }
+
+// SAFETY: a slot's value is used by the one decision that claimed it (`scratch.rs`).
+unsafe impl Sync for Scratch {}
 
 /// An in-scope decision under construction.
 pub struct Pending {
-    event: &'static mut Event,
-    inputs: &'static mut OpenInputs,
-    opaque: *mut u32,
+    /// The claimed slot's scratch: one pointer rather than one per field, for hooks whose stack is
+    /// near the verifier's 512 bytes.
+    scratch: &'static mut Scratch,
     scope: &'static Scope,
     slot: Slot,
     previous: i32,
     started_ns: u64,
     /// Whether an allowed outcome may be counted as a repeat of an identical recorded one.
     repeatable: bool,
+    /// The scratch slot, given back when the decision ends however it ends.
+    claim: Claim,
 }
 
 impl Pending {
-    /// Claims this CPU's scratch event and fills the identity fields. `None` only if the scratch map
-    /// cannot be read, in which case the caller denies.
+    /// Claims a scratch slot of this CPU and fills the identity fields of its event. `None` if every
+    /// slot is held by another decision (tasks preempted mid-hook) or the scratch cannot be read, in
+    /// which case the caller denies: the attempt takes a kernel sequence number it is never recorded
+    /// under, which the daemon logs as a gap.
     #[inline(always)]
     pub fn start(scope: &'static Scope, previous: i32) -> Option<Self> {
         // SAFETY: bpf helpers with no preconditions.
         let started_ns = unsafe { bpf_ktime_get_boot_ns() };
-        let scratch = SCRATCH.get_ptr_mut(0)?;
-        // SAFETY: the per-CPU scratch value is only used by this program invocation on this CPU
-        // (BPF programs are not preempted by other BPF programs on the same CPU mid-hook here).
-        let Scratch { event, inputs, opaque } = unsafe { &mut *scratch };
+        let Some(mut claim) = Claim::take() else {
+            next(counter::NEXT_SEQ);
+            next(counter::NO_SCRATCH);
+            diag::miss(Miss::NoScratch, (bpf_get_current_pid_tgid() >> 32) as u32);
+            return None;
+        };
+        let Some(scratch) = SCRATCH.get_ptr_mut(claim.slot()) else {
+            next(counter::NEXT_SEQ);
+            return None;
+        };
+        // SAFETY: the claimed slot's scratch value: no other decision uses it until `claim` is
+        // dropped, not even one that runs while this task is preempted (`scratch.rs`).
+        let scratch = unsafe { &mut *scratch };
+        claim.forget_which(scratch.opaque.get());
+        let Scratch { event, inputs, opaque: _ } = scratch;
         *inputs = OpenInputs::UNUSABLE;
         let header = &mut event.header;
         header.boot_ns = started_ns;
@@ -118,7 +139,7 @@ impl Pending {
         let slot = Slot::of_session(scope.active_slot & 1, header.session_cgroup_id);
         header.profile = slot.profile;
         header.policy_generation = slot.header.map_or(0, |h| h.generation);
-        Some(Pending { event, inputs, opaque, scope, slot, previous, started_ns, repeatable: false })
+        Some(Pending { scratch, scope, slot, previous, started_ns, repeatable: false, claim })
     }
 
     #[inline(always)]
@@ -129,18 +150,18 @@ impl Pending {
     #[inline(always)]
     pub fn path(&self) -> &[u8; PATH_MAX] {
         // SAFETY: the event buffer starts with the PATH_MAX bytes of the path.
-        unsafe { &*(self.event.path.as_ptr() as *const [u8; PATH_MAX]) }
+        unsafe { &*(self.scratch.event.path.as_ptr() as *const [u8; PATH_MAX]) }
     }
 
     /// Bytes of the path in the event (0 until one is resolved).
     #[inline(always)]
     pub fn path_len(&self) -> u32 {
-        self.event.path_len
+        self.scratch.event.path_len
     }
 
     #[inline(always)]
     pub fn net(&self) -> &NetDetail {
-        &self.event.net
+        &self.scratch.event.net
     }
 
     /// The event's action, read back from map memory (`Scratch`): one verifier state for every
@@ -148,48 +169,49 @@ impl Pending {
     #[inline(always)]
     pub fn action(&self) -> u8 {
         // SAFETY: a field of the live map value.
-        unsafe { read_volatile(&self.event.header.action) }
+        unsafe { read_volatile(&self.scratch.event.header.action) }
     }
 
     /// `value`, passed through map memory (`Scratch`): the verifier knows nothing of it but its type,
     /// so the paths that computed different values go on as one.
     #[inline(always)]
     pub fn opaque(&self, value: u32) -> u32 {
-        // SAFETY: `opaque` points into this CPU's scratch value, which only this invocation uses.
+        let opaque = self.scratch.opaque.get();
+        // SAFETY: `opaque` points into this decision's scratch value, which only it uses.
         unsafe {
-            write_volatile(self.opaque, value);
-            read_volatile(self.opaque)
+            write_volatile(opaque, value);
+            read_volatile(opaque)
         }
     }
 
     /// Reads the memo inputs of `file`'s open with `open_flags` (`memo::OpenInputs::read`).
     #[inline(always)]
     pub fn read_open_inputs(&mut self, file: *const u8, open_flags: u32) {
-        *self.inputs = OpenInputs::read(file, open_flags);
+        self.scratch.inputs = OpenInputs::read(file, open_flags);
     }
 
     /// The inputs a connect's decision rests on (`memo::OpenInputs::CONNECT`).
     #[inline(always)]
     pub fn use_connect_inputs(&mut self) {
-        *self.inputs = OpenInputs::CONNECT;
+        self.scratch.inputs = OpenInputs::CONNECT;
     }
 
     /// The open's file as read with its inputs: its dentry and mount.
     #[inline(always)]
     pub fn open_file(&self) -> (u64, u64) {
-        (self.inputs.dentry, self.inputs.vfsmount)
+        (self.scratch.inputs.dentry, self.scratch.inputs.vfsmount)
     }
 
     /// Makes the inputs unusable: the path does not reach the object the usual way.
     #[inline(always)]
     pub fn forget_open_inputs(&mut self) {
-        self.inputs.forget();
+        self.scratch.inputs.forget();
     }
 
     #[inline(always)]
     pub fn set_file(&mut self, act: u8, mode: u32) {
-        self.event.header.action = act;
-        self.event.header.file_mode = mode;
+        self.scratch.event.header.action = act;
+        self.scratch.event.header.file_mode = mode;
     }
 
     /// An open or a connect: allowed, it may be counted as a repeat instead of recorded (`RepeatCount`).
@@ -223,9 +245,9 @@ impl Pending {
         }
         let window = (self.started_ns / window_ns) as u32;
         match memo::matching(
-            &self.event.header,
-            &self.event.net,
-            self.inputs,
+            &self.scratch.event.header,
+            &self.scratch.event.net,
+            &self.scratch.inputs,
             self.slot.index,
             window_ns,
             window,
@@ -239,14 +261,14 @@ impl Pending {
 
     #[inline(always)]
     pub fn set_exec(&mut self) {
-        self.event.header.action = action::PROCESS_EXEC;
+        self.scratch.event.header.action = action::PROCESS_EXEC;
     }
 
     /// A TCP listen on `addr` (IPv4-mapped for IPv4), `port`, of a socket of `family`.
     #[inline(always)]
     pub fn set_listen(&mut self, family: u16, addr: [u8; 16], port: u16) {
-        self.event.header.action = action::NETWORK_LISTEN;
-        let net = &mut self.event.net;
+        self.scratch.event.header.action = action::NETWORK_LISTEN;
+        let net = &mut self.scratch.event.net;
         net.family = family;
         net.protocol = IPPROTO_TCP;
         net.addr = addr;
@@ -258,9 +280,9 @@ impl Pending {
     /// kernel refuses others).
     #[inline(always)]
     pub fn read_bind_address(&mut self, family: u16, address: *const u8, addrlen: i32) -> Option<()> {
-        self.event.header.action = action::NETWORK_LISTEN;
-        self.event.net.family = family;
-        self.event.net.protocol = IPPROTO_UDP;
+        self.scratch.event.header.action = action::NETWORK_LISTEN;
+        self.scratch.event.net.family = family;
+        self.scratch.event.net.protocol = IPPROTO_UDP;
         let destination = match family {
             AF_INET if addrlen >= 16 => self.read_inet4(address),
             AF_INET6 if addrlen >= 24 => self.read_inet6(address),
@@ -272,18 +294,18 @@ impl Pending {
     /// A connect or send to the Unix socket bound at the path the caller then resolves.
     #[inline(always)]
     pub fn set_unix_peer(&mut self) {
-        self.event.header.action = action::NETWORK_CONNECT;
-        self.event.net.family = AF_UNIX;
+        self.scratch.event.header.action = action::NETWORK_CONNECT;
+        self.scratch.event.net.family = AF_UNIX;
     }
 
     /// The creation of a raw IP or packet socket: `socket(family, kind, protocol)`.
     #[inline(always)]
     pub fn set_raw_socket(&mut self, family: u16, kind: u32, protocol: u16) {
-        self.event.header.action = action::NETWORK_CONNECT;
-        self.event.header.detail_arg = kind;
-        self.event.header.flags |= flag::RAW_SOCKET;
-        self.event.net.family = family;
-        self.event.net.protocol = protocol;
+        self.scratch.event.header.action = action::NETWORK_CONNECT;
+        self.scratch.event.header.detail_arg = kind;
+        self.scratch.event.header.flags |= flag::RAW_SOCKET;
+        self.scratch.event.net.family = family;
+        self.scratch.event.net.protocol = protocol;
     }
 
     /// An action on a file other than an open (`safeclaw_common::action::FILE_DELETE` and after),
@@ -296,7 +318,7 @@ impl Pending {
     /// A self-protection action (`safeclaw_common::action::SIGNAL` and after).
     #[inline(always)]
     pub fn set_guarded(&mut self, act: u8, target_pid: u32, detail_arg: u32) {
-        let header = &mut self.event.header;
+        let header = &mut self.scratch.event.header;
         header.action = act;
         header.target_pid = target_pid;
         header.detail_arg = detail_arg;
@@ -304,14 +326,14 @@ impl Pending {
 
     #[inline(always)]
     pub fn add_flags(&mut self, flags: u16) {
-        self.event.header.flags |= flags;
+        self.scratch.event.header.flags |= flags;
     }
 
     /// Resolves `file`'s full path into the event. `None` if it does not fit PATH_MAX or cannot be
     /// resolved.
     #[inline(always)]
     pub fn resolve_file_path(&mut self, file: *const u8) -> Option<u32> {
-        let buf = self.event.path.as_mut_ptr();
+        let buf = self.scratch.event.path.as_mut_ptr();
         // SAFETY: `file` is the hook's trusted pointer; buf is PATH_MAX bytes of map memory.
         let mut written =
             unsafe { bpf_d_path(kernel::file_path(file) as *mut path, buf as *mut _, SHORT_PATH as u32) };
@@ -325,18 +347,18 @@ impl Pending {
         }
         // `written` counts the trailing NUL.
         let len = (written as u32 - 1) & (PATH_MAX as u32 - 1);
-        self.event.path_len = len;
+        self.scratch.event.path_len = len;
         Some(len)
     }
 
     /// Resolves the path of `dentry`, in the mount of `vfsmount`, with the bounded walk of `walk.rs`.
     #[inline(always)]
     pub fn resolve_dentry_path(&mut self, dentry: u64, vfsmount: u64) -> Option<u32> {
-        self.event.path_len = 0;
+        self.scratch.event.path_len = 0;
         // SAFETY: the event buffer starts with the PATH_MAX bytes of the path.
-        let path = unsafe { &mut *(self.event.path.as_mut_ptr() as *mut [u8; PATH_MAX]) };
-        let len = crate::walk::dentry_path(dentry, vfsmount, path)?;
-        self.event.path_len = len;
+        let path = unsafe { &mut *(self.scratch.event.path.as_mut_ptr() as *mut [u8; PATH_MAX]) };
+        let len = crate::walk::dentry_path(dentry, vfsmount, path, self.claim.slot())?;
+        self.scratch.event.path_len = len;
         Some(len)
     }
 
@@ -350,12 +372,12 @@ impl Pending {
     #[inline(always)]
     pub fn capture_argv(&mut self, path_len: u32) {
         let Some(argv) = kernel::exec_argv() else {
-            self.event.header.flags |= flag::ARGV_INCOMPLETE;
+            self.scratch.event.header.flags |= flag::ARGV_INCOMPLETE;
             return;
         };
         let mut walk = ArgvWalk {
             argv,
-            buf: self.event.path.as_mut_ptr(),
+            buf: self.scratch.event.path.as_mut_ptr(),
             start: (path_len & (PATH_MAX as u32 - 1)) + 1,
             used: 0,
             ended: 0,
@@ -366,9 +388,9 @@ impl Pending {
             generated::bpf_loop(MAX_ARGS, argv_step as *mut c_void, &mut walk as *mut _ as *mut c_void, 0)
         };
         if looped < 0 || walk.incomplete != 0 || walk.ended == 0 {
-            self.event.header.flags |= flag::ARGV_INCOMPLETE;
+            self.scratch.event.header.flags |= flag::ARGV_INCOMPLETE;
         }
-        self.event.args_len = walk.used;
+        self.scratch.event.args_len = walk.used;
     }
 
     /// Copies a NUL-terminated kernel string of at most `XATTR_NAME_MAX` bytes (an extended
@@ -380,13 +402,13 @@ impl Pending {
         let end = masked::<{ PATH_MAX as u64 - 1 }>(path_len);
         // SAFETY: `end` < PATH_MAX, inside the event buffer (a raw write: an indexing bounds check
         // would leave a panic path the verifier rejects).
-        unsafe { *self.event.path.as_mut_ptr().add(end as usize) = 0 };
+        unsafe { *self.scratch.event.path.as_mut_ptr().add(end as usize) = 0 };
         let start = end + 1;
         // SAFETY: `start` <= PATH_MAX and the copy is at most NAME_ROOM bytes, inside the event
         // buffer; `name` is a kernel address the helper reads safely.
         let copied = unsafe {
             generated::bpf_probe_read_kernel_str(
-                self.event.path.as_mut_ptr().add(start as usize) as *mut c_void,
+                self.scratch.event.path.as_mut_ptr().add(start as usize) as *mut c_void,
                 NAME_ROOM,
                 name as *const c_void,
             )
@@ -394,7 +416,7 @@ impl Pending {
         if copied <= 0 {
             return None;
         }
-        self.event.args_len = copied as u32 & (NAME_ROOM * 2 - 1);
+        self.scratch.event.args_len = copied as u32 & (NAME_ROOM * 2 - 1);
         Some(())
     }
 
@@ -407,13 +429,13 @@ impl Pending {
         addrlen: i32,
         sending: bool,
     ) -> Destination {
-        self.event.header.action = action::NETWORK_CONNECT;
+        self.scratch.event.header.action = action::NETWORK_CONNECT;
         // SAFETY: `address` is the kernel's copy of the user's sockaddr (a sockaddr_storage).
         let Ok(family) = (unsafe { bpf_probe_read_kernel(address as *const u16) }) else {
             return Destination::Undecided;
         };
-        self.event.net.family = family;
-        self.event.net.protocol = match kernel::socket_type(sock) {
+        self.scratch.event.net.family = family;
+        self.scratch.event.net.protocol = match kernel::socket_type(sock) {
             SOCK_STREAM => IPPROTO_TCP,
             SOCK_DGRAM => IPPROTO_UDP,
             _ => 0,
@@ -423,8 +445,8 @@ impl Pending {
             // udp_sendmsg and raw_sendmsg send an AF_UNSPEC address on an IPv4 socket as IPv4 (a
             // connect with it disconnects instead): decide the address the kernel will use.
             AF_UNSPEC if sending && addrlen >= 16 && kernel::socket_family(sock) == AF_INET => {
-                self.event.net.family = AF_INET;
-                self.event.header.flags |= flag::UNSPEC_AS_INET;
+                self.scratch.event.net.family = AF_INET;
+                self.scratch.event.header.flags |= flag::UNSPEC_AS_INET;
                 self.read_inet4(address)
             }
             AF_INET6 if addrlen >= 24 => self.read_inet6(address),
@@ -444,8 +466,8 @@ impl Pending {
         let (Ok(port), Ok(addr)) = (port, addr) else {
             return Destination::Undecided;
         };
-        self.event.net.port = u16::from_be(port);
-        self.event.net.addr = addr;
+        self.scratch.event.net.port = u16::from_be(port);
+        self.scratch.event.net.addr = addr;
         Destination::Inet
     }
 
@@ -458,7 +480,7 @@ impl Pending {
         let (Ok(port), Ok(addr)) = (port, addr) else {
             return Destination::Undecided;
         };
-        let net = &mut self.event.net;
+        let net = &mut self.scratch.event.net;
         net.port = u16::from_be(port);
         net.addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
         Destination::Inet
@@ -471,7 +493,7 @@ impl Pending {
         // The kernel copied exactly `addrlen` bytes of the user's address; read no further. The mask
         // is applied in asm so that LLVM cannot drop it: it is what the verifier bounds the read by.
         let given = masked::<127>(if given > SUN_PATH_LEN as u32 { SUN_PATH_LEN as u32 } else { given });
-        let buf = self.event.path.as_mut_ptr();
+        let buf = self.scratch.event.path.as_mut_ptr();
         // SAFETY: sun_path starts at offset 2 of the kernel's copy; reads are bounded by `given`
         // (masked so the verifier sees the bound) and land in the PATH_MAX-byte event buffer.
         let first = unsafe { bpf_probe_read_kernel(address.add(2)) };
@@ -484,13 +506,13 @@ impl Pending {
                 if copied < 0 {
                     return Destination::Undecided;
                 }
-                self.event.path[0] = b'@';
+                self.scratch.event.path[0] = b'@';
                 given
             }
             Ok(_) => return Destination::UnixPath,
         };
         let len = len & (PATH_MAX as u32 - 1);
-        self.event.path_len = len;
+        self.scratch.event.path_len = len;
         Destination::UnixAbstract(len)
     }
 
@@ -526,7 +548,8 @@ impl Pending {
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
         let window_ns = self.repeat_window_ns();
-        let Pending { event, inputs, opaque: _, scope, slot, previous, started_ns, repeatable } = self;
+        let Pending { scratch, scope, slot, previous, started_ns, repeatable, claim } = self;
+        let Scratch { event, inputs, opaque: _ } = scratch;
         let header = &mut event.header;
         header.effect = verdict.effect;
         header.rule_id = verdict.rule;
@@ -546,7 +569,8 @@ impl Pending {
         // SAFETY: reads of fields of a live map value.
         let (outcome, flags) = unsafe { (read_volatile(&header.effect), read_volatile(&header.flags)) };
         let repeat = if repeatable && window_ns != 0 && outcome == effect::ALLOW && flags == 0 {
-            repeats::entry_of(event, window_ns).map(|entry| (repeats::digest(&entry.key), entry))
+            repeats::entry_of(event, window_ns, claim.slot())
+                .map(|entry| (repeats::digest(&entry.key), entry))
         } else {
             None
         };

@@ -15,6 +15,7 @@ mod memo;
 mod reach;
 mod repeats;
 mod scope;
+mod scratch;
 mod signals;
 mod sockets;
 mod unix;

@@ -12,6 +12,7 @@ use safeclaw_common::{
 
 use crate::emit::Scratch;
 use crate::memo::OpenMemo;
+use crate::scratch::SCRATCH_SLOTS;
 use crate::walk::WalkBuffer;
 
 #[map(name = "SCOPE")]
@@ -50,23 +51,27 @@ pub static PORT_INTERVALS: Array<PortInterval> =
 #[map(name = "COUNTERS")]
 pub static COUNTERS: Array<u64> = Array::with_max_entries(counter::COUNT, 0);
 
-/// One decision under construction per CPU (`emit::Scratch`).
-#[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+/// Which of this CPU's scratch slots are taken, a bit each (`scratch.rs`).
+#[map(name = "SCRATCH_CLAIMS")]
+pub static SCRATCH_CLAIMS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU buffer of the dentry walk (`walk.rs`).
+/// Decisions under construction, one per scratch slot of each CPU (`emit::Scratch`).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
+
+/// Buffers of the dentry walk (`walk.rs`), one per scratch slot.
 #[map(name = "WALK_SCRATCH")]
-pub static WALK_SCRATCH: PerCpuArray<WalkBuffer> = PerCpuArray::with_max_entries(1, 0);
+pub static WALK_SCRATCH: PerCpuArray<WalkBuffer> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
 
 /// Repeats of recently recorded allowed opens (see `RepeatEntry`), keyed by the digest of their
 /// `RepeatKey` (`repeats.rs`): created and counted by the kernel, recorded and deleted by the daemon.
 #[map(name = "REPEATS")]
 pub static REPEATS: HashMap<u64, RepeatEntry> = HashMap::with_max_entries(MAX_REPEATS, 0);
 
-/// The entry of the attempt being decided, per CPU (too large for the stack): its key, then the value
-/// `REPEATS` gets if it is recorded.
+/// The entry of the attempt being decided, per scratch slot (too large for the stack): its key, then
+/// the value `REPEATS` gets if it is recorded.
 #[map(name = "REPEAT_SCRATCH")]
-pub static REPEAT_SCRATCH: PerCpuArray<RepeatEntry> = PerCpuArray::with_max_entries(1, 0);
+pub static REPEAT_SCRATCH: PerCpuArray<RepeatEntry> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
 
 /// The last counted open or connect and its decision's inputs, per CPU (`memo.rs`).
 #[map(name = "OPEN_MEMO")]

@@ -14,6 +14,7 @@ use safeclaw_common::{Event, EventHeader, NetDetail, RepeatKey, COMM_LEN};
 use crate::emit::fetch_add_one;
 use crate::kernel;
 use crate::maps::{DENTRY_EPOCH, OPEN_MEMO};
+use crate::scratch::fetch_or;
 
 /// What an open's path string and decision rest on besides the fields of its `RepeatKey`, read
 /// before its path is resolved. `d_path` makes the string of the file's dentry and mount, up to the
@@ -125,7 +126,9 @@ pub fn dentry_instantiated() {
 /// The value of `OPEN_MEMO`. `version` is 0 until a key is remembered, odd while one is being written,
 /// and changes with every write: a reader that saw one even version before and after it read the
 /// memo read one remembered open (a task preempted in a program may find the memo rewritten by
-/// another task's program on the same CPU).
+/// another task's program on the same CPU). The writer makes it odd with an atomic OR and writes only
+/// if it was even: a second task that runs while the first is preempted mid-write leaves the memo
+/// alone, so two writes never interleave.
 #[repr(C)]
 pub struct OpenMemo {
     key: RepeatKey,
@@ -135,7 +138,7 @@ pub struct OpenMemo {
     inputs: OpenInputs,
     window_ns: u64,
     active_slot: u32,
-    version: u32,
+    version: u64,
 }
 
 // The names are compared four bytes at a time, the destinations eight.
@@ -220,12 +223,14 @@ pub fn remember(
     window_ns: u64,
 ) {
     let Some(memo) = OPEN_MEMO.get_ptr_mut(0) else { return };
-    // SAFETY: the per-CPU map value, only used by this program invocation.
+    // SAFETY: the per-CPU map value; written below only while its version is odd by this write.
     let memo = unsafe { &mut *memo };
-    let version = memo.version;
-    // SAFETY: a field of the per-CPU map value; volatile and fenced so that it is odd before anything
-    // else is written.
-    unsafe { write_volatile(&mut memo.version, version | 1) };
+    // SAFETY: an 8-byte aligned field of the per-CPU map value; the atomic OR makes it odd before
+    // anything else is written, and says whether another write (preempted) already had.
+    let version = unsafe { fetch_or(&mut memo.version, 1) };
+    if version & 1 != 0 {
+        return;
+    }
     compiler_fence(Ordering::SeqCst);
     // SAFETY: copies one RepeatKey between two map values (a helper: LLVM's inline copy of a whole key
     // would be a memcpy call the BPF target lacks).
@@ -236,15 +241,13 @@ pub fn remember(
             key as *const RepeatKey as *const c_void,
         )
     };
-    if copied < 0 {
-        return;
-    }
+    // A key not copied is not remembered: no policy slot is `u32::MAX`, so the memo matches nothing.
+    memo.active_slot = if copied < 0 { u32::MAX } else { active_slot };
     memo.digest = digest;
     memo.kernel_seq = kernel_seq;
     memo.inputs = *inputs;
-    memo.active_slot = active_slot;
     memo.window_ns = window_ns;
     compiler_fence(Ordering::SeqCst);
     // SAFETY: as above; even again, and never 0, after everything else is written.
-    unsafe { write_volatile(&mut memo.version, (version | 1).wrapping_add(1).max(2)) };
+    unsafe { write_volatile(&mut memo.version, version.wrapping_add(2).max(2)) };
 }

@@ -18,16 +18,16 @@ const KEY_WORDS: usize = size_of::<RepeatKey>() / 8;
 const _: () = assert!(offset_of!(RepeatKey, path) % 8 == 0 && size_of::<RepeatKey>() % 8 == 0);
 const _: () = assert!(KEY_WORDS == HEAD_WORDS + REPEAT_PATH_MAX / 8);
 
-/// The attempt in `event`, for the window of `window_ns` its time falls in, written in this CPU's
-/// entry scratch (zero past its path), if its path is short enough to count.
+/// The attempt in `event`, for the window of `window_ns` its time falls in, written in the entry
+/// scratch of slot `slot` (zero past its path), if its path is short enough to count.
 #[inline(always)]
-pub fn entry_of(event: &Event, window_ns: u64) -> Option<&'static mut RepeatEntry> {
+pub fn entry_of(event: &Event, window_ns: u64, slot: u32) -> Option<&'static mut RepeatEntry> {
     let len = event.path_len;
     if len as usize >= REPEAT_PATH_MAX {
         return None;
     }
-    let entry = REPEAT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the per-CPU map value, only used by this program invocation.
+    let entry = REPEAT_SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: this decision's slot of the per-CPU map (`scratch.rs`).
     let entry = unsafe { &mut *entry };
     let key = &mut entry.key;
     let words = key.path.as_mut_ptr() as *mut u64;

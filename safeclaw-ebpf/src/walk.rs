@@ -60,7 +60,7 @@ fn read_u64(address: u64) -> Option<u64> {
 extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Walk` on the caller's stack, alive for the whole bpf_loop call.
     let walk = unsafe { &mut *(ctx as *mut Walk) };
-    // SAFETY: the per-CPU map value, only used by this program invocation.
+    // SAFETY: this decision's slot of the per-CPU map (`scratch.rs`).
     let buf = unsafe { &mut *walk.buf };
     let vfsmount = walk.mount + offset(&OFFSETS.mount_mnt) as u64;
     if walk.dentry == walk.root_dentry && vfsmount == walk.root_vfsmount {
@@ -129,11 +129,12 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Writes the path of `dentry` (in the mount of `vfsmount`), as the current task would see it, into
-/// `out`; its length, or `None` if the walk could not resolve it completely.
+/// `out`, in the walk buffer of scratch slot `slot`; its length, or `None` if the walk could not
+/// resolve it completely.
 #[inline(always)]
-pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Option<u32> {
-    let buf = WALK_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: the per-CPU map value, only used by this program invocation.
+pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX], slot: u32) -> Option<u32> {
+    let buf = WALK_SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: this decision's slot of the per-CPU map (`scratch.rs`).
     unsafe { ((*buf).pos, (*buf).status) = (PATH_MAX as u32, WALKING) };
     // SAFETY: a plain helper; the task pointer is only used for probe reads.
     let task = unsafe { generated::bpf_get_current_task() };
@@ -155,7 +156,7 @@ pub fn dentry_path(dentry: u64, vfsmount: u64, out: &mut [u8; PATH_MAX]) -> Opti
             0,
         )
     };
-    // SAFETY: the per-CPU map value, only used by this program invocation.
+    // SAFETY: this decision's slot of the per-CPU map (`scratch.rs`).
     let buf = unsafe { &mut *buf };
     if walked < 0 || buf.status != DONE {
         diag::miss(Miss::WalkBound, walked as u32);

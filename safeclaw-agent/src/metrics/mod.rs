@@ -55,7 +55,8 @@ pub struct Counts {
     pub decisions: BTreeMap<(String, String), u64>,
     pub entries: u64,
     pub gaps: u64,
-    /// Kernel events the ring buffer could not take; the kernel denied each (ring-full denials).
+    /// Kernel events that never reached the ring buffer (it was full, or their CPU had no free scratch
+    /// slot); the kernel denied each.
     pub lost_kernel_events: u64,
     pub kernel_seq_resets: u64,
     pub lockdowns: u64,
@@ -128,7 +129,7 @@ impl Counts {
         metric(
             "safeclaw_ring_full_denials_total",
             "counter",
-            "Kernel events the ring buffer could not take; the kernel denied each.",
+            "Kernel events that never reached the ring buffer (full, or no free scratch slot); each was denied.",
             self.lost_kernel_events,
         );
         metric(
