@@ -89,7 +89,8 @@ pub mod effect {
 pub mod flag {
     /// `bpf_d_path` failed (path longer than PATH_MAX, or unresolvable): denied, never matched on a prefix.
     pub const PATH_UNRESOLVED: u16 = 1 << 0;
-    /// No policy was loaded, or a map lookup failed: denied.
+    /// No policy was loaded, a map lookup failed, or the policy the decision began under was replaced
+    /// before it ended (its tables may have been read while a reload rewrote them): denied.
     pub const NO_POLICY: u16 = 1 << 1;
     /// The daemon put the scope in lockdown (audit log unwritable, fail-closed mode): denied.
     pub const LOCKDOWN: u16 = 1 << 2;

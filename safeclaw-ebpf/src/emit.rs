@@ -536,10 +536,26 @@ impl Pending {
     /// the attempt).
     #[inline(always)]
     pub fn finish_denial_only(self, verdict: Verdict) -> i32 {
-        if verdict.effect != effect::DENY && self.scope.lockdown == 0 && self.previous == 0 {
+        if verdict.effect != effect::DENY
+            && self.scope.lockdown == 0
+            && self.previous == 0
+            && !self.policy_replaced()
+        {
             return 0;
         }
         self.finish(verdict)
+    }
+
+    /// Whether the policy this decision began under was replaced since: a task preempted mid-hook
+    /// across two reloads may have walked tables the second one was rewriting. A reload first clears
+    /// the header of every profile it rewrites and stamps a new generation last
+    /// (`kernel::maps::write_policy` in the daemon), so any write to the tables during the decision
+    /// shows here as a changed generation. Read after every table read of the decision.
+    #[inline(always)]
+    fn policy_replaced(&self) -> bool {
+        let began = self.scratch.event.header.policy_generation;
+        // SAFETY: a field of a live array map value; volatile so that it is read now.
+        self.slot.header.is_some_and(|header| unsafe { read_volatile(&header.generation) } != began)
     }
 
     /// Records the verdict, emits the event and returns what the hook must return. An open or connect
@@ -547,6 +563,8 @@ impl Pending {
     /// the attempt ends up counted.
     #[inline(always)]
     pub fn finish(self, verdict: Verdict) -> i32 {
+        let verdict =
+            if self.policy_replaced() { Verdict::flagged(verdict.flags | flag::NO_POLICY) } else { verdict };
         let window_ns = self.repeat_window_ns();
         let Pending { scratch, scope, slot, previous, started_ns, repeatable, claim } = self;
         let Scratch { event, inputs, opaque: _ } = scratch;
