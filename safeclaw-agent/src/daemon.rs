@@ -589,10 +589,12 @@ fn reload(
     let path = source.path().display().to_string();
     let started = std::time::Instant::now();
     let mut compiled = started;
+    let heap = memory::CompileHeap::grow_in_large_steps();
     let outcome = source.load().map_err(anyhow::Error::from).and_then(|policy| {
         compiled = std::time::Instant::now();
         enforcer.install(policy, true, sessions)
     });
+    drop(heap);
     match outcome {
         Ok(()) => {
             tracing::info!(
