@@ -16,6 +16,7 @@ use safeclaw_common::{
     EVENT_FIXED_LEN, MAX_ARGS, PATH_MAX,
 };
 
+use crate::atomic::fetch_add;
 use crate::decide::{Slot, Verdict};
 use crate::diag::{self, Miss};
 use crate::kernel;
@@ -712,26 +713,7 @@ pub fn masked<const MASK: u64>(value: u32) -> u32 {
 fn next(index: u32) -> u64 {
     match COUNTERS.get_ptr_mut(index) {
         // SAFETY: array map values are 8-byte aligned and live as long as the map.
-        Some(ptr) => unsafe { fetch_add_one(ptr) },
+        Some(ptr) => unsafe { fetch_add(ptr, 1) },
         None => 0,
     }
-}
-
-/// Atomically increments `*ptr`, returning the old value.
-///
-/// # Safety
-/// `ptr` must be a valid, 8-byte aligned map value.
-#[inline(always)]
-pub unsafe fn fetch_add_one(ptr: *mut u64) -> u64 {
-    let mut value: u64 = 1;
-    // SAFETY: the caller's promise. aya-build links for the generic CPU, where LLVM refuses to use
-    // the result of an atomic add, so the fetching form (kernel >= 5.12) is written out.
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
-            v = inout(reg) value,
-            p = in(reg) ptr,
-        )
-    };
-    value
 }

@@ -4,6 +4,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod atomic;
 mod changes;
 mod decide;
 mod diag;

@@ -11,10 +11,9 @@ use core::sync::atomic::{compiler_fence, Ordering};
 use aya_ebpf::helpers::generated;
 use safeclaw_common::{Event, EventHeader, NetDetail, RepeatKey, COMM_LEN};
 
-use crate::emit::fetch_add_one;
+use crate::atomic::{fetch_add, fetch_or};
 use crate::kernel;
 use crate::maps::{DENTRY_EPOCH, OPEN_MEMO};
-use crate::scratch::fetch_or;
 
 /// What an open's path string and decision rest on besides the fields of its `RepeatKey`, read
 /// before its path is resolved. `d_path` makes the string of the file's dentry and mount, up to the
@@ -119,7 +118,7 @@ impl OpenInputs {
 pub fn dentry_instantiated() {
     if let Some(epoch) = DENTRY_EPOCH.get_ptr_mut(0) {
         // SAFETY: an 8-byte aligned array map value; atomic, since every CPU advances it.
-        unsafe { fetch_add_one(epoch) };
+        unsafe { fetch_add(epoch, 1) };
     }
 }
 

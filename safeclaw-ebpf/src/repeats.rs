@@ -7,7 +7,8 @@ use core::mem::{offset_of, size_of};
 use aya_ebpf::helpers::generated;
 use safeclaw_common::{Event, RepeatCount, RepeatEntry, RepeatKey, REPEAT_PATH_MAX};
 
-use crate::emit::{fetch_add_one, masked};
+use crate::atomic::fetch_add;
+use crate::emit::masked;
 use crate::maps::{REPEATS, REPEAT_SCRATCH};
 
 /// 8-byte words of a key before its path, and in all.
@@ -160,6 +161,6 @@ pub fn create(digest: u64, entry: &mut RepeatEntry, first: RepeatCount) -> bool 
 fn count(count: &mut RepeatCount, boot_ns: u64) {
     // SAFETY: a field of a hash map value; other CPUs may update it concurrently, hence the atomic
     // add (`last_ns` is only informative).
-    unsafe { fetch_add_one(core::ptr::addr_of_mut!(count.repeats)) };
+    unsafe { fetch_add(core::ptr::addr_of_mut!(count.repeats), 1) };
     count.last_ns = boot_ns;
 }

@@ -4,6 +4,7 @@
 //! buffers (docs/threat-model.md, "Preempted decisions").
 use core::ptr::{read_volatile, write_volatile};
 
+use crate::atomic::{fetch_and, fetch_or};
 use crate::maps::SCRATCH_CLAIMS;
 
 /// Decisions one CPU holds at once: the running one and those of tasks preempted in a hook. A
@@ -63,38 +64,4 @@ impl Drop for Claim {
             unsafe { fetch_and(claims, !(1u64 << self.slot())) };
         }
     }
-}
-
-/// Atomically ORs `bits` into `*ptr`, returning the old value.
-///
-/// # Safety
-/// `ptr` must be a valid, 8-byte aligned map value.
-#[inline(always)]
-pub unsafe fn fetch_or(ptr: *mut u64, bits: u64) -> u64 {
-    let mut value = bits;
-    // SAFETY: the caller's promise; the fetching form is written out as in `emit::fetch_add_one`.
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_or((u64 *)({p} + 0), {v})",
-            v = inout(reg) value,
-            p = in(reg) ptr,
-        )
-    };
-    value
-}
-
-/// Atomically ANDs `bits` into `*ptr`.
-///
-/// # Safety
-/// `ptr` must be a valid, 8-byte aligned map value.
-#[inline(always)]
-unsafe fn fetch_and(ptr: *mut u64, bits: u64) {
-    // SAFETY: the caller's promise.
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_and((u64 *)({p} + 0), {v})",
-            v = inout(reg) bits => _,
-            p = in(reg) ptr,
-        )
-    };
 }
