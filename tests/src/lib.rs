@@ -401,6 +401,51 @@ fn write_policy(work: &std::path::Path, policy_yaml: &str) {
     std::fs::rename(&next, work.join("policy.yaml")).unwrap();
 }
 
+/// The tests' `safeclaw-probe` running inside an agent cgroup, driven a line at a time.
+pub struct Probe {
+    pub child: std::process::Child,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Probe {
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_safeclaw-probe")`) in `cgroup` with `launch`,
+    /// shell words that end by running the probe, which is `"$0"` (`exec "$0"`, `cd DIR && exec
+    /// taskset -c 0 "$0"`).
+    pub fn start(binary: &str, cgroup: &std::path::Path, launch: &str) -> Probe {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {}/cgroup.procs && {launch}", cgroup.display()))
+            .arg(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let answers = std::io::BufReader::new(child.stdout.take().unwrap());
+        Probe { child, answers }
+    }
+
+    /// Sends one request line (tab-separated words, without the newline).
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write as _;
+        self.child.stdin.as_mut().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next answer line, trimmed.
+    pub fn answer(&mut self) -> String {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        self.answers.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// Closes the probe's input and checks that it exited successfully.
+    pub fn end(&mut self) {
+        drop(self.child.stdin.take());
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
 /// Runs `start` on a thread that then parks until the test binary exits, and returns what it made: a
 /// child started there with [`end_with_spawning_thread`] lives exactly as long as the test binary.
 pub fn on_keeper_thread<T: Send + 'static>(start: impl FnOnce() -> T + Send + 'static) -> T {

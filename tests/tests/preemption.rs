@@ -1,12 +1,11 @@
-//! Decisions stay whole when the kernel preempts a program mid-hook: with the guest switched to full
+//! Decisions stay whole when the kernel preempts a program mid-hook. With the guest switched to full
 //! preemption, agents pinned to one CPU open an allowed pair of files and a denied one as fast as they
-//! can, so that one task's program is often preempted while another's runs on the same CPU. No denied
+//! can, so that one task's program is often preempted while another's runs on the same CPU: no denied
 //! open succeeds, no allowed one is refused, and every entry names the task, the path and the verdict
 //! that belong together.
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use safeclaw_integration::{entries_for, Daemon};
+use safeclaw_integration::{entries_for, Daemon, Probe};
 
 const NAME: &str = "safeclaw-it-preempt";
 
@@ -64,53 +63,34 @@ fn current_model() -> String {
 }
 
 /// A probe inside the agent cgroup, pinned to CPU 0 and working in `dir`.
-struct Agent {
-    child: Child,
-    answers: BufReader<ChildStdout>,
-}
+struct Agent(Probe);
 
 impl Agent {
     fn start(cgroup: &std::path::Path, dir: &std::path::Path) -> Agent {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && cd {} && exec taskset -c 0 \"$0\"",
-                cgroup.display(),
-                dir.display()
-            ))
-            .arg(PROBE)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let answers = BufReader::new(child.stdout.take().unwrap());
-        Agent { child, answers }
+        Agent(Probe::start(PROBE, cgroup, &format!("cd {} && exec taskset -c 0 \"$0\"", dir.display())))
     }
 
     /// Opens `files` (relative to the agent's directory) in turn for `SECONDS`.
     fn cycle(&mut self, files: &[&str]) {
-        let line = format!("r-cycle\t{SECONDS}\t{}\n", files.join("\t"));
-        self.child.stdin.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+        self.0.send(&format!("r-cycle\t{SECONDS}\t{}", files.join("\t")));
     }
 
     /// The answer to `cycle`: opens that succeeded, opens denied.
     fn answer(&mut self) -> (u64, u64) {
-        let mut line = String::new();
-        self.answers.read_line(&mut line).unwrap();
-        let (ok, denied) = line.trim().split_once(' ').unwrap_or_else(|| panic!("probe answered {line:?}"));
+        let line = self.0.answer();
+        let (ok, denied) = line.split_once(' ').unwrap_or_else(|| panic!("probe answered {line:?}"));
         (ok.parse().unwrap(), denied.parse().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.child.id()
     }
 
     /// Times the scheduler took the CPU from this agent.
     fn preempted(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("nonvoluntary_ctxt_switches:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn end(mut self) {
-        drop(self.child.stdin.take());
-        assert!(self.child.wait().unwrap().success());
     }
 }
 
@@ -138,11 +118,10 @@ fn decisions_preempted_on_one_cpu_keep_their_own_path_task_and_verdict() {
         let preempted = denied_agent.preempted() + allowed_agents.iter().map(Agent::preempted).sum::<u64>();
         (opened_secret, secret_denials, allowed, preempted)
     };
-    let denied_pid = denied_agent.child.id();
-    let allowed_pids: Vec<u32> = allowed_agents.iter().map(|a| a.child.id()).collect();
-    denied_agent.end();
-    for agent in allowed_agents {
-        agent.end();
+    let denied_pid = denied_agent.pid();
+    let allowed_pids: Vec<u32> = allowed_agents.iter().map(Agent::pid).collect();
+    for agent in std::iter::once(&mut denied_agent).chain(&mut allowed_agents) {
+        agent.0.end();
     }
     let (status, entries) = daemon.stop();
     assert!(status.success(), "daemon exit: {status}");

@@ -2,12 +2,11 @@
 //! cgroup is frozen until the daemon has recorded most of it, every open succeeds, every one of them
 //! is in the log, and the pause is recorded in the chain. A daemon killed during a pause leaves the
 //! agents frozen, and the next one resumes them.
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use safeclaw_common::{EVENTS_RING_BYTES, EVENT_FIXED_LEN};
-use safeclaw_integration::{agent_bin, entries_for, Daemon};
+use safeclaw_integration::{agent_bin, entries_for, Daemon, Probe};
 
 const POLICY: &str = "version: 1\ndefault: allow\nrules: []\n";
 
@@ -21,36 +20,21 @@ const AGENTS: u64 = 2;
 /// Opens after the pause, each agent: they run again and are recorded too.
 const OPENS_AFTER: u64 = 5_000;
 
-/// One probe inside the agent cgroup, driven a line at a time.
-struct Agent {
-    child: Child,
-    answers: BufReader<ChildStdout>,
-}
+/// One probe inside the agent cgroup.
+struct Agent(Probe);
 
 impl Agent {
     fn start(cgroup: &std::path::Path) -> Agent {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("echo $$ > {}/cgroup.procs && exec \"$0\"", cgroup.display()))
-            .arg(PROBE)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let answers = BufReader::new(child.stdout.take().unwrap());
-        Agent { child, answers }
+        Agent(Probe::start(PROBE, cgroup, "exec \"$0\""))
     }
 
     fn ask_to_open(&mut self, file: &std::path::Path, times: u64) {
-        let line = format!("r-times\t{}\t{times}\n", file.display());
-        self.child.stdin.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+        self.0.send(&format!("r-times\t{}\t{times}", file.display()));
     }
 
     /// The answer to `ask_to_open`: opens that succeeded, opens denied.
     fn answer(&mut self) -> String {
-        let mut line = String::new();
-        self.answers.read_line(&mut line).unwrap();
-        line.trim().to_owned()
+        self.0.answer()
     }
 }
 
@@ -115,8 +99,7 @@ fn open_more_and_end(agents: &mut [Agent], file: &std::path::Path) {
     }
     for agent in agents.iter_mut() {
         assert_eq!(agent.answer(), format!("{OPENS_AFTER} 0"));
-        drop(agent.child.stdin.take());
-        assert!(agent.child.wait().unwrap().success());
+        agent.0.end();
     }
 }
 
